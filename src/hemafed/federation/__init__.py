@@ -1,0 +1,1 @@
+"""Federation: the interface analyses call, the site query registry and the transports."""

@@ -1,0 +1,216 @@
+"""The site query registry: named, versioned site-side computations with declared outputs.
+
+A *site query* is a pure function ``(cohort, params) -> {name: ndarray}``. Before it runs, its
+``declare`` function says, from the parameters alone (nothing patient-level), which arrays it will
+return, their shapes and the bounds every element lies in. Secure aggregation encodes each
+element in fixed point within those bounds (a value outside is an error, never clipped), and
+differential privacy calibrates noise to the declared per-patient sensitivity.
+
+>>> q = get_query("cohort_size")
+>>> q.declare({})["n"].shape
+(1,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hemafed.cohort.model import Cohort
+from hemafed.errors import InvalidInput
+
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Declared output array of a site query.
+
+    Every element of a site's array lies in ``[low, high]``; values are encoded with
+    ``resolution`` (the fixed-point step; 1 for counts). ``sensitivity`` is the L2 change of the
+    whole array when one patient is added or removed (for DP noise calibration); ``is_count``
+    marks released counts subject to the minimum-cell-size rule.
+    """
+
+    shape: tuple[int, ...]
+    low: float
+    high: float
+    resolution: float = 1.0
+    sensitivity: float = 1.0
+    is_count: bool = False
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(d, int) and d >= 0 for d in self.shape):
+            raise ValueError(f"shape must be non-negative ints, got {self.shape}")
+        if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.low > self.high:
+            raise ValueError(f"bounds must be finite with low <= high, got [{self.low}, {self.high}]")
+        if not self.resolution > 0:
+            raise ValueError(f"resolution must be > 0, got {self.resolution}")
+        if self.sensitivity < 0:
+            raise ValueError(f"sensitivity must be >= 0, got {self.sensitivity}")
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Query:
+    """A registered site query. ``check_params`` raises ``InvalidInput`` for bad parameters."""
+
+    name: str
+    version: str
+    compute: Callable[[Cohort, Params], dict[str, np.ndarray]]
+    declare: Callable[[Params], dict[str, Statistic]]
+    check_params: Callable[[Params], None] = field(default=lambda params: None)
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def run(self, cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+        """Check parameters, compute, and check the result against the declaration."""
+        self.check_params(params)
+        spec = self.declare(params)
+        out = self.compute(cohort, params)
+        if set(out) != set(spec):
+            raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")
+        checked: dict[str, np.ndarray] = {}
+        for name, stat in spec.items():
+            arr = np.asarray(out[name], dtype=float)
+            if arr.shape != stat.shape:
+                raise InvalidInput(f"query {self.key}: {name!r} has shape {arr.shape}, declared {stat.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise InvalidInput(f"query {self.key}: {name!r} has non-finite values")
+            if arr.size and (arr.min() < stat.low or arr.max() > stat.high):
+                raise InvalidInput(
+                    f"query {self.key}: {name!r} has values outside its declared bounds "
+                    f"[{stat.low:g}, {stat.high:g}]; widen the bound parameter, nothing is clipped")
+            checked[name] = arr
+        return checked
+
+
+_REGISTRY: dict[str, Query] = {}
+
+
+def register(query: Query) -> Query:
+    """Add a query to the registry; a name may be registered once per version."""
+    if query.key in _REGISTRY:
+        raise ValueError(f"query {query.key} is already registered")
+    _REGISTRY[query.key] = query
+    _REGISTRY.setdefault(query.name, query)
+    return query
+
+
+def get_query(name: str, version: str | None = None) -> Query:
+    """Look up ``name`` (latest registered version) or ``name@version``."""
+    key = f"{name}@{version}" if version else name
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        known = sorted(k for k in _REGISTRY if "@" in k)
+        raise InvalidInput(f"unknown query {key!r}; registered: {', '.join(known)}") from None
+
+
+def registered() -> list[Query]:
+    """Every registered query version."""
+    return [q for k, q in sorted(_REGISTRY.items()) if "@" in k]
+
+
+# --- the first queries: size, counts by category, sums for means and variances ---------------
+
+def _max_patients(params: Params) -> int:
+    return int(params.get("max_patients", 1_000_000))
+
+
+def _size_declare(params: Params) -> dict[str, Statistic]:
+    return {"n": Statistic((1,), 0, _max_patients(params), is_count=True)}
+
+
+register(Query(
+    "cohort_size", "1",
+    compute=lambda cohort, params: {"n": np.array([len(cohort)], dtype=float)},
+    declare=_size_declare,
+    description="number of patients at the site",
+))
+
+
+def _check_column(params: Params, key: str = "column") -> str:
+    col = params.get(key)
+    if not isinstance(col, str) or not col:
+        raise InvalidInput(f"parameter {key!r} must name a cohort column, got {col!r}")
+    return col
+
+
+def _counts_check(params: Params) -> None:
+    _check_column(params)
+    levels = params.get("levels")
+    if not isinstance(levels, list | tuple) or not levels or len(set(map(str, levels))) != len(levels):
+        raise InvalidInput("parameter 'levels' must be a non-empty list of distinct category levels")
+
+
+def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    col = _check_column(params)
+    if col not in cohort.patients:
+        raise InvalidInput(f"column {col!r} is not in the site's cohort")
+    values = cohort.patients[col].astype("string")
+    levels = [str(v) for v in params["levels"]]
+    counts = np.array([(values == lv).fillna(False).sum() for lv in levels], dtype=float)
+    missing = float(values.isna().sum())
+    other = float(len(values)) - counts.sum() - missing
+    return {"counts": counts, "missing": np.array([missing]), "other": np.array([other])}
+
+
+def _counts_declare(params: Params) -> dict[str, Statistic]:
+    m = _max_patients(params)
+    k = len(params.get("levels", ()))
+    return {
+        "counts": Statistic((k,), 0, m, is_count=True),
+        "missing": Statistic((1,), 0, m, is_count=True),
+        "other": Statistic((1,), 0, m, is_count=True),
+    }
+
+
+register(Query("category_counts", "1", compute=_counts_compute, declare=_counts_declare,
+               check_params=_counts_check,
+               description="counts of each declared level of a categorical column, missing, other"))
+
+
+def _moments_check(params: Params) -> None:
+    _check_column(params)
+    low, high = params.get("low"), params.get("high")
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or not low < high:
+        raise InvalidInput("parameters 'low' < 'high' must bound the column's values (public bounds)")
+
+
+def _moments_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    col = _check_column(params)
+    if col not in cohort.patients:
+        raise InvalidInput(f"column {col!r} is not in the site's cohort")
+    x = cohort.patients[col].astype("Float64").dropna().to_numpy(dtype=float)
+    low, high = float(params["low"]), float(params["high"])
+    if x.size and (x.min() < low or x.max() > high):
+        raise InvalidInput(f"column {col!r} has values outside the declared bounds [{low:g}, {high:g}]")
+    return {"n": np.array([x.size], dtype=float), "sum": np.array([x.sum()]),
+            "sum_sq": np.array([np.square(x).sum()])}
+
+
+def _moments_declare(params: Params) -> dict[str, Statistic]:
+    m = _max_patients(params)
+    low, high = float(params.get("low", 0.0)), float(params.get("high", 1.0))
+    amax = max(abs(low), abs(high))
+    res = float(params.get("resolution", 1e-6))
+    return {
+        "n": Statistic((1,), 0, m, is_count=True),
+        "sum": Statistic((1,), min(0.0, low) * m, max(0.0, high) * m, res, sensitivity=amax),
+        "sum_sq": Statistic((1,), 0.0, amax**2 * m, res, sensitivity=amax**2),
+    }
+
+
+register(Query("moments", "1", compute=_moments_compute, declare=_moments_declare,
+               check_params=_moments_check,
+               description="n, sum and sum of squares of a numeric column within public bounds"))
