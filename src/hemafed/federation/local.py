@@ -1,0 +1,50 @@
+"""A trusted single-process federation that sums site query results in the clear.
+
+For unit tests of the statistics (the maths is checked against pooled references without a
+network) and for computing pooled references. It runs the same registered site queries as every
+other transport, but without masking, policy or DP: it is never what a deployment uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hemafed.cohort.model import Cohort
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import AggregateResult, DPRequest
+from hemafed.federation.queries import get_query
+
+
+class LocalSumFederation:
+    """Sites are cohorts in memory; ``secure_sum`` returns the plain sum of their query results."""
+
+    def __init__(self, cohorts: Mapping[str, Cohort] | Sequence[Cohort]) -> None:
+        if not isinstance(cohorts, Mapping):
+            cohorts = {f"site{i:02d}": c for i, c in enumerate(cohorts)}
+        if not cohorts:
+            raise InvalidInput("a federation needs at least one site")
+        self._cohorts = dict(cohorts)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return tuple(self._cohorts)
+
+    def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
+                   dp: DPRequest | None = None) -> AggregateResult:
+        if dp is not None:
+            raise InvalidInput("LocalSumFederation does not add DP noise; use a real transport")
+        start = time.perf_counter()
+        q = get_query(query)
+        self.calls.append((query, dict(params)))
+        total: dict[str, np.ndarray] | None = None
+        for cohort in self._cohorts.values():
+            out = q.run(cohort, params)
+            total = out if total is None else {k: total[k] + out[k] for k in total}
+        assert total is not None
+        return AggregateResult(total, self.site_ids, round_trips=1,
+                               seconds=time.perf_counter() - start)
