@@ -36,6 +36,11 @@ _UNIT_HINTS: dict[str, tuple[float, str]] = {
 }
 
 
+def _text(col: pd.Series) -> pd.Series:
+    """Column as nullable strings with surrounding whitespace removed (vectorised in Arrow)."""
+    return col.astype("string[pyarrow]").str.strip().astype("string")
+
+
 def _problems_where(mask: np.ndarray, column: str, reasons: Iterable[str],
                     ids: pd.Series) -> list[Problem]:
     rows = np.flatnonzero(mask)
@@ -56,7 +61,7 @@ def _parse_bool(col: pd.Series, name: str, ids: pd.Series) -> tuple[pd.Series, l
         reasons = [f"expected 0/1 (or true/false), got {v!r}" for v in col[bad]]
         out = col.where(ok).astype("Float64").astype("boolean")
         return out, _problems_where(bad, name, reasons, ids)
-    text = col.astype("string").str.strip().str.lower()
+    text = _text(col).str.lower()
     is_true = text.isin(_TRUE).fillna(False).to_numpy(dtype=bool)
     is_false = text.isin(_FALSE).fillna(False).to_numpy(dtype=bool)
     missing = text.isna().to_numpy() | (text == "").fillna(False).to_numpy(dtype=bool)
@@ -73,7 +78,7 @@ def _parse_numeric(col: pd.Series, f: Field, ids: pd.Series) -> tuple[pd.Series,
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         num = col.astype("Float64")
     else:
-        text = col.astype("string").str.strip()
+        text = _text(col)
         num = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype("Float64")
         bad = (num.isna() & text.notna() & (text != "")).to_numpy(dtype=bool)
         reasons = [f"expected a number{_unit(f)}, got {v!r}" for v in col[bad]]
@@ -113,7 +118,7 @@ def _range_reason(f: Field, v: float, side: str) -> str:
 
 
 def _parse_category(col: pd.Series, f: Field, ids: pd.Series) -> tuple[pd.Series, list[Problem]]:
-    text = col.astype("string").str.strip()
+    text = _text(col)
     text = text.mask(text == "")
     ok = text.isna() | text.isin(f.categories)
     bad = ~ok.to_numpy(dtype=bool)
@@ -129,7 +134,7 @@ def _parse_column(col: pd.Series, f: Field, ids: pd.Series) -> tuple[pd.Series, 
         return _parse_numeric(col, f, ids)
     if f.kind == "category":
         return _parse_category(col, f, ids)
-    text = col.astype("string").str.strip()
+    text = _text(col)
     return text.mask(text == ""), []
 
 
@@ -143,13 +148,13 @@ def _check_patients(raw: pd.DataFrame, panels: Mapping[str, tuple[str, ...]]) ->
             problems.append(Problem(None, name, "required column is missing"))
     if "patient_id" not in raw.columns:
         return raw, problems
-    ids = raw["patient_id"].astype("string").str.strip()
+    ids = _text(raw["patient_id"])
     out: dict[str, pd.Series] = {}
     for c in raw.columns:
         if c in unknown:
             continue
         if c == PANEL_COLUMN:
-            panel = raw[c].astype("string").str.strip()
+            panel = _text(raw[c])
             panel = panel.mask(panel == "")
             bad = (panel.notna() & ~panel.isin(list(panels))).to_numpy(dtype=bool)
             reasons = [f"panel {v!r} is not declared; declared panels: {sorted(panels)}"
@@ -240,7 +245,7 @@ def _check_mutations(raw: pd.DataFrame, patient_ids: pd.Series, panels: Mapping[
                          for r in np.flatnonzero(bad)]
             out[c] = num.astype(_MUTATION_DTYPES[c]) if not bad.any() else num.astype("Float64")
         else:
-            text = raw[c].astype("string").str.strip()
+            text = _text(raw[c])
             out[c] = text.mask(text == "")
     gene = out["gene"]
     known = gene.isin(list(gene_vocab.KNOWN | extra_genes)).fillna(False).to_numpy(dtype=bool)
@@ -260,18 +265,29 @@ def _check_mutations(raw: pd.DataFrame, patient_ids: pd.Series, panels: Mapping[
         problems.append(Problem(int(r) + 1, "mutations.patient_id",
                                 f"mutation for patient {out['patient_id'].iloc[r]!r} who is not in the patient table"))
     if panels:
-        panel_map = dict(zip(patient_ids, panel_of, strict=True))
-        sequenced = {k: set(v) for k, v in panels.items()}
-        for r in np.flatnonzero(~orphan & known):
-            pid, g = out["patient_id"].iloc[r], out["gene"].iloc[r]
-            pan = panel_map.get(pid)
-            if pan is None or pd.isna(pan):
-                problems.append(Problem(int(r) + 1, "mutations.gene",
-                                        f"mutation in {g} for a patient with no sequencing panel", str(pid)))
-            elif g not in sequenced.get(str(pan), set()):
-                problems.append(Problem(int(r) + 1, "mutations.gene",
-                                        f"{g} is not on panel {pan!r}", str(pid)))
+        problems += _check_mutations_on_panel(out, ~orphan & known, patient_ids, panel_of, panels)
     return out.reset_index(drop=True), problems
+
+
+def _check_mutations_on_panel(muts: pd.DataFrame, candidates: np.ndarray, patient_ids: pd.Series,
+                              panel_of: pd.Series, panels: Mapping[str, tuple[str, ...]]) -> list[Problem]:
+    """Each mutation must be in a gene on its patient's panel (vectorised: one merge, no loop)."""
+    pairs = pd.DataFrame({"panel": [p for p, gs in panels.items() for _ in gs],
+                          "gene": [g for gs in panels.values() for g in gs], "on_panel": True})
+    panel_by_patient = pd.Series(panel_of.to_numpy(), index=patient_ids.to_numpy())
+    panel_by_patient = panel_by_patient[~panel_by_patient.index.duplicated()]
+    rows = pd.DataFrame({"row": np.flatnonzero(candidates),
+                         "patient_id": muts["patient_id"].to_numpy()[candidates],
+                         "gene": muts["gene"].to_numpy()[candidates]})
+    rows["panel"] = rows["patient_id"].map(panel_by_patient).to_numpy()
+    merged = rows.merge(pairs, on=["panel", "gene"], how="left")
+    bad = merged[merged["on_panel"].isna()]
+    problems: list[Problem] = []
+    for r, pid, g, pan in zip(bad["row"], bad["patient_id"], bad["gene"], bad["panel"], strict=True):
+        reason = (f"mutation in {g} for a patient with no sequencing panel" if pd.isna(pan)
+                  else f"{g} is not on panel {pan!r}")
+        problems.append(Problem(int(r) + 1, "mutations.gene", reason, str(pid)))
+    return problems
 
 
 def validate_cohort(

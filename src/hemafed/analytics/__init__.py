@@ -1,0 +1,8 @@
+"""Federated analytics: survival (Kaplan-Meier, log-rank, Cox), regression and descriptive
+statistics, each a registered site query plus a hub step that only sees secure sums.
+
+Importing the package registers the survival site queries, so a site process that imports
+``hemafed.analytics`` can answer them.
+"""
+
+from hemafed.analytics import survival_queries as survival_queries

@@ -1,0 +1,239 @@
+"""Federated Cox proportional hazards by exact Newton-Raphson on secure sums.
+
+Each Newton round sends the current ``beta`` (public) to the sites:
+
+* **unstratified, or stratified by a column**: the ``cox_risk_set_sums`` query returns, per
+  stratum and grid event time, the risk-set sums ``S0 = sum exp(xb)``, ``S1 = sum x exp(xb)``,
+  ``S2 = sum x x' exp(xb)``, the number of events ``d``, the sum of ``x`` over events and, for
+  Efron ties, the same exp-weighted sums over the tied events. These are additive over sites,
+  so the hub forms the pooled log partial likelihood, gradient and Hessian exactly as a pooled fit.
+* **stratified by site**: each site is its own stratum, and stratum terms add up; the
+  ``cox_site_derivatives`` query returns the site's own log-likelihood, gradient and Hessian, and
+  the secure sum of those is the stratified fit. Per-site risk sets never leave a site.
+
+Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
+unchanged) so that ``exp(xb)`` stays well scaled and has a public bound for secure encoding.
+Steps are halved when the log-likelihood falls; a singular Hessian (a constant covariate,
+perfect collinearity) or diverging coefficients (perfect separation) raise
+``ConvergenceError`` naming the covariate. ``penalizer`` adds ``-penalizer/2 * |beta|^2`` on the
+covariates' own scale (lifelines penalises standardised covariates, so penalised fits differ).
+
+>>> # cph = FederatedCoxPH(ties="efron").fit(federation, "os_time", "os_status", "age + hb")
+>>> # cph.summary  # the columns of lifelines' CoxPHFitter.summary
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hemafed.analytics import results
+from hemafed.analytics.concordance import federated_concordance
+from hemafed.analytics.design import DesignSpec, Term, parse_formula
+from hemafed.analytics.km import time_grid
+from hemafed.analytics.survival_queries import check_grid, cox_derivatives, query_params
+from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation.api import Federation
+
+log = logging.getLogger(__name__)
+
+SEPARATION_LIMIT = 30.0
+"""A coefficient whose effect across the covariate's public range exceeds exp(30) diverges."""
+
+
+def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
+    """Name the covariate a (near-)singular Hessian cannot identify, or None if it is fine."""
+    scale = np.sqrt(np.abs(np.diag(hess)))
+    if np.any(scale == 0):
+        return names[int(np.flatnonzero(scale == 0)[0])]
+    corr = hess / np.outer(scale, scale)
+    w, v = np.linalg.eigh(-corr)
+    if w[0] > 1e-10 * max(1.0, float(w[-1])):
+        return None
+    return names[int(np.argmax(np.abs(v[:, 0])))]
+
+
+class FederatedCoxPH:
+    """Cox regression over a federation, shaped like lifelines' ``CoxPHFitter``.
+
+    ``strata``: None, ``"site"`` (each site its own baseline hazard) or a categorical cohort
+    column with ``strata_levels``. After ``fit``: ``summary``, ``params_``, ``standard_errors_``,
+    ``variance_matrix_``, ``log_likelihood_``, ``concordance_index_``, ``rounds``, ``plot()``,
+    ``to_json()``, ``print_summary()``.
+    """
+
+    def __init__(self, ties: str = "efron", strata: str | None = None,
+                 strata_levels: Iterable[str] | None = None, penalizer: float = 0.0,
+                 alpha: float = 0.05, tol: float = 1e-10, max_rounds: int = 50) -> None:
+        if ties not in ("efron", "breslow"):
+            raise InvalidInput(f"ties must be 'efron' or 'breslow', got {ties!r}")
+        if strata is not None and strata != "site" and not strata_levels:
+            raise InvalidInput(f"strata column {strata!r} needs its public strata_levels")
+        if penalizer < 0:
+            raise InvalidInput(f"penalizer must be >= 0, got {penalizer}")
+        self.ties, self.strata, self.penalizer = ties, strata, float(penalizer)
+        self.strata_levels = [str(v) for v in strata_levels] if strata_levels else None
+        self.alpha, self.tol, self.max_rounds = alpha, tol, max_rounds
+        self.rounds = 0
+        self.params_: pd.Series | None = None
+
+    # --- one round: loglik, gradient, Hessian at beta from secure sums ------------------------
+    def _derivatives(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
+        params = self._request | {"beta": [float(b) for b in beta]}
+        efron = self.ties == "efron"
+        if self.strata == "site":
+            agg = self._federation.secure_sum("cox_site_derivatives", params, study=self._study)
+            ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
+            events = float(agg["d"].sum())
+        else:
+            agg = self._federation.secure_sum("cox_risk_set_sums", params, study=self._study)
+            ll, g, h = cox_derivatives(agg.values, beta, efron)
+            events = float(agg["d"].sum())
+        self.rounds += 1
+        self.n_, self.excluded_ = int(agg["n"][0]), int(agg["excluded"][0])
+        if self.penalizer:
+            ll -= 0.5 * self.penalizer * float(beta @ beta)
+            g = g - self.penalizer * beta
+            h = h - self.penalizer * np.eye(beta.size)
+        return ll, g, h, events
+
+    def fit(self, federation: Federation, duration_col: str = "os_time",
+            event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
+            *, grid: Iterable[float] | None = None, time_mapping: str = "exact",
+            steps_per_unit: float = 365.25, concordance: bool = True, lp_bins: int = 256,
+            study: str = "default") -> FederatedCoxPH:
+        """Fit by Newton-Raphson; ``formula`` is ``"age + hb + sex"``, a list, or a DesignSpec."""
+        if not formula:
+            raise InvalidInput("give the covariates: a formula such as 'age + hb' or a list")
+        spec = parse_formula(formula)
+        names = list(spec.names)
+        g = check_grid(list(grid)) if grid is not None else time_grid(
+            federation, duration_col, event_col, steps_per_unit=steps_per_unit,
+            events_only=True, study=study)
+        extra: dict[str, Any] = {"design": spec.to_params(), "ties": self.ties}
+        if self.strata not in (None, "site"):
+            extra |= {"strata_col": self.strata, "strata_levels": self.strata_levels}
+        self._federation, self._study, self.spec = federation, study, spec
+        self._request = query_params(duration_col, event_col, g, time_mapping=time_mapping, **extra)
+        self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
+
+        beta = np.zeros(spec.width)
+        ll, grad, hess, events = self._derivatives(beta)
+        self.events_ = int(events)
+        if events < spec.width + 1 or events < 2:
+            raise InvalidInput(f"too few events ({int(events)}) for {spec.width} covariate(s); "
+                               f"a Cox model needs more events than covariates")
+        self.log_likelihood_null_ = ll
+        converged = False
+        while self.rounds < self.max_rounds:
+            bad = _singular_covariate(hess, names)
+            if bad is not None:
+                raise ConvergenceError(
+                    f"the Hessian is singular: covariate {bad!r} is constant or collinear with "
+                    f"others in the pooled complete cases; drop or recode it")
+            step = np.linalg.solve(-hess, grad)
+            halvings = 0
+            while True:
+                cand = beta + step
+                effect = np.abs(cand) * spec.half_width
+                if effect.max() > SEPARATION_LIMIT:
+                    j = int(np.argmax(effect))
+                    raise ConvergenceError(
+                        f"coefficient of {names[j]!r} diverges (perfect separation or monotone "
+                        f"likelihood); drop or merge that covariate")
+                ll_new, g_new, h_new, _ = self._derivatives(cand)
+                if ll_new >= ll - 1e-12 * max(1.0, abs(ll)) or halvings >= 20:
+                    break
+                step, halvings = step / 2, halvings + 1
+            moved = np.abs(cand - beta)
+            beta, ll_old, ll, grad, hess = cand, ll, ll_new, g_new, h_new
+            if float(moved.max()) < self.tol:
+                converged = True
+                break
+            if abs(ll - ll_old) < 1e-10 * max(1.0, abs(ll)) and float(moved.max()) > 1e-4:
+                # the likelihood is flat but a coefficient keeps moving: monotone likelihood
+                raise ConvergenceError(
+                    f"coefficient of {names[int(np.argmax(moved))]!r} diverges (perfect "
+                    f"separation or monotone likelihood); drop or merge that covariate")
+        if not converged:
+            raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} rounds; "
+                                   f"check the covariates for separation or raise max_rounds")
+        bad = _singular_covariate(hess, names)
+        if bad is not None:
+            raise ConvergenceError(f"the Hessian is singular at the optimum for covariate {bad!r}")
+        cov = np.linalg.inv(-hess)
+        self.params_ = pd.Series(beta, index=pd.Index(names, name="covariate"), name="coef")
+        self.variance_matrix_ = pd.DataFrame(cov, index=names, columns=names)
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=self.params_.index,
+                                          name="se")
+        self.log_likelihood_ = ll
+        self.gradient_ = grad
+        self.concordance_index_ = (federated_concordance(
+            federation, self._request, beta, lp_bins, study) if concordance else float("nan"))
+        log.info("federated Cox converged in %d rounds (%d covariates)", self.rounds, spec.width)
+        return self
+
+    def _need_fit(self) -> pd.Series:
+        if self.params_ is None:
+            raise InvalidInput("call fit(...) first")
+        return self.params_
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        params = self._need_fit()
+        return results.coefficient_table(list(params.index), params.to_numpy(),
+                                         self.standard_errors_.to_numpy(), self.alpha)
+
+    @property
+    def hazard_ratios_(self) -> pd.Series:
+        return np.exp(self._need_fit()).rename("exp(coef)")
+
+    def log_likelihood_ratio_test(self) -> tuple[float, int, float]:
+        """Likelihood-ratio test against the null model: (statistic, df, p)."""
+        params = self._need_fit()
+        stat = 2 * (self.log_likelihood_ - self.log_likelihood_null_)
+        return stat, len(params), float(stats.chi2.sf(stat, len(params)))
+
+    def print_summary(self, decimals: int = 3) -> str:
+        """The summary as text (returned, not printed: library code prints nothing)."""
+        self._need_fit()
+        stat, df, p = self.log_likelihood_ratio_test()
+        head = [f"federated Cox PH ({self.ties} ties, strata={self.strata})",
+                f"duration col = {self.duration_col!r}, event col = {self.event_col!r}",
+                f"observations = {self.n_}, events = {self.events_}, "
+                f"excluded (incomplete) = {self.excluded_}, rounds = {self.rounds}",
+                f"partial log-likelihood = {self.log_likelihood_:.{decimals}f}",
+                f"concordance = {self.concordance_index_:.{decimals}f}",
+                f"log-likelihood ratio test = {stat:.{decimals}f} on {df} df, p = {p:.3g}", ""]
+        return "\n".join(head) + self.summary.round(decimals).to_string()
+
+    def plot(self, ax: Any = None) -> Any:
+        """Coefficients with their confidence intervals, like lifelines' ``CoxPHFitter.plot``."""
+        summary = self.summary
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots()
+        lo, hi = summary.columns[3], summary.columns[4]
+        y = np.arange(len(summary))[::-1]
+        ax.errorbar(summary["coef"], y, xerr=[summary["coef"] - summary[lo],
+                                              summary[hi] - summary["coef"]], fmt="s")
+        ax.axvline(0.0, color="grey", linestyle="--")
+        ax.set_yticks(y, list(summary.index))
+        ax.set_xlabel(f"log(HR) ({100 * (1 - self.alpha):g}% CI)")
+        return ax
+
+    def to_json(self) -> str:
+        self._need_fit()
+        return results.to_json({
+            "kind": "cox_ph", "ties": self.ties, "strata": self.strata,
+            "penalizer": self.penalizer, "duration_col": self.duration_col,
+            "event_col": self.event_col, "design": self.spec.to_params(),
+            "summary": self.summary, "log_likelihood": self.log_likelihood_,
+            "concordance_index": self.concordance_index_, "rounds": self.rounds,
+            "n": self.n_, "events": self.events_, "excluded": self.excluded_})

@@ -1,0 +1,288 @@
+"""Public covariate designs: which columns enter a model, their bounds and levels, and the site's
+design matrix.
+
+A :class:`DesignSpec` is public (it travels in query parameters, so it holds no patient data):
+numeric columns with declared bounds (default: the schema's plausible range), categorical columns
+with declared levels and a reference level (expanded to 0/1 dummy columns), boolean flags (0/1)
+and gene terms (``gene:TP53``: 1 mutated, 0 sequenced wild-type; not sequenced is *missing*).
+At a site, :func:`design_matrix` turns the cohort into a numeric matrix. Rows missing any
+covariate (or any required outcome column) are dropped: the analysis is complete-case, and the
+number of dropped rows is reported through :func:`complete_case_mask`.
+
+>>> spec = parse_formula("age + sex + cyto_ipssr")
+>>> spec.names[:3]
+('age', 'sex[F]', 'cyto_ipssr[Good]')
+>>> DesignSpec.from_params(spec.to_params()) == spec
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.cohort.model import Cohort
+from hemafed.cohort.schema import FIELDS
+from hemafed.errors import InvalidInput
+
+GENE_PREFIX = "gene:"
+
+
+@dataclass(frozen=True)
+class NumericTerm:
+    """A numeric (or 0/1 flag) column entering the model as is; values must lie in [low, high]."""
+
+    column: str
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.low) and np.isfinite(self.high)) or not self.low < self.high:
+            raise InvalidInput(f"covariate {self.column!r}: bounds must be finite with low < high, "
+                               f"got [{self.low}, {self.high}]")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.column,)
+
+
+@dataclass(frozen=True)
+class CategoricalTerm:
+    """A categorical column expanded to one 0/1 column per non-reference level."""
+
+    column: str
+    levels: tuple[str, ...]
+    reference: str
+
+    def __post_init__(self) -> None:
+        if len(self.levels) < 2 or len(set(self.levels)) != len(self.levels):
+            raise InvalidInput(f"covariate {self.column!r}: needs at least two distinct levels, "
+                               f"got {list(self.levels)}")
+        if self.reference not in self.levels:
+            raise InvalidInput(f"covariate {self.column!r}: reference level {self.reference!r} is "
+                               f"not among the levels {list(self.levels)}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"{self.column}[{lv}]" for lv in self.levels if lv != self.reference)
+
+
+@dataclass(frozen=True)
+class GeneTerm:
+    """Mutation status of one gene: 1 mutated, 0 sequenced and wild-type (not sequenced: missing)."""
+
+    gene: str
+
+    def __post_init__(self) -> None:
+        if not self.gene or not isinstance(self.gene, str):
+            raise InvalidInput(f"gene term needs a gene symbol, got {self.gene!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (f"{GENE_PREFIX}{self.gene}",)
+
+
+Term = NumericTerm | CategoricalTerm | GeneTerm
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """The public description of a design matrix: an ordered tuple of terms."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise InvalidInput("a design needs at least one covariate")
+        names = self.names
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise InvalidInput(f"covariate(s) listed twice in the design: {', '.join(dup)}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Column names of the design matrix, in order."""
+        return tuple(n for t in self.terms for n in t.names)
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """``(width, 2)`` array of public lower/upper bounds of each design column."""
+        rows: list[tuple[float, float]] = []
+        for t in self.terms:
+            if isinstance(t, NumericTerm):
+                rows.append((t.low, t.high))
+            else:
+                rows.extend([(0.0, 1.0)] * len(t.names))
+        return np.array(rows, dtype=float)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Midpoints of the bounds: a public centring that keeps ``exp(x @ beta)`` well scaled."""
+        b = self.bounds
+        return (b[:, 0] + b[:, 1]) / 2.0
+
+    @property
+    def half_width(self) -> np.ndarray:
+        """Half-widths of the bounds: ``|x - center| <= half_width`` for every row."""
+        b = self.bounds
+        return (b[:, 1] - b[:, 0]) / 2.0
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Cohort columns the design reads (gene terms read the mutation table)."""
+        return tuple(t.column for t in self.terms if not isinstance(t, GeneTerm))
+
+    def to_params(self) -> list[dict[str, Any]]:
+        """A JSON-serialisable form for query parameters."""
+        out: list[dict[str, Any]] = []
+        for t in self.terms:
+            if isinstance(t, NumericTerm):
+                out.append({"kind": "numeric", "column": t.column, "low": t.low, "high": t.high})
+            elif isinstance(t, CategoricalTerm):
+                out.append({"kind": "categorical", "column": t.column, "levels": list(t.levels),
+                            "reference": t.reference})
+            else:
+                out.append({"kind": "gene", "gene": t.gene})
+        return out
+
+    @classmethod
+    def from_params(cls, params: Any) -> DesignSpec:
+        """Inverse of :meth:`to_params`; raises ``InvalidInput`` naming the bad entry."""
+        if isinstance(params, DesignSpec):
+            return params
+        if not isinstance(params, list | tuple) or not params:
+            raise InvalidInput("parameter 'design' must be a non-empty list of terms")
+        terms: list[Term] = []
+        for i, p in enumerate(params):
+            if not isinstance(p, Mapping) or "kind" not in p:
+                raise InvalidInput(f"design term {i}: expected a mapping with 'kind', got {p!r}")
+            try:
+                if p["kind"] == "numeric":
+                    terms.append(NumericTerm(str(p["column"]), float(p["low"]), float(p["high"])))
+                elif p["kind"] == "categorical":
+                    terms.append(CategoricalTerm(str(p["column"]),
+                                                 tuple(str(v) for v in p["levels"]),
+                                                 str(p["reference"])))
+                elif p["kind"] == "gene":
+                    terms.append(GeneTerm(str(p["gene"])))
+                else:
+                    raise InvalidInput(f"design term {i}: unknown kind {p['kind']!r}")
+            except KeyError as e:
+                raise InvalidInput(f"design term {i}: missing key {e}") from None
+        return cls(tuple(terms))
+
+
+def term(column: str, *, low: float | None = None, high: float | None = None,
+         levels: Sequence[str] | None = None, reference: str | None = None) -> Term:
+    """Build one term from a schema column name, with schema defaults for bounds and levels.
+
+    ``"gene:TP53"`` makes a gene term. Numeric fields take the schema's plausible range unless
+    ``low``/``high`` are given; boolean flags become 0/1 numeric terms; category fields take the
+    schema's categories (or ``levels``) with the first level (or ``reference``) as reference.
+    """
+    if column.startswith(GENE_PREFIX):
+        return GeneTerm(column[len(GENE_PREFIX):])
+    f = FIELDS.get(column)
+    if f is None:
+        raise InvalidInput(f"covariate {column!r} is not a cohort schema column; "
+                           f"use a schema field name or 'gene:SYMBOL'")
+    if f.kind in ("float", "int"):
+        lo = f.low if low is None else low
+        hi = f.high if high is None else high
+        if lo is None or hi is None:
+            raise InvalidInput(f"covariate {column!r} has no schema bounds; declare low= and high=")
+        return NumericTerm(column, float(lo), float(hi))
+    if f.kind == "bool":
+        return NumericTerm(column, 0.0, 1.0)
+    if f.kind == "category":
+        lv = tuple(str(v) for v in (levels if levels is not None else f.categories))
+        return CategoricalTerm(column, lv, str(reference) if reference is not None else lv[0])
+    raise InvalidInput(f"covariate {column!r} is a {f.kind} column, not numeric, boolean or "
+                       f"categorical; it cannot enter a model")
+
+
+def parse_formula(formula: str | Iterable[str | Term] | DesignSpec) -> DesignSpec:
+    """A design from ``"age + hb + sex + gene:TP53"`` or a list of names/terms (schema defaults)."""
+    if isinstance(formula, DesignSpec):
+        return formula
+    if isinstance(formula, str):
+        items: list[str | Term] = [s.strip() for s in formula.split("+")]
+        if any(not s for s in items):
+            raise InvalidInput(f"formula {formula!r} has an empty term; write e.g. 'age + hb'")
+    else:
+        items = list(formula)
+    return DesignSpec(tuple(term(s) if isinstance(s, str) else s for s in items))
+
+
+def _column(cohort: Cohort, column: str) -> pd.Series:
+    if column not in cohort.patients.columns:
+        raise InvalidInput(f"covariate column {column!r} is not in the site's cohort")
+    return cohort.patients[column]
+
+
+def _term_values(cohort: Cohort, t: Term) -> np.ndarray:
+    """``(n, len(t.names))`` float array; NaN marks missing."""
+    if isinstance(t, GeneTerm):
+        genes = cohort.gene_matrix([t.gene])[t.gene]
+        return genes.astype("Float64").to_numpy(dtype=float, na_value=np.nan)[:, None]
+    col = _column(cohort, t.column)
+    if isinstance(t, NumericTerm):
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            raise InvalidInput(f"covariate {t.column!r} is not numeric (dtype {col.dtype}); "
+                               f"declare it as categorical with levels")
+        return col.astype("Float64").to_numpy(dtype=float, na_value=np.nan)[:, None]
+    text = col.astype("string")
+    known = text.isna() | text.isin(list(t.levels))
+    if not known.all():
+        bad = sorted(set(text[~known].astype(str)))
+        raise InvalidInput(f"covariate {t.column!r} has value(s) {bad} outside the declared levels "
+                           f"{list(t.levels)}; declare every level")
+    out = np.stack([(text == lv).fillna(False).to_numpy(dtype=float)
+                    for lv in t.levels if lv != t.reference], axis=1)
+    out[text.isna().to_numpy(), :] = np.nan
+    return out
+
+
+def complete_case_mask(cohort: Cohort, spec: DesignSpec | None,
+                       required: Sequence[str] = ()) -> np.ndarray:
+    """Rows with every design covariate and every ``required`` column present."""
+    mask = np.ones(len(cohort), dtype=bool)
+    for c in required:
+        mask &= _column(cohort, c).notna().to_numpy(dtype=bool)
+    if spec is not None:
+        for t in spec.terms:
+            mask &= ~np.isnan(_term_values(cohort, t)).any(axis=1)
+    return mask
+
+
+def design_matrix(cohort: Cohort, spec: DesignSpec,
+                  rows: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """The site's ``(n_rows, width)`` design matrix and its column names.
+
+    ``rows`` (a boolean mask) selects rows; by default the complete cases of the design. Raises
+    ``InvalidInput`` for an unknown or non-numeric column, a missing value in a selected row, or a
+    value outside its declared public bounds (never clipped).
+    """
+    if rows is None:
+        rows = complete_case_mask(cohort, spec)
+    blocks = [_term_values(cohort, t)[rows] for t in spec.terms]
+    x = np.concatenate(blocks, axis=1) if blocks else np.empty((int(rows.sum()), 0))
+    if np.isnan(x).any():
+        j = int(np.flatnonzero(np.isnan(x).any(axis=0))[0])
+        raise InvalidInput(f"covariate {spec.names[j]!r} is missing in selected rows; "
+                           f"select complete cases with complete_case_mask")
+    b = spec.bounds
+    outside = (x < b[:, 0]) | (x > b[:, 1])
+    if outside.any():
+        j = int(np.flatnonzero(outside.any(axis=0))[0])
+        raise InvalidInput(f"covariate {spec.names[j]!r} has values outside its declared bounds "
+                           f"[{b[j, 0]:g}, {b[j, 1]:g}]; widen the bounds (nothing is clipped)")
+    return x, list(spec.names)

@@ -1,0 +1,375 @@
+"""Federated logistic regression by Newton-Raphson on secure sums.
+
+Each Newton iteration is one secure sum of the site query ``logistic_newton``: for the public
+coefficient vector it returns the gradient ``X'(y - p)``, the Hessian ``X'WX`` (``W = p(1-p)``),
+the log-likelihood and the counts of the complete cases. The hub solves the Newton step; no
+patient-level value, and no single site's sums, reach it.
+
+The design matrix is built at the site from a public :class:`~hemafed.analytics.design.DesignSpec`.
+Internally every column is centred and scaled by its public bounds (``z = (x - center) /
+half_width``, so ``|z| <= 1``): this bounds every released sum for secure aggregation and DP, and
+conditions the Hessian. Estimates and their covariance are mapped back to the original scale
+exactly (the maximum-likelihood estimate is invariant under this affine reparametrisation), so
+``.summary`` lines up with ``statsmodels`` ``Logit(y, add_constant(X)).fit().summary()``.
+
+>>> import pandas as pd
+>>> from hemafed.cohort import validate_cohort
+>>> from hemafed.federation.local import LocalSumFederation
+>>> c = validate_cohort(pd.DataFrame({"patient_id": list("abcdefgh"), "disease": ["MDS"] * 8,
+...     "age": [50, 55, 60, 65, 70, 75, 80, 85],
+...     "transplant": [1, 1, 0, 1, 0, 1, 0, 0]}))
+>>> m = FederatedLogisticRegression().fit(LocalSumFederation([c]), "transplant", ["age"])
+>>> list(m.summary.columns)
+['coef', 'std err', 'z', 'P>|z|', '[0.025', '0.975]']
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hemafed.analytics.describe import codec_resolution
+from hemafed.analytics.design import (
+    DesignSpec,
+    Term,
+    complete_case_mask,
+    design_matrix,
+    parse_formula,
+)
+from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
+from hemafed.analytics.results import to_json
+from hemafed.cohort.model import Cohort
+from hemafed.cohort.schema import FIELDS
+from hemafed.cohort.validate import validate_cohort
+from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.federation.queries import Params, Query, Statistic, register
+
+log = logging.getLogger(__name__)
+
+NEWTON_QUERY = "logistic_newton"
+SUMMARY_COLUMNS: tuple[str, ...] = ("coef", "std err", "z", "P>|z|", "[0.025", "0.975]")
+"""The coefficient-table columns of statsmodels' ``Logit(...).fit().summary()``."""
+
+SEPARATION_LIMIT = 30.0
+"""A scaled coefficient (per half-range of the covariate) beyond this signals separation."""
+
+
+# --- site side ---------------------------------------------------------------------------------
+
+def outcome_vector(cohort: Cohort, outcome: str, positive: Sequence[str] | None) -> np.ndarray:
+    """The 0/1 outcome at a site (NaN where missing); raises ``InvalidInput`` if not binary."""
+    if outcome not in cohort.patients:
+        raise InvalidInput(f"outcome column {outcome!r} is not in the site's cohort")
+    col = cohort.patients[outcome]
+    if positive is not None:
+        text = col.astype("string")
+        y = text.isin([str(v) for v in positive]).to_numpy(dtype=float)
+        y[text.isna().to_numpy()] = np.nan
+        return y
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        y = col.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        seen = y[~np.isnan(y)]
+        if seen.size and not np.isin(seen, (0.0, 1.0)).all():
+            raise InvalidInput(f"outcome {outcome!r} is not binary (values other than 0/1); "
+                               f"pass positive=[...] levels or use a 0/1 column")
+        return y
+    raise InvalidInput(f"outcome {outcome!r} is categorical; pass positive=[levels counted as 1]")
+
+
+def _newton_check(params: Params) -> None:
+    DesignSpec.from_params(params.get("design"))
+    if not isinstance(params.get("outcome"), str):
+        raise InvalidInput(f"parameter 'outcome' must name a column, got {params.get('outcome')!r}")
+    width = len(DesignSpec.from_params(params["design"]).names) + 1
+    beta = params.get("beta")
+    if not isinstance(beta, list | tuple) or len(beta) != width:
+        raise InvalidInput(f"parameter 'beta' must list {width} coefficients (intercept first)")
+    if not all(isinstance(b, int | float) and math.isfinite(b) for b in beta):
+        raise InvalidInput("parameter 'beta' must hold finite numbers")
+
+
+def scaled_design(cohort: Cohort, spec: DesignSpec, rows: np.ndarray) -> np.ndarray:
+    """Intercept plus centred, bound-scaled covariates (every entry in [-1, 1])."""
+    x, _ = design_matrix(cohort, spec, rows)
+    z = (x - spec.center) / spec.half_width
+    return np.column_stack([np.ones(len(z)), z])
+
+
+def _newton_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    outcome = str(params["outcome"])
+    positive = params.get("positive")
+    y_all = outcome_vector(cohort, outcome, positive)
+    rows = complete_case_mask(cohort, spec) & ~np.isnan(y_all)
+    z = scaled_design(cohort, spec, rows)
+    y = y_all[rows]
+    eta = z @ np.asarray(params["beta"], dtype=float)
+    p = 1.0 / (1.0 + np.exp(-eta))
+    w = p * (1.0 - p)
+    return {
+        "gradient": z.T @ (y - p),
+        "hessian": (z * w[:, None]).T @ z,
+        "loglik": np.array([float(np.sum(y * eta - np.logaddexp(0.0, eta)))]),
+        "n": np.array([float(rows.sum())]),
+        "n_positive": np.array([float(y.sum())]),
+        "excluded": np.array([float(len(rows) - rows.sum())]),
+    }
+
+
+def _newton_declare(params: Params) -> dict[str, Statistic]:
+    m = int(params.get("max_patients", 1_000_000))
+    k = len(DesignSpec.from_params(params.get("design")).names) + 1
+    res = float(params.get("resolution", 1e-7))
+    eta_max = float(np.sum(np.abs(np.asarray(params.get("beta", [0.0] * k), dtype=float))))
+    ll_max = eta_max + math.log(2.0)
+    return {
+        "gradient": Statistic((k,), -m, m, codec_resolution(-m, m, res),
+                              sensitivity=math.sqrt(k)),
+        "hessian": Statistic((k, k), -m / 4, m / 4, codec_resolution(-m / 4, m / 4, res),
+                             sensitivity=k / 4),
+        "loglik": Statistic((1,), -m * ll_max, 0.0, codec_resolution(-m * ll_max, 0.0, res),
+                            sensitivity=ll_max),
+        "n": Statistic((1,), 0, m, is_count=True),
+        "n_positive": Statistic((1,), 0, m, is_count=True),
+        "excluded": Statistic((1,), 0, m, is_count=True),
+    }
+
+
+register(Query(NEWTON_QUERY, "1", compute=_newton_compute, declare=_newton_declare,
+               check_params=_newton_check,
+               description="gradient, Hessian and log-likelihood of a logistic model at public "
+                           "coefficients (complete cases, covariates scaled by public bounds)"))
+
+
+# --- hub side ----------------------------------------------------------------------------------
+
+def _unscale(spec: DesignSpec) -> np.ndarray:
+    """Matrix ``A`` with ``beta_original = A @ beta_scaled`` (intercept first)."""
+    k = spec.width
+    a = np.zeros((k + 1, k + 1))
+    a[0, 0] = 1.0
+    a[0, 1:] = -spec.center / spec.half_width
+    a[1:, 1:] = np.diag(1.0 / spec.half_width)
+    return a
+
+
+def _check_outcome(outcome: str, positive: Sequence[str] | None) -> None:
+    f = FIELDS.get(outcome)
+    if f is None:
+        raise InvalidInput(f"outcome {outcome!r} is not a cohort schema column")
+    if f.kind == "category" and positive is None:
+        raise InvalidInput(f"outcome {outcome!r} has levels {list(f.categories)}, not binary; "
+                           f"pass positive=[levels counted as 1]")
+    if f.kind == "str":
+        raise InvalidInput(f"outcome {outcome!r} is a free-text column, not a binary outcome")
+    if positive is not None and f.kind == "category":
+        unknown = [v for v in positive if v not in f.categories]
+        if unknown:
+            raise InvalidInput(f"positive level(s) {unknown} are not levels of {outcome!r}: "
+                               f"{list(f.categories)}")
+
+
+def _singular_name(hessian: np.ndarray, names: Sequence[str]) -> str | None:
+    """The covariate most involved in the Hessian's near-null direction, if it is near singular."""
+    vals, vecs = np.linalg.eigh(hessian)
+    if vals[-1] <= 0 or vals[0] > 1e-10 * vals[-1]:
+        return None
+    direction = np.abs(vecs[:, 0])
+    direction[0] = 0.0  # name a covariate, not the intercept, unless only it is involved
+    j = int(np.argmax(direction)) if direction.max() > 0 else 0
+    return (["const", *names])[j]
+
+
+@dataclass(frozen=True)
+class _Newton:
+    beta: np.ndarray
+    result: AggregateResult
+
+
+class FederatedLogisticRegression:
+    """Logistic regression fitted across sites by Newton-Raphson on secure sums.
+
+    After :meth:`fit`: ``params_`` (Series, ``const`` first), ``cov_params_`` (DataFrame),
+    ``summary`` (statsmodels' coefficient columns), ``llf``, ``llnull``, ``prsquared``,
+    ``nobs``, ``n_positive``, ``excluded`` (incomplete cases), ``rounds`` (secure sums used),
+    ``converged`` and ``noise`` (DP calibration, when asked for).
+    """
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        if not 0 < alpha < 1:
+            raise InvalidInput(f"alpha must be in (0, 1), got {alpha}")
+        self.alpha = alpha
+        self.spec: DesignSpec | None = None
+        self.rounds = 0
+
+    def fit(self, federation: Federation, outcome_col: str,
+            covariates: str | Sequence[str | Term] | DesignSpec, *,
+            positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-10,
+            study: str = "default", dp: DPRequest | None = None) -> FederatedLogisticRegression:
+        """Fit ``outcome_col ~ covariates`` on the complete cases of every site.
+
+        ``covariates``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
+        :class:`DesignSpec`; numeric columns take the schema's public bounds, categorical ones
+        their schema levels with the first as reference (see :mod:`hemafed.analytics.design`).
+        ``positive`` lists the levels of a categorical outcome counted as 1. ``tol`` is the
+        largest Newton step (on the scaled parameters) accepted as converged. With ``dp`` every
+        Newton step is a separately charged release and noisy steps never reach ``tol``: exactly
+        ``max_iter + 1`` releases are made (Newton from zero needs about 6-8), the noisy Hessian
+        is made positive definite (post-processing), and ``converged`` is False.
+        Raises ``InvalidInput`` for a non-binary outcome or a bad covariate, and
+        ``ConvergenceError`` (naming the covariate) for separation or a singular Hessian.
+        """
+        if max_iter < 1 or not tol > 0:
+            raise InvalidInput(f"max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
+        _check_outcome(outcome_col, positive)
+        spec = covariates if isinstance(covariates, DesignSpec) else parse_formula(covariates)
+        if outcome_col in spec.columns:
+            raise InvalidInput(f"outcome {outcome_col!r} is also listed as a covariate")
+        names = list(spec.names)
+        base: dict[str, Any] = {"design": spec.to_params(), "outcome": outcome_col}
+        if positive is not None:
+            base["positive"] = [str(v) for v in positive]
+        released: list[tuple[str, AggregateResult]] = []
+
+        def query(beta: np.ndarray) -> AggregateResult:
+            res = federation.secure_sum(NEWTON_QUERY, {**base, "beta": [float(b) for b in beta]},
+                                        study=study, dp=dp)
+            released.append((NEWTON_QUERY, res))
+            return res
+
+        beta = np.zeros(spec.width + 1)
+        res = query(beta)
+        n, n_pos = float(res["n"][0]), float(res["n_positive"][0])
+        if dp is not None:  # noisy counts: keep them consistent before they are used
+            n = max(n, 1.0)
+            n_pos = min(max(n_pos, 0.5), n - 0.5)
+        if n < 1:
+            raise InvalidInput("no complete cases at any site for this outcome and covariates")
+        if n_pos <= 0 or n_pos >= n:
+            raise InvalidInput(f"outcome {outcome_col!r} has a single class in the complete cases "
+                               f"({n_pos:g} of {n:g} positive); a logistic model needs both")
+        converged = False
+        current = _Newton(beta, res)
+        for it in range(max_iter):
+            hess = self._information(current.result, dp)
+            bad = _singular_name(hess, names)
+            if bad is not None:
+                raise ConvergenceError(
+                    f"singular Hessian at iteration {it}: covariate {bad!r} is collinear with "
+                    f"others or (quasi-)separates the outcome; drop or merge it")
+            step = np.linalg.solve(hess, current.result["gradient"])
+            candidate = current.beta + step
+            new = query(candidate)
+            halvings = 0
+            # step halving compares log-likelihoods, which noise would make meaningless
+            while (dp is None and halvings < 10
+                   and float(new["loglik"][0]) < float(current.result["loglik"][0]) - 1e-9):
+                step /= 2.0
+                candidate = current.beta + step
+                new = query(candidate)
+                halvings += 1
+            current = _Newton(candidate, new)
+            scaled = np.abs(candidate[1:])
+            if scaled.size and scaled.max() > SEPARATION_LIMIT:
+                j = int(np.argmax(scaled))
+                raise ConvergenceError(
+                    f"perfect or quasi-complete separation: the coefficient of covariate "
+                    f"{names[j]!r} diverges (iteration {it + 1}); the outcome is (almost) "
+                    f"determined by it; drop it, merge levels or use penalised regression")
+            if np.max(np.abs(step)) < tol:
+                converged = True
+                break
+        if not converged and dp is not None:
+            log.warning("DP logistic regression stopped after %d Newton steps without reaching "
+                        "tol; the released sums are noisy, estimates carry that noise", max_iter)
+        elif not converged:
+            raise ConvergenceError(
+                f"Newton-Raphson did not converge in {max_iter} iterations (last step "
+                f"{np.max(np.abs(step)):.3g}); raise max_iter or check for separation")
+        final = current.result
+        hess = self._information(final, dp)
+        bad = _singular_name(hess, names)
+        if bad is not None:
+            raise ConvergenceError(f"singular Hessian at the estimate: covariate {bad!r}")
+        a = _unscale(spec)
+        cov = a @ np.linalg.inv(hess) @ a.T
+        coef = a @ current.beta
+        labels = ["const", *names]
+        self.spec = spec
+        self.outcome_col = outcome_col
+        self.positive = None if positive is None else tuple(str(v) for v in positive)
+        self.params_ = pd.Series(coef, index=labels, name="coef")
+        self.cov_params_ = pd.DataFrame(cov, index=labels, columns=labels)
+        self.llf = float(final["loglik"][0])
+        p_bar = n_pos / n
+        self.llnull = n_pos * math.log(p_bar) + (n - n_pos) * math.log(1 - p_bar)
+        self.prsquared = 1.0 - self.llf / self.llnull
+        self.nobs, self.n_positive = n, n_pos
+        self.excluded = float(res["excluded"][0])
+        self.rounds = len(released)
+        self.converged = converged
+        self.noise: NoiseRecord = noise_record(released, dp)
+        log.info("logistic regression converged in %d secure sums", self.rounds)
+        return self
+
+    @staticmethod
+    def _information(result: AggregateResult, dp: DPRequest | None) -> np.ndarray:
+        """The summed Hessian ``X'WX``; a noisy one is made symmetric positive definite."""
+        hess = np.asarray(result["hessian"], dtype=float)
+        return hess if dp is None else nearest_psd(hess)
+
+    def _check_fitted(self) -> DesignSpec:
+        if self.spec is None:
+            raise InvalidInput("the model is not fitted; call fit(...) first")
+        return self.spec
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Coefficient table with statsmodels' columns: coef, std err, z, P>|z|, [0.025, 0.975]."""
+        self._check_fitted()
+        b = self.params_.to_numpy()
+        se = np.sqrt(np.diag(self.cov_params_.to_numpy()))
+        z = b / se
+        crit = stats.norm.ppf(1 - self.alpha / 2)
+        lo, hi = f"[{self.alpha / 2:g}", f"{1 - self.alpha / 2:g}]"
+        return pd.DataFrame({"coef": b, "std err": se, "z": z,
+                             "P>|z|": 2 * stats.norm.sf(np.abs(z)),
+                             lo: b - crit * se, hi: b + crit * se}, index=self.params_.index)
+
+    def predict_proba(self, data: pd.DataFrame | Cohort) -> np.ndarray:
+        """``(n, 2)`` array of ``[P(y=0), P(y=1)]`` (scikit-learn order); NaN for rows missing a
+        covariate. ``data`` is a cohort or a frame of schema columns."""
+        spec = self._check_fitted()
+        if isinstance(data, Cohort):
+            cohort = data
+        else:
+            frame = data.reset_index(drop=True).copy()
+            if "patient_id" not in frame:
+                frame["patient_id"] = [f"row{i}" for i in range(len(frame))]
+            if "disease" not in frame:
+                frame["disease"] = "MDS"
+            cohort = validate_cohort(frame[[c for c in frame.columns if c in FIELDS]],
+                                     source="predict_proba data")
+        rows = complete_case_mask(cohort, spec)
+        x, _ = design_matrix(cohort, spec, rows)
+        b = self.params_.to_numpy()
+        p1 = np.full(len(cohort), np.nan)
+        p1[rows] = 1.0 / (1.0 + np.exp(-(b[0] + x @ b[1:])))
+        return np.column_stack([1.0 - p1, p1])
+
+    def to_json(self) -> str:
+        self._check_fitted()
+        return to_json({"kind": "logistic_regression", "outcome": self.outcome_col,
+                        "positive": self.positive, "summary": self.summary,
+                        "cov_params": self.cov_params_, "llf": self.llf, "llnull": self.llnull,
+                        "nobs": self.nobs, "n_positive": self.n_positive,
+                        "excluded": self.excluded, "rounds": self.rounds,
+                        "converged": self.converged, "dp": self.noise.to_dict()})
