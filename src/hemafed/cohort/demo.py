@@ -585,6 +585,22 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator],
 }
 
 
+DAYS_PER_YEAR = 365.25
+
+
+def _on_day_lattice(patients: pd.DataFrame) -> pd.DataFrame:
+    """Round every time to whole days (as clinical records are kept), at least one day.
+
+    Rounding is monotone, so ``amlt_time <= os_time`` and ``lfs = min(...)`` still hold, and
+    federated survival analysis on the day grid is exact.
+    """
+    for col in [c for c in patients.columns if c.endswith("_time")]:
+        days = np.maximum(np.round(patients[col].to_numpy(dtype=float) * DAYS_PER_YEAR), 1.0)
+        patients[col] = np.where(np.isnan(patients[col].to_numpy(dtype=float)), np.nan,
+                                 days / DAYS_PER_YEAR)
+    return patients
+
+
 def generate(disease: str, n: int, seed: int) -> Cohort:
     """A validated virtual cohort of ``n`` patients with ``disease`` ("MDS", "AML", "MM", "SCD").
 
@@ -598,7 +614,7 @@ def generate(disease: str, n: int, seed: int) -> Cohort:
         raise InvalidInput(f"generate: n must be a positive integer, got {n!r}")
     rng = np.random.default_rng([int(seed), list(_GENERATORS).index(disease)])
     cols, muts, panel = _GENERATORS[disease](int(n), rng)
-    patients = pd.DataFrame(cols)
+    patients = _on_day_lattice(pd.DataFrame(cols))
     panels: dict[str, tuple[str, ...]] = {}
     if panel is not None:
         genes = {"demo-myeloid-mds": MDS_GENE_FREQUENCIES,

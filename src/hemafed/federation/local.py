@@ -17,18 +17,21 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import get_query
+from hemafed.privacy.calibration import release_noise_std
 
 
 class LocalSumFederation:
     """Sites are cohorts in memory; ``secure_sum`` returns the plain sum of their query results."""
 
-    def __init__(self, cohorts: Mapping[str, Cohort] | Sequence[Cohort]) -> None:
+    def __init__(self, cohorts: Mapping[str, Cohort] | Sequence[Cohort],
+                 dp_seed: int | None = None) -> None:
         if not isinstance(cohorts, Mapping):
             cohorts = {f"site{i:02d}": c for i, c in enumerate(cohorts)}
         if not cohorts:
             raise InvalidInput("a federation needs at least one site")
         self._cohorts = dict(cohorts)
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._rng = np.random.default_rng(dp_seed) if dp_seed is not None else None
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -36,8 +39,9 @@ class LocalSumFederation:
 
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
-        if dp is not None:
-            raise InvalidInput("LocalSumFederation does not add DP noise; use a real transport")
+        if dp is not None and self._rng is None:
+            raise InvalidInput("LocalSumFederation adds DP noise only when built with dp_seed "
+                               "(a test double); real releases go through a site runtime")
         start = time.perf_counter()
         q = get_query(query)
         self.calls.append((query, dict(params)))
@@ -46,5 +50,10 @@ class LocalSumFederation:
             out = q.run(cohort, params)
             total = out if total is None else {k: total[k] + out[k] for k in total}
         assert total is not None
+        noise_std: dict[str, float] = {}
+        if dp is not None and self._rng is not None:
+            noise_std = release_noise_std(q.declare(params), dp)
+            total = {k: v + self._rng.normal(0.0, noise_std[k], size=v.shape)
+                     for k, v in total.items()}
         return AggregateResult(total, self.site_ids, round_trips=1,
-                               seconds=time.perf_counter() - start)
+                               seconds=time.perf_counter() - start, dp=dp, noise_std=noise_std)

@@ -1,0 +1,1 @@
+"""Differential privacy: noise calibration for releases (accounting lives in each site's ledger)."""

@@ -1,0 +1,1 @@
+"""Study specifications, the study runner and its report."""

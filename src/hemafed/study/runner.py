@@ -1,0 +1,233 @@
+"""Run a study specification over any federation and collect JSON-able results.
+
+Each analysis kind maps to one federated estimator from :mod:`hemafed.analytics` (and, as they
+land, :mod:`hemafed.learn` and :mod:`hemafed.synth`). A result is a plain-JSON document: tables
+(pandas ``split`` orient), curves (x/y arrays) and provenance (secure sums, round trips, seconds,
+epsilon asked per release), so the same document comes back from Flower simulation, from a
+deployment's ServerApp process, or from an in-process run, and the report renders it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.errors import HemafedError
+from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.study.derived import DERIVED_LEVELS
+from hemafed.study.spec import Analysis, StudySpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackingFederation:
+    """Wraps a federation and records every secure sum an analysis asks for (provenance)."""
+
+    inner: Federation
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return self.inner.site_ids
+
+    def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
+                   dp: DPRequest | None = None) -> AggregateResult:
+        res = self.inner.secure_sum(query, params, study=study, dp=dp)
+        self.calls.append({"query": query, "round_trips": res.round_trips,
+                           "seconds": res.seconds, "sites": len(res.sites),
+                           "dropped": list(res.dropped),
+                           "epsilon": None if dp is None else dp.epsilon,
+                           "noise_multiplier": None if dp is None else dp.noise_multiplier})
+        return res
+
+    def take(self) -> list[dict[str, Any]]:
+        out, self.calls = self.calls, []
+        return out
+
+
+def frame_json(frame: pd.DataFrame | pd.Series) -> dict[str, Any]:
+    """A DataFrame as plain JSON (``split`` orient, NaN as null)."""
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame()
+    clean = frame.astype(object).where(pd.notna(frame), None)
+    return {"columns": [str(c) for c in clean.columns], "index": [_plain(i) for i in clean.index],
+            "data": [[_plain(v) for v in row] for row in clean.to_numpy().tolist()]}
+
+
+def frame_from_json(doc: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(doc["data"], index=doc["index"], columns=doc["columns"])
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple):
+        return " / ".join(map(str, v))
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def _levels(a: Analysis, key: str = "group") -> list[str] | None:
+    col = a.get(key)
+    if col is None:
+        return None
+    levels = a.get("levels") or DERIVED_LEVELS.get(col)
+    return [str(v) for v in levels] if levels else None
+
+
+def _curve_docs(fitted: Any) -> list[dict[str, Any]]:
+    curves = []
+    for label, c in fitted.curves_.items():
+        s = c.survival
+        ci_lo, ci_hi = c.ci_lower, c.ci_upper
+        curves.append({"label": str(label), "x": [float(t) for t in s.index],
+                       "y": [float(v) for v in s.to_numpy().ravel()],
+                       "lower": [float(v) for v in np.asarray(ci_lo).ravel()],
+                       "upper": [float(v) for v in np.asarray(ci_hi).ravel()],
+                       "median": None if not np.isfinite(c.median) else float(c.median)})
+    return curves
+
+
+def run_describe(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.describe import describe
+
+    res = describe(fed, list(a.get("columns")), bounds=a.get("bounds"), levels=a.get("levels"),
+                   bins=a.get("bins", 20), min_cell=spec.min_cell, study=spec.study_id)
+    tables = {"numeric": frame_json(res.summary)}
+    if res.categories is not None and len(res.categories):
+        tables["categorical"] = frame_json(res.categories)
+    return {"tables": tables}
+
+
+def run_crosstab(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.describe import crosstab
+
+    res = crosstab(fed, a.get("row"), a.get("col"), levels=a.get("levels"),
+                   min_cell=spec.min_cell, study=spec.study_id)
+    return {"tables": {"counts": frame_json(res.table)},
+            "stats": {"chi2": res.chi2, "dof": res.dof, "p_value": res.p_value}}
+
+
+def run_km(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.km import FederatedKaplanMeier
+    from hemafed.analytics.logrank import logrank_from_counts
+
+    levels = _levels(a)
+    km = FederatedKaplanMeier().fit(fed, a.get("duration"), a.get("event"),
+                                    group_col=a.get("group"), levels=levels, study=spec.study_id)
+    out: dict[str, Any] = {"curves": _curve_docs(km)}
+    med = km.median_survival_time_
+    medians = med if isinstance(med, pd.Series) else pd.Series({km.label: med})
+    at_risk = km.at_risk_table([0, 1, 2, 3, 5, 8])
+    suppressed = at_risk.where((at_risk >= spec.min_cell) | (at_risk == 0))
+    out["tables"] = {"median_survival": frame_json(medians.rename("median survival (years)")),
+                     "number_at_risk": frame_json(suppressed)}
+    if levels and len(levels) > 1:
+        # the log-rank test reuses the same secure sums (no further release)
+        sums, labels = km.sums_, list(km.curves_)
+        keep = np.asarray(sums["n"]) > 0
+        lr = logrank_from_counts(sums["observed"][keep], sums["at_risk"][keep],
+                                 [lab for lab, k in zip(labels, keep, strict=True) if k])
+        out["stats"] = {"logrank_chi2": lr.test_statistic, "logrank_df": lr.degrees_of_freedom,
+                        "logrank_p": lr.p_value}
+    return out
+
+
+def run_logrank(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.logrank import federated_logrank_test
+
+    lr = federated_logrank_test(fed, a.get("duration"), a.get("event"), a.get("group"),
+                                _levels(a) or [], study=spec.study_id)
+    return {"stats": {"logrank_chi2": lr.test_statistic, "logrank_df": lr.degrees_of_freedom,
+                      "logrank_p": lr.p_value}, "tables": {"summary": frame_json(lr.summary)}}
+
+
+def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.cox import FederatedCoxPH
+
+    cox = FederatedCoxPH(ties=a.get("ties", "efron"), strata=a.get("strata"),
+                         strata_levels=a.get("strata_levels"))
+    cox.fit(fed, a.get("duration"), a.get("event"), a.get("formula"), study=spec.study_id)
+    return {"tables": {"summary": frame_json(cox.summary)},
+            "stats": {"concordance": cox.concordance_index_, "log_likelihood": cox.log_likelihood_,
+                      "newton_rounds": cox.rounds, "n": cox.n_, "events": cox.events_,
+                      "excluded": cox.excluded_}}
+
+
+def run_logistic(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.logistic import FederatedLogisticRegression
+
+    lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), a.get("formula"),
+                                           positive=a.get("positive"), study=spec.study_id)
+    return {"tables": {"summary": frame_json(lr.summary)},
+            "stats": {"newton_rounds": lr.rounds, "n": lr.nobs, "pseudo_r2": lr.prsquared}}
+
+
+def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.competing import FederatedAalenJohansen
+
+    causes = [tuple(c) for c in a.get("causes")]
+    aj = FederatedAalenJohansen().fit(fed, causes, event_of_interest=a.get("event_of_interest", 1),
+                                      group_col=a.get("group"), levels=_levels(a),
+                                      study=spec.study_id)
+    curves = []
+    cif = aj.cumulative_density_
+    for col in cif.columns:
+        curves.append({"label": str(col), "x": [float(t) for t in cif.index],
+                       "y": [float(v) for v in cif[col].to_numpy()]})
+    return {"curves": curves, "curve_kind": "cif", "tables": {"summary": frame_json(aj.summary)}}
+
+
+RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
+    "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
+    "cox": run_cox, "logistic": run_logistic, "competing": run_competing,
+}
+
+
+def register_runner(kind: str,
+                    runner: Callable[[Federation, Analysis, StudySpec], dict[str, Any]]) -> None:
+    """Let another module (learning, synthesis) contribute an analysis kind."""
+    RUNNERS[kind] = runner
+
+
+def run_study(spec: StudySpec, federation: Federation, *,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every analysis; a failing analysis is reported with its reason, the rest still run."""
+    tracker = TrackingFederation(federation)
+    results: list[dict[str, Any]] = []
+    for a in spec.analyses:
+        if progress is not None:
+            progress(a.title)
+        start = time.perf_counter()
+        doc: dict[str, Any] = {"id": a.id, "kind": a.kind, "title": a.title,
+                               "options": dict(a.options)}
+        runner = RUNNERS.get(a.kind)
+        try:
+            if runner is None:
+                raise HemafedError(f"analysis kind {a.kind!r} is not available in this build")
+            doc.update(runner(tracker, a, spec))
+            doc["status"] = "ok"
+        except HemafedError as exc:
+            log.warning("analysis %s failed: %s", a.id, exc)
+            doc["status"] = "failed"
+            doc["error"] = str(exc)
+        calls = tracker.take()
+        doc["provenance"] = {
+            "secure sums": len(calls),
+            "round trips": sum(c["round_trips"] for c in calls),
+            "sites": max((c["sites"] for c in calls), default=0),
+            "dropped sites": sorted({s for c in calls for s in c["dropped"]}),
+            "DP releases": sum(1 for c in calls if c["epsilon"] or c["noise_multiplier"]),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        results.append(doc)
+    return {"study_id": spec.study_id, "title": spec.title, "spec_sha256": spec.sha256,
+            "sites": list(federation.site_ids), "analyses": results}

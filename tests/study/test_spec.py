@@ -1,0 +1,38 @@
+import pytest
+
+from hemafed.errors import InvalidInput
+from hemafed.study.spec import StudySpec
+
+BASE = {"study_id": "s1", "analyses": [
+    {"id": "km", "kind": "km", "duration": "os_time", "event": "os_status"}]}
+
+
+def test_hash_ignores_formatting_but_not_content(tmp_path) -> None:
+    a = tmp_path / "a.yaml"
+    a.write_text("study_id: s1\nanalyses:\n  - {id: km, kind: km, duration: os_time, event: os_status}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("# comment\nanalyses:\n- id: km\n  kind: km\n  event: os_status\n  duration: os_time\n"
+                 "study_id: s1\n")
+    assert StudySpec.load(a).sha256 == StudySpec.load(b).sha256 == StudySpec.from_mapping(BASE).sha256
+    changed = {**BASE, "analyses": [{**BASE["analyses"][0], "event": "lfs_status"}]}
+    assert StudySpec.from_mapping(changed).sha256 != StudySpec.from_mapping(BASE).sha256
+
+
+def test_every_problem_is_reported() -> None:
+    bad = {"study_id": "", "colour": 1, "analyses": [
+        {"id": "x", "kind": "km", "duration": "os_time"},
+        {"id": "x", "kind": "teleport"},
+        {"id": "y", "kind": "cox", "duration": "a", "event": "b", "formula": "age", "tie": "x"}]}
+    with pytest.raises(InvalidInput) as info:
+        StudySpec.from_mapping(bad)
+    text = str(info.value)
+    for expected in ("unknown key 'colour'", "study_id must be a non-empty string",
+                     "(km): missing 'event'", "unknown kind 'teleport'", "unknown option 'tie'"):
+        assert expected in text
+
+
+def test_unreadable_yaml(tmp_path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("study_id: [unclosed\n")
+    with pytest.raises(InvalidInput, match="not valid YAML"):
+        StudySpec.load(p)
