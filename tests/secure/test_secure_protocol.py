@@ -1,0 +1,252 @@
+"""End-to-end secure aggregation through in-process sites running the real ``site_step``.
+
+References are numpy sums of the sites' plain inputs, computed here independently.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from secagg_helpers import build_sites, constant_compute
+
+from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
+from hemafed.federation.queries import Statistic
+from hemafed.secure import HubAggregation, InProcessSites, SiteIdentity, run_secure_sum
+from hemafed.secure.codec import unpack_map
+from hemafed.secure.encoding import FixedPointLayout
+from hemafed.secure.protocol import MASKED_INPUT, UNMASK
+
+
+def _agg_id() -> bytes:
+    return os.urandom(16)
+
+
+def _reference(values, sites, name):
+    return np.sum([values[s][name] for s in sites], axis=0)
+
+
+def test_exact_sum_of_ten_sites(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=7, identities=ten_identities)
+    out = sites.secure_sum(_agg_id(), b"request", specs)
+    assert out.contributors == tuple(sorted(values)) and out.dropped == ()
+    assert out.round_trips == 5
+    np.testing.assert_array_equal(out.values["counts"], _reference(values, values, "counts"))
+    # each site rounds to 1e-4 exactly representable steps: error at most float rounding
+    np.testing.assert_allclose(out.values["score"], _reference(values, values, "score"),
+                               rtol=0, atol=1e-9)
+
+
+def test_payload_reaches_every_site_in_the_first_message(ten_identities) -> None:
+    specs = {"n": Statistic((1,), 0, 100)}
+    seen: dict[str, bytes] = {}
+
+    def compute_for(site: str):
+        def compute(payload: bytes):
+            seen[site] = payload
+            return {"n": np.array([len(payload)], dtype=float)}, specs
+        return compute
+
+    ids = list(ten_identities.values())[:4]
+    from hemafed.secure import FederationManifest
+    manifest = FederationManifest.build("t", ids, threshold=3)
+    sites = InProcessSites(ids, manifest, {i.site_id: compute_for(i.site_id) for i in ids})
+    out = sites.secure_sum(_agg_id(), b"query=cohort_size", specs)
+    assert set(seen.values()) == {b"query=cohort_size"} and len(seen) == 4
+    assert out.values["n"].tolist() == [4 * len(b"query=cohort_size")]
+
+
+def test_three_of_ten_drop_before_masked_input_and_one_during_unmasking(
+        mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    drop = {MASKED_INPUT: {"site01", "site04", "site07"}, UNMASK: {"site09"}}
+    sites = build_sites(values, specs, threshold=6, identities=ten_identities, drop_at=drop)
+    out = sites.secure_sum(_agg_id(), b"", specs)
+    survivors = sorted(set(values) - drop[MASKED_INPUT])
+    assert out.contributors == tuple(survivors)
+    assert out.dropped == ("site01", "site04", "site07")
+    np.testing.assert_array_equal(out.values["counts"], _reference(values, survivors, "counts"))
+    np.testing.assert_allclose(out.values["score"], _reference(values, survivors, "score"),
+                               atol=1e-9)
+
+
+def test_drop_right_after_advertising_keys(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=6, identities=ten_identities,
+                        drop_at={0: {"site08"}, 1: {"site00"}, 2: {"site05"}, 3: {"site06"}})
+    out = sites.secure_sum(_agg_id(), b"", specs)
+    survivors = sorted(set(values) - {"site08", "site00", "site05"})
+    assert out.contributors == tuple(survivors)  # site06 sent its input, then dropped
+    np.testing.assert_array_equal(out.values["counts"], _reference(values, survivors, "counts"))
+
+
+def test_too_many_dropping_gives_a_clear_error(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=7, identities=ten_identities,
+                        drop_at={MASKED_INPUT: {f"site0{i}" for i in range(8)}})
+    with pytest.raises(ProtocolError, match=r"only 2 of 10 sites answered the 'masked input' "
+                                            r"step; the threshold is 7"):
+        sites.secure_sum(_agg_id(), b"", specs)
+
+
+def test_too_few_sites_at_the_first_step(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=7, identities=ten_identities,
+                        drop_at={0: {f"site0{i}" for i in range(2, 10)}})
+    with pytest.raises(ProtocolError, match=r"only 2 of 10 sites answered the 'advertise keys' "
+                                            r"step; the threshold is 7"):
+        sites.secure_sum(_agg_id(), b"", specs)
+
+
+def test_hub_checks_modulus_capacity_before_starting() -> None:
+    from hemafed.secure import FederationManifest
+    ids = [SiteIdentity.generate(f"s{i:04d}") for i in range(2048)]
+    manifest = FederationManifest.build("big", ids, threshold=2)
+    at_most = {"x": Statistic((1,), 0, 2.0**53)}  # 2048 * 2**53 = 2**64: one too many
+    with pytest.raises(InvalidInput, match=r"sum of 2048 sites .* does not fit the 2\*\*64"):
+        HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids])
+    HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids[:2047]])
+
+
+def test_policy_refusal_ends_the_aggregation(ten_identities) -> None:
+    specs = {"n": Statistic((1,), 0, 10)}
+    ids = list(ten_identities.values())[:3]
+
+    def refuse(payload: bytes):
+        raise PolicyRefused("site01", "study 'x' is not approved at this site")
+
+    def broke(payload: bytes):
+        raise BudgetExhausted("site02", "epsilon budget spent")
+
+    from hemafed.secure import FederationManifest
+    manifest = FederationManifest.build("t", ids, threshold=2)
+    ok = constant_compute({"n": np.array([1.0])}, specs)
+    sites = InProcessSites(ids, manifest, {"site00": ok, "site01": refuse, "site02": ok})
+    with pytest.raises(PolicyRefused) as err:
+        sites.secure_sum(_agg_id(), b"", specs)
+    assert err.value.site == "site01" and "not approved" in err.value.reason
+    refusal = [r for r in sites.received if r.site == "site01" and r.round_no == MASKED_INPUT]
+    assert b"refused" in refusal[0].reply  # the refusal is a signed envelope like any reply
+    sites = InProcessSites(ids, manifest, {"site00": ok, "site01": ok, "site02": broke})
+    with pytest.raises(BudgetExhausted, match="site02"):
+        sites.secure_sum(_agg_id(), b"", specs)
+
+
+def test_out_of_bound_value_raises_invalid_input_naming_the_site(ten_identities) -> None:
+    specs = {"n": Statistic((2,), 0, 10)}
+    values = {s: {"n": np.array([1.0, 2.0])} for s in list(ten_identities)[:3]}
+    values["site02"] = {"n": np.array([1.0, 10.5])}
+    sites = build_sites(values, specs, threshold=2,
+                        identities={s: ten_identities[s] for s in values})
+    with pytest.raises(InvalidInput, match=r"site 'site02'.*outside its declared bounds"):
+        sites.secure_sum(_agg_id(), b"", specs)
+
+
+def test_site_rejects_specs_that_differ_from_the_hubs(ten_identities) -> None:
+    hub_specs = {"n": Statistic((1,), 0, 10)}
+    site_specs = {"n": Statistic((1,), 0, 11)}
+    values = {s: {"n": np.array([1.0])} for s in list(ten_identities)[:3]}
+    sites = build_sites(values, site_specs, threshold=2,
+                        identities={s: ten_identities[s] for s in values})
+    with pytest.raises(InvalidInput, match="differ from those the hub asked for"):
+        sites.secure_sum(_agg_id(), b"", hub_specs)
+
+
+def test_masked_inputs_look_uniform_and_reveal_no_single_input(ten_identities) -> None:
+    specs = {"x": Statistic((20_000,), 0, 1000)}
+    rng = np.random.default_rng(5)
+    names = list(ten_identities)[:5]
+    # very non-uniform inputs: site 0 all zeros, the others small integers
+    values = {s: {"x": (rng.integers(0, 3, 20_000) if i else np.zeros(20_000)).astype(float)}
+              for i, s in enumerate(names)}
+    sites = build_sites(values, specs, threshold=3,
+                        identities={s: ten_identities[s] for s in names})
+    out = sites.secure_sum(_agg_id(), b"", specs)
+    np.testing.assert_array_equal(out.values["x"], _reference(values, names, "x"))
+    layout = FixedPointLayout.from_specs(specs, len(names))
+    masked = {r.site: np.frombuffer(unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])
+                                    ["vector"], dtype="<u8")
+              for r in sites.received if r.round_no == MASKED_INPUT}
+    for site, y in masked.items():
+        plain = layout.encode(values[site])
+        assert np.all(y != plain), site
+        # uniform on [0, 2**64): Kolmogorov-Smirnov on y / 2**64, chi-square on the top byte
+        assert stats.kstest(y.astype(np.float64) / 2.0**64, "uniform").pvalue > 1e-6
+        counts = np.bincount((y >> np.uint64(56)).astype(np.int64), minlength=256)
+        assert stats.chisquare(counts).pvalue > 1e-6
+    # even the sum of every masked vector is not the sum: self masks remain until unmasking
+    full = np.zeros(20_000, dtype=np.uint64)
+    for y in masked.values():
+        full += y
+    assert np.mean(full == layout.encode(out.values)) < 1e-3  # low = 0: encoded sum
+    # unmasking revealed only self-mask shares (every site survived): no pairwise key at all
+    kinds = set()
+    for r in sites.received:
+        if r.round_no == UNMASK:
+            body = unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])
+            kinds |= {unpack_map(item)["kind"] for item in body.values()}
+    assert kinds == {b"b"}
+
+
+def test_fifty_sites_on_a_sparse_regular_graph() -> None:
+    n, k = 50, 8
+    rng = np.random.default_rng(7)
+    specs = {"v": Statistic((300,), -50, 50, 0.01)}
+    values = {f"h{i:02d}": {"v": np.round(rng.uniform(-50, 50, 300), 2)} for i in range(n)}
+    sites = build_sites(values, specs, threshold=30, degree=k,
+                        drop_at={MASKED_INPUT: {"h03", "h31"}, UNMASK: {"h17"}})
+    hub = HubAggregation(sites.manifest, _agg_id(), b"", specs, list(values))
+    assert all(len(nb) == k for nb in hub.graph.values())
+    messages = hub.start()
+    while messages is not None:
+        messages = hub.receive(sites(messages))
+    out = hub.result()
+    survivors = sorted(set(values) - {"h03", "h31"})
+    assert out.contributors == tuple(survivors)
+    np.testing.assert_allclose(out.values["v"], _reference(values, survivors, "v"), atol=1e-8)
+    # SecAgg+: every site saw only its k neighbours' keys, not all 49
+    share_keys_msgs = [r for r in sites.received if r.round_no == 1]
+    assert all(len(unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])) == k
+               for r in share_keys_msgs)
+
+
+def test_run_secure_sum_with_a_subset_of_the_manifest(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=3, identities=ten_identities)
+    chosen = ["site02", "site03", "site08", "site09"]
+    out = run_secure_sum(sites, sites.manifest, _agg_id(), b"", specs, chosen)
+    assert out.contributors == tuple(chosen)
+    np.testing.assert_array_equal(out.values["counts"], _reference(values, chosen, "counts"))
+
+
+def test_identity_not_matching_the_manifest_is_refused(ten_identities) -> None:
+    specs = {"n": Statistic((1,), 0, 10)}
+    values = {s: {"n": np.array([1.0])} for s in list(ten_identities)[:3]}
+    sites = build_sites(values, specs, threshold=2,
+                        identities={s: ten_identities[s] for s in values})
+    sites.identities["site01"] = SiteIdentity.generate("site01")
+    with pytest.raises(InvalidInput, match="does not match the one pinned"):
+        sites.secure_sum(_agg_id(), b"", specs)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([f"p{i}" for i in range(6)]),
+                          st.integers(min_value=0, max_value=4)),
+                max_size=3, unique_by=lambda d: d[0]))
+def test_any_dropout_pattern_within_the_threshold_gives_the_survivors_sum(drops) -> None:
+    names = [f"p{i}" for i in range(6)]
+    specs = {"x": Statistic((7,), -5, 10)}
+    values = {s: {"x": np.arange(7, dtype=float) - i % 5} for i, s in enumerate(names)}
+    drop_at: dict[int, set[str]] = {}
+    for site, round_no in drops:
+        drop_at.setdefault(round_no, set()).add(site)
+    sites = build_sites(values, specs, threshold=3, drop_at=drop_at)
+    out = sites.secure_sum(_agg_id(), b"", specs)
+    contributors = sorted(s for s in names if s not in sites.dropped_by(MASKED_INPUT))
+    assert out.contributors == tuple(contributors)
+    np.testing.assert_array_equal(out.values["x"], _reference(values, contributors, "x"))
