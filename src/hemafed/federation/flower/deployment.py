@@ -1,0 +1,440 @@
+"""Flower deployment transport: a SuperLink hub and one SuperNode per site, TLS and node auth.
+
+How Flower 1.42 is driven here (all bound to 127.0.0.1 unless told otherwise):
+
+* ``flower-superlink --host H --port P --ssl-ca-certfile ca.pem --ssl-certfile server.pem
+  --ssl-keyfile server.key --enable-supernode-auth --disable-runtime-dependency-installation``:
+  one TLS HTTP port serves the Fleet API (SuperNodes), the Control API (``flwr`` CLI) and the
+  Runtime API (ServerApp). It starts a ``flower-superexec`` child that runs each ServerApp in a
+  ``flwr-serverapp`` process.
+* SuperNode authentication: the SuperLink only accepts SuperNodes whose public key was registered
+  through the Control API, ``flwr supernode register node.pub <connection>``; the SuperNode signs
+  its requests with ``flower-supernode --auth-supernode-private-key node`` (EC P-384, OpenSSH).
+* ``flower-supernode --superlink H:P --root-certificates ca.pem --auth-supernode-private-key KEY
+  --node-config "site-dir='DIR' site-id='ID'" --host 127.0.0.1 --port Q`` (Q: its local runtime
+  API, one per SuperNode on a shared machine).
+* The ``flwr`` CLI finds the SuperLink through a connection in ``$FLWR_HOME/config.toml``; we
+  write a private one (``[superlink.hemafed]``) in the deployment's work directory.
+* Runs: ``flwr run <hemafed/federation/flower/app> hemafed --run-config "job-dir='...'
+  handler-factory='...'"``; the ServerApp reads ``job-dir/request.json`` and writes
+  ``job-dir/result.json`` (see :mod:`hemafed.federation.flower.apps`).
+
+Every process is started in its own session; :meth:`Deployment.stop` (run by the context manager
+whatever happens) ends it and every descendant it spawned, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from hemafed import atomic
+from hemafed.errors import InvalidInput, ProtocolError
+from hemafed.federation.flower.apps import ERROR_FILE, REQUEST_FILE, RESULT_FILE
+from hemafed.federation.flower.certificates import (
+    NodeAuthKeys,
+    ServerCertificates,
+    make_node_auth_keys,
+    make_test_ca_and_server_cert,
+)
+from hemafed.federation.transport import check_site_id, decode_result, load_object
+
+log = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+CONNECTION = "hemafed"
+DEFAULT_HUB_MAIN = "hemafed.federation.flower.probe:probe_hub"
+DEFAULT_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
+
+
+def flower_env(flwr_home: Path | None = None,
+               extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for Flower processes: no runtime installs, no telemetry, no update check."""
+    env = {**os.environ, **(extra or {})}
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    # Flower finds its helpers (flower-superexec, flwr-serverapp, ...) on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def flower_command(name: str) -> str:
+    """Path of a Flower console script installed beside this Python."""
+    candidate = Path(sys.executable).parent / name
+    if not candidate.exists():
+        raise InvalidInput(f"{name} not found beside {sys.executable}; install flwr in this "
+                           "environment")
+    return str(candidate)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float,
+                  process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ProtocolError(f"process {process.args!r} exited with code {process.returncode} "
+                                f"before listening on {host}:{port}; see its log")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise ProtocolError(f"nothing listens on {host}:{port} after {timeout:g} s")
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc; children before grandchildren)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2][-1].decode(errors="replace")
+    except OSError:
+        return "?"
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> list[int]:
+    """Terminate processes and all their descendants by PID (SIGTERM, then SIGKILL after
+    ``grace`` seconds); return every PID that was signalled."""
+    pids: list[int] = []
+    for proc in processes:
+        pids += descendants(proc.pid)
+        if proc.poll() is None:
+            pids.append(proc.pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        for proc in processes:
+            proc.poll()  # reap our own children so they stop being zombies
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            log.warning("process %d (%s) still running %g s after SIGTERM; killing it", pid,
+                        _command_name(pid), grace)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for proc in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    return pids
+
+
+@dataclass
+class Deployment:
+    """A SuperLink and its SuperNodes on this machine; use as a context manager.
+
+    >>> with Deployment.start(workdir) as dep:                               # doctest: +SKIP
+    ...     dep.add_site("/data/site-a")
+    ...     result = dep.run("pkg.hub:main", "pkg.site:handler_factory", {"rounds": 3})
+    """
+
+    workdir: Path
+    certs: ServerCertificates
+    host: str
+    port: int
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    signalled: list[int] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the SuperLink (Fleet, Control and Runtime API)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def flwr_home(self) -> Path:
+        """Private ``FLWR_HOME`` holding the ``flwr`` CLI's connection to this SuperLink."""
+        return self.workdir / "flwr-home"
+
+    # -- starting ------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, workdir: str | os.PathLike[str], *, certs: ServerCertificates | None = None,
+              host: str = "127.0.0.1", port: int | None = None,
+              startup_timeout: float = 30.0,
+              extra_env: Mapping[str, str] | None = None) -> Deployment:
+        """Start a SuperLink with TLS and SuperNode authentication (test certificates if none).
+
+        ``extra_env`` is added to the environment of every process started (e.g. ``PYTHONPATH``
+        so that hub and site code outside installed packages can be imported).
+        """
+        work = Path(workdir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        certs = certs or make_test_ca_and_server_cert(work / "certs", hosts=(host, "localhost"))
+        dep = cls(work, certs, host, port or free_port(host), dict(extra_env or {}))
+        try:
+            write_connection(dep.flwr_home, dep.address, certs.ca_cert)
+            proc = dep._spawn("superlink", [
+                flower_command("flower-superlink"), "--host", host, "--port", str(dep.port),
+                "--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile", str(certs.server_cert),
+                "--ssl-keyfile", str(certs.server_key), "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation"])
+            wait_for_port(host, dep.port, startup_timeout, proc)
+        except BaseException:
+            dep.stop()
+            raise
+        return dep
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log_file)
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL,
+                                env=flower_env(self.flwr_home, self.extra_env),
+                                start_new_session=True)
+        self.processes.append(proc)
+        log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
+        return proc
+
+    def register(self, *public_keys: str | os.PathLike[str]) -> list[int]:
+        """Register SuperNode public keys at this SuperLink; return their node ids."""
+        return register_keys(self.flwr_home, public_keys)
+
+    def add_sites(self, site_dirs: list[str | os.PathLike[str]], *,
+                  max_wait_time: float | None = None) -> list[subprocess.Popen[bytes]]:
+        """Make a key pair per site dir, register them all, start one SuperNode each."""
+        keyed = []
+        for site_dir in site_dirs:
+            site_path = Path(site_dir).resolve()
+            keyed.append((site_path, make_node_auth_keys(self.workdir / "node-keys",
+                                                         check_site_id(site_path.name))))
+        self.register(*(keys.public_key for _, keys in keyed))
+        return [self.add_site(path, keys=keys, register=False, max_wait_time=max_wait_time)
+                for path, keys in keyed]
+
+    def add_site(self, site_dir: str | os.PathLike[str], *, site_id: str | None = None,
+                 keys: NodeAuthKeys | None = None, register: bool = True,
+                 max_wait_time: float | None = None) -> subprocess.Popen[bytes]:
+        """Start a SuperNode for ``site_dir`` (new key pair if none; registered unless told not).
+
+        ``site_id`` defaults to the directory name. ``max_wait_time`` bounds how long the
+        SuperNode keeps trying to connect before it exits (default: forever).
+        """
+        site_path = Path(site_dir).resolve()
+        sid = check_site_id(site_id if site_id is not None else site_path.name)
+        if "'" in str(site_path):
+            raise InvalidInput(f"site directory {site_path} contains a single quote; Flower's "
+                               "--node-config cannot carry it")
+        keys = keys or make_node_auth_keys(self.workdir / "node-keys", sid)
+        if register:
+            self.register(keys.public_key)
+        return self._spawn(f"supernode-{sid}", supernode_command(
+            self.address, self.certs.ca_cert, keys.private_key, site_path, sid,
+            runtime_port=free_port(self.host), max_wait_time=max_wait_time))
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, hub_main: str = DEFAULT_HUB_MAIN,
+            handler_factory: str = DEFAULT_HANDLER_FACTORY,
+            config: Mapping[str, Any] | None = None, *, expected_sites: int | None = None,
+            timeout: float = 30.0, connect_timeout: float = 30.0,
+            run_timeout: float = 300.0) -> dict[str, Any]:
+        """Submit one run and wait for it; return ``{"result", "exchange_seconds", "sites"}``."""
+        job_dir = self.workdir / "jobs" / uuid.uuid4().hex[:12]
+        return submit_run(self.flwr_home, job_dir, hub_main, handler_factory, config or {},
+                          expected_sites=expected_sites, timeout=timeout,
+                          connect_timeout=connect_timeout, run_timeout=run_timeout,
+                          watch=self.processes[:1])
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def stop(self) -> list[int]:
+        """Stop every process started here and its descendants, by PID; return those PIDs."""
+        self.signalled += stop_processes(self.processes)
+        for log_file in self._logs:
+            log_file.close()
+        self._logs.clear()
+        return list(self.signalled)
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def supernode_command(superlink: str, ca_cert: Path, private_key: Path, site_dir: Path,
+                      site_id: str, *, runtime_port: int, host: str = "127.0.0.1",
+                      max_wait_time: float | None = None) -> list[str]:
+    """The ``flower-supernode`` command line for one site."""
+    command = [flower_command("flower-supernode"), "--superlink", superlink,
+               "--root-certificates", str(ca_cert), "--auth-supernode-private-key",
+               str(private_key), "--node-config", f"site-dir='{site_dir}' site-id='{site_id}'",
+               "--host", host, "--port", str(runtime_port)]
+    if max_wait_time is not None:
+        command += ["--max-wait-time", str(max_wait_time)]
+    return command
+
+
+def write_connection(flwr_home: Path, address: str, ca_cert: Path) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one default connection named ``hemafed``."""
+    text = (f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "{address}"\nroot-certificates = "{ca_cert}"\n')
+    path = flwr_home / "config.toml"
+    atomic.write_text(path, text)
+    return path
+
+
+_SEP = "\x1f"  # separates the words of one command in a single argv entry
+_FLWR_MANY = f"""
+import json, sys
+from flwr.cli.app import app
+for i, argv in enumerate(sys.argv[1:]):
+    print("@@hemafed-%d@@" % i, flush=True)
+    try:
+        app(argv.split({_SEP!r}), standalone_mode=False)
+    except BaseException as err:
+        print(json.dumps({{"success": False, "error": str(err)}}))
+    sys.stdout.flush()
+"""
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    start = text.find("{")
+    try:
+        return dict(json.loads(text[start:])) if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _flwr_many(flwr_home: Path, commands: list[list[str]],
+               timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Run several ``flwr`` CLI commands (with ``--format json``) in one Python process."""
+    proc = subprocess.run([sys.executable, "-c", _FLWR_MANY, *(_SEP.join(c) for c in commands)],
+                          capture_output=True, env=flower_env(flwr_home), timeout=timeout,
+                          check=False, stdin=subprocess.DEVNULL)
+    text = proc.stdout.decode(errors="replace")
+    parts = [text.split(f"@@hemafed-{i}@@", 1)[1] if f"@@hemafed-{i}@@" in text else ""
+             for i in range(len(commands))]
+    parts = [p.split("@@hemafed-", 1)[0] for p in parts]
+    outputs = [_parse_json(p) for p in parts]
+    if proc.returncode != 0 or not all(outputs):
+        raise ProtocolError(f"flwr {' '.join(commands[0][:2])} failed (exit {proc.returncode}): "
+                            f"{text.strip()[-800:]} {proc.stderr.decode(errors='replace')[-800:]}")
+    return outputs
+
+
+def _flwr(flwr_home: Path, args: list[str], timeout: float = 120.0) -> dict[str, Any]:
+    """Run one ``flwr`` CLI command with ``--format json`` and return its JSON output."""
+    return _flwr_many(flwr_home, [args], timeout=timeout)[0]
+
+
+def register_keys(flwr_home: Path, public_keys: Sequence[str | os.PathLike[str]]) -> list[int]:
+    """Register SuperNode public keys (``flwr supernode register``); return their node ids.
+
+    ``flwr_home`` holds the connection (:func:`write_connection`). All keys go through one
+    ``flwr`` CLI process, since each CLI start costs seconds.
+    """
+    if not public_keys:
+        return []
+    outputs = _flwr_many(flwr_home, [
+        ["supernode", "register", str(key), CONNECTION, "--format", "json"]
+        for key in public_keys])
+    node_ids = []
+    for key, out in zip(public_keys, outputs, strict=True):
+        if not out.get("success") or out.get("node-id") is None:
+            raise ProtocolError(f"registering SuperNode key {key} failed: {out}")
+        node_ids.append(int(out["node-id"]))
+    return node_ids
+
+
+def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, handler_factory: str,
+               config: Mapping[str, Any], *, expected_sites: int | None, timeout: float,
+               connect_timeout: float, run_timeout: float,
+               watch: list[subprocess.Popen[bytes]] | None = None) -> dict[str, Any]:
+    """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file."""
+    load_object(hub_main, what="hub_main")
+    load_object(handler_factory, what="site handler factory")
+    for value in (str(job_dir), handler_factory):
+        if "'" in value:
+            raise InvalidInput(f"{value!r} contains a single quote; the run config cannot carry it")
+    job_dir = job_dir.resolve()
+    request = {"hub_main": hub_main, "config": dict(config), "expected_sites": expected_sites,
+               "timeout": timeout, "connect_timeout": connect_timeout}
+    atomic.write_text(job_dir / REQUEST_FILE, json.dumps(request))
+    started = time.monotonic()
+    out = _flwr(flwr_home, ["run", str(APP_DIR), CONNECTION, "--run-config",
+                            f"job-dir='{job_dir}' handler-factory='{handler_factory}'",
+                            "--format", "json"])
+    log.info("submitted run %s (job %s)", out.get("run-id"), job_dir.name)
+    deadline = started + run_timeout
+    while time.monotonic() < deadline:
+        if (job_dir / RESULT_FILE).exists():
+            body = json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))
+            body["result"] = decode_result(json.dumps(body["result"]))
+            body["run_id"] = out.get("run-id")
+            return dict(body)
+        if (job_dir / ERROR_FILE).exists():
+            err = json.loads((job_dir / ERROR_FILE).read_text(encoding="utf-8"))
+            raise ProtocolError(f"run {out.get('run-id')} failed on the hub: {err['error']}")
+        for proc in watch or []:
+            if proc.poll() is not None:
+                raise ProtocolError(f"SuperLink process {proc.pid} exited with code "
+                                    f"{proc.returncode} while run {out.get('run-id')} was going")
+        time.sleep(0.2)
+    raise ProtocolError(f"run {out.get('run-id')} gave no result within {run_timeout:g} s; "
+                        f"see the SuperLink log and {job_dir}")
+
+
+@contextlib.contextmanager
+def local_deployment(workdir: str | os.PathLike[str], site_dirs: list[str | os.PathLike[str]],
+                     **start_kwargs: Any) -> Iterator[Deployment]:
+    """Start a SuperLink and one registered SuperNode per site dir; always stop them after."""
+    dep = Deployment.start(workdir, **start_kwargs)
+    try:
+        dep.add_sites(site_dirs)
+        yield dep
+    finally:
+        dep.stop()
