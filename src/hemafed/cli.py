@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from hemafed import __version__
 from hemafed.cohort.schema import DISEASES, FIELDS
+from hemafed.errors import HemafedError
+from hemafed.federation.cli import hub_app, site_keygen, site_serve
+from hemafed.scores.cli import app as score_app
+from hemafed.site.cli import app as site_app
+from hemafed.study.cli import study_app
 
 app = typer.Typer(help="hemafed: federated analysis for haematology research networks.",
                   no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
+
+site_app.command("serve")(site_serve)
+site_app.command("keygen")(site_keygen)
+app.add_typer(site_app, name="site", help="A hospital's site: intake, policy, audit, vault, serve.")
+app.add_typer(hub_app, name="hub", help="The hub: Flower SuperLink with TLS and node auth.")
+app.add_typer(score_app, name="score", help="White-box clinical scores with explanations.")
+app.add_typer(study_app, name="study", help="Validate and run study specifications.")
 
 
 @app.callback()
@@ -39,6 +52,42 @@ def schema(disease: str = typer.Option("", help=f"only fields of one of {', '.jo
     for f in fields:
         rng = f"[{f.low:g}, {f.high:g}]" if f.low is not None and f.high is not None else ""
         typer.echo(f"{f.name:18} {f.kind:9} {f.unit or '':8} {rng:16} {f.loinc or '':8} {f.description}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("hemafed-demo"), "--out", help="output folder"),
+         disease: str = typer.Option("MDS", "--disease", help="MDS, AML, MM or SCD"),
+         patients: int = typer.Option(3000, "--patients", min=100, help="virtual patients"),
+         sites: int = typer.Option(10, "--sites", min=2, help="virtual hospitals"),
+         seed: int = typer.Option(7, "--seed"),
+         real: Path | None = typer.Option(None, "--real", help="the real MDS IPSS-M cohort folder "
+                                          "(e.g. ../shared/data/mds-ipssm-cohort)"),
+         transport: str = typer.Option("sim", "--transport", help="sim, inprocess or deploy")
+         ) -> None:
+    """Run the demo study on a federation of virtual hospitals and write an HTML report."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from hemafed.demo import run_demo
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(message: str) -> None:
+            bar.update(task, description=message)
+
+        try:
+            outcome = run_demo(out, disease=disease, n_patients=patients, n_sites=sites,
+                               seed=seed, real=real, transport=transport, progress=progress)
+        except HemafedError as exc:
+            console.print(f"[red]demo failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        bar.update(task, description="done")
+    failed = [a["id"] for a in outcome.results["analyses"] if a.get("status") != "ok"]
+    console.print(f"report: [bold]{outcome.report}[/bold] ({outcome.seconds:.0f} s)")
+    console.print(f"site directories (audit logs, ledgers): {out / 'sites'}")
+    if failed:
+        console.print(f"[yellow]analyses that did not complete: {', '.join(failed)}[/yellow]")
 
 
 if __name__ == "__main__":  # pragma: no cover

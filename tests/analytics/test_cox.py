@@ -58,6 +58,8 @@ def test_efron_equals_lifelines(frame: pd.DataFrame, make_federation) -> None:
     ref_c = concordance_index(data["os_time"], -lp, data["os_status"])
     assert cph.concordance_index_ == pytest.approx(ref_c, abs=2e-3)
     assert json.loads(cph.to_json())["rounds"] == cph.rounds
+    first = next(params for name, params in fed.calls if name == "cox_risk_set_sums")
+    assert 0 < len(first["tie_index"]) < len(first["grid"])  # from the grid's histogram
 
 
 def test_breslow_equals_statsmodels(frame: pd.DataFrame, make_federation) -> None:
@@ -156,3 +158,135 @@ def test_real_mds_cohort_equals_lifelines(shared_data: Path, make_federation) ->
     assert parse_formula(formula).names == tuple(ref.params_.index)
     assert sum(len(c) for c in sites.values()) == len(df)
     assert validate_cohort  # the sites were built through the validator
+
+
+def test_proportional_hazard_test_equals_lifelines(frame: pd.DataFrame, make_federation) -> None:
+    from lifelines.statistics import proportional_hazard_test
+
+    # 'rank' gives tied events distinct ranks in lifelines (row order decides which); ours
+    # gives them their mid-rank, so rank is compared on a frame without tied times
+    untied = make_survival_frame(n=300, seed=11, days_per_step=1).drop_duplicates("os_time")
+    for data_frame, transforms in ((frame, ["identity", "km", "log"]),
+                                   (untied, ["rank", "km", "identity"])):
+        fed = make_federation(split_sites(data_frame))
+        cph = FederatedCoxPH().fit(fed, "os_time", "os_status", FORMULA, concordance=False)
+        data = pooled_design(data_frame)
+        ref = CoxPHFitter().fit(data, "os_time", "os_status", fit_options=REF_FIT)
+        for tt in transforms:
+            ours = cph.proportional_hazard_test(tt)
+            theirs = proportional_hazard_test(ref, data, time_transform=tt).summary
+            assert list(ours.columns) == list(theirs.columns)
+            np.testing.assert_allclose(ours.to_numpy(), theirs.loc[ours.index].to_numpy(),
+                                       rtol=1e-6)
+        if data_frame is untied:  # without ties Breslow and Efron are the same model
+            bres = FederatedCoxPH(ties="breslow").fit(fed, "os_time", "os_status", FORMULA,
+                                                      concordance=False)
+            theirs = proportional_hazard_test(ref, data, time_transform="km").summary
+            ours = bres.proportional_hazard_test("km")
+            np.testing.assert_allclose(ours.to_numpy(), theirs.loc[ours.index].to_numpy(),
+                                       rtol=1e-6)
+        both = cph.proportional_hazard_test(["rank", "km"])
+        assert both.loc[("age", "km"), "p"] == pytest.approx(
+            cph.proportional_hazard_test("km").loc["age", "p"], rel=1e-12)
+    with pytest.raises(InvalidInput, match="time_transform"):
+        cph.proportional_hazard_test("square")
+    strat = FederatedCoxPH(strata="site").fit(fed, "os_time", "os_status", FORMULA,
+                                              concordance=False)
+    with pytest.raises(InvalidInput, match="unstratified"):
+        strat.proportional_hazard_test()
+
+
+def _direct_sums(x: np.ndarray, time: np.ndarray, event: np.ndarray, group: np.ndarray,
+                 grid: np.ndarray, beta: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Risk-set sums by the definition, one grid time at a time (slow, obviously right)."""
+    m, p = grid.size, x.shape[1]
+    w = np.exp(x @ beta)
+    out = {n: np.zeros(s) for n, s in (("s0", (k, m)), ("s1", (k, m, p)), ("s2", (k, m, p, p)),
+                                       ("d", (k, m)), ("xsum", (k, m, p)), ("e0", (k, m)),
+                                       ("e1", (k, m, p)), ("e2", (k, m, p, p)))}
+    for s in range(k):
+        for j, t in enumerate(grid):
+            risk = (group == s) & (time >= t)
+            ev = risk & event & (time == t)
+            for name, sel in (("s", risk), ("e", ev)):
+                out[f"{name}0"][s, j] = w[sel].sum()
+                out[f"{name}1"][s, j] = (x[sel] * w[sel, None]).sum(axis=0)
+                out[f"{name}2"][s, j] = np.einsum("i,ij,ik->jk", w[sel], x[sel], x[sel])
+            out["d"][s, j] = ev.sum()
+            out["xsum"][s, j] = x[ev].sum(axis=0)
+    return out
+
+
+def test_vectorised_risk_set_sums_equal_the_definition() -> None:
+    from hemafed.analytics.survival_queries import (
+        CoxSiteData,
+        SurvivalRows,
+        expand_cox_sums,
+        unpack_upper,
+    )
+
+    rng = np.random.default_rng(5)
+    n, p, k = 80, 3, 2
+    grid = np.arange(1.0, 11.0)
+    time = rng.integers(0, 12, n).astype(float)  # ties, times before and after the grid
+    event = (rng.random(n) < 0.6) & (time >= 1) & (time <= 10)
+    group = rng.integers(0, k, n)
+    x = rng.normal(size=(n, p))
+    beta = np.array([0.3, -0.2, 0.5])
+    data = CoxSiteData.build(SurvivalRows(time, event, group, x, 0), grid, k)
+    ref = _direct_sums(x, time, event, group, grid, beta, k)
+    full = expand_cox_sums(data.sums(beta, efron=True), grid.size)
+    for name, val in ref.items():
+        np.testing.assert_allclose(full[name], val, rtol=1e-12, atol=1e-12, err_msg=name)
+    # selected rows: exactly the corresponding rows of the full answer
+    t_idx, e_idx = np.array([0, 3, 4, 9]), np.array([3, 9])
+    part = data.sums(beta, efron=True, time_index=t_idx, tie_index=e_idx)
+    np.testing.assert_allclose(unpack_upper(part["s2"], p), ref["s2"][:, t_idx], rtol=1e-12)
+    np.testing.assert_allclose(part["e1"], ref["e1"][:, e_idx], rtol=1e-12, atol=1e-12)
+    assert part["s2"].shape == (k, 4, p * (p + 1) // 2)
+
+
+def test_later_rounds_ask_only_for_event_and_tie_rows(frame: pd.DataFrame,
+                                                      make_federation) -> None:
+    fed = make_federation(split_sites(frame))
+    grid = np.arange(1, 400) * 30 / 365.25  # a coarse public grid with event-free points
+    cph = FederatedCoxPH().fit(fed, "os_time", "os_status", FORMULA, grid=grid,
+                               concordance=False)
+    ref = CoxPHFitter().fit(pooled_design(frame), "os_time", "os_status", fit_options=REF_FIT)
+    np.testing.assert_allclose(cph.params_.to_numpy(), ref.params_.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cph.standard_errors_.to_numpy(),
+                               ref.standard_errors_.to_numpy(), rtol=1e-6)
+    assert cph.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-9)
+    cox_calls = [params for name, params in fed.calls if name == "cox_risk_set_sums"]
+    assert "time_index" not in cox_calls[0]
+    later = cox_calls[1]
+    data = pooled_design(frame)
+    d = data.loc[data["os_status"] == 1, "os_time"].round(9).value_counts()
+    assert len(later["time_index"]) == len(d) < grid.size
+    assert len(later["tie_index"]) == int((d >= 2).sum())
+    assert later["event_sums"] is False and cox_calls[0].get("event_sums", True)
+    assert cph.numbers_per_round_[1] < cph.numbers_per_round_[0] / 4
+
+
+def test_site_cache_follows_the_cohort(frame: pd.DataFrame) -> None:
+    from hemafed.analytics.km import time_grid
+    from hemafed.analytics.survival_queries import COX_SITE_CACHE
+    from hemafed.federation.local import LocalSumFederation
+    from hemafed.federation.queries import get_query
+
+    site = split_sites(frame, 2)["site00"]
+    grid = time_grid(LocalSumFederation([site]), events_only=True)
+    params = {"duration_col": "os_time", "event_col": "os_status",
+              "grid": [float(t) for t in grid], "design": parse_formula("age + hb").to_params(),
+              "beta": [0.02, -0.1]}
+    q = get_query("cox_risk_set_sums")
+    first = q.run(site, params)
+    older = site.patients.assign(age=site.patients["age"] + 1.0)
+    changed = validate_cohort(older)
+    COX_SITE_CACHE.clear()
+    fresh = q.run(changed, params)
+    q.run(site, params)  # both cohorts cached now
+    again = q.run(changed, params)
+    np.testing.assert_array_equal(again["s1"], fresh["s1"])
+    assert not np.allclose(again["s1"], first["s1"])
+    np.testing.assert_array_equal(q.run(site, params)["s2"], first["s2"])

@@ -12,6 +12,7 @@ from hemafed.analytics.design import (
     NumericTerm,
     complete_case_mask,
     design_matrix,
+    design_values,
     parse_formula,
 )
 from hemafed.cohort.validate import validate_cohort
@@ -60,3 +61,23 @@ def test_bad_designs(cohort) -> None:
         parse_formula("age + age")
     with pytest.raises(InvalidInput, match="reference level"):
         CategoricalTerm("sex", ("M", "F"), "X")
+
+
+def test_several_gene_terms_from_one_gene_matrix(cohort, monkeypatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    original = type(cohort).gene_matrix
+
+    def counting(self, genes=None):
+        calls.append(tuple(genes or ()))
+        return original(self, genes)
+
+    monkeypatch.setattr(type(cohort), "gene_matrix", counting)
+    spec = parse_formula("gene:SF3B1 + age + gene:TP53")
+    values = design_values(cohort, spec)
+    # patient c has no panel: both genes missing; b carries TP53 only
+    np.testing.assert_array_equal(values, [[0, 60, 0], [0, 70, 1], [np.nan, np.nan, np.nan],
+                                           [0, 80, 0]])
+    assert calls == [("SF3B1", "TP53")]
+    x, _ = design_matrix(cohort, spec, values=values)
+    np.testing.assert_array_equal(x, [[0, 60, 0], [0, 70, 1], [0, 80, 0]])
+    assert complete_case_mask(cohort, spec, values=values).tolist() == [True, True, False, True]

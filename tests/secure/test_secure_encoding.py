@@ -57,8 +57,24 @@ def test_modulus_capacity_is_checked() -> None:
     FixedPointLayout.from_specs({"x": wide}, n_sites=2**23)  # 2**63 < 2**64: fits
     with pytest.raises(InvalidInput, match=r"does not fit the 2\*\*64 modulus"):
         FixedPointLayout.from_specs({"x": wide}, n_sites=2**24)
-    with pytest.raises(InvalidInput, match="coarser resolution"):
-        FixedPointLayout.from_specs({"x": Statistic((1,), 0, 1e6, 1e-12)}, n_sites=2)
+    # a statistic wider than 2**48 steps takes two limbs, whose sums fit up to 2**16 sites
+    two_limbs = Statistic((1,), 0, 1e6, 1e-12)
+    assert FixedPointLayout.from_specs({"x": two_limbs}, n_sites=2**15).size == 2
+    with pytest.raises(InvalidInput, match=r"does not fit the 2\*\*64 modulus"):
+        FixedPointLayout.from_specs({"x": two_limbs}, n_sites=2**16)
+
+
+def test_wide_statistics_keep_precision_relative_to_their_values() -> None:
+    # Cox-like: bounds ~1e18 but actual values ~1e3; one float64 step of the bound is ~100
+    wide = Statistic((3,), -1e18, 1e18, 1e-9)
+    layout = FixedPointLayout.from_specs({"s": wide}, n_sites=10)
+    rng = np.random.default_rng(1)
+    values = [rng.normal(0, 1e3, 3) for _ in range(10)]
+    total = sum(layout.encode({"s": v}) for v in values)
+    decoded = layout.decode_sum(np.asarray(total, dtype=np.uint64), 10)["s"]
+    exact = np.sum(np.round(np.array(values) / 1e-9) * 1e-9, axis=0)
+    np.testing.assert_allclose(decoded, exact, rtol=1e-12)
+    assert np.max(np.abs(decoded - np.sum(values, axis=0))) < 1e-7
 
 
 def test_specs_json_round_trip_is_exact() -> None:

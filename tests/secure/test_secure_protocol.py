@@ -6,6 +6,7 @@ References are numpy sums of the sites' plain inputs, computed here independentl
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from secagg_helpers import build_sites, constant_compute
 
 from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
 from hemafed.federation.queries import Statistic
-from hemafed.secure import HubAggregation, InProcessSites, SiteIdentity, run_secure_sum
+from hemafed.secure import HubAggregation, InProcessSites, SiteIdentity, encoding, run_secure_sum
 from hemafed.secure.codec import unpack_map
 from hemafed.secure.encoding import FixedPointLayout
 from hemafed.secure.protocol import MASKED_INPUT, UNMASK
@@ -107,10 +108,12 @@ def test_hub_checks_modulus_capacity_before_starting() -> None:
     from hemafed.secure import FederationManifest
     ids = [SiteIdentity.generate(f"s{i:04d}") for i in range(2048)]
     manifest = FederationManifest.build("big", ids, threshold=2)
-    at_most = {"x": Statistic((1,), 0, 2.0**53)}  # 2048 * 2**53 = 2**64: one too many
-    with pytest.raises(InvalidInput, match=r"sum of 2048 sites .* does not fit the 2\*\*64"):
+    at_most = {"x": Statistic((1,), 0, 2.0**47 - 1)}  # 2048 * 2**47 = 2**58
+    with mock.patch.object(encoding, "MODULUS", 2**58), \
+            pytest.raises(InvalidInput, match=r"sum of 2048 sites .* does not fit"):
         HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids])
-    HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids[:2047]])
+    with mock.patch.object(encoding, "MODULUS", 2**58):
+        HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids[:2047]])
 
 
 def test_policy_refusal_ends_the_aggregation(ten_identities) -> None:

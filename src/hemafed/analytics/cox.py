@@ -7,9 +7,23 @@ Each Newton round sends the current ``beta`` (public) to the sites:
   ``S2 = sum x x' exp(xb)``, the number of events ``d``, the sum of ``x`` over events and, for
   Efron ties, the same exp-weighted sums over the tied events. These are additive over sites,
   so the hub forms the pooled log partial likelihood, gradient and Hessian exactly as a pooled fit.
+  ``S2`` blocks travel as upper triangles; after the first round the hub knows the pooled event
+  counts and asks only for grid times with an event (``time_index``) and for Efron tie sums
+  only where two or more events tie (``tie_index``): the other rows add nothing, so the fit is
+  unchanged while each reply shrinks; the event counts and event covariate sums do not depend on
+  ``beta`` and come in the first round only (MDS, 16 covariates: 499k numbers per reply before,
+  178k now).
 * **stratified by site**: each site is its own stratum, and stratum terms add up; the
   ``cox_site_derivatives`` query returns the site's own log-likelihood, gradient and Hessian, and
   the secure sum of those is the stratified fit. Per-site risk sets never leave a site.
+
+Sites keep their design matrix and time order between rounds (see
+:data:`hemafed.analytics.survival_queries.COX_SITE_CACHE`), so a round costs a few vectorised
+cumulative sums per site.
+
+After an unstratified fit, :meth:`FederatedCoxPH.proportional_hazard_test` runs the
+Grambsch-Therneau test on scaled Schoenfeld residuals (lifelines' ``proportional_hazard_test``)
+from the sums of the last round, with no further round.
 
 Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
 unchanged) so that ``exp(xb)`` stays well scaled and has a public bound for secure encoding.
@@ -20,12 +34,13 @@ covariates' own scale (lifelines penalises standardised covariates, so penalised
 
 >>> # cph = FederatedCoxPH(ties="efron").fit(federation, "os_time", "os_status", "age + hb")
 >>> # cph.summary  # the columns of lifelines' CoxPHFitter.summary
+>>> # cph.proportional_hazard_test("rank")  # test_statistic, p, -log2(p) per covariate
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,8 +50,14 @@ from scipy import stats
 from hemafed.analytics import results
 from hemafed.analytics.concordance import federated_concordance
 from hemafed.analytics.design import DesignSpec, Term, parse_formula
-from hemafed.analytics.km import time_grid
-from hemafed.analytics.survival_queries import check_grid, cox_derivatives, query_params
+from hemafed.analytics.km import time_grid_counts
+from hemafed.analytics.survival_queries import (
+    check_grid,
+    cox_derivatives,
+    event_means,
+    expand_cox_sums,
+    query_params,
+)
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
 
@@ -81,6 +102,13 @@ class FederatedCoxPH:
         self.alpha, self.tol, self.max_rounds = alpha, tol, max_rounds
         self.rounds = 0
         self.params_: pd.Series | None = None
+        self.numbers_per_round_: list[int] = []
+        """Numbers each site returned in each round (the secure-sum payload size)."""
+        self.at_risk_: np.ndarray | None = None
+        """Pooled number at risk per stratum and grid time (from the first round, at beta 0)."""
+        self._last_sums: dict[str, np.ndarray] | None = None
+        self._event_sums: dict[str, np.ndarray] | None = None
+        self._rows_request: dict[str, list[int]] = {}
 
     # --- one round: loglik, gradient, Hessian at beta from secure sums ------------------------
     def _derivatives(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
@@ -91,16 +119,46 @@ class FederatedCoxPH:
             ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
             events = float(agg["d"].sum())
         else:
+            params |= self._rows_request
+            if self._event_sums is not None:
+                params["event_sums"] = False
             agg = self._federation.secure_sum("cox_risk_set_sums", params, study=self._study)
-            ll, g, h = cox_derivatives(agg.values, beta, efron)
-            events = float(agg["d"].sum())
+            sums = expand_cox_sums(agg.values, self._grid.size,
+                                   self._rows_request.get("time_index"),
+                                   self._rows_request.get("tie_index"))
+            if self._event_sums is None:
+                # d and xsum do not depend on beta: the first round's are kept for the rest
+                self._event_sums = {"d": sums["d"], "xsum": sums["xsum"]}
+                self._narrow_rows(sums["d"])
+                self.at_risk_ = sums["s0"] if not beta.any() else None
+            sums |= self._event_sums
+            ll, g, h = cox_derivatives(sums, beta, efron)
+            events = float(sums["d"].sum())
+            self._last_sums = sums
         self.rounds += 1
+        self.numbers_per_round_.append(int(sum(v.size for v in agg.values.values())))
         self.n_, self.excluded_ = int(agg["n"][0]), int(agg["excluded"][0])
         if self.penalizer:
             ll -= 0.5 * self.penalizer * float(beta @ beta)
             g = g - self.penalizer * beta
             h = h - self.penalizer * np.eye(beta.size)
         return ll, g, h, events
+
+    def _narrow_rows(self, d: np.ndarray) -> None:
+        """After the first round the pooled event counts are known: later rounds ask only for
+        grid times with an event, and Efron tie sums only where two or more events tie (all
+        other rows contribute nothing to the likelihood, so this is exact), and no longer for
+        the event counts and covariate sums, which do not change with ``beta``."""
+        events = d.sum(axis=0)
+        time_index = np.flatnonzero(events > 0)
+        request: dict[str, list[int]] = {}
+        if time_index.size < self._grid.size:
+            request["time_index"] = [int(i) for i in time_index]
+        if self.ties == "efron":
+            tie_index = np.flatnonzero((d >= 2).any(axis=0))
+            if tie_index.size < time_index.size:
+                request["tie_index"] = [int(i) for i in tie_index]
+        self._rows_request = request
 
     def fit(self, federation: Federation, duration_col: str = "os_time",
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
@@ -112,15 +170,29 @@ class FederatedCoxPH:
             raise InvalidInput("give the covariates: a formula such as 'age + hb' or a list")
         spec = parse_formula(formula)
         names = list(spec.names)
-        g = check_grid(list(grid)) if grid is not None else time_grid(
-            federation, duration_col, event_col, steps_per_unit=steps_per_unit,
-            events_only=True, study=study)
+        grid_events = None
+        if grid is not None:
+            g = check_grid(list(grid))
+        else:
+            g, grid_events = time_grid_counts(federation, duration_col, event_col,
+                                              steps_per_unit=steps_per_unit, events_only=True,
+                                              study=study)
         extra: dict[str, Any] = {"design": spec.to_params(), "ties": self.ties}
         if self.strata not in (None, "site"):
             extra |= {"strata_col": self.strata, "strata_levels": self.strata_levels}
         self._federation, self._study, self.spec = federation, study, spec
         self._request = query_params(duration_col, event_col, g, time_mapping=time_mapping, **extra)
+        self._grid, self._rows_request = g, {}
+        if grid_events is not None and self.ties == "efron":
+            # the grid's histogram already tells where events may tie (over at least the rows
+            # the fit uses), so the first round asks for Efron tie sums only there
+            tie_index = np.flatnonzero(grid_events >= 2)
+            if tie_index.size < g.size:
+                self._rows_request = {"tie_index": [int(i) for i in tie_index]}
         self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
+        self.numbers_per_round_ = []
+        self._last_sums = self._event_sums = None
+        self.at_risk_ = None
 
         beta = np.zeros(spec.width)
         ll, grad, hess, events = self._derivatives(beta)
@@ -198,6 +270,69 @@ class FederatedCoxPH:
         params = self._need_fit()
         stat = 2 * (self.log_likelihood_ - self.log_likelihood_null_)
         return stat, len(params), float(stats.chi2.sf(stat, len(params)))
+
+    def proportional_hazard_test(
+            self, time_transform: str | Sequence[str] = "rank") -> pd.DataFrame:
+        """Grambsch-Therneau test of proportional hazards on scaled Schoenfeld residuals, as
+        lifelines' ``proportional_hazard_test`` computes it (1-df chi-squared per covariate).
+
+        No further round is needed: the statistic is
+        ``T_k = (D * (R @ V)_k)^2 / (D * V_kk * sum_j d_j (g_j - gbar)^2)`` with
+        ``R = sum_j (g_j - gbar) (xsum_j - d_j E[x | R(t_j)])``, and the last Newton round
+        already returned the pooled per-time event sums ``xsum_j``, counts ``d_j`` and risk-set
+        sums (hence ``E[x | R(t_j)]``, Efron-averaged over ties) at the fitted ``beta``; ``V`` is
+        the variance matrix. ``time_transform``: ``"rank"`` (events' rank; tied events share
+        their mid-rank, where lifelines' result depends on row order), ``"km"`` (1 - pooled
+        Kaplan-Meier), ``"identity"``, ``"log"``, ``"all"`` or a list of these. Unstratified
+        fits only. Returns ``test_statistic``, ``p`` and ``-log2(p)`` per covariate (indexed by
+        ``(covariate, transform)`` when several transforms are asked for).
+        """
+        params = self._need_fit()
+        if self.strata is not None:
+            raise InvalidInput("proportional_hazard_test supports unstratified fits only; refit "
+                               "without strata (or test each stratum's own fit)")
+        sums = self._last_sums
+        if sums is None or self.at_risk_ is None:
+            raise InvalidInput("the fit kept no risk-set sums; refit with this version")
+        names = ["km", "rank", "identity", "log"] if time_transform == "all" else (
+            [time_transform] if isinstance(time_transform, str) else list(time_transform))
+        bad = [t for t in names if t not in ("km", "rank", "identity", "log")]
+        if bad or not names:
+            raise InvalidInput(f"time_transform must be 'rank', 'km', 'identity', 'log', 'all' "
+                               f"or a list of them, got {time_transform!r}")
+        d = sums["d"][0]
+        has = d > 0
+        d_ev, t_ev = d[has], self._grid[has]
+        total = float(d_ev.sum())
+        resid = sums["xsum"][0][has] - d_ev[:, None] * event_means(sums, self.ties == "efron")[0][has]
+        cov = self.variance_matrix_.to_numpy()
+        rows = []
+        for name in names:
+            if name == "identity":
+                g = t_ev
+            elif name == "log":
+                g = np.log(t_ev)
+            elif name == "rank":
+                g = np.cumsum(d_ev) - (d_ev - 1) / 2.0
+            else:
+                at_risk = self.at_risk_[0][has]
+                g = 1.0 - np.cumprod(1.0 - d_ev / at_risk)
+            gc = g - float(np.sum(d_ev * g)) / total
+            u = total * (gc @ resid) @ cov
+            stat = u**2 / (total * np.diag(cov) * float(np.sum(d_ev * gc**2)))
+            rows.append(stat)
+        stat_all = np.concatenate(rows)
+        p = stats.chi2.sf(stat_all, 1)
+        with np.errstate(divide="ignore"):
+            table = pd.DataFrame({"test_statistic": stat_all, "p": p, "-log2(p)": -np.log2(p)})
+        covariates = list(params.index)
+        if len(names) == 1:
+            table.index = pd.Index(covariates, name="covariate")
+        else:
+            table.index = pd.MultiIndex.from_tuples(
+                [(c, n) for n in names for c in covariates], names=["covariate", "transform"])
+            table = table.sort_index(level=0, sort_remaining=False)
+        return table
 
     def print_summary(self, decimals: int = 3) -> str:
         """The summary as text (returned, not printed: library code prints nothing)."""

@@ -79,23 +79,26 @@ def numeric_bounds(column: str, bounds: Mapping[str, tuple[float, float]] | None
 
 def category_levels(column: str, levels: Mapping[str, Sequence[str]] | None = None
                     ) -> tuple[str, ...]:
-    """Public levels of a categorical or boolean column (given, or from the schema)."""
-    if column not in FIELDS:
-        raise InvalidInput(f"column {column!r} is not a cohort schema field; "
-                           f"see hemafed.cohort.schema.FIELDS")
-    f = FIELDS[column]
+    """Public levels of a categorical or boolean column (given, or from the schema).
+
+    A column outside the schema (e.g. a score category the site derives) needs its levels.
+    """
     if levels and column in levels:
         out = tuple(str(v) for v in levels[column])
-    elif f.kind == "category":
-        out = f.categories
-    elif f.kind == "bool":
-        out = ("False", "True")
-    else:
-        raise InvalidInput(f"column {column!r} is {f.kind}; pass levels={{{column!r}: [...]}} "
-                           f"to count it as categorical")
-    if not out or len(set(out)) != len(out):
-        raise InvalidInput(f"levels of column {column!r} must be non-empty and distinct, got {out}")
-    return out
+        if not out or len(set(out)) != len(out):
+            raise InvalidInput(f"levels of column {column!r} must be non-empty and distinct, "
+                               f"got {out}")
+        return out
+    if column not in FIELDS:
+        raise InvalidInput(f"column {column!r} is not a cohort schema field; "
+                           f"see hemafed.cohort.schema.FIELDS, or give its levels")
+    f = FIELDS[column]
+    if f.kind == "category":
+        return f.categories
+    if f.kind == "bool":
+        return ("False", "True")
+    raise InvalidInput(f"column {column!r} is {f.kind}; pass levels={{{column!r}: [...]}} "
+                       f"to count it as categorical")
 
 
 def _site_column(cohort: Cohort, column: str) -> pd.Series:
@@ -408,10 +411,10 @@ def describe(
     cat_rows: list[dict[str, Any]] = []
     released: list[tuple[str, AggregateResult]] = []
     for col in columns:
-        if col not in FIELDS:
+        if col not in FIELDS and not (levels and col in levels):
             raise InvalidInput(f"column {col!r} is not a cohort schema field; "
-                               f"see hemafed.cohort.schema.FIELDS")
-        if FIELDS[col].kind in ("float", "int") and not (levels and col in levels):
+                               f"see hemafed.cohort.schema.FIELDS, or give its levels")
+        if col in FIELDS and FIELDS[col].kind in ("float", "int") and not (levels and col in levels):
             low, high = numeric_bounds(col, bounds)
             nb = bins.get(col, 20) if isinstance(bins, Mapping) else bins
             params = {"column": col, "low": low, "high": high, "bins": int(nb)}

@@ -228,11 +228,19 @@ def _column(cohort: Cohort, column: str) -> pd.Series:
     return cohort.patients[column]
 
 
-def _term_values(cohort: Cohort, t: Term) -> np.ndarray:
-    """``(n, len(t.names))`` float array; NaN marks missing."""
+def _gene_values(cohort: Cohort, genes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Float columns (NaN: not sequenced) of the listed genes, from one gene matrix."""
+    frame = cohort.gene_matrix(list(dict.fromkeys(genes)))
+    values = frame.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    return {str(g): values[:, j] for j, g in enumerate(frame.columns)}
+
+
+def _term_values(cohort: Cohort, t: Term,
+                 genes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """``(n, len(t.names))`` float array; NaN marks missing. ``genes``: prebuilt gene columns."""
     if isinstance(t, GeneTerm):
-        genes = cohort.gene_matrix([t.gene])[t.gene]
-        return genes.astype("Float64").to_numpy(dtype=float, na_value=np.nan)[:, None]
+        values = genes if genes is not None else _gene_values(cohort, [t.gene])
+        return values[t.gene][:, None]
     col = _column(cohort, t.column)
     if isinstance(t, NumericTerm):
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
@@ -251,30 +259,47 @@ def _term_values(cohort: Cohort, t: Term) -> np.ndarray:
     return out
 
 
+def design_values(cohort: Cohort, spec: DesignSpec) -> np.ndarray:
+    """All ``(n_patients, width)`` design columns of the cohort, NaN where missing.
+
+    Every gene term comes from one :meth:`Cohort.gene_matrix` call (building it is the costly
+    part); nothing is checked against the bounds here (see :func:`design_matrix`).
+    """
+    gene_names = [t.gene for t in spec.terms if isinstance(t, GeneTerm)]
+    genes = _gene_values(cohort, gene_names) if gene_names else None
+    blocks = [_term_values(cohort, t, genes) for t in spec.terms]
+    return np.concatenate(blocks, axis=1)
+
+
 def complete_case_mask(cohort: Cohort, spec: DesignSpec | None,
-                       required: Sequence[str] = ()) -> np.ndarray:
-    """Rows with every design covariate and every ``required`` column present."""
+                       required: Sequence[str] = (), *,
+                       values: np.ndarray | None = None) -> np.ndarray:
+    """Rows with every design covariate and every ``required`` column present.
+
+    ``values``: the cohort's :func:`design_values`, if already computed.
+    """
     mask = np.ones(len(cohort), dtype=bool)
     for c in required:
         mask &= _column(cohort, c).notna().to_numpy(dtype=bool)
     if spec is not None:
-        for t in spec.terms:
-            mask &= ~np.isnan(_term_values(cohort, t)).any(axis=1)
+        x = design_values(cohort, spec) if values is None else values
+        mask &= ~np.isnan(x).any(axis=1)
     return mask
 
 
-def design_matrix(cohort: Cohort, spec: DesignSpec,
-                  rows: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+def design_matrix(cohort: Cohort, spec: DesignSpec, rows: np.ndarray | None = None, *,
+                  values: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """The site's ``(n_rows, width)`` design matrix and its column names.
 
     ``rows`` (a boolean mask) selects rows; by default the complete cases of the design. Raises
     ``InvalidInput`` for an unknown or non-numeric column, a missing value in a selected row, or a
-    value outside its declared public bounds (never clipped).
+    value outside its declared public bounds (never clipped). ``values``: the cohort's
+    :func:`design_values`, if already computed.
     """
+    all_values = design_values(cohort, spec) if values is None else values
     if rows is None:
-        rows = complete_case_mask(cohort, spec)
-    blocks = [_term_values(cohort, t)[rows] for t in spec.terms]
-    x = np.concatenate(blocks, axis=1) if blocks else np.empty((int(rows.sum()), 0))
+        rows = complete_case_mask(cohort, spec, values=all_values)
+    x = all_values[rows]
     if np.isnan(x).any():
         j = int(np.flatnonzero(np.isnan(x).any(axis=0))[0])
         raise InvalidInput(f"covariate {spec.names[j]!r} is missing in selected rows; "

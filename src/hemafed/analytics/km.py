@@ -35,6 +35,16 @@ def time_grid(federation: Federation, duration_col: str = "os_time",
     points where some site has an event (``events_only``) or any exit. The histogram reveals
     the pooled number of events and exits per lattice point, which a KM table shows anyway.
     """
+    return time_grid_counts(federation, duration_col, event_col, steps_per_unit=steps_per_unit,
+                            max_time=max_time, events_only=events_only, study=study)[0]
+
+
+def time_grid_counts(federation: Federation, duration_col: str = "os_time",
+                     event_col: str = "os_status", *, steps_per_unit: float = 365.25,
+                     max_time: float = 60.0, events_only: bool = False,
+                     study: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`time_grid` and the pooled number of events at each of its points (over rows
+    with a duration and an event, before any covariate makes a row incomplete)."""
     agg = federation.secure_sum("time_histogram", {
         "duration_col": duration_col, "event_col": event_col,
         "steps_per_unit": float(steps_per_unit), "max_time": float(max_time)}, study=study)
@@ -42,7 +52,7 @@ def time_grid(federation: Federation, duration_col: str = "os_time",
     k = np.flatnonzero(counts > 0)
     if k.size == 0:
         raise InvalidInput(f"no {'events' if events_only else 'times'} in {duration_col!r} at any site")
-    return k / float(steps_per_unit)
+    return k / float(steps_per_unit), np.asarray(agg["events"])[k]
 
 
 @dataclass(frozen=True)

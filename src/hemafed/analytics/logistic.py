@@ -127,7 +127,7 @@ def _newton_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _newton_declare(params: Params) -> dict[str, Statistic]:
     m = int(params.get("max_patients", 1_000_000))
     k = len(DesignSpec.from_params(params.get("design")).names) + 1
-    res = float(params.get("resolution", 1e-7))
+    res = float(params.get("resolution", 1e-12))
     eta_max = float(np.sum(np.abs(np.asarray(params.get("beta", [0.0] * k), dtype=float))))
     ll_max = eta_max + math.log(2.0)
     return {
@@ -269,9 +269,12 @@ class FederatedLogisticRegression:
             candidate = current.beta + step
             new = query(candidate)
             halvings = 0
-            # step halving compares log-likelihoods, which noise would make meaningless
+            # step halving compares log-likelihoods, which noise would make meaningless; the
+            # slack absorbs the fixed-point rounding of the secure sum (relative 1e-9)
+            ll_now = float(current.result["loglik"][0])
+            slack = 1e-9 * max(1.0, abs(ll_now))
             while (dp is None and halvings < 10
-                   and float(new["loglik"][0]) < float(current.result["loglik"][0]) - 1e-9):
+                   and float(new["loglik"][0]) < ll_now - slack):
                 step /= 2.0
                 candidate = current.beta + step
                 new = query(candidate)
@@ -285,6 +288,12 @@ class FederatedLogisticRegression:
                     f"{names[j]!r} diverges (iteration {it + 1}); the outcome is (almost) "
                     f"determined by it; drop it, merge levels or use penalised regression")
             if np.max(np.abs(step)) < tol:
+                converged = True
+                break
+            # at the fixed-point precision of the secure sums the step cannot shrink further:
+            # a tiny step that no longer changes the log-likelihood has converged
+            if (dp is None and np.max(np.abs(step)) < 1e-5
+                    and abs(float(new["loglik"][0]) - ll_now) <= slack):
                 converged = True
                 break
         if not converged and dp is not None:

@@ -17,14 +17,22 @@ on the same discretised times.
 
 Queries: ``time_histogram`` (the lattice counts), ``km_risk_table`` (events, censored, at risk
 per group and grid time), ``cox_risk_set_sums`` (Cox risk-set sums at a public ``beta``, per
-stratum), ``cox_site_derivatives`` (log partial likelihood, gradient and Hessian of the site's
+stratum, at the requested grid rows, ``S2`` packed as upper triangles), ``cox_site_derivatives`` (log partial likelihood, gradient and Hessian of the site's
 own stratum: stratified-by-site Cox is the plain sum of these) and ``cox_concordance_histogram``
 (events and comparable subjects per grid time and linear-predictor bin, for Harrell's C).
+
+The Cox queries run every Newton round with a new ``beta`` only, so each site keeps its rows,
+centred design matrix and time order in :data:`COX_SITE_CACHE` (bounded, per cohort object
+and public parameters) and answers a round with cumulative sums over its time-sorted rows.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.analytics.design import DesignSpec, complete_case_mask, design_matrix
+from hemafed.analytics.design import (
+    DesignSpec,
+    complete_case_mask,
+    design_matrix,
+    design_values,
+)
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import Params, Query, Statistic, register
@@ -154,7 +167,8 @@ def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None
         if gcol not in cohort.patients.columns:
             raise InvalidInput(f"{group_key} column {gcol!r} is not in the site's cohort")
         required.append(str(gcol))
-    mask = complete_case_mask(cohort, spec, required)
+    design = design_values(cohort, spec) if spec is not None else None
+    mask = complete_case_mask(cohort, spec, required, values=design)
     codes = np.zeros(len(cohort), dtype=int)
     if gcol is not None and levels is not None:
         values = cohort.patients[str(gcol)].astype("string")
@@ -172,7 +186,7 @@ def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None
     ev = event.astype(bool)
     eff = effective_times(time, ev, grid, _mapping(params))
     if spec is not None:
-        x, _ = design_matrix(cohort, spec, mask)
+        x, _ = design_matrix(cohort, spec, mask, values=design)
         x = x - spec.center
     else:
         x = np.empty((time.size, 0))
@@ -293,6 +307,45 @@ KM_RISK_TABLE = register(Query(
 
 # --- Cox risk-set sums ------------------------------------------------------------------------
 
+def upper_index(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the upper triangle (diagonal included) of a ``p x p`` matrix,
+    the order in which symmetric ``S2`` blocks are packed (``p (p + 1) / 2`` numbers)."""
+    return np.triu_indices(p)
+
+
+def unpack_upper(packed: np.ndarray, p: int) -> np.ndarray:
+    """``(..., p (p + 1) / 2)`` packed upper triangles back to symmetric ``(..., p, p)``."""
+    iu, ju = upper_index(p)
+    full = np.zeros((*packed.shape[:-1], p, p))
+    full[..., iu, ju] = packed
+    full[..., ju, iu] = packed
+    return full
+
+
+def _index_param(params: Params, key: str, m: int) -> np.ndarray | None:
+    """An optional strictly increasing list of grid positions in ``[0, m)``."""
+    raw = params.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, list | tuple) or not all(isinstance(v, int) for v in raw):
+        raise InvalidInput(f"parameter {key!r} must be a list of grid positions (ints)")
+    idx = np.asarray(raw, dtype=np.intp)
+    if idx.size and (idx[0] < 0 or idx[-1] >= m or np.any(np.diff(idx) <= 0)):
+        raise InvalidInput(f"parameter {key!r} must be strictly increasing positions in "
+                           f"[0, {m}) of the grid")
+    return idx
+
+
+def cox_row_index(params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """Grid positions the risk-set sums are returned at (``time_index``, default all) and the
+    positions of the Efron tie sums (``tie_index``, default the same)."""
+    m = check_grid(params.get("grid")).size
+    times = _index_param(params, "time_index", m)
+    times = np.arange(m) if times is None else times
+    ties = _index_param(params, "tie_index", m)
+    return times, times if ties is None else ties
+
+
 def _cox_check(params: Params) -> None:
     _survival_check(params)
     spec = DesignSpec.from_params(params.get("design"))
@@ -304,57 +357,166 @@ def _cox_check(params: Params) -> None:
         raise InvalidInput("parameter 'beta' must be finite")
     if params.get("ties", "efron") not in ("efron", "breslow"):
         raise InvalidInput(f"parameter 'ties' must be 'efron' or 'breslow', got {params.get('ties')!r}")
+    cox_row_index(params)
+    if not isinstance(params.get("event_sums", True), bool):
+        raise InvalidInput("parameter 'event_sums' must be true or false")
+
+
+@dataclass(frozen=True)
+class CoxSiteData:
+    """What a site needs, independent of ``beta``, to answer Cox queries quickly.
+
+    Rows are sorted by stratum, then by decreasing number of grid times they are at risk at, so
+    the risk set of stratum ``s`` at grid time ``j`` is the slice ``order[start[s]:risk_end[s,
+    j]]`` and each risk-set sum is one difference of cumulative sums. Event rows are sorted by
+    their (stratum, grid time) cell so that tied-event sums are one ``np.add.reduceat``.
+    """
+
+    rows: SurvivalRows
+    grid: np.ndarray
+    n_strata: int
+    at_risk_count: np.ndarray
+    on_grid: np.ndarray
+    order: np.ndarray
+    start: np.ndarray
+    risk_end: np.ndarray
+    event_rows: np.ndarray
+    event_cells: np.ndarray
+    event_starts: np.ndarray
+    xx: np.ndarray
+    d: np.ndarray
+    xsum: np.ndarray
+
+    @classmethod
+    def build(cls, rows: SurvivalRows, grid: np.ndarray, n_strata: int) -> CoxSiteData:
+        m, p = grid.size, rows.x.shape[1]
+        at_risk_count, on_grid = grid_positions(rows.time, grid)
+        order = np.lexsort((-at_risk_count, rows.group))
+        start = np.searchsorted(rows.group[order], np.arange(n_strata), side="left")
+        stop = np.searchsorted(rows.group[order], np.arange(n_strata), side="right")
+        risk_end = np.zeros((n_strata, m), dtype=np.intp)
+        for s in range(n_strata):
+            counts = at_risk_count[order[start[s]:stop[s]]]
+            # rows at risk at t_j are those with count > j: a prefix of the descending order
+            risk_end[s] = start[s] + np.searchsorted(-counts, -np.arange(m), side="left")
+        ev = np.flatnonzero(rows.event & (on_grid >= 0))
+        cell = rows.group[ev] * m + on_grid[ev]
+        by_cell = np.argsort(cell, kind="stable")
+        ev, cell = ev[by_cell], cell[by_cell]
+        cells, starts = np.unique(cell, return_index=True)
+        iu, ju = upper_index(p)
+        d = np.bincount(cell, minlength=n_strata * m).astype(float).reshape(n_strata, m)
+        xsum = np.zeros((n_strata * m, p))
+        if ev.size:
+            xsum[cells] = np.add.reduceat(rows.x[ev], starts, axis=0)
+        return cls(rows, grid, n_strata, at_risk_count, on_grid, order, start, risk_end, ev,
+                   cells, starts, rows.x[:, iu] * rows.x[:, ju], d, xsum.reshape(n_strata, m, p))
+
+    @property
+    def width(self) -> int:
+        return int(self.rows.x.shape[1])
+
+    def sums(self, beta: np.ndarray, efron: bool, time_index: np.ndarray | None = None,
+             tie_index: np.ndarray | None = None,
+             event_sums: bool = True) -> dict[str, np.ndarray]:
+        """Risk-set sums at ``beta`` with ``S2`` packed (see :func:`risk_set_sums`);
+        ``event_sums=False`` leaves out ``d`` and ``xsum``, which do not depend on ``beta``."""
+        m, p, k = self.grid.size, self.width, self.n_strata
+        t_idx = np.arange(m) if time_index is None else time_index
+        e_idx = t_idx if tie_index is None else tie_index
+        w = np.exp(self.rows.x @ beta)
+        # one matrix [w, w x, w x x'(upper)] so each cumulative sum runs once
+        vals = np.concatenate([w[:, None], self.rows.x * w[:, None], self.xx * w[:, None]],
+                              axis=1)
+        acc = np.empty((k, t_idx.size, vals.shape[1]))
+        for s in range(k):
+            block = vals[self.order[self.start[s]:self.risk_end[s, 0]]]
+            cums = np.concatenate([np.zeros((1, vals.shape[1])), np.cumsum(block, axis=0)])
+            acc[s] = cums[self.risk_end[s, t_idx] - self.start[s]]
+        out = {"s0": acc[..., 0], "s1": acc[..., 1:1 + p], "s2": acc[..., 1 + p:]}
+        if event_sums:
+            out |= {"d": self.d[:, t_idx], "xsum": self.xsum[:, t_idx]}
+        if efron:
+            tied = np.zeros((k * m, vals.shape[1]))
+            if self.event_rows.size:
+                tied[self.event_cells] = np.add.reduceat(vals[self.event_rows],
+                                                         self.event_starts, axis=0)
+            tied = tied.reshape(k, m, -1)[:, e_idx]
+            out |= {"e0": tied[..., 0], "e1": tied[..., 1:1 + p], "e2": tied[..., 1 + p:]}
+        return out
+
+
+class _SiteDataCache:
+    """A small LRU cache of :class:`CoxSiteData` per (cohort object, public parameters).
+
+    Keyed on the cohort's identity (a weak reference: an entry dies with its cohort, and a
+    reused ``id`` never matches a dead entry) plus the public parameters that shape the rows
+    (everything but ``beta`` and the row selections). Cohorts are immutable values; a site that
+    reloads its data builds a new ``Cohort`` and so misses the cache. Thread-safe.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[int, str, tuple[float, ...]],
+                                  tuple[weakref.ref[Cohort], CoxSiteData]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _public_key(params: Params) -> tuple[str, tuple[float, ...]]:
+        shaping = {k: v for k, v in params.items() if k not in _NOT_SHAPING and k != "grid"}
+        # the grid is long: compared as a tuple of floats rather than serialised every round
+        grid = tuple(float(t) for t in params.get("grid", ()))
+        return json.dumps(shaping, sort_keys=True, default=str), grid
+
+    def get(self, cohort: Cohort, params: Params) -> CoxSiteData:
+        key = (id(cohort), *self._public_key(params))
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0]() is cohort:
+                self._entries.move_to_end(key)
+                return hit[1]
+        spec = DesignSpec.from_params(params["design"])
+        data = CoxSiteData.build(survival_rows(cohort, params, spec, "strata"),
+                                 check_grid(params["grid"]), _n_levels(params, "strata"))
+        with self._lock:
+            self._entries[key] = (weakref.ref(cohort), data)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_NOT_SHAPING = frozenset({"beta", "lp_bins", "time_index", "tie_index", "event_sums", "ties",
+                          "max_patients", "resolution"})
+COX_SITE_CACHE = _SiteDataCache()
+"""The site-side cache of Cox rows; ``COX_SITE_CACHE.clear()`` empties it."""
 
 
 def risk_set_sums(rows: SurvivalRows, grid: np.ndarray, beta: np.ndarray, n_strata: int,
                   efron: bool) -> dict[str, np.ndarray]:
     """Per stratum and grid time: S0, S1, S2 over the risk set, events d, sum of x over events
-    and (Efron) the same exp(x beta)-weighted sums over the tied events."""
-    m, p = grid.size, beta.size
-    x = rows.x
-    w = np.exp(x @ beta)
-    xw = x * w[:, None]
-    xxw = x[:, :, None] * xw[:, None, :]
-    at_risk_count, on_grid = grid_positions(rows.time, grid)
-    out = {"s0": np.zeros((n_strata, m)), "s1": np.zeros((n_strata, m, p)),
-           "s2": np.zeros((n_strata, m, p, p)), "d": np.zeros((n_strata, m)),
-           "xsum": np.zeros((n_strata, m, p))}
+    and (Efron) the same exp(x beta)-weighted sums over the tied events (S2, E2 as full
+    ``p x p`` blocks)."""
+    out = CoxSiteData.build(rows, grid, n_strata).sums(beta, efron)
+    p = beta.size
+    out["s2"] = unpack_upper(out["s2"], p)
     if efron:
-        out |= {"e0": np.zeros((n_strata, m)), "e1": np.zeros((n_strata, m, p)),
-                "e2": np.zeros((n_strata, m, p, p))}
-    for s in range(n_strata):
-        sel = rows.group == s
-        counts = at_risk_count[sel]
-        order = np.argsort(-counts, kind="stable")
-        # rows at risk at t_j are those with count > j: a prefix of the descending order
-        n_at_risk = np.searchsorted(-counts[order], -np.arange(m), side="left")
-        for name, val in (("s0", w), ("s1", xw), ("s2", xxw)):
-            cums = np.concatenate([np.zeros((1, *val.shape[1:])),
-                                   np.cumsum(val[sel][order], axis=0)])
-            out[name][s] = cums[n_at_risk]
-        ev = sel & rows.event & (on_grid >= 0)
-        j = on_grid[ev]
-        np.add.at(out["d"][s], j, 1.0)
-        np.add.at(out["xsum"][s], j, x[ev])
-        if efron:
-            np.add.at(out["e0"][s], j, w[ev])
-            np.add.at(out["e1"][s], j, xw[ev])
-            np.add.at(out["e2"][s], j, xxw[ev])
+        out["e2"] = unpack_upper(out["e2"], p)
     return out
 
 
-def _cox_rows(cohort: Cohort, params: Params) -> tuple[SurvivalRows, np.ndarray, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    rows = survival_rows(cohort, params, spec, "strata")
-    return rows, check_grid(params["grid"]), np.asarray(params["beta"], dtype=float)
-
-
 def _cox_sums_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows, grid, beta = _cox_rows(cohort, params)
-    out = risk_set_sums(rows, grid, beta, _n_levels(params, "strata"),
-                        params.get("ties", "efron") == "efron")
-    out["n"] = np.array([float(rows.time.size)])
-    out["excluded"] = np.array([float(rows.excluded)])
+    data = COX_SITE_CACHE.get(cohort, params)
+    t_idx, e_idx = cox_row_index(params)
+    out = data.sums(np.asarray(params["beta"], dtype=float),
+                    params.get("ties", "efron") == "efron", t_idx, e_idx,
+                    bool(params.get("event_sums", True)))
+    out["n"] = np.array([float(data.rows.time.size)])
+    out["excluded"] = np.array([float(data.rows.excluded)])
     return out
 
 
@@ -369,37 +531,71 @@ def exp_bound(params: Params) -> tuple[float, float]:
 def _cox_sums_declare(params: Params) -> dict[str, Statistic]:
     mp = _max_patients(params)
     spec = DesignSpec.from_params(params.get("design"))
-    k, m, p = _n_levels(params, "strata"), check_grid(params.get("grid")).size, spec.width
+    k, p = _n_levels(params, "strata"), spec.width
+    t_idx, e_idx = cox_row_index(params)
+    m, me, q = t_idx.size, e_idx.size, p * (p + 1) // 2
     a, e = exp_bound(params)
     res = float(params.get("resolution", DEFAULT_RESOLUTION))
     out = {"s0": Statistic((k, m), 0, mp * e, res, sensitivity=e * math.sqrt(m)),
            "s1": Statistic((k, m, p), -mp * a * e, mp * a * e, res,
                            sensitivity=a * e * math.sqrt(m * p)),
-           "s2": Statistic((k, m, p, p), -mp * a * a * e, mp * a * a * e, res,
+           "s2": Statistic((k, m, q), -mp * a * a * e, mp * a * a * e, res,
                            sensitivity=a * a * e * p * math.sqrt(m)),
-           "d": Statistic((k, m), 0, mp, is_count=True),
-           "xsum": Statistic((k, m, p), -mp * a, mp * a, res, sensitivity=a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
+    if params.get("event_sums", True):
+        out |= {"d": Statistic((k, m), 0, mp, is_count=True),
+                "xsum": Statistic((k, m, p), -mp * a, mp * a, res, sensitivity=a * math.sqrt(p))}
     if params.get("ties", "efron") == "efron":
-        out |= {"e0": Statistic((k, m), 0, mp * e, res, sensitivity=e),
-                "e1": Statistic((k, m, p), -mp * a * e, mp * a * e, res,
+        out |= {"e0": Statistic((k, me), 0, mp * e, res, sensitivity=e),
+                "e1": Statistic((k, me, p), -mp * a * e, mp * a * e, res,
                                 sensitivity=a * e * math.sqrt(p)),
-                "e2": Statistic((k, m, p, p), -mp * a * a * e, mp * a * a * e, res,
+                "e2": Statistic((k, me, q), -mp * a * a * e, mp * a * a * e, res,
                                 sensitivity=a * a * e * p)}
     return out
 
 
 COX_RISK_SET_SUMS = register(Query(
-    "cox_risk_set_sums", "1", compute=_cox_sums_compute, declare=_cox_sums_declare,
+    "cox_risk_set_sums", "2", compute=_cox_sums_compute, declare=_cox_sums_declare,
     check_params=_cox_check,
-    description="Cox risk-set sums S0, S1, S2 and event sums per stratum and grid time at beta"))
+    description="Cox risk-set sums S0, S1, S2 (upper triangle) per stratum at the requested "
+                "grid times (time_index; Efron tie sums at tie_index) at beta, and the event "
+                "counts and covariate sums there (unless event_sums is false)"))
+
+
+def expand_cox_sums(sums: Mapping[str, np.ndarray], grid_size: int,
+                    time_index: Sequence[int] | np.ndarray | None = None,
+                    tie_index: Sequence[int] | np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Pooled ``cox_risk_set_sums`` back on the whole grid with full ``p x p`` blocks.
+
+    Rows that were not requested are zero, which is exact as long as ``time_index`` holds every
+    grid time with a pooled event and ``tie_index`` every one with two or more (Efron's tie
+    terms vanish for a single event).
+    """
+    p = sums["s1"].shape[-1]
+    k = sums["s0"].shape[0]
+    t_idx = np.arange(grid_size) if time_index is None else np.asarray(time_index, dtype=np.intp)
+    e_idx = t_idx if tie_index is None else np.asarray(tie_index, dtype=np.intp)
+    out: dict[str, np.ndarray] = {}
+    for name, idx in (("s0", t_idx), ("s1", t_idx), ("s2", t_idx), ("d", t_idx),
+                      ("xsum", t_idx), ("e0", e_idx), ("e1", e_idx), ("e2", e_idx)):
+        if name not in sums:
+            continue
+        val = sums[name]
+        if name in ("s2", "e2"):
+            val = unpack_upper(val, p)
+        full = np.zeros((k, grid_size, *val.shape[2:]))
+        full[:, idx] = val
+        out[name] = full
+    return out
 
 
 def cox_derivatives(sums: Mapping[str, np.ndarray], beta: np.ndarray,
                     efron: bool) -> tuple[float, np.ndarray, np.ndarray]:
     """Log partial likelihood, gradient and Hessian from (pooled) risk-set sums, exactly.
 
+    ``sums`` hold full ``p x p`` blocks ``s2``/``e2`` (see :func:`expand_cox_sums`).
     Breslow: ``sum_j [xsum_j b - d_j log S0_j]``; Efron replaces ``d_j log S0_j`` by
     ``sum_{l<d_j} log(S0_j - l/d_j E0_j)`` (and likewise for the derivatives).
     """
@@ -435,15 +631,37 @@ def cox_derivatives(sums: Mapping[str, np.ndarray], beta: np.ndarray,
     return loglik, grad, hess
 
 
+def event_means(sums: Mapping[str, np.ndarray], efron: bool) -> np.ndarray:
+    """Per stratum and grid time, the expected covariate of an event under the model,
+    ``E[x | R(t_j)]`` (Efron: the average over the tied events of the Efron-weighted means, as
+    lifelines' Schoenfeld residuals use). Zero where there is no event."""
+    d = sums["d"]
+    s0, s1 = sums["s0"], sums["s1"]
+    out = np.zeros(s1.shape)
+    has = d > 0
+    if not efron:
+        out[has] = s1[has] / s0[has][:, None]
+        return out
+    dd, e0, e1 = d[has], sums["e0"][has], sums["e1"][has]
+    acc = np.zeros((dd.size, s1.shape[-1]))
+    for ell in range(int(dd.max()) if dd.size else 0):
+        live = dd > ell
+        f = ell / dd[live]
+        phi = s0[has][live] - f * e0[live]
+        acc[live] += (s1[has][live] - f[:, None] * e1[live]) / phi[:, None]
+    out[has] = acc / dd[:, None]
+    return out
+
+
 def _site_deriv_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows, grid, beta = _cox_rows(cohort, params)
+    data = COX_SITE_CACHE.get(cohort, params)
+    beta = np.asarray(params["beta"], dtype=float)
     efron = params.get("ties", "efron") == "efron"
-    n_strata = _n_levels(params, "strata")
-    sums = risk_set_sums(rows, grid, beta, n_strata, efron)
+    sums = expand_cox_sums(data.sums(beta, efron), data.grid.size)
     loglik, grad, hess = cox_derivatives(sums, beta, efron)
     return {"loglik": np.array([loglik]), "grad": grad, "hess": hess,
-            "d": sums["d"].sum(axis=0), "n": np.array([float(rows.time.size)]),
-            "excluded": np.array([float(rows.excluded)])}
+            "d": sums["d"].sum(axis=0), "n": np.array([float(data.rows.time.size)]),
+            "excluded": np.array([float(data.rows.excluded)])}
 
 
 def _site_deriv_declare(params: Params) -> dict[str, Statistic]:
@@ -487,11 +705,12 @@ def lp_edges(params: Params) -> np.ndarray:
 
 
 def _conc_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows, grid, beta = _cox_rows(cohort, params)
+    data = COX_SITE_CACHE.get(cohort, params)
+    rows, beta = data.rows, np.asarray(params["beta"], dtype=float)
     edges = lp_edges(params)
-    nb, m = edges.size - 1, grid.size
+    nb, m = edges.size - 1, data.grid.size
     lp_bin = np.clip(np.searchsorted(edges, rows.x @ beta, side="right") - 1, 0, nb - 1)
-    at_risk_count, on_grid = grid_positions(rows.time, grid)
+    at_risk_count, on_grid = data.at_risk_count, data.on_grid
     # comparable to an event at t_j (lifelines' rule): exits after t_j, or censored at t_j
     later_count = np.where(rows.event & (on_grid >= 0), on_grid, at_risk_count)
     acc = np.zeros((m + 1, nb))

@@ -25,12 +25,24 @@ from hemafed.errors import InvalidInput
 Params = Mapping[str, Any]
 
 
+MAX_STEPS = 2**90
+"""Most fixed-point steps one element may span: secure aggregation encodes a wide element as
+two 48-bit limbs (:mod:`hemafed.secure.encoding`), so up to 2**96 steps, summed exactly."""
+
+
+def encodable_resolution(low: float, high: float, requested: float) -> float:
+    """``requested``, coarsened if ``[low, high]`` would need more than :data:`MAX_STEPS` steps."""
+    return max(float(requested), (float(high) - float(low)) / MAX_STEPS)
+
+
 @dataclass(frozen=True)
 class Statistic:
     """Declared output array of a site query.
 
     Every element of a site's array lies in ``[low, high]``; values are encoded with
-    ``resolution`` (the fixed-point step; 1 for counts). ``sensitivity`` is the L2 change of the
+    ``resolution`` (the fixed-point step; 1 for counts). A requested resolution finer than
+    ``(high - low) / MAX_STEPS`` is coarsened to that, once, here, so every declared statistic
+    is encodable and hub and sites agree on the step. ``sensitivity`` is the L2 change of the
     whole array when one patient is added or removed (for DP noise calibration); ``is_count``
     marks released counts subject to the minimum-cell-size rule.
     """
@@ -49,6 +61,8 @@ class Statistic:
             raise ValueError(f"bounds must be finite with low <= high, got [{self.low}, {self.high}]")
         if not self.resolution > 0:
             raise ValueError(f"resolution must be > 0, got {self.resolution}")
+        object.__setattr__(self, "resolution",
+                           encodable_resolution(self.low, self.high, self.resolution))
         if self.sensitivity < 0:
             raise ValueError(f"sensitivity must be >= 0, got {self.sensitivity}")
 

@@ -17,8 +17,6 @@ import functools
 import math
 from collections.abc import Mapping
 
-import dp_accounting
-
 from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import Statistic
 
@@ -30,16 +28,15 @@ def release_sensitivity(specs: Mapping[str, Statistic]) -> float:
 
 @functools.lru_cache(maxsize=256)
 def noise_multiplier_for(epsilon: float, delta: float) -> float:
-    """Smallest Gaussian noise multiplier whose single release is (epsilon, delta)-DP (RDP)."""
-    if not epsilon > 0 or not 0 < delta < 1:
-        raise ValueError(f"need epsilon > 0 and 0 < delta < 1, got ({epsilon}, {delta})")
+    """Smallest Gaussian noise multiplier whose single release is (epsilon, delta)-DP.
 
-    def make_event(nm: float) -> dp_accounting.DpEvent:
-        return dp_accounting.GaussianDpEvent(nm)
+    Always calibrated with the RDP accountant (hub and sites must agree on the noise, hence on
+    the widened bounds of a noisy answer); a site's ledger may compose with PLD, which is
+    tighter, so a release calibrated here always fits the budget it was asked for.
+    """
+    from hemafed.site.ledger import noise_multiplier_for as calibrate
 
-    return float(dp_accounting.calibrate_dp_mechanism(
-        dp_accounting.rdp.RdpAccountant, make_event, epsilon, delta,
-        bracket_interval=dp_accounting.ExplicitBracketInterval(1e-3, 1e3)))
+    return calibrate(epsilon, delta, "rdp")
 
 
 def noise_multiplier(dp: DPRequest) -> float:
@@ -54,3 +51,31 @@ def release_noise_std(specs: Mapping[str, Statistic], dp: DPRequest) -> dict[str
     """Noise standard deviation of the whole-federation release, per statistic."""
     sigma = noise_multiplier(dp) * release_sensitivity(specs)
     return {name: sigma for name in specs}
+
+
+NOISE_BOUND_STDS = 12.0
+"""Declared bounds of a noisy site answer are widened by this many noise-share standard
+deviations so the fixed-point encoder accepts it (a Gaussian exceeds 12 std w.p. ~4e-33)."""
+
+
+def noise_share_std(specs: Mapping[str, Statistic], dp: DPRequest, divisor: int) -> dict[str, float]:
+    """What each site adds: variance sigma^2 / t, so any >= t contributors add >= sigma^2."""
+    if divisor < 1:
+        raise ValueError(f"noise share divisor must be >= 1, got {divisor}")
+    sigma = noise_multiplier(dp) * release_sensitivity(specs)
+    return {name: (sigma / math.sqrt(divisor) if s.sensitivity > 0 else 0.0)
+            for name, s in specs.items()}
+
+
+def noisy_specs(specs: Mapping[str, Statistic], dp: DPRequest | None,
+                divisor: int) -> dict[str, Statistic]:
+    """Declarations of a site's noisy answer (bounds widened); hub and sites must agree on them."""
+    if dp is None:
+        return dict(specs)
+    shares = noise_share_std(specs, dp, divisor)
+    out: dict[str, Statistic] = {}
+    for name, s in specs.items():
+        pad = NOISE_BOUND_STDS * shares[name]
+        out[name] = Statistic(s.shape, s.low - pad, s.high + pad, s.resolution, s.sensitivity,
+                              s.is_count) if pad > 0 else s
+    return out

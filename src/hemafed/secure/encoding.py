@@ -1,11 +1,15 @@
 """Fixed-point encoding of declared statistics into one vector of integers modulo 2**64.
 
 Each statistic declares its bounds and resolution (:class:`hemafed.federation.queries.Statistic`).
-A site's value ``x`` is encoded as ``round((x - low) / resolution)``, an integer in
-``[0, levels]``; a value outside ``[low, high]`` raises ``InvalidInput`` (never clipped). All the
-statistics of one query are concatenated, in name order, into one ``uint64`` vector; sums wrap
-around modulo 2**64, so the layout checks at construction that ``n_sites * levels`` fits. Decoding
-the sum of ``n`` contributors adds back ``n * low``.
+A site's value ``x`` becomes the integer ``v = round(x / resolution) - floor(low / resolution)``
+in ``[0, levels]``; a value outside ``[low, high]`` raises ``InvalidInput`` (never clipped).
+Wide statistics (Cox risk-set sums, whose public bounds are many orders of magnitude above their
+typical values) need more than 53 bits: ``v`` is then split into two *limbs* of
+:data:`LIMB_BITS` bits, each summed separately modulo 2**64 (the sum of up to 2**15 sites' limbs
+cannot wrap), and decoding recombines them in exact integer arithmetic before one final float
+multiplication, so the decoded sum has float64 precision relative to its *actual* size, not to
+its declared bounds. All statistics of one query are concatenated, in name order, into one
+``uint64`` vector.
 
 >>> from hemafed.federation.queries import Statistic
 >>> layout = FixedPointLayout.from_specs({"n": Statistic((2,), 0, 100)}, n_sites=3)
@@ -26,14 +30,27 @@ from hemafed.federation.queries import Statistic
 
 MODULUS_BITS = 64
 MODULUS = 2**MODULUS_BITS
-#: Largest number of levels one element may take: float64 represents every integer up to 2**53,
-#: so encoding (a float computation) stays exact.
-MAX_LEVELS = 2**53
+LIMB_BITS = 48
+LIMB = float(2**LIMB_BITS)
+#: Largest number of levels one element may take: two limbs of 48 bits.
+MAX_LEVELS = 2**(2 * LIMB_BITS)
 
 
 def levels_of(stat: Statistic) -> int:
     """Number of fixed-point steps between ``low`` and ``high`` (the largest encoded value)."""
-    return int(np.rint((stat.high - stat.low) / stat.resolution))
+    return int(np.floor(stat.high / stat.resolution)) - int(np.floor(stat.low / stat.resolution)) + 1
+
+
+def limbs_of(stat: Statistic) -> int:
+    """1 limb when every encoded value fits 48 bits, else 2."""
+    return 1 if levels_of(stat) < 2**LIMB_BITS else 2
+
+
+def _split(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer-valued floats -> (high, low) int64 limbs, exactly: ``q = high * 2**48 + low``."""
+    hi = np.floor(q / LIMB)
+    lo = q - hi * LIMB  # exact: a multiple of ulp(q) below 2**48
+    return hi.astype(np.int64), lo.astype(np.int64)
 
 
 def specs_to_json(specs: Mapping[str, Statistic]) -> bytes:
@@ -75,11 +92,12 @@ class FixedPointLayout:
             if levels > MAX_LEVELS:
                 raise InvalidInput(
                     f"statistic {name!r}: (high - low) / resolution = {levels:.3g} steps is more "
-                    f"than 2**53; use a coarser resolution or tighter bounds")
-            if self.n_sites * levels >= MODULUS:
+                    f"than 2**{2 * LIMB_BITS}; use a coarser resolution or tighter bounds")
+            top = levels if limbs_of(stat) == 1 else 2**LIMB_BITS
+            if self.n_sites * top >= MODULUS:
                 raise InvalidInput(
                     f"statistic {name!r}: the sum of {self.n_sites} sites can reach "
-                    f"{self.n_sites} * {levels} = {self.n_sites * levels} steps, which does not fit "
+                    f"{self.n_sites} * {top} = {self.n_sites * top} steps, which does not fit "
                     f"the 2**{MODULUS_BITS} modulus; use a coarser resolution or tighter bounds")
 
     @classmethod
@@ -91,8 +109,8 @@ class FixedPointLayout:
 
     @property
     def size(self) -> int:
-        """Length of the concatenated vector."""
-        return sum(stat.size for _, stat in self.specs)
+        """Length of the concatenated vector (wide statistics take two limbs per element)."""
+        return sum(stat.size * limbs_of(stat) for _, stat in self.specs)
 
     def check_values(self, values: Mapping[str, np.ndarray], where: str = "site") -> None:
         """Raise ``InvalidInput`` unless ``values`` match the declarations exactly."""
@@ -122,7 +140,17 @@ class FixedPointLayout:
         parts = []
         for name, stat in self.specs:
             arr = np.asarray(values[name], dtype=float).ravel()
-            parts.append(np.rint((arr - stat.low) / stat.resolution).astype(np.uint64))
+            q = np.rint(arr / stat.resolution)
+            base = float(np.floor(stat.low / stat.resolution))
+            if limbs_of(stat) == 1:
+                parts.append((q - base).astype(np.int64).astype(np.uint64))
+                continue
+            q_hi, q_lo = _split(q)
+            b_hi, b_lo = _split(np.array([base]))
+            lo = q_lo - b_lo[0]
+            hi = q_hi - b_hi[0] - (lo < 0)
+            lo = np.where(lo < 0, lo + 2**LIMB_BITS, lo)
+            parts.append(np.concatenate([hi, lo]).astype(np.uint64))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
     def decode_sum(self, total: np.ndarray, n_contributors: int) -> dict[str, np.ndarray]:
@@ -135,9 +163,22 @@ class FixedPointLayout:
         out: dict[str, np.ndarray] = {}
         pos = 0
         for name, stat in self.specs:
-            chunk = total[pos:pos + stat.size]
-            pos += stat.size
-            decoded = chunk.astype(np.float64) * stat.resolution + n_contributors * stat.low
+            width = stat.size * limbs_of(stat)
+            chunk = total[pos:pos + width]
+            pos += width
+            base = int(np.floor(stat.low / stat.resolution))
+            if limbs_of(stat) == 1:
+                # exact in integers: sum of q = sum of v + n * base
+                if abs(n_contributors * base) < 2**62:
+                    steps = chunk.astype(np.int64) + n_contributors * base
+                    decoded = steps.astype(np.float64) * stat.resolution
+                else:  # pragma: no cover - bounds far from zero at a very fine resolution
+                    big = chunk.astype(object) + n_contributors * base
+                    decoded = np.array([float(v) for v in big]) * stat.resolution
+            else:
+                b_hi, b_lo = divmod(base, 2**LIMB_BITS)
+                hi = chunk[:stat.size].astype(np.int64) + n_contributors * b_hi
+                lo = chunk[stat.size:].astype(np.int64) + n_contributors * b_lo
+                decoded = (hi.astype(np.float64) * LIMB + lo.astype(np.float64)) * stat.resolution
             out[name] = decoded.reshape(stat.shape)
         return out
-

@@ -1,0 +1,178 @@
+"""The hemafed runtime: secure sums of registered site queries over any transport.
+
+Hub side, :class:`SecureFederation` implements the :class:`~hemafed.federation.api.Federation`
+interface on top of an ``exchange`` function (Flower simulation, Flower deployment or in-process:
+:mod:`hemafed.federation.transport`). Each ``secure_sum`` is one secure aggregation
+(:mod:`hemafed.secure`), whose first message carries the signed-off request.
+
+Site side, :func:`site_handler` is the handler factory every transport calls with a site's
+configuration: it opens the site directory (cohort, policy, ledger, audit log, identity key and
+the pinned federation manifest) and answers each protocol message; the site's policy check,
+audit entry, DP noise share and ledger charge happen in :meth:`hemafed.site.node.SiteNode.answer`
+before anything is masked and sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemafed.atomic import write_text
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import AggregateResult, DPRequest
+from hemafed.federation.queries import Statistic, get_query
+from hemafed.federation.transport import Exchange, SiteHandler
+from hemafed.privacy.calibration import noisy_specs, release_noise_std
+from hemafed.secure import FederationManifest, SiteIdentity, run_secure_sum, site_step
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = Path("keys") / "identity.pem"
+MANIFEST_FILE = Path("federation.json")
+
+
+def _load_analyses() -> None:
+    """Import the modules whose site queries a site must be able to answer (they register)."""
+    import hemafed.analytics
+    import hemafed.analytics.competing
+    import hemafed.analytics.describe
+    import hemafed.analytics.logistic  # noqa: F401
+
+    for optional in ("hemafed.learn", "hemafed.synth"):
+        try:
+            __import__(optional)
+        except ImportError:  # pragma: no cover - optional parts
+            log.debug("%s not available", optional)
+
+
+# --- site side ---------------------------------------------------------------------------------
+
+def ensure_identity(site_dir: str | Path, site_id: str) -> SiteIdentity:
+    """The site's long-term signing key (created on first use, file mode 0600)."""
+    path = Path(site_dir) / IDENTITY_FILE
+    if path.exists():
+        return SiteIdentity.load(site_id, path)
+    identity = SiteIdentity.generate(site_id)
+    identity.save(path)
+    os.chmod(path, 0o600)
+    return identity
+
+
+def install_manifest(site_dir: str | Path, manifest: FederationManifest) -> None:
+    """Pin the federation manifest at a site (the hospital checks its fingerprint out of band)."""
+    write_text(Path(site_dir) / MANIFEST_FILE, manifest.to_json())
+
+
+@dataclass
+class _SiteRuntime:
+    node: Any
+    identity: SiteIdentity
+    manifest: FederationManifest
+    stamp: tuple[float, ...]
+
+    def compute(self, payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
+        from hemafed.site.request import SiteRequest
+
+        answer = self.node.answer(SiteRequest.from_json(payload))
+        return answer.values, answer.specs
+
+
+_RUNTIMES: dict[str, _SiteRuntime] = {}
+_LOCK = threading.Lock()
+
+
+def _stamp(site_dir: Path) -> tuple[float, ...]:
+    files = [site_dir / "cohort" / "patients.parquet", site_dir / "policy.yaml",
+             site_dir / MANIFEST_FILE]
+    return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+
+
+def _open_runtime(site_dir: Path) -> _SiteRuntime:
+    from hemafed.site.store import open_node, site_id_of
+    from hemafed.study.derived import with_derived_scores
+
+    _load_analyses()
+    key = str(site_dir.resolve())
+    stamp = _stamp(site_dir)
+    with _LOCK:
+        rt = _RUNTIMES.get(key)
+        if rt is not None and rt.stamp == stamp:
+            return rt
+        site_id = site_id_of(site_dir)
+        manifest_path = site_dir / MANIFEST_FILE
+        if not manifest_path.exists():
+            raise InvalidInput(f"site {site_id}: no federation manifest at {manifest_path}; "
+                               "install the hub's manifest first (hemafed site join)")
+        node = open_node(site_dir)
+        node.cohort = with_derived_scores(node.cohort)
+        rt = _SiteRuntime(node, SiteIdentity.load(site_id, site_dir / IDENTITY_FILE),
+                          FederationManifest.load(manifest_path), stamp)
+        _RUNTIMES[key] = rt
+        return rt
+
+
+def site_handler(config: Mapping[str, Any]) -> SiteHandler:
+    """Handler factory for every transport: ``config['site_dir']`` is the site directory."""
+    site_dir = Path(str(config["site_dir"]))
+    runtime = _open_runtime(site_dir)
+
+    def handle(message: bytes, state: MutableMapping[str, bytes]) -> bytes:
+        return site_step(message, state, runtime.identity, runtime.manifest, runtime.compute)
+
+    return handle
+
+
+# --- hub side ----------------------------------------------------------------------------------
+
+class SecureFederation:
+    """A federation whose every result is a secure sum over the sites (Federation interface)."""
+
+    def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
+                 site_ids: Sequence[str] | None = None, spec_sha256: str = "",
+                 requester: str = "hub") -> None:
+        self._exchange = exchange
+        self.manifest = manifest
+        ids = tuple(site_ids) if site_ids is not None else tuple(sorted(manifest.sites))
+        unknown = sorted(set(ids) - set(manifest.sites))
+        if unknown:
+            raise InvalidInput(f"site(s) {unknown} are not in the federation manifest")
+        self._site_ids = ids
+        self.spec_sha256 = spec_sha256
+        self.requester = requester
+        _load_analyses()
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return self._site_ids
+
+    def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
+                   dp: DPRequest | None = None) -> AggregateResult:
+        from hemafed.site.request import SiteRequest
+
+        start = time.perf_counter()
+        q = get_query(query)
+        q.check_params(params)
+        base_specs = q.declare(params)
+        divisor = self.manifest.threshold
+        specs = noisy_specs(base_specs, dp, divisor)
+        request = SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
+                              dict(params), self.requester, dp, divisor, True)
+        outcome = run_secure_sum(self._exchange, self.manifest, os.urandom(16),
+                                 request.to_json(), specs, list(self._site_ids))
+        noise_std: dict[str, float] = {}
+        if dp is not None:
+            scale = math.sqrt(len(outcome.contributors) / divisor)
+            noise_std = {k: v * scale for k, v in release_noise_std(base_specs, dp).items()}
+        return AggregateResult(dict(outcome.values), tuple(outcome.contributors),
+                               tuple(outcome.dropped), outcome.round_trips,
+                               time.perf_counter() - start, dp, noise_std)

@@ -1,0 +1,207 @@
+"""The site node: answers one request from the hub, under the site's own policy and budget.
+
+:meth:`SiteNode.answer` runs, in this order:
+
+1. the policy check (query allowed, study approved, spec hash, expiry, secure aggregation);
+2. the query look-up in :mod:`hemafed.federation.queries` (name and version) and its parameters;
+3. the query on the local cohort (values checked against the declared bounds);
+4. with DP: the noise is calibrated and **charged to the ledger before any noise is drawn**;
+5. one audit entry with the final decision (allowed, or refused and why) and the epsilon/delta
+   charged, written (fsynced) before anything is returned;
+6. the site's Gaussian noise share is added.
+
+A refusal raises :class:`~hemafed.errors.PolicyRefused` or
+:class:`~hemafed.errors.BudgetExhausted` (invalid parameters: ``InvalidInput``); it is audited
+first and nothing is released. Nothing patient-level is logged or audited: only the request.
+
+**Several statistics in one release.** A query's statistics are released together as *one*
+Gaussian mechanism on their concatenated vector. Each :class:`~hemafed.federation.queries.Statistic`
+declares the L2 change of its whole array when one patient is added or removed, so the
+concatenation changes by at most ``sqrt(sum(s_i**2))`` in L2; the noise is calibrated to that norm
+and the same ``sigma`` is added to every element (statistics of sensitivity 0 do not depend on
+patients and get none). The release is charged once, as one Gaussian event.
+
+**Noise level.** ``request.dp`` gives either ``epsilon`` (the noise multiplier is calibrated with
+the ledger's accountant so this release is (epsilon, delta)-DP) or ``noise_multiplier`` directly
+(as MST/AIM or DP-SGD choose it; the epsilon charged is that of the mechanism at ``delta``).
+Either way ``sigma = noise_multiplier * sqrt(sum(s_i**2))``.
+
+**Noise shares.** With secure aggregation of threshold ``t = request.noise_share_divisor``, each
+site adds ``N(0, sigma**2 / t)`` so that any ``>= t`` surviving sites together add at least
+``sigma**2`` to the released sum. A non-secure answer (only when the policy allows it) is seen on
+its own, so it always carries the full ``sigma``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hemafed.cohort.model import Cohort
+from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused
+from hemafed.federation.api import DPRequest
+from hemafed.federation.queries import Query, Statistic, get_query
+from hemafed.privacy import calibration
+from hemafed.privacy.calibration import release_sensitivity
+from hemafed.site.audit import AuditLog
+from hemafed.site.ledger import PrivacyLedger, composed_epsilon
+from hemafed.site.policy import SitePolicy
+from hemafed.site.request import SiteRequest
+
+__all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
+
+log = logging.getLogger(__name__)
+
+NOISE_BOUND_STDS = calibration.NOISE_BOUND_STDS
+"""Declared bounds of a noisy answer are widened by this many noise-share standard deviations,
+so the fixed-point encoder accepts it (a Gaussian exceeds 12 std with probability ~4e-33)."""
+
+
+@dataclass(frozen=True)
+class SiteAnswer:
+    """One site's answer to one request, ready for fixed-point encoding and masking.
+
+    ``values``: the (noisy, with DP) arrays; ``specs``: their declarations, bounds widened by
+    :data:`NOISE_BOUND_STDS` noise-share std when noise was added; ``noise_std``: per statistic,
+    the std of the noise in the *released sum* when at least ``noise_share_divisor`` sites take
+    part (``sigma``; 0 without DP); ``noise_share_std``: what this site added.
+    """
+
+    request_id: str
+    site_id: str
+    query: str
+    values: dict[str, np.ndarray]
+    specs: dict[str, Statistic]
+    min_cell_size: int
+    noise_std: dict[str, float] = field(default_factory=dict)
+    noise_share_std: dict[str, float] = field(default_factory=dict)
+    dp: DPRequest | None = None
+    epsilon_charged: float = 0.0
+    delta_charged: float = 0.0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SiteNode:
+    """A site: its cohort, policy, privacy ledger and audit log.
+
+    ``clock`` returns the current UTC time (today's date decides study expiry); ``rng`` is the
+    noise source (default: a generator seeded from OS entropy; pass a seeded one in tests).
+    """
+
+    def __init__(self, cohort: Cohort, policy: SitePolicy, ledger: PrivacyLedger, audit: AuditLog,
+                 *, clock: Callable[[], dt.datetime] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        if ledger.site_id != policy.site_id:
+            raise InvalidInput(f"ledger of site {ledger.site_id!r} given to site {policy.site_id!r}")
+        self.cohort = cohort
+        self.policy = policy
+        self.ledger = ledger
+        self.audit = audit
+        self._clock = clock or _utc_now
+        self._rng = rng if rng is not None else np.random.default_rng()
+
+    @classmethod
+    def open(cls, site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None,
+             rng: np.random.Generator | None = None) -> SiteNode:
+        """A node over a site directory made by :func:`hemafed.site.store.init_site`."""
+        from hemafed.site.store import open_node
+
+        return open_node(site_dir, clock=clock, rng=rng)
+
+    @property
+    def site_id(self) -> str:
+        return self.policy.site_id
+
+    def _audit(self, request: SiteRequest, allowed: bool, reason: str,
+               epsilon: float = 0.0, delta: float = 0.0) -> None:
+        self.audit.append(requester=request.requester, study=request.study_id,
+                          query=request.query_key, params=request.params, allowed=allowed,
+                          reason=reason, epsilon=epsilon, delta=delta,
+                          request_id=request.request_id)
+
+    def _refuse(self, request: SiteRequest, reason: str) -> PolicyRefused:
+        self._audit(request, False, reason)
+        log.info("site %s refused request %s: %s", self.site_id, request.request_id, reason)
+        return PolicyRefused(self.site_id, reason)
+
+    def answer(self, request: SiteRequest) -> SiteAnswer:
+        """Check, audit, compute, charge and noise one request (see the module docstring)."""
+        decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
+        if not decision.allowed:
+            raise self._refuse(request, decision.reason)
+
+        try:
+            query: Query = get_query(request.query, request.version)
+            query.check_params(request.params)
+            specs = query.declare(request.params)
+        except (InvalidInput, ValueError, TypeError) as exc:
+            self._audit(request, False, f"invalid request: {exc}"[:500])
+            raise InvalidInput(f"site {self.site_id}: request {request.request_id}: {exc}") from exc
+
+        try:
+            values = query.run(self.cohort, request.params)
+        except (HemafedError, ValueError, TypeError, KeyError) as exc:
+            # the message may quote site data; the audit keeps only the kind of failure
+            self._audit(request, False, f"query failed at the site ({type(exc).__name__})")
+            raise
+
+        noise_std = dict.fromkeys(specs, 0.0)
+        share_std = dict.fromkeys(specs, 0.0)
+        eps_charged = delta_charged = 0.0
+        if request.dp is not None:
+            sensitivity = release_sensitivity(specs)
+            if sensitivity > 0:
+                dp = request.dp
+                if dp.noise_multiplier is not None:
+                    nm = dp.noise_multiplier
+                    # a very large multiplier can cost ~0; the ledger records a positive epsilon
+                    epsilon = max(composed_epsilon([(nm, 1)], dp.delta, self.ledger.accountant),
+                                  1e-12)
+                else:
+                    assert dp.epsilon is not None  # DPRequest holds exactly one of the two
+                    epsilon = dp.epsilon
+                    # calibrated as the hub does (RDP), so both agree on the widened bounds
+                    nm = calibration.noise_multiplier(dp)
+                sigma = nm * sensitivity
+                divisor = request.noise_share_divisor if request.secure else 1
+                try:
+                    self.ledger.charge(request.study_id, request.query_key, epsilon, dp.delta,
+                                       nm, request_id=request.request_id)
+                except BudgetExhausted as exc:
+                    self._audit(request, False, exc.reason)
+                    raise
+                eps_charged, delta_charged = epsilon, dp.delta
+                for name, stat in specs.items():
+                    if stat.sensitivity > 0:
+                        noise_std[name] = sigma
+                        share_std[name] = sigma / math.sqrt(divisor)
+
+        self._audit(request, True, decision.reason, eps_charged, delta_charged)
+
+        out_values: dict[str, np.ndarray] = {}
+        out_specs: dict[str, Statistic] = {}
+        for name, stat in specs.items():
+            std = share_std[name]
+            if std > 0:
+                out_values[name] = values[name] + self._rng.normal(0.0, std, size=stat.shape)
+                pad = NOISE_BOUND_STDS * std
+                out_specs[name] = Statistic(stat.shape, stat.low - pad, stat.high + pad,
+                                            stat.resolution, stat.sensitivity, stat.is_count)
+            else:
+                out_values[name] = values[name]
+                out_specs[name] = stat
+        return SiteAnswer(request.request_id, self.site_id, request.query_key, out_values,
+                          out_specs, self.policy.min_cell_size, noise_std, share_std, request.dp,
+                          eps_charged, delta_charged)

@@ -1,0 +1,110 @@
+"""Pooled reference analyses, for validation only: what a central analysis of the same rows gives.
+
+The demo (which generated the virtual cohort, so it may look at it) and the tests compute the same
+analysis with lifelines / statsmodels on the pooled patients, and report the largest difference
+from the federated result. A federation never runs this code: sites never pool their data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.cohort.model import Cohort
+from hemafed.study.runner import frame_from_json
+from hemafed.study.spec import Analysis
+
+
+def _design(cohorts: Sequence[Cohort], formula: str, required: Sequence[str]
+            ) -> tuple[np.ndarray, list[str], pd.DataFrame]:
+    from hemafed.analytics.design import complete_case_mask, design_matrix, parse_formula
+
+    spec = parse_formula(formula)
+    xs, extras = [], []
+    names: list[str] = []
+    for c in cohorts:
+        rows = complete_case_mask(c, spec, required=required)
+        x, names = design_matrix(c, spec, rows)
+        xs.append(x)
+        extras.append(c.patients.loc[rows, list(required)].reset_index(drop=True))
+    return np.vstack(xs), names, pd.concat(extras, ignore_index=True)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any]:
+    from lifelines import CoxPHFitter
+
+    dur, ev = a.get("duration"), a.get("event")
+    x, names, extra = _design(cohorts, a.get("formula"), [dur, ev])
+    frame = pd.DataFrame(x, columns=names)
+    frame["T"] = extra[dur].astype(float).to_numpy()
+    frame["E"] = extra[ev].astype(float).to_numpy()
+    cph = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-10})
+    fed = frame_from_json(doc["tables"]["summary"]).set_index(pd.Index(names))
+    return {"pooled engine": "lifelines CoxPHFitter (Efron ties)",
+            "max relative difference, coefficients":
+                f"{_rel(fed['coef'].astype(float).to_numpy(), cph.params_.to_numpy()):.2e}",
+            "max relative difference, standard errors":
+                f"{_rel(fed['se(coef)'].astype(float).to_numpy(), cph.standard_errors_.to_numpy()):.2e}",
+            "pooled concordance": f"{cph.concordance_index_:.4f}"}
+
+
+def compare_km(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any]:
+    from lifelines import KaplanMeierFitter
+
+    dur, ev, group = a.get("duration"), a.get("event"), a.get("group")
+    frames = [c.patients[[dur, ev] + ([group] if group else [])] for c in cohorts]
+    pooled = pd.concat(frames, ignore_index=True).dropna(subset=[dur, ev])
+    worst = 0.0
+    for curve in doc["curves"]:
+        rows = pooled if group is None else pooled[pooled[group].astype(str) == curve["label"]]
+        if rows.empty:
+            continue
+        km = KaplanMeierFitter().fit(rows[dur].astype(float), rows[ev].astype(float))
+        ref = km.survival_function_at_times(curve["x"]).to_numpy()
+        worst = max(worst, float(np.max(np.abs(np.asarray(curve["y"]) - ref))))
+    return {"pooled engine": "lifelines KaplanMeierFitter",
+            "max absolute difference of the survival curves": f"{worst:.2e}"}
+
+
+def compare_logistic(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
+                     ) -> dict[str, Any]:
+    import statsmodels.api as sm
+
+    outcome = a.get("outcome")
+    x, _names, extra = _design(cohorts, a.get("formula"), [outcome])
+    y = extra[outcome].astype(float).to_numpy()
+    fit = sm.Logit(y, sm.add_constant(x, has_constant="add")).fit(disp=0, tol=1e-12)
+    fed = frame_from_json(doc["tables"]["summary"])
+    return {"pooled engine": "statsmodels Logit",
+            "max relative difference, coefficients":
+                f"{_rel(fed['coef'].astype(float).to_numpy(), np.asarray(fit.params)):.2e}",
+            "max relative difference, standard errors":
+                f"{_rel(fed['std err'].astype(float).to_numpy(), np.asarray(fit.bse)):.2e}"}
+
+
+def compare_describe(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
+                     ) -> dict[str, Any]:
+    fed = frame_from_json(doc["tables"]["numeric"])
+    pooled = pd.concat([c.patients for c in cohorts], ignore_index=True)
+    worst = 0.0
+    for col in fed.index:
+        vals = pooled[col].astype("Float64").dropna().to_numpy(dtype=float)
+        worst = max(worst, abs(float(fed.loc[col, "mean"]) - float(vals.mean())))
+    return {"pooled engine": "pandas", "max absolute difference of the means": f"{worst:.2e}"}
+
+
+_COMPARE = {"cox": compare_cox, "km": compare_km, "logistic": compare_logistic,
+            "describe": compare_describe}
+
+
+def compare(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any] | None:
+    """The pooled check for analysis ``a`` (None when the kind has no pooled reference here)."""
+    fn = _COMPARE.get(a.kind)
+    return None if fn is None else fn(a, doc, cohorts)

@@ -1,0 +1,189 @@
+"""The runtime end to end: real site directories (policy, ledger, audit), secure aggregation,
+and the study runner, over the in-process transport and Flower simulation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hemafed.cohort.demo import generate
+from hemafed.cohort.partition import split_sites
+from hemafed.demo import build_sites, run_study_on
+from hemafed.errors import PolicyRefused
+from hemafed.federation.api import DPRequest
+from hemafed.federation.inprocess import run_in_process
+from hemafed.federation.local import LocalSumFederation
+from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.site.audit import AuditLog
+from hemafed.site.ledger import PrivacyLedger
+from hemafed.site.policy import SitePolicy
+from hemafed.site.store import load_cohort
+from hemafed.study.spec import StudySpec
+
+SPEC = {
+    "study_id": "rt-test", "requester": "tester", "analyses": [
+        {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
+         "formula": "age + hb + bm_blast + gene:TP53"},
+        {"id": "km", "kind": "km", "duration": "os_time", "event": "os_status",
+         "group": "ipssm_category"},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cohort = generate("MDS", 800, 11)
+    sites = split_sites(cohort, 5, 11, size_skew=0.5)
+    spec = StudySpec.from_mapping(SPEC)
+    root = tmp_path_factory.mktemp("sites")
+    return build_sites(root, sites, spec), spec
+
+
+def _secure(federation: Any, spec: StudySpec, body: Any, **kw: Any) -> Any:
+    fed, _ = federation, None
+
+    def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
+        secure = SecureFederation(exchange, fed.manifest, site_ids=site_ids,
+                                  spec_sha256=spec.sha256, requester="tester")
+        return body(secure)
+
+    return run_in_process(hub, site_handler, fed.site_configs(), {}, **kw)
+
+
+def test_secure_study_equals_plain_sums_and_pooled_lifelines(federation: Any) -> None:
+    from lifelines import CoxPHFitter
+
+    fed, spec = federation
+    results = run_study_on("inprocess", spec, fed)
+    cox = next(a for a in results["analyses"] if a["id"] == "cox")
+    assert cox["status"] == "ok", cox.get("error")
+    assert cox["provenance"]["round trips"] == 5 * cox["provenance"]["secure sums"]
+    table = pd.DataFrame(cox["tables"]["summary"]["data"], columns=cox["tables"]["summary"]["columns"])
+    # pooled reference on the same (pseudonymised) site cohorts
+    pooled = pd.concat([load_cohort(d).patients for d in fed.site_dirs.values()], ignore_index=True)
+    cohorts = [load_cohort(d) for d in fed.site_dirs.values()]
+    tp53 = pd.concat([c.gene_matrix(["TP53"])["TP53"].reset_index(drop=True) for c in cohorts],
+                     ignore_index=True)
+    frame = pd.DataFrame({"age": pooled["age"].astype(float), "hb": pooled["hb"].astype(float),
+                          "bm_blast": pooled["bm_blast"].astype(float),
+                          "TP53": tp53.astype(float),
+                          "T": pooled["os_time"].astype(float),
+                          "E": pooled["os_status"].astype(float)}).dropna()
+    ref = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-10})
+    np.testing.assert_allclose(table["coef"].to_numpy(dtype=float), ref.params_.to_numpy(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(table["se(coef)"].to_numpy(dtype=float),
+                               ref.standard_errors_.to_numpy(), rtol=1e-6)
+    km = next(a for a in results["analyses"] if a["id"] == "km")
+    assert km["status"] == "ok" and km["stats"]["logrank_p"] < 1e-6
+
+
+def test_every_site_audits_and_nothing_else_leaves(federation: Any) -> None:
+    fed, spec = federation
+    n = _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id)["n"][0])
+    assert n == sum(len(load_cohort(d)) for d in fed.site_dirs.values())
+    for d in fed.site_dirs.values():
+        log = AuditLog(d / "audit.log")
+        assert log.verify()
+        last = log.entries()[-1]
+        assert last["query"] == "cohort_size@1" and last["decision"] == "allowed"
+        assert "patient" not in json.dumps(last["params"]).lower()
+
+
+def test_unapproved_study_is_refused_by_the_site_and_audited(federation: Any) -> None:
+    fed, spec = federation
+    with pytest.raises(PolicyRefused, match=r"not approved|not an approved"):
+        _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study="other-study"),
+                raise_errors=True)
+    for d in fed.site_dirs.values():
+        last = AuditLog(d / "audit.log").entries()[-1]
+        assert last["decision"] == "refused" and last["study"] == "other-study"
+
+
+def test_dp_release_is_charged_at_every_site_with_the_reported_noise(federation: Any) -> None:
+    fed, spec = federation
+    dp = DPRequest(epsilon=0.5, delta=1e-6)
+    res = _secure(fed, spec, lambda f: {
+        k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in
+        f.secure_sum("cohort_size", {}, study=spec.study_id, dp=dp).noise_std.items()})
+    from hemafed.privacy.calibration import noise_multiplier_for
+
+    # each of the 5 sites adds sigma^2 / t (t = 4), so the released sum carries 5/4 sigma^2:
+    # at least sigma^2 whenever >= t sites survive (sensitivity 1)
+    sigma = noise_multiplier_for(0.5, 1e-6)
+    assert res["n"] == pytest.approx(sigma * np.sqrt(5 / fed.manifest.threshold), rel=1e-9)
+    for d in fed.site_dirs.values():
+        policy = SitePolicy.load(d / "policy.yaml")
+        charges = PrivacyLedger.from_policy(d / "ledger.jsonl", policy).charges()
+        assert charges and charges[-1].epsilon == pytest.approx(0.5)
+
+
+def test_three_of_five_sites_answering_is_below_threshold_and_fails(federation: Any) -> None:
+    fed, spec = federation
+    from hemafed.errors import ProtocolError
+
+    dropped = sorted(fed.site_dirs)[:2]
+    assert fed.manifest.threshold == 4
+    with pytest.raises(ProtocolError, match="threshold"):
+        _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id)["n"][0],
+                drop=lambda i, s: i == 2 and s in dropped)
+
+
+def test_one_site_dropping_mid_aggregation_gives_the_survivors_exact_sum(federation: Any) -> None:
+    fed, spec = federation
+    gone = sorted(fed.site_dirs)[0]
+    n = _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id)["n"][0],
+                drop=lambda i, s: i == 2 and s == gone)  # after sharing keys
+    expected = sum(len(load_cohort(d)) for s, d in fed.site_dirs.items() if s != gone)
+    assert n == expected
+
+
+@pytest.mark.slow
+def test_simulation_and_in_process_give_identical_results(federation: Any) -> None:
+    fed, spec = federation
+    sim = run_study_on("sim", spec, fed)
+    inproc = run_study_on("inprocess", spec, fed)
+    for a, b in zip(sim["analyses"], inproc["analyses"], strict=True):
+        assert a["status"] == b["status"] == "ok"
+        assert a["tables"] == b["tables"]
+        assert a.get("curves") == b.get("curves")
+
+
+def test_local_sum_and_secure_runtime_agree_on_the_same_sites(federation: Any) -> None:
+    fed, spec = federation
+    from hemafed.study.derived import with_derived_scores
+    from hemafed.study.runner import run_study
+
+    local = LocalSumFederation({s: with_derived_scores(load_cohort(d))
+                                for s, d in fed.site_dirs.items()})
+    plain = run_study(spec, local)
+    secure = run_study_on("inprocess", spec, fed)
+    for a, b in zip(plain["analyses"], secure["analyses"], strict=True):
+        if a["kind"] == "km":
+            for ca, cb in zip(a["curves"], b["curves"], strict=True):
+                np.testing.assert_allclose(ca["y"], cb["y"], atol=1e-12)
+        else:
+            np.testing.assert_allclose(
+                np.array(a["tables"]["summary"]["data"], dtype=float),
+                np.array(b["tables"]["summary"]["data"], dtype=float), rtol=1e-9)
+
+
+def test_expired_study_is_refused(federation: Any, tmp_path: Path) -> None:
+    fed, spec = federation
+    _site, site_dir = next(iter(fed.site_dirs.items()))
+    policy = yaml.safe_load((site_dir / "policy.yaml").read_text())
+    original = (site_dir / "policy.yaml").read_text()
+    policy["studies"][0]["expires"] = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    (site_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
+    try:
+        with pytest.raises(PolicyRefused, match="expired"):
+            _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id),
+                    raise_errors=True)
+    finally:
+        (site_dir / "policy.yaml").write_text(original)
