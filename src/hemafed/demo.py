@@ -224,7 +224,8 @@ def run_study_on(transport: str, spec: StudySpec, fed: Federation) -> dict[str, 
     if transport == "sim":
         from hemafed.federation.flower.simulation import run_in_simulation
 
-        result = run_in_simulation(hub, handler, fed.site_configs(), config, timeout=120.0)
+        result = run_in_simulation(hub, handler, fed.site_configs(), config, timeout=300.0,
+                                   connect_timeout=300.0)
     elif transport == "inprocess":
         from hemafed.federation.inprocess import run_in_process
 

@@ -1,0 +1,600 @@
+"""Federated gradient-boosted trees on secure sums of gradient/Hessian histograms.
+
+The hub holds the model; sites hold patients. Everything a site returns is a sum over its
+patients, and the hub only sees the sum over sites.
+
+**Bins.** Features get public cut points first (:mod:`hemafed.learn.features`: declared, or a
+quantile sketch from a secure fine-grid histogram).
+
+**One boosting round** (the current model is public and travels in the query parameters):
+
+1. *Cox objective only: risk sets.* Query ``gbdt_cox_risk_sets``: each site returns, per public
+   grid time ``t_j``, ``S0_j = sum_{T_k >= t_j} exp(f_k)`` over its patients at risk, the events
+   ``d_j`` and the sum of the margins of its events. The Breslow partial likelihood couples every
+   patient to the risk sets of *all* sites, so a site cannot compute its own patients' gradients
+   alone; the hub sums, then broadcasts ``A_j = sum_{l<=j} d_l/S0_l`` and
+   ``B_j = sum_{l<=j} d_l/S0_l^2``. With those, patient ``k`` (event ``delta_k``, grid index
+   ``j_k``, ``w_k = exp(f_k)``) has gradient ``w_k A_{j_k} - delta_k`` and Hessian
+   ``w_k A_{j_k} - w_k^2 B_{j_k}`` (the diagonal Hessian XGBoost uses): these are the exact
+   per-patient derivatives of the pooled negative log partial likelihood.
+2. *Histograms, one query per tree level.* Query ``gbdt_histograms``: with the model, the partial
+   tree and its frontier nodes, each site routes its patients, computes their gradient and
+   Hessian (logistic: ``p - y`` and ``p(1-p)``; Cox: from step 1) and returns per frontier node,
+   feature and bin (plus a missing slot) the sums of gradients and Hessians.
+3. *Hub step.* For every frontier node the hub picks the split from the summed histograms
+   (:func:`hemafed.learn.trees.find_split`) and the children's values from their summed ``G/H``.
+
+A tree of depth ``D`` therefore costs ``D`` secure sums (+1 for Cox). The algorithm run on a
+single pooled "site" is the pooled histogram GBDT: with the same bins, federated and pooled give
+the same splits and leaves (up to floating-point summation order, and the fixed-point resolution
+of secure aggregation).
+
+**Explanations.** :meth:`FederatedGBDT.contributions` gives Saabas path contributions (per tree,
+the change in node value along the decision path is credited to the split's feature; they sum to
+the prediction minus the base value). These are *not* exact TreeSHAP values.
+:attr:`FederatedGBDT.feature_importances_` is total split gain per feature.
+
+DP noise is not supported for these queries (Cox gradients depend on other patients' risk sets,
+so per-patient sensitivity is not declared tightly).
+
+>>> # model = FederatedGBDT("survival:cox", n_rounds=100).fit(
+>>> #     federation, ["age", "hb", "gene:TP53"], ("os_time", "os_status"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.analytics import results
+from hemafed.analytics.design import DesignSpec, Term
+from hemafed.analytics.survival_queries import check_grid
+from hemafed.cohort.model import Cohort
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import Federation
+from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.learn.features import (
+    BinEdges,
+    check_names,
+    feature_matrix,
+    feature_spec,
+    federated_bins,
+    site_cached,
+)
+from hemafed.learn.trees import Tree, TreeBuilder, TreeParams, find_split
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("binary:logistic", "survival:cox")
+DEFAULT_RESOLUTION = 1e-9
+
+
+# --- the outcome ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model predicts: a 0/1 label column, or a survival (duration, event) pair on a
+    public time grid (times are mapped up to the next grid point; later ones count as censored
+    at the last grid point)."""
+
+    objective: str
+    label_col: str = ""
+    duration_col: str = ""
+    event_col: str = ""
+    grid: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "binary:logistic" and not self.label_col:
+            raise InvalidInput("the logistic objective needs a 0/1 label column")
+        if self.objective == "survival:cox":
+            if not self.duration_col or not self.event_col:
+                raise InvalidInput("the Cox objective needs a (duration_col, event_col) pair")
+            check_grid(list(self.grid))
+
+    @property
+    def is_cox(self) -> bool:
+        return self.objective == "survival:cox"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.duration_col, self.event_col) if self.is_cox else (self.label_col,)
+
+    def to_params(self) -> dict[str, Any]:
+        return {"objective": self.objective, "label_col": self.label_col,
+                "duration_col": self.duration_col, "event_col": self.event_col,
+                "grid": list(self.grid)}
+
+    @classmethod
+    def from_params(cls, p: Any) -> Outcome:
+        if isinstance(p, Outcome):
+            return p
+        if not isinstance(p, Mapping):
+            raise InvalidInput("parameter 'outcome' must be a mapping (Outcome.to_params())")
+        return cls(str(p.get("objective")), str(p.get("label_col", "")),
+                   str(p.get("duration_col", "")), str(p.get("event_col", "")),
+                   tuple(float(t) for t in p.get("grid", ())))
+
+
+def default_grid(max_time: float = 20.0, step: float = 1.0 / 12.0) -> tuple[float, ...]:
+    """A public monthly grid (in years) ``step, 2 step, ..., max_time``."""
+    n = math.floor(max_time / step + 1e-9)
+    return tuple(float(round((k + 1) * step, 12)) for k in range(n))
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """A site's rows with a known outcome: features (NaN missing), label/event, grid index."""
+
+    x: np.ndarray
+    label: np.ndarray
+    time_index: np.ndarray
+
+
+def _numeric_outcome(cohort: Cohort, col: str) -> np.ndarray:
+    if col not in cohort.patients.columns:
+        raise InvalidInput(f"outcome column {col!r} is not in the site's cohort")
+    s = cohort.patients[col]
+    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+        raise InvalidInput(f"outcome column {col!r} is not numeric or boolean (dtype {s.dtype})")
+    return s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+
+
+def training_rows(cohort: Cohort, spec: DesignSpec, outcome: Outcome) -> TrainingRows:
+    """Rows whose outcome is known; raises ``InvalidInput`` for a non-binary label or event."""
+    key = "rows:" + json.dumps([spec.to_params(), outcome.to_params()])
+    rows: TrainingRows = site_cached(cohort, key, lambda: _training_rows(cohort, spec, outcome))
+    return rows
+
+
+def _training_rows(cohort: Cohort, spec: DesignSpec, outcome: Outcome) -> TrainingRows:
+    values = [_numeric_outcome(cohort, c) for c in outcome.columns]
+    keep = np.all([~np.isnan(v) for v in values], axis=0)
+    x = feature_matrix(cohort, spec, keep)
+    label = values[-1][keep]
+    bad = (label != 0) & (label != 1)
+    if bad.any():
+        col = outcome.columns[-1]
+        raise InvalidInput(f"outcome column {col!r} must be binary 0/1; {int(bad.sum())} row(s) "
+                           f"hold other values")
+    if not outcome.is_cox:
+        return TrainingRows(x, label, np.zeros(label.size, dtype=np.int64))
+    t = values[0][keep]
+    if t.size and t.min() < 0:
+        raise InvalidInput(f"duration column {outcome.duration_col!r} has negative times")
+    grid = np.asarray(outcome.grid)
+    idx = np.searchsorted(grid, t - 1e-9 * np.maximum(1.0, np.abs(t)), side="left")
+    event = (label == 1) & (idx < grid.size)
+    return TrainingRows(x, event.astype(float), np.minimum(idx, grid.size - 1))
+
+
+# --- the public model in query parameters --------------------------------------------------
+
+def margin(trees: Sequence[Tree], base: float, x: np.ndarray) -> np.ndarray:
+    out = np.full(x.shape[0], float(base))
+    for t in trees:
+        out += t.predict(x)
+    return out
+
+
+def margin_bound(trees: Sequence[Tree], base: float) -> float:
+    """Public bound of ``|margin|`` from the model alone."""
+    return abs(base) + sum(t.max_abs_leaf() for t in trees)
+
+
+def _tree_key(prev: int, t: Mapping[str, Any]) -> int:
+    return hash((prev, *(tuple(t[k]) for k in ("feature", "threshold", "default_left", "left",
+                                                "right", "value"))))
+
+
+def site_margin(cohort: Cohort, rows: TrainingRows, params: Params) -> np.ndarray:
+    """The model's margins of the site's training rows, memoised per model prefix so that each
+    round costs one new tree's prediction (the site keeps nothing else between rounds)."""
+    trees, base = _model_params(params)
+    key = hash((json.dumps([params.get("design"), params.get("outcome")]), base))
+    out = site_cached(cohort, f"margin:{key}", lambda: np.full(rows.x.shape[0], base))
+
+    def add_tree(prev: np.ndarray, tree: Any) -> Callable[[], np.ndarray]:
+        return lambda: prev + Tree.from_params(tree).predict(rows.x)
+
+    for t in trees:
+        key = _tree_key(key, t)
+        out = site_cached(cohort, f"margin:{key}", add_tree(out, t))
+    return np.asarray(out)
+
+
+def _model_params(params: Params) -> tuple[list[Mapping[str, Any]], float]:
+    m = params.get("model", {})
+    if not isinstance(m, Mapping) or not isinstance(m.get("trees", []), list | tuple):
+        raise InvalidInput("parameter 'model' must be {'base': float, 'trees': [...]}")
+    trees = list(m.get("trees", []))
+    if not all(isinstance(t, Mapping) for t in trees):
+        raise InvalidInput("parameter 'model': every tree must be a mapping of node lists")
+    return trees, float(m.get("base", 0.0))
+
+
+def _params_margin_bound(params: Params) -> float:
+    trees, base = _model_params(params)
+    return abs(base) + sum(max(abs(float(v)) for f, v in zip(t["feature"], t["value"],
+                                                              strict=True) if int(f) < 0)
+                           for t in trees)
+
+
+_SPECS: dict[str, DesignSpec] = {}
+
+
+def _common(params: Params) -> tuple[DesignSpec, Outcome]:
+    design = params.get("design")
+    key = json.dumps(design)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = DesignSpec.from_params(design)
+    return spec, Outcome.from_params(params.get("outcome"))
+
+
+def _max_patients(params: Params) -> int:
+    return int(params.get("max_patients", 1_000_000))
+
+
+def _check(params: Params) -> None:
+    _common(params)
+    _model_params(params)
+
+
+# --- query: label sums (logistic base score) ------------------------------------------------
+
+def _label_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec, outcome = _common(params)
+    rows = training_rows(cohort, spec, outcome)
+    return {"n": np.array([float(rows.label.size)]), "positive": np.array([rows.label.sum()])}
+
+
+def _label_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    return {"n": Statistic((1,), 0, mp, is_count=True),
+            "positive": Statistic((1,), 0, mp, is_count=True)}
+
+
+register(Query("gbdt_label_sums", "1", compute=_label_compute, declare=_label_declare,
+               check_params=_check, description="rows with a known label, and positives"))
+
+
+# --- query: Cox risk sets at the current model ----------------------------------------------
+
+def cox_risk_sets(rows: TrainingRows, f: np.ndarray, m: int) -> dict[str, np.ndarray]:
+    """``S0_j``, events ``d_j`` per grid time and the sum of the events' margins (pure)."""
+    w = np.exp(f)
+    s0 = np.cumsum(np.bincount(rows.time_index, weights=w, minlength=m)[::-1])[::-1]
+    ev = rows.label == 1
+    d = np.bincount(rows.time_index[ev], minlength=m).astype(float)
+    return {"s0": s0, "d": d, "event_margin": np.array([float(f[ev].sum())]),
+            "n": np.array([float(f.size)])}
+
+
+def _risk_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec, outcome = _common(params)
+    rows = training_rows(cohort, spec, outcome)
+    return cox_risk_sets(rows, site_margin(cohort, rows, params), len(outcome.grid))
+
+
+def _risk_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    _, outcome = _common(params)
+    bound = _params_margin_bound(params)
+    m = len(outcome.grid)
+    res = float(params.get("resolution", DEFAULT_RESOLUTION))
+    e = math.exp(bound)
+    # wide public bounds (exp of a large margin bound) coarsen the resolution (see Statistic)
+    return {"s0": Statistic((m,), 0, mp * e, res, sensitivity=e * math.sqrt(m)),
+            "d": Statistic((m,), 0, mp, is_count=True),
+            "event_margin": Statistic((1,), -mp * bound, mp * bound, res, sensitivity=bound),
+            "n": Statistic((1,), 0, mp, is_count=True)}
+
+
+register(Query("gbdt_cox_risk_sets", "1", compute=_risk_compute, declare=_risk_declare,
+               check_params=_check,
+               description="Cox risk-set sums S0 and events per grid time at the current trees"))
+
+
+# --- query: gradient/Hessian histograms -----------------------------------------------------
+
+def gradients(rows: TrainingRows, f: np.ndarray, outcome: Outcome,
+              risk: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient gradient and Hessian of the loss at margins ``f`` (pure)."""
+    if not outcome.is_cox:
+        p = 1.0 / (1.0 + np.exp(-f))
+        return p - rows.label, p * (1.0 - p)
+    a = np.asarray(risk["risk_a"], dtype=float)[rows.time_index]
+    b = np.asarray(risk["risk_b"], dtype=float)[rows.time_index]
+    w = np.exp(f)
+    return w * a - rows.label, np.maximum(w * a - w * w * b, 0.0)
+
+
+def node_histograms(bins: np.ndarray, node: np.ndarray, frontier: Sequence[int],
+                    grad: np.ndarray, hess: np.ndarray, slots: int) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """``(len(frontier), features, slots)`` sums of gradients and Hessians (pure)."""
+    p = bins.shape[1]
+    lookup = np.full(max(max(frontier), int(node.max(initial=0))) + 1, -1, dtype=np.int64)
+    lookup[list(frontier)] = np.arange(len(frontier))
+    row_pos = lookup[node]
+    sel = row_pos >= 0
+    size = len(frontier) * p * slots
+    flat = ((row_pos[sel, None] * p + np.arange(p)[None, :]) * slots + bins[sel]).ravel()
+    g = np.bincount(flat, weights=np.repeat(grad[sel], p), minlength=size)
+    h = np.bincount(flat, weights=np.repeat(hess[sel], p), minlength=size)
+    shape = (len(frontier), p, slots)
+    return g.reshape(shape), h.reshape(shape)
+
+
+def _hist_check(params: Params) -> None:
+    _check(params)
+    spec, outcome = _common(params)
+    edges = BinEdges.from_params(params.get("edges"))
+    check_names(spec, edges.names)
+    Tree.from_params(params.get("tree"))
+    frontier = params.get("frontier")
+    if not isinstance(frontier, list | tuple) or not frontier:
+        raise InvalidInput("parameter 'frontier' must list the node ids to histogram")
+    if outcome.is_cox:
+        m = len(outcome.grid)
+        for key in ("risk_a", "risk_b"):
+            v = params.get(key)
+            if not isinstance(v, list | tuple) or len(v) != m:
+                raise InvalidInput(f"parameter {key!r} must hold {m} risk-set sums (one per "
+                                   f"grid time), computed by the hub from gbdt_cox_risk_sets")
+
+
+def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec, outcome = _common(params)
+    edges = BinEdges.from_params(params["edges"])
+    rows = training_rows(cohort, spec, outcome)
+    f = site_margin(cohort, rows, params)
+    grad, hess = gradients(rows, f, outcome, params)
+    node = Tree.from_params(params["tree"]).route(rows.x)
+    bins = site_cached(cohort, "bins:" + json.dumps([params["design"], params["outcome"],
+                                                     edges.to_params()]),
+                       lambda: edges.bin(rows.x))
+    g, h = node_histograms(bins, node, [int(v) for v in params["frontier"]],
+                           grad, hess, edges.missing_bin + 1)
+    return {"grad": g, "hess": h}
+
+
+def _hist_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    _, outcome = _common(params)
+    edges = BinEdges.from_params(params.get("edges"))
+    shape = (len(params.get("frontier", ())), len(edges.names), edges.missing_bin + 1)
+    res = float(params.get("resolution", DEFAULT_RESOLUTION))
+    p = len(edges.names)
+    if outcome.is_cox:
+        # the gradient -delta_k + w_k A_k has w_k A_k = sum_j d_j w_k / S0_j, and summed over
+        # all patients sum_j d_j = D (total events): so any site's sums lie in [-mp, D]
+        events = float(params.get("events_total", mp)) * (1 + 1e-9) + 1e-9  # rounding slack
+        g_lo, g_hi, h_hi, g_unit = -float(mp), events, events, events
+    else:
+        g_lo, g_hi, h_hi, g_unit = -float(mp), float(mp), 0.25 * mp, 1.0
+    return {"grad": Statistic(shape, g_lo, g_hi, res, sensitivity=g_unit * math.sqrt(p)),
+            "hess": Statistic(shape, 0.0, h_hi, res, sensitivity=g_unit * math.sqrt(p))}
+
+
+register(Query("gbdt_histograms", "1", compute=_hist_compute, declare=_hist_declare,
+               check_params=_hist_check,
+               description="per frontier node, feature and bin: sums of gradients and Hessians"))
+
+
+# --- the hub --------------------------------------------------------------------------------
+
+def _as_outcome(objective: str, outcome: str | Sequence[str], grid: Sequence[float] | None
+                ) -> Outcome:
+    if objective == "binary:logistic":
+        if not isinstance(outcome, str):
+            raise InvalidInput("the logistic objective takes one label column name as outcome")
+        return Outcome(objective, label_col=outcome)
+    if isinstance(outcome, str) or len(outcome) != 2:
+        raise InvalidInput("the Cox objective takes outcome=(duration_col, event_col)")
+    return Outcome(objective, duration_col=str(outcome[0]), event_col=str(outcome[1]),
+                   grid=tuple(float(t) for t in (grid if grid is not None else default_grid())))
+
+
+class FederatedGBDT:
+    """Histogram gradient-boosted trees trained over a federation.
+
+    ``objective``: ``"binary:logistic"`` (outcome: a 0/1 column) or ``"survival:cox"`` (outcome:
+    ``(duration_col, event_col)``; Breslow partial likelihood on a public ``grid``, default
+    monthly to 20 years). After ``fit``: ``trees_``, ``base_score_``, ``edges_``, ``spec_``,
+    ``feature_names_``, ``feature_importances_`` (total gain), ``loss_`` (Cox: pooled negative
+    log partial likelihood before each round and after the last), ``round_seconds_``,
+    ``secure_sums_``, ``baseline_cumulative_hazard_`` (Cox, Breslow, on the grid).
+    """
+
+    def __init__(self, objective: str = "binary:logistic", n_rounds: int = 50,
+                 learning_rate: float = 0.1, max_depth: int = 3, reg_lambda: float = 1.0,
+                 min_child_weight: float = 1.0, gamma: float = 0.0, max_bins: int = 32,
+                 grid: Sequence[float] | None = None) -> None:
+        if objective not in OBJECTIVES:
+            raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if isinstance(n_rounds, bool) or not isinstance(n_rounds, int) or n_rounds < 1:
+            raise InvalidInput(f"n_rounds must be a positive int, got {n_rounds!r}")
+        self.objective, self.n_rounds, self.max_bins = objective, n_rounds, max_bins
+        self.tree_params = TreeParams(max_depth, reg_lambda, min_child_weight, gamma,
+                                      learning_rate)
+        self.grid = tuple(check_grid(list(grid))) if grid is not None else None
+        self.trees_: list[Tree] = []
+
+    # --- training ---------------------------------------------------------------------------
+    def fit(self, federation: Federation, features: str | Iterable[str | Term] | DesignSpec,
+            outcome: str | Sequence[str], *, edges: BinEdges | None = None,
+            study: str = "default") -> FederatedGBDT:
+        """Train ``n_rounds`` trees; ``edges`` default to a federated quantile sketch."""
+        spec = feature_spec(features)
+        out = _as_outcome(self.objective, outcome, self.grid)
+        edges = edges if edges is not None else federated_bins(federation, spec, self.max_bins,
+                                                               study=study)
+        check_names(spec, edges.names)
+        self.spec_, self.outcome_, self.edges_ = spec, out, edges
+        self._federation, self._study = federation, study
+        self.secure_sums_ = 0
+        base = 0.0
+        common = {"design": spec.to_params(), "outcome": out.to_params()}
+        if not out.is_cox:
+            agg = self._sum("gbdt_label_sums", common | {"model": {"base": 0.0, "trees": []}})
+            n, pos = float(agg["n"][0]), float(agg["positive"][0])
+            if n == 0 or pos in (0.0, n):
+                raise InvalidInput(f"label {out.label_col!r} needs both 0 and 1 across sites "
+                                   f"(n={n:g}, positives={pos:g})")
+            base = math.log(pos / (n - pos))
+        self.base_score_ = base
+        self.trees_ = []
+        self.loss_: list[float] = []
+        self.round_seconds_: list[float] = []
+        for r in range(self.n_rounds):
+            start = time.perf_counter()
+            model = {"base": base, "trees": [t.to_params() for t in self.trees_]}
+            request = common | {"model": model, "edges": edges.to_params()}
+            if out.is_cox:
+                request |= self._risk_round(common | {"model": model})
+            self.trees_.append(self._grow(request))
+            self.round_seconds_.append(time.perf_counter() - start)
+            log.debug("boosting round %d done", r + 1)
+        if out.is_cox:
+            model = {"base": base, "trees": [t.to_params() for t in self.trees_]}
+            self._risk_round(common | {"model": model})
+            grid = np.asarray(out.grid)
+            self.baseline_cumulative_hazard_ = pd.Series(self._hazard, index=pd.Index(
+                grid, name="time"), name="baseline_cumulative_hazard")
+        log.info("federated GBDT: %d trees, %d secure sums", len(self.trees_), self.secure_sums_)
+        return self
+
+    def _sum(self, query: str, params: Mapping[str, Any]) -> Any:
+        self.secure_sums_ += 1
+        return self._federation.secure_sum(query, params, study=self._study)
+
+    def _risk_round(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Step 1 of a Cox round: pooled risk sets, broadcast as cumulative A and B."""
+        agg = self._sum("gbdt_cox_risk_sets", request)
+        s0, d = agg["s0"], agg["d"]
+        if d.sum() < 1:
+            raise InvalidInput("no events on the grid at any site: the Cox objective needs events")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ra = np.where(d > 0, d / s0, 0.0)
+            rb = np.where(d > 0, d / s0**2, 0.0)
+            self.loss_.append(float(np.sum(np.where(d > 0, d * np.log(s0), 0.0))
+                                    - agg["event_margin"][0]))
+        self._hazard = np.cumsum(ra)
+        return {"risk_a": [float(v) for v in self._hazard],
+                "risk_b": [float(v) for v in np.cumsum(rb)], "events_total": float(d.sum())}
+
+    def _grow(self, request: dict[str, Any]) -> Tree:
+        """Grow one tree level by level: one secure histogram sum per level."""
+        tp, edges = self.tree_params, self.edges_
+        builder = TreeBuilder()
+        frontier = [0]
+        for depth in range(tp.max_depth):
+            agg = self._sum("gbdt_histograms", request | {
+                "tree": builder.freeze().to_params(), "frontier": frontier})
+            nxt: list[int] = []
+            for i, node in enumerate(frontier):
+                g, h = agg["grad"][i], agg["hess"][i]
+                if depth == 0:
+                    builder.value[0] = tp.value(float(g[0].sum()), float(h[0].sum()))
+                    builder.cover[0] = float(h[0].sum())
+                s = find_split(g, h, edges.n_bins, tp)
+                if s is None:
+                    continue
+                threshold = edges.cuts[s.feature][s.bin]
+                nxt.extend(builder.split(node, s, threshold, tp))
+            frontier = nxt
+            if not frontier:
+                break
+        return builder.freeze()
+
+    # --- prediction and explanation --------------------------------------------------------
+    def _need_fit(self) -> None:
+        if not self.trees_:
+            raise InvalidInput("call fit(...) first")
+
+    def _x(self, data: Cohort | np.ndarray) -> np.ndarray:
+        self._need_fit()
+        if isinstance(data, Cohort):
+            return feature_matrix(data, self.spec_)
+        x = np.asarray(data, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.spec_.width:
+            raise InvalidInput(f"expected a matrix with {self.spec_.width} feature columns "
+                               f"({', '.join(self.spec_.names)}), got shape {x.shape}")
+        return x
+
+    def predict_margin(self, data: Cohort | np.ndarray, n_trees: int | None = None) -> np.ndarray:
+        """Raw score (log-odds, or log relative hazard) using the first ``n_trees`` trees."""
+        x = self._x(data)
+        return margin(self.trees_[:n_trees], self.base_score_, x)
+
+    def predict_proba(self, data: Cohort | np.ndarray) -> np.ndarray:
+        """Probability of label 1 (logistic objective)."""
+        if self.objective != "binary:logistic":
+            raise InvalidInput("predict_proba is for the logistic objective; use "
+                               "predict_survival for Cox")
+        return 1.0 / (1.0 + np.exp(-self.predict_margin(data)))
+
+    def predict_survival(self, data: Cohort | np.ndarray, times: Sequence[float]) -> np.ndarray:
+        """``(n, len(times))`` survival probabilities ``exp(-H0(t) exp(f))`` (Cox objective)."""
+        if self.objective != "survival:cox":
+            raise InvalidInput("predict_survival is for the Cox objective")
+        h0 = self.baseline_cumulative_hazard_
+        grid = h0.index.to_numpy()
+        pos = np.searchsorted(grid, np.asarray(times, dtype=float) + 1e-12, side="right") - 1
+        cum = np.where(pos >= 0, h0.to_numpy()[np.maximum(pos, 0)], 0.0)
+        return np.exp(-np.outer(np.exp(self.predict_margin(data)), cum))
+
+    @property
+    def feature_names_(self) -> tuple[str, ...]:
+        self._need_fit()
+        return self.spec_.names
+
+    @property
+    def expected_value_(self) -> float:
+        """The base value of the explanations: base score + every tree's root value."""
+        self._need_fit()
+        return self.base_score_ + sum(t.value[0] for t in self.trees_)
+
+    def contributions(self, data: Cohort | np.ndarray) -> pd.DataFrame:
+        """Saabas path contributions per patient and feature (not TreeSHAP); each row sums,
+        with the ``base`` column, to the margin."""
+        x = self._x(data)
+        contrib = np.zeros_like(x)
+        for t in self.trees_:
+            t.route(x, contrib)
+        frame = pd.DataFrame(contrib, columns=list(self.spec_.names))
+        frame["base"] = self.expected_value_
+        if isinstance(data, Cohort):
+            frame.index = data.ids
+        return frame
+
+    @property
+    def feature_importances_(self) -> pd.Series:
+        """Total split gain of each feature, summed over trees."""
+        self._need_fit()
+        total = np.zeros(self.spec_.width)
+        for t in self.trees_:
+            for f, g in zip(t.feature, t.gain, strict=True):
+                if f >= 0:
+                    total[f] += g
+        return pd.Series(total, index=pd.Index(self.spec_.names, name="feature"),
+                         name="total_gain")
+
+    def to_json(self) -> str:
+        self._need_fit()
+        return results.to_json({
+            "kind": "gbdt", "objective": self.objective, "outcome": self.outcome_.to_params(),
+            "design": self.spec_.to_params(), "edges": self.edges_.to_params(),
+            "base_score": self.base_score_, "params": vars(self.tree_params),
+            "trees": [t.to_params() for t in self.trees_]})
