@@ -13,6 +13,7 @@ from hemafed import __version__
 from hemafed.cohort.schema import DISEASES, FIELDS
 from hemafed.errors import HemafedError
 from hemafed.federation.cli import hub_app, site_keygen, site_serve
+from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
 from hemafed.scores.cli import app as score_app
 from hemafed.site.cli import app as site_app
 from hemafed.study.cli import study_app
@@ -23,6 +24,9 @@ console = Console(stderr=True)
 
 site_app.command("serve")(site_serve)
 site_app.command("keygen")(site_keygen)
+site_app.command("identity")(site_identity)
+site_app.command("join")(site_join)
+hub_app.command("manifest")(hub_manifest)
 app.add_typer(site_app, name="site", help="A hospital's site: intake, policy, audit, vault, serve.")
 app.add_typer(hub_app, name="hub", help="The hub: Flower SuperLink with TLS and node auth.")
 app.add_typer(score_app, name="score", help="White-box clinical scores with explanations.")

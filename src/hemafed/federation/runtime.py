@@ -41,18 +41,25 @@ IDENTITY_FILE = Path("keys") / "identity.pem"
 MANIFEST_FILE = Path("federation.json")
 
 
-def _load_analyses() -> None:
-    """Import the modules whose site queries a site must be able to answer (they register)."""
-    import hemafed.analytics
-    import hemafed.analytics.competing
-    import hemafed.analytics.describe
-    import hemafed.analytics.logistic  # noqa: F401
+SITE_QUERY_MODULES = (
+    "hemafed.analytics", "hemafed.analytics.describe", "hemafed.analytics.logistic",
+    "hemafed.analytics.competing", "hemafed.learn.features", "hemafed.learn.gbdt",
+    "hemafed.learn.metrics", "hemafed.synth.queries",
+)
+"""Modules whose import registers the site queries every site must be able to answer."""
 
-    for optional in ("hemafed.learn", "hemafed.synth"):
+
+def _load_analyses() -> None:
+    """Import every module that registers site queries (idempotent)."""
+    import importlib
+
+    for name in SITE_QUERY_MODULES:
         try:
-            __import__(optional)
-        except ImportError:  # pragma: no cover - optional parts
-            log.debug("%s not available", optional)
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a missing dependency inside the module is a real error
+                raise
+            log.debug("%s is not part of this build", name)
 
 
 # --- site side ---------------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Joining a federation: site identity keys, the hub's manifest, and pinning it at each site.
+
+``hemafed site identity DIR`` creates (once) the site's Ed25519 signing key and prints its public
+key; the hub collects them into a manifest with ``hemafed hub manifest``; each hospital checks the
+manifest's fingerprint out of band and pins it with ``hemafed site join DIR MANIFEST``.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hemafed.errors import HemafedError, InvalidInput
+
+console = Console(stderr=True)
+
+SiteDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the site directory")]
+
+
+def _fail(exc: HemafedError) -> typer.Exit:
+    console.print(f"[red]{exc}[/red]")
+    return typer.Exit(1)
+
+
+def site_identity(site_dir: SiteDir) -> None:
+    """Create the site's signing key if needed and print its public key for the hub."""
+    from hemafed.atomic import write_text
+    from hemafed.federation.runtime import ensure_identity
+    from hemafed.site.store import site_id_of
+
+    try:
+        site_id = site_id_of(site_dir)
+        identity = ensure_identity(site_dir, site_id)
+    except HemafedError as exc:
+        raise _fail(exc) from exc
+    line = f"{site_id} {base64.b64encode(identity.public_bytes).decode('ascii')}"
+    write_text(site_dir / "keys" / "identity.pub", line + "\n")
+    typer.echo(line)
+
+
+def site_join(site_dir: SiteDir,
+              manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                                       help="federation.json from the hub")]
+              ) -> None:
+    """Pin the hub's federation manifest at this site (after checking our key is in it)."""
+    from hemafed.federation.runtime import ensure_identity, install_manifest
+    from hemafed.secure import FederationManifest
+    from hemafed.site.store import site_id_of
+
+    try:
+        site_id = site_id_of(site_dir)
+        parsed = FederationManifest.load(manifest)
+        ours = ensure_identity(site_dir, site_id).public_bytes
+        if parsed.sites.get(site_id) != ours:
+            raise InvalidInput(f"{manifest}: site {site_id!r} is missing or has another key; "
+                               "send the hub the line printed by `hemafed site identity`")
+        install_manifest(site_dir, parsed)
+    except HemafedError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"joined {parsed.name!r}: {len(parsed.sites)} sites, threshold {parsed.threshold}")
+    typer.echo(f"fingerprint (compare with the hub, out of band): {parsed.fingerprint.hex()}")
+
+
+def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],
+                 identities: Annotated[list[Path], typer.Option(
+                     "--identity", exists=True, dir_okay=False,
+                     help="a site's identity.pub line file (repeat)")],
+                 threshold: Annotated[int, typer.Option("--threshold", min=2,
+                                                        help="least live sites per aggregation")],
+                 out: Annotated[Path, typer.Option("--out", help="manifest file to write")]
+                 = Path("federation.json")) -> None:
+    """Build the federation manifest pinning every site's identity key."""
+    from hemafed.secure import FederationManifest
+
+    try:
+        sites: dict[str, bytes] = {}
+        for path in identities:
+            parts = path.read_text(encoding="utf-8").split()
+            if len(parts) != 2:
+                raise InvalidInput(f"{path}: expected 'SITE_ID BASE64KEY'")
+            if parts[0] in sites:
+                raise InvalidInput(f"{path}: site {parts[0]!r} given twice")
+            sites[parts[0]] = base64.b64decode(parts[1], validate=True)
+        manifest = FederationManifest(name, threshold, sites)
+    except (HemafedError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, HemafedError) else InvalidInput(str(exc))) from exc
+    manifest.save(out)
+    typer.echo(f"wrote {out}: {len(sites)} sites, threshold {threshold}")
+    typer.echo(f"fingerprint: {manifest.fingerprint.hex()}")
