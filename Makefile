@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --timeout=900 --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info
