@@ -187,3 +187,24 @@ def test_expired_study_is_refused(federation: Any, tmp_path: Path) -> None:
                     raise_errors=True)
     finally:
         (site_dir / "policy.yaml").write_text(original)
+
+
+@pytest.mark.deploy
+def test_the_same_spec_runs_unchanged_on_a_localhost_deployment(federation: Any) -> None:
+    """SuperLink + one SuperNode per site (TLS, node authentication), secure aggregation."""
+    fed, _ = federation
+    spec = StudySpec.from_mapping({
+        "study_id": "rt-deploy", "requester": "tester", "analyses": [
+            {"id": "size", "kind": "describe", "columns": ["sex"]}]})
+    # the sites approved the module's spec; approve this one too (a new hash)
+    for d in fed.site_dirs.values():
+        policy = yaml.safe_load((d / "policy.yaml").read_text())
+        if all(st["study_id"] != "rt-deploy" for st in policy["studies"]):
+            policy["studies"].append({**policy["studies"][0], "spec_sha256": spec.sha256,
+                                      "study_id": "rt-deploy"})
+            (d / "policy.yaml").write_text(yaml.safe_dump(policy))
+    deployed = run_study_on("deploy", spec, fed)
+    inproc = run_study_on("inprocess", spec, fed)
+    assert deployed["analyses"][0]["status"] == "ok", deployed["analyses"][0].get("error")
+    assert deployed["analyses"][0]["tables"] == inproc["analyses"][0]["tables"]
+    assert deployed["analyses"][0]["provenance"]["round trips"] == 5
