@@ -44,7 +44,7 @@ MANIFEST_FILE = Path("federation.json")
 SITE_QUERY_MODULES = (
     "hemafed.analytics", "hemafed.analytics.describe", "hemafed.analytics.logistic",
     "hemafed.analytics.competing", "hemafed.learn.features", "hemafed.learn.gbdt",
-    "hemafed.learn.metrics", "hemafed.synth.queries",
+    "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.synth.queries",
 )
 """Modules whose import registers the site queries every site must be able to answer."""
 
