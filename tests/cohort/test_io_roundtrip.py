@@ -109,3 +109,18 @@ def test_csv_to_phenopackets_and_back_is_lossless(csv_cohort: Cohort, tmp_path: 
     assert_same_cohort(csv_cohort, read_phenopackets(folder))
     assert_same_cohort(csv_cohort, read_cohort(folder, "phenopackets"))
     assert_same_cohort(csv_cohort, read_phenopackets(cohort_to_phenopackets(csv_cohort)))
+
+
+@pytest.mark.parametrize("disease", ["MDS", "AML", "MM", "SCD"])
+def test_demo_cohorts_round_trip_through_csv_fhir_and_phenopackets(disease: str,
+                                                                   tmp_path: Path) -> None:
+    from hemafed.cohort.demo import generate
+
+    original = generate(disease, 120, 5)
+    original.patients.to_csv(tmp_path / "patients.csv", index=False)
+    original.mutations.to_csv(tmp_path / "mutations.csv", index=False)
+    from_csv = read_cohort(tmp_path / "patients.csv", mutations=tmp_path / "mutations.csv",
+                           panels={k: list(v) for k, v in original.panels.items()})
+    assert_same_cohort(original, from_csv)
+    assert_same_cohort(from_csv, read_fhir_bundle(write_fhir_bundle(from_csv, tmp_path / "b.json")))
+    assert_same_cohort(from_csv, read_phenopackets(write_phenopackets(from_csv, tmp_path / "pp")))
