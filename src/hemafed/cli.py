@@ -17,6 +17,7 @@ from hemafed.federation.membership_cli import hub_manifest, site_identity, site_
 from hemafed.scores.cli import app as score_app
 from hemafed.site.cli import app as site_app
 from hemafed.study.cli import study_app
+from hemafed.synth.cli import app as synth_app
 
 app = typer.Typer(help="hemafed: federated analysis for haematology research networks.",
                   no_args_is_help=True, add_completion=False)
@@ -31,6 +32,8 @@ app.add_typer(site_app, name="site", help="A hospital's site: intake, policy, au
 app.add_typer(hub_app, name="hub", help="The hub: Flower SuperLink with TLS and node auth.")
 app.add_typer(score_app, name="score", help="White-box clinical scores with explanations.")
 app.add_typer(study_app, name="study", help="Validate and run study specifications.")
+app.add_typer(synth_app, name="synth",
+              help="Synthetic virtual patients (federated DP MST) and their evaluation.")
 
 
 @app.callback()

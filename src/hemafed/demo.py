@@ -154,7 +154,7 @@ def demo_cohorts(disease: str, n_patients: int, n_sites: int, seed: int,
 
 
 def pooled_comparisons(results: dict[str, Any], site_dirs: Mapping[str, Path],
-                       spec: StudySpec) -> None:
+                       spec: StudySpec, holdout: pd.DataFrame | None = None) -> None:
     """Add, to each analysis the demo can check, the distance to the pooled analysis."""
     from hemafed.site.store import load_cohort
     from hemafed.study.derived import with_derived_scores
@@ -165,7 +165,7 @@ def pooled_comparisons(results: dict[str, Any], site_dirs: Mapping[str, Path],
         if doc.get("status") != "ok":
             continue
         try:
-            check = compare(analysis, doc, cohorts)
+            check = compare(analysis, doc, cohorts, holdout)
         except Exception as exc:  # the comparison is a bonus; never lose the report over it
             log.warning("pooled comparison of %s failed: %s", analysis.id, exc)
             continue
@@ -203,7 +203,17 @@ def run_demo(out_dir: str | Path = "hemafed-demo", *, disease: str = "MDS",
     say(f"running the study on Flower {'simulation' if transport == 'sim' else transport}")
     results = run_study_on(transport, spec, fed)
     say("comparing with the pooled analysis")
-    pooled_comparisons(results, fed.site_dirs, spec)
+    holdout = None
+    if real is None:  # fresh virtual patients from the same generator, never seen by the sites
+        from hemafed.cohort.demo import generate
+
+        holdout = generate(disease.upper(), min(n_patients, 2000), seed + 1).patients
+    pooled_comparisons(results, fed.site_dirs, spec, holdout)
+    for doc in results["analyses"]:
+        synthetic = doc.pop("synthetic", None)
+        if synthetic is not None:
+            frame = pd.DataFrame(synthetic["data"], columns=synthetic["columns"])
+            frame.to_csv(out / f"synthetic-{doc['id']}.csv", index=False)
     write_text(out / "results.json", _json(results))
     report = write_report(
         results, out / "report.html",

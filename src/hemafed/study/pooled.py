@@ -100,11 +100,36 @@ def compare_describe(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
     return {"pooled engine": "pandas", "max absolute difference of the means": f"{worst:.2e}"}
 
 
+def compare_synth(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort],
+                  holdout: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Fidelity, utility and privacy of the synthetic cohort against the real (pooled) one."""
+    from hemafed.synth.evaluate import DEFAULT_THRESHOLDS, evaluate
+
+    columns = list(a.get("columns"))
+    synthetic = pd.DataFrame(doc["synthetic"]["data"], columns=doc["synthetic"]["columns"])
+    train = pd.concat([c.patients[columns] for c in cohorts], ignore_index=True)
+    if holdout is None:
+        return {}
+    report = evaluate(train, synthetic[columns], holdout[columns].reset_index(drop=True))
+    keep = {**report.fidelity, **report.utility, **report.privacy}
+    out = {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in keep.items()}
+    out["release gate (default thresholds)"] = (
+        "pass" if report.passes() else f"fail: {', '.join(report.failures())}")
+    out["thresholds"] = ", ".join(f"{k} {v}" for k, v in DEFAULT_THRESHOLDS.items())
+    return out
+
+
 _COMPARE = {"cox": compare_cox, "km": compare_km, "logistic": compare_logistic,
             "describe": compare_describe}
 
 
-def compare(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any] | None:
-    """The pooled check for analysis ``a`` (None when the kind has no pooled reference here)."""
+def compare(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort],
+            holdout: pd.DataFrame | None = None) -> dict[str, Any] | None:
+    """The pooled check for analysis ``a`` (None when the kind has no pooled reference here).
+
+    ``holdout``: real patients not used by the federation (synthetic-data privacy metrics).
+    """
+    if a.kind == "synth":
+        return compare_synth(a, doc, cohorts, holdout)
     fn = _COMPARE.get(a.kind)
     return None if fn is None else fn(a, doc, cohorts)

@@ -1,0 +1,11 @@
+"""Synthetic virtual patients: federated DP marginal-based synthesis (MST), a local Gaussian
+copula generator for use inside one site, and their evaluation (fidelity, utility, privacy)."""
+
+from hemafed.synth.copula import GaussianCopulaSynthesizer
+from hemafed.synth.domain import ColumnSpec, SynthDomain, enforce_constraints
+from hemafed.synth.evaluate import DEFAULT_THRESHOLDS, EvaluationReport, evaluate
+from hemafed.synth.mst import FederatedMST, Measurement
+
+__all__ = ["DEFAULT_THRESHOLDS", "ColumnSpec", "EvaluationReport", "FederatedMST",
+           "GaussianCopulaSynthesizer", "Measurement", "SynthDomain", "enforce_constraints",
+           "evaluate"]
