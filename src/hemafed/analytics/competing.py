@@ -108,13 +108,7 @@ def _check(params: Params) -> None:
 
 
 def _numeric(cohort: Cohort, col: str) -> np.ndarray:
-    if col not in cohort.patients.columns:
-        raise InvalidInput(f"column {col!r} is not in the site's cohort")
-    s = cohort.patients[col]
-    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        raise InvalidInput(f"column {col!r} is not numeric (dtype {s.dtype})")
-    return s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-
+    return cohort.numeric_column(col)
 
 def first_cause(times: np.ndarray, statuses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per patient ``(time, cause)``: the first listed cause with status 1 at its time, else

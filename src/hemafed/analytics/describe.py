@@ -44,7 +44,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
 NUMERIC_QUERY = "numeric_summary"
@@ -112,16 +112,10 @@ def _max_patients(params: Params) -> int:
     return int(params.get("max_patients", 1_000_000))
 
 
-MAX_STEPS = 2**50
-"""Most fixed-point steps a declared statistic may span: secure aggregation encodes each element
-as an integer of at most 2**53 (exact in float64); sums of up to 2**13 sites stay below 2**64."""
 
 
-def codec_resolution(low: float, high: float, requested: float) -> float:
-    """The requested fixed-point resolution, coarsened if ``[low, high]`` would need more than
-    :data:`MAX_STEPS` steps (so wide public bounds never make a query unencodable)."""
-    return max(float(requested), (float(high) - float(low)) / MAX_STEPS)
-
+codec_resolution = encodable_resolution
+"""Kept for callers: the one rule lives in :func:`hemafed.federation.queries.encodable_resolution`."""
 
 # --- site query: numeric summary with histogram ------------------------------------------------
 

@@ -120,6 +120,21 @@ class Cohort:
         frame = pd.DataFrame(values, index=self.ids, columns=list(genes)).astype("Int8")
         return frame.mask(frame == -1)
 
+    def numeric_column(self, column: str, kind: str = "") -> np.ndarray:
+        """A numeric or boolean column as floats (NaN for missing); ``InvalidInput`` otherwise.
+
+        ``kind`` names the column's role in messages (e.g. "outcome", "duration").
+        """
+        from hemafed.errors import InvalidInput
+
+        what = f"{kind} column" if kind else "column"
+        if column not in self.patients.columns:
+            raise InvalidInput(f"{what} {column!r} is not in the site's cohort")
+        s = self.patients[column]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            raise InvalidInput(f"{what} {column!r} is not numeric (dtype {s.dtype})")
+        return s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+
     def select(self, mask: np.ndarray | pd.Series) -> Cohort:
         """A sub-cohort of the patients where ``mask`` is true (mutations follow)."""
         mask_arr = np.asarray(mask, dtype=bool)

@@ -141,13 +141,7 @@ class TrainingRows:
 
 
 def _numeric_outcome(cohort: Cohort, col: str) -> np.ndarray:
-    if col not in cohort.patients.columns:
-        raise InvalidInput(f"outcome column {col!r} is not in the site's cohort")
-    s = cohort.patients[col]
-    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        raise InvalidInput(f"outcome column {col!r} is not numeric or boolean (dtype {s.dtype})")
-    return s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-
+    return cohort.numeric_column(col, "outcome")
 
 def training_rows(cohort: Cohort, spec: DesignSpec, outcome: Outcome) -> TrainingRows:
     """Rows whose outcome is known; raises ``InvalidInput`` for a non-binary label or event."""

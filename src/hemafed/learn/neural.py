@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from hemafed.analytics.concordance import concordance_from_histograms
 from hemafed.analytics.design import DesignSpec, complete_case_mask, design_values, parse_formula
@@ -236,13 +235,7 @@ class NeuralRows:
 
 
 def _outcome_column(cohort: Cohort, col: str, kind: str) -> np.ndarray:
-    if col not in cohort.patients.columns:
-        raise InvalidInput(f"{kind} column {col!r} is not in the site's cohort")
-    s = cohort.patients[col]
-    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        raise InvalidInput(f"{kind} column {col!r} is not numeric (dtype {s.dtype})")
-    return s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-
+    return cohort.numeric_column(col, kind)
 
 def neural_rows(cohort: Cohort, spec: DesignSpec, duration_col: str, event_col: str,
                 allow_empty: bool = False) -> NeuralRows:
