@@ -38,8 +38,12 @@ app.add_typer(synth_app, name="synth",
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progress details")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # libraries with their own loggers (Flower logs at DEBUG) propagate to our handler: filter
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+    logging.getLogger("flwr").setLevel(level)
 
 
 @app.command()

@@ -214,10 +214,18 @@ def run_gbdt(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 def run_synth(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """Federated DP synthesis (MST on Private-PGM): every marginal a noisy secure sum."""
     from hemafed.analytics.km import km_curve
+    from hemafed.synth.domain import ColumnSpec, SynthDomain
     from hemafed.synth.mst import FederatedMST
 
     epsilon = float(a.get("epsilon", spec.epsilon or 1.0))
-    mst = FederatedMST(epsilon, float(a.get("delta", spec.delta)), list(a.get("columns")),
+    columns = list(a.get("columns"))
+    overrides = {}
+    if a.get("time_edges"):  # the study's public follow-up grid (years) for survival times
+        edges = tuple(float(v) for v in a.get("time_edges"))
+        overrides = {c: ColumnSpec(c, "numeric", edges=edges, decimals=4)
+                     for c in columns if c.endswith("_time")}
+    domain = SynthDomain.for_columns(columns, overrides=overrides or None)
+    mst = FederatedMST(epsilon, float(a.get("delta", spec.delta)), columns, domain,
                        iters=int(a.get("iters", 1000)), anchor=a.get("anchor"))
     mst.fit(fed, study=spec.study_id)
     sample = mst.sample(int(a.get("n", 2000)), seed=int(a.get("seed", 0)))

@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels"}),
     "logistic": ({"outcome", "formula"}, {"positive"}),
     "competing": ({"causes"}, {"group", "levels", "event_of_interest"}),
-    "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor"}),
+    "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate"}),
 }
 
