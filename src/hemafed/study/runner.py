@@ -179,10 +179,16 @@ def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, An
                                       group_col=a.get("group"), levels=_levels(a),
                                       study=spec.study_id)
     curves = []
-    cif = aj.cumulative_density_
-    for col in cif.columns:
-        curves.append({"label": str(col), "x": [float(t) for t in cif.index],
-                       "y": [float(v) for v in cif[col].to_numpy()]})
+    names = a.get("cause_names") or [f"{t} (status {s})" for t, s in causes]
+    groups = _levels(a) or [None]
+    for cause, name in enumerate(names, start=1):
+        for group in groups:
+            ci = aj.cumulative_incidence(cause, group)
+            label = name if group is None else f"{name}, {group}"
+            curves.append({"label": label, "x": [float(t) for t in aj.grid_],
+                           "y": [float(v) for v in ci.cif],
+                           "lower": [float(v) for v in ci.lower],
+                           "upper": [float(v) for v in ci.upper]})
     return {"curves": curves, "curve_kind": "cif", "tables": {"summary": frame_json(aj.summary)}}
 
 

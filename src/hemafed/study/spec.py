@@ -31,7 +31,7 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "logrank": ({"duration", "event", "group", "levels"}, set()),
     "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels"}),
     "logistic": ({"outcome", "formula"}, {"positive"}),
-    "competing": ({"causes"}, {"group", "levels", "event_of_interest"}),
+    "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
     "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate"}),
 }
