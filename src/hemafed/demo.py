@@ -84,8 +84,8 @@ def site_policy(site_id: str, spec: StudySpec, *, today: dt.date,
 
 
 @dataclass(frozen=True)
-class Federation:
-    """Site directories and the manifest pinning their identities."""
+class LocalSites:
+    """Site directories on this machine and the manifest pinning their identities."""
 
     site_dirs: dict[str, Path]
     manifest: FederationManifest
@@ -95,7 +95,7 @@ class Federation:
 
 
 def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
-                today: dt.date | None = None, name: str = "hemafed-demo") -> Federation:
+                today: dt.date | None = None, name: str = "hemafed-demo") -> LocalSites:
     """Create one site directory per cohort through the real site intake, approve ``spec``."""
     from hemafed.site.store import import_into_site, init_site
 
@@ -122,7 +122,7 @@ def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
     manifest = FederationManifest.build(name, identities, threshold_for(len(identities)))
     for site_dir in site_dirs.values():
         install_manifest(site_dir, manifest)
-    return Federation(site_dirs, manifest)
+    return LocalSites(site_dirs, manifest)
 
 
 def on_day_lattice(cohort: Cohort, days_per_year_in: float = 365.25) -> Cohort:
@@ -227,7 +227,7 @@ def run_demo(out_dir: str | Path = "hemafed-demo", *, disease: str = "MDS",
     return DemoOutcome(report, results, fed.site_dirs, time.perf_counter() - start)
 
 
-def run_study_on(transport: str, spec: StudySpec, fed: Federation) -> dict[str, Any]:
+def run_study_on(transport: str, spec: StudySpec, fed: LocalSites) -> dict[str, Any]:
     """Run ``spec`` over the federation's sites with the named transport."""
     config = {"spec": dict(spec.raw), "manifest": fed.manifest.to_json()}
     hub, handler = "hemafed.study.hub:study_hub_main", "hemafed.federation.runtime:site_handler"

@@ -39,7 +39,7 @@ def run(spec: Spec,
         ) -> None:
     """Run a study over local site directories (simulation, in-process or localhost deployment)."""
     from hemafed.atomic import write_text
-    from hemafed.demo import Federation, run_study_on
+    from hemafed.demo import LocalSites, run_study_on
     from hemafed.federation.runtime import MANIFEST_FILE
     from hemafed.secure import FederationManifest
     from hemafed.site.store import site_id_of
@@ -51,7 +51,7 @@ def run(spec: Spec,
         if not sites:
             raise HemafedError("give the site directories with --site DIR (repeat)")
         manifest = FederationManifest.load(sites[0] / MANIFEST_FILE)
-        fed = Federation({site_id_of(d): d for d in sites}, manifest)
+        fed = LocalSites({site_id_of(d): d for d in sites}, manifest)
         results = run_study_on(transport, parsed, fed)
     except HemafedError as exc:
         console.print(f"[red]{exc}[/red]")
