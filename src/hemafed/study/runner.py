@@ -180,7 +180,8 @@ def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, An
                                       study=spec.study_id)
     curves = []
     names = a.get("cause_names") or [f"{t} (status {s})" for t, s in causes]
-    groups: list[str | None] = list(_levels(a) or [None])
+    levels = _levels(a)
+    groups: list[str | None] = list(levels) if levels else [None]
     for cause, name in enumerate(names, start=1):
         for group in groups:
             ci = aj.cumulative_incidence(cause, group)
