@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -30,9 +31,12 @@ def _plot_curves(section: Section, doc: Mapping[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for i, c in enumerate(curves):
         color = _PALETTE[i % len(_PALETTE)]
-        ax.step(c["x"], c["y"], where="post", label=c["label"], color=color, lw=1.6)
+        x, y = np.asarray(c["x"], dtype=float), np.asarray(c["y"], dtype=float)
+        ax.step(x, y, where="post", label=c["label"], color=color, lw=1.6)
         if c.get("lower") and c.get("upper"):
-            ax.fill_between(c["x"], c["lower"], c["upper"], step="post", color=color, alpha=0.12)
+            lower = np.asarray(c["lower"], dtype=float)  # null (undefined bound) -> NaN: a gap
+            upper = np.asarray(c["upper"], dtype=float)
+            ax.fill_between(x, lower, upper, step="post", color=color, alpha=0.12)
     cif = doc.get("curve_kind") == "cif"
     ax.set_xlabel("years since diagnosis")
     ax.set_ylabel("cumulative incidence" if cif else "survival probability")

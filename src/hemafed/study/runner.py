@@ -75,6 +75,11 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _finite(values: Any) -> list[float | None]:
+    """Floats for JSON: NaN and infinities (e.g. an undefined confidence bound) become null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
 def _levels(a: Analysis, key: str = "group") -> list[str] | None:
     col = a.get(key)
     if col is None:
@@ -88,10 +93,10 @@ def _curve_docs(fitted: Any) -> list[dict[str, Any]]:
     for label, c in fitted.curves_.items():
         s = c.survival
         ci_lo, ci_hi = c.ci_lower, c.ci_upper
-        curves.append({"label": str(label), "x": [float(t) for t in s.index],
-                       "y": [float(v) for v in s.to_numpy().ravel()],
-                       "lower": [float(v) for v in np.asarray(ci_lo).ravel()],
-                       "upper": [float(v) for v in np.asarray(ci_hi).ravel()],
+        curves.append({"label": str(label), "x": _finite(s.index),
+                       "y": _finite(s.to_numpy().ravel()),
+                       "lower": _finite(np.asarray(ci_lo).ravel()),
+                       "upper": _finite(np.asarray(ci_hi).ravel()),
                        "median": None if not np.isfinite(c.median) else float(c.median)})
     return curves
 
@@ -186,10 +191,8 @@ def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, An
         for group in groups:
             ci = aj.cumulative_incidence(cause, group)
             label = name if group is None else f"{name}, {group}"
-            curves.append({"label": label, "x": [float(t) for t in aj.grid_],
-                           "y": [float(v) for v in ci.cif],
-                           "lower": [float(v) for v in ci.lower],
-                           "upper": [float(v) for v in ci.upper]})
+            curves.append({"label": label, "x": _finite(aj.grid_), "y": _finite(ci.cif),
+                           "lower": _finite(ci.lower), "upper": _finite(ci.upper)})
     return {"curves": curves, "curve_kind": "cif", "tables": {"summary": frame_json(aj.summary)}}
 
 
