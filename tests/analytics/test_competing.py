@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import AalenJohansenFitter, KaplanMeierFitter
+from noisy_federation import NoisyFederation
 
 from hemafed.analytics.competing import FederatedAalenJohansen, aalen_johansen, first_cause
 from hemafed.cohort import validate_cohort
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import AggregateResult, DPRequest
+from hemafed.federation.api import DPRequest
 
 
 def _tie_free(n: int = 600, seed: int = 5) -> pd.DataFrame:
@@ -171,23 +172,10 @@ def test_bad_requests(make_federation) -> None:
         _ = FederatedAalenJohansen().cumulative_density_
 
 
-class _NoisyFederation:
-    def __init__(self, inner, std: float) -> None:
-        self.inner, self.std, self.rng = inner, std, np.random.default_rng(1)
-
-    @property
-    def site_ids(self):
-        return self.inner.site_ids
-
-    def secure_sum(self, query, params, *, study="default", dp=None):
-        res = self.inner.secure_sum(query, params, study=study)
-        noisy = {k: v + self.rng.normal(0, self.std, v.shape) for k, v in res.values.items()}
-        return AggregateResult(noisy, res.sites, dp=dp, noise_std={k: self.std for k in noisy})
-
 
 def test_dp_release_is_monotone(make_federation) -> None:
     df = _tie_free(800)
-    fed = _NoisyFederation(make_federation(_split(df)), std=2.0)
+    fed = NoisyFederation(make_federation(_split(df)), std=2.0, seed=1)
     aj = FederatedAalenJohansen().fit(fed, grid=np.arange(0, 16, 0.5), time_mapping="up",
                                       dp=DPRequest(2.0, 1e-6))
     cif = aj.cumulative_incidence(1).cif

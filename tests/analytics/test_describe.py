@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from noisy_federation import NoisyFederation
 from scipy import stats
 
 from hemafed.analytics.describe import crosstab, describe, histogram_quantiles, suppress
@@ -14,7 +15,7 @@ from hemafed.analytics.dp import monotone_nondecreasing, noise_record
 from hemafed.cohort import validate_cohort
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import AggregateResult, DPRequest
+from hemafed.federation.api import DPRequest
 
 
 def _cohort_frame(n: int = 2000, seed: int = 7) -> pd.DataFrame:
@@ -127,24 +128,9 @@ def test_bad_requests_are_named(make_federation, pooled) -> None:
         crosstab(fed, "age", "sex")
 
 
-class _NoisyFederation:
-    """Adds seeded Gaussian noise to every released sum, standing in for the DP runtime."""
-
-    def __init__(self, inner, std: float, seed: int = 0) -> None:
-        self.inner, self.std, self.rng = inner, std, np.random.default_rng(seed)
-
-    @property
-    def site_ids(self):
-        return self.inner.site_ids
-
-    def secure_sum(self, query, params, *, study="default", dp=None):
-        res = self.inner.secure_sum(query, params, study=study)
-        noisy = {k: v + self.rng.normal(0, self.std, v.shape) for k, v in res.values.items()}
-        return AggregateResult(noisy, res.sites, dp=dp, noise_std={k: self.std for k in noisy})
-
 
 def test_dp_release_is_post_processed_and_recorded(make_federation, pooled) -> None:
-    fed = _NoisyFederation(make_federation(_split(pooled)), std=3.0)
+    fed = NoisyFederation(make_federation(_split(pooled)), std=3.0, seed=0)
     res = describe(fed, ["cyto_ipssr", "hb"], dp=DPRequest(1.0, 1e-6), min_cell=5)
     counts = res.categories["count"].dropna()
     assert (counts >= 0).all()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from noisy_federation import NoisyFederation
 
 from hemafed.analytics.logistic import SUMMARY_COLUMNS, FederatedLogisticRegression
 from hemafed.cohort import validate_cohort
@@ -147,24 +148,9 @@ def test_real_mds_cohort_amlt_status(make_federation, shared_data) -> None:
     assert model.summary.loc["bm_blast", "coef"] > 0  # more blasts, more transformation
 
 
-class _NoisyFederation:
-    """Adds seeded Gaussian noise to every released sum, standing in for the DP runtime."""
-
-    def __init__(self, inner, std: float) -> None:
-        self.inner, self.std, self.rng = inner, std, np.random.default_rng(4)
-
-    @property
-    def site_ids(self):
-        return self.inner.site_ids
-
-    def secure_sum(self, query, params, *, study="default", dp=None):
-        res = self.inner.secure_sum(query, params, study=study)
-        noisy = {k: v + self.rng.normal(0, self.std, v.shape) for k, v in res.values.items()}
-        return AggregateResult(noisy, res.sites, dp=dp, noise_std={k: self.std for k in noisy})
-
 
 def test_dp_fit_spends_fixed_rounds_and_stays_close(make_federation, pooled) -> None:
-    fed = _NoisyFederation(make_federation(_split(pooled)), std=1.0)
+    fed = NoisyFederation(make_federation(_split(pooled)), std=1.0, seed=4)
     model = FederatedLogisticRegression().fit(fed, "transplant", ["age", "hb"], max_iter=6,
                                               dp=DPRequest(1.0, 1e-6))
     ref = _statsmodels(pooled, pooled["transplant"], ["age", "hb"], {})
