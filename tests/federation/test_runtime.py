@@ -63,7 +63,10 @@ def test_secure_study_equals_plain_sums_and_pooled_lifelines(federation: Any) ->
     results = run_study_on("inprocess", spec, fed)
     cox = next(a for a in results["analyses"] if a["id"] == "cox")
     assert cox["status"] == "ok", cox.get("error")
-    assert cox["provenance"]["round trips"] == 5 * cox["provenance"]["secure sums"]
+    # three round trips per sum, plus one if the study's secure-aggregation session was set up
+    # during this analysis
+    sums = cox["provenance"]["secure sums"]
+    assert cox["provenance"]["round trips"] in (3 * sums, 3 * sums + 1)
     table = pd.DataFrame(cox["tables"]["summary"]["data"], columns=cox["tables"]["summary"]["columns"])
     # pooled reference on the same (pseudonymised) site cohorts
     pooled = pd.concat([load_cohort(d).patients for d in fed.site_dirs.values()], ignore_index=True)
@@ -75,7 +78,7 @@ def test_secure_study_equals_plain_sums_and_pooled_lifelines(federation: Any) ->
                           "TP53": tp53.astype(float),
                           "T": pooled["os_time"].astype(float),
                           "E": pooled["os_status"].astype(float)}).dropna()
-    ref = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-10})
+    ref = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14, "r_precision": 1e-15})
     np.testing.assert_allclose(table["coef"].to_numpy(dtype=float), ref.params_.to_numpy(),
                                rtol=1e-6)
     np.testing.assert_allclose(table["se(coef)"].to_numpy(dtype=float),
@@ -132,14 +135,14 @@ def test_three_of_five_sites_answering_is_below_threshold_and_fails(federation: 
     assert fed.manifest.threshold == 4
     with pytest.raises(ProtocolError, match="threshold"):
         _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id)["n"][0],
-                drop=lambda i, s: i == 2 and s in dropped)
+                drop=lambda i, s: i == 1 and s in dropped)  # at the masked input
 
 
 def test_one_site_dropping_mid_aggregation_gives_the_survivors_exact_sum(federation: Any) -> None:
     fed, spec = federation
     gone = sorted(fed.site_dirs)[0]
     n = _secure(fed, spec, lambda f: f.secure_sum("cohort_size", {}, study=spec.study_id)["n"][0],
-                drop=lambda i, s: i == 2 and s == gone)  # after sharing keys
+                drop=lambda i, s: i == 1 and s == gone)  # after advertising its keys
     expected = sum(len(load_cohort(d)) for s, d in fed.site_dirs.items() if s != gone)
     assert n == expected
 
@@ -207,4 +210,4 @@ def test_the_same_spec_runs_unchanged_on_a_localhost_deployment(federation: Any)
     inproc = run_study_on("inprocess", spec, fed)
     assert deployed["analyses"][0]["status"] == "ok", deployed["analyses"][0].get("error")
     assert deployed["analyses"][0]["tables"] == inproc["analyses"][0]["tables"]
-    assert deployed["analyses"][0]["provenance"]["round trips"] == 5
+    assert deployed["analyses"][0]["provenance"]["round trips"] == 4  # session set-up + 3

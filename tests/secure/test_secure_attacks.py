@@ -11,15 +11,22 @@ from secagg_helpers import build_sites
 
 from hemafed.errors import ProtocolError
 from hemafed.federation.queries import Statistic
-from hemafed.secure import HubAggregation, InProcessSites, SiteIdentity, site_step
+from hemafed.secure import (
+    HubAggregation,
+    HubSession,
+    InProcessSites,
+    SiteIdentity,
+    crypto,
+    site_step,
+)
 from hemafed.secure.codec import pack_map, pack_names, unpack_map
 from hemafed.secure.protocol import (
-    ADVERTISE,
     CONSISTENCY,
     MASKED_INPUT,
-    SHARE_KEYS,
+    SETUP,
     UNMASK,
     hub_message,
+    open_reply,
     seal_reply,
 )
 
@@ -35,13 +42,24 @@ def sites(ten_identities) -> InProcessSites:
                        identities={s: ten_identities[s] for s in names})
 
 
-def _run(sites: InProcessSites, tamper: Tamper | None = None,
-         agg: bytes | None = None) -> tuple[HubAggregation, list[dict[str, bytes]]]:
-    """Drive one aggregation, letting ``tamper(round, site, message)`` rewrite hub messages."""
-    hub = HubAggregation(sites.manifest, agg or os.urandom(16), b"", SPECS, sorted(sites.states))
-    sent: list[dict[str, bytes]] = []
+def _session(sites: InProcessSites, tamper: Tamper | None = None) -> HubSession:
+    session = HubSession(sites.manifest, sorted(sites.states))
+    messages = session.start()
+    if tamper is not None:
+        messages = {s: tamper(SETUP, s, m) for s, m in messages.items()}
+    session.receive(sites(messages))
+    return session
+
+
+def _run(sites: InProcessSites, tamper: Tamper | None = None, agg: bytes | None = None,
+         session: HubSession | None = None) -> tuple[HubAggregation, list[dict[str, bytes]]]:
+    """Drive a session set-up and one aggregation, letting ``tamper(round, site, message)``
+    rewrite hub messages; returns the hub and the messages sent, by round."""
+    session = session or _session(sites, tamper)
+    hub = HubAggregation(session, agg or os.urandom(16), b"", SPECS)
+    sent: list[dict[str, bytes]] = [{}]
     messages = hub.start()
-    round_no = 0
+    round_no = MASKED_INPUT
     while messages is not None:
         if tamper is not None:
             messages = {s: tamper(round_no, s, m) for s, m in messages.items()}
@@ -66,12 +84,12 @@ def test_forged_key_signature_is_rejected(sites) -> None:
     impostor = SiteIdentity.generate("site01")  # claims site01's name, wrong key
 
     def forge(round_no: int, site: str, message: bytes) -> bytes:
-        if round_no != SHARE_KEYS or site != "site00":
+        if round_no != MASKED_INPUT or site != "site00":
             return message
         keys = unpack_map(unpack_map(message)["keys"])
         digest = unpack_map(unpack_map(keys["site01"])["signed"])["digest"]
         body = pack_map({"c_pk": os.urandom(32), "s_pk": os.urandom(32)})
-        keys["site01"] = seal_reply(impostor, ADVERTISE, digest, body)
+        keys["site01"] = seal_reply(impostor, SETUP, digest, body)
         return _rewrite(message, "keys", pack_map(keys))
 
     with pytest.raises(ProtocolError, match=r"site 'site01'.*pinned identity key"):
@@ -80,13 +98,11 @@ def test_forged_key_signature_is_rejected(sites) -> None:
 
 def test_substituted_key_under_a_valid_signature_is_rejected(sites) -> None:
     def swap(round_no: int, site: str, message: bytes) -> bytes:
-        if round_no != SHARE_KEYS or site != "site00":
+        if round_no != MASKED_INPUT or site != "site00":
             return message
         keys = unpack_map(unpack_map(message)["keys"])
         envelope = unpack_map(keys["site02"])
-        signed = unpack_map(envelope["signed"])
-        signed["body"] = pack_map({"c_pk": os.urandom(32), "s_pk": os.urandom(32)})
-        envelope["signed"] = pack_map(signed)
+        envelope["body"] = pack_map({"c_pk": os.urandom(32), "s_pk": os.urandom(32)})
         keys["site02"] = pack_map(envelope)
         return _rewrite(message, "keys", pack_map(keys))
 
@@ -94,12 +110,12 @@ def test_substituted_key_under_a_valid_signature_is_rejected(sites) -> None:
         _run(sites, swap)
 
 
-def test_keys_replayed_from_an_older_aggregation_are_rejected(sites) -> None:
+def test_keys_replayed_from_an_older_session_are_rejected(sites) -> None:
     _, old = _run(sites)
-    old_keys = unpack_map(old[SHARE_KEYS]["site00"])["keys"]
+    old_keys = unpack_map(old[MASKED_INPUT]["site00"])["keys"]
 
     def replay(round_no: int, site: str, message: bytes) -> bytes:
-        if round_no == SHARE_KEYS and site == "site00":
+        if round_no == MASKED_INPUT and site == "site00":
             return _rewrite(message, "keys", old_keys)
         return message
 
@@ -107,21 +123,25 @@ def test_keys_replayed_from_an_older_aggregation_are_rejected(sites) -> None:
         _run(sites, replay)
 
 
-def test_message_of_an_older_aggregation_and_reused_id_are_rejected(sites) -> None:
-    agg = os.urandom(16)
-    _, old = _run(sites, agg=agg)
-    hub = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
+def test_message_of_an_older_aggregation_and_reused_ids_are_rejected(sites) -> None:
+    session = _session(sites)
+    _, old = _run(sites, session=session)
+    hub = HubAggregation(session, os.urandom(16), b"", SPECS)
     hub.receive(sites(hub.start()))
     with pytest.raises(ProtocolError, match="another aggregation"):
-        sites({"site00": old[SHARE_KEYS]["site00"]})
-    with pytest.raises(ProtocolError, match="already used"):
-        sites({"site03": old[ADVERTISE]["site03"]})
+        sites({"site00": old[UNMASK]["site00"]})
+    with pytest.raises(ProtocolError, match="aggregation id was already used"):
+        sites({"site03": old[MASKED_INPUT]["site03"]})
+    setup = HubSession(sites.manifest, sorted(sites.states), session_id=session.session_id)
+    with pytest.raises(ProtocolError, match="session id was already used"):
+        sites({"site03": setup.start()["site03"]})
 
 
 def test_site_reply_replayed_to_the_hub_is_rejected(sites) -> None:
-    first = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
+    session = _session(sites)
+    first = HubAggregation(session, os.urandom(16), b"", SPECS)
     old_replies = sites(first.start())
-    second = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
+    second = HubAggregation(session, os.urandom(16), b"", SPECS)
     replies = sites(second.start())
     replies["site04"] = old_replies["site04"]
     with pytest.raises(ProtocolError, match=r"site 'site04'.*another aggregation"):
@@ -130,7 +150,7 @@ def test_site_reply_replayed_to_the_hub_is_rejected(sites) -> None:
 
 def test_tampered_share_ciphertext_is_rejected(sites) -> None:
     def flip(round_no: int, site: str, message: bytes) -> bytes:
-        if round_no != MASKED_INPUT or site != "site03":
+        if round_no != CONSISTENCY or site != "site03":
             return message
         shares = unpack_map(unpack_map(message)["shares"])
         ct = bytearray(shares["site01"])
@@ -144,7 +164,7 @@ def test_tampered_share_ciphertext_is_rejected(sites) -> None:
 
 def test_misrouted_ciphertext_is_rejected(sites) -> None:
     def misroute(round_no: int, site: str, message: bytes) -> bytes:
-        if round_no != MASKED_INPUT or site != "site03":
+        if round_no != CONSISTENCY or site != "site03":
             return message
         shares = unpack_map(unpack_map(message)["shares"])
         shares["site01"], shares["site02"] = shares["site02"], shares["site01"]
@@ -155,27 +175,28 @@ def test_misrouted_ciphertext_is_rejected(sites) -> None:
 
 
 def test_tampered_masked_input_is_rejected_by_the_hub(sites) -> None:
-    hub = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
-    messages = hub.receive(sites(hub.start()))
-    assert messages is not None
-    messages = hub.receive(sites(messages))
-    assert messages is not None
-    replies = sites(messages)
+    hub = HubAggregation(_session(sites), os.urandom(16), b"", SPECS)
+    replies = sites(hub.start())
     envelope = unpack_map(replies["site02"])
-    signed = unpack_map(envelope["signed"])
-    body = unpack_map(signed["body"])
+    body = unpack_map(envelope["body"])
     body["vector"] = bytes(len(body["vector"]))
-    signed["body"] = pack_map(body)
-    envelope["signed"] = pack_map(signed)
+    envelope["body"] = pack_map(body)
     replies["site02"] = pack_map(envelope)
     with pytest.raises(ProtocolError, match=r"site 'site02'.*forged or tampered"):
         hub.receive(replies)
+    # re-signing the new body's hash without the site's key fails the signature instead
+    signed = unpack_map(envelope["signed"])
+    signed["body_sha256"] = crypto.sha256(envelope["body"])
+    envelope["signed"] = pack_map(signed)
+    replies["site02"] = pack_map(envelope)
+    with pytest.raises(ProtocolError, match=r"site 'site02'.*pinned identity key"):
+        open_reply(sites.manifest, replies["site02"], "site02", MASKED_INPUT, hub.digest)
 
 
 def _advance_to_unmask(sites: InProcessSites) -> tuple[HubAggregation, dict[str, bytes]]:
-    hub = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
+    hub = HubAggregation(_session(sites), os.urandom(16), b"", SPECS)
     messages: dict[str, bytes] | None = hub.start()
-    for _ in range(UNMASK):
+    for _ in range(UNMASK - MASKED_INPUT):
         assert messages is not None
         messages = hub.receive(sites(messages))
     assert messages is not None
@@ -184,12 +205,12 @@ def _advance_to_unmask(sites: InProcessSites) -> tuple[HubAggregation, dict[str,
 
 def test_site_reveals_nothing_when_shown_different_survivor_lists(sites) -> None:
     hub, messages = _advance_to_unmask(sites)
-    # a malicious hub tells site04 that site00 dropped, to get site00's mask key from it:
-    # site04 must refuse because the others signed a list with site00 in it.
+    # a malicious hub tells site04 that site00 dropped, to get site04's pairwise-seed shares
+    # of site00's masks: site04 must refuse because the others signed a list with site00 in it.
     lie = [s for s in hub.u3 if s != "site00"]
     with pytest.raises(ProtocolError, match=r"expected 'unmasking'; each step is answered once"):
         # a second consistency message is out of order: each step is answered once
-        sites({"site04": hub_message(hub.aggregation_id, CONSISTENCY,
+        sites({"site04": hub_message(hub.session.session_id, hub.aggregation_id, CONSISTENCY,
                                      {"live": pack_names(lie)})})
     signatures = unpack_map(unpack_map(messages["site04"])["signatures"])
     forged_list = seal_reply(sites.identities["site01"], CONSISTENCY, hub.digest,
@@ -227,9 +248,25 @@ def test_hub_claiming_too_few_live_sites_is_refused_by_the_site(sites) -> None:
 
 
 def test_wrong_manifest_is_rejected(sites, ten_identities) -> None:
-    hub = HubAggregation(sites.manifest, os.urandom(16), b"", SPECS, sorted(sites.states))
-    message = hub.start()["site00"]
+    message = HubSession(sites.manifest, sorted(sites.states)).start()["site00"]
     from hemafed.secure import FederationManifest
     other = FederationManifest.build("other", [ten_identities[s] for s in sites.states], 3)
     with pytest.raises(ProtocolError, match="another federation manifest"):
         site_step(message, {}, ten_identities["site00"], other, sites.computes["site00"])
+
+
+def test_unmasking_never_reveals_what_unmasks_one_survivor(ten_identities) -> None:
+    """With dropouts, sites reveal self-mask shares of survivors and pairwise-seed shares of
+    survivors with dropped sites only: never a seed between two survivors."""
+    names = list(ten_identities)[:6]
+    values = {s: {"n": np.arange(4, dtype=float) + i} for i, s in enumerate(names)}
+    sites = build_sites(values, SPECS, threshold=3, drop_at={MASKED_INPUT: {"site02"}},
+                        identities={s: ten_identities[s] for s in names})
+    out = sites.secure_sum(os.urandom(16), b"", SPECS)
+    assert out.dropped == ("site02",)
+    for r in sites.received:
+        if r.round_no == UNMASK:
+            body = unpack_map(unpack_map(r.reply)["body"])
+            assert "site02" not in body  # nothing of the dropped site's self mask
+            for item in body.values():
+                assert set(unpack_map(unpack_map(item)["s"])) == {"site02"}

@@ -17,10 +17,20 @@ from secagg_helpers import build_sites, constant_compute
 
 from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
 from hemafed.federation.queries import Statistic
-from hemafed.secure import HubAggregation, InProcessSites, SiteIdentity, encoding, run_secure_sum
+from hemafed.secure import (
+    FederationManifest,
+    HubAggregation,
+    HubSession,
+    InProcessSites,
+    SecureSumSession,
+    SiteIdentity,
+    encoding,
+    run_secure_sum,
+    site_step,
+)
 from hemafed.secure.codec import unpack_map
 from hemafed.secure.encoding import FixedPointLayout
-from hemafed.secure.protocol import MASKED_INPUT, UNMASK
+from hemafed.secure.protocol import CONSISTENCY, MASKED_INPUT, SETUP, UNMASK
 
 
 def _agg_id() -> bytes:
@@ -36,7 +46,7 @@ def test_exact_sum_of_ten_sites(mixed_values, ten_identities) -> None:
     sites = build_sites(values, specs, threshold=7, identities=ten_identities)
     out = sites.secure_sum(_agg_id(), b"request", specs)
     assert out.contributors == tuple(sorted(values)) and out.dropped == ()
-    assert out.round_trips == 5
+    assert out.round_trips == 4  # the session set-up, then three
     np.testing.assert_array_equal(out.values["counts"], _reference(values, values, "counts"))
     # each site rounds to 1e-4 exactly representable steps: error at most float rounding
     np.testing.assert_allclose(out.values["score"], _reference(values, values, "score"),
@@ -76,13 +86,16 @@ def test_three_of_ten_drop_before_masked_input_and_one_during_unmasking(
                                atol=1e-9)
 
 
-def test_drop_right_after_advertising_keys(mixed_values, ten_identities) -> None:
+def test_a_drop_at_every_step(mixed_values, ten_identities) -> None:
     values, specs = mixed_values
     sites = build_sites(values, specs, threshold=6, identities=ten_identities,
-                        drop_at={0: {"site08"}, 1: {"site00"}, 2: {"site05"}, 3: {"site06"}})
+                        drop_at={SETUP: {"site08"}, MASKED_INPUT: {"site00"},
+                                 CONSISTENCY: {"site05"}, UNMASK: {"site06"}})
     out = sites.secure_sum(_agg_id(), b"", specs)
-    survivors = sorted(set(values) - {"site08", "site00", "site05"})
-    assert out.contributors == tuple(survivors)  # site06 sent its input, then dropped
+    survivors = sorted(set(values) - {"site08", "site00"})
+    # site05 and site06 sent their inputs, then dropped: their masks are removed from shares
+    assert out.contributors == tuple(survivors)
+    assert out.dropped == ("site00", "site08")
     np.testing.assert_array_equal(out.values["counts"], _reference(values, survivors, "counts"))
 
 
@@ -99,7 +112,7 @@ def test_too_few_sites_at_the_first_step(mixed_values, ten_identities) -> None:
     values, specs = mixed_values
     sites = build_sites(values, specs, threshold=7, identities=ten_identities,
                         drop_at={0: {f"site0{i}" for i in range(2, 10)}})
-    with pytest.raises(ProtocolError, match=r"only 2 of 10 sites answered the 'advertise keys' "
+    with pytest.raises(ProtocolError, match=r"only 2 of 10 sites answered the 'session keys' "
                                             r"step; the threshold is 7"):
         sites.secure_sum(_agg_id(), b"", specs)
 
@@ -109,11 +122,16 @@ def test_hub_checks_modulus_capacity_before_starting() -> None:
     ids = [SiteIdentity.generate(f"s{i:04d}") for i in range(2048)]
     manifest = FederationManifest.build("big", ids, threshold=2)
     at_most = {"x": Statistic((1,), 0, 2.0**47 - 1)}  # 2048 * 2**47 = 2**58
+    def no_exchange(messages):
+        raise AssertionError("no message may be sent")
+
     with mock.patch.object(encoding, "MODULUS", 2**58), \
             pytest.raises(InvalidInput, match=r"sum of 2048 sites .* does not fit"):
-        HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids])
-    with mock.patch.object(encoding, "MODULUS", 2**58):
-        HubAggregation(manifest, _agg_id(), b"", at_most, [i.site_id for i in ids[:2047]])
+        SecureSumSession(no_exchange, manifest, [i.site_id for i in ids]).secure_sum(
+            _agg_id(), b"", at_most)
+    with mock.patch.object(encoding, "MODULUS", 2**58), pytest.raises(AssertionError):
+        SecureSumSession(no_exchange, manifest, [i.site_id for i in ids[:2047]]).secure_sum(
+            _agg_id(), b"", at_most)
 
 
 def test_policy_refusal_ends_the_aggregation(ten_identities) -> None:
@@ -172,7 +190,7 @@ def test_masked_inputs_look_uniform_and_reveal_no_single_input(ten_identities) -
     out = sites.secure_sum(_agg_id(), b"", specs)
     np.testing.assert_array_equal(out.values["x"], _reference(values, names, "x"))
     layout = FixedPointLayout.from_specs(specs, len(names))
-    masked = {r.site: np.frombuffer(unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])
+    masked = {r.site: np.frombuffer(unpack_map(unpack_map(r.reply)["body"])
                                     ["vector"], dtype="<u8")
               for r in sites.received if r.round_no == MASKED_INPUT}
     for site, y in masked.items():
@@ -187,13 +205,11 @@ def test_masked_inputs_look_uniform_and_reveal_no_single_input(ten_identities) -
     for y in masked.values():
         full += y
     assert np.mean(full == layout.encode(out.values)) < 1e-3  # low = 0: encoded sum
-    # unmasking revealed only self-mask shares (every site survived): no pairwise key at all
-    kinds = set()
+    # unmasking revealed only self-mask shares (every site survived): no pairwise seed at all
     for r in sites.received:
         if r.round_no == UNMASK:
-            body = unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])
-            kinds |= {unpack_map(item)["kind"] for item in body.values()}
-    assert kinds == {b"b"}
+            body = unpack_map(unpack_map(r.reply)["body"])
+            assert all(unpack_map(unpack_map(item)["s"]) == {} for item in body.values())
 
 
 def test_fifty_sites_on_a_sparse_regular_graph() -> None:
@@ -203,8 +219,10 @@ def test_fifty_sites_on_a_sparse_regular_graph() -> None:
     values = {f"h{i:02d}": {"v": np.round(rng.uniform(-50, 50, 300), 2)} for i in range(n)}
     sites = build_sites(values, specs, threshold=30, degree=k,
                         drop_at={MASKED_INPUT: {"h03", "h31"}, UNMASK: {"h17"}})
-    hub = HubAggregation(sites.manifest, _agg_id(), b"", specs, list(values))
-    assert all(len(nb) == k for nb in hub.graph.values())
+    session = HubSession(sites.manifest, list(values))
+    assert all(len(nb) == k for nb in session.graph.values())
+    session.receive(sites(session.start()))
+    hub = HubAggregation(session, _agg_id(), b"", specs)
     messages = hub.start()
     while messages is not None:
         messages = hub.receive(sites(messages))
@@ -212,10 +230,11 @@ def test_fifty_sites_on_a_sparse_regular_graph() -> None:
     survivors = sorted(set(values) - {"h03", "h31"})
     assert out.contributors == tuple(survivors)
     np.testing.assert_allclose(out.values["v"], _reference(values, survivors, "v"), atol=1e-8)
-    # SecAgg+: every site saw only its k neighbours' keys, not all 49
-    share_keys_msgs = [r for r in sites.received if r.round_no == 1]
-    assert all(len(unpack_map(unpack_map(unpack_map(r.reply)["signed"])["body"])) == k
-               for r in share_keys_msgs)
+    # SecAgg+: every site shared secrets with its k neighbours only, not all 49
+    masked = [r for r in sites.received if r.round_no == MASKED_INPUT]
+    assert len(masked) == n - 2
+    assert all(len(unpack_map(unpack_map(unpack_map(r.reply)["body"])
+                              ["shares"])) == k for r in masked)
 
 
 def test_run_secure_sum_with_a_subset_of_the_manifest(mixed_values, ten_identities) -> None:
@@ -253,3 +272,70 @@ def test_any_dropout_pattern_within_the_threshold_gives_the_survivors_sum(drops)
     contributors = sorted(s for s in names if s not in sites.dropped_by(MASKED_INPUT))
     assert out.contributors == tuple(contributors)
     np.testing.assert_array_equal(out.values["x"], _reference(values, contributors, "x"))
+
+
+def test_a_session_serves_many_aggregations_in_three_round_trips(mixed_values,
+                                                                  ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=7, identities=ten_identities)
+    trips = [sites.secure_sum(_agg_id(), b"", specs).round_trips for _ in range(4)]
+    assert trips == [4, 3, 3, 3]
+    setups = [r for r in sites.received if r.round_no == SETUP]
+    assert len(setups) == 10  # one session: each site advertised its keys once
+
+
+def test_sessions_survive_a_dropout_and_the_next_sum_reinvites_the_site(
+        mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=6, identities=ten_identities,
+                        drop_at={MASKED_INPUT: {"site03"}, UNMASK: {"site04"}})
+    first = sites.secure_sum(_agg_id(), b"", specs)
+    assert first.dropped == ("site03",)
+    survivors = sorted(set(values) - {"site03"})
+    np.testing.assert_array_equal(first.values["counts"], _reference(values, survivors, "counts"))
+    sites.drop_at = {}  # site03 is back
+    second = sites.secure_sum(_agg_id(), b"", specs)
+    assert second.round_trips == 4 and second.dropped == ()  # a fresh session re-invited it
+    np.testing.assert_array_equal(second.values["counts"], _reference(values, values, "counts"))
+
+
+def test_a_site_that_lost_its_session_refuses_and_the_next_sum_recovers(
+        mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    sites = build_sites(values, specs, threshold=6, identities=ten_identities)
+    sites.secure_sum(_agg_id(), b"", specs)
+    sites.states["site02"].clear()  # e.g. the SuperNode restarted
+    with pytest.raises(ProtocolError, match="session this site does not hold"):
+        sites.secure_sum(_agg_id(), b"", specs)
+    out = sites.secure_sum(_agg_id(), b"", specs)
+    assert out.round_trips == 4 and out.dropped == ()
+
+
+def test_semi_honest_federations_skip_the_consistency_check(mixed_values, ten_identities) -> None:
+    values, specs = mixed_values
+    ids = ten_identities
+    manifest = FederationManifest.build("t", ids.values(), threshold=6, hub_model="semi-honest")
+    assert FederationManifest.from_json(manifest.to_json()) == manifest
+    sites = InProcessSites(ids.values(), manifest,
+                           {s: constant_compute(v, specs) for s, v in values.items()},
+                           drop_at={MASKED_INPUT: {"site03"}, CONSISTENCY: {"site07"}})
+    first = sites.secure_sum(_agg_id(), b"", specs)
+    survivors = sorted(set(values) - {"site03"})
+    assert first.contributors == tuple(survivors) and first.round_trips == 3  # set-up + 2
+    np.testing.assert_array_equal(first.values["counts"], _reference(values, survivors, "counts"))
+    sites.drop_at = {}
+    trips = [sites.secure_sum(_agg_id(), b"", specs).round_trips for _ in range(3)]
+    assert trips == [3, 2, 2]  # a fresh session after the dropout, then two per sum
+    assert not any(r.round_no == UNMASK for r in sites.received)
+
+
+def test_manifests_that_differ_in_hub_model_do_not_interoperate(ten_identities) -> None:
+    ids = list(ten_identities.values())[:3]
+    strict = FederationManifest.build("t", ids, threshold=2)
+    lax = FederationManifest.build("t", ids, threshold=2, hub_model="semi-honest")
+    assert strict.hub_model == "malicious" and strict.fingerprint != lax.fingerprint
+    message = HubSession(lax, [i.site_id for i in ids]).start()["site00"]
+    with pytest.raises(ProtocolError, match="another federation manifest"):
+        site_step(message, {}, ids[0], strict, constant_compute({}, {}))
+    with pytest.raises(InvalidInput, match="hub_model must be one of"):
+        FederationManifest.build("t", ids, threshold=2, hub_model="trusting")

@@ -27,10 +27,19 @@ from the sums of the last round, with no further round.
 
 Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
 unchanged) so that ``exp(xb)`` stays well scaled and has a public bound for secure encoding.
-Steps are halved when the log-likelihood falls; a singular Hessian (a constant covariate,
-perfect collinearity) or diverging coefficients (perfect separation) raise
-``ConvergenceError`` naming the covariate. ``penalizer`` adds ``-penalizer/2 * |beta|^2`` on the
-covariates' own scale (lifelines penalises standardised covariates, so penalised fits differ).
+Newton stops once a step moved every coefficient by less than ``tol`` (1e-6) of its standard
+error, which leaves of the order of ``tol**2`` standard errors. The rule is scale-free: the former
+absolute step tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
+steps of 5e-11 to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
+(The 3.4e-6 relative difference to lifelines once reported at 86 sites was lifelines': with
+``precision=1e-10`` it stops on its Newton decrement and returns the point before that last
+step, ~2e-6 standard errors short, 3.4e-6 relative for a near-zero coefficient; see
+``benchmarks/bench_cox_sites.py``.) Steps are halved when the log-likelihood falls, unless they
+are under :data:`WHOLE_STEP_SE` standard errors (where rounding noise in the sums could decide).
+A singular Hessian (a constant covariate, perfect collinearity) or diverging coefficients
+(perfect separation) raise ``ConvergenceError`` naming the covariate. ``penalizer`` adds
+``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises standardised
+covariates, so penalised fits differ).
 
 >>> # cph = FederatedCoxPH(ties="efron").fit(federation, "os_time", "os_status", "age + hb")
 >>> # cph.summary  # the columns of lifelines' CoxPHFitter.summary
@@ -66,6 +75,12 @@ log = logging.getLogger(__name__)
 SEPARATION_LIMIT = 30.0
 """A coefficient whose effect across the covariate's public range exceeds exp(30) diverges."""
 
+WHOLE_STEP_SE = 0.01
+"""A Newton step under this many standard errors is taken whole, without comparing
+log-likelihoods: the quadratic model is accurate there, and the gain such a step predicts
+(below ``p * 5e-5``) can be smaller than the rounding noise of the fixed-point secure sums, so a
+comparison would only reject good steps (and halve them down to a false convergence)."""
+
 
 def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
     """Name the covariate a (near-)singular Hessian cannot identify, or None if it is fine."""
@@ -83,14 +98,17 @@ class FederatedCoxPH:
     """Cox regression over a federation, shaped like lifelines' ``CoxPHFitter``.
 
     ``strata``: None, ``"site"`` (each site its own baseline hazard) or a categorical cohort
-    column with ``strata_levels``. After ``fit``: ``summary``, ``params_``, ``standard_errors_``,
-    ``variance_matrix_``, ``log_likelihood_``, ``concordance_index_``, ``rounds``, ``plot()``,
-    ``to_json()``, ``print_summary()``.
+    column with ``strata_levels``. ``tol``: the fit has converged once the Newton step just taken
+    (before any halving) moved every coefficient by less than ``tol`` of its standard error;
+    Newton converges quadratically, so the coefficients are then of the order of ``tol**2``
+    standard errors from the optimum. After ``fit``: ``summary``, ``params_``,
+    ``standard_errors_``, ``variance_matrix_``, ``log_likelihood_``, ``concordance_index_``,
+    ``rounds``, ``plot()``, ``to_json()``, ``print_summary()``.
     """
 
     def __init__(self, ties: str = "efron", strata: str | None = None,
                  strata_levels: Iterable[str] | None = None, penalizer: float = 0.0,
-                 alpha: float = 0.05, tol: float = 1e-10, max_rounds: int = 50) -> None:
+                 alpha: float = 0.05, tol: float = 1e-6, max_rounds: int = 50) -> None:
         if ties not in ("efron", "breslow"):
             raise InvalidInput(f"ties must be 'efron' or 'breslow', got {ties!r}")
         if strata is not None and strata != "site" and not strata_levels:
@@ -209,6 +227,8 @@ class FederatedCoxPH:
                     f"the Hessian is singular: covariate {bad!r} is constant or collinear with "
                     f"others in the pooled complete cases; drop or recode it")
             step = np.linalg.solve(-hess, grad)
+            # the full step in standard errors: the rounds' stopping rule (see the class docstring)
+            step_se = float(np.max(np.abs(step) / np.sqrt(np.abs(np.diag(np.linalg.inv(-hess))))))
             halvings = 0
             while True:
                 cand = beta + step
@@ -219,19 +239,23 @@ class FederatedCoxPH:
                         f"coefficient of {names[j]!r} diverges (perfect separation or monotone "
                         f"likelihood); drop or merge that covariate")
                 ll_new, g_new, h_new, _ = self._derivatives(cand)
-                if ll_new >= ll - 1e-12 * max(1.0, abs(ll)) or halvings >= 20:
+                if (step_se < WHOLE_STEP_SE or ll_new >= ll - 1e-12 * max(1.0, abs(ll))
+                        or halvings >= 20):
                     break
                 step, halvings = step / 2, halvings + 1
             moved = np.abs(cand - beta)
             beta, ll_old, ll, grad, hess = cand, ll, ll_new, g_new, h_new
-            if float(moved.max()) < self.tol:
-                converged = True
-                break
             if abs(ll - ll_old) < 1e-10 * max(1.0, abs(ll)) and float(moved.max()) > 1e-4:
                 # the likelihood is flat but a coefficient keeps moving: monotone likelihood
                 raise ConvergenceError(
                     f"coefficient of {names[int(np.argmax(moved))]!r} diverges (perfect "
                     f"separation or monotone likelihood); drop or merge that covariate")
+            # (checked after the monotone-likelihood test: there the standard errors blow up)
+            if step_se < self.tol:
+                # a Newton step this small (in standard errors) leaves about its square: a
+                # scale-free rule, far above the fixed-point noise floor of secure sums
+                converged = True
+                break
         if not converged:
             raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} rounds; "
                                    f"check the covariates for separation or raise max_rounds")

@@ -46,8 +46,8 @@ class LocalSumFederation:
         q = get_query(query)
         self.calls.append((query, dict(params)))
         total: dict[str, np.ndarray] | None = None
-        for cohort in self._cohorts.values():
-            out = q.run(cohort, params)
+        for site_id, cohort in self._cohorts.items():
+            out = q.run(cohort, params, site_id=site_id)
             total = out if total is None else {k: total[k] + out[k] for k in total}
         assert total is not None
         noise_std: dict[str, float] = {}

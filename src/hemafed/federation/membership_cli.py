@@ -72,7 +72,12 @@ def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],
                  threshold: Annotated[int, typer.Option("--threshold", min=2,
                                                         help="least live sites per aggregation")],
                  out: Annotated[Path, typer.Option("--out", help="manifest file to write")]
-                 = Path("federation.json")) -> None:
+                 = Path("federation.json"),
+                 hub_model: Annotated[str, typer.Option(
+                     "--hub-model", help="'malicious' (default: a consistency check before "
+                     "any secret is revealed, 3 round trips per secure sum) or 'semi-honest' "
+                     "(the hub is trusted to follow the protocol: 2 round trips); see "
+                     "docs/security.md")] = "malicious") -> None:
     """Build the federation manifest pinning every site's identity key."""
     from hemafed.secure import FederationManifest
 
@@ -85,9 +90,10 @@ def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],
             if parts[0] in sites:
                 raise InvalidInput(f"{path}: site {parts[0]!r} given twice")
             sites[parts[0]] = base64.b64decode(parts[1], validate=True)
-        manifest = FederationManifest(name, threshold, sites)
+        manifest = FederationManifest(name, threshold, sites, hub_model=hub_model)
     except (HemafedError, ValueError) as exc:
         raise _fail(exc if isinstance(exc, HemafedError) else InvalidInput(str(exc))) from exc
     manifest.save(out)
-    typer.echo(f"wrote {out}: {len(sites)} sites, threshold {threshold}")
+    typer.echo(f"wrote {out}: {len(sites)} sites, threshold {threshold}, hub model "
+               f"{manifest.hub_model}")
     typer.echo(f"fingerprint: {manifest.fingerprint.hex()}")

@@ -6,6 +6,12 @@ return, their shapes and the bounds every element lies in. Secure aggregation en
 element in fixed point within those bounds (a value outside is an error, never clipped), and
 differential privacy calibrates noise to the declared per-patient sensitivity.
 
+A query declared ``site_aware`` also receives the answering site's own id, under the reserved
+parameter :data:`SITE_ID_PARAM`. Only the site puts it there (:meth:`Query.run` with
+``site_id=``, called by :class:`~hemafed.site.node.SiteNode` after the policy check, with its own
+id); a request that already carries the key is refused, so a hub cannot make a site compute as
+another site.
+
 >>> q = get_query("cohort_size")
 >>> q.declare({})["n"].shape
 (1,)
@@ -23,6 +29,11 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 
 Params = Mapping[str, Any]
+
+
+SITE_ID_PARAM = "_site_id"
+"""Reserved parameter under which a ``site_aware`` query's ``compute`` receives the answering
+site's id. The site supplies it; hub-supplied parameters holding it are refused."""
 
 
 MAX_STEPS = 2**90
@@ -73,7 +84,12 @@ class Statistic:
 
 @dataclass(frozen=True)
 class Query:
-    """A registered site query. ``check_params`` raises ``InvalidInput`` for bad parameters."""
+    """A registered site query. ``check_params`` raises ``InvalidInput`` for bad parameters.
+
+    ``site_aware``: ``compute`` also gets the answering site's id as ``params[SITE_ID_PARAM]``
+    (``check_params`` and ``declare`` see only the hub's parameters, so every site and the hub
+    agree on the declaration).
+    """
 
     name: str
     version: str
@@ -81,15 +97,34 @@ class Query:
     declare: Callable[[Params], dict[str, Statistic]]
     check_params: Callable[[Params], None] = field(default=lambda params: None)
     description: str = ""
+    site_aware: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def run(self, cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-        """Check parameters, compute, and check the result against the declaration."""
+    def check(self, params: Params) -> None:
+        """Check the hub's parameters: the reserved site-id key is refused, then ``check_params``."""
+        if SITE_ID_PARAM in params:
+            raise InvalidInput(
+                f"query {self.key}: parameter {SITE_ID_PARAM!r} is reserved for the answering "
+                "site's own id, which the site adds itself; remove it from the request")
         self.check_params(params)
+
+    def run(self, cohort: Cohort, params: Params, *,
+            site_id: str | None = None) -> dict[str, np.ndarray]:
+        """Check parameters, compute, and check the result against the declaration.
+
+        ``site_id``: the id of the site running the query (its own, never the hub's word);
+        required by ``site_aware`` queries, ignored by the others.
+        """
+        self.check(params)
         spec = self.declare(params)
+        if self.site_aware:
+            if not isinstance(site_id, str) or not site_id:
+                raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
+                                   "site (SiteNode.answer) or pass site_id=")
+            params = {**params, SITE_ID_PARAM: site_id}
         out = self.compute(cohort, params)
         if set(out) != set(spec):
             raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")

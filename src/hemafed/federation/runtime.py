@@ -3,7 +3,8 @@
 Hub side, :class:`SecureFederation` implements the :class:`~hemafed.federation.api.Federation`
 interface on top of an ``exchange`` function (Flower simulation, Flower deployment or in-process:
 :mod:`hemafed.federation.transport`). Each ``secure_sum`` is one secure aggregation
-(:mod:`hemafed.secure`), whose first message carries the signed-off request.
+(:mod:`hemafed.secure`), whose first message carries the signed-off request; the aggregations
+of one federation object share a secure-aggregation session (keys advertised once).
 
 Site side, :func:`site_handler` is the handler factory every transport calls with a site's
 configuration: it opens the site directory (cohort, policy, ledger, audit log, identity key and
@@ -33,7 +34,7 @@ from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
 from hemafed.privacy.calibration import noisy_specs, release_noise_std
-from hemafed.secure import FederationManifest, SiteIdentity, run_secure_sum, site_step
+from hemafed.secure import FederationManifest, SecureSumSession, SiteIdentity, site_step
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ MANIFEST_FILE = Path("federation.json")
 SITE_QUERY_MODULES = (
     "hemafed.analytics", "hemafed.analytics.describe", "hemafed.analytics.logistic",
     "hemafed.analytics.competing", "hemafed.learn.features", "hemafed.learn.gbdt",
-    "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.synth.queries",
+    "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.learn.validation",
+    "hemafed.synth.queries",
 )
 """Modules whose import registers the site queries every site must be able to answer."""
 
@@ -156,6 +158,7 @@ class SecureFederation:
         if unknown:
             raise InvalidInput(f"site(s) {unknown} are not in the federation manifest")
         self._site_ids = ids
+        self._sums = SecureSumSession(exchange, manifest, ids)
         self.spec_sha256 = spec_sha256
         self.requester = requester
         _load_analyses()
@@ -176,8 +179,7 @@ class SecureFederation:
         specs = noisy_specs(base_specs, dp, divisor)
         request = SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
                               dict(params), self.requester, dp, divisor, True)
-        outcome = run_secure_sum(self._exchange, self.manifest, os.urandom(16),
-                                 request.to_json(), specs, list(self._site_ids))
+        outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs)
         noise_std: dict[str, float] = {}
         if dp is not None:
             scale = math.sqrt(len(outcome.contributors) / divisor)

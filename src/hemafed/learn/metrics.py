@@ -156,6 +156,17 @@ def _eval_rows(cohort: Cohort, params: Params) -> EvalRows:
     return EvalRows(np.minimum(idx, grid.size - 1), event, r)
 
 
+def site_eval_rows(cohort: Cohort, params: Params) -> EvalRows:
+    """The site's evaluation rows for a request holding ``duration_col``, ``event_col``,
+    ``grid`` and ``predictor`` (rows with a known outcome and risk, grid-mapped times)."""
+    return _eval_rows(cohort, params)
+
+
+def check_predictor(p: Any) -> dict[str, Any]:
+    """Validated predictor parameters (raises ``InvalidInput``)."""
+    return _check_predictor(p)
+
+
 def _base_check(params: Params) -> None:
     for key in ("duration_col", "event_col"):
         if not isinstance(params.get(key), str) or not params.get(key):

@@ -7,7 +7,11 @@ hospital could train alone, and does it match a pooled analysis?
 (b) one federated model over every site's training part (secure sums only),
 (c) one model on the pooled training parts (what sharing all data would give),
 
-and scores (d) a published score (IPSS-M mean score, for MDS) as a risk predictor. Every arm is
+and scores (d) a published score (IPSS-M mean score computed at the sites, for MDS; or any public
+predictor such as a published risk class stored as a column, e.g. ELN 2017 for AML) as a risk
+predictor. Optional extra arms (``extra_arms``) are pooled references trained on the pooled
+training parts by another implementation, e.g. XGBoost
+(:func:`hemafed.learn.validation.xgboost_cox_trainer`). Every arm is
 evaluated on the *same* held-out patients of each site (those with a known outcome and a
 computable published score). A site's C-index on its own held-out patients is what that site
 can compute locally (exact Harrell's C on grid-mapped times); the paired bootstrap resamples
@@ -35,6 +39,7 @@ from hemafed.federation.local import LocalSumFederation
 from hemafed.learn.features import federated_bins
 from hemafed.learn.gbdt import FederatedGBDT, default_grid
 from hemafed.learn.metrics import (
+    check_predictor,
     evaluate,
     gbdt_predictor,
     ipssm_predictor,
@@ -44,6 +49,9 @@ from hemafed.learn.metrics import (
 log = logging.getLogger(__name__)
 
 ARMS = ("site_alone", "federated", "pooled", "published")
+
+PooledTrainer = Callable[[Cohort], Callable[[Cohort], np.ndarray]]
+"""Trains on the pooled training cohort; returns a risk function (higher = worse)."""
 
 
 def pool_cohorts(cohorts: Mapping[str, Cohort] | Sequence[Cohort]) -> Cohort:
@@ -62,6 +70,35 @@ def pool_cohorts(cohorts: Mapping[str, Cohort] | Sequence[Cohort]) -> Cohort:
         raise InvalidInput("pool_cohorts: a patient_id occurs at two sites; pseudonymise per site")
     mutations = pd.concat([c.mutations for c in parts], ignore_index=True)
     return Cohort(patients, mutations, panels)
+
+
+ELN2017_RISK = {"favorable": 0.0, "intermediate": 1.0, "adverse": 2.0}
+"""ELN 2017 genetic risk class as an ordinal risk score (higher = worse)."""
+
+AML_FEATURES = ("age", "sex", "wbc", "hb", "plt", "bm_blast", "secondary", "complex", "t_8_21",
+                "inv_16", "t_15_17", "t_9_11", "t_v_11", "t_6_9", "t_9_22", "inv_3", "minus5",
+                "minus7", "minus17", "del5q", "gene:NPM1", "gene:FLT3_ITD", "gene:FLT3_TKD",
+                "gene:CEBPA", "gene:TP53", "gene:RUNX1", "gene:ASXL1", "gene:DNMT3A",
+                "gene:IDH1", "gene:IDH2", "gene:TET2", "gene:NRAS", "gene:KRAS", "gene:WT1",
+                "gene:SRSF2", "gene:SF3B1", "gene:U2AF1", "gene:STAG2", "gene:BCOR",
+                "gene:EZH2", "gene:KIT", "gene:PTPN11", "gene:ZRSR2", "gene:KMT2A")
+"""AML model features present in both Tazi et al. 2022 cohorts (clinical, cytogenetic flags and
+genes sequenced by both panels)."""
+
+
+def with_score_column(cohort: Cohort, column: str, scores: pd.Series) -> Cohort:
+    """The cohort with a per-patient public score (e.g. a published risk class already mapped to
+    numbers) as the patient column ``column``, matched on ``patient_id``; NaN where absent.
+
+    Lets a published label travel with the site's patients so that the site can evaluate it
+    (:func:`hemafed.learn.metrics.column_predictor`)."""
+    p = cohort.patients
+    if column in p.columns:
+        raise InvalidInput(f"with_score_column: the cohort already has a column {column!r}")
+    values = pd.to_numeric(scores, errors="coerce")
+    values.index = values.index.astype(str)
+    patients = p.assign(**{column: p["patient_id"].astype(str).map(values).astype("Float64")})
+    return Cohort(patients, cohort.mutations, cohort.panels)
 
 
 def holdout_split(cohort: Cohort, fraction: float, seed: int | Sequence[int]
@@ -142,22 +179,39 @@ def compare_site_federated_pooled(
         site_cohorts: Mapping[str, Cohort], features: str | Iterable[str | Term] | DesignSpec,
         outcome: tuple[str, str] = ("os_time", "os_status"), holdout_fraction: float = 0.3,
         seed: int = 0, *, n_rounds: int = 50, learning_rate: float = 0.1, max_depth: int = 3,
-        min_child_weight: float = 1.0, max_bins: int = 32, published: str | None = "ipssm",
+        min_child_weight: float = 1.0, max_bins: int = 32,
+        published: str | Mapping[str, Any] | None = "ipssm",
         horizon: float = 5.0, n_boot: int = 1000, grid: Sequence[float] | None = None,
         federation_factory: Callable[[Mapping[str, Cohort]], Federation] = LocalSumFederation,
+        extra_arms: Mapping[str, PooledTrainer] | None = None,
 ) -> StudyResult:
     """Site alone vs federated vs pooled (vs published score) on every site's held-out patients.
 
     ``outcome`` is a ``(duration_col, event_col)`` pair (Cox boosting). ``federation_factory``
     builds the federation over the sites' training parts (default: the plain-sum test double).
     ``grid`` is the public time grid of the Cox objective and of the C-index (default: monthly
-    to 20 years); times past it count as censored at its end.
+    to 20 years); times past it count as censored at its end. ``published``: ``"ipssm"``, a
+    predictor mapping (e.g. :func:`hemafed.learn.metrics.column_predictor`) or None.
+    ``extra_arms``: name -> trainer run once on the pooled training parts; each adds a
+    ``c_<name>`` column, its mean and the CI of "federated - <name>" to the summary.
     """
     if isinstance(outcome, str) or len(outcome) != 2:
         raise InvalidInput("outcome must be a (duration_col, event_col) pair: the study "
                            "compares survival risk models by C-index")
-    if published not in (None, "ipssm"):
-        raise InvalidInput(f"published must be 'ipssm' or None, got {published!r}")
+    pub: dict[str, Any] | None
+    if published is None:
+        pub = None
+    elif isinstance(published, Mapping):
+        pub = check_predictor(published)
+    elif published == "ipssm":
+        pub = ipssm_predictor()
+    else:
+        raise InvalidInput(f"published must be 'ipssm', a predictor mapping or None, got "
+                           f"{published!r}")
+    extras = dict(extra_arms or {})
+    clash = sorted(set(extras) & set(ARMS))
+    if clash:
+        raise InvalidInput(f"extra_arms names {clash} are taken by the study's own arms")
     if len(site_cohorts) < 2:
         raise InvalidInput("the study needs at least two sites")
     names = list(site_cohorts)
@@ -184,10 +238,14 @@ def compare_site_federated_pooled(
         except InvalidInput as err:  # e.g. no event at a small site: it cannot train alone
             log.warning("site %s cannot train alone: %s", site, err)
             site_models[site] = None
+    extra_models = {}
+    if extras:
+        pooled_train = pool_cohorts(train)
+        extra_models = {name: trainer(pooled_train) for name, trainer in extras.items()}
 
     rng = np.random.default_rng([seed, 7919])
     g = np.asarray(grid)
-    rows, boot = [], {a: np.zeros(n_boot) for a in ARMS}
+    rows, boot = [], {a: np.zeros(n_boot) for a in (*ARMS, *extras)}
     cross: dict[str, dict[str, float]] = {s: {} for s in names}
     for site in names:
         cohort = test[site]
@@ -198,8 +256,10 @@ def compare_site_federated_pooled(
         sm = site_models[site]
         risks["site_alone"] = (sm.predict_margin(cohort) if sm is not None
                                else np.zeros(len(cohort)))
-        if published == "ipssm":
-            risks["published"] = predict_risk(cohort, ipssm_predictor())
+        if pub is not None:
+            risks["published"] = predict_risk(cohort, pub)
+        for name, risk_of in extra_models.items():
+            risks[name] = np.asarray(risk_of(cohort), dtype=float)
         keep = known & np.all([~np.isnan(r) for r in risks.values()], axis=0)
         row: dict[str, Any] = {"site": site, "n_train": len(train[site]),
                                "n_test": int(keep.sum()), "events_test": int(ev[keep].sum())}
@@ -237,10 +297,11 @@ def compare_site_federated_pooled(
                         "fed_pooled": ("federated", "pooled")}.items():
         est, lo, hi = ci(a, b)
         summary |= {f"diff_{key}": est, f"diff_{key}_low": lo, f"diff_{key}_high": hi}
-    if "published" in risks:
-        est, lo, hi = ci("federated", "published")
-        summary |= {"diff_fed_published": est, "diff_fed_published_low": lo,
-                    "diff_fed_published_high": hi}
+    for arm in ("published", *extras):
+        if arm in risks:
+            est, lo, hi = ci("federated", arm)
+            summary |= {f"diff_fed_{arm}": est, f"diff_fed_{arm}_low": lo,
+                        f"diff_fed_{arm}_high": hi}
 
     # the pooled held-out set, evaluated through the federation (secure sums only)
     fed_test = federation_factory(test)
@@ -249,8 +310,8 @@ def compare_site_federated_pooled(
     for arm, model in (("federated", fed_model), ("pooled", pooled_model)):
         overall[arm] = evaluate(fed_test, gbdt_predictor(model), outcome[0], outcome[1],
                                 horizon=horizon).as_dict()
-    if published == "ipssm":
-        overall["published"] = evaluate(fed_test, ipssm_predictor(), outcome[0], outcome[1],
+    if pub is not None:
+        overall["published"] = evaluate(fed_test, pub, outcome[0], outcome[1],
                                         horizon=horizon).as_dict()
     log.debug("federated evaluation took %.2f s", time.perf_counter() - start)
     cross_site = pd.DataFrame(cross).T.reindex(index=names, columns=names)

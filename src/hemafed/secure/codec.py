@@ -67,22 +67,37 @@ def unpack_map(data: bytes, what: str = "message") -> dict[str, bytes]:
     """Decode :func:`pack_map` output; anything malformed raises ``ProtocolError``."""
     if not isinstance(data, bytes | bytearray):
         raise ProtocolError(f"{what}: expected bytes, got {type(data).__name__}")
-    reader = _Reader(bytes(data), what)
-    if reader.take(4) != _MAGIC:
+    data = bytes(data)
+    size = len(data)
+    if data[:4] != _MAGIC:
         raise ProtocolError(f"{what}: not a hemafed secure-aggregation message")
-    (count,) = _U32.unpack(reader.take(4))
+    # one flat loop (no per-item calls): maps are decoded at every protocol step
+    read = _U64.unpack_from
     out: dict[str, bytes] = {}
-    previous = None
-    for _ in range(count):
-        try:
-            key = reader.item().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError(f"{what}: malformed key") from None
-        if previous is not None and key <= previous:
-            raise ProtocolError(f"{what}: keys not in canonical order")
-        previous = key
-        out[key] = reader.item()
-    reader.done()
+    previous = ""
+    pos = 8
+    try:
+        (count,) = _U32.unpack_from(data, 4)
+        for i in range(count):
+            (n,) = read(data, pos)
+            end = pos + 8 + n
+            if end > size:
+                raise ProtocolError(f"{what}: truncated or malformed message")
+            key = data[pos + 8:end].decode("utf-8")
+            if i and key <= previous:
+                raise ProtocolError(f"{what}: keys not in canonical order")
+            previous = key
+            (n,) = read(data, end)
+            pos = end + 8 + n
+            if pos > size:
+                raise ProtocolError(f"{what}: truncated or malformed message")
+            out[key] = data[end + 8:pos]
+    except struct.error:
+        raise ProtocolError(f"{what}: truncated or malformed message") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what}: malformed key") from None
+    if pos != size:
+        raise ProtocolError(f"{what}: trailing bytes after message")
     return out
 
 

@@ -1,13 +1,17 @@
-"""The hub side of secure aggregation: a state machine that learns only the sum over sites.
+"""The hub side of secure aggregation: state machines that learn only the sum over sites.
 
-``HubAggregation(...).start()`` gives the first message for every participant; each
-``receive(replies)`` takes the sites' replies to the previous messages (a missing site has
-dropped out) and gives the next messages, or ``None`` when the sum is ready in ``result()``.
-``run_secure_sum`` drives the machine through any transport given as an ``exchange`` function.
+:class:`HubSession` sets up a session (one round trip: every participant's signed session keys);
+:class:`HubAggregation` runs one aggregation inside it (three round trips): ``start()`` gives the
+first message for every session member, each ``receive(replies)`` takes the sites' replies to
+the previous messages (a missing site has dropped out) and gives the next messages, or ``None``
+when the sum is ready in ``result()``. :class:`SecureSumSession` drives both through any
+transport given as an ``exchange`` function, setting up a session when needed, and
+:func:`run_secure_sum` runs a single aggregation in a session of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,17 +26,16 @@ from hemafed.secure.encoding import FixedPointLayout, specs_to_json
 from hemafed.secure.graph import neighbour_graph
 from hemafed.secure.identity import FederationManifest
 from hemafed.secure.protocol import (
-    ADVERTISE,
     CONSISTENCY,
     MASKED_INPUT,
-    N_ROUNDS,
+    ROUND_TRIPS_PER_SUM,
     ROUNDS,
-    SHARE_KEYS,
+    SETUP,
     UNMASK,
+    aggregation_digest,
     holder_x,
     hub_message,
     open_reply,
-    pairwise_seed,
     pairwise_sign,
     self_seed,
     session_digest,
@@ -46,8 +49,9 @@ class SumOutcome:
     """The unmasked sum and who it covers.
 
     ``contributors`` are the sites whose inputs are in ``values``; ``dropped`` are participants
-    whose inputs are not (they dropped out before sending a masked input); ``round_trips``
-    counts hub -> sites -> hub exchanges.
+    whose inputs are not (they dropped out before sending a masked input, or missed the
+    session set-up); ``round_trips`` counts hub -> sites -> hub exchanges, the session set-up
+    included when this aggregation paid for it.
     """
 
     values: dict[str, np.ndarray]
@@ -56,15 +60,16 @@ class SumOutcome:
     round_trips: int
 
 
-class HubAggregation:
-    """One secure aggregation, seen from the hub."""
+def _check_id(value: bytes, what: str) -> None:
+    if not 16 <= len(value) <= 64:
+        raise InvalidInput(f"{what} must be 16-64 random bytes, got {len(value)}")
 
-    def __init__(self, manifest: FederationManifest, aggregation_id: bytes, payload: bytes,
-                 specs: Mapping[str, Statistic], participants: Sequence[str],
-                 graph_seed: bytes | None = None) -> None:
-        if not 16 <= len(aggregation_id) <= 64:
-            raise InvalidInput(f"aggregation_id must be 16-64 random bytes, got "
-                               f"{len(aggregation_id)}")
+
+class HubSession:
+    """A session seen from the hub: the participants' signed session keys and the graph."""
+
+    def __init__(self, manifest: FederationManifest, participants: Sequence[str],
+                 session_id: bytes | None = None, graph_seed: bytes | None = None) -> None:
         participants = sorted(participants)
         if len(set(participants)) != len(participants):
             raise InvalidInput("participants must be distinct site ids")
@@ -74,42 +79,111 @@ class HubAggregation:
         if len(participants) < manifest.threshold:
             raise InvalidInput(f"{len(participants)} participants is fewer than the manifest's "
                                f"threshold {manifest.threshold}")
+        self.session_id = session_id if session_id is not None else os.urandom(16)
+        _check_id(self.session_id, "session_id")
         self.manifest = manifest
-        self.aggregation_id = aggregation_id
-        self.payload = payload
         self.participants = participants
         n = len(participants)
-        self.layout = FixedPointLayout.from_specs(specs, n)
-        self.specs_json = specs_to_json(dict(self.layout.specs))
         self.graph_seed = graph_seed if graph_seed is not None else os.urandom(32)
         self.graph = neighbour_graph(participants, manifest.degree_for(n), self.graph_seed)
         self.t = manifest.threshold
         self.t_share = manifest.share_threshold_for(n)
-        self.digest = session_digest(manifest, aggregation_id, participants, self.specs_json,
-                                     payload, self.graph_seed)
+        self.digest = session_digest(manifest, self.session_id, participants, self.graph_seed)
+        self.keys: dict[str, bytes] = {}           # site -> its signed session-key envelope
+        self.relayed: dict[str, set[str]] = {}     # site -> neighbours whose keys it confirmed
+        self.started = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the session keys have been collected."""
+        return bool(self.keys)
+
+    @property
+    def members(self) -> list[str]:
+        """Participants that advertised session keys (the only ones asked from now on)."""
+        return sorted(self.keys)
+
+    def start(self) -> dict[str, bytes]:
+        """The set-up message to every participant."""
+        if self.started:
+            raise ProtocolError("session already started")
+        self.started = True
+        msg = hub_message(self.session_id, b"", SETUP, {
+            "manifest": self.manifest.fingerprint, "participants": pack_names(self.participants),
+            "seed": self.graph_seed})
+        return {s: msg for s in self.participants}
+
+    def receive(self, replies: Mapping[str, bytes]) -> None:
+        """Take the signed session keys; at least ``t`` participants must answer."""
+        if not self.started or self.keys:
+            raise ProtocolError("receive() called before start() or twice")
+        unexpected = sorted(set(replies) - set(self.participants))
+        if unexpected:
+            raise ProtocolError(f"session keys from sites {unexpected} that were not asked")
+        for s, env in replies.items():
+            keys = unpack_map(open_reply(self.manifest, env, s, SETUP, self.digest).body,
+                              f"session keys of site {s!r}")
+            if len(field(keys, "c_pk")) != 32 or len(field(keys, "s_pk")) != 32:
+                raise ProtocolError(f"site {s!r} advertised malformed session keys")
+        if len(replies) < self.t:
+            raise ProtocolError(
+                f"only {len(replies)} of {len(self.participants)} sites answered the "
+                f"{ROUNDS[SETUP]!r} step; the threshold is {self.t}; no session")
+        self.keys = dict(replies)
+        self.relayed = {s: set() for s in self.keys}
+
+    def keys_for(self, site: str, live: Sequence[str]) -> dict[str, bytes]:
+        """Signed keys of ``site``'s live neighbours it has not confirmed receiving yet."""
+        return {v: self.keys[v] for v in sorted(self.graph[site] & set(live))
+                if v not in self.relayed[site]}
+
+
+class HubAggregation:
+    """One secure aggregation inside a :class:`HubSession`, seen from the hub."""
+
+    def __init__(self, session: HubSession, aggregation_id: bytes, payload: bytes,
+                 specs: Mapping[str, Statistic]) -> None:
+        if not session.ready:
+            raise ProtocolError("the session has no keys yet: run its set-up first")
+        _check_id(aggregation_id, "aggregation_id")
+        self.session = session
+        self.manifest = session.manifest
+        self.aggregation_id = aggregation_id
+        self.payload = payload
+        self.participants = session.participants
+        self.graph = session.graph
+        self.t, self.t_share = session.t, session.t_share
+        self.layout = FixedPointLayout.from_specs(specs, len(self.participants))
+        self.specs_json = specs_to_json(dict(self.layout.specs))
+        self.digest = aggregation_digest(session.digest, aggregation_id, self.specs_json, payload)
         self.round = -1
         self.round_trips = 0
-        self.live: list[str] = list(participants)
-        self.keys: dict[str, bytes] = {}          # site -> signed key envelope (round 0)
-        self.s_pk: dict[str, bytes] = {}
-        self.sealed: dict[str, dict[str, bytes]] = {}   # sender -> recipient -> ciphertext
+        self.live: list[str] = session.members
         self.u2: list[str] = []
         self.u3: list[str] = []
+        self.sealed: dict[str, dict[str, bytes]] = {}   # sender -> recipient -> ciphertext
         self.masked_total = np.zeros(self.layout.size, dtype=np.uint64)
         self.confirmations: dict[str, bytes] = {}
-        self.revealed: dict[str, dict[str, tuple[str, int]]] = {}  # holder -> owner -> share
+        self._sent_keys: dict[str, set[str]] = {}
         self._outcome: SumOutcome | None = None
 
     # ----------------------------------------------------------------------------------------
     def start(self) -> dict[str, bytes]:
-        """First message to every participant: the request and the session parameters."""
+        """The request to every session member, with neighbours' keys not yet relayed."""
         if self.round != -1:
             raise ProtocolError("aggregation already started")
-        self.round = ADVERTISE
-        msg = hub_message(self.aggregation_id, ADVERTISE, {
-            "manifest": self.manifest.fingerprint, "participants": pack_names(self.participants),
-            "payload": self.payload, "specs": self.specs_json, "seed": self.graph_seed})
-        return {s: msg for s in self.participants}
+        self.round = MASKED_INPUT
+        self.u2 = list(self.live)
+        live = pack_names(self.u2)
+        out = {}
+        for u in self.u2:
+            fields = {"live": live, "payload": self.payload, "specs": self.specs_json}
+            keys = self.session.keys_for(u, self.u2)
+            if keys:
+                fields["keys"] = pack_map(keys)
+                self._sent_keys[u] = set(keys)
+            out[u] = self._msg(MASKED_INPUT, fields)
+        return out
 
     def receive(self, replies: Mapping[str, bytes]) -> dict[str, bytes] | None:
         """Take the replies to the last messages; return the next messages or ``None`` at the end."""
@@ -122,11 +196,17 @@ class HubAggregation:
         bodies = {s: open_reply(self.manifest, env, s, self.round, self.digest).body
                   for s, env in replies.items()}
         self.round_trips += 1
-        handler = (self._on_keys, self._on_shares, self._on_masked, self._on_confirmations,
-                   self._on_unmask)[self.round]
         self.live = sorted(bodies)
-        nxt = handler(bodies, {s: replies[s] for s in bodies})
-        if nxt is None:
+        if self.round == MASKED_INPUT:
+            nxt = self._on_masked(bodies)
+        elif self.round == CONSISTENCY and self.manifest.semi_honest:
+            self._on_unmask(self._confirmed(bodies, {s: replies[s] for s in bodies},
+                                            "reveal"), CONSISTENCY)
+            return None
+        elif self.round == CONSISTENCY:
+            nxt = self._on_confirmations(bodies, {s: replies[s] for s in bodies})
+        else:
+            self._on_unmask(bodies)
             return None
         self.round += 1
         return nxt
@@ -145,42 +225,13 @@ class HubAggregation:
                 f"{ROUNDS[step]!r} step; the threshold is {self.t}; no result is released")
 
     def _msg(self, round_no: int, fields: dict[str, bytes]) -> bytes:
-        return hub_message(self.aggregation_id, round_no, fields)
+        return hub_message(self.session.session_id, self.aggregation_id, round_no, fields)
 
-    def _on_keys(self, bodies: dict[str, bytes], envelopes: dict[str, bytes]) -> dict[str, bytes]:
-        self._require(self.live, ADVERTISE)
-        for s, body in bodies.items():
-            keys = unpack_map(body, f"keys of site {s!r}")
-            self.s_pk[s] = field(keys, "s_pk")
-            self.keys[s] = envelopes[s]
-        live = pack_names(self.live)
-        out = {}
-        for u in self.live:
-            nb = self.graph[u] & set(self.live)
-            out[u] = self._msg(SHARE_KEYS, {"live": live,
-                                            "keys": pack_map({v: self.keys[v] for v in nb})})
-        return out
-
-    def _on_shares(self, bodies: dict[str, bytes], _: dict[str, bytes]) -> dict[str, bytes]:
-        self._require(self.live, SHARE_KEYS)
-        u1 = set(self.keys)
-        for u, body in bodies.items():
-            sealed = unpack_map(body, f"shares of site {u!r}")
-            if set(sealed) != self.graph[u] & u1:
-                raise ProtocolError(f"site {u!r} sent shares to the wrong set of sites")
-            self.sealed[u] = sealed
-        self.u2 = list(self.live)
-        live = pack_names(self.u2)
-        out = {}
-        for v in self.u2:
-            senders = self.graph[v] & set(self.u2)
-            out[v] = self._msg(MASKED_INPUT, {
-                "live": live, "shares": pack_map({u: self.sealed[u][v] for u in senders})})
-        return out
-
-    def _on_masked(self, bodies: dict[str, bytes], _: dict[str, bytes]) -> dict[str, bytes]:
+    def _on_masked(self, bodies: dict[str, bytes]) -> dict[str, bytes]:
         for s, body in sorted(bodies.items()):
             reply = unpack_map(body, f"masked input of site {s!r}")
+            # the site verified every key relayed to it (else it would not have answered)
+            self.session.relayed[s] |= self._sent_keys.get(s, set())
             if field(reply, "status") == b"refused":
                 kind = field(reply, "error").decode("utf-8", "replace")
                 reason = field(reply, "reason").decode("utf-8", "replace")
@@ -193,19 +244,38 @@ class HubAggregation:
             if len(raw) != 8 * self.layout.size:
                 raise ProtocolError(f"site {s!r} sent a masked vector of {len(raw)} bytes, "
                                     f"expected {8 * self.layout.size}")
+            sealed = unpack_map(field(reply, "shares"), f"shares of site {s!r}")
+            if set(sealed) != self.graph[s] & set(self.u2):
+                raise ProtocolError(f"site {s!r} sent shares to the wrong set of sites")
+            self.sealed[s] = sealed
             self.masked_total += np.frombuffer(raw, dtype="<u8")
         self._require(self.live, MASKED_INPUT)
         self.u3 = list(self.live)
-        msg = self._msg(CONSISTENCY, {"live": pack_names(self.u3)})
-        return {s: msg for s in self.u3}
+        live = pack_names(self.u3)
+        out = {}
+        for v in self.u3:
+            senders = sorted(self.graph[v] & set(self.u3))
+            out[v] = self._msg(CONSISTENCY, {
+                "live": live, "shares": pack_map({u: self.sealed[u][v] for u in senders})})
+        return out
+
+    def _confirmed(self, bodies: dict[str, bytes], envelopes: dict[str, bytes],
+                   key: str | None = None) -> dict[str, bytes]:
+        """Check every site confirmed the survivor list; return their ``key`` fields."""
+        expected = pack_names(self.u3)
+        out = {}
+        for s, body in bodies.items():
+            reply = unpack_map(body, f"confirmation of site {s!r}")
+            if field(reply, "survivors") != expected:
+                raise ProtocolError(f"site {s!r} confirmed a different survivor list")
+            self.confirmations[s] = envelopes[s]
+            if key is not None:
+                out[s] = field(reply, key, f"confirmation of site {s!r}")
+        return out
 
     def _on_confirmations(self, bodies: dict[str, bytes],
                           envelopes: dict[str, bytes]) -> dict[str, bytes]:
-        expected = pack_names(self.u3)
-        for s, body in bodies.items():
-            if field(unpack_map(body), "survivors") != expected:
-                raise ProtocolError(f"site {s!r} confirmed a different survivor list")
-            self.confirmations[s] = envelopes[s]
+        self._confirmed(bodies, envelopes)
         self._require(self.live, CONSISTENCY)
         u4 = set(self.live)
         live = pack_names(self.live)
@@ -213,44 +283,41 @@ class HubAggregation:
         for u in self.live:
             signers = (self.graph[u] | {u}) & u4
             if len(signers) < self.t_share:
-                continue  # this site cannot be convinced; it is treated as dropped
+                continue  # this site cannot be convinced; it is treated as silent
             out[u] = self._msg(UNMASK, {"live": live, "signatures": pack_map(
                 {w: self.confirmations[w] for w in signers})})
         self._require(list(out), CONSISTENCY)
         self.live = sorted(out)
         return out
 
-    def _on_unmask(self, bodies: dict[str, bytes], _: dict[str, bytes]) -> None:
-        self._require(self.live, UNMASK)
+    def _on_unmask(self, bodies: dict[str, bytes], step: int = UNMASK) -> None:
+        self._require(self.live, step)
         u3 = set(self.u3)
-        shares: dict[str, dict[int, int]] = {}
+        dropped = set(self.u2) - u3
+        shares: dict[tuple[str, str], dict[int, int]] = {}  # (owner, "" | peer) -> shares
         for holder, body in bodies.items():
             revealed = unpack_map(body, f"shares revealed by site {holder!r}")
             x = holder_x(self.participants, holder)
             for owner, item_bytes in revealed.items():
-                item = unpack_map(item_bytes)
-                kind = field(item, "kind").decode()
-                if owner not in self.graph[holder] | {holder}:
-                    raise ProtocolError(f"site {holder!r} revealed a share of site {owner!r}, "
-                                        f"which never shared with it")
-                if owner not in self.u2 or kind != ("b" if owner in u3 else "s"):
-                    raise ProtocolError(f"site {holder!r} revealed a share of the wrong kind "
-                                        f"for site {owner!r}")
-                shares.setdefault(owner, {})[x] = shamir.share_from_bytes(field(item, "share"))
+                if owner not in u3 or owner not in self.graph[holder] | {holder}:
+                    raise ProtocolError(f"site {holder!r} revealed shares of site {owner!r}, "
+                                        f"which is not a surviving neighbour of it")
+                item = unpack_map(item_bytes, f"shares revealed by site {holder!r}")
+                shares.setdefault((owner, ""), {})[x] = shamir.share_from_bytes(
+                    field(item, "b"))
+                for peer, share in unpack_map(field(item, "s")).items():
+                    if peer not in dropped or peer not in self.graph[owner]:
+                        raise ProtocolError(f"site {holder!r} revealed a pairwise-seed share of "
+                                            f"sites {owner!r} and {peer!r}, which is not owed")
+                    shares.setdefault((owner, peer), {})[x] = shamir.share_from_bytes(share)
         total = self.masked_total.copy()
         for u in self.u3:
-            b_seed = self._reconstruct(u, shares, "self-mask seed")
+            b_seed = self._reconstruct(shares, u, "", "self-mask seed")
             total -= crypto.mask(self_seed(b_seed, self.digest), self.layout.size)
-        for v in sorted(set(self.u2) - u3):
-            s_sk = self._reconstruct(v, shares, "mask key")
-            if crypto.x25519_public(s_sk) != self.s_pk[v]:
-                raise ProtocolError(f"the reconstructed mask key of dropped site {v!r} does not "
-                                    f"match the key it signed: a share holder lied")
-            s_key = crypto.load_x25519(s_sk)
-            for u in sorted(self.graph[v] & u3):
-                m = crypto.mask(pairwise_seed(s_key, self.s_pk[u], self.digest, u, v),
-                                self.layout.size)
-                if pairwise_sign(u, v) > 0:
+            for w in sorted(self.graph[u] & dropped):
+                seed = self._reconstruct(shares, u, w, f"pairwise seed with dropped site {w!r}")
+                m = crypto.mask(seed, self.layout.size)
+                if pairwise_sign(u, w) > 0:
                     total -= m
                 else:
                     total += m
@@ -258,10 +325,11 @@ class HubAggregation:
         self._outcome = SumOutcome(values, tuple(self.u3),
                                    tuple(s for s in self.participants if s not in u3),
                                    self.round_trips)
-        return None
 
-    def _reconstruct(self, owner: str, shares: dict[str, dict[int, int]], what: str) -> bytes:
-        got = shares.get(owner, {})
+
+    def _reconstruct(self, shares: dict[tuple[str, str], dict[int, int]], owner: str,
+                     peer: str, what: str) -> bytes:
+        got = shares.get((owner, peer), {})
         if len(got) < self.t_share:
             raise ProtocolError(
                 f"cannot recover the {what} of site {owner!r}: only {len(got)} of its share "
@@ -269,14 +337,59 @@ class HubAggregation:
         return shamir.reconstruct(got, self.t_share)
 
 
+class SecureSumSession:
+    """Secure sums over ``participants`` through ``exchange``, sharing one session's keys.
+
+    The first sum sets the session up (one extra round trip). After an aggregation in which a
+    participant was missing, the next sum sets up a fresh session, so that a site that was only
+    briefly away is asked again; a protocol failure also starts a fresh session.
+    """
+
+    def __init__(self, exchange: Exchange, manifest: FederationManifest,
+                 participants: Sequence[str]) -> None:
+        self.exchange = exchange
+        self.manifest = manifest
+        self.participants = sorted(participants)
+        self._session: HubSession | None = None
+        self.sessions = 0
+
+    def _setup(self) -> HubSession:
+        session = HubSession(self.manifest, self.participants)
+        self._session = None
+        session.receive(self.exchange(session.start()))
+        self._session = session
+        self.sessions += 1
+        return session
+
+    def secure_sum(self, aggregation_id: bytes, payload: bytes,
+                   specs: Mapping[str, Statistic]) -> SumOutcome:
+        """One aggregation; raises what the hub raises (refusals, too few sites)."""
+        FixedPointLayout.from_specs(specs, len(self.participants))  # capacity, before any message
+        extra = 0
+        session = self._session
+        if session is None:
+            session = self._setup()
+            extra = 1
+        hub = HubAggregation(session, aggregation_id, payload, specs)
+        try:
+            messages: dict[str, bytes] | None = hub.start()
+            while messages is not None:
+                if hub.round_trips >= ROUND_TRIPS_PER_SUM:
+                    raise ProtocolError("protocol did not finish in the expected number of "
+                                        "rounds")
+                messages = hub.receive(self.exchange(messages))
+        except ProtocolError:
+            self._session = None
+            raise
+        outcome = hub.result()
+        if outcome.dropped:
+            self._session = None
+        return dataclasses.replace(outcome, round_trips=outcome.round_trips + extra)
+
+
 def run_secure_sum(exchange: Exchange, manifest: FederationManifest, aggregation_id: bytes,
                    payload: bytes, specs: Mapping[str, Statistic],
                    participants: Sequence[str]) -> SumOutcome:
-    """Run one aggregation through ``exchange`` (messages by site -> replies by site)."""
-    hub = HubAggregation(manifest, aggregation_id, payload, specs, participants)
-    messages: dict[str, bytes] | None = hub.start()
-    while messages is not None:
-        if hub.round_trips >= N_ROUNDS:
-            raise ProtocolError("protocol did not finish in the expected number of rounds")
-        messages = hub.receive(exchange(messages))
-    return hub.result()
+    """One aggregation in a session of its own through ``exchange`` (four round trips)."""
+    return SecureSumSession(exchange, manifest, participants).secure_sum(aggregation_id, payload,
+                                                                         specs)

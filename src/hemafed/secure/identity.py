@@ -1,6 +1,6 @@
 """Long-term site identities and the federation manifest that pins them.
 
-A :class:`SiteIdentity` is a site's Ed25519 signing key: it signs the site's per-aggregation
+A :class:`SiteIdentity` is a site's Ed25519 signing key: it signs the site's per-session
 public keys and every reply, so that a hub (or anyone on the path) cannot substitute keys or
 forge messages. The :class:`FederationManifest` is the public, agreed description of the
 federation: which sites exist and their identity public keys, the secret-sharing threshold and
@@ -105,6 +105,9 @@ def verify_signature(public: bytes, signature: bytes, data: bytes) -> bool:
     return True
 
 
+HUB_MODELS = ("malicious", "semi-honest")
+
+
 def auto_degree(n: int) -> int:
     """Default SecAgg+ neighbour degree for ``n`` sites: the even number ``2*ceil(2*log2 n)``."""
     return 2 * math.ceil(2 * math.log2(max(n, 2)))
@@ -119,6 +122,11 @@ class FederationManifest:
     switches on the SecAgg+ sparse graph when it is below ``n - 1``; ``None`` picks
     :func:`auto_degree`. ``neighbour_threshold`` is the Shamir threshold within a neighbourhood
     of a sparse graph (default ``max(2, ceil(t * (k + 1) / n))``, the same live fraction as t).
+    ``hub_model`` is the adversary the sites protect against: ``"malicious"`` (default: a
+    consistency check before any secret is revealed, three round trips per aggregation) or
+    ``"semi-honest"`` (the hub is trusted to follow the protocol, as in Bonawitz et al.'s
+    semi-honest variant: no consistency check, two round trips). Every party must agree: it is
+    part of the fingerprint.
     """
 
     name: str
@@ -126,6 +134,7 @@ class FederationManifest:
     sites: Mapping[str, bytes]
     neighbour_degree: int | None = None
     neighbour_threshold: int | None = None
+    hub_model: str = "malicious"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", MappingProxyType(dict(sorted(self.sites.items()))))
@@ -150,6 +159,14 @@ class FederationManifest:
         if nt is not None and (not isinstance(nt, int) or nt < 2):
             raise InvalidInput(f"manifest: neighbour_threshold must be an integer >= 2 or null, "
                                f"got {nt!r}")
+        if self.hub_model not in HUB_MODELS:
+            raise InvalidInput(f"manifest: hub_model must be one of {list(HUB_MODELS)}, got "
+                               f"{self.hub_model!r}")
+
+    @property
+    def semi_honest(self) -> bool:
+        """Whether the sites trust the hub to follow the protocol (no consistency check)."""
+        return self.hub_model == "semi-honest"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FederationManifest) and self.to_json() == other.to_json()
@@ -159,17 +176,17 @@ class FederationManifest:
 
     @classmethod
     def build(cls, name: str, identities: Iterable[SiteIdentity], threshold: int,
-              neighbour_degree: int | None = None,
-              neighbour_threshold: int | None = None) -> FederationManifest:
+              neighbour_degree: int | None = None, neighbour_threshold: int | None = None,
+              hub_model: str = "malicious") -> FederationManifest:
         """Manifest pinning the public keys of ``identities``."""
         sites = {i.site_id: i.public_bytes for i in identities}
-        return cls(name, threshold, sites, neighbour_degree, neighbour_threshold)
+        return cls(name, threshold, sites, neighbour_degree, neighbour_threshold, hub_model)
 
     def to_json(self) -> str:
         """Canonical JSON (keys sorted, public keys in base64)."""
         doc = {"format": "hemafed-federation-manifest/1", "name": self.name,
                "threshold": self.threshold, "neighbour_degree": self.neighbour_degree,
-               "neighbour_threshold": self.neighbour_threshold,
+               "neighbour_threshold": self.neighbour_threshold, "hub_model": self.hub_model,
                "sites": {s: base64.b64encode(k).decode("ascii") for s, k in self.sites.items()}}
         return json.dumps(doc, sort_keys=True, indent=1)
 
@@ -182,7 +199,7 @@ class FederationManifest:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             sites = {s: base64.b64decode(k, validate=True) for s, k in doc["sites"].items()}
             return cls(doc["name"], doc["threshold"], sites, doc.get("neighbour_degree"),
-                       doc.get("neighbour_threshold"))
+                       doc.get("neighbour_threshold"), doc.get("hub_model", "malicious"))
         except InvalidInput as exc:
             raise InvalidInput(f"{source}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

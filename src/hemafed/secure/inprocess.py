@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hemafed.federation.queries import Statistic
-from hemafed.secure.hub import SumOutcome, run_secure_sum
+from hemafed.secure.hub import SecureSumSession, SumOutcome
 from hemafed.secure.identity import FederationManifest, SiteIdentity
 from hemafed.secure.protocol import message_round
 from hemafed.secure.site import Compute, site_step
@@ -30,8 +30,8 @@ class Received:
 class InProcessSites:
     """Sites in this process, reachable through ``__call__(messages) -> replies``.
 
-    ``drop_at`` maps a round number (0 advertise keys, 1 share keys, 2 masked input,
-    3 consistency check, 4 unmasking) to sites that stop answering from that round on.
+    ``drop_at`` maps a round number (0 session keys, 1 masked input, 2 consistency check,
+    3 unmasking) to sites that stop answering from that round on.
     ``received`` records every reply, in order, as the hub saw it.
     """
 
@@ -44,6 +44,7 @@ class InProcessSites:
         self.states: dict[str, dict[str, bytes]] = {s: {} for s in self.identities}
         self.drop_at = {r: set(sites) for r, sites in (drop_at or {}).items()}
         self.received: list[Received] = []
+        self._sessions: dict[tuple[str, ...], SecureSumSession] = {}
 
     def dropped_by(self, round_no: int) -> set[str]:
         """Sites that do not answer at ``round_no``."""
@@ -63,6 +64,11 @@ class InProcessSites:
 
     def secure_sum(self, aggregation_id: bytes, payload: bytes, specs: Mapping[str, Statistic],
                    participants: Iterable[str] | None = None) -> SumOutcome:
-        """Run one aggregation over these sites (all of them unless ``participants``)."""
-        chosen = list(participants) if participants is not None else sorted(self.identities)
-        return run_secure_sum(self, self.manifest, aggregation_id, payload, specs, chosen)
+        """Run one aggregation over these sites (all of them unless ``participants``).
+
+        Aggregations over the same participants share a session, as a hub's study run does.
+        """
+        chosen = tuple(sorted(participants if participants is not None else self.identities))
+        if chosen not in self._sessions:
+            self._sessions[chosen] = SecureSumSession(self, self.manifest, chosen)
+        return self._sessions[chosen].secure_sum(aggregation_id, payload, specs)

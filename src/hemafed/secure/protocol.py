@@ -1,22 +1,29 @@
 """Shared definitions of the hemafed secure-aggregation protocol (hub and site agree on these).
 
 The protocol is Bonawitz et al. (CCS 2017) with the SecAgg+ neighbour graph of Bell et al.
-(CCS 2020). It runs in five hub -> sites -> hub round trips:
+(CCS 2020), with the key advertisement amortised over a *session* (one study run):
 
-0. *advertise keys*: the hub sends the request (opaque payload, declared statistics, participants,
-   graph seed); each site answers with two fresh X25519 public keys, signed with its identity key;
-1. *share keys*: each site gets its neighbours' signed keys, checks the signatures against the
-   manifest, and sends each neighbour (through the hub, AEAD-encrypted) Shamir shares of its
-   self-mask seed ``b_u`` and of its mask-agreement private key ``s_u``;
-2. *masked input*: each site gets the encrypted shares addressed to it, computes its statistics
-   and sends ``x_u + PRG(b_u) + sum_v +/-PRG(s_uv)`` mod 2**64 (or a signed refusal);
-3. *consistency check*: each site signs the list of sites whose masked input the hub holds;
-4. *unmasking*: each site sees enough of those signatures on the same list, then reveals, for
-   each neighbour, the share of ``b`` (neighbour survived) or of ``s`` (neighbour dropped),
-   never both.
+0. *session keys* (once per session): the hub sends the participants and the graph seed; each
+   site answers with two fresh X25519 public keys, signed with its identity key. The hub relays
+   each site's neighbours' signed keys with the site's first aggregation message.
 
-Every site reply is an *envelope* signed with the site's identity key over the manifest
-fingerprint, the aggregation's session digest, the round and the site id, so a reply cannot be
+Then each aggregation costs three hub -> sites -> hub round trips:
+
+1. *masked input*: the hub sends the request (opaque payload, declared statistics) and the live
+   list; each site computes its statistics, draws a fresh self-mask seed ``b_u``, and sends
+   ``x_u + PRG(b_u) + sum_v +/-PRG(s_uv)`` mod 2**64, where ``s_uv`` is derived from the pair's
+   session key agreement *and this aggregation's digest*, together with AEAD-encrypted Shamir
+   shares of ``b_u`` for its live neighbours (or a signed refusal);
+2. *consistency check*: each site gets the shares addressed to it from the sites whose masked
+   input arrived (the survivors) and signs the survivor list;
+3. *unmasking*: each site sees enough signatures on the same list, then reveals, for each
+   neighbour, its share of ``b`` (neighbour survived) or this aggregation's pairwise seed with it
+   (neighbour dropped), never both.
+
+Because the pairwise seeds are fresh per aggregation and revealed per pair, revealing the seeds
+of a site that dropped in one aggregation reveals nothing about its masks in any other, so the
+session keys survive dropouts. Every site reply is an *envelope* signed with the site's identity
+key over the session or aggregation digest, the round and the site id, so a reply cannot be
 forged, moved to another round, or replayed into another aggregation.
 """
 
@@ -25,33 +32,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from hemafed.errors import ProtocolError
 from hemafed.secure import crypto
 from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_int, unpack_map
 from hemafed.secure.identity import FederationManifest, SiteIdentity, verify_signature
 
-PROTOCOL = b"hemafed-secagg/1"
-ROUNDS = ("advertise keys", "share keys", "masked input", "consistency check", "unmasking")
+PROTOCOL = b"hemafed-secagg/2"
+ROUNDS = ("session keys", "masked input", "consistency check", "unmasking")
 N_ROUNDS = len(ROUNDS)
+ROUND_TRIPS_PER_SUM = N_ROUNDS - 1
+"""Round trips of one aggregation once its session is set up (the setup costs one more)."""
 
-ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK = range(N_ROUNDS)
+SETUP, MASKED_INPUT, CONSISTENCY, UNMASK = range(N_ROUNDS)
 
 
-def session_digest(manifest: FederationManifest, aggregation_id: bytes,
-                   participants: Sequence[str], specs_json: bytes, payload: bytes,
-                   graph_seed: bytes) -> bytes:
+def session_digest(manifest: FederationManifest, session_id: bytes,
+                   participants: Sequence[str], graph_seed: bytes) -> bytes:
+    """What one session is: bound into the signatures of the session keys."""
+    return crypto.sha256(PROTOCOL, b"session", manifest.fingerprint, session_id,
+                         pack_names(sorted(participants)), graph_seed)
+
+
+def aggregation_digest(session: bytes, aggregation_id: bytes, specs_json: bytes,
+                       payload: bytes) -> bytes:
     """What one aggregation is: bound into every signature, key derivation and AEAD."""
-    return crypto.sha256(PROTOCOL, manifest.fingerprint, aggregation_id,
-                         pack_names(sorted(participants)), specs_json,
-                         crypto.sha256(payload), graph_seed)
+    return crypto.sha256(PROTOCOL, b"aggregation", session, aggregation_id, specs_json,
+                         crypto.sha256(payload))
 
 
-def hub_message(aggregation_id: bytes, round_no: int, fields: dict[str, bytes]) -> bytes:
-    """A hub -> site message."""
-    return pack_map({"proto": PROTOCOL, "agg": aggregation_id, "round": pack_int(round_no),
-                     **fields})
+def hub_message(session_id: bytes, aggregation_id: bytes, round_no: int,
+                fields: dict[str, bytes]) -> bytes:
+    """A hub -> site message (``aggregation_id`` is empty for the session set-up)."""
+    return pack_map({"proto": PROTOCOL, "session": session_id, "agg": aggregation_id,
+                     "round": pack_int(round_no), **fields})
 
 
 def message_round(message: bytes) -> int:
@@ -60,14 +73,18 @@ def message_round(message: bytes) -> int:
 
 
 def _signed_part(site: str, round_no: int, digest: bytes, body: bytes) -> bytes:
+    # The body (up to megabytes of masked vector) is signed through its SHA-256: Ed25519 would
+    # hash it twice with SHA-512, several times slower than one SHA-256 pass.
     return pack_map({"proto": PROTOCOL, "site": site.encode("utf-8"),
-                     "round": pack_int(round_no), "digest": digest, "body": body})
+                     "round": pack_int(round_no), "digest": digest,
+                     "body_sha256": crypto.sha256(body)})
 
 
 def seal_reply(identity: SiteIdentity, round_no: int, digest: bytes, body: bytes) -> bytes:
-    """A site's signed reply envelope."""
+    """A site's signed reply envelope: ``body`` and a signature binding it to this step."""
     signed = _signed_part(identity.site_id, round_no, digest, body)
-    return pack_map({"signed": signed, "sig": identity.sign(b"hemafed-secagg-reply" + signed)})
+    return pack_map({"signed": signed, "sig": identity.sign(b"hemafed-secagg-reply" + signed),
+                     "body": body})
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,11 @@ def open_reply(manifest: FederationManifest, envelope: bytes, site: str, round_n
     got_round = unpack_int(field(inner, "round", what), what)
     if got_round != round_no:
         raise ProtocolError(f"{what}: was signed for round {got_round}, not {round_no}")
-    return Reply(site, round_no, field(inner, "body", what))
+    body = field(outer, "body", what)
+    if crypto.sha256(body) != field(inner, "body_sha256", what):
+        raise ProtocolError(f"{what}: the body does not match its signature (forged or "
+                            f"tampered)")
+    return Reply(site, round_no, body)
 
 
 def holder_x(participants: Sequence[str], site: str) -> int:
@@ -109,11 +130,13 @@ def holder_x(participants: Sequence[str], site: str) -> int:
     return sorted(participants).index(site) + 1
 
 
-def share_key(private: bytes | X25519PrivateKey, peer_public: bytes, digest: bytes, sender: str,
-              recipient: str) -> bytes:
-    """AEAD key for shares sent from ``sender`` to ``recipient`` (direction-specific)."""
-    return crypto.hkdf(crypto.agree(private, peer_public), digest,
-                       b"hemafed-secagg share " + pack_names([sender, recipient]))
+def share_key(agreed: bytes, digest: bytes, sender: str, recipient: str) -> bytes:
+    """AEAD key for shares sent from ``sender`` to ``recipient`` in one aggregation.
+
+    ``agreed`` is the X25519 shared secret of the pair's session ``c`` keys; the key is
+    direction-specific and fresh per aggregation (the digest is the HKDF salt).
+    """
+    return crypto.hkdf(agreed, digest, b"hemafed-secagg share " + pack_names([sender, recipient]))
 
 
 def share_aad(digest: bytes, sender: str, recipient: str) -> bytes:
@@ -121,10 +144,13 @@ def share_aad(digest: bytes, sender: str, recipient: str) -> bytes:
     return pack_map({"digest": digest, "from": sender.encode(), "to": recipient.encode()})
 
 
-def pairwise_seed(private: bytes | X25519PrivateKey, peer_public: bytes, digest: bytes, a: str, b: str) -> bytes:
-    """Mask seed shared by sites ``a`` and ``b`` (symmetric in the pair)."""
-    return crypto.hkdf(crypto.agree(private, peer_public), digest,
-                       b"hemafed-secagg pairwise mask " + pack_names(sorted([a, b])))
+def pairwise_seed(agreed: bytes, digest: bytes, a: str, b: str) -> bytes:
+    """Mask seed shared by sites ``a`` and ``b`` in one aggregation (symmetric in the pair).
+
+    ``agreed`` is the X25519 shared secret of the pair's session ``s`` keys. Revealing the seed
+    of one aggregation (when a neighbour dropped) says nothing about any other aggregation's.
+    """
+    return crypto.hkdf(agreed, digest, b"hemafed-secagg pairwise mask " + pack_names(sorted([a, b])))
 
 
 def self_seed(b_seed: bytes, digest: bytes) -> bytes:

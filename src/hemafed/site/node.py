@@ -3,8 +3,11 @@
 :meth:`SiteNode.answer` runs, in this order:
 
 1. the policy check (query allowed, study approved, spec hash, expiry, secure aggregation);
-2. the query look-up in :mod:`hemafed.federation.queries` (name and version) and its parameters;
-3. the query on the local cohort (values checked against the declared bounds);
+2. the query look-up in :mod:`hemafed.federation.queries` (name and version) and its parameters
+   (a hub-supplied value of the reserved site-id parameter is refused here);
+3. the query on the local cohort (values checked against the declared bounds); a ``site_aware``
+   query gets this node's own id, added after the checks (the audit records the hub's
+   parameters as received);
 4. with DP: the noise is calibrated and **charged to the ledger before any noise is drawn**;
 5. one audit entry with the final decision (allowed, or refused and why) and the epsilon/delta
    charged, written (fsynced) before anything is returned;
@@ -144,14 +147,14 @@ class SiteNode:
 
         try:
             query: Query = get_query(request.query, request.version)
-            query.check_params(request.params)
+            query.check(request.params)
             specs = query.declare(request.params)
         except (InvalidInput, ValueError, TypeError) as exc:
             self._audit(request, False, f"invalid request: {exc}"[:500])
             raise InvalidInput(f"site {self.site_id}: request {request.request_id}: {exc}") from exc
 
         try:
-            values = query.run(self.cohort, request.params)
+            values = query.run(self.cohort, request.params, site_id=self.site_id)
         except (HemafedError, ValueError, TypeError, KeyError) as exc:
             # the message may quote site data; the audit keeps only the kind of failure
             self._audit(request, False, f"query failed at the site ({type(exc).__name__})")

@@ -45,7 +45,7 @@ def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> 
     frame = pd.DataFrame(x, columns=names)
     frame["T"] = extra[dur].astype(float).to_numpy()
     frame["E"] = extra[ev].astype(float).to_numpy()
-    cph = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-10})
+    cph = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14, "r_precision": 1e-15})
     fed = frame_from_json(doc["tables"]["summary"]).set_index(pd.Index(names))
     return {"pooled engine": "lifelines CoxPHFitter (Efron ties)",
             "max relative difference, coefficients":

@@ -1,5 +1,5 @@
-"""``hemafed synth ...``: fit a federated MST generator, sample synthetic patients, and evaluate
-them against real data with the release gate.
+"""``hemafed synth ...``: fit a federated MST or AIM generator, sample synthetic patients, and
+evaluate them against real data with the release gate.
 
 ``fit`` runs here on a cohort file or a demo cohort split into virtual sites (the in-process
 test transport, noise added with a seed): a local simulation of what a network run does.
@@ -21,11 +21,12 @@ from hemafed.atomic import write_text
 from hemafed.cohort.model import canonical_dtype
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
+from hemafed.synth.aim import FederatedAIM
 from hemafed.synth.evaluate import DEFAULT_THRESHOLDS, evaluate
 from hemafed.synth.mst import FederatedMST
 
 log = logging.getLogger(__name__)
-app = typer.Typer(help="Synthetic virtual patients (federated DP MST) and their evaluation.",
+app = typer.Typer(help="Synthetic virtual patients (federated DP MST/AIM) and their evaluation.",
                   no_args_is_help=True, add_completion=False)
 
 _TH = DEFAULT_THRESHOLDS
@@ -71,11 +72,14 @@ def fit(
     n: Annotated[int, typer.Option(help="demo cohort size")] = 2000,
     sites: Annotated[int, typer.Option(help="number of virtual sites")] = 10,
     seed: Annotated[int, typer.Option(help="seed of the split and of the DP noise")] = 0,
+    mechanism: Annotated[str, typer.Option(help="mst or aim")] = "mst",
 ) -> None:
-    """Fit MST over a cohort split into virtual sites (local simulation) and save it as JSON."""
+    """Fit MST or AIM over a cohort split into virtual sites (local simulation); save as JSON."""
     from hemafed.cohort.partition import split_sites
     from hemafed.federation.local import LocalSumFederation
 
+    if mechanism.lower() not in ("mst", "aim"):
+        raise typer.BadParameter(f"--mechanism must be mst or aim, got {mechanism!r}")
     if (cohort is None) == (demo is None):
         raise typer.BadParameter("give exactly one of --cohort or --demo")
     if demo is not None:
@@ -89,11 +93,14 @@ def fit(
         data = read_cohort(cohort)
     cols = [c.strip() for c in columns.split(",") if c.strip()]
     fed = LocalSumFederation(split_sites(data, sites, seed=seed), dp_seed=seed)
-    mst = FederatedMST(epsilon, delta, cols).fit(fed)
-    write_text(out, mst.to_json())
-    spent = mst.privacy()["epsilon_spent"]
-    typer.echo(f"MST over {sites} sites, {len(cols)} columns, epsilon spent {spent:.3g} "
-               f"(delta {delta:g}): written to {out}", err=True)
+    model: FederatedMST | FederatedAIM = (
+        FederatedAIM(epsilon, delta, cols) if mechanism.lower() == "aim"
+        else FederatedMST(epsilon, delta, cols))
+    model.fit(fed)
+    write_text(out, model.to_json())
+    spent = model.privacy()["epsilon_spent"]
+    typer.echo(f"{mechanism.upper()} over {sites} sites, {len(cols)} columns, epsilon spent "
+               f"{spent:.3g} (delta {delta:g}): written to {out}", err=True)
 
 
 @app.command()
@@ -105,8 +112,13 @@ def sample(
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
 ) -> None:
     """Sample synthetic patients from a fitted generator."""
-    mst = FederatedMST.from_json(model.read_text())
-    frame = mst.sample(n, seed=seed)
+    text = model.read_text()
+    try:
+        method = json.loads(text).get("method")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InvalidInput(f"{model}: not a fitted generator JSON document ({exc})") from exc
+    generator = FederatedAIM.from_json(text) if method == "AIM" else FederatedMST.from_json(text)
+    frame = generator.sample(n, seed=seed)
     write_text(out, frame.to_csv(index=False))
     typer.echo(f"{n} synthetic patient(s) written to {out}", err=True)
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.errors import InvalidInput
+from hemafed.errors import BudgetExhausted, InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.synth import accounting
 from hemafed.synth.domain import SynthDomain
@@ -304,7 +304,12 @@ class FederatedMST:
         if rho is not None:
             nm = accounting.noise_multiplier_for_rho(rho)
             dp = DPRequest(delta=self.delta, noise_multiplier=nm)
-        result: AggregateResult = federation.secure_sum(QUERY, params, study=study, dp=dp)
+        try:
+            result: AggregateResult = federation.secure_sum(QUERY, params, study=study, dp=dp)
+        except BudgetExhausted as exc:
+            log.warning("MST stopped at the %s release: site %s refused", phase, exc.site)
+            raise BudgetExhausted(exc.site, f"{exc.reason}; the MST {phase} release was not "
+                                            "made and the fit stopped") from exc
         out = []
         for clique in cliques:
             key = clique_key(clique)
