@@ -11,10 +11,11 @@ observed values, interpolated). Missingness of numeric columns is its own latent
 It gives no formal privacy guarantee: the quantile table holds (interpolated) observed values.
 Release its output only after :meth:`EvaluationReport.passes`.
 
-Why no deep generator (CTGAN, TVAE): the maintained implementations (SDV, ctgan, copulas, rdt)
-are under the Business Source License, which this open platform does not accept, and no other
-well-kept, openly licensed tabular deep generator is installed. Marginal-based methods (MST)
-are also the stronger choice under differential privacy at these cohort sizes.
+Deep generator: the maintained CTGAN/TVAE implementations (SDV, ctgan, copulas, rdt) are under
+the Business Source License, which this open platform does not accept, so
+:mod:`hemafed.synth.tvae` is our own compact TVAE on PyTorch (optional extra ``hemafed[torch]``,
+optionally DP-SGD via Opacus for the network). Marginal-based methods (MST, AIM) remain the
+stronger choice for end-to-end differential privacy at these cohort sizes.
 
 >>> import pandas as pd
 >>> df = pd.DataFrame({"hb": [8.0, 9.5, 11.0, 12.5] * 25, "sex": ["M", "F"] * 50})
