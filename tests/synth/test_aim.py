@@ -1,4 +1,5 @@
-"""Federated AIM: budget spent exactly, fidelity against MST, exact recovery without DP.
+"""Federated AIM: budget spent exactly, fidelity against MST, exact recovery without DP, and the
+survival-aware (outcome-anchored) workload.
 
 Every AIM round refits Private-PGM on a new set of cliques (one JIT compilation each), so the
 fits are few, short (``rounds``) and shared through module fixtures.
@@ -15,18 +16,26 @@ import pandas as pd
 import pytest
 
 from hemafed.cohort.model import Cohort
+from hemafed.errors import InvalidInput
 from hemafed.federation.local import LocalSumFederation
 from hemafed.synth import FederatedAIM, FederatedMST
 from hemafed.synth.aim import (
     _coarsen_table,
+    anchored_workload,
     model_marginal,
+    project_marginal,
     selection_score,
     workload_candidates,
 )
-from hemafed.synth.evaluate import marginal_tvds
+from hemafed.synth.evaluate import _c_index, marginal_tvds
 
 DELTA = 1e-6
 AIM_COLUMNS = ["age", "hb", "bm_blast", "cyto_ipssr", "os_time", "os_status", "amlt_time"]
+OUTCOME = ("os_time", "os_status")
+# the demo case of the survival-aware workload: all synthesis columns of tests/synth/conftest.py
+SURV_COLUMNS = ["age", "sex", "hb", "bm_blast", "cyto_ipssr", "os_time", "os_status",
+                "amlt_time", "amlt_status"]
+COVARIATES = ["age", "sex", "hb", "bm_blast", "cyto_ipssr"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,23 @@ def fitted(mds_sites: dict[str, Cohort], columns: list[str]) -> FederatedAIM:
         LocalSumFederation(mds_sites, dp_seed=7))
 
 
-def test_budget_is_spent_exactly_and_composes_within_epsilon(fitted: FederatedAIM) -> None:
+@pytest.fixture(scope="module")
+def plain9(mds_sites: dict[str, Cohort]) -> FederatedAIM:
+    return FederatedAIM(1.0, DELTA, SURV_COLUMNS, rounds=12, iters=300).fit(
+        LocalSumFederation(mds_sites, dp_seed=7))
+
+
+@pytest.fixture(scope="module")
+def anchored(mds_sites: dict[str, Cohort]) -> FederatedAIM:
+    return FederatedAIM(1.0, DELTA, SURV_COLUMNS, rounds=12, iters=300, anchor=OUTCOME).fit(
+        LocalSumFederation(mds_sites, dp_seed=7))
+
+
+@pytest.mark.parametrize("which", ["fitted", "anchored"])
+def test_budget_is_spent_exactly_and_composes_within_epsilon(which: str,
+                                                             request: pytest.FixtureRequest
+                                                             ) -> None:
+    fitted: FederatedAIM = request.getfixturevalue(which)
     priv = fitted.privacy()
     assert fitted.rho is not None
     assert priv["rho_spent"] == pytest.approx(fitted.rho, rel=1e-9)
@@ -115,6 +140,11 @@ def test_without_dp_the_pooled_marginals_are_recovered(mds_sites: dict[str, Coho
     np.testing.assert_allclose(model_marginal(aim.model, ("hb", "os_status")),
                                np.asarray(aim.model.project(("hb", "os_status")).datavector(
                                    flatten=False)), rtol=1e-6, atol=1e-6)
+    # ... and so does the log-space fallback (used when the potentials' product underflows),
+    # in the caller's axis order
+    np.testing.assert_allclose(project_marginal(aim.model, ("os_status", "hb")),
+                               model_marginal(aim.model, ("os_status", "hb")), rtol=1e-6,
+                               atol=1e-6)
     real = mds_cohort.patients[cols]
     synth = aim.sample(40_000, seed=0)
     tvd = marginal_tvds(real, synth, aim.domain, 2)
@@ -150,3 +180,45 @@ def test_cli_samples_a_fitted_aim_generator(fitted: FederatedAIM, tmp_path: Path
     assert list(frame.columns) == list(expected.columns) and len(frame) == 200
     assert (frame["cyto_ipssr"].fillna("NA").tolist()
             == expected["cyto_ipssr"].fillna("NA").tolist())
+
+
+def test_anchored_workload_weights_hand_case() -> None:
+    wl, w = anchored_workload(["a", "b", "t", "s"], ("t", "s"), 4.0)
+    weights = dict(zip(wl, w, strict=True))
+    # all 6 pairs weight 1; covariate x time, covariate x status and time x status get +4
+    assert weights == {("a", "b"): 1.0, ("a", "t"): 5.0, ("a", "s"): 5.0, ("b", "t"): 5.0,
+                       ("b", "s"): 5.0, ("t", "s"): 5.0}
+    cand = workload_candidates(wl, w)
+    # (a, s): 2 x 5 (itself) + 1 x 1 (a, b) + 1 x 5 each for (a, t), (b, s), (t, s) = 26
+    assert cand[("a", "s")] == 26.0
+    # (a, b): 2 x 1 (itself) + 1 x 5 for each of (a, t), (a, s), (b, t), (b, s) = 22
+    assert cand[("a", "b")] == 22.0
+    wl3, w3 = anchored_workload(["a", "b", "t", "s"], ("t", "s"), 4.0, triples=True)
+    assert dict(zip(wl3, w3, strict=True))[("a", "t", "s")] == 4.0
+    with pytest.raises(InvalidInput, match="anchor"):
+        anchored_workload(["a", "b"], ("x",), 4.0)
+    with pytest.raises(InvalidInput, match="workload_weights"):
+        FederatedAIM(1.0, DELTA, ["age", "hb", "os_status"], workload_weights=[1.0, 2.0])
+
+
+def _links_outcome(clique: tuple[str, ...]) -> bool:
+    return bool(set(clique) & set(OUTCOME)) and bool(set(clique) & set(COVARIATES))
+
+
+def test_anchor_selects_covariate_outcome_cliques_and_keeps_tstr(
+        plain9: FederatedAIM, anchored: FederatedAIM, holdout: pd.DataFrame,
+        mds_cohort: Cohort) -> None:
+    links = [c for c in anchored.selected if _links_outcome(c)]
+    # Same epsilon, rounds and noise seed. Found: plain AIM measures age-sex and
+    # os_time-amlt_time (no covariate linked to survival), the anchored workload age-os_status
+    # and os_time-amlt_time; TSTR C-index about 0.56 vs 0.61 (TRTR about 0.68).
+    assert links and links[0] == anchored.selected[0]
+    assert len(links) > sum(_links_outcome(c) for c in plain9.selected)
+    n = len(holdout)
+    c_plain = _c_index(plain9.sample(n, seed=1), holdout, COVARIATES, *OUTCOME)
+    c_anchor = _c_index(anchored.sample(n, seed=1), holdout, COVARIATES, *OUTCOME)
+    c_real = _c_index(mds_cohort.patients, holdout, COVARIATES, *OUTCOME)  # TRTR
+    assert c_plain <= c_anchor <= c_real + 0.02
+    again = FederatedAIM.from_json(anchored.to_json())
+    assert again.anchor == OUTCOME and again.workload_weights == anchored.workload_weights
+    pd.testing.assert_frame_equal(again.sample(100, seed=2), anchored.sample(100, seed=2))
