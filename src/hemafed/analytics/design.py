@@ -287,6 +287,16 @@ def complete_case_mask(cohort: Cohort, spec: DesignSpec | None,
     return mask
 
 
+def check_bounds(spec: DesignSpec, x: np.ndarray) -> None:
+    """Refuse (never clip) design values outside the terms' declared bounds."""
+    b = spec.bounds
+    outside = (x < b[:, 0]) | (x > b[:, 1])
+    if outside.any():
+        j = int(np.flatnonzero(outside.any(axis=0))[0])
+        raise InvalidInput(f"covariate {spec.names[j]!r} has values outside its declared bounds "
+                           f"[{b[j, 0]:g}, {b[j, 1]:g}]; widen the bounds (nothing is clipped)")
+
+
 def design_matrix(cohort: Cohort, spec: DesignSpec, rows: np.ndarray | None = None, *,
                   values: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """The site's ``(n_rows, width)`` design matrix and its column names.
@@ -304,10 +314,5 @@ def design_matrix(cohort: Cohort, spec: DesignSpec, rows: np.ndarray | None = No
         j = int(np.flatnonzero(np.isnan(x).any(axis=0))[0])
         raise InvalidInput(f"covariate {spec.names[j]!r} is missing in selected rows; "
                            f"select complete cases with complete_case_mask")
-    b = spec.bounds
-    outside = (x < b[:, 0]) | (x > b[:, 1])
-    if outside.any():
-        j = int(np.flatnonzero(outside.any(axis=0))[0])
-        raise InvalidInput(f"covariate {spec.names[j]!r} has values outside its declared bounds "
-                           f"[{b[j, 0]:g}, {b[j, 1]:g}]; widen the bounds (nothing is clipped)")
+    check_bounds(spec, x)
     return x, list(spec.names)

@@ -62,7 +62,13 @@ from typing import Any
 import numpy as np
 
 from hemafed.analytics.concordance import concordance_from_histograms
-from hemafed.analytics.design import DesignSpec, complete_case_mask, design_values, parse_formula
+from hemafed.analytics.design import (
+    DesignSpec,
+    check_bounds,
+    complete_case_mask,
+    design_values,
+    parse_formula,
+)
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import ConvergenceError, InvalidInput
@@ -249,12 +255,7 @@ def neural_rows(cohort: Cohort, spec: DesignSpec, duration_col: str, event_col: 
         raise InvalidInput(f"event column {event_col!r} must be 0/1")
     if t.size and t.min() < 0:
         raise InvalidInput(f"duration column {duration_col!r} has negative times")
-    b = spec.bounds
-    outside = (x < b[:, 0]) | (x > b[:, 1])
-    if outside.any():
-        j = int(np.flatnonzero(outside.any(axis=0))[0])
-        raise InvalidInput(f"covariate {spec.names[j]!r} has values outside its declared bounds "
-                           f"[{b[j, 0]:g}, {b[j, 1]:g}]; widen the bounds (nothing is clipped)")
+    check_bounds(spec, x)
     if not allow_empty and t.size == 0:
         raise InvalidInput(f"this site has no complete-case rows for {duration_col!r}, "
                            f"{event_col!r} and the design {list(spec.names)}; check the columns "

@@ -16,6 +16,7 @@ release as a Gaussian event (RDP), which for Gaussians is the same accounting.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 
 def delta_for(rho: float, epsilon: float) -> float:
@@ -38,32 +39,30 @@ def delta_for(rho: float, epsilon: float) -> float:
     return min(1.0, math.exp(log_delta))
 
 
+def _bisect(below: Callable[[float], bool], lo: float, hi: float) -> tuple[float, float]:
+    """200 halvings of ``[lo, hi]``, keeping ``below(lo)`` true and ``below(hi)`` false."""
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def rho_for(epsilon: float, delta: float) -> float:
     """Largest rho whose zCDP guarantee implies (epsilon, delta)-DP."""
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError(f"need epsilon > 0 and 0 < delta < 1, got ({epsilon}, {delta})")
-    lo, hi = 0.0, epsilon + 1.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if delta_for(mid, epsilon) <= delta:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return _bisect(lambda rho: delta_for(rho, epsilon) <= delta, 0.0, epsilon + 1.0)[0]
 
 
 def epsilon_for(rho: float, delta: float) -> float:
     """Smallest epsilon such that rho-zCDP implies (epsilon, delta)-DP."""
     if rho < 0 or not 0 < delta < 1:
         raise ValueError(f"need rho >= 0 and 0 < delta < 1, got ({rho}, {delta})")
-    lo, hi = 0.0, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) + 1.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if delta_for(rho, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    hi = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) + 1.0
+    return _bisect(lambda eps: delta_for(rho, eps) > delta, 0.0, hi)[1]
 
 
 def noise_multiplier_for_rho(rho: float) -> float:

@@ -87,7 +87,7 @@ from hemafed.errors import BudgetExhausted, InvalidInput
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.synth import accounting
 from hemafed.synth.domain import SynthDomain
-from hemafed.synth.mst import Measurement, _mbi, coarsening
+from hemafed.synth.mst import Measurement, _mbi, coarsening, draw_categorical
 from hemafed.synth.queries import QUERY, clique_key, query_params
 
 log = logging.getLogger(__name__)
@@ -256,10 +256,7 @@ def sample_plan(domain: SynthDomain, plan: Sequence[SamplingStep], n: int,
     for step in plan:
         index = tuple(codes[:, names.index(p)] for p in step.parents)
         weights = step.table[index] if index else np.broadcast_to(step.table, (n, step.table.size))
-        cond = np.clip(weights, 0, None) + 1e-12
-        cdf = np.cumsum(cond / cond.sum(axis=1, keepdims=True), axis=1)
-        u = rng.random((n, 1))
-        codes[:, names.index(step.column)] = np.minimum((u > cdf).sum(axis=1), cdf.shape[1] - 1)
+        codes[:, names.index(step.column)] = draw_categorical(weights, rng)
     return codes
 
 

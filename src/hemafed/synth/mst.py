@@ -155,6 +155,14 @@ def _orient_tree(names: Sequence[str],
     return root, order
 
 
+def draw_categorical(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One category per row of ``weights`` (unnormalised, negatives treated as 0), by inverse CDF."""
+    cond = np.clip(weights, 0, None) + 1e-12
+    cdf = np.cumsum(cond / cond.sum(axis=1, keepdims=True), axis=1)
+    u = rng.random((cdf.shape[0], 1))
+    return np.minimum((u > cdf).sum(axis=1), cdf.shape[1] - 1)
+
+
 def sample_tree(domain: SynthDomain, root: str, directed: Sequence[tuple[str, str]],
                 tables: Mapping[str, np.ndarray], n: int, rng: np.random.Generator,
                 anchor: str | None = None) -> np.ndarray:
@@ -169,10 +177,7 @@ def sample_tree(domain: SynthDomain, root: str, directed: Sequence[tuple[str, st
     names = domain.names
 
     def draw(weights: np.ndarray) -> np.ndarray:
-        cond = np.clip(weights, 0, None) + 1e-12
-        cdf = np.cumsum(cond / cond.sum(axis=1, keepdims=True), axis=1)
-        u = rng.random((cdf.shape[0], 1))
-        return np.minimum((u > cdf).sum(axis=1), cdf.shape[1] - 1)
+        return draw_categorical(weights, rng)
 
     if anchor is None:
         given = np.zeros(n, dtype=np.int64)
