@@ -13,9 +13,9 @@ Values = dict[str, dict[str, np.ndarray]]
 
 
 def constant_compute(values: dict[str, np.ndarray], specs: dict[str, Statistic]
-                     ) -> Callable[[bytes], tuple[dict[str, np.ndarray], dict[str, Statistic]]]:
+                     ) -> Callable[[bytes, int], tuple[dict[str, np.ndarray], dict[str, Statistic]]]:
     """A site compute function that returns fixed values whatever the payload."""
-    def compute(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
+    def compute(payload: bytes, quorum: int) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
         return values, specs
     return compute
 

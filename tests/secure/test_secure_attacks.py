@@ -129,7 +129,7 @@ def test_message_of_an_older_aggregation_and_reused_ids_are_rejected(sites) -> N
     hub = HubAggregation(session, os.urandom(16), b"", SPECS)
     hub.receive(sites(hub.start()))
     with pytest.raises(ProtocolError, match="another aggregation"):
-        sites({"site00": old[UNMASK]["site00"]})
+        sites({"site00": old[CONSISTENCY]["site00"]})
     with pytest.raises(ProtocolError, match="aggregation id was already used"):
         sites({"site03": old[MASKED_INPUT]["site03"]})
     setup = HubSession(sites.manifest, sorted(sites.states), session_id=session.session_id)
@@ -194,11 +194,13 @@ def test_tampered_masked_input_is_rejected_by_the_hub(sites) -> None:
 
 
 def _advance_to_unmask(sites: InProcessSites) -> tuple[HubAggregation, dict[str, bytes]]:
+    """An aggregation in which site02 dropped after the request: it needs the check."""
     hub = HubAggregation(_session(sites), os.urandom(16), b"", SPECS)
-    messages: dict[str, bytes] | None = hub.start()
-    for _ in range(UNMASK - MASKED_INPUT):
-        assert messages is not None
-        messages = hub.receive(sites(messages))
+    replies = sites(hub.start())
+    del replies["site02"]
+    messages = hub.receive(replies)
+    assert messages is not None and not hub.reveal_early
+    messages = hub.receive(sites(messages))
     assert messages is not None
     return hub, messages
 
@@ -270,3 +272,20 @@ def test_unmasking_never_reveals_what_unmasks_one_survivor(ten_identities) -> No
             assert "site02" not in body  # nothing of the dropped site's self mask
             for item in body.values():
                 assert set(unpack_map(unpack_map(item)["s"])) == {"site02"}
+
+
+def test_an_aggregation_replayed_after_the_site_forgot_its_id_is_rejected(sites) -> None:
+    """Sites remember the last 10,000 aggregation ids; a hub that floods them out and replays an
+    aggregation would get the same pairwise seeds again, and could then collect both kinds of
+    share for one site across the two runs. The session's strictly increasing aggregation number
+    (bound into the digest) refuses the replay whatever the site remembers."""
+    from hemafed.secure.site import SEEN
+
+    session = _session(sites)
+    _, old = _run(sites, session=session)
+    _run(sites, session=session)
+    for state in sites.states.values():
+        state.pop(SEEN)  # the ids were evicted
+    with pytest.raises(ProtocolError, match=r"aggregation number 1 .* not after the last one "
+                                            r"answered \(2\): replayed or stale"):
+        sites({"site03": old[MASKED_INPUT]["site03"]})

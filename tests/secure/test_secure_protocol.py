@@ -46,7 +46,7 @@ def test_exact_sum_of_ten_sites(mixed_values, ten_identities) -> None:
     sites = build_sites(values, specs, threshold=7, identities=ten_identities)
     out = sites.secure_sum(_agg_id(), b"request", specs)
     assert out.contributors == tuple(sorted(values)) and out.dropped == ()
-    assert out.round_trips == 4  # the session set-up, then three
+    assert out.round_trips == 3  # the session set-up, then two (nobody dropped)
     np.testing.assert_array_equal(out.values["counts"], _reference(values, values, "counts"))
     # each site rounds to 1e-4 exactly representable steps: error at most float rounding
     np.testing.assert_allclose(out.values["score"], _reference(values, values, "score"),
@@ -58,7 +58,7 @@ def test_payload_reaches_every_site_in_the_first_message(ten_identities) -> None
     seen: dict[str, bytes] = {}
 
     def compute_for(site: str):
-        def compute(payload: bytes):
+        def compute(payload: bytes, quorum: int):
             seen[site] = payload
             return {"n": np.array([len(payload)], dtype=float)}, specs
         return compute
@@ -138,10 +138,10 @@ def test_policy_refusal_ends_the_aggregation(ten_identities) -> None:
     specs = {"n": Statistic((1,), 0, 10)}
     ids = list(ten_identities.values())[:3]
 
-    def refuse(payload: bytes):
+    def refuse(payload: bytes, quorum: int):
         raise PolicyRefused("site01", "study 'x' is not approved at this site")
 
-    def broke(payload: bytes):
+    def broke(payload: bytes, quorum: int):
         raise BudgetExhausted("site02", "epsilon budget spent")
 
     from hemafed.secure import FederationManifest
@@ -274,12 +274,13 @@ def test_any_dropout_pattern_within_the_threshold_gives_the_survivors_sum(drops)
     np.testing.assert_array_equal(out.values["x"], _reference(values, contributors, "x"))
 
 
-def test_a_session_serves_many_aggregations_in_three_round_trips(mixed_values,
+def test_a_session_serves_many_aggregations_in_two_round_trips_each(mixed_values,
                                                                   ten_identities) -> None:
     values, specs = mixed_values
     sites = build_sites(values, specs, threshold=7, identities=ten_identities)
     trips = [sites.secure_sum(_agg_id(), b"", specs).round_trips for _ in range(4)]
-    assert trips == [4, 3, 3, 3]
+    assert trips == [3, 2, 2, 2]
+    assert not any(r.round_no == UNMASK for r in sites.received)  # nobody dropped
     setups = [r for r in sites.received if r.round_no == SETUP]
     assert len(setups) == 10  # one session: each site advertised its keys once
 
@@ -295,7 +296,8 @@ def test_sessions_survive_a_dropout_and_the_next_sum_reinvites_the_site(
     np.testing.assert_array_equal(first.values["counts"], _reference(values, survivors, "counts"))
     sites.drop_at = {}  # site03 is back
     second = sites.secure_sum(_agg_id(), b"", specs)
-    assert second.round_trips == 4 and second.dropped == ()  # a fresh session re-invited it
+    assert first.round_trips == 4  # set-up + 3: a dropout needs the consistency check
+    assert second.round_trips == 3 and second.dropped == ()  # a fresh session re-invited it
     np.testing.assert_array_equal(second.values["counts"], _reference(values, values, "counts"))
 
 
@@ -308,7 +310,7 @@ def test_a_site_that_lost_its_session_refuses_and_the_next_sum_recovers(
     with pytest.raises(ProtocolError, match="session this site does not hold"):
         sites.secure_sum(_agg_id(), b"", specs)
     out = sites.secure_sum(_agg_id(), b"", specs)
-    assert out.round_trips == 4 and out.dropped == ()
+    assert out.round_trips == 3 and out.dropped == ()
 
 
 def test_semi_honest_federations_skip_the_consistency_check(mixed_values, ten_identities) -> None:

@@ -82,7 +82,7 @@ def test_dp_noise_is_one_gaussian_on_the_concatenation(tmp_path: Path) -> None:
     node = _node(tmp_path, seed=11)
     params = {"column": "hb", "low": 0, "high": 20}
     dp = DPRequest(0.5, 1e-6)
-    ans = node.answer(_req("moments", params=params, dp=dp, t=3))
+    ans = node.answer(_req("moments", params=params, dp=dp, t=3), guaranteed_contributors=3)
     # hand-computed: n has sensitivity 1, sum 20, sum of squares 400
     sens = math.sqrt(1 + 20**2 + 400**2)
     assert release_sensitivity(ans.specs) == pytest.approx(sens)
@@ -108,7 +108,7 @@ def test_noise_share_variance_matches_sigma_squared_over_t(tmp_path: Path) -> No
     node = _node(tmp_path, seed=3)
     levels = [f"L{i}" for i in range(1000)]
     ans = node.answer(_req("category_counts", params={"column": "sex", "levels": levels},
-                           dp=DPRequest(1.0, 1e-6), t=4))
+                           dp=DPRequest(1.0, 1e-6), t=4), guaranteed_contributors=4)
     sigma = gaussian_sigma(1.0, 1e-6, math.sqrt(3))
     sample_sd = float(np.std(ans["counts"], ddof=1))  # true counts are 0 for every Lk
     assert sample_sd == pytest.approx(sigma / 2, rel=0.1)  # 4 standard errors
@@ -154,9 +154,24 @@ def test_failed_query_audits_no_message_and_no_patient_data(tmp_path: Path) -> N
 
 def test_dp_by_noise_multiplier_charges_its_epsilon(tmp_path: Path) -> None:
     node = _node(tmp_path, seed=5)
-    ans = node.answer(_req(dp=DPRequest(None, 1e-6, noise_multiplier=6.0), t=2))
+    ans = node.answer(_req(dp=DPRequest(None, 1e-6, noise_multiplier=6.0), t=2),
+                      guaranteed_contributors=2)
     assert ans.noise_std["n"] == 6.0 and ans.noise_share_std["n"] == pytest.approx(6.0 / math.sqrt(2))
     (charge,) = node.ledger.charges()
     assert charge.noise_multiplier == 6.0
     assert charge.epsilon == pytest.approx(composed_epsilon([(6.0, 1)], 1e-6))
     assert ans.epsilon_charged == charge.epsilon and 0.5 < charge.epsilon < 1.0
+
+
+def test_noise_share_divisor_above_the_guaranteed_contributors_is_refused(tmp_path: Path) -> None:
+    """A hub asking each site for 1/d of the variance when the protocol guarantees fewer than d
+    contributors would get a sum with too little noise: refused, audited, nothing charged."""
+    node = _node(tmp_path, seed=5)
+    with pytest.raises(PolicyRefused, match=r"1/5 of the DP noise variance.*guarantees only 4"):
+        node.answer(_req(dp=DPRequest(1.0, 1e-6), t=5), guaranteed_contributors=4)
+    with pytest.raises(PolicyRefused, match="guarantees only 1"):
+        node.answer(_req(dp=DPRequest(1.0, 1e-6), t=2))  # no secure-aggregation guarantee
+    assert node.ledger.charges() == []
+    assert [e["decision"] for e in node.audit.entries()] == ["refused", "refused"]
+    ans = node.answer(_req(dp=DPRequest(1.0, 1e-6), t=4), guaranteed_contributors=4)
+    assert ans.noise_share_std["n"] == pytest.approx(ans.noise_std["n"] / 2)

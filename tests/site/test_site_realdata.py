@@ -41,7 +41,8 @@ def test_two_real_sites_sum_to_the_pooled_moments(shared_data: Path, tmp_path: P
         node = SiteNode.open(site, clock=lambda: NOW, rng=np.random.default_rng(i))
         sums.append(node.answer(SiteRequest(f"r{i}", "MDS-1", SHA, "moments", "1", params, "hub")))
         noisy = node.answer(SiteRequest(f"d{i}", "MDS-1", SHA, "moments", "1", params, "hub",
-                                        DPRequest(1.0, 1e-6), noise_share_divisor=2))
+                                        DPRequest(1.0, 1e-6), noise_share_divisor=2),
+                            guaranteed_contributors=2)
         assert noisy.epsilon_charged == 1.0 and node.ledger.spent("MDS-1").epsilon == pytest.approx(1.0, rel=1e-4)
     hb = raw["HB"].dropna()
     assert sum(a["n"][0] for a in sums) == len(hb)

@@ -75,8 +75,9 @@ def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],
                  = Path("federation.json"),
                  hub_model: Annotated[str, typer.Option(
                      "--hub-model", help="'malicious' (default: a consistency check before "
-                     "any secret is revealed, 3 round trips per secure sum) or 'semi-honest' "
-                     "(the hub is trusted to follow the protocol: 2 round trips); see "
+                     "any pairwise seed is revealed; 2 round trips per secure sum, 3 after a "
+                     "dropout) or 'semi-honest' (the hub is trusted to follow the protocol: 2 "
+                     "round trips even after a dropout); see "
                      "docs/security.md")] = "malicious") -> None:
     """Build the federation manifest pinning every site's identity key."""
     from hemafed.secure import FederationManifest
@@ -91,6 +92,12 @@ def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],
                 raise InvalidInput(f"{path}: site {parts[0]!r} given twice")
             sites[parts[0]] = base64.b64decode(parts[1], validate=True)
         manifest = FederationManifest(name, threshold, sites, hub_model=hub_model)
+        if manifest.hub_model == "malicious" and 2 * threshold <= len(sites):
+            raise InvalidInput(
+                f"threshold {threshold} of {len(sites)} sites is too low against a malicious hub: "
+                f"it could show two survivor lists and get each signed by t sites (safe only when "
+                f"2t > n + colluding sites); use --threshold {len(sites) // 2 + 1} or more "
+                f"(two thirds, {max(2, -(-2 * len(sites) // 3))}, is the usual choice)")
     except (HemafedError, ValueError) as exc:
         raise _fail(exc if isinstance(exc, HemafedError) else InvalidInput(str(exc))) from exc
     manifest.save(out)

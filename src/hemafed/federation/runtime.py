@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hemafed.atomic import write_text
-from hemafed.errors import InvalidInput
+from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
@@ -91,10 +91,13 @@ class _SiteRuntime:
     manifest: FederationManifest
     stamp: tuple[float, ...]
 
-    def compute(self, payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
+    def compute(self, payload: bytes, quorum: int
+                ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
         from hemafed.site.request import SiteRequest
 
-        answer = self.node.answer(SiteRequest.from_json(payload))
+        # the secure-aggregation quorum is what this site can rely on: any released sum covers
+        # at least that many sites, so it bounds the noise-share divisor the hub may ask for
+        answer = self.node.answer(SiteRequest.from_json(payload), guaranteed_contributors=quorum)
         return answer.values, answer.specs
 
 
@@ -145,12 +148,36 @@ def site_handler(config: Mapping[str, Any]) -> SiteHandler:
 
 # --- hub side ----------------------------------------------------------------------------------
 
+NOISE_SHARES = ("all", "threshold")
+
+
 class SecureFederation:
-    """A federation whose every result is a secure sum over the sites (Federation interface)."""
+    """A federation whose every result is a secure sum over the sites (Federation interface).
+
+    ``noise_shares`` decides how a DP release's Gaussian noise (variance ``sigma**2``) is split
+    among the sites, each adding its share before masking (the hub never sees a sum without it):
+
+    * ``"all"`` (default): each of the ``n`` sites of the session adds ``sigma**2 / n`` and the
+      aggregation's quorum is ``n``, so the released sum carries exactly ``sigma**2``, as the
+      same mechanism run centrally. If a site drops, the sites refuse to unmask (too little
+      noise would be left); the release is retried once in a fresh session over the sites that
+      answer (every attempt is charged to the ledgers of the sites that computed it, since
+      sites charge before they mask).
+    * ``"threshold"``: each site adds ``sigma**2 / t`` (``t`` the manifest threshold), so any
+      ``>= t`` survivors add at least ``sigma**2``: dropouts are tolerated, at the price of
+      ``n / t`` times the variance when all ``n`` answer.
+
+    Either way every site checks that the divisor it is asked for does not exceed the quorum
+    the protocol enforces, so a hub cannot thin the noise.
+    """
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
                  site_ids: Sequence[str] | None = None, spec_sha256: str = "",
-                 requester: str = "hub") -> None:
+                 requester: str = "hub", noise_shares: str = "all") -> None:
+        if noise_shares not in NOISE_SHARES:
+            raise InvalidInput(f"noise_shares must be one of {list(NOISE_SHARES)}, got "
+                               f"{noise_shares!r}")
+        self.noise_shares = noise_shares
         self._exchange = exchange
         self.manifest = manifest
         ids = tuple(site_ids) if site_ids is not None else tuple(sorted(manifest.sites))
@@ -175,11 +202,24 @@ class SecureFederation:
         q = get_query(query)
         q.check_params(params)
         base_specs = q.declare(params)
-        divisor = self.manifest.threshold
-        specs = noisy_specs(base_specs, dp, divisor)
-        request = SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
-                              dict(params), self.requester, dp, divisor, True)
-        outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs)
+        attempts = 2 if dp is not None and self.noise_shares == "all" else 1
+        for attempt in range(attempts):
+            divisor = self.manifest.threshold
+            if dp is not None and self.noise_shares == "all":
+                divisor = len(self._sums.members())
+            specs = noisy_specs(base_specs, dp, divisor)
+            request = SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
+                                  dict(params), self.requester, dp, divisor, True)
+            try:
+                outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs,
+                                                quorum=max(divisor, self.manifest.threshold))
+                break
+            except ProtocolError as exc:
+                if attempt + 1 == attempts:
+                    raise
+                log.warning("query %s: DP release over all %d sites of the session did not "
+                            "complete (%s); retrying once in a fresh session", q.key, divisor,
+                            exc)
         noise_std: dict[str, float] = {}
         if dp is not None:
             scale = math.sqrt(len(outcome.contributors) / divisor)

@@ -1,7 +1,7 @@
 """The hub side of secure aggregation: state machines that learn only the sum over sites.
 
 :class:`HubSession` sets up a session (one round trip: every participant's signed session keys);
-:class:`HubAggregation` runs one aggregation inside it (three round trips): ``start()`` gives the
+:class:`HubAggregation` runs one aggregation inside it (two round trips, three after a dropout): ``start()`` gives the
 first message for every session member, each ``receive(replies)`` takes the sites' replies to
 the previous messages (a missing site has dropped out) and gives the next messages, or ``None``
 when the sum is ready in ``result()``. :class:`SecureSumSession` drives both through any
@@ -21,7 +21,7 @@ import numpy as np
 from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
 from hemafed.federation.queries import Statistic
 from hemafed.secure import crypto, shamir
-from hemafed.secure.codec import field, pack_map, pack_names, unpack_map
+from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_map
 from hemafed.secure.encoding import FixedPointLayout, specs_to_json
 from hemafed.secure.graph import neighbour_graph
 from hemafed.secure.identity import FederationManifest
@@ -37,6 +37,7 @@ from hemafed.secure.protocol import (
     hub_message,
     open_reply,
     pairwise_sign,
+    reveals_at_consistency,
     self_seed,
     session_digest,
 )
@@ -92,6 +93,7 @@ class HubSession:
         self.keys: dict[str, bytes] = {}           # site -> its signed session-key envelope
         self.relayed: dict[str, set[str]] = {}     # site -> neighbours whose keys it confirmed
         self.started = False
+        self.next_seq = 1  # number of the next aggregation in this session
 
     @property
     def ready(self) -> bool:
@@ -142,10 +144,14 @@ class HubAggregation:
     """One secure aggregation inside a :class:`HubSession`, seen from the hub."""
 
     def __init__(self, session: HubSession, aggregation_id: bytes, payload: bytes,
-                 specs: Mapping[str, Statistic]) -> None:
+                 specs: Mapping[str, Statistic], quorum: int | None = None) -> None:
         if not session.ready:
             raise ProtocolError("the session has no keys yet: run its set-up first")
         _check_id(aggregation_id, "aggregation_id")
+        self.quorum = session.t if quorum is None else quorum
+        if not session.t <= self.quorum <= len(session.members):
+            raise InvalidInput(f"quorum {self.quorum} must be between the threshold {session.t} "
+                               f"and the {len(session.members)} members of the session")
         self.session = session
         self.manifest = session.manifest
         self.aggregation_id = aggregation_id
@@ -155,7 +161,10 @@ class HubAggregation:
         self.t, self.t_share = session.t, session.t_share
         self.layout = FixedPointLayout.from_specs(specs, len(self.participants))
         self.specs_json = specs_to_json(dict(self.layout.specs))
-        self.digest = aggregation_digest(session.digest, aggregation_id, self.specs_json, payload)
+        self.seq = session.next_seq
+        session.next_seq += 1
+        self.digest = aggregation_digest(session.digest, aggregation_id, self.seq,
+                                         self.specs_json, payload, self.quorum)
         self.round = -1
         self.round_trips = 0
         self.live: list[str] = session.members
@@ -164,6 +173,7 @@ class HubAggregation:
         self.sealed: dict[str, dict[str, bytes]] = {}   # sender -> recipient -> ciphertext
         self.masked_total = np.zeros(self.layout.size, dtype=np.uint64)
         self.confirmations: dict[str, bytes] = {}
+        self.reveal_early = False  # sites reveal at the consistency step (two round trips)
         self._sent_keys: dict[str, set[str]] = {}
         self._outcome: SumOutcome | None = None
 
@@ -177,7 +187,8 @@ class HubAggregation:
         live = pack_names(self.u2)
         out = {}
         for u in self.u2:
-            fields = {"live": live, "payload": self.payload, "specs": self.specs_json}
+            fields = {"live": live, "payload": self.payload, "specs": self.specs_json,
+                      "quorum": pack_int(self.quorum), "seq": pack_int(self.seq)}
             keys = self.session.keys_for(u, self.u2)
             if keys:
                 fields["keys"] = pack_map(keys)
@@ -199,7 +210,7 @@ class HubAggregation:
         self.live = sorted(bodies)
         if self.round == MASKED_INPUT:
             nxt = self._on_masked(bodies)
-        elif self.round == CONSISTENCY and self.manifest.semi_honest:
+        elif self.round == CONSISTENCY and self.reveal_early:
             self._on_unmask(self._confirmed(bodies, {s: replies[s] for s in bodies},
                                             "reveal"), CONSISTENCY)
             return None
@@ -218,11 +229,14 @@ class HubAggregation:
         return self._outcome
 
     # ----------------------------------------------------------------------------------------
-    def _require(self, live: Sequence[str], step: int) -> None:
-        if len(live) < self.t:
+    def _require(self, live: Sequence[str], step: int, need: int | None = None) -> None:
+        need = self.t if need is None else need
+        if len(live) < need:
+            what = (f"the threshold is {self.t}" if need == self.t else
+                    f"this aggregation needs {need} (its quorum; threshold {self.t})")
             raise ProtocolError(
                 f"only {len(live)} of {len(self.participants)} sites answered the "
-                f"{ROUNDS[step]!r} step; the threshold is {self.t}; no result is released")
+                f"{ROUNDS[step]!r} step; {what}; no result is released")
 
     def _msg(self, round_no: int, fields: dict[str, bytes]) -> bytes:
         return hub_message(self.session.session_id, self.aggregation_id, round_no, fields)
@@ -249,8 +263,10 @@ class HubAggregation:
                 raise ProtocolError(f"site {s!r} sent shares to the wrong set of sites")
             self.sealed[s] = sealed
             self.masked_total += np.frombuffer(raw, dtype="<u8")
-        self._require(self.live, MASKED_INPUT)
+        self._require(self.live, MASKED_INPUT, self.quorum)
         self.u3 = list(self.live)
+        self.reveal_early = reveals_at_consistency(self.manifest, len(self.participants),
+                                                   self.u2, self.u3)
         live = pack_names(self.u3)
         out = {}
         for v in self.u3:
@@ -326,7 +342,6 @@ class HubAggregation:
                                    tuple(s for s in self.participants if s not in u3),
                                    self.round_trips)
 
-
     def _reconstruct(self, shares: dict[tuple[str, str], dict[int, int]], owner: str,
                      peer: str, what: str) -> bytes:
         got = shares.get((owner, peer), {})
@@ -351,6 +366,7 @@ class SecureSumSession:
         self.manifest = manifest
         self.participants = sorted(participants)
         self._session: HubSession | None = None
+        self._unbilled_setup = 0  # set-up round trip not yet counted in an outcome
         self.sessions = 0
 
     def _setup(self) -> HubSession:
@@ -358,20 +374,28 @@ class SecureSumSession:
         self._session = None
         session.receive(self.exchange(session.start()))
         self._session = session
+        self._unbilled_setup = 1
         self.sessions += 1
         return session
 
+    def members(self) -> list[str]:
+        """The sites of the current session (set up now if there is none): who the next
+        aggregation asks, e.g. to size DP noise shares before the request is written."""
+        session = self._session if self._session is not None else self._setup()
+        return session.members
+
     def secure_sum(self, aggregation_id: bytes, payload: bytes,
-                   specs: Mapping[str, Statistic]) -> SumOutcome:
-        """One aggregation; raises what the hub raises (refusals, too few sites)."""
+                   specs: Mapping[str, Statistic], quorum: int | None = None) -> SumOutcome:
+        """One aggregation; raises what the hub raises (refusals, too few sites).
+
+        ``quorum`` (default: the manifest threshold ``t``) is the least number of sites whose
+        inputs the sum must cover; sites refuse to reveal anything for fewer.
+        """
         FixedPointLayout.from_specs(specs, len(self.participants))  # capacity, before any message
-        extra = 0
-        session = self._session
-        if session is None:
-            session = self._setup()
-            extra = 1
-        hub = HubAggregation(session, aggregation_id, payload, specs)
+        session = self._session if self._session is not None else self._setup()
+        extra, self._unbilled_setup = self._unbilled_setup, 0
         try:
+            hub = HubAggregation(session, aggregation_id, payload, specs, quorum)
             messages: dict[str, bytes] | None = hub.start()
             while messages is not None:
                 if hub.round_trips >= ROUND_TRIPS_PER_SUM:
@@ -390,6 +414,6 @@ class SecureSumSession:
 def run_secure_sum(exchange: Exchange, manifest: FederationManifest, aggregation_id: bytes,
                    payload: bytes, specs: Mapping[str, Statistic],
                    participants: Sequence[str]) -> SumOutcome:
-    """One aggregation in a session of its own through ``exchange`` (four round trips)."""
+    """One aggregation in a session of its own through ``exchange`` (three or four round trips)."""
     return SecureSumSession(exchange, manifest, participants).secure_sum(aggregation_id, payload,
                                                                          specs)

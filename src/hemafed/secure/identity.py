@@ -123,7 +123,8 @@ class FederationManifest:
     :func:`auto_degree`. ``neighbour_threshold`` is the Shamir threshold within a neighbourhood
     of a sparse graph (default ``max(2, ceil(t * (k + 1) / n))``, the same live fraction as t).
     ``hub_model`` is the adversary the sites protect against: ``"malicious"`` (default: a
-    consistency check before any secret is revealed, three round trips per aggregation) or
+    consistency check before any pairwise seed is revealed: two round trips per aggregation
+    when nobody dropped, three after a dropout or on a sparse graph) or
     ``"semi-honest"`` (the hub is trusted to follow the protocol, as in Bonawitz et al.'s
     semi-honest variant: no consistency check, two round trips). Every party must agree: it is
     part of the fingerprint.

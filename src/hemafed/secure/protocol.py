@@ -7,18 +7,22 @@ The protocol is Bonawitz et al. (CCS 2017) with the SecAgg+ neighbour graph of B
    site answers with two fresh X25519 public keys, signed with its identity key. The hub relays
    each site's neighbours' signed keys with the site's first aggregation message.
 
-Then each aggregation costs three hub -> sites -> hub round trips:
+Then each aggregation costs two or three hub -> sites -> hub round trips:
 
-1. *masked input*: the hub sends the request (opaque payload, declared statistics) and the live
-   list; each site computes its statistics, draws a fresh self-mask seed ``b_u``, and sends
-   ``x_u + PRG(b_u) + sum_v +/-PRG(s_uv)`` mod 2**64, where ``s_uv`` is derived from the pair's
-   session key agreement *and this aggregation's digest*, together with AEAD-encrypted Shamir
-   shares of ``b_u`` for its live neighbours (or a signed refusal);
+1. *masked input*: the hub sends the request (opaque payload, declared statistics), the live
+   list and the aggregation's *quorum* ``q`` (``t <= q``: the least number of sites whose inputs
+   any released sum must cover); each site computes its statistics, draws a fresh self-mask
+   seed ``b_u``, and sends ``x_u + PRG(b_u) + sum_v +/-PRG(s_uv)`` mod 2**64, where ``s_uv`` is
+   derived from the pair's session key agreement *and this aggregation's digest*, together with
+   AEAD-encrypted Shamir shares of ``b_u`` and of the ``s_uv`` for its live neighbours (or a
+   signed refusal);
 2. *consistency check*: each site gets the shares addressed to it from the sites whose masked
-   input arrived (the survivors) and signs the survivor list;
-3. *unmasking*: each site sees enough signatures on the same list, then reveals, for each
-   neighbour, its share of ``b`` (neighbour survived) or this aggregation's pairwise seed with it
-   (neighbour dropped), never both.
+   input arrived (the survivors) and signs the survivor list. When nobody dropped since step 1
+   and every site shares with every other (the complete graph), the site reveals its self-mask
+   shares in this reply and the aggregation ends here: see :func:`reveals_at_consistency`;
+3. *unmasking* (only after a dropout, or on a sparse graph): each site sees enough signatures
+   on the same list, then reveals, for each neighbour, its share of ``b`` (neighbour survived)
+   or this aggregation's pairwise seed with it (neighbour dropped), never both.
 
 Because the pairwise seeds are fresh per aggregation and revealed per pair, revealing the seeds
 of a site that dropped in one aggregation reveals nothing about its masks in any other, so the
@@ -37,11 +41,12 @@ from hemafed.secure import crypto
 from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_int, unpack_map
 from hemafed.secure.identity import FederationManifest, SiteIdentity, verify_signature
 
-PROTOCOL = b"hemafed-secagg/2"
+PROTOCOL = b"hemafed-secagg/3"
 ROUNDS = ("session keys", "masked input", "consistency check", "unmasking")
 N_ROUNDS = len(ROUNDS)
 ROUND_TRIPS_PER_SUM = N_ROUNDS - 1
-"""Round trips of one aggregation once its session is set up (the setup costs one more)."""
+"""Most round trips of one aggregation once its session is set up (the setup costs one more):
+three after a dropout or on a sparse graph, two otherwise (:func:`reveals_at_consistency`)."""
 
 SETUP, MASKED_INPUT, CONSISTENCY, UNMASK = range(N_ROUNDS)
 
@@ -53,11 +58,38 @@ def session_digest(manifest: FederationManifest, session_id: bytes,
                          pack_names(sorted(participants)), graph_seed)
 
 
-def aggregation_digest(session: bytes, aggregation_id: bytes, specs_json: bytes,
-                       payload: bytes) -> bytes:
-    """What one aggregation is: bound into every signature, key derivation and AEAD."""
-    return crypto.sha256(PROTOCOL, b"aggregation", session, aggregation_id, specs_json,
-                         crypto.sha256(payload))
+def aggregation_digest(session: bytes, aggregation_id: bytes, seq: int, specs_json: bytes,
+                       payload: bytes, quorum: int) -> bytes:
+    """What one aggregation is: bound into every signature, key derivation and AEAD.
+
+    ``seq`` is the aggregation's number in its session, strictly increasing at every site, so no
+    two aggregations of a session ever share a digest (hence pairwise seeds), whatever a site
+    remembers of past aggregation ids.
+    """
+    return crypto.sha256(PROTOCOL, b"aggregation", session, aggregation_id, pack_int(seq),
+                         specs_json, crypto.sha256(payload), pack_int(quorum))
+
+
+def reveals_at_consistency(manifest: FederationManifest, n_participants: int,
+                           asked: Sequence[str], survivors: Sequence[str]) -> bool:
+    """Whether sites reveal their shares in the consistency step (two round trips, not three).
+
+    Always in the semi-honest model. Against a malicious hub, only when every site shares with
+    every other (complete graph) and the survivor list equals the list asked at the masked-input
+    step (``asked``, each site's own view): then a site reveals only self-mask shares, of sites
+    its own view says are live, and no pairwise-seed share at all. A hub that shows some sites
+    "nobody dropped" (they reveal ``b_u`` shares) and others "u dropped" (they reveal seeds of
+    ``u``'s masks only after ``t`` signatures on that list) needs ``t`` revealers of each kind
+    for the same ``u``, from disjoint sets of honest sites (each answers the consistency step
+    once): with ``c`` colluding sites that takes ``2 t <= n + c``, exactly the condition under
+    which the consistency check itself fails (two lists, each signed by ``t``). So skipping the
+    check when nobody dropped costs nothing against that bound; docs/security.md gives the
+    argument.
+    """
+    if manifest.semi_honest:
+        return True
+    complete = manifest.degree_for(n_participants) >= n_participants - 1
+    return complete and sorted(asked) == sorted(survivors)
 
 
 def hub_message(session_id: bytes, aggregation_id: bytes, round_no: int,

@@ -5,8 +5,9 @@ the site's reply. All protocol state lives in ``state`` (a mutable mapping of by
 per-node context), so the same function serves Flower, the in-process driver and tests: the
 session (its private keys and the verified, agreed keys of its neighbours) and the aggregation in
 progress. A site checks everything it is told: the manifest fingerprint, signatures of its
-neighbours' keys, the authenticity of shares, that at least ``t`` sites remain at each step, and,
-before revealing anything, that enough sites signed the same survivor list. It reveals, for each
+neighbours' keys, the authenticity of shares, that at least the aggregation's quorum (``>= t``)
+of sites remain at each step, and, before revealing pairwise seeds, that enough sites signed the
+same survivor list. It reveals, for each
 survivor, the shares of its self-mask seed and of its pairwise seeds with the sites that dropped
 (never anything that unmasks a survivor's input alone), and answers each step at most once.
 """
@@ -47,6 +48,7 @@ from hemafed.secure.protocol import (
     open_reply,
     pairwise_seed,
     pairwise_sign,
+    reveals_at_consistency,
     seal_reply,
     self_seed,
     session_digest,
@@ -54,7 +56,10 @@ from hemafed.secure.protocol import (
     share_key,
 )
 
-Compute = Callable[[bytes], tuple[dict[str, np.ndarray], dict[str, Statistic]]]
+Compute = Callable[[bytes, int], tuple[dict[str, np.ndarray], dict[str, Statistic]]]
+"""``compute(payload, quorum)``: the site's values and declarations for one request. ``quorum``
+is the least number of sites whose inputs any sum released from this aggregation covers (the
+site enforces it before revealing anything), for example to size a DP noise share."""
 
 SESSION = "hemafed.secagg.session"
 CURRENT = "hemafed.secagg.current"
@@ -66,8 +71,8 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
               manifest: FederationManifest, compute: Compute) -> bytes:
     """Handle one hub message of a secure aggregation; return the signed reply.
 
-    ``compute(payload)`` is called once per aggregation, at the masked-input step, and returns
-    the site's values and their declared statistics. If it raises a ``HemafedError`` (a policy
+    ``compute(payload, quorum)`` is called once per aggregation, at the masked-input step, and
+    returns the site's values and their declared statistics. If it raises a ``HemafedError`` (a policy
     refusal, an exhausted budget, invalid input), the reply is a signed refusal carrying the
     reason. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
     the site answers nothing.
@@ -109,8 +114,8 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
         raise ProtocolError(f"site {identity.site_id!r}: got a {_round_name(round_no)} message "
                             f"but expected {_round_name(expected)}; each step is answered once")
     if round_no == CONSISTENCY:
-        reply = session.consistency(msg, cur)
-        if manifest.semi_honest:  # the reply already revealed: the aggregation is over here
+        reply, revealed = session.consistency(msg, cur)
+        if revealed:  # the aggregation is over at this site
             del state[CURRENT]
         else:
             cur["next"] = pack_int(UNMASK)
@@ -186,17 +191,18 @@ class _Session:
     def _error(self, text: str) -> ProtocolError:
         return ProtocolError(f"site {self.me!r}: {text}")
 
-    def _live(self, msg: dict[str, bytes], step: int, within: list[str]) -> list[str]:
+    def _live(self, msg: dict[str, bytes], step: int, within: list[str],
+              quorum: int) -> list[str]:
         live = unpack_names(field(msg, "live"))
         if len(set(live)) != len(live) or not set(live) <= set(within):
             raise self._error(f"the hub's live list at the {_round_name(step)} step is malformed")
         if self.me not in live:
             raise self._error(f"the hub's live list at the {_round_name(step)} step omits this "
                               f"site")
-        if len(live) < self.t:
+        if len(live) < quorum:
             raise self._error(f"only {len(live)} of {len(self.participants)} sites remain at the "
-                              f"{_round_name(step)} step; the threshold is {self.t}; "
-                              f"aggregation abandoned")
+                              f"{_round_name(step)} step; this aggregation needs {quorum} "
+                              f"(threshold {self.t}); aggregation abandoned, nothing revealed")
         return live
 
     def _learn_keys(self, keys: dict[str, bytes]) -> None:
@@ -219,10 +225,21 @@ class _Session:
         """Reply with the masked input and the sealed self-mask shares; return the new state."""
         agg = field(msg, "agg")
         specs_json, payload = field(msg, "specs"), field(msg, "payload")
-        digest = aggregation_digest(self.data["digest"], agg, specs_json, payload)
-        live = self._live(msg, MASKED_INPUT, self.participants)
+        quorum = unpack_int(field(msg, "quorum"), "quorum")
+        if quorum < self.t:
+            raise self._error(f"the hub asked for a quorum of {quorum}, below the manifest's "
+                              f"threshold {self.t}")
+        seq = unpack_int(field(msg, "seq"), "seq")
+        last = unpack_int(self.data["last_seq"]) if "last_seq" in self.data else 0
+        if seq <= last:
+            raise self._error(f"aggregation number {seq} of this session is not after the last "
+                              f"one answered ({last}): replayed or stale; rejected")
+        digest = aggregation_digest(self.data["digest"], agg, seq, specs_json, payload, quorum)
+        live = self._live(msg, MASKED_INPUT, self.participants, quorum)
         if "keys" in msg:
             self._learn_keys(unpack_map(field(msg, "keys"), "neighbour keys"))
+        # from here on this number is used: masks of a later message must differ
+        self.data["last_seq"] = pack_int(seq)
         live_nb = sorted(self.neighbours & set(live))
         unknown = [v for v in live_nb if v not in self.peers]
         if unknown:
@@ -235,7 +252,7 @@ class _Session:
         try:
             layout = FixedPointLayout.from_specs(specs_from_json(specs_json),
                                                  len(self.participants))
-            values, specs = compute(payload)
+            values, specs = compute(payload, quorum)
             if specs_to_json(specs) != specs_json:
                 raise InvalidInput(f"site {self.me!r}: the statistics it declares differ from "
                                    f"those the hub asked for; check that site and hub run the "
@@ -268,14 +285,18 @@ class _Session:
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
                          "shares": pack_map(sealed)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
-               "u2": pack_names(live),
+               "u2": pack_names(live), "quorum": pack_int(quorum),
                "held": pack_map({self.me: bundle(self.me)})}
         return seal_reply(self.identity, MASKED_INPUT, digest, body), cur
 
-    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> bytes:
-        """Keep the shares from the survivors; sign the survivor list."""
+    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> tuple[bytes, bool]:
+        """Keep the shares from the survivors; sign the survivor list (and reveal, when safe).
+
+        Returns the reply and whether it revealed the shares (the aggregation is then over here).
+        """
         digest = cur["digest"]
-        survivors = self._live(msg, CONSISTENCY, unpack_names(cur["u2"]))
+        asked = unpack_names(cur["u2"])
+        survivors = self._live(msg, CONSISTENCY, asked, unpack_int(cur["quorum"]))
         senders = sorted(self.neighbours & set(survivors))
         sealed = unpack_map(field(msg, "shares"), "shares")
         if set(sealed) != set(senders):
@@ -293,16 +314,19 @@ class _Session:
         cur["held"] = pack_map(held)
         cur["u3"] = pack_names(sorted(survivors))
         body = {"survivors": cur["u3"]}
-        if self.manifest.semi_honest:
-            # the federation trusts the hub to show everyone the same survivor list
+        reveal = reveals_at_consistency(self.manifest, len(self.participants), asked, survivors)
+        if reveal:
+            # semi-honest hub, or nobody dropped: only self-mask shares are revealed
             body["reveal"] = self._reveal(cur)
-        return seal_reply(self.identity, CONSISTENCY, digest, pack_map(body))
+        return seal_reply(self.identity, CONSISTENCY, digest, pack_map(body)), reveal
 
     def unmask(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> bytes:
         """Reveal the shares that remove the survivors' self masks and masks with dropped sites."""
         digest = cur["digest"]
         survivors = unpack_names(cur["u3"])
-        self._live(msg, UNMASK, survivors)
+        # what is revealed depends only on the stored survivor list, already checked against the
+        # quorum; the live list here only needs enough share holders
+        self._live(msg, UNMASK, survivors, self.t)
         signatures = unpack_map(field(msg, "signatures"), "survivor-list signatures")
         allowed = self.neighbours | {self.me}
         for w, envelope in signatures.items():

@@ -29,9 +29,10 @@ the ledger's accountant so this release is (epsilon, delta)-DP) or ``noise_multi
 (as MST/AIM or DP-SGD choose it; the epsilon charged is that of the mechanism at ``delta``).
 Either way ``sigma = noise_multiplier * sqrt(sum(s_i**2))``.
 
-**Noise shares.** With secure aggregation of threshold ``t = request.noise_share_divisor``, each
-site adds ``N(0, sigma**2 / t)`` so that any ``>= t`` surviving sites together add at least
-``sigma**2`` to the released sum. A non-secure answer (only when the policy allows it) is seen on
+**Noise shares.** With secure aggregation, each site adds ``N(0, sigma**2 / d)`` with
+``d = request.noise_share_divisor``, so that any ``>= d`` contributing sites together add at least
+``sigma**2`` to the released sum; the site refuses a ``d`` larger than the number of contributors
+the protocol guarantees (its quorum: all sites of the session, or the threshold ``t``). A non-secure answer (only when the policy allows it) is seen on
 its own, so it always carries the full ``sigma``.
 """
 
@@ -139,11 +140,25 @@ class SiteNode:
         log.info("site %s refused request %s: %s", self.site_id, request.request_id, reason)
         return PolicyRefused(self.site_id, reason)
 
-    def answer(self, request: SiteRequest) -> SiteAnswer:
-        """Check, audit, compute, charge and noise one request (see the module docstring)."""
+    def answer(self, request: SiteRequest, *,
+               guaranteed_contributors: int | None = None) -> SiteAnswer:
+        """Check, audit, compute, charge and noise one request (see the module docstring).
+
+        ``guaranteed_contributors`` is the least number of sites whose inputs any sum released
+        from this answer covers, as the secure-aggregation protocol enforces it (its quorum);
+        ``None`` when there is no such guarantee. A DP request whose noise-share divisor
+        exceeds it is refused: the released sum would carry less noise than it is charged for.
+        """
         decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
         if not decision.allowed:
             raise self._refuse(request, decision.reason)
+        if (request.dp is not None and request.secure
+                and request.noise_share_divisor > (guaranteed_contributors or 1)):
+            raise self._refuse(request, (
+                f"the request asks each site for 1/{request.noise_share_divisor} of the DP noise "
+                f"variance, but the secure aggregation guarantees only "
+                f"{guaranteed_contributors or 1} contributing site(s): the released sum would "
+                f"carry less noise than the ledger is charged for"))
 
         try:
             query: Query = get_query(request.query, request.version)
