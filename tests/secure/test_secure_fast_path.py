@@ -150,3 +150,63 @@ def test_a_quorum_changed_in_transit_breaks_the_site_reply(ten_identities) -> No
     messages["site02"] = pack_map(changed)
     with pytest.raises(ProtocolError, match=r"site 'site02'.*another aggregation"):
         hub.receive(sites(messages))
+
+
+def _one_shot_sites(ten_identities, **kw) -> tuple[InProcessSites, dict[str, float]]:
+    names = list(ten_identities)[:5]
+    values = {s: {"n": np.arange(4, dtype=float) * 2 + i} for i, s in enumerate(names)}
+    sites = build_sites(values, SPECS, identities={s: ten_identities[s] for s in names}, **kw)
+    return sites, {s: float(v["n"][0]) for s, v in values.items()}
+
+
+def test_one_shot_sum_is_one_round_trip_and_reveals_nothing(ten_identities) -> None:
+    from hemafed.secure import SecureSumSession
+
+    sites, _ = _one_shot_sites(ten_identities, threshold=3)
+    sums = SecureSumSession(sites, sites.manifest, sorted(sites.states), one_shot=True)
+    first = sums.secure_sum(os.urandom(16), b"", SPECS)
+    agg = os.urandom(16)
+    second = sums.secure_sum(agg, b"", SPECS)
+    assert (first.round_trips, second.round_trips) == (2, 1)  # set-up + 1, then 1
+    assert second.values["n"].tolist() == [10.0, 20.0, 30.0, 40.0]  # sum of 2k + i over 5 sites
+    assert {r.round_no for r in sites.received} == {0, MASKED_INPUT}
+    for r in sites.received:
+        if r.round_no == MASKED_INPUT:
+            assert set(_body(r.reply)) == {"status", "vector"}  # no shares: nothing to reveal
+    # the site has finished: no step of this aggregation follows
+    assert sums._session is not None
+    late = hub_message(sums._session.session_id, agg, CONSISTENCY,
+                       {"live": pack_names(sorted(sites.states)), "shares": pack_map({})})
+    with pytest.raises(ProtocolError, match="no aggregation in progress"):
+        sites({"site00": late})
+
+
+def test_one_shot_sum_with_a_missing_site_fails_cleanly(ten_identities) -> None:
+    sites, _ = _one_shot_sites(ten_identities, threshold=3)
+    session = HubSession(sites.manifest, sorted(sites.states))
+    session.receive(sites(session.start()))
+    hub = HubAggregation(session, os.urandom(16), b"", SPECS, one_shot=True)
+    replies = sites(hub.start())
+    del replies["site01"]
+    with pytest.raises(ProtocolError, match=r"one-shot aggregation: sites \['site01'\] did not "
+                                            r"answer.*nothing was revealed"):
+        hub.receive(replies)
+    # the other four vectors still carry their masks with site01: their sum is not the sum
+    total = sum(np.frombuffer(_body(r)["vector"], dtype="<u8") for r in replies.values())
+    assert not np.array_equal(hub.layout.decode_sum(total, 4)["n"], [9.0, 17.0, 25.0, 33.0])
+
+
+def test_one_shot_needs_the_complete_graph(ten_identities) -> None:
+    names = list(ten_identities)
+    values = {s: {"n": np.ones(4)} for s in names}
+    sparse = build_sites(values, SPECS, threshold=6, degree=4, identities=ten_identities)
+    session = HubSession(sparse.manifest, names)
+    session.receive(sparse(session.start()))
+    with pytest.raises(InvalidInput, match="one-shot aggregation needs the complete graph"):
+        HubAggregation(session, os.urandom(16), b"", SPECS, one_shot=True)
+    # a hub that sends the flag anyway is refused by the site (no pairwise mask with most sites)
+    hub = HubAggregation(session, os.urandom(16), b"", SPECS)
+    message = unpack_map(hub.start()["site00"])
+    message["one_shot"] = pack_int(1)
+    with pytest.raises(ProtocolError, match="needs every site to mask with every other"):
+        sparse({"site00": pack_map(message)})

@@ -169,6 +169,12 @@ class SecureFederation:
 
     Either way every site checks that the divisor it is asked for does not exceed the quorum
     the protocol enforces, so a hub cannot thin the noise.
+
+    Sums are *one-shot* aggregations (one round trip, no secret revealed) while every site
+    answers; after the first dropout the federation uses recoverable aggregations (dropout
+    recovery, two or three round trips) and repeats the failed sum once. A repeated request runs
+    again at the sites (a second audit entry; with DP, a second charge at the sites that had
+    computed the first: sites charge before they mask).
     """
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
@@ -185,7 +191,9 @@ class SecureFederation:
         if unknown:
             raise InvalidInput(f"site(s) {unknown} are not in the federation manifest")
         self._site_ids = ids
-        self._sums = SecureSumSession(exchange, manifest, ids)
+        # one round trip per sum while every site answers; the first dropout switches this
+        # federation to recoverable aggregations (Shamir dropout recovery) for good
+        self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True)
         self.spec_sha256 = spec_sha256
         self.requester = requester
         _load_analyses()
@@ -202,8 +210,9 @@ class SecureFederation:
         q = get_query(query)
         q.check_params(params)
         base_specs = q.declare(params)
-        attempts = 2 if dp is not None and self.noise_shares == "all" else 1
-        for attempt in range(attempts):
+        exchanges = self._sums.exchanges
+        for attempt in range(2):
+            one_shot = self._sums.one_shot
             divisor = self.manifest.threshold
             if dp is not None and self.noise_shares == "all":
                 divisor = len(self._sums.members())
@@ -215,15 +224,17 @@ class SecureFederation:
                                                 quorum=max(divisor, self.manifest.threshold))
                 break
             except ProtocolError as exc:
-                if attempt + 1 == attempts:
+                # a site did not answer a one-shot sum, or a DP release over every site of the
+                # session lost one: nothing was revealed; repeat once, in a fresh session
+                if attempt or not (one_shot or (dp is not None and self.noise_shares == "all")):
                     raise
-                log.warning("query %s: DP release over all %d sites of the session did not "
-                            "complete (%s); retrying once in a fresh session", q.key, divisor,
-                            exc)
+                self._sums.one_shot = False
+                log.warning("query %s: the secure sum did not complete (%s); retrying once in "
+                            "a fresh session, with dropout recovery", q.key, exc)
         noise_std: dict[str, float] = {}
         if dp is not None:
             scale = math.sqrt(len(outcome.contributors) / divisor)
             noise_std = {k: v * scale for k, v in release_noise_std(base_specs, dp).items()}
         return AggregateResult(dict(outcome.values), tuple(outcome.contributors),
-                               tuple(outcome.dropped), outcome.round_trips,
+                               tuple(outcome.dropped), self._sums.exchanges - exchanges,
                                time.perf_counter() - start, dp, noise_std)

@@ -144,7 +144,8 @@ class HubAggregation:
     """One secure aggregation inside a :class:`HubSession`, seen from the hub."""
 
     def __init__(self, session: HubSession, aggregation_id: bytes, payload: bytes,
-                 specs: Mapping[str, Statistic], quorum: int | None = None) -> None:
+                 specs: Mapping[str, Statistic], quorum: int | None = None,
+                 one_shot: bool = False) -> None:
         if not session.ready:
             raise ProtocolError("the session has no keys yet: run its set-up first")
         _check_id(aggregation_id, "aggregation_id")
@@ -161,10 +162,15 @@ class HubAggregation:
         self.t, self.t_share = session.t, session.t_share
         self.layout = FixedPointLayout.from_specs(specs, len(self.participants))
         self.specs_json = specs_to_json(dict(self.layout.specs))
+        n = len(session.participants)
+        if one_shot and session.manifest.degree_for(n) < n - 1:
+            raise InvalidInput("a one-shot aggregation needs the complete graph (every site "
+                               "masks with every other); this session's graph is sparse")
+        self.one_shot = one_shot
         self.seq = session.next_seq
         session.next_seq += 1
         self.digest = aggregation_digest(session.digest, aggregation_id, self.seq,
-                                         self.specs_json, payload, self.quorum)
+                                         self.specs_json, payload, self.quorum, one_shot)
         self.round = -1
         self.round_trips = 0
         self.live: list[str] = session.members
@@ -188,7 +194,8 @@ class HubAggregation:
         out = {}
         for u in self.u2:
             fields = {"live": live, "payload": self.payload, "specs": self.specs_json,
-                      "quorum": pack_int(self.quorum), "seq": pack_int(self.seq)}
+                      "quorum": pack_int(self.quorum), "seq": pack_int(self.seq),
+                      "one_shot": pack_int(int(self.one_shot))}
             keys = self.session.keys_for(u, self.u2)
             if keys:
                 fields["keys"] = pack_map(keys)
@@ -210,6 +217,8 @@ class HubAggregation:
         self.live = sorted(bodies)
         if self.round == MASKED_INPUT:
             nxt = self._on_masked(bodies)
+            if nxt is None:  # one-shot: the sum is ready
+                return None
         elif self.round == CONSISTENCY and self.reveal_early:
             self._on_unmask(self._confirmed(bodies, {s: replies[s] for s in bodies},
                                             "reveal"), CONSISTENCY)
@@ -241,7 +250,7 @@ class HubAggregation:
     def _msg(self, round_no: int, fields: dict[str, bytes]) -> bytes:
         return hub_message(self.session.session_id, self.aggregation_id, round_no, fields)
 
-    def _on_masked(self, bodies: dict[str, bytes]) -> dict[str, bytes]:
+    def _on_masked(self, bodies: dict[str, bytes]) -> dict[str, bytes] | None:
         for s, body in sorted(bodies.items()):
             reply = unpack_map(body, f"masked input of site {s!r}")
             # the site verified every key relayed to it (else it would not have answered)
@@ -258,12 +267,24 @@ class HubAggregation:
             if len(raw) != 8 * self.layout.size:
                 raise ProtocolError(f"site {s!r} sent a masked vector of {len(raw)} bytes, "
                                     f"expected {8 * self.layout.size}")
-            sealed = unpack_map(field(reply, "shares"), f"shares of site {s!r}")
-            if set(sealed) != self.graph[s] & set(self.u2):
-                raise ProtocolError(f"site {s!r} sent shares to the wrong set of sites")
-            self.sealed[s] = sealed
+            if not self.one_shot:
+                sealed = unpack_map(field(reply, "shares"), f"shares of site {s!r}")
+                if set(sealed) != self.graph[s] & set(self.u2):
+                    raise ProtocolError(f"site {s!r} sent shares to the wrong set of sites")
+                self.sealed[s] = sealed
             self.masked_total += np.frombuffer(raw, dtype="<u8")
         self._require(self.live, MASKED_INPUT, self.quorum)
+        if self.one_shot:
+            missing = sorted(set(self.u2) - set(self.live))
+            if missing:
+                raise ProtocolError(
+                    f"one-shot aggregation: sites {missing} did not answer, so their pairwise "
+                    f"masks stay in the others' vectors and no sum can be recovered; nothing "
+                    f"was revealed (repeat it as a recoverable aggregation)")
+            values = self.layout.decode_sum(self.masked_total, len(self.u2))
+            self._outcome = SumOutcome(values, tuple(self.u2), tuple(
+                s for s in self.participants if s not in self.u2), self.round_trips)
+            return None
         self.u3 = list(self.live)
         self.reveal_early = reveals_at_consistency(self.manifest, len(self.participants),
                                                    self.u2, self.u3)
@@ -357,21 +378,27 @@ class SecureSumSession:
 
     The first sum sets the session up (one extra round trip). After an aggregation in which a
     participant was missing, the next sum sets up a fresh session, so that a site that was only
-    briefly away is asked again; a protocol failure also starts a fresh session.
+    briefly away is asked again; a protocol failure also starts a fresh session. With
+    ``one_shot=True`` (and the complete graph) each sum is a one-shot aggregation: one round trip,
+    and a ``ProtocolError`` if any site does not answer (the caller repeats it, e.g. with
+    ``one_shot`` switched off).
     """
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest,
-                 participants: Sequence[str]) -> None:
+                 participants: Sequence[str], one_shot: bool = False) -> None:
         self.exchange = exchange
+        self.one_shot = one_shot
         self.manifest = manifest
         self.participants = sorted(participants)
         self._session: HubSession | None = None
         self._unbilled_setup = 0  # set-up round trip not yet counted in an outcome
         self.sessions = 0
+        self.exchanges = 0  # every round trip made, failed aggregations included
 
     def _setup(self) -> HubSession:
         session = HubSession(self.manifest, self.participants)
         self._session = None
+        self.exchanges += 1
         session.receive(self.exchange(session.start()))
         self._session = session
         self._unbilled_setup = 1
@@ -395,12 +422,15 @@ class SecureSumSession:
         session = self._session if self._session is not None else self._setup()
         extra, self._unbilled_setup = self._unbilled_setup, 0
         try:
-            hub = HubAggregation(session, aggregation_id, payload, specs, quorum)
+            n = len(session.participants)
+            one_shot = self.one_shot and self.manifest.degree_for(n) >= n - 1
+            hub = HubAggregation(session, aggregation_id, payload, specs, quorum, one_shot)
             messages: dict[str, bytes] | None = hub.start()
             while messages is not None:
                 if hub.round_trips >= ROUND_TRIPS_PER_SUM:
                     raise ProtocolError("protocol did not finish in the expected number of "
                                         "rounds")
+                self.exchanges += 1
                 messages = hub.receive(self.exchange(messages))
         except ProtocolError:
             self._session = None

@@ -24,6 +24,13 @@ Then each aggregation costs two or three hub -> sites -> hub round trips:
    on the same list, then reveals, for each neighbour, its share of ``b`` (neighbour survived)
    or this aggregation's pairwise seed with it (neighbour dropped), never both.
 
+A *one-shot* aggregation (complete graph only, chosen by the hub per aggregation and bound into
+its digest) is step 1 alone, without self mask or shares: each site sends
+``x_u + sum_v +/-PRG(s_uv)``, the pairwise masks cancel in the sum over everyone asked, and no
+secret is ever revealed, so one round trip suffices; a site that does not answer makes the whole
+sum unrecoverable (its masks stay in the others' vectors), and the hub repeats the request as a
+recoverable aggregation (:class:`hemafed.federation.runtime.SecureFederation` does).
+
 Because the pairwise seeds are fresh per aggregation and revealed per pair, revealing the seeds
 of a site that dropped in one aggregation reveals nothing about its masks in any other, so the
 session keys survive dropouts. Every site reply is an *envelope* signed with the site's identity
@@ -59,7 +66,7 @@ def session_digest(manifest: FederationManifest, session_id: bytes,
 
 
 def aggregation_digest(session: bytes, aggregation_id: bytes, seq: int, specs_json: bytes,
-                       payload: bytes, quorum: int) -> bytes:
+                       payload: bytes, quorum: int, one_shot: bool = False) -> bytes:
     """What one aggregation is: bound into every signature, key derivation and AEAD.
 
     ``seq`` is the aggregation's number in its session, strictly increasing at every site, so no
@@ -67,7 +74,8 @@ def aggregation_digest(session: bytes, aggregation_id: bytes, seq: int, specs_js
     remembers of past aggregation ids.
     """
     return crypto.sha256(PROTOCOL, b"aggregation", session, aggregation_id, pack_int(seq),
-                         specs_json, crypto.sha256(payload), pack_int(quorum))
+                         specs_json, crypto.sha256(payload), pack_int(quorum),
+                         b"one-shot" if one_shot else b"recoverable")
 
 
 def reveals_at_consistency(manifest: FederationManifest, n_participants: int,

@@ -234,7 +234,14 @@ class _Session:
         if seq <= last:
             raise self._error(f"aggregation number {seq} of this session is not after the last "
                               f"one answered ({last}): replayed or stale; rejected")
-        digest = aggregation_digest(self.data["digest"], agg, seq, specs_json, payload, quorum)
+        one_shot = unpack_int(field(msg, "one_shot"), "one_shot")
+        if one_shot not in (0, 1):
+            raise self._error(f"the hub's one_shot flag must be 0 or 1, got {one_shot}")
+        if one_shot and self.neighbours != set(self.participants) - {self.me}:
+            raise self._error("a one-shot aggregation needs every site to mask with every other "
+                              "(the complete graph); this session uses a sparse graph")
+        digest = aggregation_digest(self.data["digest"], agg, seq, specs_json, payload, quorum,
+                                    bool(one_shot))
         live = self._live(msg, MASKED_INPUT, self.participants, quorum)
         if "keys" in msg:
             self._learn_keys(unpack_map(field(msg, "keys"), "neighbour keys"))
@@ -260,8 +267,14 @@ class _Session:
             encoded = layout.encode(values, where=f"site {self.me!r}")
         except HemafedError as exc:
             return seal_reply(self.identity, MASKED_INPUT, digest, _refusal(exc)), None
-        b_seed = os.urandom(shamir.SECRET_BYTES)
         seeds = {v: pairwise_seed(self.peers[v]["s"], digest, self.me, v) for v in live_nb}
+        if one_shot:
+            # pairwise masks only: they cancel in the sum over everyone asked, and nothing is
+            # ever revealed for this aggregation (it ends here at this site)
+            y = encoded + self._pairwise_masks(seeds, layout.size)
+            body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes()})
+            return seal_reply(self.identity, MASKED_INPUT, digest, body), None
+        b_seed = os.urandom(shamir.SECRET_BYTES)
         xs = {h: holder_x(self.participants, h) for h in holders}
         # Shamir-share the self-mask seed and this aggregation's pairwise seeds, so that the
         # masks can be removed even if this site drops after sending its input.
@@ -276,18 +289,24 @@ class _Session:
                                  share_aad(digest, self.me, v))
                   for v in live_nb}
         y = encoded + crypto.mask(self_seed(b_seed, digest), layout.size)
-        for v in live_nb:
-            m = crypto.mask(seeds[v], layout.size)
-            if pairwise_sign(self.me, v) > 0:
-                y += m
-            else:
-                y -= m
+        y += self._pairwise_masks(seeds, layout.size)
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
                          "shares": pack_map(sealed)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
                "u2": pack_names(live), "quorum": pack_int(quorum),
                "held": pack_map({self.me: bundle(self.me)})}
         return seal_reply(self.identity, MASKED_INPUT, digest, body), cur
+
+    def _pairwise_masks(self, seeds: dict[str, bytes], size: int) -> np.ndarray:
+        """Sum of this site's signed pairwise masks (mod 2**64)."""
+        total = np.zeros(size, dtype=np.uint64)
+        for v, seed in seeds.items():
+            m = crypto.mask(seed, size)
+            if pairwise_sign(self.me, v) > 0:
+                total += m
+            else:
+                total -= m
+        return total
 
     def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> tuple[bytes, bool]:
         """Keep the shares from the survivors; sign the survivor list (and reveal, when safe).
