@@ -21,8 +21,7 @@ checks the request against its policy, charges its ledger, adds its own Gaussian
 answer for secure aggregation. ``--noise-shares`` is passed to ``SecureFederation``: ``all``
 (each of the n sites adds variance sigma^2/n, so the released sum carries exactly sigma^2) or
 ``threshold`` (sigma^2/t, t the secure-aggregation threshold: tolerates dropouts, n/t times the
-variance). A runtime without the ``noise_shares`` keyword runs its built-in behaviour
-(threshold shares); the mode actually used is printed and saved.
+variance); the mode is printed and saved.
 
 Budget: so that every repeat can be charged, the benchmark raises each site's per-study and
 total epsilon in ``policy.yaml`` to :data:`BUDGET_EPSILON` (one study id for all fits); every
@@ -44,13 +43,15 @@ the first repeat of each arm only; the table shows the federated one, the JSON (
 every repeat's numbers. Before fitting, the benchmark checks that the site intake preserved the
 data: the exact (non-DP) marginal counts of the site directories equal those of the pooled
 training cohort. The Gaussian copula (local, non-DP) is reported as a reference line.
+
+Long runs: JAX's compiled code is dropped after every fit (see :func:`release_compiled_code`),
+and the JSON is rewritten after every cell (``"complete": false`` until the end).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import math
 import resource
@@ -142,11 +143,6 @@ def peak_mb() -> float:
 
 # --- the two arms -------------------------------------------------------------------------------
 
-def supports_noise_shares() -> bool:
-    """Whether this runtime's ``SecureFederation`` takes the ``noise_shares`` keyword."""
-    return "noise_shares" in inspect.signature(SecureFederation.__init__).parameters
-
-
 def raise_budgets(site_dir: Path, epsilon: float) -> None:
     """Set the per-study and total epsilon of a site's policy (so that every repeat is charged)."""
     policy = yaml.safe_load((site_dir / "policy.yaml").read_text())
@@ -156,19 +152,34 @@ def raise_budgets(site_dir: Path, epsilon: float) -> None:
 
 
 def fit_federated(sites: LocalSites, spec: StudySpec, model: Model,
-                  noise_shares: str | None) -> Model:
+                  noise_shares: str) -> Model:
     """Fit ``model`` through the real runtime (secure aggregation, site noise, ledgers)."""
     fitted: dict[str, Model] = {}
 
     def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
-        extra: dict[str, Any] = {"noise_shares": noise_shares} if noise_shares else {}
         fed = SecureFederation(exchange, sites.manifest, site_ids=site_ids,
-                               spec_sha256=spec.sha256, requester=spec.requester, **extra)
+                               spec_sha256=spec.sha256, requester=spec.requester,
+                               noise_shares=noise_shares)
         fitted["model"] = model.fit(fed, study=spec.study_id)
         return model.privacy()
 
     run_in_process(hub, site_handler, sites.site_configs(), {}, raise_errors=True)
     return fitted["model"]
+
+
+def release_compiled_code() -> None:
+    """Drop JAX's compiled functions after a fit.
+
+    Every Private-PGM estimate over a new set of cliques compiles new XLA code, kept in JAX's
+    caches; over a few hundred AIM fits the executable mappings exceed the kernel's
+    ``vm.max_map_count`` (LLVM "Cannot allocate memory", then a segmentation fault).
+    """
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
 
 
 def fit_central(train_cohort: Cohort, model: Model, seed: int) -> Model:
@@ -214,7 +225,7 @@ def full_evaluation(model: Model, data: Data) -> dict[str, Any]:
 
 def run_cell(label: str, eps: float, make: Callable[[float], Model], data: Data,
              sites: LocalSites, spec: StudySpec, repeats: int,
-             noise_shares: str | None) -> dict[str, Any]:
+             noise_shares: str) -> dict[str, Any]:
     """Fit one (mechanism, epsilon) cell ``repeats`` times per arm; every repeat's numbers."""
     arms: dict[str, list[dict[str, Any]]] = {"federated": [], "central": []}
     first: dict[str, dict[str, Any]] = {}
@@ -227,6 +238,7 @@ def run_cell(label: str, eps: float, make: Callable[[float], Model], data: Data,
                 model = fit_central(data.train_cohort, make(eps),
                                     seed=100_000 * r + round(eps * 1000) + 1)
             fit_s = time.perf_counter() - t0
+            release_compiled_code()
             tvd = tvd2_mean(data.train, model.sample(len(data.train), seed=r + 1), data.domain)
             arms[arm].append({"repeat": r, "tvd2": tvd, "fit_s": fit_s,
                               "epsilon_spent": model.privacy()["epsilon_spent"],
@@ -281,6 +293,10 @@ def variants(args: argparse.Namespace) -> list[tuple[str, Callable[[float], Mode
     return out
 
 
+def save(path: Path, doc: Mapping[str, Any]) -> None:
+    write_text(path, json.dumps(doc, indent=2, default=float) + "\n")
+
+
 def copula_reference(data: Data) -> dict[str, float]:
     t0 = time.perf_counter()
     cop = GaussianCopulaSynthesizer().fit(data.train)
@@ -331,17 +347,16 @@ def main() -> None:
     site_cohorts = split_sites(train_cohort, args.sites, seed=1, size_skew=1.0,
                                case_mix_shift=0.5)
     sizes = sorted((len(c) for c in site_cohorts.values()), reverse=True)
-    if supports_noise_shares():
-        noise_shares: str | None = args.noise_shares
-        mode = f"noise shares: {args.noise_shares}"
-    else:
-        noise_shares = None
-        mode = (f"noise shares: threshold (this runtime's SecureFederation has no noise_shares "
-                f"keyword; --noise-shares {args.noise_shares} not applied)")
+    noise_shares: str = args.noise_shares
+    mode = f"noise shares: {noise_shares}"
     print(f"MDS IPSS-M cohort: {len(data.train)} training patients over {args.sites} sites "
           f"(sizes {sizes}), {len(data.holdout)} holdout; {len(COLUMNS)} columns; delta {DELTA:g}; "
           f"{args.repeats} repeat(s) per arm; {mode}", flush=True)
 
+    head: dict[str, Any] = {
+        "noise_shares": noise_shares, "repeats": args.repeats,
+        "sites": args.sites, "site_sizes": sizes, "delta": DELTA,
+        "ci_method": "Welch t interval of mean difference / central mean, 95%"}
     spec = StudySpec.from_mapping(STUDY)
     rows: list[dict[str, Any]] = []
     ledgers: dict[str, dict[str, Any]] = {}
@@ -350,6 +365,7 @@ def main() -> None:
         for site_dir in sites.site_dirs.values():
             raise_budgets(site_dir, BUDGET_EPSILON)
         diff = intake_preserved(sites, train_cohort, data.domain)
+        head.update(threshold=sites.manifest.threshold, intake_max_count_diff=diff)
         print(f"secure-aggregation threshold {sites.manifest.threshold} of {args.sites}; site "
               f"intake check: max |exact 2-way count difference| sites vs pool = {diff}",
               flush=True)
@@ -360,6 +376,8 @@ def main() -> None:
                 rows.append(run_cell(label, eps, make, data, sites, spec, args.repeats,
                                      noise_shares))
                 print(markdown_row(rows[-1]), flush=True)
+                if args.out:  # after every cell, so a crash keeps the finished cells
+                    save(args.out, {**head, "rows": rows, "complete": False})
         from hemafed.site.ledger import PrivacyLedger
         from hemafed.site.policy import SitePolicy
 
@@ -391,13 +409,8 @@ def main() -> None:
     print(f"cells within 5%: {len(within)}/{len(rows)}; cells whose CI upper bound is below +5%: "
           f"{sum(r['ci_excludes_5pct'] for r in rows)}/{len(rows)}; wall time {wall:.0f} s")
     if args.out:
-        doc = {"noise_shares": noise_shares or "threshold (runtime default)",
-               "noise_shares_requested": args.noise_shares, "repeats": args.repeats,
-               "sites": args.sites, "site_sizes": sizes, "delta": DELTA,
-               "threshold": sites.manifest.threshold, "intake_max_count_diff": diff,
-               "ci_method": "Welch t interval of mean difference / central mean, 95%",
-               "rows": rows, "copula": copula, "ledgers": ledgers, "wall_s": wall}
-        write_text(args.out, json.dumps(doc, indent=2, default=float) + "\n")
+        save(args.out, {**head, "rows": rows, "copula": copula, "ledgers": ledgers,
+                        "wall_s": wall, "complete": True})
 
 
 if __name__ == "__main__":

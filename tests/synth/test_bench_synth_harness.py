@@ -7,9 +7,7 @@ against independent implementations: scipy's Welch t test interval, ``scipy.stat
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -21,17 +19,10 @@ from hemafed.cohort.model import Cohort
 from hemafed.synth.domain import SynthDomain
 from hemafed.synth.evaluate import evaluate
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_synth.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_synth_under_test", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("bench_synth")
 
 
 def test_relative_difference_ci_is_welch_interval_over_central_mean(bench: ModuleType) -> None:

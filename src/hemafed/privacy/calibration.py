@@ -59,7 +59,11 @@ deviations so the fixed-point encoder accepts it (a Gaussian exceeds 12 std w.p.
 
 
 def noise_share_std(specs: Mapping[str, Statistic], dp: DPRequest, divisor: int) -> dict[str, float]:
-    """What each site adds: variance sigma^2 / t, so any >= t contributors add >= sigma^2."""
+    """What each site adds: variance sigma^2 / d, so any >= d contributors add >= sigma^2.
+
+    ``d`` is the number of sites the secure aggregation guarantees in the sum (its quorum): all
+    sites of the session, or the threshold ``t`` (see ``SecureFederation(noise_shares=...)``).
+    """
     if divisor < 1:
         raise ValueError(f"noise share divisor must be >= 1, got {divisor}")
     sigma = noise_multiplier(dp) * release_sensitivity(specs)

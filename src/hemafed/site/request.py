@@ -41,9 +41,9 @@ def _freeze_params(params: Mapping[str, Any]) -> dict[str, Any]:
 class SiteRequest:
     """One request to a site.
 
-    ``noise_share_divisor`` is the secure-aggregation threshold *t*: with DP, each site adds
-    Gaussian noise of variance ``sigma**2 / t``, so any ``>= t`` surviving sites together add at
-    least ``sigma**2`` to the released sum. ``secure`` says whether the answer goes into a secure
+    ``noise_share_divisor`` *d*: with DP, each site adds Gaussian noise of variance
+    ``sigma**2 / d``, so any ``>= d`` contributing sites together add at least ``sigma**2`` to the
+    released sum (the site refuses a *d* above the quorum its secure aggregation enforces). ``secure`` says whether the answer goes into a secure
     sum (``False`` means the hub would see this site's value in the clear).
     """
 

@@ -24,6 +24,13 @@ any, first).
 Each release is a :class:`~hemafed.federation.api.DPRequest` with the noise multiplier that
 costs its share of rho; sites add the noise and charge their ledgers before release.
 
+**Where the noise is added: distributed shares, not hub-side.** Adding it at the hub after the
+secure sum would show the hub the exact tables, so each site adds a Gaussian share before masking.
+With ``SecureFederation``'s default ``noise_shares="all"`` every one of the ``n`` sites adds
+``sigma**2 / n``: the released tables carry exactly the noise of the central mechanism, so a
+federated fit is the central mechanism (same law; with one noise stream, the same releases and
+tree, see the tests), which ``benchmarks/bench_synth.py`` measures through the real runtime.
+
 >>> # mst = FederatedMST(1.0, 1e-6, ["age", "sex", "hb", "os_time", "os_status"]).fit(fed)
 >>> # synthetic = mst.sample(10_000, seed=0)
 """
