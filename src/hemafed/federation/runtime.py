@@ -221,7 +221,7 @@ class SecureFederation:
                                   dict(params), self.requester, dp, divisor, True)
             try:
                 outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs,
-                                                quorum=max(divisor, self.manifest.threshold))
+                                                quorum=divisor)  # members >= t: a session needs t
                 break
             except ProtocolError as exc:
                 # a site did not answer a one-shot sum, or a DP release over every site of the

@@ -1,10 +1,10 @@
 """The hub side of secure aggregation: state machines that learn only the sum over sites.
 
 :class:`HubSession` sets up a session (one round trip: every participant's signed session keys);
-:class:`HubAggregation` runs one aggregation inside it (two round trips, three after a dropout): ``start()`` gives the
-first message for every session member, each ``receive(replies)`` takes the sites' replies to
-the previous messages (a missing site has dropped out) and gives the next messages, or ``None``
-when the sum is ready in ``result()``. :class:`SecureSumSession` drives both through any
+:class:`HubAggregation` runs one aggregation inside it (one round trip if one-shot, else two, or
+three after a dropout): ``start()`` gives the first message for every session member, each
+``receive(replies)`` takes the sites' replies to the previous messages (a missing site has
+dropped out) and gives the next messages, or ``None`` when the sum is ready in ``result()``. :class:`SecureSumSession` drives both through any
 transport given as an ``exchange`` function, setting up a session when needed, and
 :func:`run_secure_sum` runs a single aggregation in a session of its own.
 """
@@ -162,8 +162,7 @@ class HubAggregation:
         self.t, self.t_share = session.t, session.t_share
         self.layout = FixedPointLayout.from_specs(specs, len(self.participants))
         self.specs_json = specs_to_json(dict(self.layout.specs))
-        n = len(session.participants)
-        if one_shot and session.manifest.degree_for(n) < n - 1:
+        if one_shot and not session.manifest.complete_graph(len(session.participants)):
             raise InvalidInput("a one-shot aggregation needs the complete graph (every site "
                                "masks with every other); this session's graph is sparse")
         self.one_shot = one_shot
@@ -422,8 +421,7 @@ class SecureSumSession:
         session = self._session if self._session is not None else self._setup()
         extra, self._unbilled_setup = self._unbilled_setup, 0
         try:
-            n = len(session.participants)
-            one_shot = self.one_shot and self.manifest.degree_for(n) >= n - 1
+            one_shot = self.one_shot and self.manifest.complete_graph(len(session.participants))
             hub = HubAggregation(session, aggregation_id, payload, specs, quorum, one_shot)
             messages: dict[str, bytes] | None = hub.start()
             while messages is not None:

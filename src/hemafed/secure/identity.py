@@ -232,10 +232,14 @@ class FederationManifest:
         k = self.neighbour_degree if self.neighbour_degree is not None else auto_degree(n)
         return min(k, n - 1)
 
+    def complete_graph(self, n: int) -> bool:
+        """Whether ``n`` participants all share keys and masks with each other (no sparse graph)."""
+        return self.degree_for(n) >= n - 1
+
     def share_threshold_for(self, n: int) -> int:
         """Shamir threshold of one site's secrets, shared among its neighbours and itself."""
         k = self.degree_for(n)
-        if k >= n - 1:
+        if self.complete_graph(n):
             return self.threshold
         if self.neighbour_threshold is not None:
             t_nb = self.neighbour_threshold

@@ -96,8 +96,7 @@ def reveals_at_consistency(manifest: FederationManifest, n_participants: int,
     """
     if manifest.semi_honest:
         return True
-    complete = manifest.degree_for(n_participants) >= n_participants - 1
-    return complete and sorted(asked) == sorted(survivors)
+    return manifest.complete_graph(n_participants) and sorted(asked) == sorted(survivors)
 
 
 def hub_message(session_id: bytes, aggregation_id: bytes, round_no: int,

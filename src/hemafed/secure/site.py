@@ -237,7 +237,7 @@ class _Session:
         one_shot = unpack_int(field(msg, "one_shot"), "one_shot")
         if one_shot not in (0, 1):
             raise self._error(f"the hub's one_shot flag must be 0 or 1, got {one_shot}")
-        if one_shot and self.neighbours != set(self.participants) - {self.me}:
+        if one_shot and not self.manifest.complete_graph(len(self.participants)):
             raise self._error("a one-shot aggregation needs every site to mask with every other "
                               "(the complete graph); this session uses a sparse graph")
         digest = aggregation_digest(self.data["digest"], agg, seq, specs_json, payload, quorum,
