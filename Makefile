@@ -17,9 +17,9 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-# tests also need the test tools and the optional torch extra (tested in CI too)
+# tests also need the test tools and every optional extra (each is tested in CI too)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,service,imaging,genomics]"
 	touch $(VENV)/.core $@
 
 install: $(VENV)/.installed
