@@ -80,3 +80,14 @@ def uneven_sites(df: pd.DataFrame, n_sites: int, event_col: str, seed: int = 3
     cuts = (np.cumsum(shares)[:-1] * len(rest)).astype(int)
     sites.extend(np.split(rest, cuts))
     return [df.iloc[np.sort(np.asarray(s, dtype=int))].reset_index(drop=True) for s in sites]
+
+
+def r_dataset(name: str, package: str) -> pd.DataFrame:
+    """One of R's own data sets (``package::name``), exported at test time."""
+    with tempfile.TemporaryDirectory(prefix="hemafed-r-") as tmp:
+        script = f"library({package}); write.csv({package}::{name}, 'data.csv', row.names = FALSE)"
+        proc = subprocess.run(["Rscript", "-e", script], cwd=tmp, capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f"R failed:\n{proc.stderr[-3000:]}")
+        return pd.read_csv(Path(tmp) / "data.csv")
