@@ -9,6 +9,7 @@ with no events.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -38,14 +39,18 @@ write_json <- function(x, path) {
 """
 
 
+@functools.cache
+def _has_package(pkg: str) -> bool:
+    return subprocess.run(["Rscript", "-e", f"quit(status = !requireNamespace('{pkg}'))"],
+                          capture_output=True, timeout=120).returncode == 0
+
+
 def require_r(*packages: str) -> None:
     """Skip the calling test unless ``Rscript`` and every package are installed."""
     if shutil.which("Rscript") is None:
         pytest.skip("Rscript is not installed (apt-get install r-base-core)")
     for pkg in packages:
-        ok = subprocess.run(["Rscript", "-e", f"quit(status = !requireNamespace('{pkg}'))"],
-                            capture_output=True, timeout=120).returncode == 0
-        if not ok:
+        if not _has_package(pkg):
             pytest.skip(f"R package {pkg} is not installed (apt-get install r-cran-{pkg})")
 
 

@@ -48,8 +48,6 @@ write_json(out, "out.json")
 
 def lmer_reference(long: pd.DataFrame, formula: str) -> dict[str, Any]:
     require_r("lme4")
-    import tempfile  # noqa: F401  (run_r makes the folder)
-
     return run_r(R_LMER.replace('readLines("formula.txt")', repr(formula)), {"long": long})
 
 

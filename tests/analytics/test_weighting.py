@@ -141,6 +141,13 @@ def test_breslow_and_balance_equal_pooled(frame: pd.DataFrame, r_ref: dict[str, 
     assert ess["treated"] == pytest.approx(w[a == 1].sum() ** 2 / (w[a == 1] ** 2).sum(), rel=1e-9)
     out = json.loads(fit.to_json())
     assert out["kind"] == "iptw_cox" and len(out["sites"]) == 5
+    # a public cap on the weights tightens every bound; a larger weight is refused, not cut
+    capped = FederatedIPTW(ties="breslow").fit(fed, "hma", CONFOUNDERS,
+                                               max_weight=float(w.max()) * 1.01)
+    assert capped.standard_errors_.iloc[0] == pytest.approx(fit.standard_errors_.iloc[0],
+                                                            rel=1e-10)
+    with pytest.raises(InvalidInput, match="max_weight"):
+        FederatedIPTW().fit(fed, "hma", CONFOUNDERS, max_weight=1.0)
     assert "se(coef) naive" in fit.summary.columns
 
 

@@ -102,8 +102,16 @@ class FederatedIPTW:
             confounders: str | Sequence[str | Term] | DesignSpec,
             duration_col: str = "os_time", event_col: str = "os_status", *,
             grid: Sequence[float] | None = None, steps_per_unit: float = 365.25,
-            study: str = "default") -> FederatedIPTW:
-        """Fit the propensity model, weight, check balance, and fit weighted KM and Cox."""
+            max_weight: float | None = None, study: str = "default") -> FederatedIPTW:
+        """Fit the propensity model, weight, check balance, and fit weighted KM and Cox.
+
+        ``max_weight``: a public cap on every weight (e.g. written in the study spec). Declared
+        bounds, hence the fixed-point step of the secure sums, scale with the largest possible
+        weight; without a cap it follows from the confounders' bounds and the propensity
+        coefficients, which can be loose (1e8 for the schema's platelet range) and then costs
+        digits of the robust variance (3e-7 relative on the MDS cohort). A site holding a larger
+        weight refuses, naming the parameter; nothing is truncated.
+        """
         spec = parse_formula(confounders)
         if treatment_col in spec.columns:
             raise InvalidInput(f"treatment {treatment_col!r} is also listed as a confounder")
@@ -125,6 +133,8 @@ class FederatedIPTW:
             "gamma": [float(v) for v in gamma],
             "marginal": self.marginal_ if self.stabilized else 1.0,
             "duration_col": duration_col, "event_col": event_col, "grid": g}
+        if max_weight is not None:
+            base["max_weight"] = float(max_weight)
         self._base, self._grid, self.spec = base, g, spec
 
         bal = self._sum("iptw_balance", base)

@@ -65,6 +65,9 @@ def check_weight_params(params: Params) -> None:
     if not isinstance(pi, int | float) or not 0 < pi <= 1:
         raise InvalidInput("parameter 'marginal' must be the treated share in (0, 1) (stabilised "
                            "weights) or 1 (unstabilised)")
+    cap = params.get("max_weight")
+    if cap is not None and (not isinstance(cap, int | float) or not 0 < cap < math.inf):
+        raise InvalidInput("parameter 'max_weight' must be a positive public cap on the weights")
 
 
 def _check_outcome_params(params: Params) -> None:
@@ -75,7 +78,8 @@ def _check_outcome_params(params: Params) -> None:
 
 
 def weight_bound(params: Params) -> float:
-    """The largest weight any patient can get, from the design bounds and coefficients."""
+    """The largest weight any patient can get: from the design bounds and coefficients, or the
+    declared ``max_weight`` when that is smaller (a site holding a larger weight refuses)."""
     spec = DesignSpec.from_params(params["design"])
     gamma = np.asarray(params["gamma"], dtype=float)
     b = spec.bounds
@@ -84,7 +88,10 @@ def weight_bound(params: Params) -> float:
     pi = float(params.get("marginal", 1.0))
     stab0 = 1.0 - pi if pi < 1.0 else 1.0
     # 1 / expit(lo) = 1 + exp(-lo); 1 / (1 - expit(hi)) = 1 + exp(hi)
-    return max(pi * (1.0 + math.exp(min(-lo, 700.0))), stab0 * (1.0 + math.exp(min(hi, 700.0))))
+    bound = max(pi * (1.0 + math.exp(min(-lo, 700.0))),
+                stab0 * (1.0 + math.exp(min(hi, 700.0))))
+    cap = params.get("max_weight")
+    return bound if cap is None else min(bound, float(cap))
 
 
 def design_bound(params: Params) -> np.ndarray:
@@ -154,6 +161,10 @@ def weighted_rows(cohort: Cohort, params: Params, outcome: bool) -> WeightedRows
                            "(nothing is clipped)")
     w = propensity_weights(x, a, np.asarray(params["gamma"], dtype=float),
                            float(params.get("marginal", 1.0)))
+    cap = params.get("max_weight")
+    if cap is not None and w.size and w.max() > float(cap):
+        raise InvalidInput("a patient's weight exceeds the declared max_weight; raise the cap "
+                           "(nothing is truncated)")
     return WeightedRows(a, x, w, time, event.astype(bool))
 
 
