@@ -260,3 +260,28 @@ def test_mds_hypomethylating_agents_equal_r_pooled(shared_data, make_federation)
     assert fit.params_.iloc[0] == pytest.approx(ref["coef"][0], rel=1e-7)
     assert fit.standard_errors_.iloc[0] == pytest.approx(ref["robust_se"][0], rel=1e-7)
     assert fit.naive_standard_errors_.iloc[0] == pytest.approx(ref["naive_se"][0], rel=1e-7)
+
+
+def test_study_spec_runs_iptw_and_multistate(frame: pd.DataFrame, make_federation) -> None:
+    from hemafed.study.runner import run_study
+    from hemafed.study.spec import StudySpec
+
+    spec = StudySpec.from_mapping({"study_id": "s17", "analyses": [
+        {"id": "hma", "kind": "iptw", "treatment": "hma", "formula": CONFOUNDERS,
+         "ties": "breslow"},
+        {"id": "ms", "kind": "multistate"}]})
+    steps = np.rint(frame["os_time"].to_numpy() * 365.25 / 30)
+    ill = (np.arange(len(frame)) % 5 == 0) & (steps >= 2)
+    df = frame.assign(amlt_time=np.where(ill, np.floor(steps / 2), steps) * 30 / 365.25,
+                      amlt_status=ill.astype(int))
+    fed = make_federation(_cohorts(df, 5))
+    out = run_study(spec, fed)
+    docs = {d["id"]: d for d in out["analyses"]}
+    assert docs["hma"]["status"] == "ok", docs["hma"].get("error")
+    direct = FederatedIPTW(ties="breslow").fit(make_federation(_cohorts(df, 5)), "hma",
+                                               CONFOUNDERS)
+    assert docs["hma"]["stats"]["hazard_ratio"] == pytest.approx(direct.hazard_ratio_, rel=1e-12)
+    assert docs["ms"]["status"] == "ok", docs["ms"].get("error")
+    with pytest.raises(InvalidInput, match="missing 'formula'"):
+        StudySpec.from_mapping({"study_id": "x", "analyses": [{"kind": "iptw",
+                                                               "treatment": "hma"}]})

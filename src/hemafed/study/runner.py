@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hemafed.analytics.study_kinds import STUDY_RUNNERS
 from hemafed.errors import HemafedError
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.study.derived import DERIVED_LEVELS
@@ -267,6 +268,7 @@ RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] 
     "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
     "synth": run_synth,
 }
+RUNNERS.update(STUDY_RUNNERS)
 
 
 def register_runner(kind: str,

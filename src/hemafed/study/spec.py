@@ -34,6 +34,9 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
     "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate"}),
+    "iptw": ({"treatment", "formula"}, {"duration", "event", "ties", "stabilized", "max_weight"}),
+    "multistate": (set(), {"illness_time", "illness_status", "exit_time", "exit_status", "states"}),
+    "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}
