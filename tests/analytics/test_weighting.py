@@ -63,6 +63,7 @@ for (ties in c("efron", "breslow")) {
 km <- survfit(Surv(os_time, os_status) ~ hma, data = d, weights = w)
 out$km_time <- km$time
 out$km_surv <- km$surv
+out$km_se <- km$std.err
 out$km_strata <- km$strata
 write_json(out, "out.json")
 """
@@ -84,11 +85,11 @@ def _cohorts(frame: pd.DataFrame, n_sites: int) -> dict[str, Any]:
     return {f"site{i:02d}": validate_cohort(p) for i, p in enumerate(parts)}
 
 
-def _km_at(km: pd.DataFrame, arm: str, times: np.ndarray) -> np.ndarray:
+def _km_at(km: pd.DataFrame, arm: str, times: np.ndarray, before: float = 1.0) -> np.ndarray:
     grid = km.index.to_numpy()
     pos = np.searchsorted(grid, times + 1e-12, side="right") - 1
     values = km[arm].to_numpy()
-    return np.where(pos >= 0, values[np.maximum(pos, 0)], 1.0)
+    return np.where(pos >= 0, values[np.maximum(pos, 0)], before)
 
 
 @pytest.mark.parametrize("n_sites", [2, 5, 10])
@@ -111,6 +112,11 @@ def test_iptw_equals_r_pooled(frame: pd.DataFrame, r_ref: dict[str, Any], make_f
     cut = strata[0]
     for arm, sl in (("control", slice(0, cut)), ("treated", slice(cut, None))):
         np.testing.assert_allclose(_km_at(fit.km_, arm, times[sl]), surv[sl], rtol=1e-9)
+        # R's std.err of a weighted curve is the infinitesimal-jackknife SE of S itself
+        se = np.asarray(r_ref["km_se"], dtype=float)[sl]
+        ok = ~np.isnan(se)
+        np.testing.assert_allclose(_km_at(fit.km_se_, arm, times[sl], 0.0)[ok], se[ok],
+                                   rtol=1e-8, atol=1e-14)
 
 
 def test_breslow_and_balance_equal_pooled(frame: pd.DataFrame, r_ref: dict[str, Any],

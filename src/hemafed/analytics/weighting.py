@@ -71,6 +71,7 @@ class FederatedIPTW:
     After :meth:`fit`: ``propensity_`` (the fitted logistic model), ``marginal_`` (pooled treated
     share), ``balance_`` (:func:`standardised_differences`), ``effective_sample_size_`` (per
     arm, ``(sum w)^2 / sum w^2``), ``km_`` (weighted survival per arm on the event grid),
+    ``km_se_`` (its robust SE, R's ``std.err`` of a weighted ``survfit``: the SE of S itself),
     ``params_`` / ``standard_errors_`` (robust) / ``naive_standard_errors_``, ``summary``
     (lifelines' Cox columns with the robust SE, plus ``se(coef) naive``), ``n_``, ``events_``,
     ``rounds`` and ``sites`` (the sites every secure sum covered).
@@ -148,6 +149,10 @@ class FederatedIPTW:
         km = self._sum("iptw_km_table", base)
         self.km_table_ = km
         self.km_ = self._km(km)
+        inf = self._sum("iptw_km_influence", base | {"w_events": km["w_events"].tolist(),
+                                                      "w_at_risk": km["w_at_risk"].tolist()})
+        self.km_se_ = pd.DataFrame(np.sqrt(inf["influence_sq"]).T, index=self.km_.index,
+                                   columns=list(self.km_.columns))
         self._fit_cox()
         return self
 

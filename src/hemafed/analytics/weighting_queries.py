@@ -13,6 +13,8 @@ outcome columns):
 * ``iptw_balance``: per arm, counts, sums of weights and squared weights, and unweighted and
   weighted sums of each design column and of its square (standardised mean differences).
 * ``iptw_km_table``: per arm and public grid time, events and number at risk, plain and weighted.
+* ``iptw_km_influence``: given the pooled weighted counts, the sum over the site's patients of
+  their squared infinitesimal-jackknife influence on each arm's weighted curve (its robust SE).
 * ``iptw_cox_sums``: weighted Cox risk-set sums for the treatment effect at a public ``beta``
   (Breslow and Efron tie terms, as ``survival::coxph(..., weights=w)`` accumulates them).
 * ``iptw_cox_robust``: ``sum_i w_i^2 L_i^2`` of the per-patient score residuals ``L_i`` at the
@@ -257,6 +259,83 @@ IPTW_KM_TABLE = register(Query(
     "iptw_km_table", "1", compute=_km_compute, declare=_km_declare,
     check_params=_check_outcome_params,
     description="per arm and grid time: events and number at risk, plain and IPTW-weighted"))
+
+
+def _km_influence_check(params: Params) -> None:
+    _check_outcome_params(params)
+    m = check_grid(params.get("grid")).size
+    for key in ("w_events", "w_at_risk"):
+        try:
+            arr = np.asarray(params.get(key), dtype=float)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"parameter {key!r} must be the pooled (2, {m}) sums") from None
+        if arr.shape != (2, m) or not np.all(np.isfinite(arr)) or arr.min() < 0:
+            raise InvalidInput(f"parameter {key!r} must be the pooled non-negative (2, {m}) sums")
+
+
+def _km_influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Each patient's infinitesimal-jackknife influence on its arm's weighted KM curve, by the
+    product-limit recursion ``U(t) = U(t-) (1 - h) - S(t-) w_i (dN_i - Y_i h) / Y_w`` that
+    ``survival::survfit`` uses for weighted curves; returns ``sum_i U_i(t)^2`` per arm."""
+    rows = weighted_rows(cohort, params, True)
+    grid = check_grid(params["grid"])
+    m = grid.size
+    d_w = np.asarray(params["w_events"], dtype=float)
+    y_w = np.asarray(params["w_at_risk"], dtype=float)
+    count, on_grid = grid_positions(rows.time, grid)
+    died = rows.event & (on_grid >= 0)
+    out = np.zeros((2, m))
+    for arm in (0, 1):
+        sel = rows.treated == arm
+        w, c, dj = rows.weight[sel], count[sel], np.where(died[sel], on_grid[sel], -1)
+        u = np.zeros(w.size)
+        surv = 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            haz = np.where(y_w[arm] > 0, d_w[arm] / y_w[arm], 0.0)
+        for j in np.flatnonzero(haz > 0):
+            at_risk = c > j
+            u = u * (1.0 - haz[j]) - surv * w * ((dj == j) - at_risk * haz[j]) / y_w[arm, j]
+            surv *= 1.0 - haz[j]
+            out[arm, j] = float(u @ u)
+        # between event times the influence does not move: carry the sums forward
+        last = 0.0
+        for k in range(m):
+            if haz[k] > 0:
+                last = out[arm, k]
+            else:
+                out[arm, k] = last
+    return {"influence_sq": out}
+
+
+def km_influence_bound(params: Params) -> float:
+    """``max |U_i(t)|``: each event time moves it by at most ``min(1, w_max / Y_w)``, since a
+    patient at risk carries at most the whole weight at risk."""
+    wm = weight_bound(params)
+    try:
+        y_w = np.asarray(params.get("w_at_risk"), dtype=float)
+        d_w = np.asarray(params.get("w_events"), dtype=float)
+        steps = (d_w > 0) & (y_w > 0)
+        return float(np.max(np.sum(np.where(steps, np.minimum(1.0, wm / np.where(
+            y_w > 0, y_w, 1.0)), 0.0), axis=-1))) if steps.any() else 1.0
+    except (TypeError, ValueError):
+        return float(check_grid(params.get("grid")).size)
+
+
+def _km_influence_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    m = check_grid(params.get("grid")).size
+    b = km_influence_bound(params)
+    hi = mp * b * b
+    res = float(params.get("resolution", 1e-14))
+    return {"influence_sq": Statistic((2, m), 0.0, hi, codec_resolution(0.0, hi, res),
+                                      sensitivity=b * b * math.sqrt(m))}
+
+
+IPTW_KM_INFLUENCE = register(Query(
+    "iptw_km_influence", "1", compute=_km_influence_compute, declare=_km_influence_declare,
+    check_params=_km_influence_check,
+    description="sum of squared per-patient influences on each arm's weighted KM curve "
+                "(robust standard errors)"))
 
 
 # --- iptw_cox_sums -----------------------------------------------------------------------------
