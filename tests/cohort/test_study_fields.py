@@ -95,6 +95,27 @@ def test_mapping_and_fhir_carry_study_variables(tmp_path) -> None:
         assert back.patients["x_arm"].tolist() == df["x_arm"].tolist()
 
 
+def test_a_site_mapping_declares_its_variables(tmp_path) -> None:
+    import yaml
+
+    from hemafed.cohort.study_fields import read_with_variables, unregister_variables
+
+    df = trial_frame(12)
+    df.rename(columns={"x_arm": "ARM"}).to_csv(tmp_path / "export.csv", index=False)
+    mapping = {"variables": DECLARED[:1],
+               "patients": {"columns": {"patient_id": "patient_id", "disease": "disease",
+                                        "age": "age", "ARM": "x_arm",
+                                        "os_time": "os_time", "os_status": "os_status"},
+                            "ignore": ["x_ferritin"]}}
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
+    try:
+        cohort = read_with_variables(tmp_path / "export.csv", tmp_path / "mapping.yaml")
+        assert cohort.patients["x_arm"].tolist() == df["x_arm"].tolist()
+        assert "x_ferritin" not in cohort.patients
+    finally:
+        unregister_variables(["x_arm"])
+
+
 def test_federated_cox_on_study_variables_equals_lifelines(make_federation) -> None:
     df = trial_frame()
     with study_variables(parse_variables(DECLARED)):

@@ -23,8 +23,10 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS, LOINC_TO_FIELD, Field, Kind
 from hemafed.errors import InvalidInput
 
@@ -146,6 +148,37 @@ def unregister_variables(names: Sequence[str]) -> None:
         f = FIELDS.pop(name, None)
         if f is not None and f.loinc and LOINC_TO_FIELD.get(f.loinc) == name:
             del LOINC_TO_FIELD[f.loinc]
+
+
+def split_mapping(mapping: str | Path | Mapping[str, Any]
+                  ) -> tuple[tuple[StudyVariable, ...], dict[str, Any]]:
+    """A site mapping with a ``variables:`` section -> (declarations, the plain mapping).
+
+    The site's mapping declares its study variables beside the column rules that fill them::
+
+        variables:
+          - {name: x_arm, type: category, levels: [control, experimental]}
+        patients:
+          columns: {Arm: x_arm, ...}
+    """
+    from hemafed.cohort.io.mapping import load_yaml
+
+    data = load_yaml(mapping) if isinstance(mapping, str | Path) else mapping
+    if not isinstance(data, Mapping):
+        raise InvalidInput("a mapping must be a mapping (YAML dict)")
+    rest = {k: v for k, v in data.items() if k != "variables"}
+    return parse_variables(data.get("variables"), "mapping.variables"), rest
+
+
+def read_with_variables(path: str | Path, mapping: str | Path | Mapping[str, Any], **kw: Any
+                        ) -> Cohort:
+    """:func:`hemafed.cohort.io.read_cohort` for a mapping that declares study variables:
+    the declarations are registered first (idempotent), then the export is read and validated."""
+    from hemafed.cohort.io import read_cohort
+
+    variables, plain = split_mapping(mapping)
+    register_variables(variables)
+    return read_cohort(path, mapping=plain, **kw)
 
 
 @contextmanager
