@@ -11,13 +11,18 @@ How Flower 1.42 is driven here (all bound to 127.0.0.1 unless told otherwise):
   through the Control API, ``flwr supernode register node.pub <connection>``; the SuperNode signs
   its requests with ``flower-supernode --auth-supernode-private-key node`` (EC P-384, OpenSSH).
 * ``flower-supernode --superlink H:P --root-certificates ca.pem --auth-supernode-private-key KEY
-  --node-config "site-dir='DIR' site-id='ID'" --host 127.0.0.1 --port Q`` (Q: its local runtime
-  API, one per SuperNode on a shared machine).
+  --node-config "site-dir='DIR' site-id='ID'" --isolation process --host 127.0.0.1 --port Q``
+  (Q: its local Runtime API, one per SuperNode on a shared machine), and beside it the site
+  worker ``python -m hemafed.federation.flower.site_worker --runtime-api 127.0.0.1:Q
+  --site-dir DIR`` (:mod:`hemafed.federation.flower.site_worker`): the SuperNode's only
+  executor, which runs hemafed's own ClientApp in one long-running process and refuses every
+  Flower app whose hash the site did not pin.
 * The ``flwr`` CLI finds the SuperLink through a connection in ``$FLWR_HOME/config.toml``; we
   write a private one (``[superlink.hemafed]``) in the deployment's work directory.
-* Runs: ``flwr run <hemafed/federation/flower/app> hemafed --run-config "job-dir='...'
-  handler-factory='...'"``; the ServerApp reads ``job-dir/request.json`` and writes
-  ``job-dir/result.json`` (see :mod:`hemafed.federation.flower.apps`).
+* Runs: ``flwr run <hemafed/federation/flower/app> hemafed --run-config "job-dir='...'"``; the
+  ServerApp reads ``job-dir/request.json`` and writes ``job-dir/result.json`` (see
+  :mod:`hemafed.federation.flower.apps`). The site handler is a site setting
+  (``add_site(handler_factory=...)``, ``site serve --handler-factory``), never in the run.
 
 Every process is started in its own session; :meth:`Deployment.stop` (run by the context manager
 whatever happens) ends it and every descendant it spawned, by PID.
@@ -35,34 +40,38 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.federation.flower.apps import ERROR_FILE, REQUEST_FILE, RESULT_FILE
+from hemafed.federation.flower.apps import ERROR_FILE, PROGRESS_FILE, REQUEST_FILE, RESULT_FILE
 from hemafed.federation.flower.certificates import (
     NodeAuthKeys,
     ServerCertificates,
     make_node_auth_keys,
     make_test_ca_and_server_cert,
 )
-from hemafed.federation.transport import check_site_id, decode_result, load_object
+from hemafed.federation.transport import decode_result, load_object
 
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 CONNECTION = "hemafed"
 DEFAULT_HUB_MAIN = "hemafed.federation.flower.probe:probe_hub"
-DEFAULT_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
+DEFAULT_HANDLER_FACTORY = "hemafed.federation.runtime:site_handler"
+PROBE_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
 
 
 def flower_env(flwr_home: Path | None = None,
                extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower processes: no runtime installs, no telemetry, no update check."""
     env = {**os.environ, **(extra or {})}
+    if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
+        # keep the caller's import path (e.g. a source checkout) after the extra entries
+        env["PYTHONPATH"] = os.pathsep.join([extra["PYTHONPATH"], os.environ["PYTHONPATH"]])
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
@@ -243,47 +252,63 @@ class Deployment:
         return register_keys(self.flwr_home, public_keys)
 
     def add_sites(self, site_dirs: list[str | os.PathLike[str]], *,
-                  max_wait_time: float | None = None) -> list[subprocess.Popen[bytes]]:
-        """Make a key pair per site dir, register them all, start one SuperNode each."""
+                  max_wait_time: float | None = None,
+                  handler_factory: str = DEFAULT_HANDLER_FACTORY
+                  ) -> list[subprocess.Popen[bytes]]:
+        """Make a key pair per site dir, register them all, start one SuperNode (and its site
+        worker) each; the site id comes from ``site.yaml`` (else the directory name)."""
+        from hemafed.federation.flower.site_worker import site_identity
+
         keyed = []
         for site_dir in site_dirs:
             site_path = Path(site_dir).resolve()
-            keyed.append((site_path, make_node_auth_keys(self.workdir / "node-keys",
-                                                         check_site_id(site_path.name))))
-        self.register(*(keys.public_key for _, keys in keyed))
-        return [self.add_site(path, keys=keys, register=False, max_wait_time=max_wait_time)
-                for path, keys in keyed]
+            sid = site_identity(site_path)
+            keyed.append((site_path, sid, make_node_auth_keys(self.workdir / "node-keys", sid)))
+        self.register(*(keys.public_key for _, _, keys in keyed))
+        return [self.add_site(path, site_id=sid, keys=keys, register=False,
+                              max_wait_time=max_wait_time, handler_factory=handler_factory)
+                for path, sid, keys in keyed]
 
     def add_site(self, site_dir: str | os.PathLike[str], *, site_id: str | None = None,
                  keys: NodeAuthKeys | None = None, register: bool = True,
-                 max_wait_time: float | None = None) -> subprocess.Popen[bytes]:
-        """Start a SuperNode for ``site_dir`` (new key pair if none; registered unless told not).
+                 max_wait_time: float | None = None,
+                 handler_factory: str = DEFAULT_HANDLER_FACTORY,
+                 trusted_app_sha256: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start a SuperNode for ``site_dir`` and its site worker; return the SuperNode.
 
-        ``site_id`` defaults to the directory name. ``max_wait_time`` bounds how long the
-        SuperNode keeps trying to connect before it exits (default: forever).
+        New key pair if none; registered unless told not. ``site_id`` defaults to ``site.yaml``
+        (else the directory name). ``handler_factory`` is the site's handler (a site setting);
+        ``trusted_app_sha256`` adds FAB hashes the site runs besides the installed hemafed app.
+        ``max_wait_time`` bounds how long the SuperNode keeps trying to connect.
         """
+        from hemafed.federation.flower.site_worker import site_identity
+
         site_path = Path(site_dir).resolve()
-        sid = check_site_id(site_id if site_id is not None else site_path.name)
+        sid = site_identity(site_path, site_id)
         if "'" in str(site_path):
             raise InvalidInput(f"site directory {site_path} contains a single quote; Flower's "
                                "--node-config cannot carry it")
         keys = keys or make_node_auth_keys(self.workdir / "node-keys", sid)
         if register:
             self.register(keys.public_key)
-        return self._spawn(f"supernode-{sid}", supernode_command(
+        runtime_port = free_port(self.host)
+        node = self._spawn(f"supernode-{sid}", supernode_command(
             self.address, self.certs.ca_cert, keys.private_key, site_path, sid,
-            runtime_port=free_port(self.host), max_wait_time=max_wait_time))
+            runtime_port=runtime_port, max_wait_time=max_wait_time))
+        self._spawn(f"worker-{sid}", worker_command(
+            f"127.0.0.1:{runtime_port}", site_path, sid, handler_factory=handler_factory,
+            trusted_app_sha256=trusted_app_sha256, supernode_pid=node.pid))
+        return node
 
     # -- running -------------------------------------------------------------------------
 
     def run(self, hub_main: str = DEFAULT_HUB_MAIN,
-            handler_factory: str = DEFAULT_HANDLER_FACTORY,
             config: Mapping[str, Any] | None = None, *, expected_sites: int | None = None,
             timeout: float = 30.0, connect_timeout: float = 30.0,
             run_timeout: float = 300.0) -> dict[str, Any]:
         """Submit one run and wait for it; return ``{"result", "exchange_seconds", "sites"}``."""
         job_dir = self.workdir / "jobs" / uuid.uuid4().hex[:12]
-        return submit_run(self.flwr_home, job_dir, hub_main, handler_factory, config or {},
+        return submit_run(self.flwr_home, job_dir, hub_main, config or {},
                           expected_sites=expected_sites, timeout=timeout,
                           connect_timeout=connect_timeout, run_timeout=run_timeout,
                           watch=self.processes[:1])
@@ -312,9 +337,24 @@ def supernode_command(superlink: str, ca_cert: Path, private_key: Path, site_dir
     command = [flower_command("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(ca_cert), "--auth-supernode-private-key",
                str(private_key), "--node-config", f"site-dir='{site_dir}' site-id='{site_id}'",
-               "--host", host, "--port", str(runtime_port)]
+               "--isolation", "process", "--host", host, "--port", str(runtime_port)]
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
+    return command
+
+
+def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
+                   handler_factory: str = DEFAULT_HANDLER_FACTORY,
+                   trusted_app_sha256: Sequence[str] = (),
+                   supernode_pid: int | None = None) -> list[str]:
+    """The site worker's command line (see :mod:`hemafed.federation.flower.site_worker`)."""
+    command = [sys.executable, "-m", "hemafed.federation.flower.site_worker", "--runtime-api",
+               runtime_api, "--site-dir", str(site_dir), "--site-id", site_id,
+               "--handler-factory", handler_factory]
+    for digest in trusted_app_sha256:
+        command += ["--app-sha256", digest]
+    if supernode_pid is not None:
+        command += ["--supernode-pid", str(supernode_pid)]
     return command
 
 
@@ -390,27 +430,36 @@ def register_keys(flwr_home: Path, public_keys: Sequence[str | os.PathLike[str]]
     return node_ids
 
 
-def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, handler_factory: str,
-               config: Mapping[str, Any], *, expected_sites: int | None, timeout: float,
-               connect_timeout: float, run_timeout: float,
-               watch: list[subprocess.Popen[bytes]] | None = None) -> dict[str, Any]:
-    """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file."""
+def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, config: Mapping[str, Any], *,
+               expected_sites: int | None, timeout: float, connect_timeout: float,
+               run_timeout: float, watch: list[subprocess.Popen[bytes]] | None = None,
+               app_dir: Path = APP_DIR,
+               on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file.
+
+    ``on_progress`` gets one dict per exchange (``exchange``, ``answered``, ``dropped``,
+    ``seconds``) as the ServerApp reports it."""
     load_object(hub_main, what="hub_main")
-    load_object(handler_factory, what="site handler factory")
-    for value in (str(job_dir), handler_factory):
-        if "'" in value:
-            raise InvalidInput(f"{value!r} contains a single quote; the run config cannot carry it")
+    if "'" in str(job_dir):
+        raise InvalidInput(f"{str(job_dir)!r} contains a single quote; the run config cannot "
+                           "carry it")
     job_dir = job_dir.resolve()
     request = {"hub_main": hub_main, "config": dict(config), "expected_sites": expected_sites,
                "timeout": timeout, "connect_timeout": connect_timeout}
     atomic.write_text(job_dir / REQUEST_FILE, json.dumps(request))
     started = time.monotonic()
-    out = _flwr(flwr_home, ["run", str(APP_DIR), CONNECTION, "--run-config",
-                            f"job-dir='{job_dir}' handler-factory='{handler_factory}'",
-                            "--format", "json"])
+    out = _flwr(flwr_home, ["run", str(app_dir), CONNECTION, "--run-config",
+                            f"job-dir='{job_dir}'", "--format", "json"])
     log.info("submitted run %s (job %s)", out.get("run-id"), job_dir.name)
     deadline = started + run_timeout
+    seen = 0
     while time.monotonic() < deadline:
+        if on_progress is not None and (job_dir / PROGRESS_FILE).exists():
+            lines = (job_dir / PROGRESS_FILE).read_text(encoding="utf-8").splitlines()
+            complete = [ln for ln in lines if ln.endswith("}")]
+            for line in complete[seen:]:
+                on_progress(json.loads(line))
+            seen = len(complete)
         if (job_dir / RESULT_FILE).exists():
             body = json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))
             body["result"] = decode_result(json.dumps(body["result"]))
