@@ -41,6 +41,7 @@ from hemafed.federation.flower.deployment import (
     stop_processes,
     submit_run,
     supernode_command,
+    wait_for_port,
     worker_command,
     write_connection,
 )
@@ -113,9 +114,18 @@ def hub_start(certs: Annotated[Path, typer.Option("--certs", help="directory wit
 @hub_app.command("register")
 def hub_register(public_keys: Annotated[list[Path], typer.Argument(
                      exists=True, dir_okay=False, help="SuperNode public key files")],
-                 hub: _Hub, ca: _Ca, workdir: Path = _WORKDIR) -> None:
-    """Allow SuperNodes to connect: register their public keys at the SuperLink."""
+                 hub: _Hub, ca: _Ca, workdir: Path = _WORKDIR,
+                 wait: float = typer.Option(60.0, "--wait",
+                                            help="seconds to wait for the SuperLink")) -> None:
+    """Allow SuperNodes to connect: register their public keys at the SuperLink.
+
+    Waits up to ``--wait`` seconds for the SuperLink to accept connections (e.g. just started).
+    """
+    host, _, port = hub.rpartition(":")
     try:
+        if not port.isdigit():
+            raise HemafedError(f"--hub {hub!r} must be HOST:PORT")
+        wait_for_port(host, int(port), wait)
         node_ids = register_keys(_connection(workdir, hub, ca), [str(p) for p in public_keys])
     except HemafedError as exc:
         raise _fail(exc) from exc

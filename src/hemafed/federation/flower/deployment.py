@@ -253,7 +253,7 @@ class Deployment:
 
     def add_sites(self, site_dirs: list[str | os.PathLike[str]], *,
                   max_wait_time: float | None = None,
-                  handler_factory: str = DEFAULT_HANDLER_FACTORY
+                  handler_factory: str = DEFAULT_HANDLER_FACTORY, isolation: str = "process"
                   ) -> list[subprocess.Popen[bytes]]:
         """Make a key pair per site dir, register them all, start one SuperNode (and its site
         worker) each; the site id comes from ``site.yaml`` (else the directory name)."""
@@ -266,21 +266,27 @@ class Deployment:
             keyed.append((site_path, sid, make_node_auth_keys(self.workdir / "node-keys", sid)))
         self.register(*(keys.public_key for _, _, keys in keyed))
         return [self.add_site(path, site_id=sid, keys=keys, register=False,
-                              max_wait_time=max_wait_time, handler_factory=handler_factory)
+                              max_wait_time=max_wait_time, handler_factory=handler_factory,
+                              isolation=isolation)
                 for path, sid, keys in keyed]
 
     def add_site(self, site_dir: str | os.PathLike[str], *, site_id: str | None = None,
                  keys: NodeAuthKeys | None = None, register: bool = True,
                  max_wait_time: float | None = None,
                  handler_factory: str = DEFAULT_HANDLER_FACTORY,
-                 trusted_app_sha256: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+                 trusted_app_sha256: Sequence[str] = (),
+                 isolation: str = "process") -> subprocess.Popen[bytes]:
         """Start a SuperNode for ``site_dir`` and its site worker; return the SuperNode.
 
         New key pair if none; registered unless told not. ``site_id`` defaults to ``site.yaml``
         (else the directory name). ``handler_factory`` is the site's handler (a site setting);
         ``trusted_app_sha256`` adds FAB hashes the site runs besides the installed hemafed app.
         ``max_wait_time`` bounds how long the SuperNode keeps trying to connect.
+        ``isolation="subprocess"`` starts Flower's default SuperNode instead (no site worker: a
+        ``flwr-clientapp`` per message runs the submitted app unchecked); benchmarks only.
         """
+        if isolation not in ("process", "subprocess"):
+            raise InvalidInput(f"isolation must be 'process' or 'subprocess', got {isolation!r}")
         from hemafed.federation.flower.site_worker import site_identity
 
         site_path = Path(site_dir).resolve()
@@ -294,7 +300,9 @@ class Deployment:
         runtime_port = free_port(self.host)
         node = self._spawn(f"supernode-{sid}", supernode_command(
             self.address, self.certs.ca_cert, keys.private_key, site_path, sid,
-            runtime_port=runtime_port, max_wait_time=max_wait_time))
+            runtime_port=runtime_port, max_wait_time=max_wait_time, isolation=isolation))
+        if isolation == "subprocess":
+            return node
         self._spawn(f"worker-{sid}", worker_command(
             f"127.0.0.1:{runtime_port}", site_path, sid, handler_factory=handler_factory,
             trusted_app_sha256=trusted_app_sha256, supernode_pid=node.pid))
@@ -332,12 +340,13 @@ class Deployment:
 
 def supernode_command(superlink: str, ca_cert: Path, private_key: Path, site_dir: Path,
                       site_id: str, *, runtime_port: int, host: str = "127.0.0.1",
-                      max_wait_time: float | None = None) -> list[str]:
+                      max_wait_time: float | None = None,
+                      isolation: str = "process") -> list[str]:
     """The ``flower-supernode`` command line for one site."""
     command = [flower_command("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(ca_cert), "--auth-supernode-private-key",
                str(private_key), "--node-config", f"site-dir='{site_dir}' site-id='{site_id}'",
-               "--isolation", "process", "--host", host, "--port", str(runtime_port)]
+               "--isolation", isolation, "--host", host, "--port", str(runtime_port)]
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
     return command
