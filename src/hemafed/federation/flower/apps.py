@@ -229,7 +229,12 @@ class GridExchange:
 
 
 def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[str, int]:
-    """Map site ids to Flower node ids: wait for ``expected`` nodes, then ask each its site id."""
+    """Map site ids to Flower node ids: wait for ``expected`` nodes, then ask each its site id.
+
+    Stops as soon as ``expected`` sites identified themselves (a node the SuperLink still lists
+    but that was killed would otherwise hold the run for the whole ``timeout``); without
+    ``expected``, waits for every listed node up to ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     nodes = sorted(grid.get_node_ids())
     while expected is not None and len(nodes) < expected and time.monotonic() < deadline:
@@ -248,19 +253,27 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
         hello = [Message(RecordDict({RECORD: ConfigRecord({"kind": "hello"})}), dst_node_id=node,
                          message_type=MESSAGE_TYPE, ttl=wait, group_id="hello")
                  for node in sorted(waiting)]
+        pending = set(grid.push_messages(hello))
         failed = False
-        for reply in grid.send_and_receive(hello, timeout=wait):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                log.warning("node %d did not identify itself: %s", node, reply.error.reason)
-                failed = True
-                continue
-            site_id = check_site_id(str(reply.content.config_records[RECORD]["site_id"]))
-            if node_of_site.get(site_id, node) != node:
-                raise ProtocolError(f"two nodes claim site id {site_id!r}; give each SuperNode "
-                                    "its own site directory / site-id")
-            node_of_site[site_id] = node
-            waiting.discard(node)
+        while pending and time.monotonic() < deadline:
+            for reply in grid.pull_messages(pending):
+                pending.discard(reply.metadata.reply_to_message_id)
+                node = reply.metadata.src_node_id
+                if reply.has_error():
+                    log.warning("node %d did not identify itself: %s", node,
+                                reply.error.reason)
+                    failed = True
+                    continue
+                site_id = check_site_id(str(reply.content.config_records[RECORD]["site_id"]))
+                if node_of_site.get(site_id, node) != node:
+                    raise ProtocolError(f"two nodes claim site id {site_id!r}; give each "
+                                        "SuperNode its own site directory / site-id")
+                node_of_site[site_id] = node
+                waiting.discard(node)
+            if expected is not None and len(node_of_site) >= expected:
+                waiting.clear()
+                break
+            time.sleep(0.05)
         if not failed:
             break
         time.sleep(0.5)
@@ -270,6 +283,7 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
     if expected is not None and len(node_of_site) < expected:
         log.warning("only %d of %d expected sites answered: %s", len(node_of_site), expected,
                     sorted(node_of_site))
+    log.info("sites: %s", sorted(node_of_site))
     return node_of_site
 
 

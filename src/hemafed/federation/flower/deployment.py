@@ -194,6 +194,8 @@ class Deployment:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     signalled: list[int] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    database: Path | None = None
+    superlink: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -211,28 +213,57 @@ class Deployment:
     def start(cls, workdir: str | os.PathLike[str], *, certs: ServerCertificates | None = None,
               host: str = "127.0.0.1", port: int | None = None,
               startup_timeout: float = 30.0,
-              extra_env: Mapping[str, str] | None = None) -> Deployment:
+              extra_env: Mapping[str, str] | None = None,
+              persistent: bool = False) -> Deployment:
         """Start a SuperLink with TLS and SuperNode authentication (test certificates if none).
 
         ``extra_env`` is added to the environment of every process started (e.g. ``PYTHONPATH``
-        so that hub and site code outside installed packages can be imported).
+        so that hub and site code outside installed packages can be imported). ``persistent``
+        keeps the SuperLink's state (registered SuperNodes, runs) in ``workdir/superlink.db``,
+        so that :meth:`restart_superlink` loses no registration.
         """
         work = Path(workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
         certs = certs or make_test_ca_and_server_cert(work / "certs", hosts=(host, "localhost"))
         dep = cls(work, certs, host, port or free_port(host), dict(extra_env or {}))
+        dep.database = work / "superlink.db" if persistent else None
         try:
             write_connection(dep.flwr_home, dep.address, certs.ca_cert)
-            proc = dep._spawn("superlink", [
-                flower_command("flower-superlink"), "--host", host, "--port", str(dep.port),
-                "--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile", str(certs.server_cert),
-                "--ssl-keyfile", str(certs.server_key), "--enable-supernode-auth",
-                "--disable-runtime-dependency-installation"])
-            wait_for_port(host, dep.port, startup_timeout, proc)
+            dep._start_superlink(startup_timeout)
         except BaseException:
             dep.stop()
             raise
         return dep
+
+    def _start_superlink(self, startup_timeout: float) -> subprocess.Popen[bytes]:
+        command = [
+            flower_command("flower-superlink"), "--host", self.host, "--port", str(self.port),
+            "--ssl-ca-certfile", str(self.certs.ca_cert),
+            "--ssl-certfile", str(self.certs.server_cert),
+            "--ssl-keyfile", str(self.certs.server_key), "--enable-supernode-auth",
+            "--disable-runtime-dependency-installation"]
+        if self.database is not None:
+            command += ["--database", str(self.database)]
+        proc = self._spawn("superlink", command)
+        self.superlink = proc
+        wait_for_port(self.host, self.port, startup_timeout, proc)
+        return proc
+
+    def restart_superlink(self, startup_timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """Stop the SuperLink (and its SuperExec) by PID and start it again on the same port."""
+        if self.superlink is not None:
+            self.signalled += stop_processes([self.superlink])
+            self.processes.remove(self.superlink)
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:  # the port is free once the old process is gone
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((self.host, self.port))
+                break
+            except OSError:
+                time.sleep(0.2)
+        return self._start_superlink(startup_timeout)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.workdir / "logs" / f"{name}.log"
@@ -319,7 +350,7 @@ class Deployment:
         return submit_run(self.flwr_home, job_dir, hub_main, config or {},
                           expected_sites=expected_sites, timeout=timeout,
                           connect_timeout=connect_timeout, run_timeout=run_timeout,
-                          watch=self.processes[:1])
+                          watch=[self.superlink] if self.superlink is not None else [])
 
     # -- stopping ------------------------------------------------------------------------
 
