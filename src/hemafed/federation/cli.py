@@ -103,7 +103,7 @@ def hub_start(certs: Annotated[Path, typer.Option("--certs", help="directory wit
                err=True)
     code = 0
     try:
-        code = dep.processes[0].wait()
+        code = dep.superlink.wait() if dep.superlink is not None else 0
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:
