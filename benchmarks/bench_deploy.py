@@ -7,7 +7,10 @@ Three deployments on 127.0.0.1 (SuperLink with TLS and SuperNode authentication,
    (``benchmarks/flower_floor_app``); seconds per round trip to every node.
 2. *before*: the same default SuperNodes running hemafed's app (each message starts
    ``flwr-clientapp``, imports hemafed, opens the site): seconds per secure sum.
-3. *after*: ``--isolation process`` SuperNodes with hemafed's long-running site worker:
+3. *Flower's floor with the site worker*: ``--isolation process`` SuperNodes whose site worker
+   answers with the connectivity probe (no site data, no cryptography): seconds per round trip,
+   i.e. what Flower's SuperNode and SuperLink cost in the deployment hemafed uses.
+4. *after*: ``--isolation process`` SuperNodes with hemafed's long-running site worker:
    seconds per secure sum, then a whole KM + Cox study.
 
     python benchmarks/bench_deploy.py --sites 3 --patients 1018 --out /tmp/bench_deploy.json
@@ -45,7 +48,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=1018)
     ap.add_argument("--sums", type=int, default=5)
     ap.add_argument("--before-sums", type=int, default=2)
-    ap.add_argument("--skip", default="", help="comma list of arms to skip: floor,before,after")
+    ap.add_argument("--skip", default="", help="comma list of arms to skip: floor,worker-floor,before,after")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -81,6 +84,19 @@ def main() -> None:
                                   run_timeout=600, app_dir=HERE / "flower_floor_app")
             out["flower floor round trip"] = _summary(body["exchange_seconds"])
             print("floor", out["flower floor round trip"], file=sys.stderr)
+
+        if "worker-floor" not in skip:
+            probe_sites = []
+            for i in range(args.sites):
+                init_site(root / "probe" / f"probe{i}", f"probe{i}")
+                probe_sites.append(root / "probe" / f"probe{i}")
+            with Deployment.start(root / "worker-floor", extra_env=env) as dep:
+                dep.add_sites(probe_sites,
+                              handler_factory="hemafed.federation.flower.probe:probe_handler")
+                body = dep.run("hemafed.federation.flower.probe:probe_hub", {"rounds": 5},
+                               expected_sites=args.sites, timeout=120, run_timeout=600)
+            out["flower floor with the site worker"] = _summary(body["exchange_seconds"])
+            print("worker floor", out["flower floor with the site worker"], file=sys.stderr)
 
         if "before" not in skip:
             with Deployment.start(root / "before", extra_env=env) as dep:

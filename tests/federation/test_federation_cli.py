@@ -50,3 +50,21 @@ def test_the_installed_app_hash_is_what_a_hub_submits() -> None:
     fab = build_fab_from_disk(APP_DIR)
     assert installed_app_sha256() == hashlib.sha256(fab).hexdigest()
     assert build_fab_from_disk(APP_DIR) == fab  # deterministic: the same bytes every build
+
+
+def test_a_site_pins_app_hashes_in_site_yaml(tmp_path: Path) -> None:
+    import pytest
+    import yaml
+
+    from hemafed.errors import InvalidInput
+    from hemafed.federation.flower.site_worker import installed_app_sha256, pinned_app_hashes
+    from hemafed.site.store import init_site
+
+    site = init_site(tmp_path / "s", "hospital-a").root
+    assert pinned_app_hashes(site) == {installed_app_sha256()}  # default: the installed app
+    config = yaml.safe_load((site / "site.yaml").read_text())
+    (site / "site.yaml").write_text(yaml.safe_dump({**config, "trusted_flower_apps": ["a" * 64]}))
+    assert pinned_app_hashes(site) == {"a" * 64}  # explicit pins replace the default
+    (site / "site.yaml").write_text(yaml.safe_dump({**config, "trusted_flower_apps": ["abc"]}))
+    with pytest.raises(InvalidInput, match="trusted_flower_apps"):
+        pinned_app_hashes(site)
