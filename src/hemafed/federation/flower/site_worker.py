@@ -29,6 +29,7 @@ Deployment` do it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import signal
@@ -204,7 +205,7 @@ class SiteWorker:
         client = self._client(token)
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         heartbeat.start()
-        context = None
+        context = message = None
         status, details = SubStatus.FAILED, "hemafed site worker failed"
         try:
             message, context, run, fab = pull_task_input(client)
@@ -224,7 +225,12 @@ class SiteWorker:
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # never take the worker down with one task
             log.exception("task failed: %s", exc)
-            details = f"{type(exc).__name__}"
+            # the hub learns the exception's type only: its text may carry site data
+            details = f"site {self.site['site_id']!r}: {type(exc).__name__}"
+            if message is not None and context is not None:
+                with contextlib.suppress(Exception):
+                    push_message(client, Message(Error(code=0, reason=details),
+                                                 reply_to=message), context)
         finally:
             push_task_output(client=client, context=context, sub_status=status, details=details)
             heartbeat.stop()
