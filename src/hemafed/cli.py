@@ -12,7 +12,7 @@ from rich.console import Console
 from hemafed import __version__
 from hemafed.cohort.schema import DISEASES, FIELDS
 from hemafed.errors import HemafedError
-from hemafed.federation.cli import hub_app, site_keygen, site_serve
+from hemafed.federation.cli import hub_app, site_app_hash, site_keygen, site_serve
 from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
 from hemafed.scores.cli import app as score_app
 from hemafed.site.cli import app as site_app
@@ -25,6 +25,7 @@ console = Console(stderr=True)
 
 site_app.command("serve")(site_serve)
 site_app.command("keygen")(site_keygen)
+site_app.command("app-hash")(site_app_hash)
 site_app.command("identity")(site_identity)
 site_app.command("join")(site_join)
 hub_app.command("manifest")(hub_manifest)

@@ -245,7 +245,7 @@ def run_study_on(transport: str, spec: StudySpec, fed: LocalSites) -> dict[str, 
 
         with tempfile.TemporaryDirectory(prefix="hemafed-deploy-") as work, \
                 local_deployment(Path(work), list(fed.site_dirs.values())) as dep:
-            result = dep.run(hub, handler, config, expected_sites=len(fed.site_dirs),
+            result = dep.run(hub, config, expected_sites=len(fed.site_dirs),
                              timeout=120.0)["result"]
     else:
         raise InvalidInput(f"unknown transport {transport!r}; expected sim, inprocess or deploy")

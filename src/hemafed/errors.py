@@ -74,3 +74,25 @@ class CryptoError(HemafedError):
 
 class ConvergenceError(HemafedError):
     """An iterative estimator did not converge, or its Hessian was singular."""
+
+
+class SitesChanged(ProtocolError):
+    """A later secure sum of one federation covered other sites than its first one did.
+
+    An iterative analysis (Newton rounds, boosting, synthesis, FedAvg) must sum over one fixed
+    contributor set; mixing rounds over different sites gives an answer that is no pooled fit.
+    ``survivors`` are the sites the offending sum covered: restart the analysis over them (if
+    they reach the quorum) or fail.
+    """
+
+    def __init__(self, query: str, fixed: Sequence[str], survivors: Sequence[str]) -> None:
+        self.query = query
+        self.fixed = tuple(sorted(fixed))
+        self.survivors = tuple(sorted(survivors))
+        lost = sorted(set(self.fixed) - set(self.survivors))
+        joined = sorted(set(self.survivors) - set(self.fixed))
+        change = "; ".join(part for part in (
+            f"dropped {lost}" if lost else "", f"joined {joined}" if joined else "") if part)
+        super().__init__(
+            f"secure sum of {query!r} covered sites {list(self.survivors)}, not the federation's "
+            f"fixed set {list(self.fixed)} ({change}); restart the analysis over the survivors")

@@ -28,10 +28,43 @@ def test_hub_start_refuses_missing_certificates(tmp_path: Path) -> None:
     assert "ca.pem" in result.output
 
 
-def test_hub_run_rejects_bad_config_json(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
+def test_hub_run_rejects_a_bad_study_spec_without_a_traceback(tmp_path: Path) -> None:
+    ca, spec, manifest = tmp_path / "ca.pem", tmp_path / "study.yaml", tmp_path / "fed.json"
     ca.write_text("not used")
-    result = CliRunner().invoke(app, ["hub", "run", "--hub", "127.0.0.1:1", "--ca", str(ca),
-                                      "--config", "{nope"])
-    assert result.exit_code != 0
-    assert "not JSON" in result.output
+    manifest.write_text("{}")
+    spec.write_text("study_id: x\nanalyses: [{kind: nope}]\n")
+    result = CliRunner().invoke(app, ["hub", "run", str(spec), "--manifest", str(manifest),
+                                      "--hub", "127.0.0.1:1", "--ca", str(ca)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.output.strip()
+
+
+def test_the_installed_app_hash_is_what_a_hub_submits() -> None:
+    """The pin is the hash of the FAB ``flwr run`` builds from the shipped app directory."""
+    import hashlib
+
+    from flwr.cli.build import build_fab_from_disk
+
+    from hemafed.federation.flower.site_worker import APP_DIR, installed_app_sha256
+
+    fab = build_fab_from_disk(APP_DIR)
+    assert installed_app_sha256() == hashlib.sha256(fab).hexdigest()
+    assert build_fab_from_disk(APP_DIR) == fab  # deterministic: the same bytes every build
+
+
+def test_a_site_pins_app_hashes_in_site_yaml(tmp_path: Path) -> None:
+    import pytest
+    import yaml
+
+    from hemafed.errors import InvalidInput
+    from hemafed.federation.flower.site_worker import installed_app_sha256, pinned_app_hashes
+    from hemafed.site.store import init_site
+
+    site = init_site(tmp_path / "s", "hospital-a").root
+    assert pinned_app_hashes(site) == {installed_app_sha256()}  # default: the installed app
+    config = yaml.safe_load((site / "site.yaml").read_text())
+    (site / "site.yaml").write_text(yaml.safe_dump({**config, "trusted_flower_apps": ["a" * 64]}))
+    assert pinned_app_hashes(site) == {"a" * 64}  # explicit pins replace the default
+    (site / "site.yaml").write_text(yaml.safe_dump({**config, "trusted_flower_apps": ["abc"]}))
+    with pytest.raises(InvalidInput, match="trusted_flower_apps"):
+        pinned_app_hashes(site)

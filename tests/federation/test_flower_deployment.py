@@ -1,4 +1,5 @@
-"""Real Flower deployment on 127.0.0.1: SuperLink + 3 SuperNodes, TLS and SuperNode auth."""
+"""Real Flower deployment on 127.0.0.1: SuperLink + 3 SuperNodes (each with its site worker),
+TLS and SuperNode auth; the sites run only the pinned hemafed app."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from probe_reference import expected_sums
 from site_handlers import SCALE
 
-from hemafed.federation.flower.deployment import Deployment, descendants, pid_alive
+from hemafed.federation.flower.deployment import Deployment, descendants, pid_alive, submit_run
+from hemafed.site.store import audit_log, init_site
 
 pytestmark = pytest.mark.deploy
 SITES = ["site-a", "site-b", "site-c"]
+HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -21,30 +24,55 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     root = tmp_path_factory.mktemp("deploy")
     site_dirs = []
     for name in SITES:
-        (root / "sites" / name).mkdir(parents=True)
-        site_dirs.append(root / "sites" / name)
-    # test CA + certificate are made in tmp_path; site_handlers.py must be importable by the
-    # ClientApp processes the SuperNodes start
-    dep = Deployment.start(root / "hub", extra_env={"PYTHONPATH": str(Path(__file__).parent)})
+        # the directory name is not the site id: the id comes from site.yaml
+        init_site(root / "sites" / f"dir-{name}", name)
+        site_dirs.append(root / "sites" / f"dir-{name}")
+    # test CA + certificate are made in tmp_path; site_handlers.py (the site handler these
+    # sites chose) and the hostile app must be importable by the site / hub processes
+    dep = Deployment.start(root / "hub", extra_env={"PYTHONPATH": str(HERE)})
     try:
-        dep.add_sites(site_dirs, max_wait_time=60)
+        dep.add_sites(site_dirs, max_wait_time=60,
+                      handler_factory="site_handlers:scaled_probe_handler")
         yield dep
     finally:
         dep.stop()
 
 
 def test_multi_round_exchange_over_tls_with_node_auth(deployment: Deployment) -> None:
-    body = deployment.run("hemafed.federation.flower.probe:probe_hub",
-                          "site_handlers:scaled_probe_handler", {"rounds": 2},
+    body = deployment.run("hemafed.federation.flower.probe:probe_hub", {"rounds": 2},
                           expected_sites=3, timeout=90, connect_timeout=60, run_timeout=240)
     result = body["result"]
-    assert result["sites"] == SITES  # site ids came from each SuperNode's --node-config
+    assert result["sites"] == SITES  # site ids came from each site's site.yaml
     for r, rnd in enumerate(result["rounds"]):
         assert rnd["answered"] == SITES
+        # scaled by 10: the handler the *site* chose ran, in the site worker
         assert rnd["sum"] == [SCALE * v for v in expected_sums(SITES, r)]
     assert result["counts"] == {s: 2 for s in SITES}  # context.state persisted across messages
     assert len(body["exchange_seconds"]) == 2
     assert deployment.address.startswith("127.0.0.1:")
+
+
+def test_another_flower_app_is_refused_by_every_site_and_audited(deployment: Deployment
+                                                                  ) -> None:
+    site_dirs = sorted((deployment.workdir.parent / "sites").iterdir())
+    before = {d: len(audit_log(d).entries()) for d in site_dirs}
+    job = deployment.workdir / "jobs" / "hostile"
+    body = submit_run(deployment.flwr_home, job, "hemafed.federation.flower.probe:probe_hub",
+                      {}, expected_sites=3, timeout=60, connect_timeout=60, run_timeout=180,
+                      app_dir=HERE / "hostile_app")
+    replies = body["result"]["replies"]
+    assert body["result"]["nodes"] == 3 and len(replies) == 3
+    assert all(r["error"] and "refused" in r["error"] and "not pinned" in r["error"]
+               for r in replies)
+    for d in site_dirs:
+        assert not (d / "HOSTILE-APP-RAN").exists()  # nothing of the app ran at the site
+        entries = audit_log(d).entries()
+        assert len(entries) == before[d] + 1
+        last = entries[-1]
+        assert last["decision"] == "refused" and last["query"] == "flower-app"
+        assert last["params"]["fab_id"] == "somebody-else/not-hemafed"
+        assert len(last["params"]["fab_sha256"]) == 64
+        assert audit_log(d).verify()
 
 
 def test_unregistered_supernode_is_refused(deployment: Deployment, tmp_path: Path) -> None:
@@ -62,7 +90,7 @@ def test_unregistered_supernode_is_refused(deployment: Deployment, tmp_path: Pat
 def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:
     started = [p.pid for p in deployment.processes]
     children = [c for p in started for c in descendants(p)]
-    assert children, "the SuperLink and SuperNodes start SuperExec children"
+    assert children, "the SuperLink starts SuperExec children"
     deployment.stop()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(pid_alive(p) for p in started + children):

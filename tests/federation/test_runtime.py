@@ -278,18 +278,29 @@ def test_the_same_spec_runs_unchanged_on_a_localhost_deployment(federation: Any)
 def test_a_dropout_in_a_one_shot_sum_is_repeated_with_dropout_recovery(federation: Any) -> None:
     """Sums are one-shot (one round trip) while every site answers. A site missing one makes
     it unrecoverable: the federation repeats it once in a fresh session with dropout recovery,
-    which it keeps from then on, so a later dropout costs no repeat."""
+    which it keeps from then on, so a later dropout costs no repeat; but that later sum covers
+    other sites than the first, so it raises SitesChanged with the survivors instead of
+    returning (same sites, every round)."""
+    from hemafed.errors import SitesChanged
+
     fed, spec = federation
     late = sorted(fed.site_dirs)[3]
     # exchanges: 0 set-up, 1 one-shot sum (late is missing), 2 set-up, 3-4 recoverable sum;
     # then 5 masked input of the second sum (late is missing again), 6-7 check and unmasking
-    res = _secure(fed, spec, lambda f: [
-        (list(r.sites), r.round_trips, r["n"].tolist()) for r in (
-            f.secure_sum("cohort_size", {}, study=spec.study_id),
-            f.secure_sum("cohort_size", {}, study=spec.study_id))],
-        drop=lambda i, s: s == late and i in (1, 5))
+
+    def body(f: Any) -> Any:
+        r = f.secure_sum("cohort_size", {}, study=spec.study_id)
+        exchanges = f._sums.exchanges
+        try:
+            f.secure_sum("cohort_size", {}, study=spec.study_id)
+        except SitesChanged as exc:
+            return [list(r.sites), r.round_trips, r["n"].tolist()], [
+                list(exc.survivors), f._sums.exchanges - exchanges]
+        return None
+
+    res = _secure(fed, spec, body, drop=lambda i, s: s == late and i in (1, 5))
     sizes = {s: len(load_cohort(d).patients) for s, d in fed.site_dirs.items()}
     first, second = res
     assert first == [sorted(fed.site_dirs), 5, [float(sum(sizes.values()))]]
     others = sorted(s for s in fed.site_dirs if s != late)
-    assert second == [others, 3, [float(sum(sizes[s] for s in others))]]
+    assert second == [others, 3]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hemafed.atomic import write_text
-from hemafed.errors import InvalidInput, ProtocolError
+from hemafed.errors import InvalidInput, ProtocolError, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
@@ -176,6 +176,12 @@ class SecureFederation:
     recovery, two or three round trips) and repeats the failed sum once. A repeated request runs
     again at the sites (a second audit entry; with DP, a second charge at the sites that had
     computed the first: sites charge before they mask).
+
+    Same sites, every round: one federation object is one fixed contributor set, the sites its
+    first sum covered (:attr:`contributors`). A later sum covering any other set raises
+    :class:`~hemafed.errors.SitesChanged` (carrying the survivors) instead of returning, so
+    rounds over different sites are never mixed; :meth:`restricted_to` gives the federation
+    over the survivors on which the analysis restarts (the study runner does that).
     """
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
@@ -197,11 +203,33 @@ class SecureFederation:
         self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True)
         self.spec_sha256 = spec_sha256
         self.requester = requester
+        self._contributors: tuple[str, ...] | None = None
         _load_analyses()
 
     @property
     def site_ids(self) -> tuple[str, ...]:
         return self._site_ids
+
+    @property
+    def contributors(self) -> tuple[str, ...] | None:
+        """The fixed contributor set: the sites of the first sum (None before it)."""
+        return self._contributors
+
+    def restricted_to(self, sites: Sequence[str]) -> SecureFederation:
+        """A fresh federation (new session, no fixed set yet) over ``sites`` only.
+
+        Raises :class:`~hemafed.errors.InvalidInput` when ``sites`` are fewer than the
+        manifest's secure-aggregation threshold: no sum over them could be revealed.
+        """
+        ids = tuple(sorted(sites))
+        if len(ids) < self.manifest.threshold:
+            raise InvalidInput(
+                f"only {len(ids)} site(s) {list(ids)} remain of {list(self._site_ids)}: below "
+                f"the federation's secure-aggregation threshold of {self.manifest.threshold}; "
+                "the analysis cannot restart on them (bring sites back online and run again)")
+        return SecureFederation(self._exchange, self.manifest, site_ids=ids,
+                                spec_sha256=self.spec_sha256, requester=self.requester,
+                                noise_shares=self.noise_shares)
 
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
@@ -232,6 +260,13 @@ class SecureFederation:
                 self._sums.one_shot = False
                 log.warning("query %s: the secure sum did not complete (%s); retrying once in "
                             "a fresh session, with dropout recovery", q.key, exc)
+        covered = tuple(sorted(outcome.contributors))
+        if self._contributors is None:
+            self._contributors = covered
+        elif covered != self._contributors:
+            log.warning("query %s: covered %s, not the fixed set %s", q.key, list(covered),
+                        list(self._contributors))
+            raise SitesChanged(q.key, self._contributors, covered)
         noise_std: dict[str, float] = {}
         if dp is not None:
             scale = math.sqrt(len(outcome.contributors) / divisor)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics.study_kinds import STUDY_RUNNERS
-from hemafed.errors import HemafedError
+from hemafed.errors import HemafedError, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.study.derived import DERIVED_LEVELS
 from hemafed.study.spec import Analysis, StudySpec
@@ -43,6 +43,7 @@ class TrackingFederation:
         res = self.inner.secure_sum(query, params, study=study, dp=dp)
         self.calls.append({"query": query, "round_trips": res.round_trips,
                            "seconds": res.seconds, "sites": len(res.sites),
+                           "site_ids": sorted(res.sites),
                            "dropped": list(res.dropped),
                            "epsilon": None if dp is None else dp.epsilon,
                            "noise_multiplier": None if dp is None else dp.noise_multiplier})
@@ -277,6 +278,34 @@ def register_runner(kind: str,
     RUNNERS[kind] = runner
 
 
+def _on_fixed_sites(tracker: TrackingFederation, a: Analysis, spec: StudySpec,
+                    runner: Callable[[Federation, Analysis, StudySpec], dict[str, Any]]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one analysis so that every one of its sums covers the same sites.
+
+    When a sum covers other sites than the analysis's first (``SitesChanged``), the analysis
+    restarts from scratch on a federation over the survivors (``restricted_to``, which fails
+    clearly below the secure-aggregation quorum); the sums made before are discarded. Returns
+    the analysis document and one record per restart.
+    """
+    restarts: list[dict[str, Any]] = []
+    for _ in range(len(tracker.site_ids) + 1):
+        try:
+            return runner(tracker, a, spec), restarts
+        except SitesChanged as exc:
+            restrict = getattr(tracker.inner, "restricted_to", None)
+            if restrict is None:
+                raise
+            discarded = tracker.take()
+            log.warning("analysis %s: %s; restarting it over %s", a.id, exc,
+                        list(exc.survivors))
+            tracker.inner = restrict(exc.survivors)
+            restarts.append({"after secure sums": len(discarded), "from sites": list(exc.fixed),
+                             "to sites": list(exc.survivors)})
+    raise HemafedError(f"analysis {a.id}: the sites kept changing; restarted {len(restarts)} "
+                       "times without one complete run over a fixed set")
+
+
 def run_study(spec: StudySpec, federation: Federation, *,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every analysis; a failing analysis is reported with its reason, the rest still run."""
@@ -292,8 +321,11 @@ def run_study(spec: StudySpec, federation: Federation, *,
         try:
             if runner is None:
                 raise HemafedError(f"analysis kind {a.kind!r} is not available in this build")
-            doc.update(runner(tracker, a, spec))
+            body, restarts = _on_fixed_sites(tracker, a, spec, runner)
+            doc.update(body)
             doc["status"] = "ok"
+            if restarts:
+                doc["restarts"] = restarts
         except HemafedError as exc:
             log.warning("analysis %s failed: %s", a.id, exc)
             doc["status"] = "failed"
@@ -304,9 +336,12 @@ def run_study(spec: StudySpec, federation: Federation, *,
             "round trips": sum(c["round_trips"] for c in calls),
             "sites": max((c["sites"] for c in calls), default=0),
             "dropped sites": sorted({s for c in calls for s in c["dropped"]}),
+            # every sum of a completed analysis covers the same sites (SecureFederation's rule)
+            "sites covered": sorted({s for c in calls for s in c["site_ids"]}),
             "DP releases": sum(1 for c in calls if c["epsilon"] or c["noise_multiplier"]),
             "seconds": round(time.perf_counter() - start, 2),
         }
         results.append(doc)
     return {"study_id": spec.study_id, "title": spec.title, "spec_sha256": spec.sha256,
-            "sites": list(federation.site_ids), "analyses": results}
+            "sites": list(federation.site_ids), "sites at the end": list(tracker.site_ids),
+            "analyses": results}

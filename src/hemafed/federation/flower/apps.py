@@ -14,9 +14,13 @@ Which site a ClientApp is:
 
 * simulation: ``sites[node_config["partition-id"]]`` from the site list given to
   :func:`make_client_app` (captured in the app object, which Ray ships to its workers);
-* deployment: ``node_config["site-dir"]`` (and optional ``node_config["site-id"]``, default: the
-  directory name), set with ``flower-supernode --node-config "site-dir='/path'"``; the handler
-  factory comes from ``run_config["handler-factory"]``.
+* deployment: the site worker (:mod:`hemafed.federation.flower.site_worker`) passes its own
+  site configuration; a ClientApp loaded by Flower itself reads ``node_config["site-dir"]`` (and
+  optional ``node_config["site-id"]``, default: the directory name).
+
+The site handler factory is fixed at the site (the worker's ``--handler-factory``, or
+``node_config["handler-factory"]``, default :func:`hemafed.federation.runtime.site_handler`);
+the hub's run config cannot name it.
 
 The module-level :data:`server_app` and :data:`client_app` are the deployment components named in
 the shipped Flower App (``hemafed/federation/flower/app/pyproject.toml``). The deployment ServerApp
@@ -57,6 +61,7 @@ STATE_RECORD = "hemafed.site-state"
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
+PROGRESS_FILE = "progress.jsonl"
 
 
 # ---------------------------------------------------------------------------------------- site
@@ -91,26 +96,34 @@ def _reply(message: Message, **fields: Any) -> Message:
     return Message(RecordDict({RECORD: ConfigRecord(fields)}), reply_to=message)
 
 
+DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+
+
 def make_client_app(*, sites: Sequence[Mapping[str, Any]] | None = None,
+                    site: Mapping[str, Any] | None = None,
                     handler_factory: str | None = None) -> ClientApp:
     """A ClientApp answering hello and exchange messages with the site's handler.
 
-    With ``sites`` (simulation) the site is picked by partition id; without (deployment) it comes
-    from the node config. ``handler_factory`` defaults to ``run_config["handler-factory"]``.
+    With ``sites`` (simulation) the site is picked by partition id; with ``site`` (the site
+    worker) it is that one; with neither it comes from the node config. ``handler_factory``
+    defaults to ``node_config["handler-factory"]`` or :data:`DEFAULT_SITE_HANDLER`: a site
+    setting, never the hub's run config.
     """
     site_list = [dict(s) for s in sites] if sites is not None else None
+    fixed_site = dict(site) if site is not None else None
     app = ClientApp()
 
     @app.query("hemafed")
     def _query(message: Message, context: Context) -> Message:
         record = message.content.config_records[RECORD]
-        site = _site_of(context, site_list)
+        site = fixed_site if fixed_site is not None else _site_of(context, site_list)
         kind = record.get("kind")
         if kind == "hello":
             return _reply(message, site_id=site["site_id"])
         if kind != "exchange":
             raise ProtocolError(f"site {site['site_id']!r}: unknown message kind {kind!r}")
-        spec = handler_factory or str(context.run_config.get("handler-factory", ""))
+        spec = handler_factory or str(context.node_config.get("handler-factory",
+                                                              DEFAULT_SITE_HANDLER))
         handler = load_handler_factory(spec)(site)
         state = _load_state(context)
         payload = record["payload"]
@@ -141,7 +154,8 @@ class GridExchange:
     poll_min = 0.005
     poll_max = 0.1
 
-    def __init__(self, grid: Grid, node_of_site: Mapping[str, int], timeout: float) -> None:
+    def __init__(self, grid: Grid, node_of_site: Mapping[str, int], timeout: float,
+                 progress: Path | None = None) -> None:
         if timeout <= 0:
             raise InvalidInput(f"exchange timeout must be > 0 seconds, got {timeout}")
         self.grid = grid
@@ -150,6 +164,7 @@ class GridExchange:
         self.timeout = timeout
         self.round_trips = 0
         self.seconds: list[float] = []
+        self.progress = progress
 
     def __call__(self, messages: dict[str, bytes]) -> dict[str, bytes]:
         unknown = sorted(set(messages) - set(self.node_of_site))
@@ -185,8 +200,13 @@ class GridExchange:
                 continue
             result[sender] = answer
         dropped = sorted(set(messages) - set(result))
-        if dropped:
-            log.info("exchange %d: dropped sites %s", self.round_trips, dropped)
+        log.info("exchange %d: %d site(s) answered in %.2f s%s", self.round_trips, len(result),
+                 self.seconds[-1], f"; dropped {dropped}" if dropped else "")
+        if self.progress is not None:
+            # one line per exchange, appended: the hub CLI shows it while the run goes on
+            with open(self.progress, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"exchange": self.round_trips, "answered": sorted(result),
+                                     "dropped": dropped, "seconds": self.seconds[-1]}) + "\n")
         self.round_trips += 1
         return result
 
@@ -209,7 +229,12 @@ class GridExchange:
 
 
 def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[str, int]:
-    """Map site ids to Flower node ids: wait for ``expected`` nodes, then ask each its site id."""
+    """Map site ids to Flower node ids: wait for ``expected`` nodes, then ask each its site id.
+
+    Stops as soon as ``expected`` sites identified themselves (a node the SuperLink still lists
+    but that was killed would otherwise hold the run for the whole ``timeout``); without
+    ``expected``, waits for every listed node up to ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     nodes = sorted(grid.get_node_ids())
     while expected is not None and len(nodes) < expected and time.monotonic() < deadline:
@@ -228,19 +253,27 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
         hello = [Message(RecordDict({RECORD: ConfigRecord({"kind": "hello"})}), dst_node_id=node,
                          message_type=MESSAGE_TYPE, ttl=wait, group_id="hello")
                  for node in sorted(waiting)]
+        pending = set(grid.push_messages(hello))
         failed = False
-        for reply in grid.send_and_receive(hello, timeout=wait):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                log.warning("node %d did not identify itself: %s", node, reply.error.reason)
-                failed = True
-                continue
-            site_id = check_site_id(str(reply.content.config_records[RECORD]["site_id"]))
-            if node_of_site.get(site_id, node) != node:
-                raise ProtocolError(f"two nodes claim site id {site_id!r}; give each SuperNode "
-                                    "its own site directory / site-id")
-            node_of_site[site_id] = node
-            waiting.discard(node)
+        while pending and time.monotonic() < deadline:
+            for reply in grid.pull_messages(pending):
+                pending.discard(reply.metadata.reply_to_message_id)
+                node = reply.metadata.src_node_id
+                if reply.has_error():
+                    log.warning("node %d did not identify itself: %s", node,
+                                reply.error.reason)
+                    failed = True
+                    continue
+                site_id = check_site_id(str(reply.content.config_records[RECORD]["site_id"]))
+                if node_of_site.get(site_id, node) != node:
+                    raise ProtocolError(f"two nodes claim site id {site_id!r}; give each "
+                                        "SuperNode its own site directory / site-id")
+                node_of_site[site_id] = node
+                waiting.discard(node)
+            if expected is not None and len(node_of_site) >= expected:
+                waiting.clear()
+                break
+            time.sleep(0.05)
         if not failed:
             break
         time.sleep(0.5)
@@ -250,14 +283,16 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
     if expected is not None and len(node_of_site) < expected:
         log.warning("only %d of %d expected sites answered: %s", len(node_of_site), expected,
                     sorted(node_of_site))
+    log.info("sites: %s", sorted(node_of_site))
     return node_of_site
 
 
 def run_hub(grid: Grid, hub_main: HubMain, config: dict[str, Any], *, expected: int | None,
-            timeout: float, connect_timeout: float) -> tuple[Any, GridExchange]:
+            timeout: float, connect_timeout: float,
+            progress: Path | None = None) -> tuple[Any, GridExchange]:
     """Discover the sites, then run ``hub_main`` over a :class:`GridExchange`."""
     node_of_site = discover_sites(grid, expected=expected, timeout=connect_timeout)
-    exchange = GridExchange(grid, node_of_site, timeout)
+    exchange = GridExchange(grid, node_of_site, timeout, progress)
     result = hub_main(exchange, sorted(node_of_site), config)
     return result, exchange
 
@@ -287,7 +322,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
         result, exchange = run_hub(
             grid, load_hub_main(request["hub_main"]), dict(request["config"]),
             expected=request.get("expected_sites"), timeout=float(request["timeout"]),
-            connect_timeout=float(request["connect_timeout"]))
+            connect_timeout=float(request["connect_timeout"]), progress=job_dir / PROGRESS_FILE)
         body = {"result": json.loads(encode_result(result)), "exchange_seconds": exchange.seconds,
                 "sites": sorted(exchange.node_of_site)}
         atomic.write_text(job_dir / RESULT_FILE, json.dumps(body))

@@ -11,13 +11,18 @@ How Flower 1.42 is driven here (all bound to 127.0.0.1 unless told otherwise):
   through the Control API, ``flwr supernode register node.pub <connection>``; the SuperNode signs
   its requests with ``flower-supernode --auth-supernode-private-key node`` (EC P-384, OpenSSH).
 * ``flower-supernode --superlink H:P --root-certificates ca.pem --auth-supernode-private-key KEY
-  --node-config "site-dir='DIR' site-id='ID'" --host 127.0.0.1 --port Q`` (Q: its local runtime
-  API, one per SuperNode on a shared machine).
+  --node-config "site-dir='DIR' site-id='ID'" --isolation process --host 127.0.0.1 --port Q``
+  (Q: its local Runtime API, one per SuperNode on a shared machine), and beside it the site
+  worker ``python -m hemafed.federation.flower.site_worker --runtime-api 127.0.0.1:Q
+  --site-dir DIR`` (:mod:`hemafed.federation.flower.site_worker`): the SuperNode's only
+  executor, which runs hemafed's own ClientApp in one long-running process and refuses every
+  Flower app whose hash the site did not pin.
 * The ``flwr`` CLI finds the SuperLink through a connection in ``$FLWR_HOME/config.toml``; we
   write a private one (``[superlink.hemafed]``) in the deployment's work directory.
-* Runs: ``flwr run <hemafed/federation/flower/app> hemafed --run-config "job-dir='...'
-  handler-factory='...'"``; the ServerApp reads ``job-dir/request.json`` and writes
-  ``job-dir/result.json`` (see :mod:`hemafed.federation.flower.apps`).
+* Runs: ``flwr run <hemafed/federation/flower/app> hemafed --run-config "job-dir='...'"``; the
+  ServerApp reads ``job-dir/request.json`` and writes ``job-dir/result.json`` (see
+  :mod:`hemafed.federation.flower.apps`). The site handler is a site setting
+  (``add_site(handler_factory=...)``, ``site serve --handler-factory``), never in the run.
 
 Every process is started in its own session; :meth:`Deployment.stop` (run by the context manager
 whatever happens) ends it and every descendant it spawned, by PID.
@@ -35,34 +40,38 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.federation.flower.apps import ERROR_FILE, REQUEST_FILE, RESULT_FILE
+from hemafed.federation.flower.apps import ERROR_FILE, PROGRESS_FILE, REQUEST_FILE, RESULT_FILE
 from hemafed.federation.flower.certificates import (
     NodeAuthKeys,
     ServerCertificates,
     make_node_auth_keys,
     make_test_ca_and_server_cert,
 )
-from hemafed.federation.transport import check_site_id, decode_result, load_object
+from hemafed.federation.transport import decode_result, load_object
 
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 CONNECTION = "hemafed"
 DEFAULT_HUB_MAIN = "hemafed.federation.flower.probe:probe_hub"
-DEFAULT_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
+DEFAULT_HANDLER_FACTORY = "hemafed.federation.runtime:site_handler"
+PROBE_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
 
 
 def flower_env(flwr_home: Path | None = None,
                extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower processes: no runtime installs, no telemetry, no update check."""
     env = {**os.environ, **(extra or {})}
+    if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
+        # keep the caller's import path (e.g. a source checkout) after the extra entries
+        env["PYTHONPATH"] = os.pathsep.join([extra["PYTHONPATH"], os.environ["PYTHONPATH"]])
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
@@ -185,6 +194,8 @@ class Deployment:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     signalled: list[int] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    database: Path | None = None
+    superlink: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -202,28 +213,57 @@ class Deployment:
     def start(cls, workdir: str | os.PathLike[str], *, certs: ServerCertificates | None = None,
               host: str = "127.0.0.1", port: int | None = None,
               startup_timeout: float = 30.0,
-              extra_env: Mapping[str, str] | None = None) -> Deployment:
+              extra_env: Mapping[str, str] | None = None,
+              persistent: bool = False) -> Deployment:
         """Start a SuperLink with TLS and SuperNode authentication (test certificates if none).
 
         ``extra_env`` is added to the environment of every process started (e.g. ``PYTHONPATH``
-        so that hub and site code outside installed packages can be imported).
+        so that hub and site code outside installed packages can be imported). ``persistent``
+        keeps the SuperLink's state (registered SuperNodes, runs) in ``workdir/superlink.db``,
+        so that :meth:`restart_superlink` loses no registration.
         """
         work = Path(workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
         certs = certs or make_test_ca_and_server_cert(work / "certs", hosts=(host, "localhost"))
         dep = cls(work, certs, host, port or free_port(host), dict(extra_env or {}))
+        dep.database = work / "superlink.db" if persistent else None
         try:
             write_connection(dep.flwr_home, dep.address, certs.ca_cert)
-            proc = dep._spawn("superlink", [
-                flower_command("flower-superlink"), "--host", host, "--port", str(dep.port),
-                "--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile", str(certs.server_cert),
-                "--ssl-keyfile", str(certs.server_key), "--enable-supernode-auth",
-                "--disable-runtime-dependency-installation"])
-            wait_for_port(host, dep.port, startup_timeout, proc)
+            dep._start_superlink(startup_timeout)
         except BaseException:
             dep.stop()
             raise
         return dep
+
+    def _start_superlink(self, startup_timeout: float) -> subprocess.Popen[bytes]:
+        command = [
+            flower_command("flower-superlink"), "--host", self.host, "--port", str(self.port),
+            "--ssl-ca-certfile", str(self.certs.ca_cert),
+            "--ssl-certfile", str(self.certs.server_cert),
+            "--ssl-keyfile", str(self.certs.server_key), "--enable-supernode-auth",
+            "--disable-runtime-dependency-installation"]
+        if self.database is not None:
+            command += ["--database", str(self.database)]
+        proc = self._spawn("superlink", command)
+        self.superlink = proc
+        wait_for_port(self.host, self.port, startup_timeout, proc)
+        return proc
+
+    def restart_superlink(self, startup_timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """Stop the SuperLink (and its SuperExec) by PID and start it again on the same port."""
+        if self.superlink is not None:
+            self.signalled += stop_processes([self.superlink])
+            self.processes.remove(self.superlink)
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:  # the port is free once the old process is gone
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((self.host, self.port))
+                break
+            except OSError:
+                time.sleep(0.2)
+        return self._start_superlink(startup_timeout)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.workdir / "logs" / f"{name}.log"
@@ -243,50 +283,74 @@ class Deployment:
         return register_keys(self.flwr_home, public_keys)
 
     def add_sites(self, site_dirs: list[str | os.PathLike[str]], *,
-                  max_wait_time: float | None = None) -> list[subprocess.Popen[bytes]]:
-        """Make a key pair per site dir, register them all, start one SuperNode each."""
+                  max_wait_time: float | None = None,
+                  handler_factory: str = DEFAULT_HANDLER_FACTORY, isolation: str = "process"
+                  ) -> list[subprocess.Popen[bytes]]:
+        """Make a key pair per site dir, register them all, start one SuperNode (and its site
+        worker) each; the site id comes from ``site.yaml`` (else the directory name)."""
+        from hemafed.federation.flower.site_worker import site_identity
+
         keyed = []
         for site_dir in site_dirs:
             site_path = Path(site_dir).resolve()
-            keyed.append((site_path, make_node_auth_keys(self.workdir / "node-keys",
-                                                         check_site_id(site_path.name))))
-        self.register(*(keys.public_key for _, keys in keyed))
-        return [self.add_site(path, keys=keys, register=False, max_wait_time=max_wait_time)
-                for path, keys in keyed]
+            sid = site_identity(site_path)
+            keyed.append((site_path, sid, make_node_auth_keys(self.workdir / "node-keys", sid)))
+        self.register(*(keys.public_key for _, _, keys in keyed))
+        return [self.add_site(path, site_id=sid, keys=keys, register=False,
+                              max_wait_time=max_wait_time, handler_factory=handler_factory,
+                              isolation=isolation)
+                for path, sid, keys in keyed]
 
     def add_site(self, site_dir: str | os.PathLike[str], *, site_id: str | None = None,
                  keys: NodeAuthKeys | None = None, register: bool = True,
-                 max_wait_time: float | None = None) -> subprocess.Popen[bytes]:
-        """Start a SuperNode for ``site_dir`` (new key pair if none; registered unless told not).
+                 max_wait_time: float | None = None,
+                 handler_factory: str = DEFAULT_HANDLER_FACTORY,
+                 trusted_app_sha256: Sequence[str] = (),
+                 isolation: str = "process") -> subprocess.Popen[bytes]:
+        """Start a SuperNode for ``site_dir`` and its site worker; return the SuperNode.
 
-        ``site_id`` defaults to the directory name. ``max_wait_time`` bounds how long the
-        SuperNode keeps trying to connect before it exits (default: forever).
+        New key pair if none; registered unless told not. ``site_id`` defaults to ``site.yaml``
+        (else the directory name). ``handler_factory`` is the site's handler (a site setting);
+        ``trusted_app_sha256`` adds FAB hashes the site runs besides the installed hemafed app.
+        ``max_wait_time`` bounds how long the SuperNode keeps trying to connect.
+        ``isolation="subprocess"`` starts Flower's default SuperNode instead (no site worker: a
+        ``flwr-clientapp`` per message runs the submitted app unchecked); benchmarks only.
         """
+        if isolation not in ("process", "subprocess"):
+            raise InvalidInput(f"isolation must be 'process' or 'subprocess', got {isolation!r}")
+        from hemafed.federation.flower.site_worker import site_identity
+
         site_path = Path(site_dir).resolve()
-        sid = check_site_id(site_id if site_id is not None else site_path.name)
+        sid = site_identity(site_path, site_id)
         if "'" in str(site_path):
             raise InvalidInput(f"site directory {site_path} contains a single quote; Flower's "
                                "--node-config cannot carry it")
         keys = keys or make_node_auth_keys(self.workdir / "node-keys", sid)
         if register:
             self.register(keys.public_key)
-        return self._spawn(f"supernode-{sid}", supernode_command(
+        runtime_port = free_port(self.host)
+        node = self._spawn(f"supernode-{sid}", supernode_command(
             self.address, self.certs.ca_cert, keys.private_key, site_path, sid,
-            runtime_port=free_port(self.host), max_wait_time=max_wait_time))
+            runtime_port=runtime_port, max_wait_time=max_wait_time, isolation=isolation))
+        if isolation == "subprocess":
+            return node
+        self._spawn(f"worker-{sid}", worker_command(
+            f"127.0.0.1:{runtime_port}", site_path, sid, handler_factory=handler_factory,
+            trusted_app_sha256=trusted_app_sha256, supernode_pid=node.pid))
+        return node
 
     # -- running -------------------------------------------------------------------------
 
     def run(self, hub_main: str = DEFAULT_HUB_MAIN,
-            handler_factory: str = DEFAULT_HANDLER_FACTORY,
             config: Mapping[str, Any] | None = None, *, expected_sites: int | None = None,
             timeout: float = 30.0, connect_timeout: float = 30.0,
             run_timeout: float = 300.0) -> dict[str, Any]:
         """Submit one run and wait for it; return ``{"result", "exchange_seconds", "sites"}``."""
         job_dir = self.workdir / "jobs" / uuid.uuid4().hex[:12]
-        return submit_run(self.flwr_home, job_dir, hub_main, handler_factory, config or {},
+        return submit_run(self.flwr_home, job_dir, hub_main, config or {},
                           expected_sites=expected_sites, timeout=timeout,
                           connect_timeout=connect_timeout, run_timeout=run_timeout,
-                          watch=self.processes[:1])
+                          watch=[self.superlink] if self.superlink is not None else [])
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -307,14 +371,30 @@ class Deployment:
 
 def supernode_command(superlink: str, ca_cert: Path, private_key: Path, site_dir: Path,
                       site_id: str, *, runtime_port: int, host: str = "127.0.0.1",
-                      max_wait_time: float | None = None) -> list[str]:
+                      max_wait_time: float | None = None,
+                      isolation: str = "process") -> list[str]:
     """The ``flower-supernode`` command line for one site."""
     command = [flower_command("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(ca_cert), "--auth-supernode-private-key",
                str(private_key), "--node-config", f"site-dir='{site_dir}' site-id='{site_id}'",
-               "--host", host, "--port", str(runtime_port)]
+               "--isolation", isolation, "--host", host, "--port", str(runtime_port)]
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
+    return command
+
+
+def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
+                   handler_factory: str = DEFAULT_HANDLER_FACTORY,
+                   trusted_app_sha256: Sequence[str] = (),
+                   supernode_pid: int | None = None) -> list[str]:
+    """The site worker's command line (see :mod:`hemafed.federation.flower.site_worker`)."""
+    command = [sys.executable, "-m", "hemafed.federation.flower.site_worker", "--runtime-api",
+               runtime_api, "--site-dir", str(site_dir), "--site-id", site_id,
+               "--handler-factory", handler_factory]
+    for digest in trusted_app_sha256:
+        command += ["--app-sha256", digest]
+    if supernode_pid is not None:
+        command += ["--supernode-pid", str(supernode_pid)]
     return command
 
 
@@ -390,27 +470,36 @@ def register_keys(flwr_home: Path, public_keys: Sequence[str | os.PathLike[str]]
     return node_ids
 
 
-def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, handler_factory: str,
-               config: Mapping[str, Any], *, expected_sites: int | None, timeout: float,
-               connect_timeout: float, run_timeout: float,
-               watch: list[subprocess.Popen[bytes]] | None = None) -> dict[str, Any]:
-    """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file."""
+def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, config: Mapping[str, Any], *,
+               expected_sites: int | None, timeout: float, connect_timeout: float,
+               run_timeout: float, watch: list[subprocess.Popen[bytes]] | None = None,
+               app_dir: Path = APP_DIR,
+               on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file.
+
+    ``on_progress`` gets one dict per exchange (``exchange``, ``answered``, ``dropped``,
+    ``seconds``) as the ServerApp reports it."""
     load_object(hub_main, what="hub_main")
-    load_object(handler_factory, what="site handler factory")
-    for value in (str(job_dir), handler_factory):
-        if "'" in value:
-            raise InvalidInput(f"{value!r} contains a single quote; the run config cannot carry it")
+    if "'" in str(job_dir):
+        raise InvalidInput(f"{str(job_dir)!r} contains a single quote; the run config cannot "
+                           "carry it")
     job_dir = job_dir.resolve()
     request = {"hub_main": hub_main, "config": dict(config), "expected_sites": expected_sites,
                "timeout": timeout, "connect_timeout": connect_timeout}
     atomic.write_text(job_dir / REQUEST_FILE, json.dumps(request))
     started = time.monotonic()
-    out = _flwr(flwr_home, ["run", str(APP_DIR), CONNECTION, "--run-config",
-                            f"job-dir='{job_dir}' handler-factory='{handler_factory}'",
-                            "--format", "json"])
+    out = _flwr(flwr_home, ["run", str(app_dir), CONNECTION, "--run-config",
+                            f"job-dir='{job_dir}'", "--format", "json"])
     log.info("submitted run %s (job %s)", out.get("run-id"), job_dir.name)
     deadline = started + run_timeout
+    seen = 0
     while time.monotonic() < deadline:
+        if on_progress is not None and (job_dir / PROGRESS_FILE).exists():
+            lines = (job_dir / PROGRESS_FILE).read_text(encoding="utf-8").splitlines()
+            complete = [ln for ln in lines if ln.endswith("}")]
+            for line in complete[seen:]:
+                on_progress(json.loads(line))
+            seen = len(complete)
         if (job_dir / RESULT_FILE).exists():
             body = json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))
             body["result"] = decode_result(json.dumps(body["result"]))

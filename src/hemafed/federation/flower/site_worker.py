@@ -1,0 +1,280 @@
+"""The site worker: a long-running process that answers a SuperNode's ClientApp tasks itself.
+
+Flower 1.42's default SuperNode (``--isolation subprocess``) starts ``flower-superexec``, which
+starts a fresh ``flwr-clientapp`` process for *every* message, installs the hub's Flower App
+(FAB) in it and runs whatever ``clientapp`` component that FAB names: the hub chooses the code
+that runs at the site, and each message pays a Python start-up and a re-load of the cohort.
+
+``hemafed site serve`` instead starts the SuperNode with ``--isolation process`` and this worker
+beside it, as the SuperNode's only executor. The worker polls the SuperNode's local Runtime API
+(``AcquireTask``), pulls each ClientApp task's message, context, run and FAB with Flower's own
+client functions, and then:
+
+* **refuses** the task unless the FAB's SHA-256 is one the site pinned (by default the hash of
+  the hemafed app installed here, :func:`installed_app_sha256`; or the ``trusted_flower_apps``
+  list in ``site.yaml``): the FAB's code is never installed, imported or run, the reply is a
+  Flower error saying only that the app is not trusted, and the refusal is appended to the
+  site's audit log (query ``flower-app``, the run id, FAB id, version and hash);
+* otherwise answers it with hemafed's own ClientApp
+  (:func:`hemafed.federation.flower.apps.make_client_app`) and the site handler fixed here at
+  start-up (``--handler-factory``, default :func:`hemafed.federation.runtime.site_handler`),
+  never one named by the hub's run config. The handler's site runtime (cohort, keys, manifest)
+  stays loaded between messages.
+
+Run as ``python -m hemafed.federation.flower.site_worker --runtime-api 127.0.0.1:PORT
+--site-dir DIR`` (``hemafed site serve`` and :class:`~hemafed.federation.flower.deployment.
+Deployment` do it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+REFUSAL_REASON = "the site does not run this Flower app (its hash is not pinned by the site)"
+
+
+@lru_cache(maxsize=1)
+def installed_app_sha256() -> str:
+    """SHA-256 of the hemafed Flower App as ``flwr run`` builds it from this installation.
+
+    Flower builds FABs deterministically (fixed zip timestamps), so a hub running the same
+    hemafed release submits exactly this hash.
+    """
+    from flwr.cli.build import build_fab_from_disk
+
+    return hashlib.sha256(build_fab_from_disk(APP_DIR)).hexdigest()
+
+
+def pinned_app_hashes(site_dir: Path, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The FAB hashes this site runs: ``site.yaml``'s ``trusted_flower_apps`` if set, else the
+    installed hemafed app; plus ``extra`` (e.g. ``--app-sha256`` given by the site operator)."""
+    import yaml
+
+    from hemafed.errors import InvalidInput
+
+    hashes = {h.lower() for h in extra}
+    config = site_dir / "site.yaml"
+    listed = None
+    if config.is_file():
+        doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        listed = doc.get("trusted_flower_apps") if isinstance(doc, dict) else None
+    if listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(h, str) and len(h) == 64
+                                                   for h in listed):
+            raise InvalidInput(f"{config}: key 'trusted_flower_apps' must be a list of SHA-256 "
+                               "hex digests (see `hemafed site app-hash`)")
+        hashes |= {h.lower() for h in listed}
+    else:
+        hashes.add(installed_app_sha256())
+    return frozenset(hashes)
+
+
+def site_identity(site_dir: Path, site_id: str | None = None) -> str:
+    """The site id: given, else ``site.yaml``'s ``site_id``, else the directory name."""
+    from hemafed.federation.transport import check_site_id
+
+    if site_id:
+        return check_site_id(site_id)
+    if (site_dir / "site.yaml").is_file():
+        from hemafed.site.store import site_id_of
+
+        return check_site_id(site_id_of(site_dir))
+    return check_site_id(site_dir.name)
+
+
+def _audit_refusal(site_dir: Path, run: Any, fab_hash: str) -> str:
+    """Append the refusal to the site's audit log (if this is a site directory)."""
+    if not (site_dir / "site.yaml").is_file():
+        log.warning("refused run %s (FAB %s): %s; no site.yaml, so no audit log", run.run_id,
+                    fab_hash, REFUSAL_REASON)
+        return ""
+    from hemafed.site.store import audit_log
+
+    entry = audit_log(site_dir).append(
+        requester=f"flower run {run.run_id}", study="", query="flower-app",
+        params={"run_id": int(run.run_id), "fab_id": str(run.fab_id),
+                "fab_version": str(run.fab_version), "fab_sha256": fab_hash},
+        allowed=False, reason=REFUSAL_REASON, request_id=f"flower-run-{run.run_id}")
+    log.warning("refused run %s (FAB %s %s, sha256 %s): audit entry %s", run.run_id,
+                run.fab_id, run.fab_version, fab_hash, entry["seq"])
+    return str(entry["seq"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class SiteWorker:
+    """Answers one SuperNode's ClientApp tasks in this process (see the module docstring)."""
+
+    poll_min = 0.005
+    poll_max = 0.1
+
+    def __init__(self, runtime_api: str, site: Mapping[str, Any], handler_factory: str,
+                 trusted: frozenset[str], supernode_pid: int | None = None) -> None:
+        from hemafed.federation.flower.apps import make_client_app
+
+        self.runtime_api = runtime_api
+        self.site = dict(site)
+        self.trusted = trusted
+        self.client_app = make_client_app(site=self.site, handler_factory=handler_factory)
+        self.stopping = threading.Event()
+        self.supernode_pid = supernode_pid
+        self.answered = 0
+        self.refused = 0
+
+    def _client(self, token: str | None = None) -> Any:
+        from flwr.supercore.interceptors import (
+            RuntimeTokenHttpInterceptor,
+            RuntimeVersionHttpInterceptor,
+        )
+        from flwr.supercore.retry import make_simple_http_retry_invoker
+        from flwr.supercore.runtime import RuntimeHttpClient
+
+        interceptors: list[Any] = [RuntimeVersionHttpInterceptor(
+            component_name="flwr-clientapp" if token else "SuperExec")]
+        if token:
+            interceptors.append(RuntimeTokenHttpInterceptor(token))
+        return RuntimeHttpClient.from_server_address(
+            server_address=self.runtime_api, insecure=True, root_certificates=None,
+            interceptors=interceptors,
+            retry_invoker=make_simple_http_retry_invoker())
+
+    def serve(self) -> None:
+        """Poll for tasks until :attr:`stopping` is set."""
+        from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
+        from flwr.supercore.constant import TaskType
+
+        client = self._client()
+        pause = self.poll_min
+        log.info("site worker for %s on %s; trusted app hashes %s", self.site["site_id"],
+                 self.runtime_api, sorted(self.trusted))
+        try:
+            while not self.stopping.is_set():
+                try:
+                    res = client.AcquireTask(AcquireTaskRequest(
+                        supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
+                except Exception as exc:  # the SuperNode restarting: keep trying
+                    log.debug("AcquireTask failed: %s", exc)
+                    if self.supernode_pid is not None and not _alive(self.supernode_pid):
+                        log.info("SuperNode %d is gone; the site worker stops",
+                                 self.supernode_pid)
+                        return
+                    self.stopping.wait(0.5)
+                    continue
+                if res.HasField("task") and res.token:
+                    self.handle(res.token)
+                    pause = self.poll_min
+                    continue
+                self.stopping.wait(pause)
+                pause = min(pause * 1.5, self.poll_max)
+        finally:
+            client.close()
+
+    def handle(self, token: str) -> None:
+        """One ClientApp task: pull it, check its app, answer or refuse, push the outcome."""
+        from flwr.app import Message
+        from flwr.app.error import Error
+        from flwr.common.constant import SubStatus
+        from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+        from flwr.supernode.runtime.run_clientapp import (
+            pull_task_input,
+            push_message,
+            push_task_output,
+        )
+
+        client = self._client(token)
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat.start()
+        context = message = None
+        status, details = SubStatus.FAILED, "hemafed site worker failed"
+        try:
+            message, context, run, fab = pull_task_input(client)
+            if fab.hash_str.lower() not in self.trusted:
+                ref = _audit_refusal(Path(self.site["site_dir"]), run, fab.hash_str)
+                self.refused += 1
+                reason = f"site {self.site['site_id']!r} refused: {REFUSAL_REASON}"
+                if ref:
+                    reason += f" (audit entry {ref})"
+                push_message(client, Message(Error(code=0, reason=reason), reply_to=message),
+                             context)
+                details = reason
+                return
+            reply = self.client_app(message=message, context=context)
+            push_message(client, reply, context)
+            self.answered += 1
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:  # never take the worker down with one task
+            log.exception("task failed: %s", exc)
+            # the hub learns the exception's type only: its text may carry site data
+            details = f"site {self.site['site_id']!r}: {type(exc).__name__}"
+            if message is not None and context is not None:
+                with contextlib.suppress(Exception):
+                    push_message(client, Message(Error(code=0, reason=details),
+                                                 reply_to=message), context)
+        finally:
+            push_task_output(client=client, context=context, sub_status=status, details=details)
+            heartbeat.stop()
+            client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api", required=True, help="SuperNode Runtime API HOST:PORT")
+    parser.add_argument("--site-dir", required=True, type=Path)
+    parser.add_argument("--site-id", default="")
+    parser.add_argument("--handler-factory", default=DEFAULT_SITE_HANDLER)
+    parser.add_argument("--app-sha256", action="append", default=[],
+                        help="also trust this FAB hash (repeat)")
+    parser.add_argument("--supernode-pid", type=int, default=None,
+                        help="stop when this SuperNode process is gone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    from hemafed.errors import HemafedError
+    from hemafed.federation.transport import load_handler_factory, site_config
+
+    site_dir = args.site_dir.resolve()
+    try:
+        sid = site_identity(site_dir, args.site_id or None)
+        load_handler_factory(args.handler_factory)
+        worker = SiteWorker(args.runtime_api, site_config(site_dir, sid), args.handler_factory,
+                            pinned_app_hashes(site_dir, args.app_sha256), args.supernode_pid)
+    except HemafedError as exc:
+        log.error("%s", exc)
+        return 2
+
+    def _stop(signum: int, _frame: Any) -> None:
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    started = time.monotonic()
+    worker.serve()
+    log.info("site worker stopped after %.0f s: %d task(s) answered, %d refused",
+             time.monotonic() - started, worker.answered, worker.refused)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
