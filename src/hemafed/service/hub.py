@@ -415,19 +415,23 @@ class HubService:
         self.wait_for_workers()
         self.db.dispose()
 
-    def _update_run(self, run_id: int, **fields: Any) -> None:
+    def _update_run(self, run_id: int, *, only_from: str | None = None, **fields: Any) -> bool:
         with self.db.session() as s:
             run = s.get(Run, run_id)
             assert run is not None
+            if only_from is not None and run.state != only_from:
+                return False  # another hub process marked it (e.g. interrupted on restart)
             for k, v in fields.items():
                 setattr(run, k, v)
             s.commit()
+            return True
 
     def _execute(self, run_id: int, spec: StudySpec) -> None:
         from hemafed.study.report import build_report
 
         assert self.federation is not None
-        self._update_run(run_id, state="running")
+        if not self._update_run(run_id, only_from="queued", state="running"):
+            return
 
         def progress(doc: dict[str, Any]) -> None:
             with self.db.session() as s:
@@ -441,7 +445,8 @@ class HubService:
         except Exception as exc:  # the run fails with its reason; the hub keeps serving
             reason = str(exc) if isinstance(exc, HemafedError) else f"{type(exc).__name__}: {exc}"
             log.warning("run %s failed: %s", run_id, reason)
-            self._update_run(run_id, state="failed", error=reason[:2000], finished=self.clock())
+            self._update_run(run_id, only_from="running", state="failed", error=reason[:2000],
+                             finished=self.clock())
             self.audit("hub", "run_failed", str(run_id), reason=reason[:200])
             return
         dropped = sorted({s for a in results["analyses"]
@@ -450,6 +455,10 @@ class HubService:
         with self.db.session() as s:
             run = s.get(Run, run_id)
             assert run is not None
+            if run.state != "running":
+                log.warning("run %s finished but is %s; its result is not recorded", run_id,
+                            run.state)
+                return
             s.add(Result(run_id=run_id, document=results, report_html=html))
             run.state = "succeeded"
             run.contributors = list(results.get("sites", []))
