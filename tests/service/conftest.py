@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,18 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hubkit import free_port
 
 from hemafed.demo import build_sites, demo_cohorts, demo_spec
 from hemafed.site.store import SitePaths, load_policy
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SITE_IDS = ("site-a", "site-b", "site-c")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +81,7 @@ def postgres() -> Iterator[str]:
             time.sleep(0.2)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # fast shutdown: do not wait for idle clients
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:

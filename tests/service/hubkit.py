@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,21 @@ from hemafed.service.runs import LocalFederation
 from hemafed.study.spec import StudySpec
 
 PASSWORD = "correct horse battery"
+SMALL_SPEC = """\
+study_id: small-mds
+title: "Survival by IPSS-M category"
+disease: MDS
+requester: alice
+analyses:
+  - {id: km_ipssm, kind: km, duration: os_time, event: os_status, group: ipssm_category}
+  - {id: cox_os, kind: cox, duration: os_time, event: os_status, formula: "age + hb + plt"}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_hub(db_url: str, data_dir: Path, site_dirs: list[Path], **kw: Any) -> HubService:

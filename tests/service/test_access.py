@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hubkit import PASSWORD, app_client, bearer, make_hub, onboard
-from test_hub_api import SMALL_SPEC
+from hubkit import PASSWORD, SMALL_SPEC, app_client, bearer, make_hub, onboard
 
 from hemafed.secure.identity import SiteIdentity
 from hemafed.service.approval import canonical, decide

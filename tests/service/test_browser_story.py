@@ -23,8 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import free_port
-from hubkit import PASSWORD
+from hubkit import PASSWORD, free_port
 from typer.testing import CliRunner
 
 from hemafed.cli import app as cli_app
@@ -97,7 +96,8 @@ def _decide(page: Any, console: str, study_title: str, decision: str, reason: st
     page.wait_for_load_state()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+# SQLite here; the same flow runs on PostgreSQL through the API (test_hub_api, test_access)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, shots: Any) -> None:
     if CHROMIUM is None:
         pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")

@@ -9,20 +9,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hubkit import app_client, approve_all, make_hub, onboard, wait_run
+from hubkit import SMALL_SPEC, app_client, approve_all, make_hub, onboard, wait_run
 from typer.testing import CliRunner
 
 from hemafed.cli import app as cli_app
-
-SMALL_SPEC = """\
-study_id: small-mds
-title: "Survival by IPSS-M category"
-disease: MDS
-requester: alice
-analyses:
-  - {id: km_ipssm, kind: km, duration: os_time, event: os_status, group: ipssm_category}
-  - {id: cox_os, kind: cox, duration: os_time, event: os_status, formula: "age + hb + plt"}
-"""
 
 
 def test_run_through_the_hub_equals_the_cli(db_url: str, site_dirs: list[Path],
@@ -82,3 +72,22 @@ def test_migration_from_an_empty_database(db_url: str) -> None:
     engine.dispose()
 
 
+
+
+def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> None:
+    """`hemafed demo --serve`: accounts, sites onboarded, the study signed by every site."""
+    from hemafed.service.serve import prepare_demo_hub
+
+    out = tmp_path / "demo"
+    service = prepare_demo_hub(out, site_dirs, SMALL_SPEC, "demo password 1")
+    client = app_client(service)
+    r = client.post("/api/login", json={"username": "researcher", "password": "demo password 1"})
+    head = {"Authorization": f"Bearer {r.json()['token']}"}
+    (study,) = client.get("/api/studies", headers=head).json()
+    assert {s: a["decision"] for s, a in study["approvals"].items()} == {
+        d.name: "approved" for d in site_dirs}
+    run = wait_run(client, head, client.post(f"/api/studies/{study['id']}/runs",
+                                             headers=head).json()["id"])
+    assert run["state"] == "succeeded", run
+    again = prepare_demo_hub(out, site_dirs, SMALL_SPEC, "another password")
+    assert len(again.users()) == len(service.users())

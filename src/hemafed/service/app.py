@@ -330,12 +330,13 @@ def create_app(service: HubService) -> FastAPI:
 
     @app.post("/admin/sites")
     def admin_site(request: Request, csrf: str = Form(""), site_id: str = Form(""),
-                   name: str = Form(""), identity_key: str = Form(""),
+                   name: str = Form(""), identity_key: str = Form(""), node_key: str = Form(""),
                    officer: str = Form(""), officer_password: str = Form("")) -> Response:
         c = caller(request)
         _check_csrf(c, csrf)
         try:
-            service.onboard_site(c.user, site_id.strip(), name.strip(), identity_key)
+            service.onboard_site(c.user, site_id.strip(), name.strip(), identity_key,
+                                 node_key.strip() or None)
             if officer.strip():
                 service.create_user(officer.strip(), officer_password, "officer",
                                     site_id=site_id.strip(), actor=c.user.username)

@@ -6,16 +6,20 @@ import logging
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from hemafed.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from hemafed.service.hub import HubService
+
 log = logging.getLogger(__name__)
 
 
 def build_hub(data_dir: Path, db_url: str | None = None, sites: Sequence[Path] = (),
-              transport: str = "inprocess"):  # type: ignore[no-untyped-def]
+              transport: str = "inprocess") -> HubService:
     from hemafed.service.db import Database
     from hemafed.service.hub import HubService
     from hemafed.service.runs import LocalFederation
@@ -61,7 +65,7 @@ def serve_console(site_dir: Path, hub_url: str, token: str, *, host: str = "127.
 
 
 def prepare_demo_hub(out: Path, site_dirs: Sequence[Path], spec_yaml: str,
-                     password: str) -> object:
+                     password: str) -> HubService:
     """A hub over the demo's sites: accounts, the sites onboarded, the demo study approved."""
     from hemafed.service.approval import decide, identity_public_key
     from hemafed.service.hub import parse_spec
@@ -96,5 +100,4 @@ def serve_demo(out: Path, site_dirs: Sequence[Path], spec_yaml: str, *,
     service = prepare_demo_hub(out, site_dirs, spec_yaml, password)
     log.warning("portal on http://127.0.0.1:%d  (log in as 'researcher', 'admin' or "
                 "'officer-SITE' with password %s)", port, password)
-    uvicorn.run(create_app(service), host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                log_level="warning")
+    uvicorn.run(create_app(service), host="127.0.0.1", port=port, log_level="warning")
