@@ -12,6 +12,12 @@ from typing import Annotated
 import typer
 
 
+def _need_service_extra(exc: ImportError) -> typer.Exit:
+    typer.echo(f"error: the service needs the 'service' extra ({exc.name} is missing): "
+               "pip install 'hemafed[service]'", err=True)
+    return typer.Exit(1)
+
+
 def hub_serve(data: Path = typer.Option(Path(".hemafed-hub-service"), "--data",
                                         help="folder for the SQLite database and hub audit log"),
               db: str = typer.Option("", "--db", help="database URL (default: SQLite in --data; "
@@ -24,7 +30,11 @@ def hub_serve(data: Path = typer.Option(Path(".hemafed-hub-service"), "--data",
                                             help="inprocess or sim, for local --site dirs")) -> None:
     """Serve the hub API and researcher portal (admin password from HEMAFED_ADMIN_PASSWORD)."""
     from hemafed.errors import HemafedError
-    from hemafed.service.serve import serve_hub
+
+    try:
+        from hemafed.service.serve import serve_hub
+    except ImportError as exc:
+        raise _need_service_extra(exc) from exc
 
     try:
         serve_hub(data, db_url=db or None, host=host, port=port, sites=site or [],
@@ -44,8 +54,12 @@ def site_console(site_dir: Annotated[Path, typer.Argument(exists=True, file_okay
         -> None:
     """Serve this site's console on 127.0.0.1: review, approve or refuse studies; audit; budget."""
     from hemafed.errors import HemafedError
-    from hemafed.service.console import set_console_password
-    from hemafed.service.serve import serve_console
+
+    try:
+        from hemafed.service.console import set_console_password
+        from hemafed.service.serve import serve_console
+    except ImportError as exc:
+        raise _need_service_extra(exc) from exc
 
     try:
         if add_user:
