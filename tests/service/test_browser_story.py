@@ -145,6 +145,20 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             # 2. the researcher submits the demo MDS study; a broken draft shows its problems
             alice = ctx["alice"].new_page()
             _login(alice, hub.url, "alice")
+            # feasibility first: every site publishes its catalogue entry from its console
+            for d in site_dirs:
+                page = ctx[d.name].new_page()
+                _login(page, console_url[d.name], "dpo")
+                page.goto(console_url[d.name] + "/catalogue")
+                page.click("#publish button")
+                page.wait_for_selector("#published")
+                if d.name == "site-a":
+                    shots(page, "console-catalogue")
+                page.close()
+            alice.goto(f"{hub.url}/catalogue")
+            assert alice.locator("#catalogue tr").count() == 4
+            assert "MDS: about" in alice.locator("#catalogue").inner_text()
+            shots(alice, "portal-catalogue")
             alice.goto(f"{hub.url}/studies/new")
             broken = spec.to_yaml().replace("kind: km", "kind: kaplan").replace(
                 "duration: os_time\n  event: os_status\n  formula", "duration: os_time\n  formula")

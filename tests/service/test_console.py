@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from hubkit import PASSWORD, SMALL_SPEC, app_client, make_hub, onboard
 
 from hemafed.service.console import create_console_app, set_console_password
-from hemafed.site.store import SitePaths, audit_log, load_policy
+from hemafed.site.store import SitePaths, audit_log, load_cohort, load_policy
 from hemafed.study.spec import StudySpec
 
 
@@ -81,4 +81,18 @@ def test_console_decides_and_reports(db_url: str, site_dirs: list[Path], tmp_pat
         "verified"] is False
     for page_path in ("/budget", "/quality", "/runs"):
         assert console.get(page_path).status_code == 200
+
+    # the catalogue: nothing leaves until the officer publishes; then rounded counts only
+    assert hub.get("/api/catalogue", headers=heads["alice"]).json()[0]["entry"] is None
+    page = console.get("/catalogue")
+    r = console.post("/catalogue/publish", data={"csrf": _csrf(page.text)})
+    assert 'id="published"' in r.text
+    n = len(load_cohort(site).patients)
+    (entry,) = [e["entry"] for e in hub.get("/api/catalogue", headers=heads["alice"]).json()
+                if e["site_id"] == "site-a"]
+    assert entry["patients"] == (n + 5) // 10 * 10
+    assert entry["diseases"] == {"MDS": entry["patients"]}
+    assert {"age", "hb", "os_time"} <= set(entry["fields"])
+    bad = officer_hub.post("/api/site/catalogue", json=dict(entry, patients=n + 1 - n % 10))
+    assert bad.status_code == 400  # an exact, unrounded count is refused
     service.dispose()

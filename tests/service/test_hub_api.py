@@ -67,8 +67,29 @@ def test_migration_from_an_empty_database(db_url: str) -> None:
     assert {"users", "sites", "studies", "study_versions", "approvals", "runs", "results",
             "model_versions", "sessions", "api_tokens", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
     upgrade(engine)  # a second upgrade is a no-op
+    engine.dispose()
+
+
+def test_migration_keeps_the_data_of_an_older_schema(db_url: str) -> None:
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from hemafed.service.db import make_engine, upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.text("insert into sites (site_id, name, identity_key, created) "
+                             "values ('old-site', 'Old', 'AAAA', :t)"), {"t": now})
+        assert "catalogue" not in {c["name"] for c in sa.inspect(conn).get_columns("sites")}
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("select site_id, name, catalogue from sites")).one()
+    assert tuple(row) == ("old-site", "Old", None)
     engine.dispose()
 
 

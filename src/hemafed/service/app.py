@@ -262,6 +262,17 @@ def create_app(service: HubService) -> FastAPI:
                           bool(b.get("audit_ok", False)))
         return {"ok": "seen"}
 
+    @app.post("/api/site/catalogue")
+    async def api_publish(request: Request) -> dict[str, str]:
+        c = caller(request)
+        service.publish_catalogue(c.user, await request.json())
+        return {"ok": "published"}
+
+    @app.get("/api/catalogue")
+    def api_catalogue(request: Request) -> list[dict[str, Any]]:
+        return [{"site_id": s.site_id, "name": s.name, "entry": s.catalogue}
+                for s in service.catalogue(caller(request).user)]
+
     @app.get("/api/site/runs")
     def api_site_runs(request: Request) -> list[dict[str, Any]]:
         return [run_json(r) for r in service.runs(caller(request).user)]
@@ -420,6 +431,11 @@ def create_app(service: HubService) -> FastAPI:
         return page(request, "run.html", **ctx(c, run=run, study=study,
                                                 n_analyses=len(parse_spec(study.spec_yaml)
                                                                .analyses)))
+
+    @app.get("/catalogue", response_class=HTMLResponse)
+    def catalogue_page(request: Request) -> HTMLResponse:
+        c = caller(request)
+        return page(request, "catalogue.html", **ctx(c, sites=service.catalogue(c.user)))
 
     @app.get("/models", response_class=HTMLResponse)
     def models_page(request: Request) -> HTMLResponse:

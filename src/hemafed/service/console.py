@@ -28,6 +28,7 @@ from hemafed.errors import HemafedError, InvalidInput
 from hemafed.service import security
 from hemafed.service.app import LoginRequired
 from hemafed.service.approval import decide, identity_public_key
+from hemafed.service.catalogue import catalogue_entry
 from hemafed.service.describe import epsilon_per_site, plain_language
 from hemafed.service.hub import AccessDenied, TooManyAttempts
 from hemafed.service.quality import cohort_quality
@@ -222,6 +223,24 @@ def create_console_app(site_dir: str | Path, hub: httpx.Client, *,
     def quality(request: Request) -> HTMLResponse:
         s = who(request)
         return page(request, "console_quality.html", **ctx(s, fields=cohort_quality(site_dir)))
+
+    @app.get("/catalogue", response_class=HTMLResponse)
+    def catalogue(request: Request) -> HTMLResponse:
+        s = who(request)
+        return page(request, "console_catalogue.html",
+                    **ctx(s, entry=catalogue_entry(site_dir), published=None))
+
+    @app.post("/catalogue/publish")
+    def publish(request: Request, csrf: str = Form("")) -> Response:
+        s = who(request)
+        check_csrf(s, csrf)
+        entry = catalogue_entry(site_dir)
+        hub_call("POST", "/api/site/catalogue", json=entry)
+        audit_log(site_dir).append(requester=s.username, study="catalogue",
+                                   query="console.publish_catalogue",
+                                   params={"fields": len(entry["fields"])}, allowed=True,
+                                   reason="catalogue entry published to the hub")
+        return page(request, "console_catalogue.html", **ctx(s, entry=entry, published=True))
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs(request: Request) -> HTMLResponse:

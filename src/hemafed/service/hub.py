@@ -242,6 +242,33 @@ class HubService:
                 bool(audit_ok)
             s.commit()
 
+    def publish_catalogue(self, officer: User, entry: dict[str, Any]) -> None:
+        """Store the catalogue entry the officer's site chose to publish (counts rounded)."""
+        from hemafed.service.catalogue import ROUND_TO
+
+        self._require(officer, "officer")
+        diseases, fields = entry.get("diseases"), entry.get("fields")
+        counts = [*(diseases or {}).values(), entry.get("patients")] \
+            if isinstance(diseases, dict) else []
+        if not isinstance(diseases, dict) or not isinstance(fields, list) or any(
+                c is not None and (not isinstance(c, int) or c % ROUND_TO) for c in counts):
+            raise InvalidInput(f"catalogue entry: expected diseases -> count rounded to "
+                               f"{ROUND_TO} (or null), patients, and a list of fields")
+        clean = {"diseases": {str(k): v for k, v in diseases.items()},
+                 "patients": entry.get("patients"), "fields": [str(f) for f in fields][:500],
+                 "rounded_to": ROUND_TO, "min_cell": int(entry.get("min_cell", 0))}
+        with self.db.session() as s:
+            site = s.get(Site, officer.site_id)
+            assert site is not None
+            site.catalogue, site.catalogue_time = clean, self.clock()
+            s.commit()
+        self.audit(officer.username, "publish_catalogue", str(officer.site_id))
+
+    def catalogue(self, user: User) -> list[Site]:
+        """Every site's published entry (any account: it is for feasibility before a study)."""
+        with self.db.session() as s:
+            return list(s.scalars(select(Site).order_by(Site.site_id)))
+
     # --- studies --------------------------------------------------------------------------
 
     def submit_study(self, owner: User, spec_text: str) -> Study:

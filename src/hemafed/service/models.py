@@ -67,6 +67,8 @@ class Site(Base):
     audit_seq: Mapped[int | None] = mapped_column(Integer)
     audit_hash: Mapped[str | None] = mapped_column(String(64))
     audit_ok: Mapped[bool | None] = mapped_column()
+    catalogue: Mapped[dict[str, Any] | None] = mapped_column()
+    catalogue_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
