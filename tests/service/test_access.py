@@ -53,6 +53,11 @@ def test_who_may_read_and_decide(db_url: str, site_dirs: list[Path], tmp_path: P
     r = client.post("/api/sites", headers=heads["alice"],
                     json={"site_id": "x", "identity_key": "AAAA"})
     assert r.status_code == 403
+    # malformed requests get one clear error, not a server error
+    r = client.post("/api/sites", headers=heads["admin"], json={"site_id": "x"})
+    assert r.status_code == 400 and "identity_key" in r.json()["error"]
+    r = client.post("/api/studies", headers=heads["alice"], content=b"not json")
+    assert r.status_code == 400
     spec = StudySpec.from_mapping(yaml.safe_load(study["spec_yaml"]))
     signed_b = decide(site_dirs[1], spec, "approved", officer="officer-site-b")
     body_b = {"site_id": "site-b", "payload": signed_b.payload, "signature": signed_b.signature}

@@ -66,6 +66,23 @@ def _check_csrf(caller: Caller, token: str | None) -> None:
         raise AccessDenied("the form's CSRF token is missing or wrong; reload the page")
 
 
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON object a request carries; ``InvalidInput`` (400) for anything else."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidInput(f"{request.url.path}: the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{request.url.path}: the body must be a JSON object")
+    return body
+
+
+def _need(body: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if k not in body]
+    if missing:
+        raise InvalidInput(f"missing field(s): {', '.join(missing)}")
+
+
 def study_json(service: HubService, user: User, study: Study) -> dict[str, Any]:
     spec = parse_spec(study.spec_yaml)
     approvals = service.approvals(user, study.id)
@@ -121,7 +138,7 @@ def create_app(service: HubService) -> FastAPI:
 
     @app.post("/api/login")
     async def api_login(request: Request) -> dict[str, str]:
-        body = await request.json()
+        body = await _body(request)
         token, _ = await run_in_threadpool(service.login, str(body.get("username", "")),
                                            str(body.get("password", "")))
         found = service.session_user(token)
@@ -139,17 +156,19 @@ def create_app(service: HubService) -> FastAPI:
         c = caller(request)
         if c.user.role != "admin":
             raise AccessDenied("only the network admin creates accounts")
-        b = await request.json()
-        u = service.create_user(b["username"], b["password"], b["role"],
+        b = await _body(request)
+        _need(b, "username", "password", "role")
+        u = service.create_user(str(b["username"]), str(b["password"]), str(b["role"]),
                                 site_id=b.get("site_id"), actor=c.user.username)
         return {"username": u.username, "role": u.role, "site_id": u.site_id}
 
     @app.post("/api/sites")
     async def api_onboard(request: Request) -> dict[str, Any]:
         c = caller(request)
-        b = await request.json()
-        site = service.onboard_site(c.user, b["site_id"], b.get("name", ""), b["identity_key"],
-                                    b.get("node_key"))
+        b = await _body(request)
+        _need(b, "site_id", "identity_key")
+        site = service.onboard_site(c.user, str(b["site_id"]), str(b.get("name", "")),
+                                    str(b["identity_key"]), b.get("node_key"))
         return {"site_id": site.site_id}
 
     @app.get("/api/sites")
@@ -168,14 +187,14 @@ def create_app(service: HubService) -> FastAPI:
     @app.post("/api/studies")
     async def api_submit(request: Request) -> dict[str, Any]:
         c = caller(request)
-        b = await request.json()
+        b = await _body(request)
         study = service.submit_study(c.user, str(b.get("spec_yaml", "")))
         return study_json(service, c.user, study)
 
     @app.post("/api/studies/{pk}/amend")
     async def api_amend(request: Request, pk: int) -> dict[str, Any]:
         c = caller(request)
-        b = await request.json()
+        b = await _body(request)
         study = service.amend_study(c.user, pk, str(b.get("spec_yaml", "")), b.get("note", ""))
         return study_json(service, c.user, study)
 
@@ -192,7 +211,7 @@ def create_app(service: HubService) -> FastAPI:
     @app.post("/api/studies/{pk}/decisions")
     async def api_decide(request: Request, pk: int) -> dict[str, Any]:
         c = caller(request)
-        b = await request.json()
+        b = await _body(request)
         row = service.record_decision(c.user, pk, str(b.get("site_id", "")),
                                       SignedDecision(str(b.get("payload", "")),
                                                      str(b.get("signature", ""))))
@@ -257,7 +276,7 @@ def create_app(service: HubService) -> FastAPI:
     @app.post("/api/site/heartbeat")
     async def api_heartbeat(request: Request) -> dict[str, str]:
         c = caller(request)
-        b = await request.json()
+        b = await _body(request)
         service.heartbeat(c.user, int(b.get("audit_seq", 0)), str(b.get("audit_hash", "")),
                           bool(b.get("audit_ok", False)))
         return {"ok": "seen"}
@@ -265,7 +284,7 @@ def create_app(service: HubService) -> FastAPI:
     @app.post("/api/site/catalogue")
     async def api_publish(request: Request) -> dict[str, str]:
         c = caller(request)
-        service.publish_catalogue(c.user, await request.json())
+        service.publish_catalogue(c.user, await _body(request))
         return {"ok": "published"}
 
     @app.get("/api/catalogue")
