@@ -81,7 +81,7 @@ def approve_all(client: TestClient, heads: dict[str, Any], site_dirs: list[Path]
 
 
 def wait_run(client: TestClient, headers: dict[str, str], run_id: int,
-             timeout: float = 240) -> dict[str, Any]:
+             timeout: float = 900) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = client.get(f"/api/runs/{run_id}", headers=headers).json()

@@ -76,7 +76,7 @@ def test_client_and_kill_mid_run(site_dirs: list[Path], tmp_path: Path) -> None:
         client = Client.login(url, "alice", PASSWORD)
         study = client.submit(SMALL_SPEC)
         approve_all(admin, heads, site_dirs, study)  # type: ignore[arg-type]
-        results = client.wait(client.run(study["id"])["id"], timeout=120)
+        results = client.wait(client.run(study["id"])["id"], timeout=600)
         assert results["sites"] == [d.name for d in site_dirs]
         cox = client.table(1, "cox_os")
         assert list(cox.index) == ["age", "hb", "plt"] and (cox["se(coef)"] > 0).all()
@@ -91,6 +91,6 @@ def test_client_and_kill_mid_run(site_dirs: list[Path], tmp_path: Path) -> None:
         assert after["state"] == "interrupted" and "hub stopped" in after["error"]
         assert client.status(1)["state"] == "succeeded"
         assert [s["spec_sha256"] for s in client.studies()] == [study["spec_sha256"]]
-        again = client.wait(client.run(study["id"])["id"], timeout=120)
+        again = client.wait(client.run(study["id"])["id"], timeout=600)
         assert again["analyses"][1]["tables"]["summary"] == results["analyses"][1]["tables"][
             "summary"]
