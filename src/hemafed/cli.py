@@ -15,6 +15,7 @@ from hemafed.errors import HemafedError
 from hemafed.federation.cli import hub_app, site_app_hash, site_keygen, site_serve
 from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
 from hemafed.scores.cli import app as score_app
+from hemafed.service.cli import hub_serve, site_console
 from hemafed.site.cli import app as site_app
 from hemafed.study.cli import study_app
 from hemafed.synth.cli import app as synth_app
@@ -29,6 +30,8 @@ site_app.command("app-hash")(site_app_hash)
 site_app.command("identity")(site_identity)
 site_app.command("join")(site_join)
 hub_app.command("manifest")(hub_manifest)
+hub_app.command("serve")(hub_serve)
+site_app.command("console")(site_console)
 app.add_typer(site_app, name="site", help="A hospital's site: intake, policy, audit, vault, serve.")
 app.add_typer(hub_app, name="hub", help="The hub: Flower SuperLink with TLS and node auth.")
 app.add_typer(score_app, name="score", help="White-box clinical scores with explanations.")
@@ -74,7 +77,9 @@ def demo(out: Path = typer.Option(Path("hemafed-demo"), "--out", help="output fo
          seed: int = typer.Option(7, "--seed"),
          real: Path | None = typer.Option(None, "--real", help="the real MDS IPSS-M cohort folder "
                                           "(e.g. ../shared/data/mds-ipssm-cohort)"),
-         transport: str = typer.Option("sim", "--transport", help="sim, inprocess or deploy")
+         transport: str = typer.Option("sim", "--transport", help="sim, inprocess or deploy"),
+         serve: bool = typer.Option(False, "--serve", help="then open the portal on the demo "
+                                    "federation (http://127.0.0.1:8700)")
          ) -> None:
     """Run the demo study on a federation of virtual hospitals and write an HTML report."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -100,6 +105,10 @@ def demo(out: Path = typer.Option(Path("hemafed-demo"), "--out", help="output fo
     console.print(f"site directories (audit logs, ledgers): {out / 'sites'}")
     if failed:
         console.print(f"[yellow]analyses that did not complete: {', '.join(failed)}[/yellow]")
+    if serve:
+        from hemafed.service.serve import serve_demo
+
+        serve_demo(out, list(outcome.site_dirs.values()), (out / "study.yaml").read_text())
 
 
 if __name__ == "__main__":  # pragma: no cover

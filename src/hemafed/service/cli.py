@@ -1,0 +1,76 @@
+"""``hemafed hub serve`` and ``hemafed site console DIR``: mounted by ``hemafed.cli``.
+
+Only typer is imported here; the service (FastAPI, SQLAlchemy, uvicorn) loads when a command runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _need_service_extra(exc: ImportError) -> typer.Exit:
+    typer.echo(f"error: the service needs the 'service' extra ({exc.name} is missing): "
+               "pip install 'hemafed[service]'", err=True)
+    return typer.Exit(1)
+
+
+def hub_serve(data: Path = typer.Option(Path(".hemafed-hub-service"), "--data",
+                                        help="folder for the SQLite database and hub audit log"),
+              db: str = typer.Option("", "--db", help="database URL (default: SQLite in --data; "
+                                     "postgresql://user@host/db for production)"),
+              port: int = typer.Option(8700, "--port"),
+              host: str = typer.Option("127.0.0.1", "--host"),
+              site: Annotated[list[Path] | None, typer.Option(
+                  "--site", help="a local site directory to run over (repeat)")] = None,
+              transport: str = typer.Option("inprocess", "--transport",
+                                            help="inprocess or sim, for local --site dirs")) -> None:
+    """Serve the hub API and researcher portal (admin password from HEMAFED_ADMIN_PASSWORD)."""
+    from hemafed.errors import HemafedError
+
+    try:
+        from hemafed.service.serve import serve_hub
+    except ImportError as exc:
+        raise _need_service_extra(exc) from exc
+
+    try:
+        serve_hub(data, db_url=db or None, host=host, port=port, sites=site or [],
+                  transport=transport, admin_password=os.environ.get("HEMAFED_ADMIN_PASSWORD"))
+    except HemafedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def site_console(site_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
+                 hub: str = typer.Option("http://127.0.0.1:8700", "--hub", help="hub URL"),
+                 token_file: Path = typer.Option(Path("hub-token"), "--token-file",
+                                                 help="file holding the site officer's hub token"),
+                 port: int = typer.Option(8701, "--port"),
+                 add_user: str = typer.Option("", "--add-user", help="create a console account "
+                                              "(password from HEMAFED_CONSOLE_PASSWORD) and exit"))\
+        -> None:
+    """Serve this site's console on 127.0.0.1: review, approve or refuse studies; audit; budget."""
+    from hemafed.errors import HemafedError
+
+    try:
+        from hemafed.service.console import set_console_password
+        from hemafed.service.serve import serve_console
+    except ImportError as exc:
+        raise _need_service_extra(exc) from exc
+
+    try:
+        if add_user:
+            set_console_password(site_dir, add_user, os.environ.get("HEMAFED_CONSOLE_PASSWORD", ""))
+            typer.echo(f"console account {add_user} saved")
+            return
+        token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else ""
+        if not token:
+            raise typer.BadParameter(f"{token_file}: put the site officer's hub API token there",
+                                     param_hint="--token-file")
+        serve_console(site_dir, hub, token, port=port)
+    except HemafedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,66 @@
+"""A study spec in plain language: what each analysis asks every site, and its privacy cost.
+
+Shown to the researcher in the portal and to the site officer in the console before they
+decide, so both read the same description of the same hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hemafed.study.spec import Analysis, StudySpec
+
+_WHAT = {
+    "describe": "counts, means and histograms of {columns}",
+    "crosstab": "a table of counts of {row} by {col}",
+    "km": "Kaplan-Meier survival sums (events and numbers at risk per time) of {duration}/{event}"
+          "{by}",
+    "logrank": "a log-rank test of {duration}/{event} by {group}",
+    "cox": "a Cox model of {duration}/{event} on {formula} (gradient and Hessian sums, "
+           "a few Newton rounds)",
+    "logistic": "a logistic regression of {outcome} on {formula} (gradient and Hessian sums)",
+    "competing": "cumulative incidence of competing events {causes}",
+    "gbdt": "a boosted survival model of {duration}/{event} on {features} (gradient histograms "
+            "per tree level)",
+    "synth": "differentially private marginal tables of {columns} for a synthetic cohort",
+}
+
+
+@dataclass(frozen=True)
+class AnalysisText:
+    id: str
+    kind: str
+    title: str
+    plain: str
+    epsilon: float
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def analysis_epsilon(a: Analysis, spec: StudySpec) -> float:
+    """The DP epsilon this analysis charges each site's ledger (0: no noisy release)."""
+    if a.kind == "synth":
+        return float(a.get("epsilon", spec.epsilon or 1.0))
+    return 0.0
+
+
+def plain_language(spec: StudySpec) -> list[AnalysisText]:
+    out = []
+    for a in spec.analyses:
+        opts = {k: _fmt(v) for k, v in a.options.items()}
+        opts.setdefault("by", f" by {opts['group']}" if "group" in opts else "")
+        try:
+            text = _WHAT[a.kind].format(**{**{"by": ""}, **opts})
+        except KeyError:
+            text = f"{a.kind} with {opts}"
+        out.append(AnalysisText(a.id, a.kind, a.title, text, analysis_epsilon(a, spec)))
+    return out
+
+
+def epsilon_per_site(spec: StudySpec) -> float:
+    return sum(analysis_epsilon(a, spec) for a in spec.analyses)

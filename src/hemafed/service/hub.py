@@ -1,0 +1,564 @@
+"""The hub service's logic over its database: accounts, sites, studies, decisions, runs, registry.
+
+The web layer (:mod:`hemafed.service.app`) only parses requests and renders answers; every rule
+(who may see or do what, rate limits, signature checks, run states) lives here, and every action
+is written to the hub's own hash-chained audit log (:class:`hemafed.site.audit.AuditLog`, the
+same chain the sites keep). On start, a run the database still calls queued or running cannot be
+running any more (runs live in this process): it is marked ``interrupted`` with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import delete, func, select
+
+from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
+from hemafed.secure.identity import check_site_id
+from hemafed.service import security
+from hemafed.service.approval import SignedDecision, verify_decision
+from hemafed.service.db import Database, aware
+from hemafed.service.models import (
+    ROLES,
+    ApiToken,
+    Approval,
+    BrowserSession,
+    LoginFailure,
+    ModelVersion,
+    Result,
+    Run,
+    Site,
+    Study,
+    StudyVersion,
+    User,
+)
+from hemafed.service.runs import FederationBackend
+from hemafed.site.audit import AuditLog
+from hemafed.study.spec import StudySpec
+
+log = logging.getLogger(__name__)
+
+SESSION_TTL = dt.timedelta(hours=8)
+MODEL_KINDS = ("cox", "logistic", "gbdt")
+
+
+class AccessDenied(HemafedError):
+    """The account may not see or do this (HTTP 403)."""
+
+
+class NotFound(HemafedError):
+    """No such object, or not one this account may see (HTTP 404)."""
+
+
+class TooManyAttempts(HemafedError):
+    """Login slowed down after repeated wrong passwords (HTTP 429)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"too many wrong passwords; try again in {wait:.0f} s")
+        self.wait = wait
+
+
+def parse_spec(text: str, source: str = "study spec") -> StudySpec:
+    """A spec from YAML text; ``InvalidInput`` lists every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{source}: not valid YAML: {exc}") from exc
+    return StudySpec.from_mapping(raw, source=source)
+
+
+class HubService:
+    """Everything the hub does, on ``db``, with runs on ``federation`` and audit in ``data_dir``."""
+
+    def __init__(self, db: Database, data_dir: str | Path, *,
+                 federation: FederationBackend | None = None,
+                 clock: Callable[[], dt.datetime] | None = None,
+                 session_ttl: dt.timedelta = SESSION_TTL) -> None:
+        self.db = db
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.federation = federation
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.session_ttl = session_ttl
+        self.audit_log = AuditLog(self.data_dir / "hub-audit.jsonl", clock=self.clock)
+        self._workers: dict[int, threading.Thread] = {}
+        self._interrupt_stale_runs()
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, target: str = "", params: dict[str, Any] | None = None,
+              *, allowed: bool = True, reason: str = "") -> None:
+        self.audit_log.append(requester=actor, study=target, query=action, params=params or {},
+                              allowed=allowed, reason=reason)
+
+    # --- accounts -------------------------------------------------------------------------
+
+    def create_user(self, username: str, password: str, role: str, *,
+                    site_id: str | None = None, actor: str = "system") -> User:
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not username or len(username) > 64 or not username.replace("-", "").replace(
+                "_", "").replace(".", "").isalnum():
+            raise InvalidInput(f"user name {username!r}: 1-64 letters, digits, '-', '_' or '.'")
+        if (role == "officer") != (site_id is not None):
+            raise InvalidInput("a site officer belongs to exactly one site; other roles to none")
+        try:
+            pw_hash = security.hash_password(password)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        with self.db.session() as s:
+            if s.scalar(select(User).where(User.username == username)) is not None:
+                raise InvalidInput(f"user {username!r} exists already")
+            if site_id is not None and s.get(Site, site_id) is None:
+                raise InvalidInput(f"no site {site_id!r}; onboard it first")
+            user = User(username=username, password_hash=pw_hash, role=role, site_id=site_id,
+                        created=self.clock())
+            s.add(user)
+            s.commit()
+        self.audit(actor, "create_user", username, {"role": role, "site": site_id or ""})
+        return user
+
+    def ensure_admin(self, username: str, password: str) -> None:
+        with self.db.session() as s:
+            if s.scalar(select(User).where(User.role == "admin")) is not None:
+                return
+        self.create_user(username, password, "admin")
+
+    def login(self, username: str, password: str) -> tuple[str, str]:
+        """A new browser session ``(cookie token, csrf token)``; slowed after wrong passwords."""
+        now = self.clock()
+        with self.db.session() as s:
+            failures = [aware(t) for t in s.scalars(
+                select(LoginFailure.time).where(LoginFailure.username == username))]
+            wait = security.wait_seconds(failures, now)
+            if wait > 0:
+                self.audit(username, "login", "", allowed=False, reason="rate limited")
+                raise TooManyAttempts(wait)
+            user = s.scalar(select(User).where(User.username == username))
+            if user is None or not security.check_password(user.password_hash, password):
+                s.add(LoginFailure(username=username[:64], time=now))
+                s.commit()
+                self.audit(username, "login", "", allowed=False, reason="wrong user or password")
+                raise AccessDenied("wrong user name or password")
+            s.execute(delete(LoginFailure).where(LoginFailure.username == username))
+            token, csrf = security.new_token(), security.new_token()
+            s.add(BrowserSession(token_sha256=security.token_digest(token), user_id=user.id,
+                                 csrf=csrf, expires=now + self.session_ttl))
+            s.commit()
+        self.audit(username, "login", "")
+        return token, csrf
+
+    def logout(self, token: str) -> None:
+        with self.db.session() as s:
+            s.execute(delete(BrowserSession).where(
+                BrowserSession.token_sha256 == security.token_digest(token)))
+            s.commit()
+
+    def session_user(self, token: str) -> tuple[User, str] | None:
+        """The user and CSRF token of a live session; ``None`` when unknown or expired."""
+        with self.db.session() as s:
+            sess = s.get(BrowserSession, security.token_digest(token))
+            if sess is None:
+                return None
+            if aware(sess.expires) <= self.clock():
+                s.delete(sess)
+                s.commit()
+                return None
+            return sess.user, sess.csrf
+
+    def issue_token(self, user: User, name: str = "script") -> str:
+        token = security.new_token()
+        with self.db.session() as s:
+            s.add(ApiToken(token_sha256=security.token_digest(token), user_id=user.id,
+                           name=name[:64], created=self.clock()))
+            s.commit()
+        self.audit(user.username, "issue_token", name)
+        return token
+
+    def token_user(self, token: str) -> User | None:
+        with self.db.session() as s:
+            row = s.get(ApiToken, security.token_digest(token))
+            return None if row is None else row.user
+
+    def users(self) -> list[User]:
+        with self.db.session() as s:
+            return list(s.scalars(select(User).order_by(User.id)))
+
+    # --- sites ----------------------------------------------------------------------------
+
+    def onboard_site(self, admin: User, site_id: str, name: str, identity_key: str,
+                     node_key: str | None = None) -> Site:
+        self._require(admin, "admin")
+        check_site_id(site_id)
+        try:
+            raw = base64.b64decode(identity_key.strip(), validate=True)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise InvalidInput("identity key: expected the site's Ed25519 public key, base64 "
+                               "(shown in the site console and by `hemafed site identity`)")
+        with self.db.session() as s:
+            if s.get(Site, site_id) is not None:
+                raise InvalidInput(f"site {site_id!r} is onboarded already")
+            site = Site(site_id=site_id, name=name or site_id, identity_key=identity_key.strip(),
+                        node_key=node_key or None, created=self.clock())
+            s.add(site)
+            s.commit()
+        self.audit(admin.username, "onboard_site", site_id, {"name": name})
+        return site
+
+    def sites(self, user: User) -> list[Site]:
+        with self.db.session() as s:
+            q = select(Site).order_by(Site.site_id)
+            if user.role == "officer":
+                q = q.where(Site.site_id == user.site_id)
+            return list(s.scalars(q))
+
+    def site(self, user: User, site_id: str) -> Site:
+        if user.role == "researcher" or (user.role == "officer" and user.site_id != site_id):
+            self.audit(user.username, "read_site", site_id, allowed=False, reason="not your site")
+            raise AccessDenied(f"{user.username} may not see site {site_id}'s records")
+        with self.db.session() as s:
+            site = s.get(Site, site_id)
+            if site is None:
+                raise NotFound(f"no site {site_id!r}")
+            return site
+
+    def heartbeat(self, officer: User, audit_seq: int, audit_hash: str, audit_ok: bool) -> None:
+        """The site's console reports in: last seen now, its audit head and verification."""
+        self._require(officer, "officer")
+        with self.db.session() as s:
+            site = s.get(Site, officer.site_id)
+            assert site is not None
+            site.last_seen = self.clock()
+            site.audit_seq, site.audit_hash, site.audit_ok = int(audit_seq), audit_hash[:64], \
+                bool(audit_ok)
+            s.commit()
+
+    def publish_catalogue(self, officer: User, entry: dict[str, Any]) -> None:
+        """Store the catalogue entry the officer's site chose to publish (counts rounded)."""
+        from hemafed.service.catalogue import ROUND_TO
+
+        self._require(officer, "officer")
+        diseases, fields = entry.get("diseases"), entry.get("fields")
+        counts = [*(diseases or {}).values(), entry.get("patients")] \
+            if isinstance(diseases, dict) else []
+        if not isinstance(diseases, dict) or not isinstance(fields, list) or any(
+                c is not None and (not isinstance(c, int) or c % ROUND_TO) for c in counts):
+            raise InvalidInput(f"catalogue entry: expected diseases -> count rounded to "
+                               f"{ROUND_TO} (or null), patients, and a list of fields")
+        clean = {"diseases": {str(k): v for k, v in diseases.items()},
+                 "patients": entry.get("patients"), "fields": [str(f) for f in fields][:500],
+                 "rounded_to": ROUND_TO, "min_cell": int(entry.get("min_cell", 0))}
+        with self.db.session() as s:
+            site = s.get(Site, officer.site_id)
+            assert site is not None
+            site.catalogue, site.catalogue_time = clean, self.clock()
+            s.commit()
+        self.audit(officer.username, "publish_catalogue", str(officer.site_id))
+
+    def catalogue(self, user: User) -> list[Site]:
+        """Every site's published entry (any account: it is for feasibility before a study)."""
+        with self.db.session() as s:
+            return list(s.scalars(select(Site).order_by(Site.site_id)))
+
+    # --- studies --------------------------------------------------------------------------
+
+    def submit_study(self, owner: User, spec_text: str) -> Study:
+        self._require(owner, "researcher")
+        spec = parse_spec(spec_text)
+        now = self.clock()
+        with self.db.session() as s:
+            if s.scalar(select(Study).where(Study.study_id == spec.study_id)) is not None:
+                raise InvalidInput(f"study_id {spec.study_id!r} is taken; choose another or "
+                                   f"amend your study")
+            study = Study(study_id=spec.study_id, owner_id=owner.id,
+                          title=spec.title or spec.study_id, spec_yaml=spec_text,
+                          spec_sha256=spec.sha256, version=1, created=now, updated=now)
+            s.add(study)
+            s.flush()
+            s.add(StudyVersion(study_pk=study.id, version=1, spec_yaml=spec_text,
+                               spec_sha256=spec.sha256, note="submitted", created=now))
+            s.commit()
+        self.audit(owner.username, "submit_study", spec.study_id, {"sha256": spec.sha256})
+        return study
+
+    def amend_study(self, owner: User, study_pk: int, spec_text: str, note: str = "") -> Study:
+        study = self.study(owner, study_pk)
+        if study.owner_id != owner.id:
+            raise AccessDenied("only the study's owner amends it")
+        spec = parse_spec(spec_text)
+        if spec.study_id != study.study_id:
+            raise InvalidInput(f"an amendment keeps study_id {study.study_id!r}")
+        now = self.clock()
+        with self.db.session() as s:
+            row = s.get(Study, study_pk)
+            assert row is not None
+            row.version += 1
+            row.spec_yaml, row.spec_sha256 = spec_text, spec.sha256
+            row.title, row.updated = spec.title or spec.study_id, now
+            s.add(StudyVersion(study_pk=row.id, version=row.version, spec_yaml=spec_text,
+                               spec_sha256=spec.sha256, note=note or "amended", created=now))
+            s.commit()
+            study = row
+        self.audit(owner.username, "amend_study", study.study_id, {"sha256": spec.sha256})
+        return study
+
+    def studies(self, user: User) -> list[Study]:
+        with self.db.session() as s:
+            q = select(Study).order_by(Study.id.desc())
+            if user.role == "researcher":
+                q = q.where(Study.owner_id == user.id)
+            return list(s.scalars(q))
+
+    def study(self, user: User, study_pk: int) -> Study:
+        """A study this user may see (owner, any site officer, admin)."""
+        with self.db.session() as s:
+            study = s.get(Study, study_pk)
+            if study is None:
+                raise NotFound(f"no study {study_pk}")
+            if user.role == "researcher" and study.owner_id != user.id:
+                self.audit(user.username, "read_study", study.study_id, allowed=False,
+                           reason="not the owner")
+                raise NotFound(f"no study {study_pk}")
+            return study
+
+    def versions(self, user: User, study_pk: int) -> list[StudyVersion]:
+        self.study(user, study_pk)
+        with self.db.session() as s:
+            return list(s.scalars(select(StudyVersion).where(StudyVersion.study_pk == study_pk)
+                                  .order_by(StudyVersion.version)))
+
+    def approvals(self, user: User, study_pk: int) -> dict[str, Approval | None]:
+        """Each site's decision on the study's current spec hash (``None``: pending)."""
+        study = self.study(user, study_pk)
+        with self.db.session() as s:
+            rows = {a.site_id: a for a in s.scalars(select(Approval).where(
+                Approval.study_pk == study_pk, Approval.spec_sha256 == study.spec_sha256))}
+            return {site.site_id: rows.get(site.site_id)
+                    for site in s.scalars(select(Site).order_by(Site.site_id))}
+
+    def pending_for_site(self, officer: User) -> list[Study]:
+        self._require(officer, "officer")
+        with self.db.session() as s:
+            decided = select(Approval.study_pk).where(
+                Approval.site_id == officer.site_id, Approval.spec_sha256 == Study.spec_sha256)
+            return list(s.scalars(select(Study).where(~Study.id.in_(decided))
+                                  .order_by(Study.id)))
+
+    def record_decision(self, officer: User, study_pk: int, site_id: str,
+                        signed: SignedDecision) -> Approval:
+        """File a site's signed decision; refused unless the officer's own site signed it."""
+        if officer.role != "officer" or officer.site_id != site_id:
+            self.audit(officer.username, "decide", str(study_pk), {"site": site_id},
+                       allowed=False, reason="not an officer of this site")
+            raise AccessDenied(f"{officer.username} may not decide for site {site_id}")
+        study = self.study(officer, study_pk)
+        with self.db.session() as s:
+            site = s.get(Site, site_id)
+            if site is None:
+                raise NotFound(f"no site {site_id!r}")
+            try:
+                doc = verify_decision(signed, site_id=site_id, identity_key_b64=site.identity_key,
+                                      study_id=study.study_id, spec_sha256=study.spec_sha256)
+            except PolicyRefused as exc:
+                self.audit(officer.username, "decide", study.study_id, {"site": site_id},
+                           allowed=False, reason=str(exc))
+                raise
+            existing = s.scalar(select(Approval).where(
+                Approval.study_pk == study_pk, Approval.site_id == site_id,
+                Approval.spec_sha256 == study.spec_sha256))
+            if existing is not None:
+                s.delete(existing)
+                s.flush()
+            row = Approval(study_pk=study_pk, site_id=site_id, spec_sha256=study.spec_sha256,
+                           decision=doc["decision"], reason=str(doc.get("reason", "")),
+                           officer=str(doc.get("officer", officer.username)),
+                           signed_payload=signed.payload, signature=signed.signature,
+                           time=self.clock())
+            s.add(row)
+            s.commit()
+        self.audit(officer.username, "decide", study.study_id,
+                   {"site": site_id, "decision": doc["decision"], "sha256": study.spec_sha256})
+        return row
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def _interrupt_stale_runs(self) -> None:
+        with self.db.session() as s:
+            stale = list(s.scalars(select(Run).where(Run.state.in_(("queued", "running")))))
+            for run in stale:
+                run.state = "interrupted"
+                run.error = ("the hub stopped while this run was in progress; no result was "
+                             "released. Start the run again.")
+                run.finished = self.clock()
+            s.commit()
+        for run in stale:
+            self.audit("hub", "interrupt_run", str(run.id), reason="hub restarted")
+
+    def start_run(self, user: User, study_pk: int, *, background: bool = True) -> Run:
+        study = self.study(user, study_pk)
+        if user.role != "admin" and study.owner_id != user.id:
+            raise AccessDenied("only the study's owner starts its runs")
+        if self.federation is None:
+            raise InvalidInput("this hub has no federation configured (start it with --site "
+                               "DIR for local sites)")
+        decisions = self.approvals(user, study_pk)
+        missing = [sid for sid in self.federation.site_ids
+                   if decisions.get(sid) is None or decisions[sid].decision != "approved"]  # type: ignore[union-attr]
+        if missing:
+            raise PolicyRefused(", ".join(missing), "these sites have not approved the current "
+                                                    "version of the study")
+        with self.db.session() as s:
+            run = Run(study_pk=study_pk, spec_sha256=study.spec_sha256, state="queued",
+                      transport=getattr(self.federation, "transport", "deploy"), progress={},
+                      contributors=[], dropouts=[], started=self.clock())
+            s.add(run)
+            s.commit()
+        self.audit(user.username, "start_run", study.study_id, {"run": run.id})
+        spec = parse_spec(study.spec_yaml)
+        if background:
+            worker = threading.Thread(target=self._execute, args=(run.id, spec),
+                                      name=f"hemafed-run-{run.id}", daemon=True)
+            self._workers[run.id] = worker
+            worker.start()
+        else:
+            self._execute(run.id, spec)
+        return run
+
+    def wait_for_workers(self, timeout: float = 600.0) -> None:
+        for worker in list(self._workers.values()):
+            worker.join(timeout)
+
+    def dispose(self) -> None:
+        """Wait for runs in flight, then close the database connections."""
+        self.wait_for_workers()
+        self.db.dispose()
+
+    def _update_run(self, run_id: int, *, only_from: str | None = None, **fields: Any) -> bool:
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            if only_from is not None and run.state != only_from:
+                return False  # another hub process marked it (e.g. interrupted on restart)
+            for k, v in fields.items():
+                setattr(run, k, v)
+            s.commit()
+            return True
+
+    def _execute(self, run_id: int, spec: StudySpec) -> None:
+        from hemafed.study.report import build_report
+
+        assert self.federation is not None
+        if not self._update_run(run_id, only_from="queued", state="running"):
+            return
+
+        def progress(doc: dict[str, Any]) -> None:
+            with self.db.session() as s:
+                run = s.get(Run, run_id)
+                if run is not None:
+                    run.progress = {**(run.progress or {}), **doc}
+                    s.commit()
+        try:
+            results = self.federation.run(spec, progress, key=f"run-{run_id}")
+            html = build_report(results, subtitle=f"hub run {run_id}").render()
+        except Exception as exc:  # the run fails with its reason; the hub keeps serving
+            reason = str(exc) if isinstance(exc, HemafedError) else f"{type(exc).__name__}: {exc}"
+            log.warning("run %s failed: %s", run_id, reason)
+            self._update_run(run_id, only_from="running", state="failed", error=reason[:2000],
+                             finished=self.clock())
+            self.audit("hub", "run_failed", str(run_id), reason=reason[:200])
+            return
+        dropped = sorted({s for a in results["analyses"]
+                          for s in a.get("provenance", {}).get("dropped sites", [])})
+        failed = [a["id"] for a in results["analyses"] if a.get("status") != "ok"]
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            if run.state != "running":
+                log.warning("run %s finished but is %s; its result is not recorded", run_id,
+                            run.state)
+                return
+            s.add(Result(run_id=run_id, document=results, report_html=html))
+            run.state = "succeeded"
+            run.contributors = list(results.get("sites", []))
+            run.dropouts = dropped
+            run.error = f"analyses that did not complete: {', '.join(failed)}" if failed else None
+            run.finished = self.clock()
+            run.progress = {**(run.progress or {}), "done": True}
+            for doc in results["analyses"]:
+                if doc["kind"] in MODEL_KINDS and doc.get("status") == "ok":
+                    name = f"{results['study_id']}.{doc['id']}"
+                    last = s.scalar(select(func.max(ModelVersion.version))
+                                    .where(ModelVersion.name == name)) or 0
+                    s.add(ModelVersion(name=name, version=last + 1, kind=doc["kind"],
+                                       spec_sha256=run.spec_sha256, run_id=run_id,
+                                       payload={k: doc.get(k) for k in ("tables", "stats",
+                                                                        "options", "title")},
+                                       created=self.clock()))
+            s.commit()
+        self.audit("hub", "run_succeeded", str(run_id), {"sites": len(run.contributors)})
+
+    def runs(self, user: User, study_pk: int | None = None) -> list[Run]:
+        with self.db.session() as s:
+            q = select(Run).join(Study).order_by(Run.id.desc())
+            if study_pk is not None:
+                q = q.where(Run.study_pk == study_pk)
+            if user.role == "researcher":
+                q = q.where(Study.owner_id == user.id)
+            runs = list(s.scalars(q))
+            if user.role == "officer":
+                runs = [r for r in runs if user.site_id in (r.contributors or [])
+                        or r.state in ("queued", "running")]
+            return runs
+
+    def run(self, user: User, run_id: int) -> Run:
+        with self.db.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            study_pk = run.study_pk
+        self.study(user, study_pk)
+        return run
+
+    def result(self, user: User, run_id: int) -> Result:
+        run = self.run(user, run_id)
+        if user.role == "officer":
+            raise AccessDenied("results go to the researcher; the site sees its audit log")
+        with self.db.session() as s:
+            res = s.get(Result, run.id)
+            if res is None:
+                raise NotFound(f"run {run_id} has no result ({run.state})")
+            return res
+
+    # --- registry -------------------------------------------------------------------------
+
+    def models(self, user: User) -> list[ModelVersion]:
+        with self.db.session() as s:
+            q = select(ModelVersion).join(Run).join(Study).order_by(ModelVersion.name,
+                                                                   ModelVersion.version)
+            if user.role == "researcher":
+                q = q.where(Study.owner_id == user.id)
+            return list(s.scalars(q))
+
+    def model(self, user: User, name: str, version: int | None = None) -> ModelVersion:
+        found = [m for m in self.models(user) if m.name == name
+                 and (version is None or m.version == version)]
+        if not found:
+            raise NotFound(f"no model {name!r}" + (f" version {version}" if version else ""))
+        return found[-1]
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _require(self, user: User, role: str) -> None:
+        if user.role != role:
+            self.audit(user.username, f"requires_{role}", allowed=False, reason=f"not {role}")
+            raise AccessDenied(f"this needs the {role} role; {user.username} is {user.role}")
+

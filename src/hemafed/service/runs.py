@@ -1,0 +1,142 @@
+"""Running a study for the hub service: the federation backend and live progress.
+
+:class:`LocalFederation` runs a spec over site directories on this machine through the existing
+runtime (secure aggregation, each site's own policy check, audit and ledger) with a transport
+chosen by name: ``inprocess`` or ``sim`` (Flower simulation). A deployed SuperLink backend has
+the same ``run(spec, progress)`` shape. :func:`service_hub_main` is the hub step every transport
+runs: ``study_hub_main`` plus a progress report after every secure sum, delivered to the
+callback registered under the run's key when the hub step runs in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.federation.runtime import MANIFEST_FILE, SecureFederation
+from hemafed.federation.transport import Exchange
+from hemafed.secure import FederationManifest
+from hemafed.site.store import site_id_of
+from hemafed.study.runner import run_study
+from hemafed.study.spec import StudySpec
+
+Progress = Callable[[dict[str, Any]], None]
+TRANSPORTS = ("inprocess", "sim")
+
+_PROGRESS: dict[str, Progress] = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+class FederationBackend(Protocol):
+    """Runs a spec over the network's sites and returns the results document."""
+
+    @property
+    def site_ids(self) -> tuple[str, ...]: ...
+
+    def run(self, spec: StudySpec, progress: Progress | None = None,
+            key: str = "") -> dict[str, Any]: ...
+
+
+@dataclass
+class ProgressFederation:
+    """Wraps a federation: after every secure sum, report the round and the sites answering."""
+
+    inner: Federation
+    report: Progress
+    spec: StudySpec
+    rounds: int = 0
+    analysis: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return self.inner.site_ids
+
+    def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
+                   dp: DPRequest | None = None) -> AggregateResult:
+        res = self.inner.secure_sum(query, params, study=study, dp=dp)
+        self.rounds += 1
+        self.report({"round": self.rounds, "analysis": self.analysis,
+                     "sites_answering": len(res.sites), "dropped": list(res.dropped),
+                     "elapsed": round(time.perf_counter() - self.started, 1)})
+        return res
+
+    def on_analysis(self, title: str) -> None:
+        index = [a.title for a in self.spec.analyses].index(title) + 1
+        self.analysis = title
+        self.report({"round": self.rounds, "analysis": title, "analysis_index": index,
+                     "analyses": len(self.spec.analyses),
+                     "elapsed": round(time.perf_counter() - self.started, 1)})
+
+
+def service_hub_main(exchange: Exchange, site_ids: list[str], config: dict[str, Any]) -> Any:
+    """``study_hub_main`` with progress after each secure sum (see the module docstring)."""
+    spec = StudySpec.from_mapping(config["spec"])
+    manifest = FederationManifest.from_json(config["manifest"])
+    secure = SecureFederation(exchange, manifest, site_ids=site_ids,
+                              spec_sha256=spec.sha256, requester=spec.requester)
+    with _PROGRESS_LOCK:
+        report = _PROGRESS.get(str(config.get("progress_key", "")))
+    if report is None:
+        return run_study(spec, secure)
+    fed = ProgressFederation(secure, report, spec)
+    return run_study(spec, fed, progress=fed.on_analysis)
+
+
+@dataclass(frozen=True)
+class LocalFederation:
+    """Site directories on this machine, run through the named transport."""
+
+    site_dirs: Mapping[str, Path]
+    manifest: FederationManifest
+    transport: str = "inprocess"
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise InvalidInput(f"transport {self.transport!r}: expected one of "
+                               f"{', '.join(TRANSPORTS)}")
+
+    @classmethod
+    def from_dirs(cls, dirs: list[Path], transport: str = "inprocess") -> LocalFederation:
+        if not dirs:
+            raise InvalidInput("the hub needs the site directories it runs over (--site DIR)")
+        manifest = FederationManifest.load(Path(dirs[0]) / MANIFEST_FILE)
+        return cls({site_id_of(d): Path(d) for d in dirs}, manifest, transport)
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return tuple(self.site_dirs)
+
+    def run(self, spec: StudySpec, progress: Progress | None = None,
+            key: str = "") -> dict[str, Any]:
+        config = {"spec": dict(spec.raw), "manifest": self.manifest.to_json(),
+                  "progress_key": key}
+        sites = [{"site_dir": str(d), "site_id": s} for s, d in self.site_dirs.items()]
+        hub = "hemafed.service.runs:service_hub_main"
+        handler = "hemafed.federation.runtime:site_handler"
+        if progress is not None:
+            with _PROGRESS_LOCK:
+                _PROGRESS[key] = progress
+        try:
+            if self.transport == "inprocess":
+                from hemafed.federation.inprocess import run_in_process
+
+                result = run_in_process(hub, handler, sites, config)
+            else:
+                from hemafed.federation.flower.simulation import run_in_simulation
+
+                result = run_in_simulation(hub, handler, sites, config, timeout=600.0,
+                                           connect_timeout=300.0)
+        finally:
+            with _PROGRESS_LOCK:
+                _PROGRESS.pop(key, None)
+        if not isinstance(result, dict):
+            raise InvalidInput(f"the hub step returned {type(result).__name__}, expected a "
+                               f"results document")
+        return result

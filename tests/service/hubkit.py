@@ -1,0 +1,95 @@
+"""Helpers shared by the service tests: a hub over local sites, accounts, signed decisions."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from hemafed.service.app import create_app
+from hemafed.service.approval import decide, identity_public_key
+from hemafed.service.db import Database
+from hemafed.service.hub import HubService
+from hemafed.service.runs import LocalFederation
+from hemafed.study.spec import StudySpec
+
+PASSWORD = "correct horse battery"
+SMALL_SPEC = """\
+study_id: small-mds
+title: "Survival by IPSS-M category"
+disease: MDS
+requester: alice
+analyses:
+  - {id: km_ipssm, kind: km, duration: os_time, event: os_status, group: ipssm_category}
+  - {id: cox_os, kind: cox, duration: os_time, event: os_status, formula: "age + hb + plt"}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_hub(db_url: str, data_dir: Path, site_dirs: list[Path], **kw: Any) -> HubService:
+    return HubService(Database(db_url), data_dir,
+                      federation=LocalFederation.from_dirs(site_dirs, "inprocess"), **kw)
+
+
+def bearer(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    r = client.post("/api/login", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def onboard(client: TestClient, service: HubService, site_dirs: list[Path]) -> dict[str, Any]:
+    """Admin onboards the sites with one officer each, and one researcher; returns auth headers."""
+    service.ensure_admin("admin", PASSWORD)
+    admin = bearer(client, "admin")
+    heads: dict[str, Any] = {"admin": admin}
+    for d in site_dirs:
+        sid = d.name
+        r = client.post("/api/sites", headers=admin,
+                        json={"site_id": sid, "name": f"Hospital {sid}",
+                              "identity_key": identity_public_key(d)})
+        assert r.status_code == 200, r.text
+        r = client.post("/api/users", headers=admin, json={
+            "username": f"officer-{sid}", "password": PASSWORD, "role": "officer",
+            "site_id": sid})
+        assert r.status_code == 200, r.text
+        heads[sid] = bearer(client, f"officer-{sid}")
+    for name in ("alice", "bob"):
+        r = client.post("/api/users", headers=admin,
+                        json={"username": name, "password": PASSWORD, "role": "researcher"})
+        assert r.status_code == 200, r.text
+        heads[name] = bearer(client, name)
+    return heads
+
+
+def approve_all(client: TestClient, heads: dict[str, Any], site_dirs: list[Path],
+                study: dict[str, Any]) -> None:
+    spec = StudySpec.from_mapping(__import__("yaml").safe_load(study["spec_yaml"]))
+    for d in site_dirs:
+        signed = decide(d, spec, "approved", officer=f"officer-{d.name}")
+        r = client.post(f"/api/studies/{study['id']}/decisions", headers=heads[d.name],
+                        json={"site_id": d.name, "payload": signed.payload,
+                              "signature": signed.signature})
+        assert r.status_code == 200, r.text
+
+
+def wait_run(client: TestClient, headers: dict[str, str], run_id: int,
+             timeout: float = 900) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/runs/{run_id}", headers=headers).json()
+        if run["state"] in ("succeeded", "failed", "interrupted"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def app_client(service: HubService) -> TestClient:
+    return TestClient(create_app(service))

@@ -1,0 +1,98 @@
+"""The site console against a hub: its own login, CSRF, the hash check at the site, signed
+decisions that update the site's policy, and the audit head (with tampering) reported to the hub."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from hubkit import PASSWORD, SMALL_SPEC, app_client, make_hub, onboard
+
+from hemafed.service.console import create_console_app, set_console_password
+from hemafed.site.store import SitePaths, audit_log, load_cohort, load_policy
+from hemafed.study.spec import StudySpec
+
+
+def _csrf(html: str) -> str:
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_console_decides_and_reports(db_url: str, site_dirs: list[Path], tmp_path: Path) -> None:
+    service = make_hub(db_url, tmp_path / "hub", site_dirs)
+    hub = app_client(service)
+    heads = onboard(hub, service, site_dirs)
+    study = hub.post("/api/studies", headers=heads["alice"], json={"spec_yaml": SMALL_SPEC}).json()
+    site = site_dirs[0]
+    set_console_password(site, "dpo", PASSWORD)
+    officer_hub = app_client(service)
+    officer_hub.headers.update(heads["site-a"])
+    console = TestClient(create_console_app(site, officer_hub))
+
+    assert console.get("/", follow_redirects=False).headers["location"] == "/login"
+    for _ in range(5):
+        assert console.post("/login", data={"username": "dpo", "password": "nope"}).status_code == 401
+    assert console.post("/login", data={"username": "dpo", "password": PASSWORD}).status_code == 429
+    console = TestClient(create_console_app(site, officer_hub))  # a restarted console
+    r = console.post("/login", data={"username": "dpo", "password": PASSWORD})
+    assert r.status_code == 200 and "Survival by IPSS-M category" in r.text
+    # the site's audit head reached the hub, verified
+    head = hub.get("/api/sites/site-a", headers=heads["admin"]).json()["audit_head"]
+    entries = audit_log(site).entries()
+    assert head == {"seq": len(entries), "hash": entries[-1]["hash"], "verified": True}
+
+    page = console.get(f"/studies/{study['id']}")
+    assert "epsilon 0" in page.text
+    refused = console.post(f"/studies/{study['id']}/decide",
+                           data={"decision": "approved"})  # no CSRF token
+    assert refused.status_code == 403
+    assert load_policy(site).study("small-mds") is None
+    r = console.post(f"/studies/{study['id']}/decide",
+                     data={"decision": "approved", "csrf": _csrf(page.text)})
+    assert r.status_code == 200  # back on the pending list, now empty
+    assert 'id="pending-none"' in r.text
+    approved = load_policy(site).study("small-mds")
+    spec = StudySpec.from_mapping(__import__("yaml").safe_load(SMALL_SPEC))
+    assert approved is not None and approved.spec_sha256 == spec.sha256
+    assert approved.expires > dt.date.today()
+    assert hub.get(f"/api/studies/{study['id']}", headers=heads["alice"]).json()[
+        "approvals"]["site-a"]["decision"] == "approved"
+
+    # a hub that serves a spec whose hash is not the one it claims: the console refuses it
+    from sqlalchemy import update
+
+    from hemafed.service.models import Study
+
+    with service.db.session() as s:
+        s.execute(update(Study).values(spec_yaml=SMALL_SPEC.replace("age + hb + plt", "age")))
+        s.commit()
+    r = console.get(f"/studies/{study['id']}")
+    assert r.status_code == 400 and "do not approve" in r.text
+
+    # an edited audit line: the console says so and the hub learns the head is not verified
+    log = SitePaths(site).audit
+    lines = log.read_text().splitlines()
+    lines[0] = lines[0].replace('"decision":"allowed"', '"decision":"refused"', 1) \
+        if '"decision":"allowed"' in lines[0] else lines[0].replace('"seq":1', '"seq":7', 1)
+    log.write_text("\n".join(lines) + "\n")
+    r = console.get("/audit")
+    assert "TAMPERED" in r.text
+    assert hub.get("/api/sites/site-a", headers=heads["admin"]).json()["audit_head"][
+        "verified"] is False
+    for page_path in ("/budget", "/quality", "/runs"):
+        assert console.get(page_path).status_code == 200
+
+    # the catalogue: nothing leaves until the officer publishes; then rounded counts only
+    assert hub.get("/api/catalogue", headers=heads["alice"]).json()[0]["entry"] is None
+    page = console.get("/catalogue")
+    r = console.post("/catalogue/publish", data={"csrf": _csrf(page.text)})
+    assert 'id="published"' in r.text
+    n = len(load_cohort(site).patients)
+    (entry,) = [e["entry"] for e in hub.get("/api/catalogue", headers=heads["alice"]).json()
+                if e["site_id"] == "site-a"]
+    assert entry["patients"] == (n + 5) // 10 * 10
+    assert entry["diseases"] == {"MDS": entry["patients"]}
+    assert {"age", "hb", "os_time"} <= set(entry["fields"])
+    bad = officer_hub.post("/api/site/catalogue", json=dict(entry, patients=n + 1 - n % 10))
+    assert bad.status_code == 400  # an exact, unrounded count is refused
+    service.dispose()
