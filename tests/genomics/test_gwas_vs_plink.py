@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from bed_reader import open_bed
-from conftest import STUDY, World, close_to_printed, plink2, pooled_covariates, pooled_phenotypes
+from genomics_world import (
+    STUDY,
+    World,
+    close_to_printed,
+    plink2,
+    pooled_covariates,
+    pooled_phenotypes,
+)
 from scipy import stats
 
 from hemafed.genomics.gwas import FederatedGWAS
