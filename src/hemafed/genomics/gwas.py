@@ -77,7 +77,7 @@ class FederatedGWAS:
     chunk: int = 20_000
     max_patients: int = 100_000
     pca_max_variants: int = 2000
-    pca_min_distance: int = 50_000
+    pca_min_distance: int = 20_000
     max_iter: int = 30
     tol: float = 1e-10
 

@@ -15,9 +15,9 @@ segments on other chromosomes.
 
 Traits (per patient, deterministic by seed):
 
-* ``hbf`` (%): ``6 + sum_k beta_k g_k + 2.0 * (AFR_E ancestry fraction) + 0.02 (age - 20)
-  + 0.6 [female] + N(0, 3^2)``, clipped to [0.1, 60]; ``beta`` = 2.0 (BCL11A), 1.5
-  (HBS1L-MYB), 2.5 (Xmn1-HBG2) per allele. The ancestry term is what confounds an analysis that
+* ``hbf`` (%): ``6 + sum_k beta_k g_k + 3.0 * (AFR_E ancestry fraction) + 0.02 (age - 20)
+  + 0.6 [female] + N(0, 3^2)``, clipped to [0.1, 60]; ``beta`` = 3.0 (BCL11A), 3.0
+  (HBS1L-MYB), 3.0 (Xmn1-HBG2) per allele. The ancestry term is what confounds an analysis that
   ignores population structure.
 * ``tcd_velocity`` (cm/s): ``175 - 3.5 * (genetic HbF) + 12 * (AFR_E fraction) + N(0, 25^2)``;
   the binary trait is abnormal transcranial Doppler, ``tcd_velocity >= 200``.
@@ -44,7 +44,7 @@ POPULATIONS = ("AFR_W", "AFR_E", "AFR_ADM")
 E_FRACTION = np.array([0.0, 1.0, 0.5])
 """Expected AFR_E ancestry fraction of a patient of each population."""
 
-HBF_BETA = (2.0, 1.5, 2.5)
+HBF_BETA = (3.0, 3.0, 3.0)
 ABNORMAL_TCD = 200.0
 # allele pairs that are not strand-ambiguous (no A/T, C/G), so strand checks are meaningful
 _ALLELE_PAIRS = (("A", "C"), ("A", "G"), ("C", "A"), ("C", "T"), ("G", "A"), ("G", "T"),
@@ -68,8 +68,8 @@ class CohortDesign:
     n_variants: int = 3000
     site_sizes: tuple[float, ...] = (0.34, 0.26, 0.18, 0.13, 0.09)
     site_mix: tuple[tuple[float, float, float], ...] | None = None
-    null_segments: int = 9
-    segment_length: int = 1_000_000
+    null_segments: int = 45
+    segment_length: int = 500_000
     min_maf: float = 0.01
     missing_rate: float = 0.02
     seed: int = 19
@@ -177,7 +177,6 @@ def simulate_cohort(design: CohortDesign = CohortDesign()) -> VirtualGenotypes:
     per_segment = int(np.ceil(design.n_variants / n_segments))
     blocks: list[np.ndarray] = []
     tables: list[pd.DataFrame] = []
-    causal_rows: list[int] = []
     for j in range(n_segments):
         pos, g = _segment(counts.tolist(), design.segment_length, design.seed * 1000 + j)
         g = g[:, col_of_patient]
@@ -206,21 +205,24 @@ def simulate_cohort(design: CohortDesign = CohortDesign()) -> VirtualGenotypes:
         bp = pos[chosen] + offset + 1
         ids = [f"{chrom}:{b}:{r}:{a}" for b, r, a in zip(bp, ref, alt, strict=True)]
         if c >= 0:
-            i = int(np.searchsorted(chosen, c))
-            ids[i] = HBF_LOCI[j].rsid
-            causal_rows.append(int(sum(len(t) for t in tables)) + i)
+            ids[int(np.searchsorted(chosen, c))] = HBF_LOCI[j].rsid
         tables.append(pd.DataFrame({"chrom": chrom, "pos": bp.astype(np.int64), "id": ids,
                                     "ref": ref, "alt": alt}))
         blocks.append(g[chosen].astype(np.int8))
-    dosage = np.vstack(blocks)
     variants = pd.concat(tables, ignore_index=True)
+    # chromosome order, as PLINK wants (segments of one chromosome were drawn apart)
+    order = np.lexsort((variants["pos"].to_numpy(),
+                        variants["chrom"].map(lambda c: int(c) if c.isdigit() else 99).to_numpy()))
+    variants = variants.iloc[order].reset_index(drop=True)
+    dosage = np.vstack(blocks)[order]
+    causal_rows = [int(np.flatnonzero(variants["id"] == locus.rsid)[0]) for locus in HBF_LOCI]
 
     causal_g = dosage[causal_rows].astype(float)
     e_frac = E_FRACTION[pop]
     age = np.round(rng.uniform(2.0, 55.0, n), 1)
     female = rng.random(n) < 0.5
     genetic = np.asarray(HBF_BETA) @ causal_g
-    hbf = np.clip(6.0 + genetic + 2.0 * e_frac + 0.02 * (age - 20) + 0.6 * female
+    hbf = np.clip(6.0 + genetic + 3.0 * e_frac + 0.02 * (age - 20) + 0.6 * female
                   + rng.normal(0, 3.0, n), 0.1, 60.0)
     tcd = np.clip(175.0 - 3.5 * (genetic - genetic.mean()) + 12.0 * e_frac
                   + rng.normal(0, 25.0, n), 40.0, 390.0)
