@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from hemafed.errors import ConvergenceError, InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import DPRequest, Federation
 from hemafed.genomics.pca import PCAResult, choose_pca_variants, federated_pca
 from hemafed.genomics.qc import QCFilters, VariantQC
 from hemafed.genomics.queries import (
@@ -66,7 +66,11 @@ class FederatedGWAS:
     """Federated GWAS; ``fit`` returns self with ``.summary`` (one row per tested variant).
 
     ``covariates``: cohort columns (``sex`` is 1 for female); ``n_pcs``: principal components
-    added as covariates (0: none); ``chunk``: variants per secure sum.
+    added as covariates (0: none); ``chunk``: variants per secure sum. ``dp``: every secure sum
+    (counts, PCA, null model, association) is released with Gaussian noise calibrated to its
+    declared per-patient sensitivity and charged to every site's ledger; per-variant sums over
+    many variants have a large L2 sensitivity, so this is useful for large cohorts or few
+    variants only (the exact, PLINK-equal path is ``dp=None``).
     """
 
     model: str = "linear"
@@ -80,6 +84,7 @@ class FederatedGWAS:
     pca_min_distance: int = 20_000
     max_iter: int = 30
     tol: float = 1e-10
+    dp: DPRequest | None = None
 
     summary: pd.DataFrame = field(init=False, repr=False)
     qc: pd.DataFrame = field(init=False, repr=False)
@@ -94,13 +99,16 @@ class FederatedGWAS:
             raise InvalidInput(f"model must be one of {list(MODELS)}, got {self.model!r}")
         if self.test not in TESTS:
             raise InvalidInput(f"test must be one of {list(TESTS)}, got {self.test!r}")
+        if self.dp is not None and self.model != "linear":
+            raise InvalidInput("dp= is available for the linear model only (noisy Newton rounds "
+                               "per variant are not supported)")
         if self.n_pcs < 0 or self.chunk < 1 or self.max_patients < 1:
             raise InvalidInput("n_pcs >= 0, chunk >= 1 and max_patients >= 1 are required")
 
     # -- rounds ---------------------------------------------------------------------------------
 
     def _sum(self, fed: Federation, query: str, params: dict[str, Any]) -> Any:
-        res = fed.secure_sum(query, params, study=self._study_id)
+        res = fed.secure_sum(query, params, study=self._study_id, dp=self.dp)
         if self.sites and tuple(res.sites) != self.sites:
             raise ConvergenceError(f"{query}: sites {res.sites} answered, the analysis runs over "
                                    f"{self.sites}; restart on the survivors")
@@ -140,7 +148,7 @@ class FederatedGWAS:
                                       min_distance=self.pca_min_distance,
                                       max_variants=self.pca_max_variants)
             self.pca = federated_pca(fed, base, idx, qc["alt_freq"].to_numpy()[idx], self.n_pcs,
-                                     study=study_id)
+                                     study=study_id, dp=self.dp)
             self.secure_sums += 1
             assoc["pca"] = self.pca.params()
         self.seconds["pca"] = time.perf_counter() - t0

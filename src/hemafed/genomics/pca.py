@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.linalg
 
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import DPRequest, Federation
 from hemafed.genomics.queries import GRAM_QUERY, pack, standardise
 
 
@@ -71,13 +71,14 @@ def choose_pca_variants(variants: pd.DataFrame, qc: pd.DataFrame, passing: np.nd
 
 
 def federated_pca(fed: Federation, base: dict[str, object], variants: np.ndarray,
-                  freq: np.ndarray, n_components: int, *, study: str = "default") -> PCAResult:
+                  freq: np.ndarray, n_components: int, *, study: str = "default",
+                  dp: DPRequest | None = None) -> PCAResult:
     """PCs from one secure sum of the PCA variants' standardised cross-product."""
     p = variants.size
     if not 0 < n_components < p:
         raise InvalidInput(f"n_components must be in 1..{p - 1} for {p} PCA variants")
     res = fed.secure_sum(GRAM_QUERY, {**base, "variants": pack(variants, "<i4"),
-                                      "freq": pack(freq)}, study=study)
+                                      "freq": pack(freq)}, study=study, dp=dp)
     gram = np.zeros((p, p))
     iu = np.triu_indices(p)
     gram[iu] = res["gram"]

@@ -60,7 +60,7 @@ class VariantQC:
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> VariantQC:
-        c = np.rint(np.asarray(counts, dtype=float)).astype(np.int64)
+        c = np.maximum(np.rint(np.asarray(counts, dtype=float)), 0).astype(np.int64)
         return cls(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
 
     @property

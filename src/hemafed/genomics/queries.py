@@ -261,12 +261,16 @@ def _null_check(params: Params) -> None:
 def _null_declare(params: Params) -> dict[str, Statistic]:
     n = float(_int(params, "max_patients", 1))
     k = n_covariates(params)
-    out = {"n": Statistic((1,), 0.0, n, 1.0), "cc": Statistic((tri(k),), -n, n, _FINE)}
+    # sensitivity: one patient's L2 contribution (|z| <= 1 for covariates and scaled trait)
+    out = {"n": Statistic((1,), 0.0, n, 1.0),
+           "cc": Statistic((tri(k),), -n, n, _FINE, sensitivity=math.sqrt(tri(k)))}
     if trait_spec(params)[1] is None:
-        out |= {"cy": Statistic((k,), -n, n, _FINE), "yy": Statistic((1,), 0.0, n, _FINE)}
+        out |= {"cy": Statistic((k,), -n, n, _FINE, sensitivity=math.sqrt(k)),
+                "yy": Statistic((1,), 0.0, n, _FINE)}
     else:
-        out |= {"grad": Statistic((k,), -n, n, _FINE), "hess": Statistic((tri(k),), -n, n, _FINE),
-                "loglik": Statistic((1,), -n * 1e3, 0.0, _FINE)}
+        out |= {"grad": Statistic((k,), -n, n, _FINE, sensitivity=math.sqrt(k)),
+                "hess": Statistic((tri(k),), -n, n, _FINE, sensitivity=0.25 * math.sqrt(tri(k))),
+                "loglik": Statistic((1,), -n * 1e3, 0.0, _FINE, sensitivity=1e3)}
     return out
 
 
@@ -303,10 +307,13 @@ def _linear_check(params: Params) -> None:
 def _linear_declare(params: Params) -> dict[str, Statistic]:
     n = float(_int(params, "max_patients", 1))
     m, mm, k = _linear_sizes(params)
-    return {"cg": Statistic((m, k), -2 * n, 2 * n, _FINE), "gg": Statistic((m,), 0, 4 * n, 1.0),
-            "gy": Statistic((m,), -2 * n, 2 * n, _FINE),
-            "miss_cc": Statistic((mm, tri(k)), -n, n, _FINE),
-            "miss_cy": Statistic((mm, k), -n, n, _FINE), "miss_yy": Statistic((mm,), 0, n, _FINE)}
+    r = math.sqrt
+    return {"cg": Statistic((m, k), -2 * n, 2 * n, _FINE, sensitivity=2 * r(m * k)),
+            "gg": Statistic((m,), 0, 4 * n, 1.0, sensitivity=4 * r(m)),
+            "gy": Statistic((m,), -2 * n, 2 * n, _FINE, sensitivity=2 * r(m)),
+            "miss_cc": Statistic((mm, tri(k)), -n, n, _FINE, sensitivity=r(mm * tri(k))),
+            "miss_cy": Statistic((mm, k), -n, n, _FINE, sensitivity=r(mm * k)),
+            "miss_yy": Statistic((mm,), 0, n, _FINE, sensitivity=r(mm))}
 
 
 def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -344,8 +351,9 @@ def _logistic_declare(params: Params) -> dict[str, Statistic]:
     n = float(_int(params, "max_patients", 1))
     m = unpack(params["variants"], "<i4", "variants").size
     k1 = n_covariates(params) + 1
-    return {"grad": Statistic((m, k1), -2 * n, 2 * n, _FINE),
-            "hess": Statistic((m, tri(k1)), -n, n, _FINE), "n": Statistic((m,), 0, n, 1.0)}
+    return {"grad": Statistic((m, k1), -2 * n, 2 * n, _FINE, sensitivity=math.sqrt(m * (k1 + 3))),
+            "hess": Statistic((m, tri(k1)), -n, n, _FINE, sensitivity=math.sqrt(m * tri(k1))),
+            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
 
 
 def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
