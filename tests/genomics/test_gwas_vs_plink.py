@@ -100,6 +100,7 @@ def test_freq_and_hardy_equal_plink2(world: World, linear: FederatedGWAS, tmp_pa
     assert ok.all(), m.loc[~ok, ["ID", "hwe_p", "P"]].head()
 
 
+@pytest.mark.slow
 def test_logistic_equals_plink2_glm(world: World, tmp_path: Path) -> None:
     gwas = world.run(lambda fed: FederatedGWAS(model="logistic", n_pcs=4).fit(
         fed, world.vlist, study=STUDY, trait="tcd_velocity", threshold=200.0, study_id=STUDY))

@@ -73,6 +73,7 @@ def test_dp_release_is_noisy_and_calibrated(local: LocalSumFederation, world: Wo
         FederatedGWAS(model="logistic", dp=DPRequest(epsilon=1.0))
 
 
+@pytest.mark.slow
 def test_gwas_study_analysis_and_report(world: World, tmp_path: Path) -> None:
     results = run_study_on("inprocess", world.spec, world.sites)
     by_id = {a["id"]: a for a in results["analyses"]}

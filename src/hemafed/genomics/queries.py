@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
@@ -393,7 +392,3 @@ for _name, _compute, _declare, _check, _desc in (
 ):
     register(Query(_name, "1", _compute, _declare, _check, _desc, site_aware=True))
 
-
-def linked_patients(cohort: Cohort, store: GenotypeStore) -> pd.Index:
-    """Pseudonyms of the store's samples that are cohort patients (site-side helper)."""
-    return pd.Index([s for s in store.samples if s in set(cohort.ids)])
