@@ -31,6 +31,8 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
     min_mac = int(a.get("min_mac", 10))
     released = withhold_rare(gwas.summary, min_mac)
     hits = top_hits(released, int(a.get("top", 10)))
+    points = plot_points(released)
+    points["lambda"] = gwas.genomic_lambda  # over every tested variant, as in the stats
     cols = ["chrom", "pos", "id", "ref", "alt", "a1_freq", "n", "beta", "se", "p",
             "nearest_gene", "genome_wide"]
     return {"tables": {"top_hits": frame_json(hits[cols].set_index("id"))},
@@ -39,4 +41,4 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "genome_wide_hits": int((released["p"] < 5e-8).sum()),
                       "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
                       "secure_sums": gwas.secure_sums},
-            "gwas_points": plot_points(released), "caveat": MEMBERSHIP_CAVEAT}
+            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT}
