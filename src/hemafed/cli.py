@@ -14,6 +14,7 @@ from hemafed.cohort.schema import DISEASES, FIELDS
 from hemafed.errors import HemafedError
 from hemafed.federation.cli import hub_app, site_app_hash, site_keygen, site_serve
 from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
+from hemafed.genomics.cli import app as genomics_app
 from hemafed.scores.cli import app as score_app
 from hemafed.service.cli import hub_serve, site_console
 from hemafed.site.cli import app as site_app
@@ -38,6 +39,7 @@ app.add_typer(score_app, name="score", help="White-box clinical scores with expl
 app.add_typer(study_app, name="study", help="Validate and run study specifications.")
 app.add_typer(synth_app, name="synth",
               help="Synthetic virtual patients (federated DP MST) and their evaluation.")
+app.add_typer(genomics_app, name="genomics", help="Genotype intake and the virtual SCD cohort.")
 
 
 @app.callback()

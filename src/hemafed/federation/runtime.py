@@ -46,7 +46,7 @@ SITE_QUERY_MODULES = (
     "hemafed.analytics", "hemafed.analytics.describe", "hemafed.analytics.logistic",
     "hemafed.analytics.competing", "hemafed.learn.features", "hemafed.learn.gbdt",
     "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.learn.validation",
-    "hemafed.synth.queries",
+    "hemafed.synth.queries", "hemafed.genomics.queries",
     "hemafed.analytics.weighting_queries", "hemafed.analytics.multistate", "hemafed.analytics.mixed",
 )
 """Modules whose import registers the site queries every site must be able to answer."""

@@ -86,6 +86,12 @@ def build_report(results: Mapping[str, Any], *, title: str | None = None,
         if stats:
             s.provenance({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in stats.items()})
         _plot_curves(s, doc)
+        if doc.get("gwas_points"):
+            from hemafed.genomics.plots import manhattan, qq
+
+            s.figure(manhattan(doc["gwas_points"]), "Manhattan plot (dashed: p = 5e-8)")
+            s.figure(qq(doc["gwas_points"]), "QQ plot with genomic inflation lambda")
+            s.text(str(doc.get("caveat", "")), "note")
         for name, tdoc in (doc.get("tables") or {}).items():
             table = frame_from_json(tdoc)
             if name == "summary" and doc["kind"] == "cox":

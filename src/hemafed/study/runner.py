@@ -264,10 +264,16 @@ def run_synth(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     return out
 
 
+def run_gwas(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.genomics.study import run_gwas_analysis
+
+    return run_gwas_analysis(fed, a, spec)
+
+
 RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
     "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
     "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
-    "synth": run_synth,
+    "synth": run_synth, "gwas": run_gwas,
 }
 RUNNERS.update(STUDY_RUNNERS)
 

@@ -37,6 +37,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "iptw": ({"treatment", "formula"}, {"duration", "event", "ties", "stabilized", "max_weight"}),
     "multistate": (set(), {"illness_time", "illness_status", "exit_time", "exit_status", "states"}),
     "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
+    "gwas": ({"trait", "variant_list"}, {"threshold", "covariates", "n_pcs", "genotypes",
+                                          "min_mac", "epsilon", "top", "test"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}

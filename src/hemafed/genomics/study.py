@@ -1,0 +1,44 @@
+"""The ``gwas`` analysis of a study spec: a federated GWAS whose results (top hits with nearest
+genes, lambda, plot points, released GWAS-SSF rows) go into the study results and report.
+
+Spec options: ``trait`` (cohort column), ``variant_list`` (path of the public list at the hub),
+``threshold`` (binary trait ``trait >= threshold``, logistic model), ``covariates`` (default age,
+sex), ``n_pcs`` (default 10), ``genotypes`` (store name, default the study id), ``min_mac``
+(release control, default 10), ``top`` (hits listed, default 10), ``test`` (wald or score).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hemafed.federation.api import Federation
+from hemafed.genomics.gwas import FederatedGWAS
+from hemafed.genomics.plots import plot_points
+from hemafed.genomics.release import MEMBERSHIP_CAVEAT, top_hits, withhold_rare
+from hemafed.genomics.variants import VariantList
+from hemafed.study.runner import frame_json
+from hemafed.study.spec import Analysis, StudySpec
+
+
+def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    vlist = VariantList.read(a.get("variant_list"))
+    threshold = a.get("threshold")
+    gwas = FederatedGWAS(model="linear" if threshold is None else "logistic",
+                         covariates=tuple(a.get("covariates", ("age", "sex"))),
+                         n_pcs=int(a.get("n_pcs", 10)), test=str(a.get("test", "wald")))
+    gwas.fit(fed, vlist, study=str(a.get("genotypes", spec.study_id)), trait=a.get("trait"),
+             threshold=threshold, study_id=spec.study_id)
+    min_mac = int(a.get("min_mac", 10))
+    released = withhold_rare(gwas.summary, min_mac)
+    hits = top_hits(released, int(a.get("top", 10)))
+    points = plot_points(released)
+    points["lambda"] = gwas.genomic_lambda  # over every tested variant, as in the stats
+    cols = ["chrom", "pos", "id", "ref", "alt", "a1_freq", "n", "beta", "se", "p",
+            "nearest_gene", "genome_wide"]
+    return {"tables": {"top_hits": frame_json(hits[cols].set_index("id"))},
+            "stats": {"lambda_gc": gwas.genomic_lambda, "variants": len(vlist),
+                      "tested": len(gwas.summary), "released": len(released),
+                      "genome_wide_hits": int((released["p"] < 5e-8).sum()),
+                      "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
+                      "secure_sums": gwas.secure_sums},
+            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT}

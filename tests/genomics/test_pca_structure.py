@@ -1,0 +1,82 @@
+"""Federated PCA equals pooled PCA (numpy SVD, PLINK 2 --pca) up to sign; population structure
+inflates the GWAS without PCs and not with them; the HbF positive controls are found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from bed_reader import open_bed
+from genomics_world import STUDY, World, plink2
+
+from hemafed.genomics.gwas import FederatedGWAS
+from hemafed.genomics.loci import HBF_LOCI
+from hemafed.genomics.pca import site_scores
+from hemafed.genomics.queries import standardise
+from hemafed.genomics.store import load_store, store_dir
+
+
+@pytest.fixture(scope="module")
+def fits(world: World) -> dict[int, FederatedGWAS]:
+    def body(fed):  # type: ignore[no-untyped-def]
+        return {k: FederatedGWAS(model="linear", n_pcs=k).fit(
+            fed, world.vlist, study=STUDY, trait="hbf", study_id=STUDY) for k in (0, 4)}
+    return world.run(body)
+
+
+def _pooled(world: World) -> np.ndarray:
+    g = open_bed(str(world.files / "pooled.bed")).read(dtype="int8").T
+    return np.where(g < 0, -1, g)
+
+
+def test_pcs_equal_pooled_svd_up_to_sign(world: World, fits: dict[int, FederatedGWAS]) -> None:
+    pca = fits[4].pca
+    assert pca is not None and pca.variants.size > 100
+    assert pca.sites == tuple(sorted(world.sites.site_dirs))
+    z = standardise(_pooled(world)[pca.variants].astype(float), pca.freq)
+    u, s, _ = np.linalg.svd(z.T, full_matrices=False)
+    np.testing.assert_allclose(pca.eigenvalues, s[:4] ** 2, rtol=1e-9)
+    # each site computes its own patients' scores; stacked in pooled order they are U up to sign
+    scores = []
+    for site_id in world.cohort.site_ids:
+        store = load_store(store_dir(world.sites.site_dirs[site_id], STUDY))
+        scores.append(site_scores(np.asarray(store.dosage), pca))
+    fed_u = np.vstack(scores)
+    signs = np.sign(np.sum(fed_u * u[:, :4], axis=0))
+    np.testing.assert_allclose(fed_u, u[:, :4] * signs, atol=1e-6)
+
+
+def test_pcs_equal_plink2_pca_up_to_sign(world: World, fits: dict[int, FederatedGWAS],
+                                         tmp_path: Path) -> None:
+    pca = fits[4].pca
+    assert pca is not None
+    ids = world.vlist.frame["id"].iloc[pca.variants]
+    (tmp_path / "pca.snps").write_text("\n".join(ids) + "\n")
+    plink2("--bfile", str(world.files / "pooled"), "--extract", str(tmp_path / "pca.snps"),
+           "--pca", "4", "--out", str(tmp_path / "plk"))
+    vec = pd.read_csv(tmp_path / "plk.eigenvec", sep="\t")
+    val = np.loadtxt(tmp_path / "plk.eigenval")
+    ours = site_scores(_pooled(world), pca)
+    theirs = vec[[f"PC{i + 1}" for i in range(4)]].to_numpy()
+    signs = np.sign(np.sum(ours * theirs, axis=0))
+    # PLINK prints 6 significant digits: unit-length eigenvectors of the GRM, eigenvalues / p
+    np.testing.assert_allclose(ours, theirs * signs, atol=2e-6)
+    np.testing.assert_allclose(pca.grm_eigenvalues, val, rtol=1e-5)
+
+
+def test_structure_inflates_without_pcs_and_not_with_them(fits: dict[int, FederatedGWAS]
+                                                          ) -> None:
+    lam0, lam4 = fits[0].genomic_lambda, fits[4].genomic_lambda
+    assert lam0 > 1.2, lam0
+    assert 0.95 <= lam4 <= 1.10, lam4
+
+
+def test_hbf_positive_controls_genome_wide_significant(fits: dict[int, FederatedGWAS]) -> None:
+    s = fits[4].summary.set_index("id")
+    for locus in HBF_LOCI:
+        row = s.loc[locus.rsid]
+        assert row["pos"] == locus.pos and str(row["chrom"]) == locus.chrom
+        assert row["p"] < 5e-8, (locus.rsid, row["p"])
+        assert row["beta"] > 0
