@@ -87,7 +87,7 @@ def test_hub_cannot_spoof_a_site_id_through_the_runtime(fed: LocalSites) -> None
               "grid": [float(t) for t in GRID],
               "models": {s: column_predictor("age", 0.0, 120.0) for s in ids},
               SITE_ID_PARAM: ids[0]}
-    with pytest.raises(InvalidInput, match="is reserved"):
+    with pytest.raises(InvalidInput, match="parameter '_site_id' is invalid"):
         _run(fed, lambda federation_for, site_ids: federation_for(site_ids).secure_sum(
             "learn_loso_concordance", params, study=SPEC.study_id), raise_errors=True)
     for d in fed.site_dirs.values():

@@ -97,8 +97,19 @@ class _SiteRuntime:
 
         # the secure-aggregation quorum is what this site can rely on: any released sum covers
         # at least that many sites, so it bounds the noise-share divisor the hub may ask for
-        answer = self.node.answer(SiteRequest.from_json(payload), guaranteed_contributors=quorum)
+        try:
+            request = SiteRequest.from_json(payload)
+        except Exception as exc:
+            raise self.node.refuse_malformed(payload, exc) from exc
+        answer = self.node.answer(request, guaranteed_contributors=quorum)
         return answer.values, answer.specs
+
+    __call__ = compute  # the runtime is the secure-aggregation compute (with its refusal hook)
+
+    def audit_refusal(self, payload: bytes, exc: BaseException) -> BaseException:
+        """Audit a refusal that arose after the node answered (e.g. the hub's declared
+        statistics differ from the site's); return the exception carrying its reference."""
+        return self.node.refuse_malformed(payload, exc)
 
 
 _RUNTIMES: dict[str, _SiteRuntime] = {}
@@ -141,7 +152,7 @@ def site_handler(config: Mapping[str, Any]) -> SiteHandler:
     runtime = _open_runtime(site_dir)
 
     def handle(message: bytes, state: MutableMapping[str, bytes]) -> bytes:
-        return site_step(message, state, runtime.identity, runtime.manifest, runtime.compute)
+        return site_step(message, state, runtime.identity, runtime.manifest, runtime)
 
     return handle
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
+from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.queries import Statistic
+from hemafed.privacy.refusal import Refusal
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_map
 from hemafed.secure.encoding import FixedPointLayout, specs_to_json
@@ -255,13 +256,11 @@ class HubAggregation:
             # the site verified every key relayed to it (else it would not have answered)
             self.session.relayed[s] |= self._sent_keys.get(s, set())
             if field(reply, "status") == b"refused":
-                kind = field(reply, "error").decode("utf-8", "replace")
-                reason = field(reply, "reason").decode("utf-8", "replace")
-                if kind == "BudgetExhausted":
-                    raise BudgetExhausted(s, reason)
-                if kind == "InvalidInput":
-                    raise InvalidInput(f"site {s!r} could not compute its input: {reason}")
-                raise PolicyRefused(s, reason)
+                try:
+                    refusal = Refusal.from_wire(reply)
+                except ValueError as exc:
+                    raise ProtocolError(f"site {s!r} sent a malformed refusal: {exc}") from exc
+                raise refusal.exception(s)
             raw = field(reply, "vector")
             if len(raw) != 8 * self.layout.size:
                 raise ProtocolError(f"site {s!r} sent a masked vector of {len(raw)} bytes, "

@@ -14,13 +14,15 @@ survivor, the shares of its self-mask seed and of its pairwise seeds with the si
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, MutableMapping
 
 import numpy as np
 
-from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused, ProtocolError
+from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.queries import Statistic
+from hemafed.privacy.refusal import Refusal, refusal_of
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import (
     field,
@@ -61,6 +63,8 @@ Compute = Callable[[bytes, int], tuple[dict[str, np.ndarray], dict[str, Statisti
 is the least number of sites whose inputs any sum released from this aggregation covers (the
 site enforces it before revealing anything), for example to size a DP noise share."""
 
+log = logging.getLogger(__name__)
+
 SESSION = "hemafed.secagg.session"
 CURRENT = "hemafed.secagg.current"
 SEEN = "hemafed.secagg.seen"
@@ -72,9 +76,11 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
     """Handle one hub message of a secure aggregation; return the signed reply.
 
     ``compute(payload, quorum)`` is called once per aggregation, at the masked-input step, and
-    returns the site's values and their declared statistics. If it raises a ``HemafedError`` (a policy
-    refusal, an exhausted budget, invalid input), the reply is a signed refusal carrying the
-    reason. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
+    returns the site's values and their declared statistics. If it raises anything (a policy
+    refusal, an exhausted budget, invalid input, any other error), the reply is a signed refusal
+    carrying only the fixed code, name and audit reference of
+    :class:`~hemafed.privacy.refusal.Refusal` that the site node attached (a bare
+    ``internal_error`` otherwise), never the exception's text. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
     the site answers nothing.
     """
     msg = unpack_map(message, "hub message")
@@ -261,11 +267,23 @@ class _Session:
                                                  len(self.participants))
             values, specs = compute(payload, quorum)
             if specs_to_json(specs) != specs_json:
-                raise InvalidInput(f"site {self.me!r}: the statistics it declares differ from "
-                                   f"those the hub asked for; check that site and hub run the "
-                                   f"same query version")
+                mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
+                                        f"from those the hub asked for; check that site and hub "
+                                        f"run the same query version")
+                mismatch.refusal = Refusal("invalid_parameter", "specs")  # type: ignore[attr-defined]
+                raise mismatch
             encoded = layout.encode(values, where=f"site {self.me!r}")
-        except HemafedError as exc:
+        except Exception as exc:  # any failure is a refusal; only its fixed code leaves the site
+            if not refusal_of(exc).audit_ref:
+                # not audited yet (it happened outside the site node): the compute's owner
+                # audits it, when it can (the site runtime does)
+                exc.refusal = Refusal(  # type: ignore[attr-defined]
+                    "data_do_not_fit" if "outside its declared bounds" in str(exc)
+                    else refusal_of(exc).code, refusal_of(exc).name)
+                report = getattr(compute, "audit_refusal", None)
+                if callable(report):
+                    exc = report(payload, exc)
+            log.info("site %s: refused aggregation: %s", self.me, exc)
             return seal_reply(self.identity, MASKED_INPUT, digest, _refusal(exc)), None
         seeds = {v: pairwise_seed(self.peers[v]["s"], digest, self.me, v) for v in live_nb}
         if one_shot:
@@ -377,14 +395,7 @@ class _Session:
         return pack_map(out)
 
 
-def _refusal(exc: HemafedError) -> bytes:
-    if isinstance(exc, BudgetExhausted):
-        kind, reason = "BudgetExhausted", exc.reason
-    elif isinstance(exc, PolicyRefused):
-        kind, reason = "PolicyRefused", exc.reason
-    elif isinstance(exc, InvalidInput):
-        kind, reason = "InvalidInput", str(exc)
-    else:
-        kind, reason = "PolicyRefused", f"{type(exc).__name__}: {exc}"
-    return pack_map({"status": b"refused", "error": kind.encode(),
-                     "reason": reason.encode("utf-8")})
+def _refusal(exc: BaseException) -> bytes:
+    """The refusal reply: the fixed code, name and audit reference the site node attached to
+    ``exc`` (:mod:`hemafed.privacy.refusal`), never the exception's text, which may quote data."""
+    return pack_map(refusal_of(exc).to_wire())

@@ -39,11 +39,14 @@ its own, so it always carries the full ``sigma``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +56,7 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import Query, Statistic, get_query
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
+from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.policy import SitePolicy
@@ -135,10 +139,64 @@ class SiteNode:
                           reason=reason, epsilon=epsilon, delta=delta,
                           request_id=request.request_id)
 
-    def _refuse(self, request: SiteRequest, reason: str) -> PolicyRefused:
-        self._audit(request, False, reason)
-        log.info("site %s refused request %s: %s", self.site_id, request.request_id, reason)
-        return PolicyRefused(self.site_id, reason)
+    def _redact(self, text: str) -> str:
+        """``text`` with any patient id of the cohort replaced: the audit keeps no identifiers."""
+        try:
+            ids = [pid for pid in self.cohort.ids if len(pid) >= 2 and pid in text]
+        except Exception:  # a damaged cohort must not stop the refusal being audited
+            return text
+        for pid in sorted(ids, key=len, reverse=True):
+            text = text.replace(pid, "<patient>")
+        return text
+
+    def _refuse(self, request: SiteRequest, reason: str, *, code: str = "policy",
+                name: str = "", kind: type[HemafedError] = PolicyRefused,
+                cause: BaseException | None = None) -> HemafedError:
+        """Audit a refusal with its full ``reason``; return the exception to raise.
+
+        The exception's ``refusal`` (code, name, a fresh audit reference) is all that reaches
+        the hub; its text, with the detail, is for the site's own operator.
+        """
+        ref = new_audit_ref()
+        refusal = Refusal(code, name, ref)
+        self._audit(request, False, f"[{code}:{name or '-'} ref {ref}] {self._redact(reason)}")
+        log.info("site %s refused request %s (%s, ref %s): %s", self.site_id,
+                 request.request_id, code, ref, reason)
+        exc: HemafedError
+        if kind is InvalidInput:
+            exc = InvalidInput(f"site {self.site_id}: request {request.request_id}: {reason}")
+        elif issubclass(kind, PolicyRefused):
+            exc = kind(self.site_id, reason)
+        else:
+            exc = kind(reason)
+        exc.refusal = refusal  # type: ignore[attr-defined]
+        if cause is not None:
+            exc.__cause__ = cause
+        return exc
+
+    def refuse_malformed(self, payload: bytes, exc: BaseException) -> HemafedError:
+        """Audit a refusal outside :meth:`answer` (a request the site could not parse, or
+        declared statistics that differ from the hub's); return the exception to raise."""
+        from hemafed.privacy.refusal import refusal_of
+
+        code, name = refusal_of(exc).code, refusal_of(exc).name
+        if code == "internal_error" and isinstance(exc, InvalidInput | ValueError):
+            code, name = "invalid_parameter", "request"
+        ref = new_audit_ref()
+        try:
+            request = SiteRequest.from_json(payload)
+            who: dict[str, Any] = {"requester": request.requester, "study": request.study_id,
+                   "query": request.query_key, "params": request.params,
+                   "request_id": request.request_id}
+        except Exception:
+            who = {"requester": "?", "study": "?", "query": "?",
+                   "params": {"payload_sha256": hashlib.sha256(payload).hexdigest()}}
+        self.audit.append(**who, allowed=False,
+                          reason=f"[{code}:{name or '-'} ref {ref}] "
+                                 f"{self._redact(f'{type(exc).__name__}: {exc}')}"[:1500])
+        out = InvalidInput(f"site {self.site_id}: {exc}")
+        out.refusal = Refusal(code, name, ref)  # type: ignore[attr-defined]
+        return out
 
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
@@ -148,32 +206,48 @@ class SiteNode:
         from this answer covers, as the secure-aggregation protocol enforces it (its quorum);
         ``None`` when there is no such guarantee. A DP request whose noise-share divisor
         exceeds it is refused: the released sum would carry less noise than it is charged for.
+
+        Every exception raised while answering, whatever its type, is audited here with its
+        full detail and re-raised carrying a :class:`~hemafed.privacy.refusal.Refusal` (the
+        only part that may reach the hub): the site keeps running.
         """
+        try:
+            return self._answer(request, guaranteed_contributors)
+        except Exception as exc:
+            if isinstance(getattr(exc, "refusal", None), Refusal):
+                raise
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise self._refuse(request, f"internal error: {detail}"[:1500],
+                               code="internal_error", cause=exc) from exc
+
+    def _answer(self, request: SiteRequest, guaranteed_contributors: int | None) -> SiteAnswer:
         decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
         if not decision.allowed:
-            raise self._refuse(request, decision.reason)
+            raise self._refuse(request, decision.reason, name=decision.rule)
         if (request.dp is not None and request.secure
                 and request.noise_share_divisor > (guaranteed_contributors or 1)):
             raise self._refuse(request, (
                 f"the request asks each site for 1/{request.noise_share_divisor} of the DP noise "
                 f"variance, but the secure aggregation guarantees only "
                 f"{guaranteed_contributors or 1} contributing site(s): the released sum would "
-                f"carry less noise than the ledger is charged for"))
+                f"carry less noise than the ledger is charged for"), name="noise_share_divisor")
 
         try:
             query: Query = get_query(request.query, request.version)
             query.check(request.params)
             specs = query.declare(request.params)
-        except (InvalidInput, ValueError, TypeError) as exc:
-            self._audit(request, False, f"invalid request: {exc}"[:500])
-            raise InvalidInput(f"site {self.site_id}: request {request.request_id}: {exc}") from exc
+        except Exception as exc:  # the parameters alone decide these: safe to name the key
+            raise self._refuse(request, f"invalid request: {type(exc).__name__}: {exc}"[:1500],
+                               code="invalid_parameter", kind=InvalidInput,
+                               name=parameter_name(str(exc), request.params), cause=exc) from exc
 
         try:
             values = query.run(self.cohort, request.params, site_id=self.site_id)
-        except (HemafedError, ValueError, TypeError, KeyError) as exc:
-            # the message may quote site data; the audit keeps only the kind of failure
-            self._audit(request, False, f"query failed at the site ({type(exc).__name__})")
-            raise
+        except Exception as exc:
+            # the message may quote site data: it stays in the audit log, the hub gets the code
+            raise self._refuse(request, f"query failed at the site: {type(exc).__name__}: "
+                                        f"{exc}"[:1500],
+                               code="data_do_not_fit", kind=InvalidInput, cause=exc) from exc
 
         noise_std = dict.fromkeys(specs, 0.0)
         share_std = dict.fromkeys(specs, 0.0)
@@ -182,24 +256,36 @@ class SiteNode:
             sensitivity = release_sensitivity(specs)
             if sensitivity > 0:
                 dp = request.dp
-                if dp.noise_multiplier is not None:
-                    nm = dp.noise_multiplier
-                    # a very large multiplier can cost ~0; the ledger records a positive epsilon
-                    epsilon = max(composed_epsilon([(nm, 1)], dp.delta, self.ledger.accountant),
-                                  1e-12)
-                else:
-                    assert dp.epsilon is not None  # DPRequest holds exactly one of the two
-                    epsilon = dp.epsilon
-                    # calibrated as the hub does (RDP), so both agree on the widened bounds
-                    nm = calibration.noise_multiplier(dp)
-                sigma = nm * sensitivity
+                try:
+                    if dp.noise_multiplier is not None:
+                        nm = dp.noise_multiplier
+                        # a very large multiplier can cost ~0; the ledger records a positive
+                        # epsilon
+                        epsilon = max(composed_epsilon([(nm, 1)], dp.delta,
+                                                       self.ledger.accountant), 1e-12)
+                    else:
+                        assert dp.epsilon is not None  # DPRequest holds exactly one of the two
+                        epsilon = dp.epsilon
+                        # calibrated as the hub does (RDP), so both agree on the widened bounds
+                        nm = calibration.noise_multiplier(dp)
+                    sigma = nm * sensitivity
+                    if not (math.isfinite(sigma) and math.isfinite(epsilon) and sigma > 0):
+                        raise ValueError(f"noise multiplier {nm!r} x sensitivity "
+                                         f"{sensitivity!r} gives no usable noise level")
+                except Exception as exc:
+                    raise self._refuse(request, f"DP settings unusable: {type(exc).__name__}: "
+                                                f"{exc}"[:1500],
+                                       code="invalid_parameter", name="dp", kind=InvalidInput,
+                                       cause=exc) from exc
                 divisor = request.noise_share_divisor if request.secure else 1
                 try:
                     self.ledger.charge(request.study_id, request.query_key, epsilon, dp.delta,
                                        nm, request_id=request.request_id)
                 except BudgetExhausted as exc:
-                    self._audit(request, False, exc.reason)
-                    raise
+                    scope = request.study_id if len(request.study_id) <= 64 else "study"
+                    raise self._refuse(request, exc.reason, code="budget",
+                                       name=scope, kind=BudgetExhausted,
+                                       cause=exc) from exc
                 eps_charged, delta_charged = epsilon, dp.delta
                 for name, stat in specs.items():
                     if stat.sensitivity > 0:
