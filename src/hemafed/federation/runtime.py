@@ -79,9 +79,15 @@ def ensure_identity(site_dir: str | Path, site_id: str) -> SiteIdentity:
     return identity
 
 
-def install_manifest(site_dir: str | Path, manifest: FederationManifest) -> None:
-    """Pin the federation manifest at a site (the hospital checks its fingerprint out of band)."""
+def install_manifest(site_dir: str | Path, manifest: FederationManifest, *,
+                     approved_by: str = "site officer") -> None:
+    """Pin the federation manifest at a site (the hospital checks its fingerprint out of band):
+    the manifest and its approved fingerprint (:mod:`hemafed.site.membership`); the site runs
+    on no other manifest."""
+    from hemafed.site.membership import pin_manifest
+
     write_text(Path(site_dir) / MANIFEST_FILE, manifest.to_json())
+    pin_manifest(site_dir, manifest, approved_by=approved_by)
 
 
 @dataclass
@@ -118,11 +124,12 @@ _LOCK = threading.Lock()
 
 def _stamp(site_dir: Path) -> tuple[float, ...]:
     files = [site_dir / "cohort" / "patients.parquet", site_dir / "policy.yaml",
-             site_dir / MANIFEST_FILE]
+             site_dir / MANIFEST_FILE, site_dir / "federation.approved.json"]
     return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
 
 
 def _open_runtime(site_dir: Path) -> _SiteRuntime:
+    from hemafed.site.membership import require_pinned
     from hemafed.site.store import open_node, site_id_of
     from hemafed.study.derived import with_derived_scores
 
@@ -138,10 +145,12 @@ def _open_runtime(site_dir: Path) -> _SiteRuntime:
         if not manifest_path.exists():
             raise InvalidInput(f"site {site_id}: no federation manifest at {manifest_path}; "
                                "install the hub's manifest first (hemafed site join)")
+        manifest = FederationManifest.load(manifest_path)
+        require_pinned(site_dir, manifest)
         node = open_node(site_dir)
         node.cohort = with_derived_scores(node.cohort)
         rt = _SiteRuntime(node, SiteIdentity.load(site_id, site_dir / IDENTITY_FILE),
-                          FederationManifest.load(manifest_path), stamp)
+                          manifest, stamp)
         _RUNTIMES[key] = rt
         return rt
 

@@ -14,6 +14,7 @@ expected; :meth:`SitePolicy.check` answers one request with a :class:`Decision` 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -26,6 +27,7 @@ import yaml
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput
+from hemafed.site.membership import MembershipRules
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _QUERY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*@([A-Za-z0-9_.\-]+|\*)$")
@@ -122,6 +124,7 @@ class SitePolicy:
     study_budget: Budget = DEFAULT_STUDY_BUDGET
     studies: tuple[ApprovedStudy, ...] = ()
     synthetic_release: Mapping[str, float] = field(default_factory=dict)
+    federation: MembershipRules = field(default_factory=MembershipRules)
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -213,7 +216,8 @@ class SitePolicy:
         r = _Reader(source)
         top = r.mapping(raw, "", required={"site_id"},
                         optional={"allowed_queries", "min_cell_size", "allow_non_secure",
-                                  "privacy_budget", "studies", "synthetic_release"})
+                                  "privacy_budget", "studies", "synthetic_release",
+                                  "federation"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -250,9 +254,17 @@ class SitePolicy:
             sr = r.mapping(top["synthetic_release"], "synthetic_release", open_keys=True)
             for k, v in sr.items():
                 synth[str(k)] = r.number(v, f"synthetic_release.{k}")
+        membership = MembershipRules()
+        if top.get("federation") is not None:
+            fr = r.mapping(top["federation"], "federation",
+                           optional={"min_threshold", "min_sites", "colluding_sites",
+                                     "allow_semi_honest"})
+            membership = r.build("federation", MembershipRules, **{
+                k: (r.boolean(v, f"federation.{k}") if k == "allow_semi_honest"
+                    else r.integer(v, f"federation.{k}", low=0)) for k, v in fr.items()})
         return r.build("", cls, site_id=site_id, allowed_queries=queries, min_cell_size=min_cell,
                        allow_non_secure=non_secure, total_budget=total, study_budget=per_study,
-                       studies=tuple(studies), synthetic_release=synth)
+                       studies=tuple(studies), synthetic_release=synth, federation=membership)
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -276,6 +288,8 @@ class SitePolicy:
         }
         if self.synthetic_release:
             out["synthetic_release"] = dict(self.synthetic_release)
+        if self.federation != MembershipRules():
+            out["federation"] = dataclasses.asdict(self.federation)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -411,6 +425,14 @@ studies: []
 #    approved_by: "Ethics committee, decision 2026-114"
 #    budget: {{epsilon: 2.0, delta: 1.0e-6}}     # optional override of per_study
 #    allowed_queries: [cohort_size@1]           # optional: narrower than the site list
+
+# Which federations this site may join (`hemafed site join` checks the manifest against these):
+# against a malicious hub the threshold t of n sites must satisfy 2t > n + colluding_sites.
+federation:
+  min_threshold: 2
+  min_sites: 2
+  colluding_sites: 0
+  allow_semi_honest: false
 
 # Optional thresholds a synthetic-data release must meet (names start with max_ or min_).
 # synthetic_release:
