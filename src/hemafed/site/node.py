@@ -42,8 +42,9 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,15 @@ from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.policy import SitePolicy
-from hemafed.site.request import SiteRequest
+from hemafed.site.request import SiteRequest, canonical_json
+from hemafed.study.plan import StudyPlan
 
 __all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
 
 log = logging.getLogger(__name__)
+
+PLAN_MARK = "params "
+_PLAN_KEY = re.compile(r"; params ([0-9a-f]{16})$")
 
 NOISE_BOUND_STDS = calibration.NOISE_BOUND_STDS
 """Declared bounds of a noisy answer are widened by this many noise-share standard deviations,
@@ -110,7 +115,8 @@ class SiteNode:
 
     def __init__(self, cohort: Cohort, policy: SitePolicy, ledger: PrivacyLedger, audit: AuditLog,
                  *, clock: Callable[[], dt.datetime] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None,
+                 plans: Mapping[str, StudyPlan | None] | None = None) -> None:
         if ledger.site_id != policy.site_id:
             raise InvalidInput(f"ledger of site {ledger.site_id!r} given to site {policy.site_id!r}")
         self.cohort = cohort
@@ -119,6 +125,8 @@ class SiteNode:
         self.audit = audit
         self._clock = clock or _utc_now
         self._rng = rng if rng is not None else np.random.default_rng()
+        self.plans: dict[str, StudyPlan | None] = dict(plans or {})
+        self._distinct: dict[tuple[str, str], set[str]] | None = None
 
     @classmethod
     def open(cls, site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None,
@@ -220,6 +228,43 @@ class SiteNode:
             raise self._refuse(request, f"internal error: {detail}"[:1500],
                                code="internal_error", cause=exc) from exc
 
+    def _seen(self, study: str, query: str) -> set[str]:
+        """Distinct parameter sets of ``query`` answered for ``study`` (from the audit log)."""
+        if self._distinct is None:
+            self._distinct = {}
+            for e in self.audit.entries():
+                match = _PLAN_KEY.search(str(e.get("reason", "")))
+                if e.get("decision") == "allowed" and match:
+                    name = str(e.get("query", "")).split("@")[0]
+                    self._distinct.setdefault((str(e.get("study")), name), set()).add(
+                        match.group(1))
+        return self._distinct.setdefault((study, query), set())
+
+    def _check_plan(self, request: SiteRequest) -> str:
+        """Refuse a request outside its study's plan; return the request's parameter key."""
+        params_key = hashlib.sha256(canonical_json(request.params)).hexdigest()[:16]
+        study = request.study_id
+        if study in self.plans:
+            plan = self.plans[study]
+            if plan is None:
+                raise self._refuse(request, f"study {study!r}: the stored specification does "
+                                            f"not match the approved hash; approve it again",
+                                   name="plan_mismatch")
+            seen = self._seen(study, request.query)
+            # the identical request again (a retry, a re-run) is not a new round
+            problem = plan.check(request.query, request.params, request.dp is not None,
+                                 0 if params_key in seen else len(seen))
+            if problem is not None:
+                element, detail = problem
+                raise self._refuse(request, f"outside the approved plan of study {study!r}: "
+                                            f"{detail}"[:1500],
+                                   code="outside_plan", name=element)
+        elif self.policy.require_plan:
+            raise self._refuse(request, f"study {study!r} has no stored specification to derive "
+                                        f"its plan from (require_plan is true); approve it with "
+                                        f"`hemafed site approve DIR SPEC.yaml`", name="no_plan")
+        return params_key
+
     def _answer(self, request: SiteRequest, guaranteed_contributors: int | None) -> SiteAnswer:
         decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
         if not decision.allowed:
@@ -231,6 +276,8 @@ class SiteNode:
                 f"variance, but the secure aggregation guarantees only "
                 f"{guaranteed_contributors or 1} contributing site(s): the released sum would "
                 f"carry less noise than the ledger is charged for"), name="noise_share_divisor")
+
+        params_key = self._check_plan(request)
 
         try:
             query: Query = get_query(request.query, request.version)
@@ -292,7 +339,9 @@ class SiteNode:
                         noise_std[name] = sigma
                         share_std[name] = sigma / math.sqrt(divisor)
 
-        self._audit(request, True, decision.reason, eps_charged, delta_charged)
+        self._audit(request, True, f"{decision.reason}; {PLAN_MARK}{params_key}",
+                    eps_charged, delta_charged)
+        self._seen(request.study_id, request.query).add(params_key)
 
         out_values: dict[str, np.ndarray] = {}
         out_specs: dict[str, Statistic] = {}

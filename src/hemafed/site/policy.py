@@ -125,6 +125,7 @@ class SitePolicy:
     studies: tuple[ApprovedStudy, ...] = ()
     synthetic_release: Mapping[str, float] = field(default_factory=dict)
     federation: MembershipRules = field(default_factory=MembershipRules)
+    require_plan: bool = False
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -217,7 +218,7 @@ class SitePolicy:
         top = r.mapping(raw, "", required={"site_id"},
                         optional={"allowed_queries", "min_cell_size", "allow_non_secure",
                                   "privacy_budget", "studies", "synthetic_release",
-                                  "federation"})
+                                  "federation", "require_plan"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -264,7 +265,8 @@ class SitePolicy:
                     else r.integer(v, f"federation.{k}", low=0)) for k, v in fr.items()})
         return r.build("", cls, site_id=site_id, allowed_queries=queries, min_cell_size=min_cell,
                        allow_non_secure=non_secure, total_budget=total, study_budget=per_study,
-                       studies=tuple(studies), synthetic_release=synth, federation=membership)
+                       studies=tuple(studies), synthetic_release=synth, federation=membership,
+                       require_plan=r.boolean(top.get("require_plan", False), "require_plan"))
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -288,6 +290,8 @@ class SitePolicy:
         }
         if self.synthetic_release:
             out["synthetic_release"] = dict(self.synthetic_release)
+        if self.require_plan:
+            out["require_plan"] = True
         if self.federation != MembershipRules():
             out["federation"] = dataclasses.asdict(self.federation)
         return out
@@ -415,6 +419,11 @@ privacy_budget:
   per_study:            # default for each approved study (a study may override it below)
     epsilon: 1.0
     delta: 1.0e-6
+
+# true: answer only studies approved with `hemafed site approve DIR SPEC.yaml`, which stores the
+# specification beside this file; the site derives from it which requests (queries, columns,
+# bounds, bins, grids, iterations, DP) the study may send, and refuses the rest.
+require_plan: true
 
 # Approved studies. A request must name one of these, carry the SHA-256 of the study
 # specification that was approved, and arrive before the expiry date.
