@@ -35,7 +35,9 @@ GRID = default_grid(25.0)
 KW: dict[str, Any] = {"n_rounds": 3, "max_depth": 2, "learning_rate": 0.3, "max_bins": 8}
 SPEC = StudySpec.from_mapping({
     "study_id": "loso-test", "requester": "tester",
-    "analyses": [{"id": "size", "kind": "describe", "columns": ["sex"]}]})
+    # the sites' plan: a boosted survival model on these features (and its validation)
+    "analyses": [{"id": "gbdt", "kind": "gbdt", "duration": OUTCOME[0], "event": OUTCOME[1],
+                  "features": " + ".join(FEATURES)}]})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import Statistic
 from hemafed.federation.runtime import site_handler
+from hemafed.privacy.anchors import MemoryAnchorStore
 from hemafed.secure import SecureSumSession
 from hemafed.secure.codec import unpack_map
 from hemafed.site.request import SiteRequest
@@ -29,6 +30,7 @@ class HostileHub:
     study_id: str
     spec_sha256: str
     replies: list[tuple[str, bytes]] = field(default_factory=list)
+    anchors: MemoryAnchorStore = field(default_factory=MemoryAnchorStore)
 
     def ask(self, query: str, params: Mapping[str, Any], *, version: str = "1",
             specs: Mapping[str, Statistic] | None = None, dp: DPRequest | None = None,
@@ -44,7 +46,8 @@ class HostileHub:
                 self.replies.extend(out.items())
                 return out
 
-            session = SecureSumSession(recording, self.fed.manifest, site_ids)
+            session = SecureSumSession(recording, self.fed.manifest, site_ids,
+                                       anchors=self.anchors)
             try:
                 outcome.append(session.secure_sum(os.urandom(16), request.to_json(),
                                                   dict(specs or DUMMY_SPECS),
@@ -57,7 +60,8 @@ class HostileHub:
         return outcome[0]
 
     def refusal_bodies(self) -> list[dict[str, bytes]]:
-        """Every refusal body the sites sent (the status/code/name/ref map)."""
+        """Every refusal body the sites sent (the status/code/name/ref map, and the audit head
+        every reply carries)."""
         out = []
         for _, envelope in self.replies:
             body = unpack_map(unpack_map(envelope)["body"])

@@ -46,7 +46,7 @@ def _assert_fixed_vocabulary(hub: HostileHub) -> list[dict[str, bytes]]:
     bodies = hub.refusal_bodies()
     assert bodies, "expected at least one refusal"
     for body in bodies:
-        assert set(body) == {"status", "code", "name", "ref"}
+        assert set(body) == {"status", "code", "name", "ref", "audit_seq", "audit_head"}
         assert body["code"].decode() in CODES
         assert re.fullmatch(rb"[0-9a-f]{16}|", body["ref"])
     return bodies

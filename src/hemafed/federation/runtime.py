@@ -33,6 +33,7 @@ from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
+from hemafed.privacy.anchors import AnchorStore
 from hemafed.privacy.calibration import noisy_specs, release_noise_std
 from hemafed.secure import FederationManifest, SecureSumSession, SiteIdentity, site_step
 
@@ -110,7 +111,19 @@ class _SiteRuntime:
         answer = self.node.answer(request, guaranteed_contributors=quorum)
         return answer.values, answer.specs
 
-    __call__ = compute  # the runtime is the secure-aggregation compute (with its refusal hook)
+    __call__ = compute  # the runtime is the secure-aggregation compute (with its hooks)
+
+    def audit_head(self) -> tuple[int, str]:
+        """The audit log's head, signed into every reply (the hub anchors it)."""
+        return self.node.audit.head()
+
+    def audit_hash_at(self, seq: int) -> str | None:
+        """The hash of audit entry ``seq`` now (the hub compares it with what it saw)."""
+        return self.node.audit.hash_at(seq)
+
+    def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
+        """Refuse (audited) when this site's audit log is behind what the hub last saw."""
+        self.node.check_anchor(payload, seq, head)
 
     def audit_refusal(self, payload: bytes, exc: BaseException) -> BaseException:
         """Audit a refusal that arose after the node answered (e.g. the hub's declared
@@ -199,7 +212,8 @@ class SecureFederation:
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
                  site_ids: Sequence[str] | None = None, spec_sha256: str = "",
-                 requester: str = "hub", noise_shares: str = "all") -> None:
+                 requester: str = "hub", noise_shares: str = "all",
+                 anchors: AnchorStore | None = None) -> None:
         if noise_shares not in NOISE_SHARES:
             raise InvalidInput(f"noise_shares must be one of {list(NOISE_SHARES)}, got "
                                f"{noise_shares!r}")
@@ -213,7 +227,9 @@ class SecureFederation:
         self._site_ids = ids
         # one round trip per sum while every site answers; the first dropout switches this
         # federation to recoverable aggregations (Shamir dropout recovery) for good
-        self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True)
+        # anchors: the last audit head each site signed (privacy hook: a site whose log is
+        # behind it refuses); pass a store shared across federations to anchor across studies
+        self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True, anchors=anchors)
         self.spec_sha256 = spec_sha256
         self.requester = requester
         _load_analyses()

@@ -262,9 +262,18 @@ class _Session:
         if len(holders) < self.t_share:
             raise self._error(f"only {len(holders) - 1} neighbours are live; "
                               f"{self.t_share - 1} are needed to share secrets")
+        seen_seq: int | None = None
+        seen_head = ""
+        if "anchor" in msg:
+            seen = unpack_map(field(msg, "anchor"), "anchor")
+            seen_seq = unpack_int(field(seen, "seq"), "anchor seq")
+            seen_head = field(seen, "head").decode("ascii", "replace")
         try:
             layout = FixedPointLayout.from_specs(specs_from_json(specs_json),
                                                  len(self.participants))
+            check_anchor = getattr(compute, "check_anchor", None)
+            if seen_seq is not None and callable(check_anchor):
+                check_anchor(payload, seen_seq, seen_head)
             values, specs = compute(payload, quorum)
             if specs_to_json(specs) != specs_json:
                 mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
@@ -284,13 +293,15 @@ class _Session:
                 if callable(report):
                     exc = report(payload, exc)
             log.info("site %s: refused aggregation: %s", self.me, exc)
-            return seal_reply(self.identity, MASKED_INPUT, digest, _refusal(exc)), None
+            refused = {**refusal_of(exc).to_wire(), **_audit_head(compute, seen_seq)}
+            return seal_reply(self.identity, MASKED_INPUT, digest, pack_map(refused)), None
         seeds = {v: pairwise_seed(self.peers[v]["s"], digest, self.me, v) for v in live_nb}
         if one_shot:
             # pairwise masks only: they cancel in the sum over everyone asked, and nothing is
             # ever revealed for this aggregation (it ends here at this site)
             y = encoded + self._pairwise_masks(seeds, layout.size)
-            body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes()})
+            body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
+                             **_audit_head(compute, seen_seq)})
             return seal_reply(self.identity, MASKED_INPUT, digest, body), None
         b_seed = os.urandom(shamir.SECRET_BYTES)
         xs = {h: holder_x(self.participants, h) for h in holders}
@@ -309,7 +320,7 @@ class _Session:
         y = encoded + crypto.mask(self_seed(b_seed, digest), layout.size)
         y += self._pairwise_masks(seeds, layout.size)
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
-                         "shares": pack_map(sealed)})
+                         "shares": pack_map(sealed), **_audit_head(compute, seen_seq)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
                "u2": pack_names(live), "quorum": pack_int(quorum),
                "held": pack_map({self.me: bundle(self.me)})}
@@ -395,7 +406,17 @@ class _Session:
         return pack_map(out)
 
 
-def _refusal(exc: BaseException) -> bytes:
-    """The refusal reply: the fixed code, name and audit reference the site node attached to
-    ``exc`` (:mod:`hemafed.privacy.refusal`), never the exception's text, which may quote data."""
-    return pack_map(refusal_of(exc).to_wire())
+def _audit_head(compute: Compute, seen_seq: int | None) -> dict[str, bytes]:
+    """The site's current audit head ``(seq, hash)`` for its signed reply, when the compute
+    has an audit log (the site runtime does): the hub keeps the last one it saw. With the
+    hub's last-seen sequence number, also the hash of that entry in this site's log now, so
+    the hub can tell a log that grew from one that was rolled back and grew again."""
+    head = getattr(compute, "audit_head", None)
+    if not callable(head):
+        return {}
+    seq, digest = head()
+    out = {"audit_seq": pack_int(int(seq)), "audit_head": str(digest).encode("ascii")}
+    hash_at = getattr(compute, "audit_hash_at", None)
+    if seen_seq is not None and callable(hash_at):
+        out["audit_at_seen"] = str(hash_at(seen_seq) or "").encode("ascii")
+    return out

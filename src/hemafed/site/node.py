@@ -57,6 +57,12 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import Query, Statistic, get_query
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
+from hemafed.privacy.disclosure import (
+    COUNT_TABLE_QUERIES,
+    declared_cells,
+    small_cells,
+    small_subgroups,
+)
 from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
@@ -202,9 +208,31 @@ class SiteNode:
         self.audit.append(**who, allowed=False,
                           reason=f"[{code}:{name or '-'} ref {ref}] "
                                  f"{self._redact(f'{type(exc).__name__}: {exc}')}"[:1500])
-        out = InvalidInput(f"site {self.site_id}: {exc}")
+        out: HemafedError = (PolicyRefused(self.site_id, str(exc)) if code == "rollback"
+                             else InvalidInput(f"site {self.site_id}: {exc}"))
         out.refusal = Refusal(code, name, ref)  # type: ignore[attr-defined]
         return out
+
+    def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
+        """Refuse to answer when the audit log is behind the head the hub last saw
+        (:mod:`hemafed.privacy.anchors`); the refusal is audited and says why."""
+        from hemafed.privacy.anchors import Anchor
+
+        try:
+            seen = Anchor(seq, head)
+        except ValueError as exc:
+            raise self.refuse_malformed(payload, exc) from exc
+        own_seq, own_head = self.audit.head()
+        why = Anchor(own_seq, own_head).behind(seen)
+        if why is None and own_seq > seen.seq and self.audit.hash_at(seen.seq) != seen.head:
+            # grown again since a rollback: the entry the hub saw is not in this history
+            why = (f"the audit log's entry {seen.seq} is not the one the hub last saw: the log "
+                   f"was restored or rewritten and has grown since")
+        if why is None:
+            return
+        behind = PolicyRefused(self.site_id, why)
+        behind.refusal = Refusal("rollback", "audit_log")  # type: ignore[attr-defined]
+        raise self.refuse_malformed(payload, behind)
 
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
@@ -265,6 +293,40 @@ class SiteNode:
                                         f"`hemafed site approve DIR SPEC.yaml`", name="no_plan")
         return params_key
 
+    def _check_release(self, request: SiteRequest, specs: Mapping[str, Statistic]) -> None:
+        """Refuse, from the request alone, a non-DP release the policy forbids or one asking
+        for more values than the policy's ``max_cells``."""
+        study = self.policy.study(request.study_id)
+        if request.dp is None and (self.policy.require_dp
+                                   or (study is not None and study.require_dp)):
+            where = "this site" if self.policy.require_dp else f"study {request.study_id!r}"
+            raise self._refuse(request, f"{where} requires every release to be differentially "
+                                        f"private (require_dp); the request has no DP",
+                               name="require_dp")
+        cells = declared_cells(s.size for s in specs.values())
+        if self.policy.max_cells is not None and cells > self.policy.max_cells:
+            raise self._refuse(request, f"the request asks for {cells} values; this site's "
+                                        f"max_cells is {self.policy.max_cells}", name="max_cells")
+
+    def _check_disclosure(self, request: SiteRequest, query: Query,
+                          specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray]
+                          ) -> None:
+        """Refuse a non-DP answer whose own cells or subgroups are below the policy minimums
+        (the detail, naming the statistic, stays in the audit log)."""
+        if request.dp is not None:
+            return
+        if self.policy.enforce_min_cell and query.name in COUNT_TABLE_QUERIES:
+            small = small_cells(values, [n for n, s in specs.items() if s.is_count],
+                                self.policy.min_cell_size)
+            if small:
+                raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
+                                            f"below min_cell_size {self.policy.min_cell_size} "
+                                            f"and the release is not DP", name="min_cell_size")
+        if small_subgroups(values, self.policy.min_subgroup_size):
+            raise self._refuse(request, f"a subgroup has fewer than min_subgroup_size "
+                                        f"{self.policy.min_subgroup_size} patients and the "
+                                        f"release is not DP", name="min_subgroup_size")
+
     def _answer(self, request: SiteRequest, guaranteed_contributors: int | None) -> SiteAnswer:
         decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
         if not decision.allowed:
@@ -288,6 +350,7 @@ class SiteNode:
                                code="invalid_parameter", kind=InvalidInput,
                                name=parameter_name(str(exc), request.params), cause=exc) from exc
 
+        self._check_release(request, specs)
         try:
             values = query.run(self.cohort, request.params, site_id=self.site_id)
         except Exception as exc:
@@ -295,6 +358,8 @@ class SiteNode:
             raise self._refuse(request, f"query failed at the site: {type(exc).__name__}: "
                                         f"{exc}"[:1500],
                                code="data_do_not_fit", kind=InvalidInput, cause=exc) from exc
+
+        self._check_disclosure(request, query, specs, values)
 
         noise_std = dict.fromkeys(specs, 0.0)
         share_std = dict.fromkeys(specs, 0.0)

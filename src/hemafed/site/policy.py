@@ -59,6 +59,7 @@ class ApprovedStudy:
     approved_by: str
     budget: Budget | None = None
     allowed_queries: tuple[str, ...] | None = None
+    require_dp: bool = False
 
     def __post_init__(self) -> None:
         if not _ID.match(self.study_id):
@@ -126,6 +127,10 @@ class SitePolicy:
     synthetic_release: Mapping[str, float] = field(default_factory=dict)
     federation: MembershipRules = field(default_factory=MembershipRules)
     require_plan: bool = False
+    require_dp: bool = False
+    enforce_min_cell: bool = False
+    min_subgroup_size: int = 0
+    max_cells: int | None = None
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -218,7 +223,8 @@ class SitePolicy:
         top = r.mapping(raw, "", required={"site_id"},
                         optional={"allowed_queries", "min_cell_size", "allow_non_secure",
                                   "privacy_budget", "studies", "synthetic_release",
-                                  "federation", "require_plan"})
+                                  "federation", "require_plan", "require_dp",
+                                  "enforce_min_cell", "min_subgroup_size", "max_cells"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -235,7 +241,7 @@ class SitePolicy:
         for i, item in enumerate(raw_studies):
             where = f"studies[{i}]"
             s = r.mapping(item, where, required={"study_id", "spec_sha256", "expires", "approved_by"},
-                          optional={"budget", "allowed_queries"})
+                          optional={"budget", "allowed_queries", "require_dp"})
             study_id = r.string(s["study_id"], f"{where}.study_id")
             sha = r.string(s["spec_sha256"], f"{where}.spec_sha256")
             if not _SHA256.match(sha):
@@ -249,7 +255,9 @@ class SitePolicy:
                                    allowed_queries=(r.query_list(s["allowed_queries"],
                                                                  f"{where}.allowed_queries")
                                                     if s.get("allowed_queries") is not None
-                                                    else None)))
+                                                    else None),
+                                   require_dp=r.boolean(s.get("require_dp", False),
+                                                        f"{where}.require_dp")))
         synth: dict[str, float] = {}
         if top.get("synthetic_release") is not None:
             sr = r.mapping(top["synthetic_release"], "synthetic_release", open_keys=True)
@@ -266,7 +274,14 @@ class SitePolicy:
         return r.build("", cls, site_id=site_id, allowed_queries=queries, min_cell_size=min_cell,
                        allow_non_secure=non_secure, total_budget=total, study_budget=per_study,
                        studies=tuple(studies), synthetic_release=synth, federation=membership,
-                       require_plan=r.boolean(top.get("require_plan", False), "require_plan"))
+                       require_plan=r.boolean(top.get("require_plan", False), "require_plan"),
+                       require_dp=r.boolean(top.get("require_dp", False), "require_dp"),
+                       enforce_min_cell=r.boolean(top.get("enforce_min_cell", False),
+                                                  "enforce_min_cell"),
+                       min_subgroup_size=r.integer(top.get("min_subgroup_size", 0),
+                                                   "min_subgroup_size", low=0),
+                       max_cells=(None if top.get("max_cells") is None
+                                  else r.integer(top["max_cells"], "max_cells", low=1)))
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -280,6 +295,8 @@ class SitePolicy:
                 item["budget"] = budget(s.budget)
             if s.allowed_queries is not None:
                 item["allowed_queries"] = list(s.allowed_queries)
+            if s.require_dp:
+                item["require_dp"] = True
             studies.append(item)
         out: dict[str, Any] = {
             "site_id": self.site_id, "allowed_queries": list(self.allowed_queries),
@@ -290,8 +307,13 @@ class SitePolicy:
         }
         if self.synthetic_release:
             out["synthetic_release"] = dict(self.synthetic_release)
-        if self.require_plan:
-            out["require_plan"] = True
+        for key in ("require_plan", "require_dp", "enforce_min_cell"):
+            if getattr(self, key):
+                out[key] = True
+        if self.min_subgroup_size:
+            out["min_subgroup_size"] = self.min_subgroup_size
+        if self.max_cells is not None:
+            out["max_cells"] = self.max_cells
         if self.federation != MembershipRules():
             out["federation"] = dataclasses.asdict(self.federation)
         return out
@@ -408,6 +430,17 @@ allowed_queries:
 # Counts below this are suppressed in released aggregates.
 min_cell_size: 5
 
+# Disclosure control at this site (as DataSHIELD's filters). enforce_min_cell: refuse to
+# contribute a count table (category counts, cross-tables, histograms) in which any of this
+# site's own non-zero cells is below min_cell_size, unless the release is differentially
+# private. min_subgroup_size: refuse a non-DP answer in which a subgroup (a level of a grouping
+# column) has fewer patients than this (0: off). max_cells: most numbers one request may ask
+# for. require_dp: every release must be differentially private (per study: require_dp below).
+enforce_min_cell: true
+min_subgroup_size: 5
+max_cells: 500000
+require_dp: false
+
 # false: this site answers only inside secure aggregation (the hub never sees its own values).
 allow_non_secure: false
 
@@ -434,6 +467,7 @@ studies: []
 #    approved_by: "Ethics committee, decision 2026-114"
 #    budget: {{epsilon: 2.0, delta: 1.0e-6}}     # optional override of per_study
 #    allowed_queries: [cohort_size@1]           # optional: narrower than the site list
+#    require_dp: true                           # optional: every release of it must be DP
 
 # Which federations this site may join (`hemafed site join` checks the manifest against these):
 # against a malicious hub the threshold t of n sites must satisfy 2t > n + colluding_sites.

@@ -199,8 +199,9 @@ def load_policy(site_dir: str | Path) -> SitePolicy:
 
 def audit_log(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None) -> AuditLog:
     """The site's audit log, HMAC'd with a key derived from the site secret."""
-    return AuditLog(_site_paths(site_dir).audit, key=derive_key(site_secret(site_dir), "audit"),
-                    clock=clock)
+    paths = _site_paths(site_dir)
+    return AuditLog(paths.audit, key=derive_key(site_secret(site_dir), "audit"), clock=clock,
+                    anchor_path=paths.keys / "audit.anchor")
 
 
 def vault(site_dir: str | Path) -> Vault:
@@ -403,6 +404,9 @@ def check_site(site_dir: str | Path) -> SiteCheck:
         try:
             ledger = PrivacyLedger.from_policy(paths.ledger, policy)
             notes.append(f"ledger: {len(ledger.charges())} releases charged")
+            from hemafed.site.rollback import ledger_audit_problems
+
+            problems.extend(ledger_audit_problems(audit_log(root), ledger))
         except InvalidInput as exc:
             problems.append(str(exc))
     return SiteCheck(site_id, tuple(problems), tuple(notes))
