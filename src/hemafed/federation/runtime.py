@@ -121,6 +121,11 @@ class _SiteRuntime:
         """The hash of audit entry ``seq`` now (the hub compares it with what it saw)."""
         return self.node.audit.hash_at(seq)
 
+    def guard_participants(self, payload: bytes, sites: list[str], one_shot: bool,
+                           stage: str) -> None:
+        """Refuse to let a non-DP request be released over a different set of sites."""
+        self.node.guard_participants(payload, sites, one_shot=one_shot, stage=stage)
+
     def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
         """Refuse (audited) when this site's audit log is behind what the hub last saw."""
         self.node.check_anchor(payload, seq, head)

@@ -120,7 +120,7 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
         raise ProtocolError(f"site {identity.site_id!r}: got a {_round_name(round_no)} message "
                             f"but expected {_round_name(expected)}; each step is answered once")
     if round_no == CONSISTENCY:
-        reply, revealed = session.consistency(msg, cur)
+        reply, revealed = session.consistency(msg, cur, compute)
         if revealed:  # the aggregation is over at this site
             del state[CURRENT]
         else:
@@ -274,6 +274,9 @@ class _Session:
             check_anchor = getattr(compute, "check_anchor", None)
             if seen_seq is not None and callable(check_anchor):
                 check_anchor(payload, seen_seq, seen_head)
+            guard = getattr(compute, "guard_participants", None)
+            if one_shot and callable(guard):  # released over exactly this live list
+                guard(payload, live, True, "one-shot")
             values, specs = compute(payload, quorum)
             if specs_to_json(specs) != specs_json:
                 mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
@@ -322,7 +325,7 @@ class _Session:
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
                          "shares": pack_map(sealed), **_audit_head(compute, seen_seq)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
-               "u2": pack_names(live), "quorum": pack_int(quorum),
+               "u2": pack_names(live), "quorum": pack_int(quorum), "payload": payload,
                "held": pack_map({self.me: bundle(self.me)})}
         return seal_reply(self.identity, MASKED_INPUT, digest, body), cur
 
@@ -337,7 +340,8 @@ class _Session:
                 total -= m
         return total
 
-    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> tuple[bytes, bool]:
+    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes],
+                    compute: Compute | None = None) -> tuple[bytes, bool]:
         """Keep the shares from the survivors; sign the survivor list (and reveal, when safe).
 
         Returns the reply and whether it revealed the shares (the aggregation is then over here).
@@ -361,6 +365,14 @@ class _Session:
             held[u] = data
         cur["held"] = pack_map(held)
         cur["u3"] = pack_names(sorted(survivors))
+        guard = getattr(compute, "guard_participants", None)
+        if callable(guard) and "payload" in cur:
+            # the sum is released over the survivors this site signs: refuse another set
+            try:
+                guard(cur["payload"], sorted(survivors), False, "recoverable")
+            except Exception as exc:
+                raise self._error(f"refused to confirm the survivor list: "
+                                  f"{refusal_of(exc).reason}; nothing is revealed") from exc
         body = {"survivors": cur["u3"]}
         reveal = reveals_at_consistency(self.manifest, len(self.participants), asked, survivors)
         if reveal:

@@ -44,7 +44,7 @@ import logging
 import math
 import re
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ from hemafed.privacy.disclosure import (
 from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
+from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
 from hemafed.site.request import SiteRequest, canonical_json
 from hemafed.study.plan import StudyPlan
@@ -122,7 +123,8 @@ class SiteNode:
     def __init__(self, cohort: Cohort, policy: SitePolicy, ledger: PrivacyLedger, audit: AuditLog,
                  *, clock: Callable[[], dt.datetime] | None = None,
                  rng: np.random.Generator | None = None,
-                 plans: Mapping[str, StudyPlan | None] | None = None) -> None:
+                 plans: Mapping[str, StudyPlan | None] | None = None,
+                 releases: ReleaseRegister | None = None) -> None:
         if ledger.site_id != policy.site_id:
             raise InvalidInput(f"ledger of site {ledger.site_id!r} given to site {policy.site_id!r}")
         self.cohort = cohort
@@ -132,6 +134,7 @@ class SiteNode:
         self._clock = clock or _utc_now
         self._rng = rng if rng is not None else np.random.default_rng()
         self.plans: dict[str, StudyPlan | None] = dict(plans or {})
+        self.releases = releases
         self._distinct: dict[tuple[str, str], set[str]] | None = None
 
     @classmethod
@@ -212,6 +215,30 @@ class SiteNode:
                              else InvalidInput(f"site {self.site_id}: {exc}"))
         out.refusal = Refusal(code, name, ref)  # type: ignore[attr-defined]
         return out
+
+    def guard_participants(self, payload: bytes, sites: Sequence[str], *, one_shot: bool,
+                           stage: str) -> None:
+        """Log the participant list shown for a request and refuse (audited) to let a non-DP
+        request be released over a different set than before (:mod:`hemafed.site.participants`).
+        """
+        if self.releases is None:
+            return
+        try:
+            request = SiteRequest.from_json(payload)
+        except Exception as exc:
+            raise self.refuse_malformed(payload, exc) from exc
+        log.info("site %s: request %s %s over participants %s", self.site_id,
+                 request.request_id, stage, ",".join(sorted(sites)))
+        if request.dp is not None:
+            return
+        key = f"{request.query_key}:{hashlib.sha256(canonical_json(request.params)).hexdigest()}"
+        prev = self.releases.conflict(request.study_id, key, sites, one_shot=one_shot)
+        if prev is not None:
+            raise self._refuse(request, (
+                f"the same non-DP request was released over sites {prev}; releasing it over "
+                f"{sorted(sites)} would give the difference by subtraction"), name="participants")
+        if self.releases.record(request.study_id, key, sites, one_shot=one_shot):
+            self._audit(request, True, f"participants {','.join(sorted(sites))} ({stage})")
 
     def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
         """Refuse to answer when the audit log is behind the head the hub last saw

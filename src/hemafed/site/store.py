@@ -416,9 +416,11 @@ def open_node(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None =
               rng: np.random.Generator | None = None) -> SiteNode:
     """A :class:`SiteNode` over a site directory."""
     paths = _site_paths(site_dir)
+    from hemafed.site.participants import ReleaseRegister
     from hemafed.site.studies import load_plans
 
     policy = load_policy(site_dir)
     ledger = PrivacyLedger.from_policy(paths.ledger, policy, clock=clock)
     return SiteNode(load_cohort(site_dir), policy, ledger, audit_log(site_dir, clock=clock),
-                    clock=clock, rng=rng, plans=load_plans(site_dir, policy))
+                    clock=clock, rng=rng, plans=load_plans(site_dir, policy),
+                    releases=ReleaseRegister(paths.root / "released.json"))
