@@ -16,7 +16,7 @@ import yaml
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites, run_study_on
-from hemafed.errors import PolicyRefused
+from hemafed.errors import PolicyRefused, ProtocolError
 from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.local import LocalSumFederation
@@ -281,15 +281,30 @@ def test_a_dropout_in_a_one_shot_sum_is_repeated_with_dropout_recovery(federatio
     which it keeps from then on, so a later dropout costs no repeat."""
     fed, spec = federation
     late = sorted(fed.site_dirs)[3]
+    # requests of their own (the sites release one non-DP request over one set of sites only,
+    # and other tests of this module sum cohort_size over other sets)
+    levels = {"column": "ipssm_category", "levels": ["Very Low", "Low", "Moderate Low",
+                                                     "Moderate High", "High", "Very High"]}
+    size = {"max_patients": 1_000_000}
+
+    def total(r: Any) -> float:
+        return float(r["n"][0]) if "n" in r.values else float(
+            r["counts"].sum() + r["missing"][0] + r["other"][0])
+
     # exchanges: 0 set-up, 1 one-shot sum (late is missing), 2 set-up, 3-4 recoverable sum;
     # then 5 masked input of the second sum (late is missing again), 6-7 check and unmasking
     res = _secure(fed, spec, lambda f: [
-        (list(r.sites), r.round_trips, r["n"].tolist()) for r in (
-            f.secure_sum("cohort_size", {}, study=spec.study_id),
-            f.secure_sum("cohort_size", {}, study=spec.study_id))],
+        (list(r.sites), r.round_trips, [total(r)]) for r in (
+            f.secure_sum("category_counts", levels, study=spec.study_id),
+            f.secure_sum("cohort_size", size, study=spec.study_id))],
         drop=lambda i, s: s == late and i in (1, 5))
     sizes = {s: len(load_cohort(d).patients) for s, d in fed.site_dirs.items()}
     first, second = res
     assert first == [sorted(fed.site_dirs), 5, [float(sum(sizes.values()))]]
     others = sorted(s for s in fed.site_dirs if s != late)
+    # the first request again without `late` would give its counts by difference: refused
+    with pytest.raises(ProtocolError):
+        _secure(fed, spec, lambda f: f.secure_sum("category_counts", levels,
+                                                  study=spec.study_id),
+                drop=lambda i, s: s == late and i >= 1)
     assert second == [others, 3, [float(sum(sizes[s] for s in others))]]
