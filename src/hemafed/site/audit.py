@@ -235,7 +235,9 @@ class AuditLog:
         """Every entry (no verification; use :meth:`verify`)."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
+        # split on newlines only: str.splitlines() would also split on the Unicode line
+        # separators a request's parameters may hold inside a JSON string
+        return [json.loads(line) for line in self.path.read_bytes().split(b"\n")
                 if line.strip()]
 
     def verify(self) -> VerifyReport:

@@ -44,7 +44,7 @@ from hemafed import atomic
 from hemafed.cohort.io import read_cohort
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.validate import validate_cohort
-from hemafed.errors import CryptoError, InvalidInput, ValidationFailed
+from hemafed.errors import CryptoError, HemafedError, InvalidInput, ValidationFailed
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.node import SiteNode
@@ -317,7 +317,17 @@ def import_into_site(site_dir: str | Path, file: str | Path, fmt: str | None = N
     paths = _site_paths(site_dir)
     if not _ID.match(study):
         raise InvalidInput(f"study must be 1-128 letters, digits, '_.-', got {study!r}")
-    cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
+    try:
+        cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
+    except HemafedError:
+        raise
+    except (RecursionError, UnicodeError, ValueError, OverflowError, TypeError, KeyError,
+            IndexError, AttributeError, MemoryError) as exc:
+        # a malformed file the reader did not foresee (deeply nested JSON, a 5,000-digit
+        # number, bytes that are not UTF-8 ...): one clear error, nothing is changed
+        raise InvalidInput(f"{file}: cannot be read as a cohort file ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); check its format and encoding (UTF-8), "
+                           f"nothing was imported") from exc
     secret = site_secret(site_dir)
     pseudonymised = Pseudonymiser(secret).apply(cohort, study)
     with _site_lock(paths):
