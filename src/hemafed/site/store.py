@@ -417,6 +417,12 @@ def check_site(site_dir: str | Path) -> SiteCheck:
             from hemafed.site.rollback import ledger_audit_problems
 
             problems.extend(ledger_audit_problems(audit_log(root), ledger))
+            from hemafed.site.studies import load_plans, plans_summary
+
+            plans = load_plans(root, policy)
+            notes.extend(plans_summary(plans))
+            problems.extend(f"study {sid}: the stored specification does not match the "
+                            f"approved hash" for sid, p in sorted(plans.items()) if p is None)
         except InvalidInput as exc:
             problems.append(str(exc))
     return SiteCheck(site_id, tuple(problems), tuple(notes))
