@@ -233,7 +233,7 @@ class SiteNode:
             return
         key = f"{request.query_key}:{hashlib.sha256(canonical_json(request.params)).hexdigest()}"
         prev = self.releases.conflict(request.study_id, key, sites, one_shot=one_shot)
-        if prev is not None:
+        if prev is not None and self.policy.refuse_differencing:
             raise self._refuse(request, (
                 f"the same non-DP request was released over sites {prev}; releasing it over "
                 f"{sorted(sites)} would give the difference by subtraction"), name="participants")

@@ -131,6 +131,7 @@ class SitePolicy:
     enforce_min_cell: bool = False
     min_subgroup_size: int = 0
     max_cells: int | None = None
+    refuse_differencing: bool = True
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -224,7 +225,8 @@ class SitePolicy:
                         optional={"allowed_queries", "min_cell_size", "allow_non_secure",
                                   "privacy_budget", "studies", "synthetic_release",
                                   "federation", "require_plan", "require_dp",
-                                  "enforce_min_cell", "min_subgroup_size", "max_cells"})
+                                  "enforce_min_cell", "min_subgroup_size", "max_cells",
+                                  "refuse_differencing"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -281,7 +283,9 @@ class SitePolicy:
                        min_subgroup_size=r.integer(top.get("min_subgroup_size", 0),
                                                    "min_subgroup_size", low=0),
                        max_cells=(None if top.get("max_cells") is None
-                                  else r.integer(top["max_cells"], "max_cells", low=1)))
+                                  else r.integer(top["max_cells"], "max_cells", low=1)),
+                       refuse_differencing=r.boolean(top.get("refuse_differencing", True),
+                                                     "refuse_differencing"))
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -314,6 +318,8 @@ class SitePolicy:
             out["min_subgroup_size"] = self.min_subgroup_size
         if self.max_cells is not None:
             out["max_cells"] = self.max_cells
+        if not self.refuse_differencing:
+            out["refuse_differencing"] = False
         if self.federation != MembershipRules():
             out["federation"] = dataclasses.asdict(self.federation)
         return out
@@ -440,6 +446,9 @@ enforce_min_cell: true
 min_subgroup_size: 5
 max_cells: 500000
 require_dp: false
+# true: the same non-DP request is released over one set of sites only (a sum over another set
+# would give the difference by subtraction). Leave-one-site-out validation without DP needs false.
+refuse_differencing: true
 
 # false: this site answers only inside secure aggregation (the hub never sees its own values).
 allow_non_secure: false
