@@ -147,7 +147,7 @@ def test_failed_query_audits_no_message_and_no_patient_data(tmp_path: Path) -> N
         node.answer(_req("moments", params={"column": "hb", "low": 0, "high": 9}))
     node.answer(_req())
     text = node.audit.path.read_text()
-    assert "query failed at the site (InvalidInput)" in text
+    assert "[data_do_not_fit:- ref " in text and "outside the declared bounds" in text
     assert not any(pid in text for pid in IDS)
     assert len(node.ledger.charges()) == 0
 

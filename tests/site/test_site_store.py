@@ -128,6 +128,10 @@ def test_open_node_answers_from_the_site_dir(site: Path, tmp_path: Path) -> None
     policy = yaml.safe_load((site / "policy.yaml").read_text())
     policy["studies"] = [{"study_id": "S1", "spec_sha256": SHA, "expires": "2027-01-01",
                           "approved_by": "IRB"}]
+    # a hash-only approval (no stored spec, so no plan) and a two-patient cohort: the template's
+    # require_plan and min_subgroup_size would refuse it (tests/privacy cover those)
+    policy["require_plan"] = False
+    policy["min_subgroup_size"] = 0
     (site / "policy.yaml").write_text(yaml.safe_dump(policy))
     node = SiteNode.open(site, clock=lambda: NOW, rng=np.random.default_rng(0))
     ans = node.answer(SiteRequest("r1", "S1", SHA, "cohort_size", "1", {}, "hub"))

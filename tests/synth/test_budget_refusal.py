@@ -39,7 +39,7 @@ from hemafed.synth import FederatedAIM, FederatedMST, accounting
 DELTA = 1e-6
 COLUMNS = ["hb", "bm_blast", "os_status"]
 SPEC = {"study_id": "synth-budget", "requester": "tester", "analyses": [
-    {"id": "km", "kind": "km", "duration": "os_time", "event": "os_status"}]}
+    {"id": "synth", "kind": "synth", "columns": COLUMNS}]}  # the sites' plan: synthesis
 
 
 def _sites(root: Path, seed: int) -> tuple[LocalSites, StudySpec]:

@@ -44,25 +44,43 @@ def site_identity(site_dir: SiteDir) -> None:
 
 def site_join(site_dir: SiteDir,
               manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                                       help="federation.json from the hub")]
-              ) -> None:
-    """Pin the hub's federation manifest at this site (after checking our key is in it)."""
-    from hemafed.federation.runtime import ensure_identity, install_manifest
+                                                       help="federation.json from the hub")],
+              approved_by: Annotated[str, typer.Option(
+                  "--approved-by", help="who approves joining (recorded with the pin)")]
+              = "site officer",
+              replace: Annotated[bool, typer.Option(
+                  "--replace", help="approve a manifest that differs from the one pinned")]
+              = False) -> None:
+    """Show the manifest's members and threshold, check them against the site policy, and pin
+    its fingerprint at this site (a later, different manifest needs a new approval)."""
+    import json
+
+    from hemafed.federation.runtime import MANIFEST_FILE, ensure_identity, install_manifest
     from hemafed.secure import FederationManifest
-    from hemafed.site.store import site_id_of
+    from hemafed.site.membership import PIN_FILE, check_manifest, describe_manifest
+    from hemafed.site.store import load_policy, site_id_of
 
     try:
         site_id = site_id_of(site_dir)
         parsed = FederationManifest.load(manifest)
+        for line in describe_manifest(parsed):
+            typer.echo(line)
         ours = ensure_identity(site_dir, site_id).public_bytes
         if parsed.sites.get(site_id) != ours:
             raise InvalidInput(f"{manifest}: site {site_id!r} is missing or has another key; "
                                "send the hub the line printed by `hemafed site identity`")
-        install_manifest(site_dir, parsed)
-    except HemafedError as exc:
-        raise _fail(exc) from exc
+        check_manifest(parsed, load_policy(site_dir).federation, site_id)
+        pin = site_dir / PIN_FILE
+        if pin.exists() and (site_dir / MANIFEST_FILE).exists() and not replace:
+            pinned = json.loads(pin.read_text(encoding="utf-8")).get("fingerprint")
+            if pinned != parsed.fingerprint.hex():
+                raise InvalidInput(f"{site_dir}: another federation manifest is approved "
+                                   f"(fingerprint {str(pinned)[:16]}...); check the new one "
+                                   f"with the hub out of band, then run again with --replace")
+        install_manifest(site_dir, parsed, approved_by=approved_by)
+    except (HemafedError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, HemafedError) else InvalidInput(str(exc))) from exc
     typer.echo(f"joined {parsed.name!r}: {len(parsed.sites)} sites, threshold {parsed.threshold}")
-    typer.echo(f"fingerprint (compare with the hub, out of band): {parsed.fingerprint.hex()}")
 
 
 def hub_manifest(name: Annotated[str, typer.Argument(help="federation name")],

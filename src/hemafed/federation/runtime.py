@@ -33,6 +33,7 @@ from hemafed.errors import InvalidInput, ProtocolError, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
+from hemafed.privacy.anchors import AnchorStore
 from hemafed.privacy.calibration import noisy_specs, release_noise_std
 from hemafed.secure import FederationManifest, SecureSumSession, SiteIdentity, site_step
 
@@ -80,9 +81,15 @@ def ensure_identity(site_dir: str | Path, site_id: str) -> SiteIdentity:
     return identity
 
 
-def install_manifest(site_dir: str | Path, manifest: FederationManifest) -> None:
-    """Pin the federation manifest at a site (the hospital checks its fingerprint out of band)."""
+def install_manifest(site_dir: str | Path, manifest: FederationManifest, *,
+                     approved_by: str = "site officer") -> None:
+    """Pin the federation manifest at a site (the hospital checks its fingerprint out of band):
+    the manifest and its approved fingerprint (:mod:`hemafed.site.membership`); the site runs
+    on no other manifest."""
+    from hemafed.site.membership import pin_manifest
+
     write_text(Path(site_dir) / MANIFEST_FILE, manifest.to_json())
+    pin_manifest(site_dir, manifest, approved_by=approved_by)
 
 
 @dataclass
@@ -98,8 +105,36 @@ class _SiteRuntime:
 
         # the secure-aggregation quorum is what this site can rely on: any released sum covers
         # at least that many sites, so it bounds the noise-share divisor the hub may ask for
-        answer = self.node.answer(SiteRequest.from_json(payload), guaranteed_contributors=quorum)
+        try:
+            request = SiteRequest.from_json(payload)
+        except Exception as exc:
+            raise self.node.refuse_malformed(payload, exc) from exc
+        answer = self.node.answer(request, guaranteed_contributors=quorum)
         return answer.values, answer.specs
+
+    __call__ = compute  # the runtime is the secure-aggregation compute (with its hooks)
+
+    def audit_head(self) -> tuple[int, str]:
+        """The audit log's head, signed into every reply (the hub anchors it)."""
+        return self.node.audit.head()
+
+    def audit_hash_at(self, seq: int) -> str | None:
+        """The hash of audit entry ``seq`` now (the hub compares it with what it saw)."""
+        return self.node.audit.hash_at(seq)
+
+    def guard_participants(self, payload: bytes, sites: list[str], one_shot: bool,
+                           stage: str) -> None:
+        """Refuse to let a non-DP request be released over a different set of sites."""
+        self.node.guard_participants(payload, sites, one_shot=one_shot, stage=stage)
+
+    def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
+        """Refuse (audited) when this site's audit log is behind what the hub last saw."""
+        self.node.check_anchor(payload, seq, head)
+
+    def audit_refusal(self, payload: bytes, exc: BaseException) -> BaseException:
+        """Audit a refusal that arose after the node answered (e.g. the hub's declared
+        statistics differ from the site's); return the exception carrying its reference."""
+        return self.node.refuse_malformed(payload, exc)
 
 
 _RUNTIMES: dict[str, _SiteRuntime] = {}
@@ -108,11 +143,12 @@ _LOCK = threading.Lock()
 
 def _stamp(site_dir: Path) -> tuple[float, ...]:
     files = [site_dir / "cohort" / "patients.parquet", site_dir / "policy.yaml",
-             site_dir / MANIFEST_FILE]
+             site_dir / MANIFEST_FILE, site_dir / "federation.approved.json"]
     return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
 
 
 def _open_runtime(site_dir: Path) -> _SiteRuntime:
+    from hemafed.site.membership import require_pinned
     from hemafed.site.store import open_node, site_id_of
     from hemafed.study.derived import with_derived_scores
 
@@ -128,10 +164,12 @@ def _open_runtime(site_dir: Path) -> _SiteRuntime:
         if not manifest_path.exists():
             raise InvalidInput(f"site {site_id}: no federation manifest at {manifest_path}; "
                                "install the hub's manifest first (hemafed site join)")
+        manifest = FederationManifest.load(manifest_path)
+        require_pinned(site_dir, manifest)
         node = open_node(site_dir)
         node.cohort = with_derived_scores(node.cohort)
         rt = _SiteRuntime(node, SiteIdentity.load(site_id, site_dir / IDENTITY_FILE),
-                          FederationManifest.load(manifest_path), stamp)
+                          manifest, stamp)
         _RUNTIMES[key] = rt
         return rt
 
@@ -142,7 +180,7 @@ def site_handler(config: Mapping[str, Any]) -> SiteHandler:
     runtime = _open_runtime(site_dir)
 
     def handle(message: bytes, state: MutableMapping[str, bytes]) -> bytes:
-        return site_step(message, state, runtime.identity, runtime.manifest, runtime.compute)
+        return site_step(message, state, runtime.identity, runtime.manifest, runtime)
 
     return handle
 
@@ -186,7 +224,8 @@ class SecureFederation:
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest, *,
                  site_ids: Sequence[str] | None = None, spec_sha256: str = "",
-                 requester: str = "hub", noise_shares: str = "all") -> None:
+                 requester: str = "hub", noise_shares: str = "all",
+                 anchors: AnchorStore | None = None) -> None:
         if noise_shares not in NOISE_SHARES:
             raise InvalidInput(f"noise_shares must be one of {list(NOISE_SHARES)}, got "
                                f"{noise_shares!r}")
@@ -200,7 +239,9 @@ class SecureFederation:
         self._site_ids = ids
         # one round trip per sum while every site answers; the first dropout switches this
         # federation to recoverable aggregations (Shamir dropout recovery) for good
-        self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True)
+        # anchors: the last audit head each site signed (privacy hook: a site whose log is
+        # behind it refuses); pass a store shared across federations to anchor across studies
+        self._sums = SecureSumSession(exchange, manifest, ids, one_shot=True, anchors=anchors)
         self.spec_sha256 = spec_sha256
         self.requester = requester
         self._contributors: tuple[str, ...] | None = None

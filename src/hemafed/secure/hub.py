@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hemafed.errors import BudgetExhausted, InvalidInput, PolicyRefused, ProtocolError
+from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.queries import Statistic
+from hemafed.privacy.anchors import Anchor, AnchorStore, MemoryAnchorStore
+from hemafed.privacy.refusal import Refusal
 from hemafed.secure import crypto, shamir
-from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_map
+from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_int, unpack_map
 from hemafed.secure.encoding import FixedPointLayout, specs_to_json
 from hemafed.secure.graph import neighbour_graph
 from hemafed.secure.identity import FederationManifest
@@ -145,7 +147,7 @@ class HubAggregation:
 
     def __init__(self, session: HubSession, aggregation_id: bytes, payload: bytes,
                  specs: Mapping[str, Statistic], quorum: int | None = None,
-                 one_shot: bool = False) -> None:
+                 one_shot: bool = False, anchors: AnchorStore | None = None) -> None:
         if not session.ready:
             raise ProtocolError("the session has no keys yet: run its set-up first")
         _check_id(aggregation_id, "aggregation_id")
@@ -181,6 +183,7 @@ class HubAggregation:
         self.reveal_early = False  # sites reveal at the consistency step (two round trips)
         self._sent_keys: dict[str, set[str]] = {}
         self._outcome: SumOutcome | None = None
+        self.anchors = anchors
 
     # ----------------------------------------------------------------------------------------
     def start(self) -> dict[str, bytes]:
@@ -199,6 +202,10 @@ class HubAggregation:
             if keys:
                 fields["keys"] = pack_map(keys)
                 self._sent_keys[u] = set(keys)
+            seen = self.anchors.get(u) if self.anchors is not None else None
+            if seen is not None:  # the site refuses if its audit log is behind this
+                fields["anchor"] = pack_map({"seq": pack_int(seen.seq),
+                                             "head": seen.head.encode("ascii")})
             out[u] = self._msg(MASKED_INPUT, fields)
         return out
 
@@ -249,19 +256,37 @@ class HubAggregation:
     def _msg(self, round_no: int, fields: dict[str, bytes]) -> bytes:
         return hub_message(self.session.session_id, self.aggregation_id, round_no, fields)
 
+    def _keep_anchor(self, site: str, reply: dict[str, bytes]) -> None:
+        """Record the audit head a site signed; a head behind the last one seen is an error."""
+        if self.anchors is None or "audit_seq" not in reply:
+            return
+        try:
+            anchor = Anchor(unpack_int(reply["audit_seq"], "audit_seq"),
+                            reply["audit_head"].decode("ascii"))
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"site {site!r} sent a malformed audit head: {exc}") from exc
+        seen = self.anchors.get(site)
+        why = anchor.behind(seen) if seen is not None else None
+        if why is None and seen is not None and anchor.seq > seen.seq \
+                and reply.get("audit_at_seen", b"").decode("ascii", "replace") != seen.head:
+            why = (f"its audit log no longer holds entry {seen.seq} as the hub saw it: the "
+                   f"log was restored or rewritten and has grown since")
+        if why is not None:
+            raise ProtocolError(f"site {site!r}: {why}")
+        self.anchors.put(site, anchor)
+
     def _on_masked(self, bodies: dict[str, bytes]) -> dict[str, bytes] | None:
         for s, body in sorted(bodies.items()):
             reply = unpack_map(body, f"masked input of site {s!r}")
             # the site verified every key relayed to it (else it would not have answered)
             self.session.relayed[s] |= self._sent_keys.get(s, set())
+            self._keep_anchor(s, reply)
             if field(reply, "status") == b"refused":
-                kind = field(reply, "error").decode("utf-8", "replace")
-                reason = field(reply, "reason").decode("utf-8", "replace")
-                if kind == "BudgetExhausted":
-                    raise BudgetExhausted(s, reason)
-                if kind == "InvalidInput":
-                    raise InvalidInput(f"site {s!r} could not compute its input: {reason}")
-                raise PolicyRefused(s, reason)
+                try:
+                    refusal = Refusal.from_wire(reply)
+                except ValueError as exc:
+                    raise ProtocolError(f"site {s!r} sent a malformed refusal: {exc}") from exc
+                raise refusal.exception(s)
             raw = field(reply, "vector")
             if len(raw) != 8 * self.layout.size:
                 raise ProtocolError(f"site {s!r} sent a masked vector of {len(raw)} bytes, "
@@ -384,8 +409,10 @@ class SecureSumSession:
     """
 
     def __init__(self, exchange: Exchange, manifest: FederationManifest,
-                 participants: Sequence[str], one_shot: bool = False) -> None:
+                 participants: Sequence[str], one_shot: bool = False,
+                 anchors: AnchorStore | None = None) -> None:
         self.exchange = exchange
+        self.anchors: AnchorStore = anchors if anchors is not None else MemoryAnchorStore()
         self.one_shot = one_shot
         self.manifest = manifest
         self.participants = sorted(participants)
@@ -422,7 +449,8 @@ class SecureSumSession:
         extra, self._unbilled_setup = self._unbilled_setup, 0
         try:
             one_shot = self.one_shot and self.manifest.complete_graph(len(session.participants))
-            hub = HubAggregation(session, aggregation_id, payload, specs, quorum, one_shot)
+            hub = HubAggregation(session, aggregation_id, payload, specs, quorum, one_shot,
+                                 anchors=self.anchors)
             messages: dict[str, bytes] | None = hub.start()
             while messages is not None:
                 if hub.round_trips >= ROUND_TRIPS_PER_SUM:

@@ -14,13 +14,15 @@ survivor, the shares of its self-mask seed and of its pairwise seeds with the si
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, MutableMapping
 
 import numpy as np
 
-from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused, ProtocolError
+from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.federation.queries import Statistic
+from hemafed.privacy.refusal import Refusal, refusal_of
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import (
     field,
@@ -61,6 +63,8 @@ Compute = Callable[[bytes, int], tuple[dict[str, np.ndarray], dict[str, Statisti
 is the least number of sites whose inputs any sum released from this aggregation covers (the
 site enforces it before revealing anything), for example to size a DP noise share."""
 
+log = logging.getLogger(__name__)
+
 SESSION = "hemafed.secagg.session"
 CURRENT = "hemafed.secagg.current"
 SEEN = "hemafed.secagg.seen"
@@ -72,9 +76,11 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
     """Handle one hub message of a secure aggregation; return the signed reply.
 
     ``compute(payload, quorum)`` is called once per aggregation, at the masked-input step, and
-    returns the site's values and their declared statistics. If it raises a ``HemafedError`` (a policy
-    refusal, an exhausted budget, invalid input), the reply is a signed refusal carrying the
-    reason. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
+    returns the site's values and their declared statistics. If it raises anything (a policy
+    refusal, an exhausted budget, invalid input, any other error), the reply is a signed refusal
+    carrying only the fixed code, name and audit reference of
+    :class:`~hemafed.privacy.refusal.Refusal` that the site node attached (a bare
+    ``internal_error`` otherwise), never the exception's text. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
     the site answers nothing.
     """
     msg = unpack_map(message, "hub message")
@@ -114,7 +120,7 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
         raise ProtocolError(f"site {identity.site_id!r}: got a {_round_name(round_no)} message "
                             f"but expected {_round_name(expected)}; each step is answered once")
     if round_no == CONSISTENCY:
-        reply, revealed = session.consistency(msg, cur)
+        reply, revealed = session.consistency(msg, cur, compute)
         if revealed:  # the aggregation is over at this site
             del state[CURRENT]
         else:
@@ -256,23 +262,49 @@ class _Session:
         if len(holders) < self.t_share:
             raise self._error(f"only {len(holders) - 1} neighbours are live; "
                               f"{self.t_share - 1} are needed to share secrets")
+        seen_seq: int | None = None
+        seen_head = ""
+        if "anchor" in msg:
+            seen = unpack_map(field(msg, "anchor"), "anchor")
+            seen_seq = unpack_int(field(seen, "seq"), "anchor seq")
+            seen_head = field(seen, "head").decode("ascii", "replace")
         try:
             layout = FixedPointLayout.from_specs(specs_from_json(specs_json),
                                                  len(self.participants))
+            check_anchor = getattr(compute, "check_anchor", None)
+            if seen_seq is not None and callable(check_anchor):
+                check_anchor(payload, seen_seq, seen_head)
+            guard = getattr(compute, "guard_participants", None)
+            if one_shot and callable(guard):  # released over exactly this live list
+                guard(payload, live, True, "one-shot")
             values, specs = compute(payload, quorum)
             if specs_to_json(specs) != specs_json:
-                raise InvalidInput(f"site {self.me!r}: the statistics it declares differ from "
-                                   f"those the hub asked for; check that site and hub run the "
-                                   f"same query version")
+                mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
+                                        f"from those the hub asked for; check that site and hub "
+                                        f"run the same query version")
+                mismatch.refusal = Refusal("invalid_parameter", "specs")  # type: ignore[attr-defined]
+                raise mismatch
             encoded = layout.encode(values, where=f"site {self.me!r}")
-        except HemafedError as exc:
-            return seal_reply(self.identity, MASKED_INPUT, digest, _refusal(exc)), None
+        except Exception as exc:  # any failure is a refusal; only its fixed code leaves the site
+            if not refusal_of(exc).audit_ref:
+                # not audited yet (it happened outside the site node): the compute's owner
+                # audits it, when it can (the site runtime does)
+                exc.refusal = Refusal(  # type: ignore[attr-defined]
+                    "data_do_not_fit" if "outside its declared bounds" in str(exc)
+                    else refusal_of(exc).code, refusal_of(exc).name)
+                report = getattr(compute, "audit_refusal", None)
+                if callable(report):
+                    exc = report(payload, exc)
+            log.info("site %s: refused aggregation: %s", self.me, exc)
+            refused = {**refusal_of(exc).to_wire(), **_audit_head(compute, seen_seq)}
+            return seal_reply(self.identity, MASKED_INPUT, digest, pack_map(refused)), None
         seeds = {v: pairwise_seed(self.peers[v]["s"], digest, self.me, v) for v in live_nb}
         if one_shot:
             # pairwise masks only: they cancel in the sum over everyone asked, and nothing is
             # ever revealed for this aggregation (it ends here at this site)
             y = encoded + self._pairwise_masks(seeds, layout.size)
-            body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes()})
+            body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
+                             **_audit_head(compute, seen_seq)})
             return seal_reply(self.identity, MASKED_INPUT, digest, body), None
         b_seed = os.urandom(shamir.SECRET_BYTES)
         xs = {h: holder_x(self.participants, h) for h in holders}
@@ -291,9 +323,9 @@ class _Session:
         y = encoded + crypto.mask(self_seed(b_seed, digest), layout.size)
         y += self._pairwise_masks(seeds, layout.size)
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
-                         "shares": pack_map(sealed)})
+                         "shares": pack_map(sealed), **_audit_head(compute, seen_seq)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
-               "u2": pack_names(live), "quorum": pack_int(quorum),
+               "u2": pack_names(live), "quorum": pack_int(quorum), "payload": payload,
                "held": pack_map({self.me: bundle(self.me)})}
         return seal_reply(self.identity, MASKED_INPUT, digest, body), cur
 
@@ -308,7 +340,8 @@ class _Session:
                 total -= m
         return total
 
-    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes]) -> tuple[bytes, bool]:
+    def consistency(self, msg: dict[str, bytes], cur: dict[str, bytes],
+                    compute: Compute | None = None) -> tuple[bytes, bool]:
         """Keep the shares from the survivors; sign the survivor list (and reveal, when safe).
 
         Returns the reply and whether it revealed the shares (the aggregation is then over here).
@@ -332,6 +365,14 @@ class _Session:
             held[u] = data
         cur["held"] = pack_map(held)
         cur["u3"] = pack_names(sorted(survivors))
+        guard = getattr(compute, "guard_participants", None)
+        if callable(guard) and "payload" in cur:
+            # the sum is released over the survivors this site signs: refuse another set
+            try:
+                guard(cur["payload"], sorted(survivors), False, "recoverable")
+            except Exception as exc:
+                raise self._error(f"refused to confirm the survivor list: "
+                                  f"{refusal_of(exc).reason}; nothing is revealed") from exc
         body = {"survivors": cur["u3"]}
         reveal = reveals_at_consistency(self.manifest, len(self.participants), asked, survivors)
         if reveal:
@@ -377,14 +418,17 @@ class _Session:
         return pack_map(out)
 
 
-def _refusal(exc: HemafedError) -> bytes:
-    if isinstance(exc, BudgetExhausted):
-        kind, reason = "BudgetExhausted", exc.reason
-    elif isinstance(exc, PolicyRefused):
-        kind, reason = "PolicyRefused", exc.reason
-    elif isinstance(exc, InvalidInput):
-        kind, reason = "InvalidInput", str(exc)
-    else:
-        kind, reason = "PolicyRefused", f"{type(exc).__name__}: {exc}"
-    return pack_map({"status": b"refused", "error": kind.encode(),
-                     "reason": reason.encode("utf-8")})
+def _audit_head(compute: Compute, seen_seq: int | None) -> dict[str, bytes]:
+    """The site's current audit head ``(seq, hash)`` for its signed reply, when the compute
+    has an audit log (the site runtime does): the hub keeps the last one it saw. With the
+    hub's last-seen sequence number, also the hash of that entry in this site's log now, so
+    the hub can tell a log that grew from one that was rolled back and grew again."""
+    head = getattr(compute, "audit_head", None)
+    if not callable(head):
+        return {}
+    seq, digest = head()
+    out = {"audit_seq": pack_int(int(seq)), "audit_head": str(digest).encode("ascii")}
+    hash_at = getattr(compute, "audit_hash_at", None)
+    if seen_seq is not None and callable(hash_at):
+        out["audit_at_seen"] = str(hash_at(seen_seq) or "").encode("ascii")
+    return out

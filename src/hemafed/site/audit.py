@@ -8,8 +8,12 @@ hash; 64 zeros for the first) and ``hash`` = SHA-256 of the canonical JSON of ev
 With a site key, ``hmac`` = HMAC-SHA256 of the same bytes, so that someone who can write the file
 but does not hold the key cannot recompute a consistent chain after an edit.
 
-A head file (``<log>.head``) records the last ``seq`` and ``hash`` after every append, so cutting
-entries off the end is detected too. :meth:`AuditLog.verify` names the first bad line and why.
+A head file (``<log>.head``) records the last ``seq`` and ``hash`` after every append (HMAC'd with
+the site key), so cutting entries off the end is detected too, unless the head is rewritten with
+the key; an optional second copy (``anchor_path``, kept with the site's keys) still detects the
+deletion of the log and its head. Neither is proof against someone holding the site key: for that
+every signed reply also carries ``(seq, hash)`` to the hub, which keeps the last one it saw
+(:mod:`hemafed.privacy.anchors`). :meth:`AuditLog.verify` names the first bad line and why.
 
 Appends open the file in append mode, write one line, flush and fsync: earlier lines are never
 rewritten.
@@ -102,11 +106,45 @@ class AuditLog:
     """The append-only audit log at ``path``. ``key``: optional site secret for HMACs."""
 
     def __init__(self, path: str | Path, *, key: bytes | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] | None = None,
+                 anchor_path: str | Path | None = None) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
+        self.anchor_path = None if anchor_path is None else Path(anchor_path)
         self._key = key
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    def _head_doc(self, seq: int, hash_: str) -> str:
+        doc: dict[str, Any] = {"seq": seq, "hash": hash_}
+        if self._key is not None:
+            doc["hmac"] = hmac.new(self._key, canonical_json(doc), hashlib.sha256).hexdigest()
+        return json.dumps(doc) + "\n"
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last entry (``(0, GENESIS)`` for an empty log)."""
+        last = self._last_entry()
+        return (0, GENESIS) if last is None else (int(last["seq"]), str(last["hash"]))
+
+    def hash_at(self, seq: int) -> str | None:
+        """The hash of entry ``seq`` (``None`` if the log has no such entry)."""
+        for e in self.entries():
+            if e.get("seq") == seq:
+                return str(e.get("hash"))
+        return None
+
+    def _read_head(self, path: Path) -> tuple[int, str] | str:
+        """A head file's ``(seq, hash)``, or why it cannot be trusted."""
+        try:
+            head = json.loads(path.read_text(encoding="utf-8"))
+            head_seq, head_hash = int(head["seq"]), str(head["hash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{path.name} is damaged"
+        if self._key is not None and "hmac" in head:
+            want = hmac.new(self._key, canonical_json({"seq": head_seq, "hash": head_hash}),
+                            hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(str(head["hmac"]), want):
+                return f"{path.name}: HMAC does not match with the site key (head rewritten)"
+        return head_seq, head_hash
 
     # --- writing --------------------------------------------------------------------------
 
@@ -183,8 +221,12 @@ class AuditLog:
                     os.fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
-            atomic.write_text(self.head_path, json.dumps({"seq": entry["seq"],
-                                                          "hash": entry["hash"]}) + "\n")
+            head = self._head_doc(entry["seq"], entry["hash"])
+            atomic.write_text(self.head_path, head)
+            if self.anchor_path is not None:
+                # a second copy of the head, kept with the keys: deleting or cutting the log
+                # (and its head) beside it is still detected
+                atomic.write_text(self.anchor_path, head)
             return entry
 
     # --- reading --------------------------------------------------------------------------
@@ -193,7 +235,9 @@ class AuditLog:
         """Every entry (no verification; use :meth:`verify`)."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
+        # split on newlines only: str.splitlines() would also split on the Unicode line
+        # separators a request's parameters may hold inside a JSON string
+        return [json.loads(line) for line in self.path.read_bytes().split(b"\n")
                 if line.strip()]
 
     def verify(self) -> VerifyReport:
@@ -201,6 +245,10 @@ class AuditLog:
         if not self.path.exists():
             if self.head_path.exists():
                 return VerifyReport(False, 0, None, "the log file is missing but its head exists")
+            if self.anchor_path is not None and self.anchor_path.exists():
+                return VerifyReport(False, 0, None, f"the log file is missing but "
+                                                    f"{self.anchor_path.name} records entries "
+                                                    f"(the log was deleted)")
             return VerifyReport(True, 0)
         before_last, prev, seq = GENESIS, GENESIS, 0
         raw = self.path.read_bytes()
@@ -235,22 +283,26 @@ class AuditLog:
                 if not isinstance(tag, str) or not hmac.compare_digest(tag, _entry_hmac(self._key, entry)):
                     return bad("HMAC does not match with the site key (entry forged or edited)")
             before_last, prev, seq = prev, entry["hash"], entry["seq"]
-        if self.head_path.exists():
-            try:
-                head = json.loads(self.head_path.read_text(encoding="utf-8"))
-                head_seq, head_hash = int(head["seq"]), str(head["hash"])
-            except (ValueError, KeyError, TypeError):
-                return VerifyReport(False, seq, None, f"{self.head_path.name} is damaged")
+        known = {seq: prev, seq - 1: before_last}
+        for path, required in ((self.head_path, True), (self.anchor_path, False)):
+            if path is None:
+                continue
+            if not path.exists():
+                if required and seq:
+                    return VerifyReport(False, seq, None, f"{path.name} is missing")
+                continue
+            read = self._read_head(path)
+            if isinstance(read, str):
+                return VerifyReport(False, seq, None, read)
+            head_seq, head_hash = read
             # The head may lag by one entry (a crash between the append and the head write).
-            known = {seq: prev, seq - 1: before_last}
             if known.get(head_seq) != head_hash:
                 if head_seq > seq:
                     return VerifyReport(False, seq, seq + 1,
-                                        f"the log ends at entry {seq} but its head records entry "
-                                        f"{head_seq} (entries were cut from the end)")
+                                        f"the log ends at entry {seq} but {path.name} records "
+                                        f"entry {head_seq} (entries were cut from the end, or "
+                                        f"the log was deleted or restored from an older copy)")
                 return VerifyReport(False, seq, seq or None,
-                                    f"the head records entry {head_seq} with a hash that is not "
-                                    f"in the log (the log or its head was rewritten)")
-        elif seq:
-            return VerifyReport(False, seq, None, f"{self.head_path.name} is missing")
+                                    f"{path.name} records entry {head_seq} with a hash that is "
+                                    f"not in the log (the log or its head was rewritten)")
         return VerifyReport(True, seq)

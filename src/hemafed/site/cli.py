@@ -70,6 +70,37 @@ def import_(site_dir: SiteDir,
     typer.echo(json.dumps(report.summary, indent=2, default=str))
 
 
+@app.command("approve")
+def approve(site_dir: SiteDir,
+            spec: Annotated[Path, typer.Argument(help="the study specification YAML approved")],
+            expires: Annotated[str, typer.Option("--expires", help="last valid day, YYYY-MM-DD")],
+            approved_by: Annotated[str, typer.Option(
+                "--approved-by", help="who approved it, e.g. the ethics decision")],
+            ) -> None:
+    """Approve a study: store its specification at the site (the plan every request of the
+    study is checked against) and pin its SHA-256 in the policy."""
+    import datetime as dt
+
+    from hemafed.errors import InvalidInput
+    from hemafed.site.studies import approve as approve_study
+    from hemafed.study.plan import StudyPlan
+    from hemafed.study.spec import StudySpec
+
+    def run() -> tuple[StudySpec, StudyPlan]:
+        try:
+            day = dt.date.fromisoformat(expires)
+        except ValueError:
+            raise InvalidInput(f"--expires must be a date YYYY-MM-DD, got {expires!r}") from None
+        parsed = StudySpec.load(spec)
+        approve_study(site_dir, parsed, expires=day, approved_by=approved_by)
+        return parsed, StudyPlan.from_spec(parsed)
+
+    parsed, plan = _run(run)
+    typer.echo(f"approved study {parsed.study_id!r} (spec sha256 {parsed.sha256}) until {expires}")
+    typer.echo(f"plan: queries {', '.join(sorted(plan.queries))}")
+    typer.echo(f"plan: columns {', '.join(sorted(plan.columns))}")
+
+
 @app.command("check")
 def check(site_dir: SiteDir) -> None:
     """Validate the site: config, policy, key permissions, cohort, audit chain, ledger."""

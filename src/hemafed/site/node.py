@@ -39,11 +39,15 @@ its own, so it always carries the full ``sigma``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
-from collections.abc import Callable
+import re
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,14 +57,26 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import Query, Statistic, get_query
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
+from hemafed.privacy.disclosure import (
+    COUNT_TABLE_QUERIES,
+    declared_cells,
+    small_cells,
+    small_subgroups,
+)
+from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
+from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
-from hemafed.site.request import SiteRequest
+from hemafed.site.request import SiteRequest, canonical_json
+from hemafed.study.plan import StudyPlan
 
 __all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
 
 log = logging.getLogger(__name__)
+
+PLAN_MARK = "params "
+_PLAN_KEY = re.compile(r"; params ([0-9a-f]{16})$")
 
 NOISE_BOUND_STDS = calibration.NOISE_BOUND_STDS
 """Declared bounds of a noisy answer are widened by this many noise-share standard deviations,
@@ -106,7 +122,9 @@ class SiteNode:
 
     def __init__(self, cohort: Cohort, policy: SitePolicy, ledger: PrivacyLedger, audit: AuditLog,
                  *, clock: Callable[[], dt.datetime] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None,
+                 plans: Mapping[str, StudyPlan | None] | None = None,
+                 releases: ReleaseRegister | None = None) -> None:
         if ledger.site_id != policy.site_id:
             raise InvalidInput(f"ledger of site {ledger.site_id!r} given to site {policy.site_id!r}")
         self.cohort = cohort
@@ -115,6 +133,9 @@ class SiteNode:
         self.audit = audit
         self._clock = clock or _utc_now
         self._rng = rng if rng is not None else np.random.default_rng()
+        self.plans: dict[str, StudyPlan | None] = dict(plans or {})
+        self.releases = releases
+        self._distinct: dict[tuple[str, str], set[str]] | None = None
 
     @classmethod
     def open(cls, site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None,
@@ -135,10 +156,110 @@ class SiteNode:
                           reason=reason, epsilon=epsilon, delta=delta,
                           request_id=request.request_id)
 
-    def _refuse(self, request: SiteRequest, reason: str) -> PolicyRefused:
-        self._audit(request, False, reason)
-        log.info("site %s refused request %s: %s", self.site_id, request.request_id, reason)
-        return PolicyRefused(self.site_id, reason)
+    def _redact(self, text: str) -> str:
+        """``text`` with any patient id of the cohort replaced: the audit keeps no identifiers."""
+        try:
+            ids = [pid for pid in self.cohort.ids if len(pid) >= 2 and pid in text]
+        except Exception:  # a damaged cohort must not stop the refusal being audited
+            return text
+        for pid in sorted(ids, key=len, reverse=True):
+            text = text.replace(pid, "<patient>")
+        return text
+
+    def _refuse(self, request: SiteRequest, reason: str, *, code: str = "policy",
+                name: str = "", kind: type[HemafedError] = PolicyRefused,
+                cause: BaseException | None = None) -> HemafedError:
+        """Audit a refusal with its full ``reason``; return the exception to raise.
+
+        The exception's ``refusal`` (code, name, a fresh audit reference) is all that reaches
+        the hub; its text, with the detail, is for the site's own operator.
+        """
+        ref = new_audit_ref()
+        refusal = Refusal(code, name, ref)
+        self._audit(request, False, f"[{code}:{name or '-'} ref {ref}] {self._redact(reason)}")
+        log.info("site %s refused request %s (%s, ref %s): %s", self.site_id,
+                 request.request_id, code, ref, reason)
+        exc: HemafedError
+        if kind is InvalidInput:
+            exc = InvalidInput(f"site {self.site_id}: request {request.request_id}: {reason}")
+        elif issubclass(kind, PolicyRefused):
+            exc = kind(self.site_id, reason)
+        else:
+            exc = kind(reason)
+        exc.refusal = refusal  # type: ignore[attr-defined]
+        if cause is not None:
+            exc.__cause__ = cause
+        return exc
+
+    def refuse_malformed(self, payload: bytes, exc: BaseException) -> HemafedError:
+        """Audit a refusal outside :meth:`answer` (a request the site could not parse, or
+        declared statistics that differ from the hub's); return the exception to raise."""
+        from hemafed.privacy.refusal import refusal_of
+
+        code, name = refusal_of(exc).code, refusal_of(exc).name
+        if code == "internal_error" and isinstance(exc, InvalidInput | ValueError):
+            code, name = "invalid_parameter", "request"
+        ref = new_audit_ref()
+        try:
+            request = SiteRequest.from_json(payload)
+            who: dict[str, Any] = {"requester": request.requester, "study": request.study_id,
+                   "query": request.query_key, "params": request.params,
+                   "request_id": request.request_id}
+        except Exception:
+            who = {"requester": "?", "study": "?", "query": "?",
+                   "params": {"payload_sha256": hashlib.sha256(payload).hexdigest()}}
+        self.audit.append(**who, allowed=False,
+                          reason=f"[{code}:{name or '-'} ref {ref}] "
+                                 f"{self._redact(f'{type(exc).__name__}: {exc}')}"[:1500])
+        out: HemafedError = (PolicyRefused(self.site_id, str(exc)) if code == "rollback"
+                             else InvalidInput(f"site {self.site_id}: {exc}"))
+        out.refusal = Refusal(code, name, ref)  # type: ignore[attr-defined]
+        return out
+
+    def guard_participants(self, payload: bytes, sites: Sequence[str], *, one_shot: bool,
+                           stage: str) -> None:
+        """Log the participant list shown for a request and refuse (audited) to let a non-DP
+        request be released over a different set than before (:mod:`hemafed.site.participants`).
+        """
+        if self.releases is None:
+            return
+        try:
+            request = SiteRequest.from_json(payload)
+        except Exception as exc:
+            raise self.refuse_malformed(payload, exc) from exc
+        log.info("site %s: request %s %s over participants %s", self.site_id,
+                 request.request_id, stage, ",".join(sorted(sites)))
+        if request.dp is not None:
+            return
+        key = f"{request.query_key}:{hashlib.sha256(canonical_json(request.params)).hexdigest()}"
+        prev = self.releases.conflict(request.study_id, key, sites, one_shot=one_shot)
+        if prev is not None and self.policy.refuse_differencing:
+            raise self._refuse(request, (
+                f"the same non-DP request was released over sites {prev}; releasing it over "
+                f"{sorted(sites)} would give the difference by subtraction"), name="participants")
+        if self.releases.record(request.study_id, key, sites, one_shot=one_shot):
+            self._audit(request, True, f"participants {','.join(sorted(sites))} ({stage})")
+
+    def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
+        """Refuse to answer when the audit log is behind the head the hub last saw
+        (:mod:`hemafed.privacy.anchors`); the refusal is audited and says why."""
+        from hemafed.privacy.anchors import Anchor
+
+        try:
+            seen = Anchor(seq, head)
+        except ValueError as exc:
+            raise self.refuse_malformed(payload, exc) from exc
+        own_seq, own_head = self.audit.head()
+        why = Anchor(own_seq, own_head).behind(seen)
+        if why is None and own_seq > seen.seq and self.audit.hash_at(seen.seq) != seen.head:
+            # grown again since a rollback: the entry the hub saw is not in this history
+            why = (f"the audit log's entry {seen.seq} is not the one the hub last saw: the log "
+                   f"was restored or rewritten and has grown since")
+        if why is None:
+            return
+        behind = PolicyRefused(self.site_id, why)
+        behind.refusal = Refusal("rollback", "audit_log")  # type: ignore[attr-defined]
+        raise self.refuse_malformed(payload, behind)
 
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
@@ -148,32 +269,124 @@ class SiteNode:
         from this answer covers, as the secure-aggregation protocol enforces it (its quorum);
         ``None`` when there is no such guarantee. A DP request whose noise-share divisor
         exceeds it is refused: the released sum would carry less noise than it is charged for.
+
+        Every exception raised while answering, whatever its type, is audited here with its
+        full detail and re-raised carrying a :class:`~hemafed.privacy.refusal.Refusal` (the
+        only part that may reach the hub): the site keeps running.
         """
+        try:
+            return self._answer(request, guaranteed_contributors)
+        except Exception as exc:
+            if isinstance(getattr(exc, "refusal", None), Refusal):
+                raise
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise self._refuse(request, f"internal error: {detail}"[:1500],
+                               code="internal_error", cause=exc) from exc
+
+    def _seen(self, study: str, query: str) -> set[str]:
+        """Distinct parameter sets of ``query`` answered for ``study`` (from the audit log)."""
+        if self._distinct is None:
+            self._distinct = {}
+            for e in self.audit.entries():
+                match = _PLAN_KEY.search(str(e.get("reason", "")))
+                if e.get("decision") == "allowed" and match:
+                    name = str(e.get("query", "")).split("@")[0]
+                    self._distinct.setdefault((str(e.get("study")), name), set()).add(
+                        match.group(1))
+        return self._distinct.setdefault((study, query), set())
+
+    def _check_plan(self, request: SiteRequest) -> str:
+        """Refuse a request outside its study's plan; return the request's parameter key."""
+        params_key = hashlib.sha256(canonical_json(request.params)).hexdigest()[:16]
+        study = request.study_id
+        if study in self.plans:
+            plan = self.plans[study]
+            if plan is None:
+                raise self._refuse(request, f"study {study!r}: the stored specification does "
+                                            f"not match the approved hash; approve it again",
+                                   name="plan_mismatch")
+            seen = self._seen(study, request.query)
+            # the identical request again (a retry, a re-run) is not a new round
+            problem = plan.check(request.query, request.params, request.dp is not None,
+                                 0 if params_key in seen else len(seen))
+            if problem is not None:
+                element, detail = problem
+                raise self._refuse(request, f"outside the approved plan of study {study!r}: "
+                                            f"{detail}"[:1500],
+                                   code="outside_plan", name=element)
+        elif self.policy.require_plan:
+            raise self._refuse(request, f"study {study!r} has no stored specification to derive "
+                                        f"its plan from (require_plan is true); approve it with "
+                                        f"`hemafed site approve DIR SPEC.yaml`", name="no_plan")
+        return params_key
+
+    def _check_release(self, request: SiteRequest, specs: Mapping[str, Statistic]) -> None:
+        """Refuse, from the request alone, a non-DP release the policy forbids or one asking
+        for more values than the policy's ``max_cells``."""
+        study = self.policy.study(request.study_id)
+        if request.dp is None and (self.policy.require_dp
+                                   or (study is not None and study.require_dp)):
+            where = "this site" if self.policy.require_dp else f"study {request.study_id!r}"
+            raise self._refuse(request, f"{where} requires every release to be differentially "
+                                        f"private (require_dp); the request has no DP",
+                               name="require_dp")
+        cells = declared_cells(s.size for s in specs.values())
+        if self.policy.max_cells is not None and cells > self.policy.max_cells:
+            raise self._refuse(request, f"the request asks for {cells} values; this site's "
+                                        f"max_cells is {self.policy.max_cells}", name="max_cells")
+
+    def _check_disclosure(self, request: SiteRequest, query: Query,
+                          specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray]
+                          ) -> None:
+        """Refuse a non-DP answer whose own cells or subgroups are below the policy minimums
+        (the detail, naming the statistic, stays in the audit log)."""
+        if request.dp is not None:
+            return
+        if self.policy.enforce_min_cell and query.name in COUNT_TABLE_QUERIES:
+            small = small_cells(values, [n for n, s in specs.items() if s.is_count],
+                                self.policy.min_cell_size)
+            if small:
+                raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
+                                            f"below min_cell_size {self.policy.min_cell_size} "
+                                            f"and the release is not DP", name="min_cell_size")
+        if small_subgroups(values, self.policy.min_subgroup_size):
+            raise self._refuse(request, f"a subgroup has fewer than min_subgroup_size "
+                                        f"{self.policy.min_subgroup_size} patients and the "
+                                        f"release is not DP", name="min_subgroup_size")
+
+    def _answer(self, request: SiteRequest, guaranteed_contributors: int | None) -> SiteAnswer:
         decision = self.policy.check(request, self._clock().astimezone(dt.UTC).date())
         if not decision.allowed:
-            raise self._refuse(request, decision.reason)
+            raise self._refuse(request, decision.reason, name=decision.rule)
         if (request.dp is not None and request.secure
                 and request.noise_share_divisor > (guaranteed_contributors or 1)):
             raise self._refuse(request, (
                 f"the request asks each site for 1/{request.noise_share_divisor} of the DP noise "
                 f"variance, but the secure aggregation guarantees only "
                 f"{guaranteed_contributors or 1} contributing site(s): the released sum would "
-                f"carry less noise than the ledger is charged for"))
+                f"carry less noise than the ledger is charged for"), name="noise_share_divisor")
+
+        params_key = self._check_plan(request)
 
         try:
             query: Query = get_query(request.query, request.version)
             query.check(request.params)
             specs = query.declare(request.params)
-        except (InvalidInput, ValueError, TypeError) as exc:
-            self._audit(request, False, f"invalid request: {exc}"[:500])
-            raise InvalidInput(f"site {self.site_id}: request {request.request_id}: {exc}") from exc
+        except Exception as exc:  # the parameters alone decide these: safe to name the key
+            raise self._refuse(request, f"invalid request: {type(exc).__name__}: {exc}"[:1500],
+                               code="invalid_parameter", kind=InvalidInput,
+                               name=parameter_name(str(exc), request.params), cause=exc) from exc
 
+        self._check_release(request, specs)
         try:
             values = query.run(self.cohort, request.params, site_id=self.site_id)
-        except (HemafedError, ValueError, TypeError, KeyError) as exc:
-            # the message may quote site data; the audit keeps only the kind of failure
-            self._audit(request, False, f"query failed at the site ({type(exc).__name__})")
-            raise
+        except Exception as exc:
+            # the message may quote site data: it stays in the audit log, the hub gets the code
+            raise self._refuse(request, f"query failed at the site: {type(exc).__name__}: "
+                                        f"{exc}"[:1500],
+                               code="data_do_not_fit", kind=InvalidInput, cause=exc) from exc
+
+        self._check_disclosure(request, query, specs, values)
 
         noise_std = dict.fromkeys(specs, 0.0)
         share_std = dict.fromkeys(specs, 0.0)
@@ -182,31 +395,45 @@ class SiteNode:
             sensitivity = release_sensitivity(specs)
             if sensitivity > 0:
                 dp = request.dp
-                if dp.noise_multiplier is not None:
-                    nm = dp.noise_multiplier
-                    # a very large multiplier can cost ~0; the ledger records a positive epsilon
-                    epsilon = max(composed_epsilon([(nm, 1)], dp.delta, self.ledger.accountant),
-                                  1e-12)
-                else:
-                    assert dp.epsilon is not None  # DPRequest holds exactly one of the two
-                    epsilon = dp.epsilon
-                    # calibrated as the hub does (RDP), so both agree on the widened bounds
-                    nm = calibration.noise_multiplier(dp)
-                sigma = nm * sensitivity
+                try:
+                    if dp.noise_multiplier is not None:
+                        nm = dp.noise_multiplier
+                        # a very large multiplier can cost ~0; the ledger records a positive
+                        # epsilon
+                        epsilon = max(composed_epsilon([(nm, 1)], dp.delta,
+                                                       self.ledger.accountant), 1e-12)
+                    else:
+                        assert dp.epsilon is not None  # DPRequest holds exactly one of the two
+                        epsilon = dp.epsilon
+                        # calibrated as the hub does (RDP), so both agree on the widened bounds
+                        nm = calibration.noise_multiplier(dp)
+                    sigma = nm * sensitivity
+                    if not (math.isfinite(sigma) and math.isfinite(epsilon) and sigma > 0):
+                        raise ValueError(f"noise multiplier {nm!r} x sensitivity "
+                                         f"{sensitivity!r} gives no usable noise level")
+                except Exception as exc:
+                    raise self._refuse(request, f"DP settings unusable: {type(exc).__name__}: "
+                                                f"{exc}"[:1500],
+                                       code="invalid_parameter", name="dp", kind=InvalidInput,
+                                       cause=exc) from exc
                 divisor = request.noise_share_divisor if request.secure else 1
                 try:
                     self.ledger.charge(request.study_id, request.query_key, epsilon, dp.delta,
                                        nm, request_id=request.request_id)
                 except BudgetExhausted as exc:
-                    self._audit(request, False, exc.reason)
-                    raise
+                    scope = request.study_id if len(request.study_id) <= 64 else "study"
+                    raise self._refuse(request, exc.reason, code="budget",
+                                       name=scope, kind=BudgetExhausted,
+                                       cause=exc) from exc
                 eps_charged, delta_charged = epsilon, dp.delta
                 for name, stat in specs.items():
                     if stat.sensitivity > 0:
                         noise_std[name] = sigma
                         share_std[name] = sigma / math.sqrt(divisor)
 
-        self._audit(request, True, decision.reason, eps_charged, delta_charged)
+        self._audit(request, True, f"{decision.reason}; {PLAN_MARK}{params_key}",
+                    eps_charged, delta_charged)
+        self._seen(request.study_id, request.query).add(params_key)
 
         out_values: dict[str, np.ndarray] = {}
         out_specs: dict[str, Statistic] = {}

@@ -14,6 +14,7 @@ expected; :meth:`SitePolicy.check` answers one request with a :class:`Decision` 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -26,6 +27,7 @@ import yaml
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput
+from hemafed.site.membership import MembershipRules
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _QUERY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*@([A-Za-z0-9_.\-]+|\*)$")
@@ -57,6 +59,7 @@ class ApprovedStudy:
     approved_by: str
     budget: Budget | None = None
     allowed_queries: tuple[str, ...] | None = None
+    require_dp: bool = False
 
     def __post_init__(self) -> None:
         if not _ID.match(self.study_id):
@@ -122,6 +125,13 @@ class SitePolicy:
     study_budget: Budget = DEFAULT_STUDY_BUDGET
     studies: tuple[ApprovedStudy, ...] = ()
     synthetic_release: Mapping[str, float] = field(default_factory=dict)
+    federation: MembershipRules = field(default_factory=MembershipRules)
+    require_plan: bool = False
+    require_dp: bool = False
+    enforce_min_cell: bool = False
+    min_subgroup_size: int = 0
+    max_cells: int | None = None
+    refuse_differencing: bool = True
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -213,7 +223,10 @@ class SitePolicy:
         r = _Reader(source)
         top = r.mapping(raw, "", required={"site_id"},
                         optional={"allowed_queries", "min_cell_size", "allow_non_secure",
-                                  "privacy_budget", "studies", "synthetic_release"})
+                                  "privacy_budget", "studies", "synthetic_release",
+                                  "federation", "require_plan", "require_dp",
+                                  "enforce_min_cell", "min_subgroup_size", "max_cells",
+                                  "refuse_differencing"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -230,7 +243,7 @@ class SitePolicy:
         for i, item in enumerate(raw_studies):
             where = f"studies[{i}]"
             s = r.mapping(item, where, required={"study_id", "spec_sha256", "expires", "approved_by"},
-                          optional={"budget", "allowed_queries"})
+                          optional={"budget", "allowed_queries", "require_dp"})
             study_id = r.string(s["study_id"], f"{where}.study_id")
             sha = r.string(s["spec_sha256"], f"{where}.spec_sha256")
             if not _SHA256.match(sha):
@@ -244,15 +257,35 @@ class SitePolicy:
                                    allowed_queries=(r.query_list(s["allowed_queries"],
                                                                  f"{where}.allowed_queries")
                                                     if s.get("allowed_queries") is not None
-                                                    else None)))
+                                                    else None),
+                                   require_dp=r.boolean(s.get("require_dp", False),
+                                                        f"{where}.require_dp")))
         synth: dict[str, float] = {}
         if top.get("synthetic_release") is not None:
             sr = r.mapping(top["synthetic_release"], "synthetic_release", open_keys=True)
             for k, v in sr.items():
                 synth[str(k)] = r.number(v, f"synthetic_release.{k}")
+        membership = MembershipRules()
+        if top.get("federation") is not None:
+            fr = r.mapping(top["federation"], "federation",
+                           optional={"min_threshold", "min_sites", "colluding_sites",
+                                     "allow_semi_honest"})
+            membership = r.build("federation", MembershipRules, **{
+                k: (r.boolean(v, f"federation.{k}") if k == "allow_semi_honest"
+                    else r.integer(v, f"federation.{k}", low=0)) for k, v in fr.items()})
         return r.build("", cls, site_id=site_id, allowed_queries=queries, min_cell_size=min_cell,
                        allow_non_secure=non_secure, total_budget=total, study_budget=per_study,
-                       studies=tuple(studies), synthetic_release=synth)
+                       studies=tuple(studies), synthetic_release=synth, federation=membership,
+                       require_plan=r.boolean(top.get("require_plan", False), "require_plan"),
+                       require_dp=r.boolean(top.get("require_dp", False), "require_dp"),
+                       enforce_min_cell=r.boolean(top.get("enforce_min_cell", False),
+                                                  "enforce_min_cell"),
+                       min_subgroup_size=r.integer(top.get("min_subgroup_size", 0),
+                                                   "min_subgroup_size", low=0),
+                       max_cells=(None if top.get("max_cells") is None
+                                  else r.integer(top["max_cells"], "max_cells", low=1)),
+                       refuse_differencing=r.boolean(top.get("refuse_differencing", True),
+                                                     "refuse_differencing"))
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -266,6 +299,8 @@ class SitePolicy:
                 item["budget"] = budget(s.budget)
             if s.allowed_queries is not None:
                 item["allowed_queries"] = list(s.allowed_queries)
+            if s.require_dp:
+                item["require_dp"] = True
             studies.append(item)
         out: dict[str, Any] = {
             "site_id": self.site_id, "allowed_queries": list(self.allowed_queries),
@@ -276,6 +311,17 @@ class SitePolicy:
         }
         if self.synthetic_release:
             out["synthetic_release"] = dict(self.synthetic_release)
+        for key in ("require_plan", "require_dp", "enforce_min_cell"):
+            if getattr(self, key):
+                out[key] = True
+        if self.min_subgroup_size:
+            out["min_subgroup_size"] = self.min_subgroup_size
+        if self.max_cells is not None:
+            out["max_cells"] = self.max_cells
+        if not self.refuse_differencing:
+            out["refuse_differencing"] = False
+        if self.federation != MembershipRules():
+            out["federation"] = dataclasses.asdict(self.federation)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -390,6 +436,20 @@ allowed_queries:
 # Counts below this are suppressed in released aggregates.
 min_cell_size: 5
 
+# Disclosure control at this site (as DataSHIELD's filters). enforce_min_cell: refuse to
+# contribute a count table (category counts, cross-tables, histograms) in which any of this
+# site's own non-zero cells is below min_cell_size, unless the release is differentially
+# private. min_subgroup_size: refuse a non-DP answer in which a subgroup (a level of a grouping
+# column) has fewer patients than this (0: off). max_cells: most numbers one request may ask
+# for. require_dp: every release must be differentially private (per study: require_dp below).
+enforce_min_cell: true
+min_subgroup_size: 5
+max_cells: 500000
+require_dp: false
+# true: the same non-DP request is released over one set of sites only (a sum over another set
+# would give the difference by subtraction). Leave-one-site-out validation without DP needs false.
+refuse_differencing: true
+
 # false: this site answers only inside secure aggregation (the hub never sees its own values).
 allow_non_secure: false
 
@@ -402,6 +462,11 @@ privacy_budget:
     epsilon: 1.0
     delta: 1.0e-6
 
+# true: answer only studies approved with `hemafed site approve DIR SPEC.yaml`, which stores the
+# specification beside this file; the site derives from it which requests (queries, columns,
+# bounds, bins, grids, iterations, DP) the study may send, and refuses the rest.
+require_plan: true
+
 # Approved studies. A request must name one of these, carry the SHA-256 of the study
 # specification that was approved, and arrive before the expiry date.
 studies: []
@@ -411,6 +476,15 @@ studies: []
 #    approved_by: "Ethics committee, decision 2026-114"
 #    budget: {{epsilon: 2.0, delta: 1.0e-6}}     # optional override of per_study
 #    allowed_queries: [cohort_size@1]           # optional: narrower than the site list
+#    require_dp: true                           # optional: every release of it must be DP
+
+# Which federations this site may join (`hemafed site join` checks the manifest against these):
+# against a malicious hub the threshold t of n sites must satisfy 2t > n + colluding_sites.
+federation:
+  min_threshold: 2
+  min_sites: 2
+  colluding_sites: 0
+  allow_semi_honest: false
 
 # Optional thresholds a synthetic-data release must meet (names start with max_ or min_).
 # synthetic_release:

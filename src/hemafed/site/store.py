@@ -44,7 +44,7 @@ from hemafed import atomic
 from hemafed.cohort.io import read_cohort
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.validate import validate_cohort
-from hemafed.errors import CryptoError, InvalidInput, ValidationFailed
+from hemafed.errors import CryptoError, HemafedError, InvalidInput, ValidationFailed
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.node import SiteNode
@@ -199,8 +199,9 @@ def load_policy(site_dir: str | Path) -> SitePolicy:
 
 def audit_log(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None) -> AuditLog:
     """The site's audit log, HMAC'd with a key derived from the site secret."""
-    return AuditLog(_site_paths(site_dir).audit, key=derive_key(site_secret(site_dir), "audit"),
-                    clock=clock)
+    paths = _site_paths(site_dir)
+    return AuditLog(paths.audit, key=derive_key(site_secret(site_dir), "audit"), clock=clock,
+                    anchor_path=paths.keys / "audit.anchor")
 
 
 def vault(site_dir: str | Path) -> Vault:
@@ -316,7 +317,17 @@ def import_into_site(site_dir: str | Path, file: str | Path, fmt: str | None = N
     paths = _site_paths(site_dir)
     if not _ID.match(study):
         raise InvalidInput(f"study must be 1-128 letters, digits, '_.-', got {study!r}")
-    cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
+    try:
+        cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
+    except HemafedError:
+        raise
+    except (RecursionError, UnicodeError, ValueError, OverflowError, TypeError, KeyError,
+            IndexError, AttributeError, MemoryError) as exc:
+        # a malformed file the reader did not foresee (deeply nested JSON, a 5,000-digit
+        # number, bytes that are not UTF-8 ...): one clear error, nothing is changed
+        raise InvalidInput(f"{file}: cannot be read as a cohort file ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); check its format and encoding (UTF-8), "
+                           f"nothing was imported") from exc
     secret = site_secret(site_dir)
     pseudonymised = Pseudonymiser(secret).apply(cohort, study)
     with _site_lock(paths):
@@ -403,6 +414,15 @@ def check_site(site_dir: str | Path) -> SiteCheck:
         try:
             ledger = PrivacyLedger.from_policy(paths.ledger, policy)
             notes.append(f"ledger: {len(ledger.charges())} releases charged")
+            from hemafed.site.rollback import ledger_audit_problems
+
+            problems.extend(ledger_audit_problems(audit_log(root), ledger))
+            from hemafed.site.studies import load_plans, plans_summary
+
+            plans = load_plans(root, policy)
+            notes.extend(plans_summary(plans))
+            problems.extend(f"study {sid}: the stored specification does not match the "
+                            f"approved hash" for sid, p in sorted(plans.items()) if p is None)
         except InvalidInput as exc:
             problems.append(str(exc))
     return SiteCheck(site_id, tuple(problems), tuple(notes))
@@ -412,7 +432,11 @@ def open_node(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None =
               rng: np.random.Generator | None = None) -> SiteNode:
     """A :class:`SiteNode` over a site directory."""
     paths = _site_paths(site_dir)
+    from hemafed.site.participants import ReleaseRegister
+    from hemafed.site.studies import load_plans
+
     policy = load_policy(site_dir)
     ledger = PrivacyLedger.from_policy(paths.ledger, policy, clock=clock)
     return SiteNode(load_cohort(site_dir), policy, ledger, audit_log(site_dir, clock=clock),
-                    clock=clock, rng=rng)
+                    clock=clock, rng=rng, plans=load_plans(site_dir, policy),
+                    releases=ReleaseRegister(paths.root / "released.json"))

@@ -1,0 +1,56 @@
+"""Disclosure control at the site: the checks a hospital's policy applies to its own answer.
+
+As DataSHIELD's server-side filters, these run where the data are, on this site's own
+contribution, before anything is masked:
+
+* :func:`small_cells`: a non-DP count table (category counts, cross-tables, histograms: the
+  queries of :data:`COUNT_TABLE_QUERIES`) with any own non-zero cell below ``min_cell_size``;
+* :func:`small_subgroups`: a non-DP answer in which a subgroup (statistic ``n`` per level of a
+  grouping column) holds fewer than ``min_subgroup_size`` patients;
+* :func:`declared_cells`: the number of values a request asks for (from its declaration, so
+  from the parameters alone), against ``max_cells``.
+
+After aggregation the hub still suppresses small pooled cells for display
+(:mod:`hemafed.analytics.describe`). Statistics of estimators (risk sets, gradients, Hessians)
+are not count tables and are outside the small-cell rule; for them a study's plan and DP are
+the protection (docs/security.md).
+
+>>> import numpy as np
+>>> small_cells({"counts": np.array([0.0, 7.0, 3.0])}, ["counts"], 5)
+['counts']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+COUNT_TABLE_QUERIES = frozenset({"category_counts", "crosstab", "numeric_summary",
+                                 "time_histogram"})
+"""Queries whose released counts are frequency tables the hub displays cell by cell."""
+
+
+def small_cells(values: Mapping[str, np.ndarray], count_names: Iterable[str],
+                min_cell_size: int) -> list[str]:
+    """Names of count statistics holding a non-zero cell below ``min_cell_size``."""
+    out = []
+    for name in count_names:
+        arr = np.asarray(values[name], dtype=float)
+        if np.any((arr > 0) & (arr < min_cell_size)):
+            out.append(name)
+    return out
+
+
+def small_subgroups(values: Mapping[str, np.ndarray], min_subgroup_size: int) -> bool:
+    """Whether a per-group patient count ``n`` has a non-empty group below the minimum."""
+    n = values.get("n")
+    if n is None or min_subgroup_size <= 0:
+        return False
+    arr = np.asarray(n, dtype=float)
+    return bool(np.any((arr > 0) & (arr < min_subgroup_size)))
+
+
+def declared_cells(sizes: Iterable[int]) -> int:
+    """Total number of values a request's declared statistics hold."""
+    return int(sum(sizes))

@@ -1,0 +1,434 @@
+"""An approved study as a plan: the requests a site will answer, derived from the spec alone.
+
+A site approves a study specification (:class:`~hemafed.study.spec.StudySpec`); from that text,
+and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the study's hub steps
+(:mod:`hemafed.study.runner` and the estimators it calls) may ask for:
+
+* **queries**: the site queries each analysis kind uses (:data:`KIND_QUERIES`), nothing else;
+* **columns**: every column a request names (``column``, ``duration_col``, ``group_col``,
+  causes, cliques, synthetic-data domains ...) is one the spec names, or a score the site
+  derives itself;
+* **designs**: a model's covariate design (columns, public bounds, levels) is exactly the one
+  its formula implies (:func:`hemafed.analytics.design.parse_formula`);
+* **bounds**: a column's declared ``low``/``high`` are its public bounds (the spec's ``bounds``
+  or the schema's plausible range), never a hub's choice per request: moving a bound cannot
+  probe one site's largest value;
+* **cohort size bound**: ``max_patients`` is the fixed public constant
+  :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
+* **bins and levels**: a histogram has the spec's number of bins; category levels are the
+  spec's, the schema's or the derived score's;
+* **grids and vectors**: time grids lie within the public time lattice (at most
+  :data:`MAX_GRID_POINTS` points in ``[0, MAX_TIME]``); iterated parameters (Cox/logistic
+  ``beta``) may change from round to round but have the design's width and bounded entries;
+* **iteration caps**: per query, at most :meth:`StudyPlan.cap` *distinct* requests per study
+  (Newton rounds, boosting rounds x tree depth, synthesis rounds, with room for one retry);
+  the identical request asked again (a retry, a re-run) is not counted twice;
+* **DP**: a synthesis release (``marginal_counts``) must be differentially private.
+
+:meth:`StudyPlan.check` returns ``None`` for a request inside the plan, else the name of the
+plan element it breaks (for the refusal, :mod:`hemafed.privacy.refusal`) and the detail (for
+the site's audit log). What the rules allow per query is listed in ``docs/queries.md``.
+
+>>> from hemafed.study.spec import StudySpec
+>>> spec = StudySpec.from_mapping({"study_id": "s", "analyses": [
+...     {"id": "d", "kind": "describe", "columns": ["age"]}]})
+>>> plan = StudyPlan.from_spec(spec)
+>>> plan.check("numeric_summary", {"column": "age", "low": 0.0, "high": 110.0, "bins": 20}, False)
+>>> plan.check("numeric_summary", {"column": "age", "low": 0.0, "high": 70.0, "bins": 20}, False)[0]
+'bounds'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hemafed.errors import InvalidInput
+from hemafed.study.spec import Analysis, StudySpec
+
+MAX_PATIENTS = 1_000_000
+"""The public cohort-size bound every request declares (the hub steps' default)."""
+
+MAX_TIME = 60.0
+"""The public follow-up horizon of time grids and histograms (years)."""
+
+MAX_GRID_POINTS = math.floor(MAX_TIME * 365.25) + 1
+"""At most one grid point per day of the public horizon."""
+
+MAX_BETA = 1e3
+"""Largest absolute coefficient an iterated parameter vector may hold."""
+
+MAX_FINE_BINS = 8192
+"""Largest fixed-resolution binning (``fine_bins``, ``lp_bins``) the hub steps use."""
+
+NEWTON_CAP = 60
+"""Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
+
+TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
+"""The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
+
+KIND_QUERIES: dict[str, frozenset[str]] = {
+    "describe": frozenset({"numeric_summary", "category_counts", "moments", "cohort_size"}),
+    "crosstab": frozenset({"crosstab", "category_counts"}),
+    "km": frozenset({"time_histogram", "km_risk_table", "category_counts"}),
+    "logrank": frozenset({"time_histogram", "km_risk_table", "category_counts"}),
+    "cox": frozenset({"time_histogram", "cox_risk_set_sums", "cox_concordance_histogram",
+                      "cox_site_derivatives", "category_counts"}),
+    "logistic": frozenset({"logistic_newton", "category_counts"}),
+    "competing": frozenset({"time_histogram", "competing_risk_table", "category_counts"}),
+    "gbdt": frozenset({"learn_feature_histogram", "gbdt_label_sums", "gbdt_cox_risk_sets",
+                       "gbdt_histograms", "learn_risk_histogram", "learn_eval_sums",
+                       "time_histogram", "km_risk_table", "learn_site_concordance",
+                       "learn_loso_concordance"}),
+    "synth": frozenset({"marginal_counts"}),
+}
+"""The site queries each analysis kind's hub step sends."""
+
+DP_QUERIES = frozenset({"marginal_counts"})
+"""Queries the plan allows only as differentially private releases."""
+
+_COLUMN_KEYS = frozenset({"column", "duration_col", "event_col", "group_col", "strata_col",
+                          "row", "col"})
+_LEVEL_KEYS = {"levels": "column", "group_levels": "group_col", "strata_levels": "strata_col",
+               "row_levels": "row", "col_levels": "col"}
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _terms(formula: Any) -> list[str]:
+    if isinstance(formula, str):
+        return [t.strip() for t in formula.split("+") if t.strip()]
+    if isinstance(formula, list | tuple):
+        return [str(t) for t in formula]
+    return []
+
+
+def _analysis_columns(a: Analysis) -> set[str]:
+    cols: set[str] = set()
+    for key in ("duration", "event", "group", "strata", "outcome", "row", "col"):
+        v = a.get(key)
+        if isinstance(v, str):
+            cols.add(v)
+    for key in ("columns",):
+        cols.update(str(c) for c in a.get(key) or ())
+    for key in ("formula", "features"):
+        cols.update(t for t in _terms(a.get(key)) if not t.startswith("gene:"))
+    for pair in a.get("causes") or ():
+        if isinstance(pair, list | tuple):
+            cols.update(str(c) for c in pair)
+    return cols
+
+
+def _designs(a: Analysis) -> list[str]:
+    from hemafed.analytics.design import parse_formula
+
+    out = []
+    for key in ("formula", "features"):
+        f = a.get(key)
+        if f:
+            try:
+                out.append(_canon(parse_formula(f).to_params()))
+            except InvalidInput:
+                continue  # an unusable formula fails at the hub; nothing to permit
+    return out
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What one approved study permits (see the module docstring). Build with :meth:`from_spec`."""
+
+    study_id: str
+    spec_sha256: str
+    queries: frozenset[str]
+    columns: frozenset[str]
+    genes: frozenset[str]
+    designs: frozenset[str]
+    bounds: Mapping[str, tuple[float, float]]
+    levels: Mapping[str, frozenset[tuple[str, ...]]]
+    bins: frozenset[int]
+    caps: Mapping[str, int]
+    dp_required: frozenset[str] = field(default=DP_QUERIES)
+
+    @classmethod
+    def from_spec(cls, spec: StudySpec) -> StudyPlan:
+        """The plan of an approved spec (the spec alone decides it)."""
+        from hemafed.study.derived import DERIVED_LEVELS
+
+        queries: set[str] = {"cohort_size"}
+        columns: set[str] = set(DERIVED_LEVELS) | {"ipssm_score", "ipssr_score"}
+        genes: set[str] = set()
+        designs: set[str] = set()
+        bins: set[int] = set()
+        spec_bounds: dict[str, tuple[float, float]] = {}
+        spec_levels: dict[str, list[tuple[str, ...]]] = {}
+        caps: dict[str, int] = {"cohort_size": 4}
+
+        def add(query: str, n: int) -> None:
+            caps[query] = caps.get(query, 0) + n
+
+        for a in spec.analyses:
+            queries |= KIND_QUERIES.get(a.kind, frozenset())
+            cols = _analysis_columns(a)
+            columns |= cols
+            for key in ("formula", "features"):
+                genes.update(t[5:] for t in _terms(a.get(key)) if t.startswith("gene:"))
+            designs.update(_designs(a))
+            for col, b in (a.get("bounds") or {}).items():
+                if isinstance(b, list | tuple) and len(b) == 2:
+                    spec_bounds[str(col)] = (float(b[0]), float(b[1]))
+            for col, lv in (a.get("levels") or {}).items() if isinstance(a.get("levels"), dict) \
+                    else ():
+                spec_levels.setdefault(str(col), []).append(tuple(str(v) for v in lv))
+            if a.kind in ("km", "logrank") and isinstance(a.get("levels"), list) and a.get("group"):
+                spec_levels.setdefault(str(a.get("group")), []).append(
+                    tuple(str(v) for v in a.get("levels")))
+            if a.kind == "competing" and isinstance(a.get("levels"), list) and a.get("group"):
+                spec_levels.setdefault(str(a.get("group")), []).append(
+                    tuple(str(v) for v in a.get("levels")))
+            if a.kind == "describe":
+                b = a.get("bins", 20)
+                bins.update(int(v) for v in (b.values() if isinstance(b, dict) else [b]))
+                n = len(a.get("columns") or ())
+                add("numeric_summary", 2 * n)
+                add("category_counts", 2 * n)
+                add("moments", 2 * n)
+                add("cohort_size", 2)
+            elif a.kind == "crosstab":
+                add("crosstab", 2)
+                add("category_counts", 4)
+            elif a.kind in ("km", "logrank", "competing"):
+                add("time_histogram", 2)
+                add("km_risk_table", 2)
+                add("competing_risk_table", 2)
+                add("category_counts", 2)
+            elif a.kind == "cox":
+                add("time_histogram", 2)
+                add("cox_risk_set_sums", NEWTON_CAP)
+                add("cox_concordance_histogram", 4)
+                add("cox_site_derivatives", NEWTON_CAP)
+                add("category_counts", 4)
+            elif a.kind == "logistic":
+                add("logistic_newton", NEWTON_CAP)
+                add("category_counts", 4)
+            elif a.kind == "gbdt":
+                rounds, depth = int(a.get("rounds", 20)), int(a.get("depth", 3))
+                add("gbdt_histograms", 2 * rounds * (depth + 1))
+                add("gbdt_cox_risk_sets", 2 * (rounds + 1))
+                add("gbdt_label_sums", 2 * (rounds + 1))
+                for q in ("learn_feature_histogram", "time_histogram", "km_risk_table"):
+                    add(q, 4)
+                for q in ("learn_risk_histogram", "learn_eval_sums", "learn_site_concordance",
+                          "learn_loso_concordance"):
+                    add(q, 8)
+            elif a.kind == "synth":
+                add("marginal_counts", 64)
+        bounds = {}
+        levels: dict[str, frozenset[tuple[str, ...]]] = {}
+        for col in columns:
+            b = _public_bounds(col, spec_bounds)
+            if b is not None:
+                bounds[col] = b
+            cands = set(spec_levels.get(col, []))
+            cands |= _public_levels(col, DERIVED_LEVELS)
+            levels[col] = frozenset(cands)
+        return cls(spec.study_id, spec.sha256, frozenset(queries), frozenset(columns),
+                   frozenset(genes), frozenset(designs), bounds, levels,
+                   frozenset(bins or {20}), caps)
+
+    def cap(self, query: str) -> int:
+        """Most distinct requests of ``query`` this study may send."""
+        return self.caps.get(query, 0)
+
+    # --- the check --------------------------------------------------------------------------
+
+    def check(self, query: str, params: Mapping[str, Any], dp: bool,
+              distinct_so_far: int = 0) -> tuple[str, str] | None:
+        """``None`` if the request fits the plan, else ``(element, detail)``.
+
+        ``distinct_so_far``: distinct requests of ``query`` this site already answered for the
+        study (not counting this one, if it is new).
+        """
+        if query not in self.queries:
+            return "query", f"query {query!r} is not used by any analysis of study " \
+                            f"{self.study_id!r} (plan: {', '.join(sorted(self.queries))})"
+        if query in self.dp_required and not dp:
+            return "dp", f"query {query!r} is planned only as a differentially private release"
+        problem = self._check_params(query, params)
+        if problem is None and distinct_so_far >= self.cap(query):
+            return "rounds", (f"query {query!r}: {distinct_so_far} distinct requests already "
+                              f"answered for study {self.study_id!r}; the plan allows "
+                              f"{self.cap(query)}")
+        return problem
+
+    def _check_params(self, query: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        if "max_patients" in params and params["max_patients"] != MAX_PATIENTS:
+            return "max_patients", (f"max_patients must be the public bound {MAX_PATIENTS}, "
+                                    f"got {params['max_patients']!r}")
+        if query == "time_histogram":
+            for key, value in TIME_LATTICE.items():
+                if params.get(key) != value:
+                    return key, f"{key} must be the plan's {value}, got {params.get(key)!r}"
+        for problem in (self._columns(params), self._bounds(params), self._levels(params),
+                        self._designs(params), self._sizes(params)):
+            if problem is not None:
+                return problem
+        if query in ("numeric_summary",) and params.get("bins") not in self.bins:
+            return "bins", (f"a histogram of this study has {sorted(self.bins)} bins, got "
+                            f"{params.get('bins')!r}")
+        return None
+
+    def _columns(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        for col in _named_columns(params):
+            if col not in self.columns:
+                return "column", f"column {col!r} is not named by the study's analyses"
+        for gene in _named_genes(params):
+            if gene not in self.genes:
+                return "column", f"gene {gene!r} is not named by the study's formulas"
+        return None
+
+    def _bounds(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        col = params.get("column")
+        if isinstance(col, str) and ("low" in params or "high" in params):
+            want = self.bounds.get(col)
+            low, high = params.get("low"), params.get("high")
+            got = (low, high)
+            if want is None or not isinstance(low, int | float) \
+                    or not isinstance(high, int | float) or (float(low), float(high)) != want:
+                return "bounds", (f"bounds of {col!r} must be the public {want}, got {got}; "
+                                  f"bounds are fixed by the spec or the schema")
+        return None
+
+    def _levels(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        for key, col_key in _LEVEL_KEYS.items():
+            if key not in params:
+                continue
+            col = params.get(col_key)
+            got = params[key]
+            if not isinstance(got, list | tuple):
+                return key, f"{key} must be a list"
+            cands = self.levels.get(str(col), frozenset())
+            if tuple(str(v) for v in got) not in cands:
+                return key, (f"levels of {col!r} must be those of the spec or the schema "
+                             f"({sorted(cands)}), got {list(got)[:20]}")
+        return None
+
+    def _designs(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        from hemafed.analytics.design import DesignSpec
+
+        widths = set()
+        for design in _values_under(params, "design"):
+            if _canon(design) not in self.designs:
+                return "design", "the covariate design is not one the study's formulas imply"
+            widths.add(DesignSpec.from_params(design).width)
+        beta = params.get("beta")
+        if beta is None:
+            return None
+        if not isinstance(beta, list) or not all(
+                isinstance(b, int | float) and not isinstance(b, bool)
+                and math.isfinite(b) and abs(b) <= MAX_BETA for b in beta):
+            return "beta", f"beta must be a list of finite numbers of size <= {MAX_BETA:g}"
+        # Cox: one coefficient per design column; logistic: and an intercept
+        if not widths or not any(len(beta) in (w, w + 1) for w in widths):
+            return "beta", "beta must have the planned design's width"
+        return None
+
+    def _sizes(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        for key in ("grid", "time_grid"):
+            grid = params.get(key)
+            if grid is None:
+                continue
+            if not isinstance(grid, list) or len(grid) > MAX_GRID_POINTS or not all(
+                    isinstance(g, int | float) and not isinstance(g, bool) and math.isfinite(g)
+                    and 0 <= g <= MAX_TIME for g in grid):
+                return key, (f"{key} must hold at most {MAX_GRID_POINTS} times in "
+                             f"[0, {MAX_TIME:g}]")
+        for key in ("fine_bins", "lp_bins"):
+            v = params.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                                  or not 1 <= v <= MAX_FINE_BINS):
+                return key, f"{key} must be an integer in [1, {MAX_FINE_BINS}]"
+        return None
+
+
+def _public_bounds(col: str, spec_bounds: Mapping[str, tuple[float, float]]
+                   ) -> tuple[float, float] | None:
+    from hemafed.cohort.schema import FIELDS
+
+    if col in spec_bounds:
+        return spec_bounds[col]
+    f = FIELDS.get(col)
+    if f is None or f.kind not in ("float", "int") or f.low is None or f.high is None:
+        return None
+    return float(f.low), float(f.high)
+
+
+def _public_levels(col: str, derived: Mapping[str, tuple[str, ...]]) -> set[tuple[str, ...]]:
+    from hemafed.cohort.schema import FIELDS
+
+    out: set[tuple[str, ...]] = set()
+    if col in derived:
+        out.add(tuple(derived[col]))
+    f = FIELDS.get(col)
+    if f is not None and f.kind == "category":
+        out.add(tuple(str(v) for v in f.categories))
+    if f is not None and f.kind == "bool":
+        out.add(("False", "True"))
+    return out
+
+
+def _values_under(value: Any, key: str, depth: int = 0) -> Iterable[Any]:
+    if depth > 8:
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if k == key:
+                yield v
+            else:
+                yield from _values_under(v, key, depth + 1)
+    elif isinstance(value, list) and len(value) <= 256:
+        for v in value:
+            yield from _values_under(v, key, depth + 1)
+
+
+def _named_columns(params: Mapping[str, Any]) -> Iterable[str]:
+    """Every cohort column a request names (anywhere in its parameters)."""
+    def walk(value: Any, depth: int) -> Iterable[str]:
+        if depth > 8:
+            return
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                if k in _COLUMN_KEYS and isinstance(v, str):
+                    yield v
+                elif k == "causes" and isinstance(v, list):
+                    for pair in v:
+                        if isinstance(pair, list):
+                            yield from (str(c) for c in pair)
+                elif k == "cliques" and isinstance(v, list):
+                    for clique in v:
+                        if isinstance(clique, list):
+                            yield from (str(c) for c in clique)
+                elif k == "domain" and isinstance(v, Mapping):
+                    for c in v.get("columns") or ():
+                        if isinstance(c, Mapping) and isinstance(c.get("name"), str):
+                            yield c["name"]
+                elif k == "outcome" and isinstance(v, str):
+                    yield v
+                else:
+                    yield from walk(v, depth + 1)
+        elif isinstance(value, list) and len(value) <= 256:
+            for v in value:
+                yield from walk(v, depth + 1)
+    return walk(params, 0)
+
+
+def _named_genes(params: Mapping[str, Any]) -> Iterable[str]:
+    for design in _values_under(params, "design"):
+        if isinstance(design, list):
+            for t in design:
+                if isinstance(t, Mapping) and isinstance(t.get("gene"), str):
+                    yield t["gene"]

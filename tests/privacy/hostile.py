@@ -1,0 +1,70 @@
+"""A hostile hub for the privacy tests: sends any request through real site directories and
+keeps exactly the bytes every site replied, so a test can inspect what a hub would learn."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hemafed.demo import LocalSites
+from hemafed.federation.api import DPRequest
+from hemafed.federation.inprocess import run_in_process
+from hemafed.federation.queries import Statistic
+from hemafed.federation.runtime import site_handler
+from hemafed.privacy.anchors import MemoryAnchorStore
+from hemafed.secure import SecureSumSession
+from hemafed.secure.codec import unpack_map
+from hemafed.site.request import SiteRequest
+
+DUMMY_SPECS = {"n": Statistic((1,), 0, 1)}
+
+
+@dataclass
+class HostileHub:
+    """Runs one aggregation per :meth:`ask` and records every reply of every site."""
+
+    fed: LocalSites
+    study_id: str
+    spec_sha256: str
+    replies: list[tuple[str, bytes]] = field(default_factory=list)
+    anchors: MemoryAnchorStore = field(default_factory=MemoryAnchorStore)
+
+    def ask(self, query: str, params: Mapping[str, Any], *, version: str = "1",
+            specs: Mapping[str, Statistic] | None = None, dp: DPRequest | None = None,
+            divisor: int = 1, study: str | None = None, sites: list[str] | None = None) -> Any:
+        """Send the request; return the sum outcome or the exception the hub raised."""
+        request = SiteRequest(uuid.uuid4().hex, study or self.study_id, self.spec_sha256, query,
+                              version, dict(params), "hostile-hub", dp, divisor, True)
+        configs = [c for c in self.fed.site_configs() if sites is None or c["site_id"] in sites]
+
+        def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
+            def recording(messages: dict[str, bytes]) -> dict[str, bytes]:
+                out = exchange(messages)
+                self.replies.extend(out.items())
+                return out
+
+            session = SecureSumSession(recording, self.fed.manifest, site_ids,
+                                       anchors=self.anchors)
+            try:
+                outcome.append(session.secure_sum(os.urandom(16), request.to_json(),
+                                                  dict(specs or DUMMY_SPECS),
+                                                  quorum=len(site_ids)))
+            except Exception as exc:  # the hub's view of a refusal
+                outcome.append(exc)
+
+        outcome: list[Any] = []
+        run_in_process(hub, site_handler, configs, {}, raise_errors=True)
+        return outcome[0]
+
+    def refusal_bodies(self) -> list[dict[str, bytes]]:
+        """Every refusal body the sites sent (the status/code/name/ref map, and the audit head
+        every reply carries)."""
+        out = []
+        for _, envelope in self.replies:
+            body = unpack_map(unpack_map(envelope)["body"])
+            if body.get("status") == b"refused":
+                out.append(body)
+        return out
