@@ -119,16 +119,26 @@ def split_uneven(df: pd.DataFrame, n_sites: int, seed: int = 0) -> dict[str, Coh
 
 def run_r(script: str, frame: pd.DataFrame, timeout: float = 120) -> pd.DataFrame:
     """Run an R ``script`` that reads data frame ``d`` and assigns a data frame ``out``."""
+    return run_r_batch({"job": (script, frame)}, timeout)["job"]
+
+
+def run_r_batch(jobs: dict[str, tuple[str, pd.DataFrame]], timeout: float = 300
+                ) -> dict[str, pd.DataFrame]:
+    """Several ``(script, frame)`` jobs (see :func:`run_r`) in one R process (R starts slowly)."""
     if RSCRIPT is None:
         pytest.skip("Rscript is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        bools = [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
-        frame.astype({c: "Int64" for c in bools}).to_csv(Path(tmp) / "d.csv", index=False)
-        body = ("suppressMessages({library(survival); library(cmprsk)})\n"
-                f"d <- read.csv('{tmp}/d.csv', stringsAsFactors = FALSE)\n{script}\n"
-                f"write.csv(out, '{tmp}/out.csv')\n")
-        res = subprocess.run([RSCRIPT, "-e", body], capture_output=True, text=True,
-                             timeout=timeout)
+        body = ["suppressMessages({library(survival); library(cmprsk)})"]
+        for i, (script, frame) in enumerate(jobs.values()):
+            bools = [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
+            frame.astype({c: "Int64" for c in bools}).to_csv(Path(tmp) / f"d{i}.csv",
+                                                              index=False)
+            body.append(f"local({{ d <- read.csv('{tmp}/d{i}.csv', stringsAsFactors = FALSE)\n"
+                        f"{script}\nwrite.csv(out, '{tmp}/out{i}.csv') }})")
+        (Path(tmp) / "run.R").write_text("\n".join(body) + "\n")
+        res = subprocess.run([RSCRIPT, str(Path(tmp) / "run.R")], capture_output=True,
+                             text=True, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"R failed:\n{res.stderr[-2000:]}")
-        return pd.read_csv(Path(tmp) / "out.csv", index_col=0)
+        return {key: pd.read_csv(Path(tmp) / f"out{i}.csv", index_col=0)
+                for i, key in enumerate(jobs)}
