@@ -7,4 +7,5 @@ Importing the package registers the survival site queries, so a site process tha
 
 from hemafed.analytics import coxph_startstop as coxph_startstop
 from hemafed.analytics import finegray as finegray
+from hemafed.analytics import graytest as graytest
 from hemafed.analytics import survival_queries as survival_queries
