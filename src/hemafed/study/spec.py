@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
     "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate"}),
+    "finegray": ({"causes", "formula"}, {"cause", "cause_names"}),
+    "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}
