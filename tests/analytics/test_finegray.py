@@ -75,3 +75,26 @@ def test_too_few_events_is_refused() -> None:
     with pytest.raises(InvalidInput, match="too few events"):
         FederatedFineGray().fit(FixedPointFederation(sites), "age + sex + hb + anc + pb_blast",
                                 CAUSES, steps_per_unit=12.0)
+
+
+@needs_r
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_mds_aml_transformation_equals_crr(shared_data) -> None:
+    """The real MDS cohort: AML transformation with death competing, 3 uneven sites."""
+    from hemafed.demo import demo_cohorts
+
+    sites = demo_cohorts("MDS", 0, 3, 7, real=shared_data / "mds-ipssm-cohort")
+    formula = "age + sex + hb + bm_blast"
+    fg = FederatedFineGray().fit(FixedPointFederation(sites), formula, CAUSES)
+    pooled = pd.concat([c.patients for c in sites.values()], ignore_index=True)
+    cc = pooled.dropna(subset=["age", "sex", "hb", "bm_blast"] + [c for p in CAUSES for c in p])
+    time, cause = first_cause(cc[["amlt_time", "os_time"]].astype(float).to_numpy(),
+                              cc[["amlt_status", "os_status"]].astype(float).to_numpy())
+    frame = cc[["age", "sex", "hb", "bm_blast"]].assign(ftime=time, fstatus=cause)
+    ref = run_r_batch({"mds": (
+        'X <- model.matrix(~ age + factor(sex, levels = c("M", "F")) + hb + bm_blast, d)[, -1]\n'
+        "f <- crr(d$ftime, d$fstatus, X, gtol = 1e-13)\n"
+        "out <- data.frame(coef = f$coef, se = sqrt(diag(f$var)))", frame)})["mds"]
+    np.testing.assert_allclose(fg.params_.to_numpy(), ref["coef"], rtol=1e-6)
+    np.testing.assert_allclose(fg.standard_errors_.to_numpy(), ref["se"], rtol=1e-6)
