@@ -157,3 +157,27 @@ def test_covariate_constant_at_one_site_and_zero_event_site() -> None:
                                design("myeloid"), concordance=False)
     np.testing.assert_allclose(cph.params_.to_numpy(), ref["none"]["coef"], rtol=1e-6)
     np.testing.assert_allclose(cph.standard_errors_.to_numpy(), ref["none"]["se"], rtol=1e-6)
+
+
+LOGISTIC = {"pbc": "age + wbc + anc + mono + ldh", "lung": "age + sex + bm_blast + ldh + mono",
+            "mgus2": "age + sex + hb + anc + pb_blast"}
+
+
+def test_logistic_with_schema_bounds_equals_r_glm() -> None:
+    """Death as a binary outcome; pbc's AST (``ldh``, schema range 0-20000) once refused as
+    "perfect or quasi-complete separation" at the first iteration."""
+    from hemafed.analytics.logistic import FederatedLogisticRegression
+
+    splits = {name: split(r_frames()[name], 5) for name in LOGISTIC}
+    refs = run_r_batch({
+        name: (f"f <- glm(os_status ~ {r_terms(name, f)}, family = binomial, data = d, "
+               "control = glm.control(epsilon = 1e-14, maxit = 100))\n"
+               "out <- data.frame(coef = coef(f), se = sqrt(diag(vcov(f))))", pooled(splits[name]))
+        for name, f in LOGISTIC.items()})
+    for name, f in LOGISTIC.items():
+        m = FederatedLogisticRegression().fit(FixedPointFederation(splits[name]), "os_status",
+                                              design(name, f))
+        np.testing.assert_allclose(m.summary["coef"], refs[name]["coef"], rtol=1e-6,
+                                   err_msg=name)
+        np.testing.assert_allclose(m.summary["std err"], refs[name]["se"], rtol=1e-6,
+                                   err_msg=name)
