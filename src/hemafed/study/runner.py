@@ -101,6 +101,13 @@ def _curve_docs(fitted: Any) -> list[dict[str, Any]]:
     return curves
 
 
+def _formula(a: Analysis) -> Any:
+    """The analysis' design: its formula with the spec's fixed public ``bounds``, if any."""
+    from hemafed.analytics.design import parse_formula
+
+    return parse_formula(a.get("formula"), a.get("bounds")) if a.get("bounds") else a.get("formula")
+
+
 def run_describe(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.describe import describe
 
@@ -160,7 +167,7 @@ def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
     cox = FederatedCoxPH(ties=a.get("ties", "efron"), strata=a.get("strata"),
                          strata_levels=a.get("strata_levels"))
-    cox.fit(fed, a.get("duration"), a.get("event"), a.get("formula"), study=spec.study_id)
+    cox.fit(fed, a.get("duration"), a.get("event"), _formula(a), study=spec.study_id)
     return {"tables": {"summary": frame_json(cox.summary)},
             "stats": {"concordance": cox.concordance_index_, "log_likelihood": cox.log_likelihood_,
                       "newton_rounds": cox.rounds, "n": cox.n_, "events": cox.events_,
@@ -170,7 +177,7 @@ def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 def run_logistic(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.logistic import FederatedLogisticRegression
 
-    lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), a.get("formula"),
+    lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), _formula(a),
                                            positive=a.get("positive"), study=spec.study_id)
     return {"tables": {"summary": frame_json(lr.summary)},
             "stats": {"newton_rounds": lr.rounds, "n": lr.nobs, "pseudo_r2": lr.prsquared}}
@@ -210,7 +217,7 @@ def run_finegray(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
     """Fine-Gray subdistribution hazards (as cmprsk::crr, robust standard errors)."""
     from hemafed.analytics.finegray import FederatedFineGray
 
-    fg = FederatedFineGray().fit(fed, a.get("formula"), [tuple(c) for c in a.get("causes")],
+    fg = FederatedFineGray().fit(fed, _formula(a), [tuple(c) for c in a.get("causes")],
                                  cause=int(a.get("cause", 1)), study=spec.study_id)
     return {"tables": {"summary": frame_json(fg.summary)},
             "stats": {"newton_rounds": fg.rounds, "n": fg.n_, "events": fg.events_,
@@ -222,7 +229,7 @@ def run_cox_tv(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.coxph_startstop import FederatedCoxTimeVarying
 
     tv = FederatedCoxTimeVarying(ties=a.get("ties", "efron")).fit(
-        fed, a.get("duration"), a.get("event"), a.get("formula"),
+        fed, a.get("duration"), a.get("event"), _formula(a),
         switch=tuple(a.get("switch")), study=spec.study_id)
     return {"tables": {"summary": frame_json(tv.summary)},
             "stats": {"newton_rounds": tv.rounds, "n": tv.n_, "rows": tv.rows_,
