@@ -27,6 +27,8 @@ SPEC = {
          "bounds": {"age": [15, 100], "hb": [3, 18]}},  # fixed at approval; schema: 0-110, 2-25
         {"id": "tv", "kind": "cox_tv", "duration": "os_time", "event": "os_status",
          "formula": "age + hb", "switch": ["amlt_time", "amlt_status"]},
+        {"id": "cox_site", "kind": "cox", "duration": "os_time", "event": "os_status",
+         "formula": "age + wbc + plt + anc", "strata": "site"},  # wide schema bounds
         {"id": "cif", "kind": "competing", "causes": CAUSES, "group": "sex",
          "levels": ["M", "F"], "cause_names": ["AML", "death"]},
     ]}
@@ -59,3 +61,10 @@ def test_new_kinds_run_securely_and_match(study: Any) -> None:
     np.testing.assert_allclose(secure["se(coef)"].astype(float), tv.standard_errors_, rtol=1e-9)
     assert secure.index[-1] == "amlt_status(t)"
     assert any(k.startswith("Gray's test, AML") for k in docs["cif"]["stats"])
+    from hemafed.analytics.cox import FederatedCoxPH
+
+    cox = FederatedCoxPH(strata="site").fit(LocalSumFederation(cohorts), "os_time", "os_status",
+                                            "age + wbc + plt + anc", concordance=False)
+    secure = frame_from_json(docs["cox_site"]["tables"]["summary"])
+    np.testing.assert_allclose(secure["coef"].astype(float), cox.params_, rtol=1e-9)
+    np.testing.assert_allclose(secure["se(coef)"].astype(float), cox.standard_errors_, rtol=1e-9)
