@@ -26,7 +26,13 @@ Grambsch-Therneau test on scaled Schoenfeld residuals (lifelines' ``proportional
 from the sums of the last round, with no further round.
 
 Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
-unchanged) so that ``exp(xb)`` stays well scaled and has a public bound for secure encoding.
+unchanged; bounds fixed at approval come from the study spec's ``bounds``, else the schema's
+plausible range). Sites report the risk-set sums per public linear-predictor band
+(:func:`~hemafed.analytics.survival_queries.lp_bands`), each term scaled by its band, at the
+finest fixed-point step the encoding allows, so the secure sums keep float precision however
+wide the bounds (schema ranges made ``exp(xb)`` span 1e30 and more, and the secure fit failed
+with a singular Hessian where the plain-sum fit converged). Divergence is judged on the data's
+spread of each covariate within the risk sets (:data:`SEPARATION_LIMIT`), not on the bounds.
 Newton stops once a step moved every coefficient by less than ``tol`` (1e-6) of its standard
 error, which leaves of the order of ``tol**2`` standard errors. The rule is scale-free: the former
 absolute step tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
