@@ -222,12 +222,26 @@ def _direct_sums(x: np.ndarray, time: np.ndarray, event: np.ndarray, group: np.n
     return out
 
 
-def test_vectorised_risk_set_sums_equal_the_definition() -> None:
+def _unbanded(sums: dict[str, np.ndarray], tops: tuple[np.ndarray, float]
+              ) -> dict[str, np.ndarray]:
+    """Per-band site sums combined and scaled back to plain ``sum exp(x beta) ...``."""
+    from hemafed.analytics.survival_queries import combine_bands
+
+    out = combine_bands(sums, tops)
+    scale = np.exp(out.pop("log_scale"))
+    return {k: v * scale.reshape(*scale.shape, *([1] * (v.ndim - 2))) if k[0] in "se" else v
+            for k, v in out.items()}
+
+
+@pytest.mark.parametrize("half_width", [None, 40.0])
+def test_vectorised_risk_set_sums_equal_the_definition(half_width: float | None) -> None:
+    """Band sums recombine to the definition: one band (the rows' own bounds) or, with wide
+    public bounds (|x| <= 40: the linear predictor spans 80), five bands of width 16."""
     from hemafed.analytics.survival_queries import (
         CoxSiteData,
         SurvivalRows,
         expand_cox_sums,
-        unpack_upper,
+        lp_bands,
     )
 
     rng = np.random.default_rng(5)
@@ -238,17 +252,22 @@ def test_vectorised_risk_set_sums_equal_the_definition() -> None:
     group = rng.integers(0, k, n)
     x = rng.normal(size=(n, p))
     beta = np.array([0.3, -0.2, 0.5])
-    data = CoxSiteData.build(SurvivalRows(time, event, group, x, 0), grid, k)
+    hw = None if half_width is None else np.full(p, half_width)
+    data = CoxSiteData.build(SurvivalRows(time, event, group, x, 0), grid, k, hw)
+    tops = lp_bands(data.half_width, beta)
+    assert tops[0].size == (1 if half_width is None else 5)
     ref = _direct_sums(x, time, event, group, grid, beta, k)
-    full = expand_cox_sums(data.sums(beta, efron=True), grid.size)
+    full = _unbanded(expand_cox_sums(data.sums(beta, efron=True), grid.size), tops)
     for name, val in ref.items():
         np.testing.assert_allclose(full[name], val, rtol=1e-12, atol=1e-12, err_msg=name)
     # selected rows: exactly the corresponding rows of the full answer
     t_idx, e_idx = np.array([0, 3, 4, 9]), np.array([3, 9])
     part = data.sums(beta, efron=True, time_index=t_idx, tie_index=e_idx)
-    np.testing.assert_allclose(unpack_upper(part["s2"], p), ref["s2"][:, t_idx], rtol=1e-12)
-    np.testing.assert_allclose(part["e1"], ref["e1"][:, e_idx], rtol=1e-12, atol=1e-12)
-    assert part["s2"].shape == (k, 4, p * (p + 1) // 2)
+    assert part["s2"].shape == (tops[0].size * k, 4, p * (p + 1) // 2)
+    part = _unbanded(expand_cox_sums(part, grid.size, t_idx, e_idx), tops)
+    np.testing.assert_allclose(part["s2"][:, t_idx], ref["s2"][:, t_idx], rtol=1e-12)
+    np.testing.assert_allclose(part["e1"][:, e_idx], ref["e1"][:, e_idx], rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_later_rounds_ask_only_for_event_and_tie_rows(frame: pd.DataFrame,

@@ -81,3 +81,16 @@ def test_several_gene_terms_from_one_gene_matrix(cohort, monkeypatch) -> None:
     x, _ = design_matrix(cohort, spec, values=values)
     np.testing.assert_array_equal(x, [[0, 60, 0], [0, 70, 1], [0, 80, 0]])
     assert complete_case_mask(cohort, spec, values=values).tolist() == [True, True, False, True]
+
+
+def test_bounds_fixed_in_the_spec_replace_the_schema_range() -> None:
+    from hemafed.analytics.design import parse_formula
+    from hemafed.errors import InvalidInput
+
+    spec = parse_formula("age + wbc + sex", {"wbc": [0, 50]})
+    assert spec.bounds[1].tolist() == [0.0, 50.0] and spec.center[1] == 25.0
+    assert spec.bounds[0].tolist() == [0.0, 110.0]  # not listed: the schema's
+    with pytest.raises(InvalidInput, match="does not use"):
+        parse_formula("age", {"wbc": [0, 50]})
+    with pytest.raises(InvalidInput, match=r"\[low, high\]"):
+        parse_formula("wbc", {"wbc": [0]})

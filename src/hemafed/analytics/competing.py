@@ -20,7 +20,8 @@ and its log(-log) confidence interval. With the exact event-time grid (the defau
 Aalen-Johansen estimate on the same discretised times. lifelines jitters tied event times of
 different causes; we do not: a tie is handled exactly (all events at ``t_j`` use ``S(t_j-)``).
 
-Gray's test and Fine-Gray subdistribution-hazard regression are not implemented yet.
+Gray's test is :mod:`hemafed.analytics.graytest`; Fine-Gray subdistribution-hazard regression
+is :mod:`hemafed.analytics.finegray`.
 
 >>> params = competing_params([("amlt_time", "amlt_status"), ("os_time", "os_status")], [1.0])
 >>> params["causes"][0]

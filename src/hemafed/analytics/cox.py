@@ -26,7 +26,13 @@ Grambsch-Therneau test on scaled Schoenfeld residuals (lifelines' ``proportional
 from the sums of the last round, with no further round.
 
 Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
-unchanged) so that ``exp(xb)`` stays well scaled and has a public bound for secure encoding.
+unchanged; bounds fixed at approval come from the study spec's ``bounds``, else the schema's
+plausible range). Sites report the risk-set sums per public linear-predictor band
+(:func:`~hemafed.analytics.survival_queries.lp_bands`), each term scaled by its band, at the
+finest fixed-point step the encoding allows, so the secure sums keep float precision however
+wide the bounds (schema ranges made ``exp(xb)`` span 1e30 and more, and the secure fit failed
+with a singular Hessian where the plain-sum fit converged). Divergence is judged on the data's
+spread of each covariate within the risk sets (:data:`SEPARATION_LIMIT`), not on the bounds.
 Newton stops once a step moved every coefficient by less than ``tol`` (1e-6) of its standard
 error, which leaves of the order of ``tol**2`` standard errors. The rule is scale-free: the former
 absolute step tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
@@ -62,9 +68,11 @@ from hemafed.analytics.design import DesignSpec, Term, parse_formula
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.survival_queries import (
     check_grid,
+    combine_bands,
     cox_derivatives,
     event_means,
     expand_cox_sums,
+    lp_bands,
     query_params,
 )
 from hemafed.errors import ConvergenceError, InvalidInput
@@ -73,7 +81,11 @@ from hemafed.federation.api import Federation
 log = logging.getLogger(__name__)
 
 SEPARATION_LIMIT = 30.0
-"""A coefficient whose effect across the covariate's public range exceeds exp(30) diverges."""
+"""A coefficient whose effect per data standard deviation of its covariate exceeds exp(30)
+diverges. The standard deviation is what the data imply, not the public bounds: the square root
+of the Hessian's diagonal at beta = 0 per event, i.e. the covariate's spread within the risk sets
+(from the first round's secure sums). The former rule multiplied |beta| by the half-width of the
+declared range, so wide public bounds (a schema's plausible range) refused ordinary fits."""
 
 WHOLE_STEP_SE = 0.01
 """A Newton step under this many standard errors is taken whole, without comparing
@@ -84,6 +96,9 @@ comparison would only reject good steps (and halve them down to a false converge
 
 def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
     """Name the covariate a (near-)singular Hessian cannot identify, or None if it is fine."""
+    if not np.all(np.isfinite(hess)):
+        raise ConvergenceError("the log-likelihood's Hessian is not finite (an empty risk set "
+                               "or overflowing exp(x beta)); check the covariates and bounds")
     scale = np.sqrt(np.abs(np.diag(hess)))
     if np.any(scale == 0):
         return names[int(np.flatnonzero(scale == 0)[0])]
@@ -144,6 +159,7 @@ class FederatedCoxPH:
             sums = expand_cox_sums(agg.values, self._grid.size,
                                    self._rows_request.get("time_index"),
                                    self._rows_request.get("tie_index"))
+            sums = combine_bands(sums, lp_bands(self.spec.half_width, beta))
             if self._event_sums is None:
                 # d and xsum do not depend on beta: the first round's are kept for the rest
                 self._event_sums = {"d": sums["d"], "xsum": sums["xsum"]}
@@ -219,6 +235,9 @@ class FederatedCoxPH:
             raise InvalidInput(f"too few events ({int(events)}) for {spec.width} covariate(s); "
                                f"a Cox model needs more events than covariates")
         self.log_likelihood_null_ = ll
+        # the covariates' spread within the risk sets (the data's, from this round's sums)
+        info0 = -np.diag(hess) - self.penalizer
+        self.data_scale_ = np.sqrt(np.maximum(info0, 0.0) / max(events, 1.0))
         converged = False
         while self.rounds < self.max_rounds:
             bad = _singular_covariate(hess, names)
@@ -232,7 +251,7 @@ class FederatedCoxPH:
             halvings = 0
             while True:
                 cand = beta + step
-                effect = np.abs(cand) * spec.half_width
+                effect = np.abs(cand) * self.data_scale_
                 if effect.max() > SEPARATION_LIMIT:
                     j = int(np.argmax(effect))
                     raise ConvergenceError(
@@ -245,6 +264,7 @@ class FederatedCoxPH:
                 step, halvings = step / 2, halvings + 1
             moved = np.abs(cand - beta)
             beta, ll_old, ll, grad, hess = cand, ll, ll_new, g_new, h_new
+            moved = moved * self.data_scale_
             if abs(ll - ll_old) < 1e-10 * max(1.0, abs(ll)) and float(moved.max()) > 1e-4:
                 # the likelihood is flat but a coefficient keeps moving: monotone likelihood
                 raise ConvergenceError(

@@ -209,8 +209,33 @@ def term(column: str, *, low: float | None = None, high: float | None = None,
                        f"categorical; it cannot enter a model")
 
 
-def parse_formula(formula: str | Iterable[str | Term] | DesignSpec) -> DesignSpec:
-    """A design from ``"age + hb + sex + gene:TP53"`` or a list of names/terms (schema defaults)."""
+def parse_formula(formula: str | Iterable[str | Term] | DesignSpec,
+                  bounds: Mapping[str, Sequence[float]] | None = None) -> DesignSpec:
+    """A design from ``"age + hb + sex + gene:TP53"`` or a list of names/terms (schema defaults).
+
+    ``bounds``: public ``{column: [low, high]}`` fixed at approval (a study spec's ``bounds``)
+    replacing the schema's plausible range of those numeric columns; they set the centring
+    (midpoint) and the bounds every site's values must lie in (a value outside is refused,
+    never clipped). A bound for a column the formula does not use is an error.
+    """
+    if bounds:
+        if isinstance(formula, DesignSpec):
+            raise InvalidInput("bounds apply to a formula string or list, not a DesignSpec")
+        given = ([s.strip() for s in formula.split("+")] if isinstance(formula, str)
+                 else list(formula))
+        unknown = sorted(set(bounds) - {i for i in given if isinstance(i, str)})
+        if unknown:
+            raise InvalidInput(f"bounds given for {unknown}, which the formula does not use")
+        out: list[str | Term] = []
+        for i in given:
+            if isinstance(i, str) and i in bounds:
+                b = bounds[i]
+                if not isinstance(b, Sequence) or len(b) != 2:
+                    raise InvalidInput(f"bounds of {i!r} must be [low, high], got {b!r}")
+                out.append(term(i, low=float(b[0]), high=float(b[1])))
+            else:
+                out.append(i)
+        return parse_formula(out)
     if isinstance(formula, DesignSpec):
         return formula
     if isinstance(formula, str):

@@ -59,7 +59,22 @@ SUMMARY_COLUMNS: tuple[str, ...] = ("coef", "std err", "z", "P>|z|", "[0.025", "
 """The coefficient-table columns of statsmodels' ``Logit(...).fit().summary()``."""
 
 SEPARATION_LIMIT = 30.0
-"""A scaled coefficient (per half-range of the covariate) beyond this signals separation."""
+"""A coefficient whose effect per data standard deviation of its covariate exceeds this (on the
+log-odds scale) signals separation. The standard deviation is the data's, from the first
+round's Hessian at beta = 0 (``X'X / 4``: means and second moments of the complete cases), not
+the half-width of the public bounds: that rule refused ordinary fits with wide bounds."""
+
+
+def data_scale(hess0: np.ndarray) -> np.ndarray:
+    """Per covariate the complete cases' standard deviation (scaled units) from ``X'WX`` at
+    beta = 0, where ``W = 1/4``: row 0 holds the intercept's sums."""
+    h = np.asarray(hess0, dtype=float)
+    n = h[0, 0]
+    if not n > 0:
+        return np.ones(h.shape[0] - 1)
+    mean = h[0, 1:] / n
+    var = np.diag(h)[1:] / n - mean**2
+    return np.sqrt(np.maximum(var, 0.0))
 
 
 # --- site side ---------------------------------------------------------------------------------
@@ -258,6 +273,7 @@ class FederatedLogisticRegression:
                                f"({n_pos:g} of {n:g} positive); a logistic model needs both")
         converged = False
         current = _Newton(beta, res)
+        scale = data_scale(self._information(res, dp))
         for it in range(max_iter):
             hess = self._information(current.result, dp)
             bad = _singular_name(hess, names)
@@ -280,7 +296,7 @@ class FederatedLogisticRegression:
                 new = query(candidate)
                 halvings += 1
             current = _Newton(candidate, new)
-            scaled = np.abs(candidate[1:])
+            scaled = np.abs(candidate[1:]) * scale
             if scaled.size and scaled.max() > SEPARATION_LIMIT:
                 j = int(np.argmax(scaled))
                 raise ConvergenceError(

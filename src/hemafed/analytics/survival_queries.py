@@ -386,10 +386,17 @@ class CoxSiteData:
     xx: np.ndarray
     d: np.ndarray
     xsum: np.ndarray
+    half_width: np.ndarray
 
     @classmethod
-    def build(cls, rows: SurvivalRows, grid: np.ndarray, n_strata: int) -> CoxSiteData:
+    def build(cls, rows: SurvivalRows, grid: np.ndarray, n_strata: int,
+              half_width: np.ndarray | None = None) -> CoxSiteData:
+        """``half_width``: the public bound of ``|x|`` per column (the design's), which fixes
+        the linear-predictor bands (see :func:`lp_bands`); by default the rows' own maximum
+        (for local use: every band layout gives the same combined sums)."""
         m, p = grid.size, rows.x.shape[1]
+        if half_width is None:
+            half_width = np.abs(rows.x).max(axis=0) if rows.x.size else np.ones(p)
         at_risk_count, on_grid = grid_positions(rows.time, grid)
         order = np.lexsort((-at_risk_count, rows.group))
         start = np.searchsorted(rows.group[order], np.arange(n_strata), side="left")
@@ -410,7 +417,8 @@ class CoxSiteData:
         if ev.size:
             xsum[cells] = np.add.reduceat(rows.x[ev], starts, axis=0)
         return cls(rows, grid, n_strata, at_risk_count, on_grid, order, start, risk_end, ev,
-                   cells, starts, rows.x[:, iu] * rows.x[:, ju], d, xsum.reshape(n_strata, m, p))
+                   cells, starts, rows.x[:, iu] * rows.x[:, ju], d, xsum.reshape(n_strata, m, p),
+                   np.asarray(half_width, dtype=float))
 
     @property
     def width(self) -> int:
@@ -424,24 +432,34 @@ class CoxSiteData:
         m, p, k = self.grid.size, self.width, self.n_strata
         t_idx = np.arange(m) if time_index is None else time_index
         e_idx = t_idx if tie_index is None else tie_index
-        w = np.exp(self.rows.x @ beta)
-        # one matrix [w, w x, w x x'(upper)] so each cumulative sum runs once
+        centres, half = lp_bands(self.half_width, beta)
+        nb = centres.size
+        lp = self.rows.x @ beta
+        band = np.minimum(np.searchsorted(centres + half, lp, side="left"), nb - 1)
+        w = np.exp(lp - centres[band])
+        # one matrix [w, w x, w x x'(upper)] so each cumulative sum runs once per band
         vals = np.concatenate([w[:, None], self.rows.x * w[:, None], self.xx * w[:, None]],
                               axis=1)
-        acc = np.empty((k, t_idx.size, vals.shape[1]))
-        for s in range(k):
-            block = vals[self.order[self.start[s]:self.risk_end[s, 0]]]
-            cums = np.concatenate([np.zeros((1, vals.shape[1])), np.cumsum(block, axis=0)])
-            acc[s] = cums[self.risk_end[s, t_idx] - self.start[s]]
+        q = vals.shape[1]
+        banded = np.empty((nb, k, t_idx.size, q))
+        for b in range(nb):
+            vb = vals if nb == 1 else vals * (band == b)[:, None]
+            for s in range(k):
+                block = vb[self.order[self.start[s]:self.risk_end[s, 0]]]
+                cums = np.concatenate([np.zeros((1, q)), np.cumsum(block, axis=0)])
+                banded[b, s] = cums[self.risk_end[s, t_idx] - self.start[s]]
+        acc = banded.reshape(nb * k, t_idx.size, q)
         out = {"s0": acc[..., 0], "s1": acc[..., 1:1 + p], "s2": acc[..., 1 + p:]}
         if event_sums:
             out |= {"d": self.d[:, t_idx], "xsum": self.xsum[:, t_idx]}
         if efron:
-            tied = np.zeros((k * m, vals.shape[1]))
+            tied = np.zeros((nb, k * m, q))
             if self.event_rows.size:
-                tied[self.event_cells] = np.add.reduceat(vals[self.event_rows],
-                                                         self.event_starts, axis=0)
-            tied = tied.reshape(k, m, -1)[:, e_idx]
+                ev_band = band[self.event_rows]
+                for b in range(nb):
+                    vb = vals[self.event_rows] * (ev_band == b)[:, None]
+                    tied[b, self.event_cells] = np.add.reduceat(vb, self.event_starts, axis=0)
+            tied = tied.reshape(nb * k, m, -1)[:, e_idx]
             out |= {"e0": tied[..., 0], "e1": tied[..., 1:1 + p], "e2": tied[..., 1 + p:]}
         return out
 
@@ -477,7 +495,8 @@ class _SiteDataCache:
                 return hit[1]
         spec = DesignSpec.from_params(params["design"])
         data = CoxSiteData.build(survival_rows(cohort, params, spec, "strata"),
-                                 check_grid(params["grid"]), _n_levels(params, "strata"))
+                                 check_grid(params["grid"]), _n_levels(params, "strata"),
+                                 spec.half_width)
         with self._lock:
             self._entries[key] = (weakref.ref(cohort), data)
             self._entries.move_to_end(key)
@@ -500,12 +519,14 @@ def risk_set_sums(rows: SurvivalRows, grid: np.ndarray, beta: np.ndarray, n_stra
                   efron: bool) -> dict[str, np.ndarray]:
     """Per stratum and grid time: S0, S1, S2 over the risk set, events d, sum of x over events
     and (Efron) the same exp(x beta)-weighted sums over the tied events (S2, E2 as full
-    ``p x p`` blocks)."""
-    out = CoxSiteData.build(rows, grid, n_strata).sums(beta, efron)
-    p = beta.size
-    out["s2"] = unpack_upper(out["s2"], p)
-    if efron:
-        out["e2"] = unpack_upper(out["e2"], p)
+    ``p x p`` blocks; the linear-predictor bands combined, so ``S0 = sum exp(x beta)``)."""
+    data = CoxSiteData.build(rows, grid, n_strata)
+    out = expand_cox_sums(data.sums(beta, efron), grid.size)
+    out = combine_bands(out, lp_bands(data.half_width, beta))
+    scale = np.exp(out.pop("log_scale"))
+    for name in ("s0", "s1", "s2", "e0", "e1", "e2"):
+        if name in out:
+            out[name] = out[name] * scale.reshape(*scale.shape, *([1] * (out[name].ndim - 2)))
     return out
 
 
@@ -520,6 +541,63 @@ def _cox_sums_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return out
 
 
+BAND_WIDTH = 16.0
+"""Width (in units of the linear predictor) of one band of :func:`lp_bands`: within a band
+``exp(x beta - centre)`` lies in ``[exp(-8), exp(8)]``, so the finest encodable resolution keeps
+even a lone patient's term to ~1e-13 relative, whatever the design's bounds."""
+
+BOUND_SLACK = 1e-9
+"""Relative slack on the band sums' upper bounds (``exp(x beta - centre)`` may exceed its bound
+by rounding when a value sits on its declared bound)."""
+
+
+def lp_bands(half_width: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centres of the public linear-predictor bands at ``beta``, and their half-width.
+
+    The centred linear predictor lies in ``[-A, A]`` with ``A = sum |beta_j| half_width_j``
+    (public: design bounds and beta). It is cut into ``ceil(2A / BAND_WIDTH)`` equal bands; one
+    band (centre 0, the former scheme) when ``2A <= 16``. A site reports every risk-set sum per
+    band, each patient's term scaled by ``exp(-centre)`` of its band, so every reported number
+    is bounded by the number of patients times ``exp(8)`` (times the covariate bounds) rather
+    than by ``exp(A)``: the fixed-point encoding then keeps float precision relative to each
+    band's actual size, which wide public bounds (``exp(A)`` of 1e30 and more) used to
+    destroy. The hub recombines the bands exactly (:func:`combine_bands`).
+    """
+    a = float(np.sum(np.abs(np.asarray(beta, dtype=float)) * np.asarray(half_width)))
+    nb = max(1, math.ceil(2.0 * a / BAND_WIDTH - 1e-12))
+    half = a / nb
+    return -a + (2 * np.arange(nb) + 1) * half, half
+
+
+def combine_bands(sums: Mapping[str, np.ndarray], bands: tuple[np.ndarray, float]
+                  ) -> dict[str, np.ndarray]:
+    """Add the per-band risk-set sums (band-major first axis) into per-stratum sums.
+
+    Each (stratum, time) row is scaled by ``exp(-log_scale)``, ``log_scale`` (returned, shaped
+    like ``d``) being the centre of the highest band with patients at risk in that row, so nothing
+    overflows or underflows however wide the bands span; ratios (gradient, Hessian) do not
+    change and :func:`cox_derivatives` adds ``-d * log_scale`` per row to the log-likelihood.
+    """
+    tops = bands[0]
+    nb = tops.size
+    s0 = np.asarray(sums["s0"])
+    s0 = s0.reshape(nb, s0.shape[0] // nb, *s0.shape[1:])
+    lifted = np.where(s0 > 0, tops.reshape(-1, *([1] * (s0.ndim - 1))), -np.inf)
+    row_top = lifted.max(axis=0)
+    row_top = np.where(np.isfinite(row_top), row_top, 0.0)
+    gap = tops.reshape(-1, *([1] * (s0.ndim - 1))) - row_top[None]
+    weights = np.where(gap <= 0, np.exp(np.minimum(gap, 0.0)), 0.0)
+    out = dict(sums)
+    for name in ("s0", "s1", "s2", "e0", "e1", "e2"):
+        if name in sums:
+            v = np.asarray(sums[name])
+            v = v.reshape(nb, v.shape[0] // nb, *v.shape[1:])
+            w = weights.reshape(*weights.shape, *([1] * (v.ndim - weights.ndim)))
+            out[name] = (w * v).sum(axis=0)
+    out["log_scale"] = row_top
+    return out
+
+
 def exp_bound(params: Params) -> tuple[float, float]:
     """Public bounds ``(max |x - center|, max exp(x beta))`` from the design bounds and beta."""
     spec = DesignSpec.from_params(params["design"])
@@ -528,39 +606,49 @@ def exp_bound(params: Params) -> tuple[float, float]:
     return float(hw.max()), float(np.exp(np.sum(np.abs(beta) * hw)))
 
 
+def finest_resolution(low: float, high: float) -> float:
+    """The finest fixed-point step the two-limb encoding takes for ``[low, high]`` (with a
+    factor-4 margin below :data:`hemafed.federation.queries.MAX_STEPS`)."""
+    return max((float(high) - float(low)) / 2.0**88, 1e-300)
+
+
 def _cox_sums_declare(params: Params) -> dict[str, Statistic]:
     mp = _max_patients(params)
     spec = DesignSpec.from_params(params.get("design"))
     k, p = _n_levels(params, "strata"), spec.width
     t_idx, e_idx = cox_row_index(params)
     m, me, q = t_idx.size, e_idx.size, p * (p + 1) // 2
-    a, e = exp_bound(params)
-    res = float(params.get("resolution", DEFAULT_RESOLUTION))
-    out = {"s0": Statistic((k, m), 0, mp * e, res, sensitivity=e * math.sqrt(m)),
-           "s1": Statistic((k, m, p), -mp * a * e, mp * a * e, res,
-                           sensitivity=a * e * math.sqrt(m * p)),
-           "s2": Statistic((k, m, q), -mp * a * a * e, mp * a * a * e, res,
-                           sensitivity=a * a * e * p * math.sqrt(m)),
+    a = float(spec.half_width.max())
+    centres, half = lp_bands(spec.half_width, np.asarray(params["beta"], dtype=float))
+    nb, e = centres.size, math.exp(half)
+    top = mp * e * (1.0 + BOUND_SLACK)
+
+    def stat(shape: tuple[int, ...], low: float, high: float, sens: float) -> Statistic:
+        res = float(params.get("resolution", finest_resolution(low, high)))
+        return Statistic(shape, low, high, res, sensitivity=sens)
+
+    out = {"s0": stat((nb * k, m), 0, top, e * math.sqrt(m)),
+           "s1": stat((nb * k, m, p), -top * a, top * a, a * e * math.sqrt(m * p)),
+           "s2": stat((nb * k, m, q), -top * a * a, top * a * a, a * a * e * p * math.sqrt(m)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
     if params.get("event_sums", True):
         out |= {"d": Statistic((k, m), 0, mp, is_count=True),
-                "xsum": Statistic((k, m, p), -mp * a, mp * a, res, sensitivity=a * math.sqrt(p))}
+                "xsum": stat((k, m, p), -mp * a, mp * a, a * math.sqrt(p))}
     if params.get("ties", "efron") == "efron":
-        out |= {"e0": Statistic((k, me), 0, mp * e, res, sensitivity=e),
-                "e1": Statistic((k, me, p), -mp * a * e, mp * a * e, res,
-                                sensitivity=a * e * math.sqrt(p)),
-                "e2": Statistic((k, me, q), -mp * a * a * e, mp * a * a * e, res,
-                                sensitivity=a * a * e * p)}
+        out |= {"e0": stat((nb * k, me), 0, top, e),
+                "e1": stat((nb * k, me, p), -top * a, top * a, a * e * math.sqrt(p)),
+                "e2": stat((nb * k, me, q), -top * a * a, top * a * a, a * a * e * p)}
     return out
 
 
 COX_RISK_SET_SUMS = register(Query(
-    "cox_risk_set_sums", "2", compute=_cox_sums_compute, declare=_cox_sums_declare,
+    "cox_risk_set_sums", "3", compute=_cox_sums_compute, declare=_cox_sums_declare,
     check_params=_cox_check,
-    description="Cox risk-set sums S0, S1, S2 (upper triangle) per stratum at the requested "
-                "grid times (time_index; Efron tie sums at tie_index) at beta, and the event "
-                "counts and covariate sums there (unless event_sums is false)"))
+    description="Cox risk-set sums S0, S1, S2 (upper triangle) per linear-predictor band "
+                "(lp_bands) and stratum at the requested grid times (time_index; Efron tie "
+                "sums at tie_index) at beta, and the event counts and covariate sums there "
+                "(unless event_sums is false)"))
 
 
 def expand_cox_sums(sums: Mapping[str, np.ndarray], grid_size: int,
@@ -574,7 +662,6 @@ def expand_cox_sums(sums: Mapping[str, np.ndarray], grid_size: int,
     terms vanish for a single event).
     """
     p = sums["s1"].shape[-1]
-    k = sums["s0"].shape[0]
     t_idx = np.arange(grid_size) if time_index is None else np.asarray(time_index, dtype=np.intp)
     e_idx = t_idx if tie_index is None else np.asarray(tie_index, dtype=np.intp)
     out: dict[str, np.ndarray] = {}
@@ -585,7 +672,7 @@ def expand_cox_sums(sums: Mapping[str, np.ndarray], grid_size: int,
         val = sums[name]
         if name in ("s2", "e2"):
             val = unpack_upper(val, p)
-        full = np.zeros((k, grid_size, *val.shape[2:]))
+        full = np.zeros((val.shape[0], grid_size, *val.shape[2:]))
         full[:, idx] = val
         out[name] = full
     return out
@@ -607,7 +694,8 @@ def cox_derivatives(sums: Mapping[str, np.ndarray], beta: np.ndarray,
     s1 = sums["s1"].reshape(-1, p)[keep]
     s2 = sums["s2"].reshape(-1, p, p)[keep]
     xsum = sums["xsum"].reshape(-1, p)[keep]
-    loglik = float(np.sum(xsum @ beta))
+    scale = np.broadcast_to(np.asarray(sums.get("log_scale", 0.0)), sums["d"].shape)
+    loglik = float(np.sum(xsum @ beta)) - float(np.sum(d * scale.reshape(-1)[keep]))
     grad = xsum.sum(axis=0)
     hess = np.zeros((p, p))
     if not efron:
@@ -657,9 +745,11 @@ def _site_deriv_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]
     data = COX_SITE_CACHE.get(cohort, params)
     beta = np.asarray(params["beta"], dtype=float)
     efron = params.get("ties", "efron") == "efron"
-    sums = expand_cox_sums(data.sums(beta, efron), data.grid.size)
+    sums = combine_bands(expand_cox_sums(data.sums(beta, efron), data.grid.size),
+                         lp_bands(data.half_width, beta))
     loglik, grad, hess = cox_derivatives(sums, beta, efron)
-    return {"loglik": np.array([loglik]), "grad": grad, "hess": hess,
+    # a log partial likelihood is <= 0; a one-patient stratum gives 0 up to rounding (+1e-16)
+    return {"loglik": np.array([min(loglik, 0.0)]), "grad": grad, "hess": hess,
             "d": sums["d"].sum(axis=0), "n": np.array([float(data.rows.time.size)]),
             "excluded": np.array([float(data.rows.excluded)])}
 

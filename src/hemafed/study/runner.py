@@ -103,6 +103,13 @@ def _curve_docs(fitted: Any) -> list[dict[str, Any]]:
     return curves
 
 
+def _formula(a: Analysis) -> Any:
+    """The analysis' design: its formula with the spec's fixed public ``bounds``, if any."""
+    from hemafed.analytics.design import parse_formula
+
+    return parse_formula(a.get("formula"), a.get("bounds")) if a.get("bounds") else a.get("formula")
+
+
 def run_describe(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.describe import describe
 
@@ -162,7 +169,7 @@ def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
     cox = FederatedCoxPH(ties=a.get("ties", "efron"), strata=a.get("strata"),
                          strata_levels=a.get("strata_levels"))
-    cox.fit(fed, a.get("duration"), a.get("event"), a.get("formula"), study=spec.study_id)
+    cox.fit(fed, a.get("duration"), a.get("event"), _formula(a), study=spec.study_id)
     return {"tables": {"summary": frame_json(cox.summary)},
             "stats": {"concordance": cox.concordance_index_, "log_likelihood": cox.log_likelihood_,
                       "newton_rounds": cox.rounds, "n": cox.n_, "events": cox.events_,
@@ -172,7 +179,7 @@ def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 def run_logistic(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.logistic import FederatedLogisticRegression
 
-    lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), a.get("formula"),
+    lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), _formula(a),
                                            positive=a.get("positive"), study=spec.study_id)
     return {"tables": {"summary": frame_json(lr.summary)},
             "stats": {"newton_rounds": lr.rounds, "n": lr.nobs, "pseudo_r2": lr.prsquared}}
@@ -195,7 +202,40 @@ def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, An
             label = name if group is None else f"{name}, {group}"
             curves.append({"label": label, "x": _finite(aj.grid_), "y": _finite(ci.cif),
                            "lower": _finite(ci.lower), "upper": _finite(ci.upper)})
-    return {"curves": curves, "curve_kind": "cif", "tables": {"summary": frame_json(aj.summary)}}
+    out: dict[str, Any] = {"curves": curves, "curve_kind": "cif",
+                           "tables": {"summary": frame_json(aj.summary)}}
+    if levels and len(levels) > 1:  # Gray's test of each cause among the groups
+        from hemafed.analytics.graytest import federated_gray_test
+
+        for cause, name in enumerate(names, start=1):
+            g = federated_gray_test(fed, causes, a.get("group"), levels, cause=cause,
+                                    study=spec.study_id)
+            out.setdefault("stats", {})[f"Gray's test, {name}"] = (
+                f"chi2 {g.statistic:.3f} on {g.df} df, p = {g.p:.3g}")
+    return out
+
+
+def run_finegray(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    """Fine-Gray subdistribution hazards (as cmprsk::crr, robust standard errors)."""
+    from hemafed.analytics.finegray import FederatedFineGray
+
+    fg = FederatedFineGray().fit(fed, _formula(a), [tuple(c) for c in a.get("causes")],
+                                 cause=int(a.get("cause", 1)), study=spec.study_id)
+    return {"tables": {"summary": frame_json(fg.summary)},
+            "stats": {"newton_rounds": fg.rounds, "n": fg.n_, "events": fg.events_,
+                      "competing events": fg.competing_, "excluded": fg.excluded_}}
+
+
+def run_cox_tv(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    """Cox with a covariate switched on at a patient-level event (start-stop rows)."""
+    from hemafed.analytics.coxph_startstop import FederatedCoxTimeVarying
+
+    tv = FederatedCoxTimeVarying(ties=a.get("ties", "efron")).fit(
+        fed, a.get("duration"), a.get("event"), _formula(a),
+        switch=tuple(a.get("switch")), study=spec.study_id)
+    return {"tables": {"summary": frame_json(tv.summary)},
+            "stats": {"newton_rounds": tv.rounds, "n": tv.n_, "rows": tv.rows_,
+                      "events": tv.events_, "excluded": tv.excluded_}}
 
 
 def run_gbdt(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
@@ -273,7 +313,7 @@ def run_gwas(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
     "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
     "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
-    "synth": run_synth, "gwas": run_gwas,
+    "synth": run_synth, "gwas": run_gwas, "finegray": run_finegray, "cox_tv": run_cox_tv,
 }
 RUNNERS.update(STUDY_RUNNERS)
 

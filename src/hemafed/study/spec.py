@@ -29,8 +29,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "crosstab": ({"row", "col"}, {"levels"}),
     "km": ({"duration", "event"}, {"group", "levels"}),
     "logrank": ({"duration", "event", "group", "levels"}, set()),
-    "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels"}),
-    "logistic": ({"outcome", "formula"}, {"positive"}),
+    "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels", "bounds"}),
+    "logistic": ({"outcome", "formula"}, {"positive", "bounds"}),
     "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
     "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate"}),
@@ -39,6 +39,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
     "gwas": ({"trait", "variant_list"}, {"threshold", "covariates", "n_pcs", "genotypes",
                                           "min_mac", "epsilon", "top", "test"}),
+    "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds"}),
+    "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}

@@ -1,0 +1,326 @@
+"""Federated Cox regression with a time-varying covariate on start-stop data.
+
+A patient-level event that happens during follow-up (AML transformation, a transplant, a new
+treatment line) becomes a 0/1 covariate ``z(t)`` that switches on at that event's time: the
+site splits each such patient's follow-up into the rows ``(0, s]`` with ``z = 0`` and
+``(s, T]`` with ``z = 1`` (what ``survival::tmerge(..., tdc(s))`` builds), and the model is
+``survival::coxph(Surv(start, stop, event) ~ x + z)``. The switch is declared as a pair of cohort
+columns ``(switch_time, switch_status)``: ``z`` switches on at ``switch_time`` if
+``switch_status`` is 1 and ``switch_time < T``; at ``switch_time = 0`` the patient has ``z = 1``
+from the start. Rows missing a duration, event, covariate or either switch column are left out
+(complete cases, counted in ``excluded``).
+
+Each Newton round the site query ``cox_start_stop_sums`` returns, at every public grid time
+``t_j``, the risk-set sums over rows with ``start < t_j <= stop`` (``S0``, ``S1``, ``S2`` per
+linear-predictor band, see :func:`hemafed.analytics.survival_queries.lp_bands`), the events, the
+event covariate sums and the Efron tie sums; they add over sites, so the hub's log partial
+likelihood, gradient and Hessian are the pooled ones (:func:`cox_derivatives`). Tied events use
+Efron's or Breslow's method as ``coxph``.
+
+>>> # tv = FederatedCoxTimeVarying().fit(fed, "os_time", "os_status", "age + sex",
+>>> #                                    switch=("amlt_time", "amlt_status"))
+>>> # tv.summary  # lifelines' columns; the time-varying covariate is 'amlt_status(t)'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.analytics import results
+from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.design import (
+    DesignSpec,
+    Term,
+    complete_case_mask,
+    design_matrix,
+    design_values,
+    parse_formula,
+)
+from hemafed.analytics.km import time_grid_counts
+from hemafed.analytics.survival_queries import (
+    BOUND_SLACK,
+    REL_TOL,
+    _col,
+    _max_patients,
+    _outcome,
+    _survival_check,
+    check_grid,
+    combine_bands,
+    cox_derivatives,
+    effective_times,
+    expand_cox_sums,
+    finest_resolution,
+    grid_positions,
+    lp_bands,
+    upper_index,
+)
+from hemafed.cohort.model import Cohort
+from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation.api import Federation
+from hemafed.federation.queries import Params, Query, Statistic, register
+
+log = logging.getLogger(__name__)
+
+QUERY = "cox_start_stop_sums"
+
+
+def _switch(params: Params) -> tuple[str, str]:
+    sw = params.get("switch")
+    if (not isinstance(sw, list | tuple) or len(sw) != 2
+            or not all(isinstance(c, str) and c for c in sw)):
+        raise InvalidInput("parameter 'switch' must be [time column, status column] of the "
+                           "event that switches the time-varying covariate on")
+    return str(sw[0]), str(sw[1])
+
+
+def _half_widths(spec: DesignSpec) -> np.ndarray:
+    """Public bounds of ``|x - centre|``: the design's, then 0.5 for the 0/1 ``z(t)``."""
+    return np.r_[spec.half_width, 0.5]
+
+
+def start_stop_rows(cohort: Cohort, params: Params
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """``(start, stop, event, x, n_patients, excluded)`` of the site's split rows; ``x`` is
+    centred (design centres, 0.5 for ``z``) and its last column is ``z``."""
+    spec = DesignSpec.from_params(params["design"])
+    dcol, ecol = _col(params, "duration_col", "os_time"), _col(params, "event_col", "os_status")
+    tcol, scol = _switch(params)
+    for c, kind in ((dcol, "duration"), (ecol, "event"), (tcol, "switch time"),
+                    (scol, "switch status")):
+        _outcome(cohort, c, kind)
+    values = design_values(cohort, spec)
+    mask = complete_case_mask(cohort, spec, [dcol, ecol, tcol, scol], values=values)
+    p = cohort.patients
+    num = {c: p[c].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[mask]
+           for c in (dcol, ecol, tcol, scol)}
+    for c in (ecol, scol):
+        if np.any((num[c] != 0) & (num[c] != 1)):
+            raise InvalidInput(f"column {c!r} must be 0/1")
+    for c in (dcol, tcol):
+        if num[c].size and num[c].min() < 0:
+            raise InvalidInput(f"column {c!r} has negative times")
+    grid = check_grid(params["grid"])
+    event = num[ecol] == 1
+    stop = effective_times(num[dcol], event, grid, str(params.get("time_mapping", "exact")))
+    x0, _ = design_matrix(cohort, spec, mask, values=values)
+    x0 = x0 - spec.center
+    s = num[tcol]
+    tol = REL_TOL * np.maximum(1.0, np.abs(stop))
+    switched = (num[scol] == 1) & (s < stop - tol)
+    from_start = switched & (s <= 0)
+    split = switched & ~from_start
+    # first rows: (0, s] with z = 0 for split patients, (0, T] otherwise
+    first_stop = np.where(split, s, stop)
+    first_z = np.where(from_start, 1.0, 0.0)
+    first_event = event & ~split
+    i2 = np.flatnonzero(split)
+    start = np.r_[np.zeros(stop.size), s[i2]]
+    stops = np.r_[first_stop, stop[i2]]
+    events = np.r_[first_event, event[i2]]
+    z = np.r_[first_z, np.ones(i2.size)] - 0.5
+    x = np.column_stack([np.vstack([x0, x0[i2]]), z])
+    return start, stops, events, x, int(mask.sum()), int(len(cohort) - mask.sum())
+
+
+def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    grid = check_grid(params["grid"])
+    beta = np.asarray(params["beta"], dtype=float)
+    efron = params.get("ties", "efron") == "efron"
+    start, stop, event, x, n, excluded = start_stop_rows(cohort, params)
+    m, p = grid.size, x.shape[1]
+    centres, half = lp_bands(_half_widths(spec), beta)
+    nb = centres.size
+    lp = x @ beta
+    band = np.minimum(np.searchsorted(centres + half, lp, side="left"), nb - 1)
+    w = np.exp(lp - centres[band])
+    iu, ju = upper_index(p)
+    vals = np.concatenate([w[:, None], x * w[:, None], (x[:, iu] * x[:, ju]) * w[:, None]], axis=1)
+    # a row is at risk at t_j for cnt_start <= j < cnt_stop (start < t_j <= stop)
+    cnt_start, _ = grid_positions(start, grid)
+    cnt_stop, on_grid = grid_positions(stop, grid)
+    on_grid = np.where(event, on_grid, -1)
+    if np.any(event & (on_grid < 0)):
+        raise InvalidInput("an event time is not on the declared grid; use the exact grid")
+    q = vals.shape[1]
+    risk = np.zeros((nb, m + 1, q))
+    tied = np.zeros((nb, m, q))
+    for b in range(nb):
+        vb = vals * (band == b)[:, None]
+        np.add.at(risk[b], cnt_start, vb)
+        np.add.at(risk[b], cnt_stop, -vb)
+        ev = event & (band == b)
+        np.add.at(tied[b], on_grid[ev], vals[ev])
+    risk = np.cumsum(risk, axis=1)[:, :m]
+    # cancellation of the differences can leave -1e-17 where nobody is at risk
+    risk[..., 0] = np.maximum(risk[..., 0], 0.0)
+    d = np.bincount(on_grid[event], minlength=m).astype(float)[None, :m]
+    xsum = np.zeros((m, p))
+    np.add.at(xsum, on_grid[event], x[event])
+    out = {"s0": risk[..., 0], "s1": risk[..., 1:1 + p], "s2": risk[..., 1 + p:],
+           "d": d, "xsum": xsum[None], "n": np.array([float(n)]),
+           "rows": np.array([float(start.size)]), "excluded": np.array([float(excluded)])}
+    if efron:
+        out |= {"e0": tied[..., 0], "e1": tied[..., 1:1 + p], "e2": tied[..., 1 + p:]}
+    return out
+
+
+def _declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    spec = DesignSpec.from_params(params.get("design"))
+    hw = _half_widths(spec)
+    m, p = check_grid(params.get("grid")).size, hw.size
+    q = p * (p + 1) // 2
+    a = float(hw.max())
+    centres, half = lp_bands(hw, np.asarray(params["beta"], dtype=float))
+    nb, e = centres.size, math.exp(half)
+    top = mp * e * (1.0 + BOUND_SLACK)
+
+    def stat(shape: tuple[int, ...], low: float, high: float, sens: float) -> Statistic:
+        return Statistic(shape, low, high, finest_resolution(low, high), sensitivity=sens)
+
+    # a patient is at risk in at most one of its rows at any time: per-patient bounds as Cox
+    out = {"s0": stat((nb, m), 0, top, e * math.sqrt(m)),
+           "s1": stat((nb, m, p), -top * a, top * a, a * e * math.sqrt(m * p)),
+           "s2": stat((nb, m, q), -top * a * a, top * a * a, a * a * e * p * math.sqrt(m)),
+           "d": Statistic((1, m), 0, mp, is_count=True),
+           "xsum": stat((1, m, p), -mp * a, mp * a, a * math.sqrt(p)),
+           "n": Statistic((1,), 0, mp, is_count=True),
+           "rows": Statistic((1,), 0, 2 * mp, sensitivity=2.0, is_count=True),
+           "excluded": Statistic((1,), 0, mp, is_count=True)}
+    if params.get("ties", "efron") == "efron":
+        out |= {"e0": stat((nb, m), 0, top, e),
+                "e1": stat((nb, m, p), -top * a, top * a, a * e * math.sqrt(p)),
+                "e2": stat((nb, m, q), -top * a * a, top * a * a, a * a * e * p)}
+    return out
+
+
+def _check(params: Params) -> None:
+    _survival_check(params)
+    _switch(params)
+    spec = DesignSpec.from_params(params.get("design"))
+    beta = params.get("beta")
+    if (not isinstance(beta, list | tuple) or len(beta) != spec.width + 1
+            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
+        raise InvalidInput(f"parameter 'beta' must list {spec.width + 1} finite coefficients "
+                           f"(the design's, then the time-varying covariate's)")
+    if params.get("ties", "efron") not in ("efron", "breslow"):
+        raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
+
+
+COX_START_STOP_SUMS = register(Query(
+    QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+    description="Cox risk-set sums over start-stop rows (a 0/1 covariate switched on at a "
+                "patient-level event time) per linear-predictor band and grid time at beta"))
+
+
+class FederatedCoxTimeVarying:
+    """Cox regression with one switch-on time-varying covariate, shaped like lifelines'
+    ``CoxTimeVaryingFitter``; equal to ``coxph(Surv(start, stop, event) ~ ...)`` on the pooled
+    split rows. After ``fit``: ``summary``, ``params_``, ``standard_errors_``,
+    ``variance_matrix_``, ``log_likelihood_``, ``n_``, ``rows_``, ``events_``, ``to_json()``."""
+
+    def __init__(self, ties: str = "efron", alpha: float = 0.05, tol: float = 1e-6,
+                 max_rounds: int = 50) -> None:
+        if ties not in ("efron", "breslow"):
+            raise InvalidInput(f"ties must be 'efron' or 'breslow', got {ties!r}")
+        self.ties, self.alpha, self.tol, self.max_rounds = ties, alpha, tol, max_rounds
+        self.params_: pd.Series | None = None
+        self.rounds = 0
+
+    def _round(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
+        agg = self._federation.secure_sum(QUERY, self._request | {"beta": [float(b) for b in beta]},
+                                          study=self._study)
+        sums = combine_bands(expand_cox_sums(agg.values, self._grid.size),
+                             lp_bands(self._hw, beta))
+        ll, g, h = cox_derivatives(sums, beta, self.ties == "efron")
+        self.rounds += 1
+        self.n_, self.rows_ = int(agg["n"][0]), int(agg["rows"][0])
+        self.excluded_ = int(agg["excluded"][0])
+        return ll, g, h, float(sums["d"].sum())
+
+    def fit(self, federation: Federation, duration_col: str = "os_time",
+            event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
+            *, switch: tuple[str, str] = ("amlt_time", "amlt_status"),
+            steps_per_unit: float = 365.25, study: str = "default") -> FederatedCoxTimeVarying:
+        """Fit by Newton-Raphson; ``formula`` gives the baseline covariates, ``switch`` the
+        ``(time, status)`` columns of the event that switches ``z(t)`` on."""
+        if not formula:
+            raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
+        spec = parse_formula(formula)
+        grid, _ = time_grid_counts(federation, duration_col, event_col,
+                                   steps_per_unit=steps_per_unit, events_only=True, study=study)
+        self._federation, self._study, self._grid, self.spec = federation, study, grid, spec
+        self._hw = _half_widths(spec)
+        self.switch = (str(switch[0]), str(switch[1]))
+        self._request: dict[str, Any] = {
+            "duration_col": duration_col, "event_col": event_col,
+            "grid": [float(t) for t in grid], "time_mapping": "exact",
+            "design": spec.to_params(), "switch": list(self.switch), "ties": self.ties}
+        self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
+        names = [*spec.names, f"{self.switch[1]}(t)"]
+        beta = np.zeros(len(names))
+        ll, grad, hess, events = self._round(beta)
+        self.events_ = int(events)
+        if events < len(names) + 1:
+            raise InvalidInput(f"too few events ({int(events)}) for {len(names)} covariate(s)")
+        self.log_likelihood_null_ = ll
+        scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / events)
+        while True:
+            bad = _singular_covariate(hess, names)
+            if bad is not None:
+                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
+                                       f"or collinear with others; drop or recode it")
+            step = np.linalg.solve(-hess, grad)
+            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
+            for _ in range(20):
+                cand = beta + step
+                effect = np.abs(cand) * scale
+                if effect.max() > SEPARATION_LIMIT:
+                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
+                                           f"diverges (monotone likelihood); drop that covariate")
+                ll_new, g_new, h_new, _ = self._round(cand)
+                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
+                    break
+                step = step / 2
+            beta, ll, grad, hess = cand, ll_new, g_new, h_new
+            if step_se < self.tol:
+                break
+            if self.rounds >= self.max_rounds:
+                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
+                                       f"rounds")
+        cov = np.linalg.inv(-hess)
+        index = pd.Index(names, name="covariate")
+        self.params_ = pd.Series(beta, index=index, name="coef")
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=index, name="se")
+        self.variance_matrix_ = pd.DataFrame(cov, index=names, columns=names)
+        self.log_likelihood_ = ll
+        log.info("federated time-varying Cox converged in %d rounds", self.rounds)
+        return self
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        if self.params_ is None:
+            raise InvalidInput("call fit(...) first")
+        return results.coefficient_table(list(self.params_.index), self.params_.to_numpy(),
+                                         self.standard_errors_.to_numpy(), self.alpha)
+
+    @property
+    def hazard_ratios_(self) -> pd.Series:
+        if self.params_ is None:
+            raise InvalidInput("call fit(...) first")
+        return np.exp(self.params_).rename("exp(coef)")
+
+    def to_json(self) -> str:
+        return results.to_json({
+            "kind": "cox_time_varying", "ties": self.ties, "switch": list(self.switch),
+            "duration_col": self.duration_col, "event_col": self.event_col,
+            "design": self.spec.to_params(), "summary": self.summary,
+            "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
+            "rows": self.rows_, "events": self.events_, "excluded": self.excluded_})

@@ -1,0 +1,513 @@
+"""Federated Fine-Gray subdistribution-hazard regression (as ``cmprsk::crr``) from secure sums.
+
+Competing events are declared as in :mod:`hemafed.analytics.competing` (an ordered list of
+``(time column, status column)`` pairs; each patient has the first cause with status 1, else is
+censored at the earliest listed time). For the cause of interest the subdistribution risk set
+at a cause time ``t`` holds every patient still event-free (``T >= t``, weight 1) and every
+patient who had a *competing* event before ``t``, with weight ``G(t-) / G(T-)``, ``G`` being the
+Kaplan-Meier estimate of the censoring distribution; ties are handled as ``crr`` does (Breslow).
+
+Three site queries, every output a sum over patients:
+
+* ``finegray_table``: per public grid time (every exit time, from the secure lattice
+  histograms), the exit histogram and events per cause over the complete cases (covariates
+  included, as ``crr`` drops incomplete rows before estimating ``G``); the hub derives ``G``.
+* ``finegray_sums`` (each Newton round, public ``beta`` and ``G``): the weighted risk-set sums
+  ``S0, S1, S2`` at the cause's event times per linear-predictor band (see
+  :func:`hemafed.analytics.survival_queries.lp_bands`), events and event covariate sums; the
+  hub's Breslow log partial likelihood, score and information are then the pooled ones. In the
+  last round it also returns the competing-event sums ``C0(u), C1(u)`` at every grid time.
+* ``finegray_score_outer``: given public per-time arrays the hub derives from the pooled sums,
+  each patient's influence term ``eta_i + psi_i`` of Fine and Gray's robust variance (score
+  residual plus the term for the estimated ``G``, as ``crr``'s ``crrvv``), returned as the sum
+  of their outer products. The variance is ``I^-1 (sum u_i u_i') I^-1``, as ``crr``'s ``var``.
+
+>>> # fg = FederatedFineGray().fit(fed, "age + sex", causes=MDS_AML_VS_DEATH)
+>>> # fg.summary  # lifelines' columns; exp(coef) are subdistribution hazard ratios
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.analytics import results
+from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
+from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.design import (
+    DesignSpec,
+    Term,
+    complete_case_mask,
+    design_matrix,
+    design_values,
+    parse_formula,
+)
+from hemafed.analytics.km import time_grid
+from hemafed.analytics.survival_queries import (
+    BOUND_SLACK,
+    _max_patients,
+    check_grid,
+    combine_bands,
+    cox_derivatives,
+    effective_times,
+    expand_cox_sums,
+    finest_resolution,
+    grid_positions,
+    lp_bands,
+    upper_index,
+)
+from hemafed.cohort.model import Cohort
+from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation.api import Federation
+from hemafed.federation.queries import Params, Query, Statistic, register
+
+log = logging.getLogger(__name__)
+
+
+# --- the site's rows ---------------------------------------------------------------------------
+
+def _cause_of_interest(params: Params) -> int:
+    k = params.get("cause", 1)
+    if not isinstance(k, int) or not 1 <= k <= len(_causes(params)):
+        raise InvalidInput(f"parameter 'cause' must be 1..{len(_causes(params))}, got {k!r}")
+    return k
+
+
+def _rows(cohort: Cohort, params: Params
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(at_risk_count, grid_index, status, x, excluded)``: per complete case the number of
+    grid points ``<= T``, the grid point of ``T``, status (1 cause of interest, 2 competing,
+    0 censored) and the centred design row."""
+    causes = _causes(params)
+    grid = check_grid(params["grid"])
+    spec = DesignSpec.from_params(params["design"])
+    values = design_values(cohort, spec)
+    mask = complete_case_mask(cohort, spec, [c for pair in causes for c in pair], values=values)
+    times = np.column_stack([cohort.numeric_column(t)[mask] for t, _ in causes])
+    statuses = np.column_stack([cohort.numeric_column(s)[mask] for _, s in causes])
+    if np.any((statuses != 0) & (statuses != 1)):
+        raise InvalidInput(f"status columns {[s for _, s in causes]} must be 0/1")
+    time, cause = first_cause(times, statuses)
+    if time.size and time.min() < 0:
+        raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
+    # every exit must be on the grid (the censoring distribution needs the censoring times)
+    eff = effective_times(time, np.ones(time.size, dtype=bool), grid, "exact")
+    count, on_grid = grid_positions(eff, grid)
+    k = _cause_of_interest(params)
+    status = np.where(cause == k, 1, np.where(cause > 0, 2, 0))
+    x, _ = design_matrix(cohort, spec, mask, values=values)
+    return count, on_grid, status, x - spec.center, int(len(cohort) - mask.sum())
+
+
+def _base_check(params: Params) -> DesignSpec:
+    _causes(params)
+    _cause_of_interest(params)
+    check_grid(params.get("grid"))
+    return DesignSpec.from_params(params.get("design"))
+
+
+# --- finegray_table ----------------------------------------------------------------------------
+
+def _table_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    count, on_grid, status, _, excluded = _rows(cohort, params)
+    m = check_grid(params["grid"]).size
+    events = np.zeros((2, m))
+    for s in (1, 2):
+        np.add.at(events[s - 1], on_grid[status == s], 1.0)
+    return {"exits": np.bincount(count, minlength=m + 1).astype(float)[:m + 1],
+            "events": events, "excluded": np.array([float(excluded)])}
+
+
+def _table_declare(params: Params) -> dict[str, Statistic]:
+    mp, m = _max_patients(params), check_grid(params.get("grid")).size
+    return {"exits": Statistic((m + 1,), 0, mp, is_count=True),
+            "events": Statistic((2, m), 0, mp, is_count=True),
+            "excluded": Statistic((1,), 0, mp, is_count=True)}
+
+
+def _table_check(params: Params) -> None:
+    _base_check(params)
+
+
+register(Query("finegray_table", "1", compute=_table_compute, declare=_table_declare,
+               check_params=_table_check,
+               description="exit histogram and events of the cause of interest and of the "
+                           "competing causes per grid time, over the design's complete cases"))
+
+
+# --- finegray_sums -----------------------------------------------------------------------------
+
+def _g(params: Params, m: int) -> np.ndarray:
+    g = np.asarray(params.get("cens_surv", []), dtype=float)
+    if g.shape != (m,) or not np.all((g > 0) & (g <= 1)):
+        raise InvalidInput("parameter 'cens_surv' must hold G(t-) in (0, 1] at every grid time")
+    return g
+
+
+def _time_index(params: Params, m: int) -> np.ndarray:
+    idx = np.asarray(params.get("time_index", []), dtype=np.intp)
+    if idx.ndim != 1 or idx.size == 0 or idx[0] < 0 or idx[-1] >= m or np.any(np.diff(idx) <= 0):
+        raise InvalidInput("parameter 'time_index' must list increasing grid positions of the "
+                           "cause's event times")
+    return idx
+
+
+def _sums_check(params: Params) -> None:
+    spec = _base_check(params)
+    m = check_grid(params.get("grid")).size
+    _g(params, m)
+    _time_index(params, m)
+    beta = params.get("beta")
+    if (not isinstance(beta, list | tuple) or len(beta) != spec.width
+            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
+        raise InvalidInput(f"parameter 'beta' must list {spec.width} finite coefficients")
+
+
+def _banded(x: np.ndarray, beta: np.ndarray, half_width: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per row its band and ``[w, w x, w xx']`` with ``w = exp(x b - band centre)``."""
+    centres, half = lp_bands(half_width, beta)
+    lp = x @ beta
+    band = np.minimum(np.searchsorted(centres + half, lp, side="left"), centres.size - 1)
+    w = np.exp(lp - centres[band])
+    iu, ju = upper_index(x.shape[1])
+    vals = np.concatenate([w[:, None], x * w[:, None], (x[:, iu] * x[:, ju]) * w[:, None]],
+                          axis=1)
+    return band, vals, centres.size
+
+
+def _sums_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    m = check_grid(params["grid"]).size
+    g, t_idx = _g(params, m), _time_index(params, m)
+    beta = np.asarray(params["beta"], dtype=float)
+    count, on_grid, status, x, excluded = _rows(cohort, params)
+    p = x.shape[1]
+    band, vals, nb = _banded(x, beta, spec.half_width)
+    q = vals.shape[1]
+    at = np.zeros((nb, m + 1, q))   # event-free: at risk at j < count
+    np.add.at(at, (band, count), vals)
+    at = np.cumsum(at[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    cmp = status == 2               # competing: weight G_j / G(T-) at grid points j >= count
+    comp = np.zeros((nb, m + 1, q))
+    np.add.at(comp, (band[cmp], count[cmp]), vals[cmp] / g[on_grid[cmp]][:, None])
+    comp = np.cumsum(comp, axis=1)[:, :m]
+    total = (at + g[None, :, None] * comp)[:, t_idx]
+    d = np.bincount(on_grid[status == 1], minlength=m).astype(float)
+    xsum = np.zeros((m, p))
+    np.add.at(xsum, on_grid[status == 1], x[status == 1])
+    out = {"s0": total[..., 0], "s1": total[..., 1:1 + p], "s2": total[..., 1 + p:],
+           "d": d[None, t_idx], "xsum": xsum[None, t_idx], "n": np.array([float(x.shape[0])]),
+           "excluded": np.array([float(excluded)])}
+    if params.get("competing_sums", False):
+        out |= {"c0": comp[..., 0], "c1": comp[..., 1:1 + p]}
+    return out
+
+
+def _sums_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    spec = DesignSpec.from_params(params.get("design"))
+    m = check_grid(params.get("grid")).size
+    mt = _time_index(params, m).size
+    g_min = float(np.min(np.asarray(params.get("cens_surv", [1.0]), dtype=float)))
+    p, a = spec.width, float(spec.half_width.max())
+    qq = p * (p + 1) // 2
+    centres, half = lp_bands(spec.half_width, np.asarray(params["beta"], dtype=float))
+    nb, e = centres.size, math.exp(half)
+    top = mp * e * (1.0 + BOUND_SLACK)
+
+    def stat(shape: tuple[int, ...], low: float, high: float, sens: float) -> Statistic:
+        return Statistic(shape, low, high, finest_resolution(low, high), sensitivity=sens)
+
+    # each patient's weight is <= 1 in a risk set (G_j <= G(T-) for T < t_j)
+    out = {"s0": stat((nb, mt), 0, top, e * math.sqrt(mt)),
+           "s1": stat((nb, mt, p), -top * a, top * a, a * e * math.sqrt(mt * p)),
+           "s2": stat((nb, mt, qq), -top * a * a, top * a * a, a * a * e * p * math.sqrt(mt)),
+           "d": Statistic((1, mt), 0, mp, is_count=True),
+           "xsum": stat((1, mt, p), -mp * a, mp * a, a * math.sqrt(p)),
+           "n": Statistic((1,), 0, mp, is_count=True),
+           "excluded": Statistic((1,), 0, mp, is_count=True)}
+    if params.get("competing_sums", False):
+        c = top / g_min
+        out |= {"c0": stat((nb, m), 0, c, e / g_min * math.sqrt(m)),
+                "c1": stat((nb, m, p), -c * a, c * a, a * e / g_min * math.sqrt(m * p))}
+    return out
+
+
+register(Query("finegray_sums", "1", compute=_sums_compute, declare=_sums_declare,
+               check_params=_sums_check,
+               description="Fine-Gray weighted risk-set sums per linear-predictor band at the "
+                           "cause's event times at beta and G; optionally the competing-event "
+                           "sums C0, C1 per grid time"))
+
+
+# --- finegray_score_outer ----------------------------------------------------------------------
+
+INFLUENCE_ARRAYS = ("p0", "p1", "q0", "q1", "e1", "ss2", "qn")
+"""Public per-grid-time arrays the hub sends for the robust variance (see :func:`influence`)."""
+
+
+def _arrays(params: Params, m: int, p: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name in INFLUENCE_ARRAYS:
+        v = np.asarray(params.get(name, []), dtype=float)
+        shape = (m,) if name in ("p0", "q0") else (m, p)
+        if v.shape != shape or not np.all(np.isfinite(v)):
+            raise InvalidInput(f"parameter {name!r} must be a finite array of shape {shape}")
+        out[name] = v
+    return out
+
+
+def influence_bound(params: Params) -> float:
+    """A public bound on every element of a patient's ``eta_i + psi_i`` (from the parameters).
+
+    A patient in a risk set weighs at most that risk set's ``S0``, so each event time adds at
+    most ``d_j * 2a`` to ``|eta_i|`` (``a`` the largest covariate half-width); the ``psi`` terms
+    are bounded by the public arrays themselves.
+    """
+    spec = DesignSpec.from_params(params["design"])
+    m, p = check_grid(params["grid"]).size, spec.width
+    arr = _arrays(params, m, p)
+    a = float(spec.half_width.max())
+    events = float(params.get("events", 0))
+    if not events >= 0:
+        raise InvalidInput("parameter 'events' must be the pooled number of events")
+    psi = float(np.abs(arr["ss2"]).max()) + float(np.abs(arr["qn"]).max())
+    return 2 * a + 4 * a * events + psi
+
+
+def influence(count: np.ndarray, on_grid: np.ndarray, status: np.ndarray, x: np.ndarray,
+              beta: np.ndarray, g: np.ndarray, arr: dict[str, np.ndarray]) -> np.ndarray:
+    """Each patient's ``eta_i + psi_i`` of Fine and Gray's robust variance (``crrvv``).
+
+    With ``e_i = exp(x_i b)`` and the pooled, public cumulative arrays at the patient's own
+    grid time ``T_i`` (index ``j_i``): ``p0 = sum_{t_j <= T} d_j / S0_j``, ``p1`` the same with
+    ``E_j = S1_j / S0_j``, ``q0 = sum_{t_j > T} d_j G_j / S0_j`` and ``q1`` with ``E_j``:
+
+        eta_i = [cause] (x_i - E(T_i)) - e_i (x_i p0 - p1) - [competing] e_i / G(T_i-) (x_i q0 - q1)
+        psi_i = ss2(T_i) + [censored] q(T_i) / n(T_i)
+
+    where ``ss2`` accumulates ``-c_u q(u) / n(u)^2`` over censoring times ``u <= T`` (``c_u``
+    censored, ``n(u)`` at risk) and ``q(u) = sum_{t_j >= u} d_j G_j / S0_j (C1(u) - E_j C0(u))``.
+    """
+    j = on_grid
+    e = np.exp(x @ beta)[:, None]
+    eta = -e * (x * arr["p0"][j][:, None] - arr["p1"][j])
+    cmp = status == 2
+    eta[cmp] -= (e[cmp] / g[j[cmp]][:, None]) * (x[cmp] * arr["q0"][j[cmp]][:, None]
+                                                 - arr["q1"][j[cmp]])
+    ev = status == 1
+    eta[ev] += x[ev] - arr["e1"][j[ev]]
+    psi = arr["ss2"][j] + np.where((status == 0)[:, None], arr["qn"][j], 0.0)
+    return eta + psi
+
+
+def _outer_check(params: Params) -> None:
+    spec = _base_check(params)
+    m = check_grid(params.get("grid")).size
+    _g(params, m)
+    _arrays(params, m, spec.width)
+    beta = params.get("beta")
+    if not isinstance(beta, list | tuple) or len(beta) != spec.width:
+        raise InvalidInput(f"parameter 'beta' must list {spec.width} coefficients")
+
+
+def _outer_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    m = check_grid(params["grid"]).size
+    count, on_grid, status, x, _ = _rows(cohort, params)
+    u = influence(count, on_grid, status, x, np.asarray(params["beta"], dtype=float),
+                  _g(params, m), _arrays(params, m, spec.width))
+    return {"outer": u.T @ u, "total": u.sum(axis=0)}
+
+
+def _outer_declare(params: Params) -> dict[str, Statistic]:
+    mp = _max_patients(params)
+    p = DesignSpec.from_params(params.get("design")).width
+    b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    hi = mp * b * b
+    return {"outer": Statistic((p, p), -hi, hi, finest_resolution(-hi, hi),
+                               sensitivity=b * b * p),
+            "total": Statistic((p,), -mp * b, mp * b, finest_resolution(-mp * b, mp * b),
+                               sensitivity=b * math.sqrt(p))}
+
+
+register(Query("finegray_score_outer", "1", compute=_outer_compute, declare=_outer_declare,
+               check_params=_outer_check,
+               description="sum over patients of the outer products of their Fine-Gray "
+                           "influence terms (robust variance), at public pooled arrays"))
+
+
+# --- hub ---------------------------------------------------------------------------------------
+
+def censoring_survival(exits: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """``G(t_j-)``, the Kaplan-Meier estimate of the censoring distribution just before each
+    grid time (censoring as the event; failures at ``t`` are still at risk of censoring at
+    ``t``, as ``survfit`` counts them), from the pooled exit histogram and event counts."""
+    at_risk = np.cumsum(exits[::-1])[::-1][1:]
+    censored = exits[1:] - events.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(at_risk > 0, 1.0 - censored / np.where(at_risk > 0, at_risk, 1), 1.0)
+    return np.concatenate([[1.0], np.cumprod(factor)[:-1]])
+
+
+class FederatedFineGray:
+    """Fine-Gray regression over a federation, as ``cmprsk::crr`` on the pooled complete cases.
+
+    After ``fit``: ``summary`` (lifelines' columns; ``exp(coef)`` are subdistribution hazard
+    ratios), ``params_``, ``standard_errors_`` (robust, as ``crr``), ``variance_matrix_``,
+    ``log_likelihood_``, ``n_``, ``events_``, ``competing_``, ``excluded_``, ``to_json()``.
+    """
+
+    def __init__(self, alpha: float = 0.05, tol: float = 1e-6, max_rounds: int = 50) -> None:
+        self.alpha, self.tol, self.max_rounds = alpha, tol, max_rounds
+        self.params_: pd.Series | None = None
+        self.rounds = 0
+
+    def _sum(self, query: str, extra: dict[str, Any]) -> Any:
+        return self._federation.secure_sum(query, self._request | extra, study=self._study)
+
+    def _round(self, beta: np.ndarray, competing: bool = False
+               ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
+        agg = self._sum("finegray_sums", {"beta": [float(b) for b in beta],
+                                          "competing_sums": competing})
+        values = {k: v for k, v in agg.values.items() if k not in ("c0", "c1")}
+        sums: dict[str, Any] = combine_bands(expand_cox_sums(values, self._t_idx.size),
+                                             lp_bands(self.spec.half_width, beta))
+        ll, g, h = cox_derivatives(sums, beta, efron=False)
+        self.rounds += 1
+        self.n_, self.excluded_ = int(agg["n"][0]), int(agg["excluded"][0])
+        if competing:
+            sums["c"] = combine_bands({"s0": agg["c0"], "s1": agg["c1"]},
+                                      lp_bands(self.spec.half_width, beta))
+        return ll, g, h, sums
+
+    def fit(self, federation: Federation, formula: str | Iterable[str | Term] | DesignSpec,
+            causes: Sequence[tuple[str, str]] = MDS_AML_VS_DEATH, cause: int = 1, *,
+            steps_per_unit: float = 365.25, max_time: float = 60.0,
+            study: str = "default") -> FederatedFineGray:
+        """Fit by Newton-Raphson on the Breslow partial likelihood of the subdistribution
+        hazard of ``cause`` (1-based in ``causes``); robust variance as ``crr``."""
+        spec = parse_formula(formula)
+        self._federation, self._study, self.spec = federation, study, spec
+        self.causes, self.cause = [(str(t), str(s)) for t, s in causes], int(cause)
+        points = [time_grid(federation, t, s, steps_per_unit=steps_per_unit, max_time=max_time,
+                            study=study) for t, s in self.causes]
+        grid = np.unique(np.concatenate(points))
+        base = {"causes": [list(c) for c in self.causes], "cause": self.cause,
+                "grid": [float(t) for t in grid], "design": spec.to_params()}
+        table = federation.secure_sum("finegray_table", base, study=study)
+        exits, events = table["exits"], table["events"]
+        g = censoring_survival(exits, events)
+        self._t_idx = np.flatnonzero(events[0] > 0)
+        self.events_, self.competing_ = int(events[0].sum()), int(events[1].sum())
+        if self.events_ < spec.width + 1:
+            raise InvalidInput(f"too few events of cause {cause} ({self.events_}) for "
+                               f"{spec.width} covariate(s)")
+        self._grid, self._g, self._exits, self._events = grid, g, exits, events
+        self._request = base | {"cens_surv": [float(v) for v in g],
+                                "time_index": [int(i) for i in self._t_idx]}
+        names = list(spec.names)
+        beta = np.zeros(spec.width)
+        self.rounds = 0
+        ll, grad, hess, _ = self._round(beta)
+        scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / self.events_)
+        self.log_likelihood_null_ = ll
+        while True:
+            bad = _singular_covariate(hess, names)
+            if bad is not None:
+                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
+                                       f"or collinear with others; drop or recode it")
+            step = np.linalg.solve(-hess, grad)
+            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
+            for _ in range(20):
+                cand = beta + step
+                effect = np.abs(cand) * scale
+                if effect.max() > SEPARATION_LIMIT:
+                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
+                                           f"diverges (monotone likelihood); drop it")
+                ll_new, g_new, h_new, sums = self._round(cand, competing=step_se < self.tol)
+                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
+                    break
+                step = step / 2
+            beta, ll, grad, hess = cand, ll_new, g_new, h_new
+            if step_se < self.tol:
+                break
+            if self.rounds >= self.max_rounds:
+                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
+                                       f"rounds")
+        info_inv = np.linalg.inv(-hess)
+        v2 = self._robust_meat(beta, sums)
+        cov = info_inv @ v2 @ info_inv
+        index = pd.Index(names, name="covariate")
+        self.params_ = pd.Series(beta, index=index, name="coef")
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=index, name="se")
+        self.variance_matrix_ = pd.DataFrame(cov, index=names, columns=names)
+        self.naive_variance_matrix_ = pd.DataFrame(info_inv, index=names, columns=names)
+        self.log_likelihood_ = ll
+        log.info("federated Fine-Gray converged in %d rounds", self.rounds)
+        return self
+
+    def _robust_meat(self, beta: np.ndarray, sums: dict[str, Any]) -> np.ndarray:
+        """``sum_i u_i u_i'`` from one more secure sum, at public arrays built from the pooled
+        sums of the last round (see :func:`influence`)."""
+        m, p = self._grid.size, beta.size
+        t = self._t_idx
+        scale = np.exp(sums["log_scale"][0])                    # S_true = scale * S_scaled
+        s0 = sums["s0"][0] * scale
+        e1 = sums["s1"][0] / sums["s0"][0][:, None]
+        d = self._events[0][t]
+        g = self._g
+        full = np.zeros((m, p))
+        full[t] = e1
+        a0 = np.zeros(m)
+        a0[t] = d / s0
+        a1 = np.zeros((m, p))
+        a1[t] = (d / s0)[:, None] * e1
+        p0, p1 = np.cumsum(a0), np.cumsum(a1, axis=0)              # t_j <= T
+        b0, b1 = a0 * g, a1 * g[:, None]
+        q0 = np.cumsum(b0[::-1])[::-1] - b0                        # t_j > T
+        q1 = np.cumsum(b1[::-1], axis=0)[::-1] - b1
+        c = sums["c"]
+        cs = np.exp(c["log_scale"][0])
+        c0, c1 = c["s0"][0] * cs, c["s1"][0] * cs[:, None]         # competing with T < u
+        # q(u) = sum_{t_j >= u} d_j G_j / S0_j (C1(u) - E_j C0(u))
+        r0 = np.cumsum(b0[::-1])[::-1]
+        r1 = np.cumsum(b1[::-1], axis=0)[::-1]
+        qu = c1 * r0[:, None] - c0[:, None] * r1
+        at_risk = np.cumsum(self._exits[::-1])[::-1][1:]
+        censored = self._exits[1:] - self._events.sum(axis=0)
+        n_safe = np.where(at_risk > 0, at_risk, 1.0)
+        qn = qu / n_safe[:, None]
+        ss2 = np.cumsum(-(censored / n_safe**2)[:, None] * qu, axis=0)
+        arrays = {"p0": p0, "p1": p1, "q0": q0, "q1": q1, "e1": full, "ss2": ss2, "qn": qn}
+        agg = self._sum("finegray_score_outer", {
+            "beta": [float(b) for b in beta], "events": self.events_,
+            **{k: v.tolist() for k, v in arrays.items()}})
+        self.score_total_ = agg["total"]
+        return np.asarray(agg["outer"])
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        if self.params_ is None:
+            raise InvalidInput("call fit(...) first")
+        return results.coefficient_table(list(self.params_.index), self.params_.to_numpy(),
+                                         self.standard_errors_.to_numpy(), self.alpha)
+
+    @property
+    def hazard_ratios_(self) -> pd.Series:
+        if self.params_ is None:
+            raise InvalidInput("call fit(...) first")
+        return np.exp(self.params_).rename("exp(coef)")
+
+    def to_json(self) -> str:
+        return results.to_json({
+            "kind": "fine_gray", "causes": [list(c) for c in self.causes], "cause": self.cause,
+            "design": self.spec.to_params(), "summary": self.summary,
+            "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
+            "events": self.events_, "competing": self.competing_, "excluded": self.excluded_})
