@@ -201,8 +201,9 @@ def test_secure_runtime_equals_plain_sums(mm, make_federation, tmp_path_factory)
 
     patients, long, ref = mm
     spec = StudySpec.from_mapping({"study_id": "lmm-test", "requester": "tester",
-                                   "analyses": [{"id": "size", "kind": "describe",
-                                                 "columns": ["sex"]}]})
+                                   "analyses": [{"id": "lmm", "kind": "lmm",
+                                                 "outcome": "mprotein", "time": "time",
+                                                 "covariates": ["age"], "bounds": MM_BOUNDS}]})
     cohorts = uneven_longitudinal(patients, long, 5)
     plain_cohorts = {s: Cohort(c.patients, c.mutations, c.panels) for s, c in cohorts.items()}
     sites = build_sites(tmp_path_factory.mktemp("lmm-sites"), plain_cohorts, spec)

@@ -126,8 +126,7 @@ def test_secure_runtime_equals_r(mgus: pd.DataFrame, r_ref: dict[str, Any],
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "ms-test", "requester": "tester",
-                                   "analyses": [{"id": "size", "kind": "describe",
-                                                 "columns": ["sex"]}]})
+                                   "analyses": [{"id": "ms", "kind": "multistate"}]})
     parts = uneven_sites(mgus, 5, "os_status")
     sites = build_sites(tmp_path_factory.mktemp("ms-sites"),
                         {f"s{i}": validate_cohort(p) for i, p in enumerate(parts)}, spec)

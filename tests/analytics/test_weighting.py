@@ -193,8 +193,8 @@ def test_secure_runtime_equals_plain_sums(frame: pd.DataFrame, tmp_path_factory,
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "iptw-test", "requester": "tester",
-                                   "analyses": [{"id": "size", "kind": "describe",
-                                                 "columns": ["sex"]}]})
+                                   "analyses": [{"id": "hma", "kind": "iptw", "treatment": "hma",
+                                                 "formula": CONFOUNDERS}]})
     cohorts = _cohorts(frame.iloc[:300].reset_index(drop=True), 5)
     sites = build_sites(tmp_path_factory.mktemp("iptw-sites"), cohorts, spec)
 

@@ -79,7 +79,8 @@ class FederatedGWAS:
     filters: QCFilters = field(default_factory=QCFilters)
     test: str = "wald"
     chunk: int = 20_000
-    max_patients: int = 100_000
+    # the network's public cohort-size bound, which approved study plans fix (study.plan)
+    max_patients: int = 1_000_000
     pca_max_variants: int = 2000
     pca_min_distance: int = 20_000
     max_iter: int = 30

@@ -70,6 +70,20 @@ NEWTON_CAP = 60
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
 
+COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
+"""Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
+(a coarser lattice reveals no finer timing than the daily one)."""
+
+FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
+"""Iterated-coefficient widths of queries whose design is fixed by the query itself (the
+weighted Cox model of IPTW has the treatment as its one covariate)."""
+
+KIND_DEFAULT_COLUMNS: dict[str, frozenset[str]] = {
+    "iptw": frozenset({"os_time", "os_status"}),
+    "multistate": frozenset({"amlt_time", "amlt_status", "os_time", "os_status"}),
+}
+"""Columns a kind's hub step uses when the spec leaves them at their defaults."""
+
 KIND_QUERIES: dict[str, frozenset[str]] = {
     "describe": frozenset({"numeric_summary", "category_counts", "moments", "cohort_size"}),
     "crosstab": frozenset({"crosstab", "category_counts"}),
@@ -84,8 +98,39 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
                        "time_histogram", "km_risk_table", "learn_site_concordance",
                        "learn_loso_concordance"}),
     "synth": frozenset({"marginal_counts"}),
+    "finegray": frozenset({"time_histogram", "finegray_table", "finegray_sums",
+                           "finegray_score_outer", "category_counts"}),
+    "cox_tv": frozenset({"time_histogram", "cox_start_stop_sums", "category_counts"}),
+    "iptw": frozenset({"logistic_newton", "iptw_balance", "iptw_cox_sums", "iptw_cox_robust",
+                       "iptw_km_table", "iptw_km_influence", "time_histogram",
+                       "category_counts"}),
+    "multistate": frozenset({"time_histogram", "illness_death_counts",
+                             "illness_death_influence"}),
+    "lmm": frozenset({"lmm_reml_sums"}),
+    "gwas": frozenset({"gwas_counts", "gwas_pca_gram", "gwas_null", "gwas_linear",
+                       "gwas_logistic"}),
 }
 """The site queries each analysis kind's hub step sends."""
+
+LMM_CAP = 400
+"""Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
+
+GWAS_CAP = 2_000
+"""Distinct requests per GWAS query: chunks of variants x Newton rounds (logistic)."""
+
+KIND_CAPS: dict[str, dict[str, int]] = {
+    "finegray": {"time_histogram": 2, "finegray_table": 2, "finegray_sums": NEWTON_CAP,
+                 "finegray_score_outer": 4, "category_counts": 4},
+    "cox_tv": {"time_histogram": 2, "cox_start_stop_sums": NEWTON_CAP, "category_counts": 4},
+    "iptw": {"logistic_newton": NEWTON_CAP, "iptw_balance": 4, "iptw_cox_sums": NEWTON_CAP,
+             "iptw_cox_robust": 4, "iptw_km_table": 4, "iptw_km_influence": 4,
+             "time_histogram": 2, "category_counts": 4},
+    "multistate": {"time_histogram": 2, "illness_death_counts": 2,
+                   "illness_death_influence": 2},
+    "lmm": {"lmm_reml_sums": LMM_CAP},
+    "gwas": {q: GWAS_CAP for q in KIND_QUERIES["gwas"]},
+}
+"""Iteration caps of the kinds whose requests need no spec-dependent count (per analysis)."""
 
 DP_QUERIES = frozenset({"marginal_counts"})
 """Queries the plan allows only as differentially private releases."""
@@ -110,11 +155,12 @@ def _terms(formula: Any) -> list[str]:
 
 def _analysis_columns(a: Analysis) -> set[str]:
     cols: set[str] = set()
-    for key in ("duration", "event", "group", "strata", "outcome", "row", "col"):
+    for key in ("duration", "event", "group", "strata", "outcome", "row", "col", "treatment",
+                "trait", "time", "illness_time", "illness_status", "exit_time", "exit_status"):
         v = a.get(key)
         if isinstance(v, str):
             cols.add(v)
-    for key in ("columns",):
+    for key in ("columns", "covariates"):
         cols.update(str(c) for c in a.get(key) or ())
     for key in ("formula", "features"):
         cols.update(t for t in _terms(a.get(key)) if not t.startswith("gene:"))
@@ -132,7 +178,9 @@ def _designs(a: Analysis) -> list[str]:
         f = a.get(key)
         if f:
             try:
-                out.append(_canon(parse_formula(f).to_params()))
+                # the spec's fixed public bounds are part of the design the hub sends
+                bounds = a.get("bounds") if key == "formula" else None
+                out.append(_canon(parse_formula(f, bounds or None).to_params()))
             except InvalidInput:
                 continue  # an unusable formula fails at the hub; nothing to permit
     return out
@@ -173,7 +221,7 @@ class StudyPlan:
 
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
-            cols = _analysis_columns(a)
+            cols = _analysis_columns(a) | KIND_DEFAULT_COLUMNS.get(a.kind, frozenset())
             columns |= cols
             for key in ("formula", "features"):
                 genes.update(t[5:] for t in _terms(a.get(key)) if t.startswith("gene:"))
@@ -227,6 +275,8 @@ class StudyPlan:
                     add(q, 8)
             elif a.kind == "synth":
                 add("marginal_counts", 64)
+            for query, n in KIND_CAPS.get(a.kind, {}).items():
+                add(query, n)
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for col in columns:
@@ -270,11 +320,15 @@ class StudyPlan:
             return "max_patients", (f"max_patients must be the public bound {MAX_PATIENTS}, "
                                     f"got {params['max_patients']!r}")
         if query == "time_histogram":
-            for key, value in TIME_LATTICE.items():
-                if params.get(key) != value:
-                    return key, f"{key} must be the plan's {value}, got {params.get(key)!r}"
+            if params.get("max_time") != MAX_TIME:
+                return "max_time", (f"max_time must be the plan's {MAX_TIME}, got "
+                                    f"{params.get('max_time')!r}")
+            if params.get("steps_per_unit") not in COARSER_LATTICES:
+                return "steps_per_unit", (f"steps_per_unit must be one of the public lattices "
+                                          f"{sorted(COARSER_LATTICES)}, got "
+                                          f"{params.get('steps_per_unit')!r}")
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
-                        self._designs(params), self._sizes(params)):
+                        self._designs(query, params), self._sizes(params)):
             if problem is not None:
                 return problem
         if query in ("numeric_summary",) and params.get("bins") not in self.bins:
@@ -317,7 +371,7 @@ class StudyPlan:
                              f"({sorted(cands)}), got {list(got)[:20]}")
         return None
 
-    def _designs(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _designs(self, query: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
         from hemafed.analytics.design import DesignSpec
 
         widths = set()
@@ -332,6 +386,8 @@ class StudyPlan:
                 isinstance(b, int | float) and not isinstance(b, bool)
                 and math.isfinite(b) and abs(b) <= MAX_BETA for b in beta):
             return "beta", f"beta must be a list of finite numbers of size <= {MAX_BETA:g}"
+        if query in FIXED_WIDTHS:
+            widths = {FIXED_WIDTHS[query]}
         # Cox: one coefficient per design column; logistic: and an intercept
         if not widths or not any(len(beta) in (w, w + 1) for w in widths):
             return "beta", "beta must have the planned design's width"
