@@ -6,7 +6,7 @@ Layout::
     imaging/<pseudonym>/<image id>/        image.nii.gz, mask.nii.gz, meta.json
                                             (+ imaging_study.json for DICOM sources)
 
-An import reads and checks everything first (:mod:`hemafed.imaging.intake`), writes the files
+An import reads and checks every image first (:mod:`hemafed.imaging.intake`), writes the files
 into a hidden staging directory, fsyncs them and renames the directory into place, then
 rewrites the index atomically (:mod:`hemafed.atomic`): a refused or interrupted import leaves
 the site directory as it was. The patient's hospital id is replaced by its study pseudonym
@@ -66,15 +66,21 @@ def _affine(v: Volume) -> np.ndarray:
     return aff
 
 
-def write_nifti(path: Path, volume: Volume, dtype: Any = np.float32) -> None:
-    """Write ``volume`` as NIfTI (atomically, fsynced)."""
+def nifti_image(volume: Volume, dtype: Any = np.float32) -> Any:
+    """``volume`` as a nibabel ``Nifti1Image`` (qform and sform set to its LPS geometry)."""
     import nibabel as nib
 
     data = np.asarray(volume.array).transpose(2, 1, 0).astype(dtype)
     img = nib.Nifti1Image(data, _affine(volume))
     img.set_qform(_affine(volume), code=1)
     img.set_sform(_affine(volume), code=1)
-    atomic.write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=6, mtime=0))
+    return img
+
+
+def write_nifti(path: Path, volume: Volume, dtype: Any = np.float32) -> None:
+    """Write ``volume`` as NIfTI (atomically, fsynced)."""
+    img = nifti_image(volume, dtype)
+    atomic.write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
 
 
 def _index_path(site_dir: Path) -> Path:
@@ -96,46 +102,65 @@ def import_image(site_dir: str | Path, patient_id: str, image: str | Path | Sequ
     Raises ``InvalidInput`` (naming the file and the reason) and writes nothing when the image
     or mask is refused, or when the same image was already imported for this patient.
     """
+    return import_images(site_dir, [(patient_id, image, mask)], study=study)[0]
+
+
+def import_images(site_dir: str | Path,
+                  items: Sequence[tuple[str, str | Path | Sequence[str | Path], str | Path]], *,
+                  study: str) -> list[ImportedImage]:
+    """Import ``(patient_id, image, mask)`` items: all are read and checked before anything is
+    written, so one refused file leaves the site unchanged; the index is rewritten once."""
     site = Path(site_dir)
-    pseudonym = Pseudonymiser(site_secret(site)).pseudonym(patient_id, study)
-    vol = read_image(image)
-    roi = read_mask(mask, vol)
-    key = vol.meta.get("series_instance_uid") or hashlib.sha256(
-        np.ascontiguousarray(vol.array).tobytes()).hexdigest()
-    image_id = "img-" + hashlib.sha256(f"{pseudonym}/{key}".encode()).hexdigest()[:16]
+    pseudonymiser = Pseudonymiser(site_secret(site))
     index = read_index(site)
-    if ((index["pseudonym"] == pseudonym) & (index["image_id"] == image_id)).any():
-        raise InvalidInput(f"{image}: this image was already imported for this patient "
-                           f"({image_id}); nothing was changed")
-    target = site / IMAGING_DIR / pseudonym / image_id
-    meta = {k: v for k, v in vol.meta.items() if k != "patient_id"}  # no hospital id stored
-    meta |= {"image_id": image_id, "pseudonym": pseudonym, "study": study,
-             "shape": list(vol.shape), "spacing": list(vol.spacing),
-             "origin": list(vol.origin), "direction": [list(r) for r in vol.direction],
-             "roi_voxels": int(roi.array.sum())}
-    meta.setdefault("modality", "MR" if str(image).endswith((".nii", ".nii.gz")) else "")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{image_id}.", dir=target.parent))
-    try:
-        write_nifti(staging / "image.nii.gz", vol)
-        write_nifti(staging / "mask.nii.gz", roi, dtype=np.uint8)
-        if vol.meta.get("series_instance_uid"):
-            atomic.write_text(staging / "imaging_study.json",
-                              json.dumps(imaging_study(vol.meta, pseudonym), indent=1))
-        atomic.write_text(staging / "meta.json", json.dumps(meta, indent=1, default=str))
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    row = {"pseudonym": pseudonym, "image_id": image_id, "modality": str(meta["modality"]),
-           "shape": "x".join(map(str, vol.shape)),
-           "spacing": "x".join(f"{s:g}" for s in vol.spacing),
-           "source_kind": "dicom" if vol.meta.get("series_instance_uid") else "nifti"}
-    new_index = pd.concat([index, pd.DataFrame([row], dtype="string")], ignore_index=True)
-    atomic.write_text(_index_path(site), new_index.to_csv(index=False))
-    log.info("imported image %s for %s", image_id, pseudonym)
-    return ImportedImage(pseudonym, image_id, target, str(meta["modality"]), vol.shape,
-                         vol.spacing)
+    seen = set(zip(index["pseudonym"].astype(str), index["image_id"].astype(str), strict=True))
+    checked = []
+    for patient_id, image, mask in items:
+        pseudonym = pseudonymiser.pseudonym(patient_id, study)
+        vol = read_image(image)
+        roi = read_mask(mask, vol)
+        key = vol.meta.get("series_instance_uid") or hashlib.sha256(
+            np.ascontiguousarray(vol.array).tobytes()).hexdigest()
+        image_id = "img-" + hashlib.sha256(f"{pseudonym}/{key}".encode()).hexdigest()[:16]
+        if (pseudonym, image_id) in seen:
+            raise InvalidInput(f"{image}: this image was already imported for this patient "
+                               f"({image_id}); nothing was changed")
+        seen.add((pseudonym, image_id))
+        checked.append((pseudonym, image_id, image, vol, roi))
+    done: list[ImportedImage] = []
+    rows = []
+    for pseudonym, image_id, image, vol, roi in checked:
+        target = site / IMAGING_DIR / pseudonym / image_id
+        meta = {k: v for k, v in vol.meta.items() if k != "patient_id"}  # no hospital id
+        meta |= {"image_id": image_id, "pseudonym": pseudonym, "study": study,
+                 "shape": list(vol.shape), "spacing": list(vol.spacing),
+                 "origin": list(vol.origin), "direction": [list(r) for r in vol.direction],
+                 "roi_voxels": int(roi.array.sum())}
+        meta.setdefault("modality", "MR" if str(image).endswith((".nii", ".nii.gz")) else "")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{image_id}.", dir=target.parent))
+        try:
+            write_nifti(staging / "image.nii.gz", vol)
+            write_nifti(staging / "mask.nii.gz", roi, dtype=np.uint8)
+            if vol.meta.get("series_instance_uid"):
+                atomic.write_text(staging / "imaging_study.json",
+                                  json.dumps(imaging_study(vol.meta, pseudonym), indent=1))
+            atomic.write_text(staging / "meta.json", json.dumps(meta, indent=1, default=str))
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        rows.append({"pseudonym": pseudonym, "image_id": image_id,
+                     "modality": str(meta["modality"]), "shape": "x".join(map(str, vol.shape)),
+                     "spacing": "x".join(f"{s:g}" for s in vol.spacing),
+                     "source_kind": "dicom" if vol.meta.get("series_instance_uid") else "nifti"})
+        done.append(ImportedImage(pseudonym, image_id, target, str(meta["modality"]), vol.shape,
+                                  vol.spacing))
+    if rows:
+        new_index = pd.concat([index, pd.DataFrame(rows, dtype="string")], ignore_index=True)
+        atomic.write_text(_index_path(site), new_index.to_csv(index=False))
+    log.info("imported %d image(s)", len(done))
+    return done
 
 
 def load_image(site_dir: str | Path, pseudonym: str, image_id: str) -> tuple[Volume, Volume]:
