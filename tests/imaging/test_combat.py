@@ -112,10 +112,13 @@ def test_harmonisation_removes_the_site_signal_but_keeps_biology(scd_sites: Imag
     before, after = _site_auc(raw), _site_auc(harmonised)
     assert before > 0.95, before
     assert after < 0.7, after
-    # biology kept: infarcts still raise the white-matter 90th percentile after harmonisation
-    infarct = pd.concat([f["silent_infarct"] for f in frames.values()], ignore_index=True)
-    p90 = harmonised["firstorder_maximum"].to_numpy()
-    assert roc_auc_score(infarct.to_numpy(dtype=float), p90) > 0.8
+    # biology kept: infarct foci raise the white-matter maximum; pooled over sites, harmonised
+    # values separate infarcts better than raw ones, whose scanner offsets blur the signal
+    infarct = pd.concat([f["silent_infarct"] for f in frames.values()],
+                        ignore_index=True).to_numpy(dtype=float)
+    auc_raw = roc_auc_score(infarct, raw["firstorder_maximum"].to_numpy())
+    auc_harmonised = roc_auc_score(infarct, harmonised["firstorder_maximum"].to_numpy())
+    assert auc_harmonised > max(auc_raw + 0.05, 0.7), (auc_raw, auc_harmonised)
 
 
 def test_site_adjust_matches_a_hand_computed_two_feature_case() -> None:

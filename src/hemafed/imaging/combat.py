@@ -300,6 +300,25 @@ class FederatedComBat:
                  self.n_, len(self.features))
         return self
 
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> FederatedComBat:
+        """The fitted model a site rebuilds from :meth:`site_parameters` (what the hub sent)."""
+        try:
+            model = cls()
+            model.features = [str(f) for f in params["features"]]
+            model.covariates = [str(c) for c in params["covariates"]]
+            p, q = len(model.features), len(model.covariates)
+            model.alpha_ = np.asarray(params["alpha"], dtype=float).reshape(p)
+            model.beta_ = np.asarray(params["beta"], dtype=float).reshape(q, p)
+            model.var_pooled_ = np.asarray(params["var_pooled"], dtype=float).reshape(p)
+            model.n_ = int(params.get("n", 0))
+            model.sites = tuple(str(s) for s in params.get("sites", ()))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"ComBat parameters are malformed ({exc})") from None
+        if not (np.all(np.isfinite(model.alpha_)) and np.all(model.var_pooled_ > 0)):
+            raise InvalidInput("ComBat parameters: alpha must be finite and var_pooled > 0")
+        return model
+
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.alpha_ is None or self.beta_ is None or self.var_pooled_ is None:
             raise InvalidInput("FederatedComBat is not fitted: call fit() first")

@@ -27,8 +27,10 @@ from hemafed.study.spec import StudySpec
 DEFAULT_SETTINGS = FeatureSettings(bin_width=8.0, aggregation="averaged")
 """Fixed bin size 8 (intensity units), native grid, 3D averaged texture."""
 
-FINDINGS = {"SCD": ["silent_infarct"], "MM": []}
-CLINICAL = {"SCD": ["age", "hb", "sex"], "MM": ["age", "sex", "b2m", "relapse_time",
+FINDINGS: dict[str, list[str]] = {"SCD": [], "MM": []}
+"""Non-schema imaging read-outs stored as findings (none in the demo: the silent-infarct read
+is the schema field ``silent_infarct``)."""
+CLINICAL = {"SCD": ["age", "hb", "sex", "silent_infarct"], "MM": ["age", "sex", "b2m", "relapse_time",
                                                 "relapse_status"]}
 
 

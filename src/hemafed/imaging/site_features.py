@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.parquet"
 FINDINGS_FILE = "findings.parquet"
+HARMONISED_FILE = "harmonised.parquet"
+HARMONISED_PREFIX = "h_"
+"""Harmonised copies of features are stored as ``h_<feature>`` beside the raw ones."""
 SETTINGS_FILE = "settings.json"
 
 
@@ -83,7 +86,8 @@ def import_findings(site_dir: str | Path, frame: pd.DataFrame, *, study: str,
 def imaging_table(site_dir: str | Path) -> pd.DataFrame:
     """Features and findings of the site's patients (``patient_id`` = pseudonym)."""
     d = Path(site_dir) / IMAGING_DIR
-    frames = [pd.read_parquet(d / f) for f in (FEATURES_FILE, FINDINGS_FILE) if (d / f).is_file()]
+    frames = [pd.read_parquet(d / f) for f in (FEATURES_FILE, FINDINGS_FILE, HARMONISED_FILE)
+              if (d / f).is_file()]
     if not frames:
         return pd.DataFrame({"patient_id": pd.Series(dtype="string")})
     table = frames[0]
@@ -104,3 +108,26 @@ def imaging_cohort(cohort: Cohort, table: pd.DataFrame) -> Cohort:
         if c != "patient_id":
             p[c] = p[c].astype("Float64")
     return Cohort(p, cohort.mutations, dict(cohort.panels))
+
+
+def apply_harmonisation(site_dir: str | Path, params: dict[str, object]) -> pd.DataFrame:
+    """At a site: harmonise its own features with the pooled ComBat ``params`` the hub sent
+    (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`), storing ``h_<feature>``.
+
+    The site's own ComBat estimates (gamma, delta and their EB posteriors) stay here.
+    """
+    from hemafed.imaging.combat import FederatedComBat
+    from hemafed.site.store import load_cohort
+
+    site = Path(site_dir)
+    model = FederatedComBat.from_parameters(params)
+    table = imaging_table(site).drop(
+        columns=[c for c in imaging_table(site).columns if c.startswith(HARMONISED_PREFIX)])
+    cohort = imaging_cohort(load_cohort(site), table)
+    frame, _ = model.transform(cohort.patients)
+    out = pd.DataFrame({"patient_id": frame["patient_id"].astype(str)})
+    for f in model.features:
+        out[HARMONISED_PREFIX + f] = frame[f].astype(float).to_numpy()
+    out = out[out["patient_id"].isin(set(table["patient_id"].astype(str)))]
+    _write_parquet(site / IMAGING_DIR / HARMONISED_FILE, out.reset_index(drop=True))
+    return out

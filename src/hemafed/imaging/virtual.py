@@ -83,12 +83,19 @@ def brain(rng: np.random.Generator, infarct: bool) -> tuple[np.ndarray, np.ndarr
     truth = np.where(head, 70.0, 5.0)
     truth[wm] = 100.0
     truth = truth + _smooth_field(rng, 3.0) * head
+    inside = np.argwhere(ndimage.binary_erosion(wm, iterations=2))
+    # infarcts: 1-3 small, variably hyperintense foci; mimics (perivascular spaces, artefacts)
+    # in half of the others, so no single feature separates the classes
     if infarct:
-        inside = np.argwhere(ndimage.binary_erosion(wm, iterations=2))
-        for _ in range(int(rng.integers(1, 4))):
-            centre = inside[rng.integers(len(inside))].astype(float)
-            lesion = _ellipsoid(SHAPE, centre, np.array([0.8, 1.0, 1.0]) * rng.uniform(1.2, 2.4))
-            truth[lesion & wm] = 165.0
+        foci = [(float(rng.uniform(106.0, 132.0)), float(rng.uniform(0.7, 1.5)))
+                for _ in range(int(rng.integers(1, 4)))]
+    else:
+        foci = ([(float(rng.uniform(104.0, 128.0)), float(rng.uniform(0.7, 1.3)))]
+                if rng.random() < 0.5 else [])
+    for level, radius in foci:
+        centre = inside[rng.integers(len(inside))].astype(float)
+        lesion = _ellipsoid(SHAPE, centre, np.array([0.8, 1.0, 1.0]) * radius)
+        truth[lesion & wm] = level
     return truth, wm
 
 
@@ -147,7 +154,7 @@ def generate(disease: str, sites: int, per_site: int | list[int], seed: int,
                 infarct = bool(rng.random() < 1 / (1 + np.exp(-logit)))
                 truth, roi = brain(rng, infarct)
                 clinical: dict[str, object] = {"age": age, "hb": hb, "sex": sex,
-                                               "silent_infarct": int(infarct)}
+                                               "silent_infarct": infarct}
             else:
                 age = float(np.round(np.clip(rng.normal(66.0, 9.0), 35.0, 90.0) * 4) / 4)
                 burden = float(rng.normal(0.0, 1.0))
@@ -157,7 +164,8 @@ def generate(disease: str, sites: int, per_site: int | list[int], seed: int,
                 t_event = rng.exponential(1.0 / hazard)
                 t_cens = rng.uniform(1.0, 6.0)
                 clinical = {"age": age, "sex": sex, "b2m": b2m,
-                            "relapse_time": float(np.round(min(t_event, t_cens), 3) + 0.001),
+                            # whole days, in years of 365.25 days (the survival time lattice)
+                            "relapse_time": max(round(min(t_event, t_cens) * 365.25), 1) / 365.25,
                             "relapse_status": bool(t_event <= t_cens)}
             img = scanner.acquire(truth, rng)
             meta = {"manufacturer": scanner.manufacturer, "modality": "MR",
