@@ -14,6 +14,7 @@ from hemafed.cohort.schema import DISEASES, FIELDS
 from hemafed.errors import HemafedError
 from hemafed.federation.cli import hub_app, site_keygen, site_serve
 from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
+from hemafed.imaging.cli import mount as mount_imaging
 from hemafed.scores.cli import app as score_app
 from hemafed.site.cli import app as site_app
 from hemafed.study.cli import study_app
@@ -27,6 +28,7 @@ site_app.command("serve")(site_serve)
 site_app.command("keygen")(site_keygen)
 site_app.command("identity")(site_identity)
 site_app.command("join")(site_join)
+mount_imaging(site_app)  # hemafed site import-images / extract-features
 hub_app.command("manifest")(hub_manifest)
 app.add_typer(site_app, name="site", help="A hospital's site: intake, policy, audit, vault, serve.")
 app.add_typer(hub_app, name="hub", help="The hub: Flower SuperLink with TLS and node auth.")
