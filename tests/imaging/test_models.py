@@ -100,3 +100,20 @@ def test_pfs_model_federated_equals_pooled_lifelines(mm: tuple[dict[str, Cohort]
     ref = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14})
     np.testing.assert_allclose(fitted.model.params_.to_numpy(), ref.params_.to_numpy(),
                                rtol=1e-5)
+
+
+def test_report_pages_render_per_site_distributions(scd_sites: ImagingSites,
+                                                    scd: tuple[dict[str, Cohort], dict]) -> None:
+    from hemafed.imaging.report import distribution_report, write_site_report
+
+    cohorts, _ = scd
+    before = {s: c.patients[FEATURES] for s, c in cohorts.items()}
+    after = {s: c.patients[H].set_axis(FEATURES, axis=1) for s, c in cohorts.items()}
+    html = distribution_report(before, after, FEATURES, plots=2).render()
+    assert html.count('data-kind="plot"') == 2 and "site5" in html
+    pooled = pd.concat([c.patients for c in cohorts.values()])
+    bounds = {c: [float(pooled[c].min()) - 1e3, float(pooled[c].max()) + 1e3]
+              for c in [*FEATURES, "age", "hb"]}
+    combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, ["age", "hb"], bounds)
+    path = write_site_report(next(iter(scd_sites.sites.site_dirs.values())), combat)
+    assert "pooled grand mean" in path.read_text()
