@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,3 +119,19 @@ def test_report_pages_render_per_site_distributions(scd_sites: ImagingSites,
     combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, ["age", "hb"], bounds)
     path = write_site_report(next(iter(scd_sites.sites.site_dirs.values())), combat)
     assert "pooled grand mean" in path.read_text()
+
+
+def test_infarct_model_through_secure_sums_equals_local_sums(
+        scd_sites: ImagingSites, scd: tuple[dict[str, Cohort], dict], secure_run: Any) -> None:
+    cohorts, bounds = scd
+    local = fit_infarct_model(LocalSumFederation(cohorts), "silent_infarct", ["age", "hb"], H,
+                              bounds, top_k=2)
+
+    def body(fed: Any) -> dict[str, Any]:
+        m = fit_infarct_model(fed, "silent_infarct", ["age", "hb"], H, bounds, top_k=2,
+                              study=scd_sites.spec.study_id)
+        return {"features": list(m.features), "coef": m.model.summary["coef"].tolist()}
+
+    secure = secure_run(scd_sites, body)
+    assert secure["features"] == list(local.features)
+    np.testing.assert_allclose(secure["coef"], local.model.summary["coef"].to_numpy(), rtol=1e-6)
