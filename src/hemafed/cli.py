@@ -15,6 +15,7 @@ from hemafed.errors import HemafedError
 from hemafed.federation.cli import hub_app, site_app_hash, site_keygen, site_serve
 from hemafed.federation.membership_cli import hub_manifest, site_identity, site_join
 from hemafed.genomics.cli import app as genomics_app
+from hemafed.imaging.cli import mount as mount_imaging
 from hemafed.scores.cli import app as score_app
 from hemafed.service.cli import hub_serve, site_console
 from hemafed.site.cli import app as site_app
@@ -30,6 +31,7 @@ site_app.command("keygen")(site_keygen)
 site_app.command("app-hash")(site_app_hash)
 site_app.command("identity")(site_identity)
 site_app.command("join")(site_join)
+mount_imaging(site_app)  # hemafed site import-images / extract-features
 hub_app.command("manifest")(hub_manifest)
 hub_app.command("serve")(hub_serve)
 site_app.command("console")(site_console)

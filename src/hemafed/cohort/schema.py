@@ -167,6 +167,8 @@ _FIELDS: list[Field] = [
           loinc="1988-5", diseases=("SCD",), group="scd"),
     Field("microalbuminuria", "float", "urine albumin/creatinine ratio", unit="mg/g", low=0.0,
           high=10000.0, loinc="14959-1", diseases=("SCD",), group="scd"),
+    _flag("silent_infarct", "silent cerebral infarct on brain MRI (radiology read)", ("SCD",),
+          "scd"),
     # treatments and responses
     _flag("hma", "treated with a hypomethylating agent", MYELOID, "treatment"),
     _flag("lenalidomide", "treated with lenalidomide", ("MDS", "MM"), "treatment"),

@@ -44,7 +44,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}
-_TOP_OPTIONAL = {"title", "disease", "requester", "min_cell", "epsilon", "delta", "description"}
+_TOP_OPTIONAL = {"title", "disease", "requester", "min_cell", "epsilon", "delta", "description",
+                 "imaging"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ class StudySpec:
         unknown = set(raw) - _TOP_REQUIRED - _TOP_OPTIONAL
         problems += [f"missing key {k!r}" for k in sorted(missing)]
         problems += [f"unknown key {k!r}" for k in sorted(unknown)]
+        if "imaging" in raw:  # the imaging section (hemafed.imaging.spec) checks itself
+            from hemafed.imaging.spec import imaging_problems
+
+            problems += imaging_problems(raw["imaging"])
         study_id = raw.get("study_id")
         if not isinstance(study_id, str) or not study_id.strip():
             problems.append("study_id must be a non-empty string")

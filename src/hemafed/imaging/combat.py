@@ -1,0 +1,361 @@
+"""Federated ComBat harmonisation of radiomic features: site = batch, through secure sums only.
+
+ComBat (Johnson et al. 2007; neuroCombat, Fortin et al. 2018) models feature ``g`` of patient ``j``
+at site ``i`` as ``y = alpha_g + x' beta_g + gamma_ig + delta_ig * eps``, with biological
+covariates ``x`` kept, and shrinks the site effects ``gamma``, ``delta`` by empirical Bayes.
+
+Only the pooled pieces need the other sites, and they are all sums:
+
+1. ``combat_moments``: per site, the totals ``n``, ``sum x``, ``sum y`` and the *within-site
+   centred* cross-products ``Xc'Xc`` and ``Xc'Yc``. Summed over sites they give the pooled
+   least-squares covariate effects ``beta`` (the batch indicators are absorbed by the centring)
+   and the grand mean ``alpha = (sum y - sum x' beta) / n``: neuroCombat's ``B_hat`` and
+   ``grand_mean`` exactly.
+2. ``combat_residuals``: per site, the sum of squared within-site residuals at ``beta``; summed,
+   divided by ``n``, it is neuroCombat's ``var_pooled``.
+
+The hub thus learns only the pooled ``(alpha, beta, var_pooled)``, which go back to every site.
+Each site then standardises its own data, estimates its own ``gamma_hat``, ``delta_hat`` and
+their priors (ComBat's priors are per batch, across features) and runs the empirical-Bayes
+iteration locally (:func:`site_adjust`): no site-level effect is ever sent. The result equals
+pooled neuroCombat (parametric, EB) on the same data to rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hemafed.cohort.model import Cohort
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import Federation
+from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
+
+log = logging.getLogger(__name__)
+
+MOMENTS_QUERY = "combat_moments"
+RESIDUALS_QUERY = "combat_residuals"
+CONVERGENCE = 1e-4
+"""Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+def _names(params: Params, key: str, allow_empty: bool) -> list[str]:
+    cols = params.get(key, [])
+    if not isinstance(cols, list) or not all(isinstance(c, str) and c for c in cols):
+        raise InvalidInput(f"parameter {key!r} must be a list of column names, got {cols!r}")
+    if not cols and not allow_empty:
+        raise InvalidInput(f"parameter {key!r} must name at least one column")
+    return cols
+
+
+def _bounds(params: Params, columns: Sequence[str]) -> np.ndarray:
+    raw = params.get("bounds")
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("parameter 'bounds' must map every feature and covariate to its "
+                           "public [low, high]")
+    out = []
+    for c in columns:
+        b = raw.get(c)
+        if (not isinstance(b, Sequence) or len(b) != 2
+                or not all(isinstance(v, int | float) for v in b) or not b[0] < b[1]):
+            raise InvalidInput(f"parameter 'bounds' must give [low, high] with low < high for "
+                               f"column {c!r}, got {b!r}")
+        out.append((float(b[0]), float(b[1])))
+    return np.asarray(out, dtype=float).reshape(len(columns), 2)
+
+
+def _check(params: Params) -> None:
+    feats = _names(params, "features", allow_empty=False)
+    covs = _names(params, "covariates", allow_empty=True)
+    if set(feats) & set(covs) or len(set(feats)) != len(feats) or len(set(covs)) != len(covs):
+        raise InvalidInput("features and covariates must be distinct, each listed once")
+    _bounds(params, feats + covs)
+    if "beta" in params:
+        beta = np.asarray(params["beta"], dtype=float)
+        if beta.shape != (len(covs), len(feats)) or not np.all(np.isfinite(beta)):
+            raise InvalidInput(f"parameter 'beta' must be a finite {len(covs)} x {len(feats)} "
+                               "matrix (covariates x features)")
+
+
+def _site_arrays(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """Complete-case ``(Y n x p, X n x q)`` of this site."""
+    feats, covs = list(params["features"]), list(params.get("covariates", []))
+    cols = [cohort.numeric_column(c, "ComBat") for c in feats + covs]
+    data = np.column_stack(cols) if cols else np.zeros((len(cohort), 0))
+    data = data[~np.isnan(data).any(axis=1)]
+    bounds = _bounds(params, feats + covs)
+    outside = (data < bounds[:, 0]) | (data > bounds[:, 1])
+    if outside.any():
+        col = (feats + covs)[int(np.flatnonzero(outside.any(axis=0))[0])]
+        raise InvalidInput(f"column {col!r} has values outside its declared bounds; widen the "
+                           "public bounds, nothing is clipped")
+    return data[:, :len(feats)], data[:, len(feats):]
+
+
+# --- site queries -------------------------------------------------------------------------------
+
+def local_moments(y: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One site's ComBat moments (see the module docstring)."""
+    n = len(y)
+    if n == 0:
+        return {"n": np.zeros(1), "sum_x": np.zeros(x.shape[1]), "sum_y": np.zeros(y.shape[1]),
+                "xx": np.zeros((x.shape[1], x.shape[1])), "xy": np.zeros((x.shape[1], y.shape[1]))}
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    return {"n": np.array([float(n)]), "sum_x": x.sum(0), "sum_y": y.sum(0),
+            "xx": xc.T @ xc, "xy": xc.T @ yc}
+
+
+def local_residual_ss(y: np.ndarray, x: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Sum over this site's patients of squared within-site residuals at ``beta``."""
+    if len(y) == 0:
+        return np.zeros(y.shape[1])
+    r = (y - y.mean(0)) - (x - x.mean(0)) @ beta
+    return np.sum(r ** 2, axis=0)
+
+
+def _moments_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    y, x = _site_arrays(cohort, params)
+    return local_moments(y, x)
+
+
+def _declare_common(params: Params) -> tuple[int, float, np.ndarray, np.ndarray]:
+    feats, covs = list(params["features"]), list(params.get("covariates", []))
+    b = _bounds(params, feats + covs)
+    m = int(params.get("max_patients", 100_000))
+    return m, float(params.get("resolution", 1e-10)), b[:len(feats)], b[len(feats):]
+
+
+def _stat(shape: tuple[int, ...], low: float, high: float, res: float) -> Statistic:
+    return Statistic(shape, low, high, encodable_resolution(low, high, res), sensitivity=0.0)
+
+
+def _moments_declare(params: Params) -> dict[str, Statistic]:
+    m, res, by, bx = _declare_common(params)
+    ry, rx = by[:, 1] - by[:, 0], bx[:, 1] - bx[:, 0]
+    amax_y = float(np.abs(by).max())
+    amax_x = float(np.abs(bx).max()) if len(bx) else 1.0
+    rxx = float(np.max(np.outer(rx, rx))) if len(rx) else 1.0
+    rxy = float(np.max(np.outer(rx, ry))) if len(rx) else 1.0
+    q, p = len(bx), len(by)
+    return {
+        "n": Statistic((1,), 0, m, is_count=True),
+        "sum_x": _stat((q,), -m * amax_x, m * amax_x, res),
+        "sum_y": _stat((p,), -m * amax_y, m * amax_y, res),
+        "xx": _stat((q, q), -m * rxx, m * rxx, res),
+        "xy": _stat((q, p), -m * rxy, m * rxy, res),
+    }
+
+
+def _residuals_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    y, x = _site_arrays(cohort, params)
+    beta = np.asarray(params["beta"], dtype=float).reshape(x.shape[1], y.shape[1])
+    return {"rss": local_residual_ss(y, x, beta)}
+
+
+def _residuals_declare(params: Params) -> dict[str, Statistic]:
+    m, res, by, bx = _declare_common(params)
+    beta = np.asarray(params.get("beta", np.zeros((len(bx), len(by)))), dtype=float)
+    beta = beta.reshape(len(bx), len(by))
+    span = (by[:, 1] - by[:, 0]) + np.abs(beta).T @ (bx[:, 1] - bx[:, 0]) if len(bx) else \
+        by[:, 1] - by[:, 0]
+    return {"rss": _stat((len(by),), 0.0, m * float(np.max(span)) ** 2, res)}
+
+
+register(Query(MOMENTS_QUERY, "1", compute=_moments_compute, declare=_moments_declare,
+               check_params=_check,
+               description="ComBat: n, sums and within-site centred cross-products of features "
+                           "and biological covariates"))
+register(Query(RESIDUALS_QUERY, "1", compute=_residuals_compute, declare=_residuals_declare,
+               check_params=lambda p: _check_residuals(p),
+               description="ComBat: sum of squared within-site residuals at public beta"))
+
+
+def _check_residuals(params: Params) -> None:
+    _check(params)
+    if "beta" not in params:
+        raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
+
+
+# --- pooled estimates from sums -----------------------------------------------------------------
+
+def pooled_estimates(moments: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(beta q x p, alpha p, n)`` from summed moments; ``InvalidInput`` if not identifiable."""
+    n = float(np.asarray(moments["n"]).ravel()[0])
+    xx, xy = np.asarray(moments["xx"]), np.asarray(moments["xy"])
+    if xx.size:
+        if np.linalg.matrix_rank(xx) < xx.shape[0]:
+            raise InvalidInput("ComBat: the covariates are collinear or constant within every "
+                               "site; drop one")
+        beta = np.linalg.solve(xx, xy)
+    else:
+        beta = np.zeros((0, xy.shape[1]))
+    alpha = (np.asarray(moments["sum_y"]) - np.asarray(moments["sum_x"]) @ beta) / n
+    return beta, alpha, n
+
+
+# --- site-local empirical Bayes ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SiteAdjustment:
+    """One site's own ComBat estimates (kept at the site) and its harmonised features."""
+
+    gamma_hat: np.ndarray
+    delta_hat: np.ndarray
+    gamma_star: np.ndarray
+    delta_star: np.ndarray
+    harmonised: np.ndarray
+    iterations: int
+
+
+def _eb(s: np.ndarray, conv: float = CONVERGENCE, max_iter: int = 10_000
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Parametric EB shrinkage of one batch's standardised data ``s`` (n x p), as neuroCombat."""
+    n = s.shape[0]
+    g_hat = s.mean(axis=0)
+    d_hat = s.var(axis=0, ddof=1)
+    d_hat = np.where(d_hat == 0, 1.0, d_hat)
+    g_bar, t2 = g_hat.mean(), g_hat.var(ddof=1)
+    m, s2 = d_hat.mean(), d_hat.var(ddof=1)
+    a, b = (2 * s2 + m ** 2) / s2, (m * s2 + m ** 3) / s2
+    g_old, d_old = g_hat.copy(), d_hat.copy()
+    for it in range(1, max_iter + 1):
+        g_new = (t2 * n * g_hat + d_old * g_bar) / (t2 * n + d_old)
+        sum2 = ((s - g_new) ** 2).sum(axis=0)
+        d_new = (0.5 * sum2 + b) / (n / 2.0 + a - 1.0)
+        change = max((np.abs(g_new - g_old) / g_old).max(), (np.abs(d_new - d_old) / d_old).max())
+        g_old, d_old = g_new, d_new
+        if not change > conv:
+            return g_hat, d_hat, g_new, d_new, it
+    raise InvalidInput("ComBat: the empirical-Bayes iteration did not converge at this site")
+
+
+def site_adjust(y: np.ndarray, x: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
+                var_pooled: np.ndarray) -> SiteAdjustment:
+    """Harmonise one site's features ``y`` (n x p) with covariates ``x`` (n x q), locally."""
+    if y.shape[0] < 2 or y.shape[1] < 2:
+        raise InvalidInput("ComBat needs at least 2 patients per site and 2 features (the priors "
+                           "are estimated across features)")
+    mod = x @ beta if beta.size else np.zeros_like(y)
+    sd = np.sqrt(var_pooled)
+    s = (y - alpha - mod) / sd
+    g_hat, d_hat, g_star, d_star, it = _eb(s)
+    out = (s - g_star) / np.sqrt(d_star) * sd + alpha + mod
+    return SiteAdjustment(g_hat, d_hat, g_star, d_star, out, it)
+
+
+# --- hub ---------------------------------------------------------------------------------------
+
+class FederatedComBat:
+    """ComBat fitted across sites by two secure sums; the sites finish it locally.
+
+    After :meth:`fit`: ``alpha_`` (grand mean per feature), ``beta_`` (covariate effects,
+    covariates x features), ``var_pooled_``, ``n_``, ``sites`` and ``summary``.
+    :meth:`site_parameters` is what every site receives; :meth:`transform` is run by a site on
+    its own data.
+    """
+
+    def __init__(self) -> None:
+        self.features: list[str] = []
+        self.covariates: list[str] = []
+        self.alpha_: np.ndarray | None = None
+        self.beta_: np.ndarray | None = None
+        self.var_pooled_: np.ndarray | None = None
+        self.n_ = 0
+        self.sites: tuple[str, ...] = ()
+        self.rounds = 0
+
+    def fit(self, federation: Federation, features: Sequence[str], covariates: Sequence[str],
+            bounds: Mapping[str, Sequence[float]], *, study: str = "default",
+            max_patients: int = 100_000) -> FederatedComBat:
+        """Two secure sums over the same sites: moments, then residual sums of squares."""
+        base: dict[str, Any] = {
+            "features": list(features), "covariates": list(covariates),
+            "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
+                       if k in set(features) | set(covariates)},
+            "max_patients": int(max_patients)}
+        _check(base)
+        first = federation.secure_sum(MOMENTS_QUERY, base, study=study)
+        beta, alpha, n = pooled_estimates(first.values)
+        if n < 3:
+            raise InvalidInput("ComBat: fewer than 3 complete cases over all sites")
+        second = federation.secure_sum(RESIDUALS_QUERY, {**base, "beta": beta.tolist()},
+                                       study=study)
+        if tuple(second.sites) != tuple(first.sites):
+            raise InvalidInput(f"ComBat: the second sum covers sites {second.sites}, the first "
+                               f"{first.sites}; rerun on one fixed set of sites")
+        self.features, self.covariates = list(features), list(covariates)
+        self.beta_, self.alpha_, self.n_ = beta, alpha, round(n)
+        var = np.asarray(second["rss"]) / n
+        self.var_pooled_ = np.where(var == 0, 1.0, var)
+        self.sites, self.rounds = tuple(first.sites), 2
+        log.info("federated ComBat over %d sites, %d patients, %d features", len(self.sites),
+                 self.n_, len(self.features))
+        return self
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> FederatedComBat:
+        """The fitted model a site rebuilds from :meth:`site_parameters` (what the hub sent)."""
+        try:
+            model = cls()
+            model.features = [str(f) for f in params["features"]]
+            model.covariates = [str(c) for c in params["covariates"]]
+            p, q = len(model.features), len(model.covariates)
+            model.alpha_ = np.asarray(params["alpha"], dtype=float).reshape(p)
+            model.beta_ = np.asarray(params["beta"], dtype=float).reshape(q, p)
+            model.var_pooled_ = np.asarray(params["var_pooled"], dtype=float).reshape(p)
+            model.n_ = int(params.get("n", 0))
+            model.sites = tuple(str(s) for s in params.get("sites", ()))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"ComBat parameters are malformed ({exc})") from None
+        if not (np.all(np.isfinite(model.alpha_)) and np.all(model.var_pooled_ > 0)):
+            raise InvalidInput("ComBat parameters: alpha must be finite and var_pooled > 0")
+        return model
+
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.alpha_ is None or self.beta_ is None or self.var_pooled_ is None:
+            raise InvalidInput("FederatedComBat is not fitted: call fit() first")
+        return self.alpha_, self.beta_, self.var_pooled_
+
+    def site_parameters(self) -> dict[str, Any]:
+        """The pooled parameters each site needs to harmonise its own data (JSON-ready)."""
+        alpha, beta, var = self._fitted()
+        return {"features": self.features, "covariates": self.covariates,
+                "alpha": alpha.tolist(), "beta": beta.tolist(), "var_pooled": var.tolist(),
+                "n": self.n_, "sites": list(self.sites)}
+
+    def transform(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, SiteAdjustment]:
+        """At a site: its harmonised features (rows with a missing value are left as they are)."""
+        alpha, beta, var = self._fitted()
+        missing = [c for c in self.features + self.covariates if c not in frame.columns]
+        if missing:
+            raise InvalidInput(f"ComBat transform: column(s) {missing} are not in the site's data")
+        cols = self.features + self.covariates
+        data = frame[cols].astype(float).to_numpy()
+        ok = ~np.isnan(data).any(axis=1)
+        adj = site_adjust(data[ok, :len(self.features)], data[ok, len(self.features):],
+                          alpha, beta, var)
+        out = frame.copy()
+        values = out[self.features].astype(float).to_numpy()
+        values[ok] = adj.harmonised
+        out[self.features] = values
+        return out, adj
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        alpha, beta, var = self._fitted()
+        table = pd.DataFrame({"grand_mean": alpha, "pooled_sd": np.sqrt(var)},
+                             index=pd.Index(self.features, name="feature"))
+        for k, c in enumerate(self.covariates):
+            table[f"beta_{c}"] = beta[k]
+        return table
+
+    def to_json(self) -> str:
+        return json.dumps({"model": "FederatedComBat", **self.site_parameters()})

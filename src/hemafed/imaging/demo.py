@@ -1,0 +1,101 @@
+"""Virtual imaging sites for demos, tests and benchmarks, built through the real site intake.
+
+:func:`build_imaging_sites` makes one site directory per virtual site (clinical cohort imported
+and pseudonymised by :func:`hemafed.demo.build_sites`), writes every subject's image as a real
+DICOM series or NIfTI volume with a NIfTI mask, imports them with
+:func:`hemafed.imaging.store.import_image`, stores findings and extracts the features.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemafed.cohort.validate import validate_cohort
+from hemafed.demo import LocalSites, build_sites
+from hemafed.imaging.radiomics import FeatureSettings
+from hemafed.imaging.runtime import load_imaging_queries
+from hemafed.imaging.site_features import extract_site_features, import_findings
+from hemafed.imaging.store import import_images, nifti_image
+from hemafed.imaging.virtual import VirtualSubject, clinical_frame, generate, write_dicom_series
+from hemafed.imaging.volume import Volume
+from hemafed.study.spec import StudySpec
+
+DEFAULT_SETTINGS = FeatureSettings(bin_width=8.0, aggregation="averaged")
+"""Fixed bin size 8 (intensity units), native grid, 3D averaged texture."""
+
+FINDINGS: dict[str, list[str]] = {"SCD": [], "MM": []}
+"""Non-schema imaging read-outs stored as findings (none in the demo: the silent-infarct read
+is the schema field ``silent_infarct``)."""
+CLINICAL = {"SCD": ["age", "hb", "sex", "silent_infarct"], "MM": ["age", "sex", "b2m", "relapse_time",
+                                                "relapse_status"]}
+
+
+def _save_nifti(path: Path, volume: Volume, dtype: type) -> None:
+    """Hospital-side export (a temporary folder outside the site): a plain, non-atomic write."""
+    import nibabel as nib
+
+    nib.save(nifti_image(volume, dtype), str(path))
+
+
+@dataclass(frozen=True)
+class ImagingSites:
+    """The built sites, their approved spec and the virtual subjects (ground truth)."""
+
+    sites: LocalSites
+    spec: StudySpec
+    subjects: list[VirtualSubject]
+
+
+def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | list[int],
+                        seed: int, *, settings: FeatureSettings = DEFAULT_SETTINGS,
+                        dicom_per_site: int = 2) -> ImagingSites:
+    """Sites under ``root`` with images imported and features extracted (see module doc)."""
+    load_imaging_queries()
+    subjects = generate(disease, n_sites, per_site, seed)
+    frame = clinical_frame(subjects, disease)
+    spec = StudySpec.from_mapping({
+        "study_id": f"imaging-{disease.lower()}", "requester": "imaging-demo",
+        "analyses": [{"id": "size", "kind": "describe", "columns": ["age"]}]})
+    cohorts = {}
+    for site, rows in frame.groupby("site", sort=True):
+        cohorts[str(site)] = validate_cohort(
+            rows[["patient_id", "disease", *CLINICAL[disease]]].reset_index(drop=True),
+            source=f"virtual {site}")
+    sites = build_sites(root / "sites", cohorts, spec)
+    with tempfile.TemporaryDirectory(prefix="hemafed-images-") as tmp:
+        staging = Path(tmp)
+        items: dict[str, list[tuple[str, Path, Path]]] = {}
+        for subj in subjects:
+            todo = items.setdefault(subj.site, [])
+            mask_path = staging / f"{subj.patient_id}-mask.nii"
+            _save_nifti(mask_path, subj.mask, np.uint8)
+            if len(todo) < dicom_per_site:
+                src: Path = write_dicom_series(subj.image, staging / subj.patient_id,
+                                               subj.patient_id)
+            else:
+                src = staging / f"{subj.patient_id}.nii"
+                _save_nifti(src, subj.image, np.float32)
+            todo.append((subj.patient_id, src, mask_path))
+        for site, todo in items.items():
+            import_images(sites.site_dirs[site], todo, study=spec.study_id)
+    for site, rows in frame.groupby("site", sort=True):
+        site_dir = sites.site_dirs[str(site)]
+        if FINDINGS[disease]:
+            import_findings(site_dir, rows, study=spec.study_id, columns=FINDINGS[disease])
+        extract_site_features(site_dir, settings)
+    return ImagingSites(sites, spec, subjects)
+
+
+HARMONISED_FEATURES: tuple[str, ...] = (
+    "firstorder_mean", "firstorder_median", "firstorder_p10", "firstorder_p90",
+    "firstorder_maximum", "firstorder_variance", "firstorder_skewness", "firstorder_kurtosis",
+    "firstorder_interquartile_range", "firstorder_robust_mean_absolute_deviation",
+    "glcm_joint_entropy", "glcm_contrast", "glcm_correlation", "glcm_inverse_difference",
+    "glrlm_run_entropy", "glrlm_grey_level_non_uniformity", "glszm_zone_size_entropy",
+    "glszm_large_zone_emphasis",
+)
+"""Intensity and texture features a scanner changes; the demo harmonises these."""

@@ -1,0 +1,91 @@
+"""Imaging + clinical models: harmonised radiomic features as covariates of the federated
+logistic and Cox models (:mod:`hemafed.analytics.logistic`, :mod:`hemafed.analytics.cox`),
+with features chosen by the federated univariate screen (:mod:`hemafed.imaging.screen`).
+
+Every step is a secure sum: ComBat moments, the screen, Newton steps. Feature bounds are public
+(the study's declared ranges, widened for harmonised values), never read from the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hemafed.analytics.cox import FederatedCoxPH
+from hemafed.analytics.design import DesignSpec, NumericTerm, term
+from hemafed.analytics.logistic import FederatedLogisticRegression
+from hemafed.errors import InvalidInput
+from hemafed.federation.api import Federation
+from hemafed.imaging.combat import FederatedComBat
+from hemafed.imaging.screen import federated_screen
+from hemafed.imaging.site_features import HARMONISED_PREFIX
+
+
+def harmonised_bounds(combat: FederatedComBat, bounds: Mapping[str, Sequence[float]],
+                      width: float = 10.0) -> dict[str, tuple[float, float]]:
+    """Public bounds of ``h_<feature>`` from the pooled ComBat fit (itself a secure-sum result).
+
+    A harmonised value is ``alpha + x'beta + sd * z`` with ``z`` about standard normal: the
+    bounds are the extremes of ``x'beta`` over the covariates' declared box, ``+- width`` pooled
+    SDs. A value beyond them is refused by the model queries, never clipped. Tight bounds matter:
+    the federated models scale every covariate by its bounds.
+    """
+    params = combat.site_parameters()
+    alpha = np.asarray(params["alpha"], dtype=float)
+    beta = np.asarray(params["beta"], dtype=float).reshape(len(params["covariates"]), len(alpha))
+    sd = np.sqrt(np.asarray(params["var_pooled"], dtype=float))
+    lo = np.array([float(bounds[c][0]) for c in params["covariates"]]).reshape(-1, 1)
+    hi = np.array([float(bounds[c][1]) for c in params["covariates"]]).reshape(-1, 1)
+    low_eff = np.minimum(beta * lo, beta * hi).sum(axis=0)
+    high_eff = np.maximum(beta * lo, beta * hi).sum(axis=0)
+    return {HARMONISED_PREFIX + f: (float(alpha[k] + low_eff[k] - width * sd[k]),
+                                    float(alpha[k] + high_eff[k] + width * sd[k]))
+            for k, f in enumerate(params["features"])}
+
+
+def design(clinical: Sequence[str], features: Sequence[str],
+           bounds: Mapping[str, Sequence[float]]) -> DesignSpec:
+    """Clinical schema terms plus imaging features as numeric terms with public bounds."""
+    terms = [term(c) for c in clinical]
+    for f in features:
+        if f not in bounds:
+            raise InvalidInput(f"feature {f!r} has no declared bounds")
+        terms.append(NumericTerm(f, float(bounds[f][0]), float(bounds[f][1])))
+    return DesignSpec(tuple(terms))
+
+
+@dataclass(frozen=True)
+class ImagingModel:
+    """A fitted imaging + clinical model and the screen that chose its features."""
+
+    model: FederatedLogisticRegression | FederatedCoxPH
+    screen: pd.DataFrame
+    features: tuple[str, ...]
+    spec: DesignSpec
+
+
+def fit_infarct_model(federation: Federation, outcome: str, clinical: Sequence[str],
+                      candidates: Sequence[str], bounds: Mapping[str, Sequence[float]], *,
+                      top_k: int = 2, study: str = "default") -> ImagingModel:
+    """Screen ``candidates`` for the binary ``outcome``; logistic on clinical + top ``top_k``."""
+    screen = federated_screen(federation, candidates, outcome, bounds, study=study)
+    chosen = tuple(screen["feature"].head(top_k))
+    spec = design(clinical, chosen, bounds)
+    model = FederatedLogisticRegression().fit(federation, outcome, spec, study=study)
+    return ImagingModel(model, screen, chosen, spec)
+
+
+def fit_pfs_model(federation: Federation, duration: str, event: str, clinical: Sequence[str],
+                  candidates: Sequence[str], bounds: Mapping[str, Sequence[float]], *,
+                  horizon: float = 2.0, top_k: int = 2, study: str = "default") -> ImagingModel:
+    """Screen ``candidates`` for progression before ``horizon``; Cox on clinical + top ``top_k``."""
+    screen = federated_screen(federation, candidates, event, bounds, time=duration,
+                              horizon=horizon, study=study)
+    chosen = tuple(screen["feature"].head(top_k))
+    spec = design(clinical, chosen, bounds)
+    model = FederatedCoxPH().fit(federation, duration, event, spec, study=study,
+                                 concordance=False)
+    return ImagingModel(model, screen, chosen, spec)

@@ -1,0 +1,137 @@
+"""Imaging + clinical models: federated screen and logistic/Cox equal their pooled references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hemafed.cohort.model import Cohort
+from hemafed.federation.local import LocalSumFederation
+from hemafed.imaging.combat import FederatedComBat
+from hemafed.imaging.demo import HARMONISED_FEATURES, ImagingSites
+from hemafed.imaging.models import fit_infarct_model, fit_pfs_model, harmonised_bounds
+from hemafed.imaging.site_features import apply_harmonisation, imaging_cohort, imaging_table
+from hemafed.site.store import load_cohort
+
+FEATURES = list(HARMONISED_FEATURES)
+H = ["h_" + f for f in FEATURES]
+
+
+def _cohorts(built: ImagingSites) -> dict[str, Cohort]:
+    return {s: imaging_cohort(load_cohort(d), imaging_table(d))
+            for s, d in built.sites.site_dirs.items()}
+
+
+def _harmonise(built: ImagingSites, covariates: list[str]) -> tuple[dict[str, Cohort],
+                                                                    dict[str, list[float]]]:
+    cohorts = _cohorts(built)
+    pooled = pd.concat([c.patients for c in cohorts.values()])
+    # public bounds as a study spec would declare them: the plausible range, with margin
+    span = {c: float(pooled[c].max() - pooled[c].min()) for c in FEATURES + covariates}
+    bounds = {c: [float(pooled[c].min()) - 0.25 * span[c], float(pooled[c].max()) + 0.25 * span[c]]
+              for c in FEATURES + covariates}
+    combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, covariates, bounds)
+    for d in built.sites.site_dirs.values():
+        apply_harmonisation(d, combat.site_parameters())
+    return _cohorts(built), {k: list(v) for k, v in
+                             harmonised_bounds(combat, bounds).items()}
+
+
+@pytest.fixture(scope="module")
+def scd(scd_sites: ImagingSites) -> tuple[dict[str, Cohort], dict[str, list[float]]]:
+    return _harmonise(scd_sites, ["age", "hb"])
+
+
+@pytest.fixture(scope="module")
+def mm(mm_sites: ImagingSites) -> tuple[dict[str, Cohort], dict[str, list[float]]]:
+    return _harmonise(mm_sites, ["age"])
+
+
+def test_harmonised_columns_are_stored_at_each_site(scd: tuple[dict[str, Cohort], dict]) -> None:
+    cohorts, _ = scd
+    for c in cohorts.values():
+        assert set(H) <= set(c.patients.columns)
+        assert c.patients[H].notna().all().all()
+
+
+def test_screen_equals_pooled_welch_t(scd: tuple[dict[str, Cohort], dict]) -> None:
+    from hemafed.imaging.screen import federated_screen
+
+    cohorts, bounds = scd
+    table = federated_screen(LocalSumFederation(cohorts), H, "silent_infarct", bounds)
+    pooled = pd.concat([c.patients for c in cohorts.values()], ignore_index=True)
+    y = pooled["silent_infarct"].astype(float).to_numpy()
+    for f, t in zip(table["feature"], table["t"], strict=True):
+        x = pooled[f].astype(float).to_numpy()
+        ref = stats.ttest_ind(x[y == 1], x[y == 0], equal_var=False).statistic
+        assert t == pytest.approx(ref, rel=1e-9), f
+
+
+def test_infarct_model_federated_equals_pooled_statsmodels(
+        scd: tuple[dict[str, Cohort], dict]) -> None:
+    import statsmodels.api as sm
+
+    cohorts, bounds = scd
+    fitted = fit_infarct_model(LocalSumFederation(cohorts), "silent_infarct", ["age", "hb"], H,
+                               bounds, top_k=2)
+    assert fitted.features[0] in ("h_firstorder_maximum", "h_firstorder_kurtosis",
+                                  "h_firstorder_skewness", "h_glrlm_grey_level_non_uniformity",
+                                  "h_firstorder_variance", "h_glcm_contrast")
+    pooled = pd.concat([c.patients for c in cohorts.values()], ignore_index=True)
+    cols = ["age", "hb", *fitted.features]
+    x = sm.add_constant(pooled[cols].astype(float).to_numpy())
+    ref = sm.Logit(pooled["silent_infarct"].astype(float).to_numpy(), x).fit(disp=0, tol=1e-12)
+    np.testing.assert_allclose(fitted.model.summary["coef"].to_numpy(), ref.params, rtol=1e-6)
+    np.testing.assert_allclose(fitted.model.summary["std err"].to_numpy(), ref.bse, rtol=1e-6)
+
+
+def test_pfs_model_federated_equals_pooled_lifelines(mm: tuple[dict[str, Cohort], dict]) -> None:
+    from lifelines import CoxPHFitter
+
+    cohorts, bounds = mm
+    fitted = fit_pfs_model(LocalSumFederation(cohorts), "relapse_time", "relapse_status",
+                           ["age", "b2m"], H, bounds, horizon=2.0, top_k=2)
+    pooled = pd.concat([c.patients for c in cohorts.values()], ignore_index=True)
+    cols = ["age", "b2m", *fitted.features]
+    frame = pooled[cols].astype(float).assign(
+        T=pooled["relapse_time"].astype(float), E=pooled["relapse_status"].astype(float))
+    ref = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14})
+    np.testing.assert_allclose(fitted.model.params_.to_numpy(), ref.params_.to_numpy(),
+                               rtol=1e-5)
+
+
+def test_report_pages_render_per_site_distributions(scd_sites: ImagingSites,
+                                                    scd: tuple[dict[str, Cohort], dict]) -> None:
+    from hemafed.imaging.report import distribution_report, write_site_report
+
+    cohorts, _ = scd
+    before = {s: c.patients[FEATURES] for s, c in cohorts.items()}
+    after = {s: c.patients[H].set_axis(FEATURES, axis=1) for s, c in cohorts.items()}
+    html = distribution_report(before, after, FEATURES, plots=2).render()
+    assert html.count('data-kind="plot"') == 2 and "site5" in html
+    pooled = pd.concat([c.patients for c in cohorts.values()])
+    bounds = {c: [float(pooled[c].min()) - 1e3, float(pooled[c].max()) + 1e3]
+              for c in [*FEATURES, "age", "hb"]}
+    combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, ["age", "hb"], bounds)
+    path = write_site_report(next(iter(scd_sites.sites.site_dirs.values())), combat)
+    assert "pooled grand mean" in path.read_text()
+
+
+def test_infarct_model_through_secure_sums_equals_local_sums(
+        scd_sites: ImagingSites, scd: tuple[dict[str, Cohort], dict], secure_run: Any) -> None:
+    cohorts, bounds = scd
+    local = fit_infarct_model(LocalSumFederation(cohorts), "silent_infarct", ["age", "hb"], H,
+                              bounds, top_k=2)
+
+    def body(fed: Any) -> dict[str, Any]:
+        m = fit_infarct_model(fed, "silent_infarct", ["age", "hb"], H, bounds, top_k=2,
+                              study=scd_sites.spec.study_id)
+        return {"features": list(m.features), "coef": m.model.summary["coef"].tolist()}
+
+    secure = secure_run(scd_sites, body)
+    assert secure["features"] == list(local.features)
+    np.testing.assert_allclose(secure["coef"], local.model.summary["coef"].to_numpy(), rtol=1e-6)
