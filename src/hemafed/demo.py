@@ -95,8 +95,13 @@ class LocalSites:
 
 
 def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
-                today: dt.date | None = None, name: str = "hemafed-demo") -> LocalSites:
-    """Create one site directory per cohort through the real site intake, approve ``spec``."""
+                today: dt.date | None = None, name: str = "hemafed-demo",
+                store_plan: bool = True) -> LocalSites:
+    """Create one site directory per cohort through the real site intake, approve ``spec``.
+
+    ``store_plan``: store the spec at each site, so the site answers only the requests the
+    spec implies (its plan, :mod:`hemafed.study.plan`); ``False`` approves the hash alone.
+    """
     from hemafed.site.store import import_into_site, init_site
     from hemafed.site.studies import store_spec
 
@@ -118,7 +123,8 @@ def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
                              study=spec.study_id, requester="demo-data-manager")
             write_text(site_dir / "policy.yaml",
                        yaml.safe_dump(site_policy(site_id, spec, today=today), sort_keys=False))
-            store_spec(site_dir, spec)  # the site derives the study's plan from this text
+            if store_plan:
+                store_spec(site_dir, spec)  # the site derives the study's plan from this text
             identities.append(ensure_identity(site_dir, site_id))
             site_dirs[site_id] = site_dir
     manifest = FederationManifest.build(name, identities, threshold_for(len(identities)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,8 +134,12 @@ def _declare_common(params: Params) -> tuple[int, float, np.ndarray, np.ndarray]
     return m, float(params.get("resolution", 1e-10)), b[:len(feats)], b[len(feats):]
 
 
-def _stat(shape: tuple[int, ...], low: float, high: float, res: float) -> Statistic:
-    return Statistic(shape, low, high, encodable_resolution(low, high, res), sensitivity=0.0)
+def _stat(shape: tuple[int, ...], low: float, high: float, res: float,
+          sensitivity: float) -> Statistic:
+    """``sensitivity``: the L2 change of the array when one patient is added or removed (each
+    patient's contribution is bounded by the public bounds), so a DP request is calibrated."""
+    return Statistic(shape, low, high, encodable_resolution(low, high, res),
+                     sensitivity=sensitivity)
 
 
 def _moments_declare(params: Params) -> dict[str, Statistic]:
@@ -147,10 +152,12 @@ def _moments_declare(params: Params) -> dict[str, Statistic]:
     q, p = len(bx), len(by)
     return {
         "n": Statistic((1,), 0, m, is_count=True),
-        "sum_x": _stat((q,), -m * amax_x, m * amax_x, res),
-        "sum_y": _stat((p,), -m * amax_y, m * amax_y, res),
-        "xx": _stat((q, q), -m * rxx, m * rxx, res),
-        "xy": _stat((q, p), -m * rxy, m * rxy, res),
+        "sum_x": _stat((q,), -m * amax_x, m * amax_x, res, amax_x * math.sqrt(q)),
+        "sum_y": _stat((p,), -m * amax_y, m * amax_y, res, amax_y * math.sqrt(p)),
+        # within-site centred cross-products: one patient moves each element by at most the
+        # product of the two ranges
+        "xx": _stat((q, q), -m * rxx, m * rxx, res, rxx * q),
+        "xy": _stat((q, p), -m * rxy, m * rxy, res, rxy * math.sqrt(q * p)),
     }
 
 
@@ -166,7 +173,8 @@ def _residuals_declare(params: Params) -> dict[str, Statistic]:
     beta = beta.reshape(len(bx), len(by))
     span = (by[:, 1] - by[:, 0]) + np.abs(beta).T @ (bx[:, 1] - bx[:, 0]) if len(bx) else \
         by[:, 1] - by[:, 0]
-    return {"rss": _stat((len(by),), 0.0, m * float(np.max(span)) ** 2, res)}
+    top = float(np.max(span)) ** 2
+    return {"rss": _stat((len(by),), 0.0, m * top, res, top * math.sqrt(len(by)))}
 
 
 register(Query(MOMENTS_QUERY, "1", compute=_moments_compute, declare=_moments_declare,

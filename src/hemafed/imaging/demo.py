@@ -59,13 +59,16 @@ def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | 
     frame = clinical_frame(subjects, disease)
     spec = StudySpec.from_mapping({
         "study_id": f"imaging-{disease.lower()}", "requester": "imaging-demo",
+        "imaging": {"modality": "MR", "settings": settings.to_dict()},
         "analyses": [{"id": "size", "kind": "describe", "columns": ["age"]}]})
     cohorts = {}
     for site, rows in frame.groupby("site", sort=True):
         cohorts[str(site)] = validate_cohort(
             rows[["patient_id", "disease", *CLINICAL[disease]]].reset_index(drop=True),
             source=f"virtual {site}")
-    sites = build_sites(root / "sites", cohorts, spec)
+    # the virtual imaging spec does not yet list the features and models the imaging tests
+    # run, so these sites approve its hash only (no plan; issue 13 note)
+    sites = build_sites(root / "sites", cohorts, spec, store_plan=False)
     with tempfile.TemporaryDirectory(prefix="hemafed-images-") as tmp:
         staging = Path(tmp)
         items: dict[str, list[tuple[str, Path, Path]]] = {}

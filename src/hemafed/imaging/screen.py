@@ -77,10 +77,13 @@ def _declare(params: Params) -> dict[str, Statistic]:
     out: dict[str, Statistic] = {}
     for k in ("1", "0"):
         out[f"n{k}"] = Statistic((1,), 0, m, is_count=True)
+        # one patient adds at most amax (amax**2) to each of the p sums (sums of squares)
         out[f"sum{k}"] = Statistic((p,), -m * amax, m * amax,
-                                   encodable_resolution(-m * amax, m * amax, res), sensitivity=0)
+                                   encodable_resolution(-m * amax, m * amax, res),
+                                   sensitivity=amax * p ** 0.5)
         out[f"sumsq{k}"] = Statistic((p,), 0.0, m * amax ** 2,
-                                     encodable_resolution(0.0, m * amax ** 2, res), sensitivity=0)
+                                     encodable_resolution(0.0, m * amax ** 2, res),
+                                     sensitivity=amax ** 2 * p ** 0.5)
     return out
 
 

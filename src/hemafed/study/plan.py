@@ -112,6 +112,12 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
 }
 """The site queries each analysis kind's hub step sends."""
 
+IMAGING_CAPS = {"combat_moments": 8, "combat_residuals": 8, "imaging_screen": 8,
+                "logistic_newton": NEWTON_CAP, "cox_risk_set_sums": NEWTON_CAP,
+                "cox_site_derivatives": NEWTON_CAP, "cox_concordance_histogram": 4,
+                "time_histogram": 4, "category_counts": 8}
+"""The queries (and caps) a spec's ``imaging`` section implies (:mod:`hemafed.imaging`)."""
+
 LMM_CAP = 400
 """Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
 
@@ -219,6 +225,12 @@ class StudyPlan:
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
 
+        if "imaging" in spec.raw:
+            # the imaging section: harmonisation, the univariate screen and the models on the
+            # harmonised features (logistic, Cox), each with Newton-round caps
+            for query, n in IMAGING_CAPS.items():
+                queries.add(query)
+                add(query, n)
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
             cols = _analysis_columns(a) | KIND_DEFAULT_COLUMNS.get(a.kind, frozenset())
