@@ -19,16 +19,19 @@ Spec = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="study s
 
 @study_app.command("validate")
 def validate(spec: Spec) -> None:
-    """Check a study spec and print the SHA-256 that sites approve in their policy."""
+    """Check a study spec; print the SHA-256 sites approve and the queries their policy needs."""
+    from hemafed.study.queries import policy_block
     from hemafed.study.spec import StudySpec
 
     try:
         parsed = StudySpec.load(spec)
     except HemafedError as exc:
-        console.print(f"[red]{exc}[/red]")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"{parsed.study_id}: {len(parsed.analyses)} analyses")
     typer.echo(f"spec_sha256: {parsed.sha256}")
+    typer.echo("")
+    typer.echo(policy_block(parsed))
 
 
 @study_app.command("run")
@@ -50,11 +53,17 @@ def run(spec: Spec,
         parsed = StudySpec.load(spec)
         if not sites:
             raise HemafedError("give the site directories with --site DIR (repeat)")
+        for site_dir in sites:
+            if not (site_dir / MANIFEST_FILE).is_file():
+                raise HemafedError(
+                    f"{site_dir} has no {MANIFEST_FILE}: the site has not joined a federation. "
+                    "Create the manifest with `hemafed hub manifest` and give it to each site "
+                    "with `hemafed site join` (docs/quickstart.md, 'Run a study')")
         manifest = FederationManifest.load(sites[0] / MANIFEST_FILE)
         fed = LocalSites({site_id_of(d): d for d in sites}, manifest)
         results = run_study_on(transport, parsed, fed)
     except HemafedError as exc:
-        console.print(f"[red]{exc}[/red]")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
