@@ -30,11 +30,11 @@ QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
     "crosstab": ("crosstab",),
     "km": ("time_histogram", "km_risk_table"),
     "logrank": ("time_histogram", "km_risk_table"),
-    "cox": ("cox_risk_set_sums", "cox_concordance_histogram"),
+    "cox": ("time_histogram", "cox_risk_set_sums", "cox_concordance_histogram"),
     "logistic": ("logistic_newton",),
-    "competing": ("competing_risk_table",),
-    "synth": ("marginal_counts", "time_histogram", "km_risk_table"),
-    "gbdt": ("learn_feature_histogram", "gbdt_cox_risk_sets", "gbdt_histograms",
+    "competing": ("time_histogram", "competing_risk_table"),
+    "synth": ("marginal_counts",),
+    "gbdt": ("learn_feature_histogram", "gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
              "learn_risk_histogram", "learn_eval_sums"),
 }
 
