@@ -33,7 +33,8 @@ QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
     "cox": ("time_histogram", "cox_risk_set_sums", "cox_concordance_histogram"),
     "logistic": ("logistic_newton",),
     "competing": ("time_histogram", "competing_risk_table"),
-    "synth": ("marginal_counts",),
+    # with os_time/os_status among its columns, the real KM curve is drawn under the synthetic one
+    "synth": ("marginal_counts", "time_histogram", "km_risk_table"),
     "gbdt": ("learn_feature_histogram", "gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
              "learn_risk_histogram", "learn_eval_sums"),
 }
