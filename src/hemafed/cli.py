@@ -201,6 +201,19 @@ def queries(as_json: bool = typer.Option(False, "--json", help="machine-readable
 
 
 @app.command()
+def samples(directory: Path = typer.Argument(..., help="folder to copy the sample files into")
+            ) -> None:
+    """Copy a sample hospital export, its mutation table, the mapping that imports them, a study."""
+    from hemafed.atomic import write_text
+    from hemafed.samples import FILES, HERE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        write_text(directory / name, (HERE / name).read_text(encoding="utf-8"))
+        typer.echo(directory / name)
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("hemafed-demo"), "--out", help="output folder"),
          disease: str = typer.Option("MDS", "--disease", help="MDS, AML, MM or SCD"),
          patients: int = typer.Option(3000, "--patients", min=100, help="virtual patients"),

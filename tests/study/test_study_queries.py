@@ -54,3 +54,14 @@ def test_catalogue_reads_parameters_from_the_query_code() -> None:
     assert {"column", "low", "high", "bins"} <= set(entries["numeric_summary@1"]["parameters"])
     assert {"row", "col"} <= set(entries["crosstab@1"]["parameters"])
     assert all("secure sum" in e["privacy"] for e in entries.values())
+
+
+def test_site_init_policy_names_the_queries_of_the_bundled_specs(tmp_path: Path) -> None:
+    import yaml
+
+    from hemafed.site.policy import write_default_policy
+
+    write_default_policy(tmp_path / "policy.yaml", "s1")
+    listed = yaml.safe_load((tmp_path / "policy.yaml").read_text())["allowed_queries"]
+    needed = sorted({q for p in SPECS for q in needed_queries(StudySpec.load(p))})
+    assert listed == needed

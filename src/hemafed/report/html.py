@@ -47,7 +47,8 @@ td{white-space:nowrap} th{white-space:normal;background:#f1f3f5}
 td:first-child,th:first-child{text-align:left;white-space:normal}
 table.left2 td:nth-child(2),table.left2 th:nth-child(2){text-align:left}
 table.metrics th{text-align:left} table.metrics td:nth-child(2){text-align:right}
-table.metrics td:last-child{white-space:normal;text-align:left;color:#52606d;max-width:34rem}
+table.metrics td{white-space:normal;overflow-wrap:anywhere}
+table.metrics td:last-child{text-align:left;color:#52606d;max-width:34rem}
 table.metrics td:nth-child(2){font-weight:600}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.85rem;
 background:#f7f8fa;padding:.6rem .9rem;border-radius:6px}

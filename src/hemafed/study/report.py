@@ -424,9 +424,15 @@ def _synth(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> No
     _plot_curves(s, doc)
     stats = doc.get("stats") or {}
     s.metrics(_measure_rows(stats), "differential privacy of the synthetic cohort")
-    for name, tdoc in (doc.get("tables") or {}).items():
-        s.table(frame_from_json(tdoc).reset_index(names="phase"), name.replace("_", " "),
-                index=False)
+    for tdoc in (doc.get("tables") or {}).values():
+        table = frame_from_json(tdoc).reset_index(names="phase")
+        table = table.rename(columns={"phase": "Phase", "marginals": "Marginals",
+                                      "noise_multiplier": "Noise multiplier",
+                                      "rho": "zCDP rho", "cell_noise_std": "Noise SD per cell"})
+        table["Phase"] = table["Phase"].replace({"one_way": "single variables",
+                                                 "select": "choosing pairs",
+                                                 "two_way": "pairs of variables"})
+        s.table(table, "differentially private releases: each a noisy secure sum", index=False)
     gate = (doc.get("pooled") or {}).get("release gate (default thresholds)")
     text = (f"{_fmt(stats.get('synthetic patients'))} synthetic patients generated under "
             f"differential privacy (epsilon {_fmt(stats.get('epsilon'))}).")
@@ -500,8 +506,10 @@ def build_report(results: Mapping[str, Any], *, title: str | None = None,
             _generic(s, doc, results)
         pooled = doc.get("pooled")
         if pooled:
-            s.metrics(_pooled_rows(pooled), "comparison with the pooled analysis of the same "
-                      "patients (possible here because the demo holds the virtual cohort)")
+            s.metrics(_pooled_rows(pooled), "fidelity and privacy of the synthetic cohort, "
+                      "measured against the real patients" if doc["kind"] == "synth" else
+                      "comparison with the pooled analysis of the same patients (possible here "
+                      "because the demo holds the virtual cohort)")
         elif doc["kind"] not in ("gbdt",):
             s.text("No pooled comparison: the patients are not held in one place.", "note")
         s.provenance(_provenance(doc))

@@ -123,6 +123,8 @@ class StudySpec:
             seen.add(str(aid))
             required, optional = KINDS[kind]
             opts = {k: v for k, v in item.items() if k not in ("id", "kind", "title")}
+            if "group_col" in opts and "group" in required | optional:  # Python API name
+                opts["group"] = opts.pop("group_col")
             problems += [f"{where} ({kind}): missing {k!r}" for k in sorted(required - set(opts))]
             problems += [f"{where} ({kind}): unknown option {k!r}"
                          for k in sorted(set(opts) - required - optional)]
