@@ -382,8 +382,10 @@ site_id: {site_id}
 
 # Site queries that may run, as name@version (e.g. cohort_size@1) or name@* (any version).
 # `hemafed queries` lists the registered ones; `hemafed study validate SPEC` prints those a study
-# needs. Anything not listed here is refused. Listed: what the bundled demo studies need.
+# needs. Anything not listed here is refused. Listed: the patient count and what the bundled
+# demo studies need.
 allowed_queries:
+  - cohort_size@1
   - category_counts@1
   - competing_risk_table@1
   - cox_concordance_histogram@1

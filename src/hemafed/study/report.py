@@ -139,7 +139,8 @@ def _p(value: Any) -> str:
 
 
 def _ci(lo: float, hi: float) -> str:
-    return f"{lo:.2f}–{hi:.2f}"
+    digits = 2 if f"{lo:.2f}" != f"{hi:.2f}" else 4  # a narrow interval keeps its width visible
+    return f"{lo:.{digits}f}–{hi:.{digits}f}"
 
 
 def _measure_rows(items: Mapping[str, Any]) -> list[tuple[str, str, str]]:
