@@ -44,10 +44,8 @@ def site_subapp() -> typer.Typer:
     from hemafed.federation.membership_cli import site_identity, site_join
     from hemafed.site.cli import app as site_app
 
-    site_app.command("serve")(site_serve)
-    site_app.command("keygen")(site_keygen)
-    site_app.command("identity")(site_identity)
-    site_app.command("join")(site_join)
+    _mount(site_app, {"serve": site_serve, "keygen": site_keygen, "identity": site_identity,
+                      "join": site_join})
     return site_app
 
 
@@ -56,8 +54,16 @@ def hub_subapp() -> typer.Typer:
     from hemafed.federation.cli import hub_app
     from hemafed.federation.membership_cli import hub_manifest
 
-    hub_app.command("manifest")(hub_manifest)
+    _mount(hub_app, {"manifest": hub_manifest})
     return hub_app
+
+
+def _mount(typer_app: typer.Typer, commands: dict[str, Any]) -> None:
+    """Add commands to a sub-app once (loading it twice must not register them twice)."""
+    present = {c.name for c in typer_app.registered_commands}
+    for name, function in commands.items():
+        if name not in present:
+            typer_app.command(name)(function)
 
 
 def load_subapp(name: str) -> click.Command:
