@@ -1,8 +1,9 @@
 """Every ``hemafed`` sub-command given bad arguments ends with a message, never a traceback.
 
 The commands are found by walking the mounted Typer apps (so a new sub-app is covered as soon as
-it is mounted). Each gets paths that do not exist for its required arguments and options; the
-output must be a message (exit code non-zero) without ``Traceback``.
+it is mounted). Each gets, for its required arguments and options, a path that cannot exist (below a
+file) and then a garbage file; the output must be a message (exit code non-zero) without
+``Traceback``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import pytest
 
 from hemafed.cli import SUBAPPS, app, load_subapp
 
-MISSING = "/nonexistent/hemafed-test/x"
 TRACE_MARKS = ("Traceback (most recent call last)", 'File "/', "──── Traceback")
 
 
@@ -44,7 +44,7 @@ def all_commands() -> list[tuple[list[str], click.Command]]:
     return found
 
 
-def bad_argv(path: list[str], command: click.Command, value: str = MISSING) -> list[str]:
+def bad_argv(path: list[str], command: click.Command, value: str) -> list[str]:
     argv = list(path)
     for param in command.params:
         if isinstance(param, click.Argument) and param.required:
@@ -88,7 +88,8 @@ def test_bad_arguments_give_a_message_not_a_traceback(path: list[str], command: 
     monkeypatch.chdir(tmp_path)
     garbage = tmp_path / "garbage"
     garbage.write_text("not: [valid\x00 yaml, csv or key\n")
-    argv = bad_argv(path, command, MISSING if bad == "missing" else str(garbage))
+    # "missing": a path below a file, so nothing can exist or be created there
+    argv = bad_argv(path, command, str(garbage / "x") if bad == "missing" else str(garbage))
     if argv == path:  # nothing required: an unknown option is the bad argument
         argv.append("--no-such-option")
     code, output = run_in_process(argv)
