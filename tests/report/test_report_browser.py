@@ -57,3 +57,46 @@ def test_every_plot_and_table_renders_in_chromium(report: Path, tmp_path: Path) 
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
+
+
+OVERFLOW_JS = """() => Array.from(document.querySelectorAll('div[data-kind="table"] table')).map(t => {
+  const card = t.closest('section');
+  const tr = t.getBoundingClientRect(), cr = card.getBoundingClientRect();
+  const style = getComputedStyle(card);
+  const inner = cr.right - parseFloat(style.paddingRight);
+  return {over: Math.max(t.scrollWidth - t.clientWidth, tr.right - inner),
+          caption: (t.parentElement.querySelector('p.note') || {}).textContent || ''};
+})"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("media", "width"), [("screen", 1280), ("print", 688)])
+def test_no_table_overflows_its_card(report: Path, media: str, width: int) -> None:
+    # 688 px: an A4 page (210 mm) less the report's 14 mm print margins, at 96 px per inch
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.emulate_media(media=media)
+            page.goto(report.as_uri())
+            tables = page.evaluate(OVERFLOW_JS)
+            assert len(tables) >= 10
+            wide = [t for t in tables if t["over"] > 1]
+            assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
+        finally:
+            browser.close()
+
+
+def test_report_speaks_to_a_clinician(report: Path) -> None:
+    html = report.read_text()
+    for field_name in ("logrank_chi2", "newton_rounds", "dropped sites", "bm_blast", "cyto_ipssr",
+                       "exp(coef)", "10^0"):
+        assert field_name not in html, field_name
+    for phrase in ("Haemoglobin (g/dL)", "Marrow blasts (%)", "HR", "95% CI", "OR",
+                   "C-index (concordance)", 'class="summary"', "AML transformation",
+                   "Patients excluded"):
+        assert phrase in html, phrase
+    assert html.count('class="summary"') >= 6  # one plain-language summary per analysis

@@ -36,3 +36,28 @@ def test_unreadable_yaml(tmp_path) -> None:
     p.write_text("study_id: [unclosed\n")
     with pytest.raises(InvalidInput, match="not valid YAML"):
         StudySpec.load(p)
+
+
+def test_unknown_disease_columns_and_genes_are_refused_with_the_nearest_name() -> None:
+    bad = {"study_id": "s1", "disease": "CML", "analyses": [
+        {"id": "d", "kind": "describe", "columns": ["age", "bm_blst"]},
+        {"id": "c", "kind": "cox", "duration": "os_tme", "event": "os_status",
+         "formula": "age + gene:TP5 + gene:SF3B1"},
+        {"id": "k", "kind": "km", "duration": "os_time", "event": "os_status",
+         "group": "ipssm_categry"}]}
+    with pytest.raises(InvalidInput) as info:
+        StudySpec.from_mapping(bad)
+    text = str(info.value)
+    assert "5 problem(s)" in text
+    for expected in ("unknown disease 'CML'", "unknown column 'bm_blst'; did you mean 'bm_blast'",
+                     "unknown column 'os_tme'; did you mean 'os_time'",
+                     "unknown gene 'TP5'; did you mean 'gene:TP53'",
+                     "unknown column 'ipssm_categry'; did you mean 'ipssm_category'"):
+        assert expected in text, expected
+
+
+def test_bundled_specs_validate() -> None:
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[2] / "src/hemafed/study/specs").glob("*.yaml"):
+        assert StudySpec.load(path).analyses

@@ -224,3 +224,43 @@ def fields_for(disease: str) -> list[Field]:
     if disease not in DISEASES:
         raise ValueError(f"unknown disease {disease!r}; expected one of {', '.join(DISEASES)}")
     return [f for f in _FIELDS if disease in f.diseases]
+
+
+# ------------------------------------------------------------------ human labels (reports, plots)
+
+# Short labels a clinician reads; units come from the field. A field not listed here is shown
+# with its description. Derived score columns (hemafed.study.derived) are labelled here too.
+LABELS: dict[str, str] = {
+    "age": "Age", "sex": "Sex", "hb": "Haemoglobin", "plt": "Platelets",
+    "anc": "Neutrophils (ANC)", "wbc": "White cells", "mono": "Monocytes",
+    "bm_blast": "Marrow blasts", "pb_blast": "Blood blasts",
+    "ring_sideroblasts": "Ring sideroblasts", "cyto_ipssr": "IPSS-R cytogenetic risk",
+    "b2m": "Beta2-microglobulin", "albumin": "Albumin", "ldh": "LDH", "hbf": "Foetal Hb",
+    "scd_genotype": "Sickle genotype", "response": "Best response",
+    "os_time": "Overall survival time", "os_status": "Death",
+    "lfs_time": "Leukaemia-free survival time", "lfs_status": "AML or death",
+    "amlt_time": "Time to AML transformation", "amlt_status": "AML transformation",
+    "relapse_time": "Time to relapse", "relapse_status": "Relapse",
+    "ipssm_category": "IPSS-M risk category", "ipssm_score": "IPSS-M score",
+    "ipssr_category": "IPSS-R risk category", "ipssr_score": "IPSS-R score",
+    "eln2022_category": "ELN 2022 risk", "eln2022_score": "ELN 2022 score",
+    "riss_category": "R-ISS stage", "riss_score": "R-ISS score",
+}
+
+
+def label(name: str, *, unit: bool = True) -> str:
+    """A human label for a column, design term or gene term, e.g. ``"Haemoglobin (g/dL)"``.
+
+    >>> label("hb"), label("gene:TP53"), label("cyto_ipssr[Good]")
+    ('Haemoglobin (g/dL)', 'TP53 mutated', 'IPSS-R cytogenetic risk: Good')
+    """
+    if name.startswith("gene:"):
+        return f"{name[5:]} mutated"
+    if name.endswith("]") and "[" in name:  # a level of a categorical design term
+        column, level = name[:-1].split("[", 1)
+        return f"{label(column, unit=False)}: {level}"
+    f = FIELDS.get(name)
+    text = LABELS.get(name) or (f.description[:1].upper() + f.description[1:] if f else name)
+    if unit and f is not None and f.unit:
+        text += f" ({f.unit.replace('10^9/L', '×10⁹/L')})"
+    return text

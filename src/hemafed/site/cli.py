@@ -45,7 +45,9 @@ def init(site_dir: Annotated[Path, typer.Argument(help="new or empty folder for 
     """Create a site directory: keys, a policy template to edit, an empty cohort."""
     paths = _run(lambda: store.init_site(site_dir, site_id))
     typer.echo(f"site {site_id} initialised at {paths.root}")
-    typer.echo(f"next: edit {paths.policy} (approved studies), then `hemafed site import`")
+    typer.echo(f"next: edit {paths.policy} (approved studies: `hemafed study validate SPEC` "
+               "prints what to add), then `hemafed site import`; the audit log and the privacy "
+               "ledger are created with the first import or request")
 
 
 @app.command("import")
@@ -107,11 +109,35 @@ def check(site_dir: SiteDir) -> None:
     report = store.check_site(site_dir)
     for note in report.notes:
         typer.echo(note)
+    warnings = _approval_warnings(site_dir)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if not report.ok:
         for problem in report.problems:
             typer.echo(f"problem: {problem}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"site {report.site_id}: OK")
+    typer.echo(f"site {report.site_id}: OK" + (f" ({len(warnings)} warning(s) above)"
+                                                 if warnings else ""))
+
+
+def _approval_warnings(site_dir: Path, soon_days: int = 30) -> list[str]:
+    """Study approvals that have expired or expire within ``soon_days``."""
+    import datetime as dt
+
+    try:
+        policy = store.load_policy(site_dir)
+    except HemafedError:
+        return []  # check_site reports the policy problem itself
+    today, out = dt.date.today(), []
+    for s in policy.studies:
+        days = (s.expires - today).days
+        if days < 0:
+            out.append(f"the approval of study {s.study_id!r} expired on {s.expires}; its "
+                       "requests are refused: renew it in policy.yaml or remove it")
+        elif days <= soon_days:
+            out.append(f"the approval of study {s.study_id!r} expires in {days} day(s), on "
+                       f"{s.expires}: renew it in policy.yaml before then")
+    return out
 
 
 @app.command("audit")

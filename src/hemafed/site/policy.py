@@ -427,11 +427,25 @@ _TEMPLATE = """\
 site_id: {site_id}
 
 # Site queries that may run, as name@version (e.g. cohort_size@1) or name@* (any version).
-# `hemafed` lists the registered queries; anything not listed here is refused.
+# `hemafed queries` lists the registered ones; `hemafed study validate SPEC` prints those a study
+# needs. Anything not listed here is refused. Listed: the patient count and what the bundled
+# demo studies need.
 allowed_queries:
   - cohort_size@1
   - category_counts@1
-  - moments@1
+  - competing_risk_table@1
+  - cox_concordance_histogram@1
+  - cox_risk_set_sums@2
+  - gbdt_cox_risk_sets@1
+  - gbdt_histograms@1
+  - km_risk_table@1
+  - learn_eval_sums@1
+  - learn_feature_histogram@1
+  - learn_risk_histogram@1
+  - logistic_newton@1
+  - marginal_counts@1
+  - numeric_summary@1
+  - time_histogram@1
 
 # Counts below this are suppressed in released aggregates.
 min_cell_size: 5

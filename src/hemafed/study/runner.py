@@ -265,7 +265,7 @@ def run_gbdt(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
 def run_synth(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """Federated DP synthesis (MST on Private-PGM): every marginal a noisy secure sum."""
-    from hemafed.analytics.km import km_curve
+    from hemafed.analytics.km import FederatedKaplanMeier, km_curve
     from hemafed.synth.domain import ColumnSpec, SynthDomain
     from hemafed.synth.mst import FederatedMST
 
@@ -300,7 +300,12 @@ def run_synth(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
         censored = np.bincount(idx, weights=1 - e[ok], minlength=grid.size)
         at_risk = (observed + censored)[::-1].cumsum()[::-1]
         curve = km_curve("synthetic cohort", grid, observed, censored, at_risk, float(ok.sum()))
-        out["curves"] = _curve_docs(type("Fitted", (), {"curves_": {"synthetic": curve}})())
+        synthetic = _curve_docs(type("Fitted", (), {"curves_": {"synthetic": curve}})())
+        # the real cohort's curve (secure sums, no DP: an ordinary KM release) to draw it over
+        real = _curve_docs(FederatedKaplanMeier().fit(fed, "os_time", "os_status",
+                                                      study=spec.study_id))
+        real[0]["label"] = "real cohort"
+        out["curves"] = [*real, *synthetic]
     return out
 
 

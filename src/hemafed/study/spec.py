@@ -12,8 +12,10 @@ different study.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,10 +135,17 @@ class StudySpec:
             seen.add(str(aid))
             required, optional = KINDS[kind]
             opts = {k: v for k, v in item.items() if k not in ("id", "kind", "title")}
+            if "group_col" in opts and "group" in required | optional:  # Python API name
+                opts["group"] = opts.pop("group_col")
             problems += [f"{where} ({kind}): missing {k!r}" for k in sorted(required - set(opts))]
             problems += [f"{where} ({kind}): unknown option {k!r}"
                          for k in sorted(set(opts) - required - optional)]
             analyses.append(Analysis(str(aid), str(kind), str(item.get("title", aid)), opts))
+        disease = raw.get("disease")
+        if disease is not None:
+            problems += _check_disease(disease)
+        for a in analyses:
+            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a)]
         eps = raw.get("epsilon")
         if eps is not None and (not isinstance(eps, int | float) or eps <= 0):
             problems.append(f"epsilon must be > 0, got {eps!r}")
@@ -149,3 +158,95 @@ class StudySpec:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dict(self.raw), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- names in a spec
+
+# options that name one column, and options that name several
+_COLUMN_OPTIONS = ("duration", "event", "group", "row", "col", "outcome", "anchor")
+_COLUMN_LIST_OPTIONS = ("columns", "strata")
+_TERM_OPTIONS = ("formula", "features")
+_KEYED_OPTIONS = ("levels", "bounds")
+
+
+def _nearest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if not close:
+        close = [c for c in choices if c.lower() == name.lower()]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_disease(disease: Any) -> list[str]:
+    from hemafed.cohort.schema import DISEASES
+
+    if disease in DISEASES:
+        return []
+    return [f"unknown disease {disease!r}{_nearest(str(disease), list(DISEASES))} "
+            f"(hemafed knows {', '.join(DISEASES)})"]
+
+
+def valid_columns() -> list[str]:
+    """Column names a study may use: the cohort schema and the scores sites derive."""
+    from hemafed.cohort.schema import FIELDS
+    from hemafed.study.derived import DERIVED_LEVELS
+
+    scores = [c.replace("_category", "_score") for c in DERIVED_LEVELS]
+    return [*FIELDS, *DERIVED_LEVELS, *scores]
+
+
+def known_genes() -> list[str]:
+    """Gene symbols hemafed knows: the IPSS-M and ELN genes and those of the demo cohorts."""
+    from hemafed.cohort.demo import (
+        AML_GENE_FREQUENCIES,
+        MDS_GENE_FREQUENCIES,
+        MM_GENE_FREQUENCIES,
+    )
+    from hemafed.scores.eln import MR_GENES
+    from hemafed.scores.ipssm import ALL_GENES
+
+    genes = {*ALL_GENES, *MR_GENES, *MDS_GENE_FREQUENCIES, *AML_GENE_FREQUENCIES,
+             *MM_GENE_FREQUENCIES, "TP53"}
+    return sorted(genes)
+
+
+def _names_of(analysis: Analysis) -> list[tuple[str, str]]:
+    """(option, name) of every column or gene an analysis names."""
+    out: list[tuple[str, str]] = []
+    for key in _COLUMN_OPTIONS:
+        value = analysis.get(key)
+        if isinstance(value, str):
+            out.append((key, value))
+    for key in _COLUMN_LIST_OPTIONS:
+        value = analysis.get(key)
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        out += [(key, str(v)) for v in values]
+    for key in _TERM_OPTIONS:
+        value = analysis.get(key)
+        terms = (re.split(r"\s*\+\s*", value.strip()) if isinstance(value, str)
+                 else [str(v) for v in value] if isinstance(value, list) else [])
+        out += [(key, t) for t in terms if t]
+    for key in _KEYED_OPTIONS:
+        value = analysis.get(key)
+        if isinstance(value, dict):
+            out += [(key, str(k)) for k in value]
+    causes = analysis.get("causes")
+    if isinstance(causes, list):
+        out += [("causes", str(c)) for pair in causes if isinstance(pair, list) for c in pair]
+    return out
+
+
+def check_names(analysis: Analysis) -> list[str]:
+    """Problems with the columns and genes an analysis names, each with the nearest valid name."""
+    columns, genes = valid_columns(), known_genes()
+    problems = []
+    for option, name in _names_of(analysis):
+        if name.startswith("gene:"):
+            gene = name[len("gene:"):]
+            if gene not in genes:
+                hint = _nearest(gene, genes).replace("'", "'gene:", 1)
+                problems.append(f"{option}: unknown gene {gene!r}{hint} (hemafed knows the "
+                                "IPSS-M and ELN genes; name them as gene:SYMBOL)")
+        elif name not in columns:
+            problems.append(f"{option}: unknown column {name!r}{_nearest(name, columns)} "
+                            "(`hemafed schema` lists the columns)")
+    return problems
