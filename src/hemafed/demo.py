@@ -96,11 +96,14 @@ class LocalSites:
 
 def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
                 today: dt.date | None = None, name: str = "hemafed-demo",
-                store_plan: bool = True) -> LocalSites:
+                store_plan: bool = True,
+                policy_overrides: Mapping[str, Any] | None = None) -> LocalSites:
     """Create one site directory per cohort through the real site intake, approve ``spec``.
 
     ``store_plan``: store the spec at each site, so the site answers only the requests the
     spec implies (its plan, :mod:`hemafed.study.plan`); ``False`` approves the hash alone.
+    ``policy_overrides``: top-level policy settings that replace the demo's (for example
+    ``{"refuse_differencing": False}`` for sites that accept a restart on the survivors).
     """
     from hemafed.site.store import import_into_site, init_site
     from hemafed.site.studies import store_spec
@@ -121,8 +124,8 @@ def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
             import_into_site(site_dir, patients, "parquet", mutations=mutations,
                              panels={k: list(v) for k, v in cohort.panels.items()},
                              study=spec.study_id, requester="demo-data-manager")
-            write_text(site_dir / "policy.yaml",
-                       yaml.safe_dump(site_policy(site_id, spec, today=today), sort_keys=False))
+            policy = {**site_policy(site_id, spec, today=today), **(policy_overrides or {})}
+            write_text(site_dir / "policy.yaml", yaml.safe_dump(policy, sort_keys=False))
             if store_plan:
                 store_spec(site_dir, spec)  # the site derives the study's plan from this text
             identities.append(ensure_identity(site_dir, site_id))

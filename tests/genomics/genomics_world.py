@@ -32,7 +32,10 @@ def study_spec(variant_list: Path) -> StudySpec:
         {"id": "hbf", "kind": "gwas", "trait": "hbf", "variant_list": str(variant_list),
          "covariates": ["age", "sex"], "n_pcs": 4, "min_mac": 10},
         {"id": "hbf_nopc", "kind": "gwas", "trait": "hbf", "variant_list": str(variant_list),
-         "covariates": ["age", "sex"], "n_pcs": 0}]})
+         "covariates": ["age", "sex"], "n_pcs": 0},
+        # the binary trait of the logistic tests (abnormal TCD velocity)
+        {"id": "tcd", "kind": "gwas", "trait": "tcd_velocity", "threshold": 200.0,
+         "variant_list": str(variant_list), "covariates": ["age", "sex"]}]})
 
 
 @dataclass

@@ -38,6 +38,7 @@ def test_two_real_sites_sum_to_the_pooled_moments(shared_data: Path, tmp_path: P
         policy["studies"] = [{"study_id": "MDS-1", "spec_sha256": SHA, "expires": "2027-01-01",
                               "approved_by": "test"}]
         policy["require_plan"] = False  # a hash-only approval (tests/privacy cover plans)
+        policy["allowed_queries"] = [*policy["allowed_queries"], "moments@1"]
         (site / "policy.yaml").write_text(yaml.safe_dump(policy))
         node = SiteNode.open(site, clock=lambda: NOW, rng=np.random.default_rng(i))
         sums.append(node.answer(SiteRequest(f"r{i}", "MDS-1", SHA, "moments", "1", params, "hub")))

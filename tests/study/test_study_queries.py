@@ -40,7 +40,7 @@ def test_each_analysis_sends_exactly_the_listed_queries(path: Path) -> None:
 def test_policy_block_names_versions_from_the_registry() -> None:
     spec = StudySpec.load(SPECS[0].parent / "demo_mds.yaml")
     versions = {e["name"]: e["version"] for e in query_catalogue()}
-    assert "cox_risk_set_sums@2" in needed_queries(spec)  # version 2, not a guessed 1
+    assert "cox_risk_set_sums@3" in needed_queries(spec)  # version 3, not a guessed 1
     block = policy_block(spec)
     import yaml
 

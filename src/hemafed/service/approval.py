@@ -26,6 +26,7 @@ from hemafed.federation.runtime import IDENTITY_FILE
 from hemafed.secure.identity import SiteIdentity, verify_signature
 from hemafed.site.policy import ApprovedStudy
 from hemafed.site.store import SitePaths, load_policy, site_id_of
+from hemafed.site.studies import store_spec
 from hemafed.study.spec import StudySpec
 
 PAYLOAD_KIND = "hemafed-study-decision/1"
@@ -84,6 +85,9 @@ def _approve_in_policy(site_dir: str | Path, spec: StudySpec, *, officer: str,
     approved = ApprovedStudy(study_id=spec.study_id, spec_sha256=spec.sha256,
                              expires=today + dt.timedelta(days=APPROVAL_DAYS),
                              approved_by=f"{officer} (site console)")
+    # the spec's text first: the site derives the study's plan from it (hemafed.study.plan), so
+    # every request of the approved study is checked against what the spec implies
+    store_spec(site_dir, spec)
     dataclasses.replace(policy, studies=(*kept, approved)).save(SitePaths(Path(site_dir)).policy)
 
 

@@ -435,7 +435,7 @@ allowed_queries:
   - category_counts@1
   - competing_risk_table@1
   - cox_concordance_histogram@1
-  - cox_risk_set_sums@2
+  - cox_risk_set_sums@3
   - gbdt_cox_risk_sets@1
   - gbdt_histograms@1
   - km_risk_table@1

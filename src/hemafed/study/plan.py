@@ -78,6 +78,10 @@ FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
 weighted Cox model of IPTW has the treatment as its one covariate)."""
 
+OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic"})
+"""Queries whose coefficient vector follows the spec's covariates and PCs, not a formula's
+design (the query checks the packed vector's shape itself)."""
+
 KIND_DEFAULT_COLUMNS: dict[str, frozenset[str]] = {
     "iptw": frozenset({"os_time", "os_status"}),
     "multistate": frozenset({"amlt_time", "amlt_status", "os_time", "os_status"}),
@@ -391,6 +395,10 @@ class StudyPlan:
             if _canon(design) not in self.designs:
                 return "design", "the covariate design is not one the study's formulas imply"
             widths.add(DesignSpec.from_params(design).width)
+        if not widths and query in OWN_DESIGN_QUERIES:
+            # the query builds its covariates itself (trait, covariates, PCs) and checks its
+            # packed coefficient vector against them
+            return None
         beta = params.get("beta")
         if beta is None:
             return None
@@ -400,6 +408,7 @@ class StudyPlan:
             return "beta", f"beta must be a list of finite numbers of size <= {MAX_BETA:g}"
         if query in FIXED_WIDTHS:
             widths = {FIXED_WIDTHS[query]}
+
         # Cox: one coefficient per design column; logistic: and an intercept
         if not widths or not any(len(beta) in (w, w + 1) for w in widths):
             return "beta", "beta must have the planned design's width"
