@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 
-.PHONY: demo test lint install clean
+.PHONY: demo portal test lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,20 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 # tests also need the test tools and every optional extra (each is tested in CI too)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev,torch,service,imaging,genomics]"
-	touch $(VENV)/.core $@
+	touch $(VENV)/.core $(VENV)/.service $@
 
 install: $(VENV)/.installed
 
 demo: $(VENV)/.core
 	$(BIN)/hemafed demo
+
+# the demo, then the researcher portal and site consoles on it (needs the service extra)
+$(VENV)/.service: pyproject.toml $(VENV)/.core
+	$(BIN)/python -m pip install --quiet -e ".[service]"
+	touch $@
+
+portal: $(VENV)/.service
+	$(BIN)/hemafed demo --transport inprocess --serve
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
