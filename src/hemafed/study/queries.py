@@ -22,7 +22,10 @@ QUERY_MODULES = ("hemafed.federation.queries", "hemafed.analytics.describe",
                  "hemafed.analytics.logrank", "hemafed.analytics.cox",
                  "hemafed.analytics.logistic", "hemafed.analytics.competing",
                  "hemafed.learn.features", "hemafed.learn.gbdt", "hemafed.learn.metrics",
-                 "hemafed.synth.queries")
+                 "hemafed.synth.queries", "hemafed.analytics.finegray",
+                 "hemafed.analytics.coxph_startstop", "hemafed.analytics.weighting_queries",
+                 "hemafed.analytics.multistate", "hemafed.analytics.mixed",
+                 "hemafed.genomics.queries")
 
 # Study analysis kind -> the site queries its estimator sends (see hemafed.study.runner).
 QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
@@ -92,7 +95,11 @@ def query_catalogue() -> list[dict[str, Any]]:
 def needed_queries(spec: StudySpec) -> list[str]:
     """``name@version`` of every site query the study's analyses send, sorted."""
     versions = {q.name: q.version for q in _registered()}
-    names = {name for a in spec.analyses for name in QUERIES_OF_KIND.get(a.kind, ())}
+    from hemafed.study.plan import KIND_QUERIES
+
+    # kinds not listed here send what their plan permits (hemafed.study.plan)
+    names = {name for a in spec.analyses
+             for name in QUERIES_OF_KIND.get(a.kind, KIND_QUERIES.get(a.kind, ()))}
     return sorted(f"{name}@{versions[name]}" for name in names if name in versions)
 
 

@@ -301,11 +301,18 @@ def run_synth(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
         at_risk = (observed + censored)[::-1].cumsum()[::-1]
         curve = km_curve("synthetic cohort", grid, observed, censored, at_risk, float(ok.sum()))
         synthetic = _curve_docs(type("Fitted", (), {"curves_": {"synthetic": curve}})())
-        # the real cohort's curve (secure sums, no DP: an ordinary KM release) to draw it over
-        real = _curve_docs(FederatedKaplanMeier().fit(fed, "os_time", "os_status",
-                                                      study=spec.study_id))
-        real[0]["label"] = "real cohort"
-        out["curves"] = [*real, *synthetic]
+        out["curves"] = synthetic
+        # the real cohort's curve drawn under it is an exact (non-DP) KM release: only when the
+        # study also approved a Kaplan-Meier analysis, never as a side effect of a DP synthesis
+        if any(x.kind in ("km", "logrank") for x in spec.analyses):
+            try:
+                real = _curve_docs(FederatedKaplanMeier().fit(fed, "os_time", "os_status",
+                                                              study=spec.study_id))
+            except HemafedError as exc:  # e.g. outside the sites' plan: draw the synthetic alone
+                log.info("synthetic KM drawn without the real curve: %s", exc)
+            else:
+                real[0]["label"] = "real cohort"
+                out["curves"] = [*real, *synthetic]
     return out
 
 
