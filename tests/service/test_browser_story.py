@@ -244,7 +244,7 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             assert size[0] and size[1] > 100 and size[2] > 100
             cox = frame.locator("section[data-section]", has_text="Cox model").first
             cox_text = cox.locator('div[data-kind="table"] table').first.inner_text()
-            assert "exp(coef)" in cox_text and "age" in cox_text
+            assert "HR" in cox_text and "Age" in cox_text
             shots(alice, "portal-run-results")
             alice.goto(f"{hub.url}/models")
             assert alice.locator("#models tr").count() >= 3

@@ -235,9 +235,17 @@ def _names_of(analysis: Analysis) -> list[tuple[str, str]]:
     return out
 
 
+OWN_TABLE_KINDS = frozenset({"lmm"})
+"""Kinds whose columns are in a site table of their own (repeated measurements), not the
+patient schema."""
+
+
 def check_names(analysis: Analysis) -> list[str]:
     """Problems with the columns and genes an analysis names, each with the nearest valid name."""
-    columns, genes = valid_columns(), known_genes()
+    if analysis.kind in OWN_TABLE_KINDS:
+        return []  # their columns live in the site's own table, checked when the site loads it
+    # "site" stratifies by the answering site (the site supplies it; no cohort column)
+    columns, genes = [*valid_columns(), "site"], known_genes()
     problems = []
     for option, name in _names_of(analysis):
         if name.startswith("gene:"):
