@@ -167,7 +167,8 @@ def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 
         time.sleep(0.05)
     for pid in pids:
         if pid_alive(pid):
-            log.warning("process %d (%s) still running %g s after SIGTERM; killing it", pid,
+            # routine at shutdown (Flower's app processes often outlive SIGTERM), not a fault
+            log.info("process %d (%s) still running %g s after SIGTERM; killing it", pid,
                         _command_name(pid), grace)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
