@@ -12,30 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class DPRequest:
-    """Ask for a differentially private release with Gaussian noise.
-
-    Give either ``epsilon`` (noise calibrated so that this one release is (epsilon, delta)-DP) or
-    ``noise_multiplier`` (noise standard deviation = noise_multiplier x L2 sensitivity, as
-    mechanisms like MST/AIM or DP-SGD choose it). Either way every site's ledger charges the
-    Gaussian mechanism event before anything is released.
-    """
-
-    epsilon: float | None = None
-    delta: float = 1e-6
-    noise_multiplier: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.epsilon is None) == (self.noise_multiplier is None):
-            raise ValueError("give exactly one of epsilon or noise_multiplier")
-        if self.epsilon is not None and not self.epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
-        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
-            raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+from hemafed.release import DPRequest as DPRequest
 
 
 @dataclass(frozen=True)

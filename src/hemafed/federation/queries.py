@@ -27,6 +27,9 @@ import numpy as np
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.release import MAX_STEPS as MAX_STEPS
+from hemafed.release import Statistic as Statistic
+from hemafed.release import encodable_resolution as encodable_resolution
 
 Params = Mapping[str, Any]
 
@@ -34,52 +37,6 @@ Params = Mapping[str, Any]
 SITE_ID_PARAM = "_site_id"
 """Reserved parameter under which a ``site_aware`` query's ``compute`` receives the answering
 site's id. The site supplies it; hub-supplied parameters holding it are refused."""
-
-
-MAX_STEPS = 2**90
-"""Most fixed-point steps one element may span: secure aggregation encodes a wide element as
-two 48-bit limbs (:mod:`hemafed.secure.encoding`), so up to 2**96 steps, summed exactly."""
-
-
-def encodable_resolution(low: float, high: float, requested: float) -> float:
-    """``requested``, coarsened if ``[low, high]`` would need more than :data:`MAX_STEPS` steps."""
-    return max(float(requested), (float(high) - float(low)) / MAX_STEPS)
-
-
-@dataclass(frozen=True)
-class Statistic:
-    """Declared output array of a site query.
-
-    Every element of a site's array lies in ``[low, high]``; values are encoded with
-    ``resolution`` (the fixed-point step; 1 for counts). A requested resolution finer than
-    ``(high - low) / MAX_STEPS`` is coarsened to that, once, here, so every declared statistic
-    is encodable and hub and sites agree on the step. ``sensitivity`` is the L2 change of the
-    whole array when one patient is added or removed (for DP noise calibration); ``is_count``
-    marks released counts subject to the minimum-cell-size rule.
-    """
-
-    shape: tuple[int, ...]
-    low: float
-    high: float
-    resolution: float = 1.0
-    sensitivity: float = 1.0
-    is_count: bool = False
-
-    def __post_init__(self) -> None:
-        if not all(isinstance(d, int) and d >= 0 for d in self.shape):
-            raise ValueError(f"shape must be non-negative ints, got {self.shape}")
-        if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.low > self.high:
-            raise ValueError(f"bounds must be finite with low <= high, got [{self.low}, {self.high}]")
-        if not self.resolution > 0:
-            raise ValueError(f"resolution must be > 0, got {self.resolution}")
-        object.__setattr__(self, "resolution",
-                           encodable_resolution(self.low, self.high, self.resolution))
-        if self.sensitivity < 0:
-            raise ValueError(f"sensitivity must be >= 0, got {self.sensitivity}")
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
 
 
 @dataclass(frozen=True)

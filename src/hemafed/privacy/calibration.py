@@ -17,8 +17,8 @@ import functools
 import math
 from collections.abc import Mapping
 
-from hemafed.federation.api import DPRequest
-from hemafed.federation.queries import Statistic
+from hemafed.privacy.accounting import noise_multiplier_for as calibrate
+from hemafed.release import DPRequest, Statistic
 
 
 def release_sensitivity(specs: Mapping[str, Statistic]) -> float:
@@ -34,8 +34,6 @@ def noise_multiplier_for(epsilon: float, delta: float) -> float:
     the widened bounds of a noisy answer); a site's ledger may compose with PLD, which is
     tighter, so a release calibrated here always fits the budget it was asked for.
     """
-    from hemafed.site.ledger import noise_multiplier_for as calibrate
-
     return calibrate(epsilon, delta, "rdp")
 
 

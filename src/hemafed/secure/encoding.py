@@ -1,6 +1,6 @@
 """Fixed-point encoding of declared statistics into one vector of integers modulo 2**64.
 
-Each statistic declares its bounds and resolution (:class:`hemafed.federation.queries.Statistic`).
+Each statistic declares its bounds and resolution (:class:`hemafed.release.Statistic`).
 A site's value ``x`` becomes the integer ``v = round(x / resolution) - floor(low / resolution)``
 in ``[0, levels]``; a value outside ``[low, high]`` raises ``InvalidInput`` (never clipped).
 Wide statistics (Cox risk-set sums, whose public bounds are many orders of magnitude above their
@@ -11,7 +11,7 @@ multiplication, so the decoded sum has float64 precision relative to its *actual
 its declared bounds. All statistics of one query are concatenated, in name order, into one
 ``uint64`` vector.
 
->>> from hemafed.federation.queries import Statistic
+>>> from hemafed.release import Statistic
 >>> layout = FixedPointLayout.from_specs({"n": Statistic((2,), 0, 100)}, n_sites=3)
 >>> layout.decode_sum(layout.encode({"n": np.array([1.0, 2.0])}) * np.uint64(3), 3)["n"]
 array([3., 6.])
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hemafed.errors import InvalidInput
-from hemafed.federation.queries import Statistic
+from hemafed.release import Statistic
 
 MODULUS_BITS = 64
 MODULUS = 2**MODULUS_BITS

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.federation.queries import Statistic
 from hemafed.privacy.anchors import Anchor, AnchorStore, MemoryAnchorStore
 from hemafed.privacy.refusal import Refusal
+from hemafed.release import Statistic
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_int, unpack_map
 from hemafed.secure.encoding import FixedPointLayout, specs_to_json

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from hemafed.federation.queries import Statistic
+from hemafed.release import Statistic
 from hemafed.secure.hub import SecureSumSession, SumOutcome
 from hemafed.secure.identity import FederationManifest, SiteIdentity
 from hemafed.secure.protocol import message_round

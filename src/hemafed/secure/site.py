@@ -21,8 +21,8 @@ from collections.abc import Callable, MutableMapping
 import numpy as np
 
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.federation.queries import Statistic
 from hemafed.privacy.refusal import Refusal, refusal_of
+from hemafed.release import Statistic
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import (
     field,

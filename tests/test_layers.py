@@ -1,0 +1,159 @@
+"""Layers point one way: an import-direction test that reads the package's import graph.
+
+The layers, lowest first (a module may import from its own layer and any lower one):
+
+    cohort, release  <-  secure, privacy  <-  federation  <-  site
+            <-  analytics, learn, synth, imaging, genomics, scores, report  <-  study
+            <-  service, cli, demo
+
+Every ``import hemafed.x`` / ``from hemafed.x import ...`` in ``src/hemafed`` is read with
+:mod:`ast`, at module level and inside functions alike (a lazy import is still a dependency).
+An import that points uphill fails the test unless it is listed in :data:`KNOWN_UPHILL`, the
+debt this project still carries (docs/contributing.md, "Layers"); a listed edge that no longer
+exists fails too, so the list only shrinks. Module-level import cycles fail outright.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "hemafed"
+
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"cohort", "errors", "atomic", "release"}),
+    frozenset({"secure", "privacy"}),
+    frozenset({"federation"}),
+    frozenset({"site"}),
+    frozenset({"analytics", "learn", "synth", "imaging", "genomics", "scores", "report"}),
+    frozenset({"study", "samples"}),
+    frozenset({"service", "cli", "demo"}),
+)
+
+KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
+    # the study kinds register their runners and read their spec section (issue 14 item 4:
+    # one registration beside each estimator will reverse these)
+    ("hemafed.analytics.study_kinds", "hemafed.study.runner"),
+    ("hemafed.analytics.study_kinds", "hemafed.study.spec"),
+    ("hemafed.genomics.study", "hemafed.study.runner"),
+    ("hemafed.genomics.study", "hemafed.study.spec"),
+    ("hemafed.imaging.demo", "hemafed.demo"),
+    ("hemafed.imaging.demo", "hemafed.study.spec"),
+    # the hub CLI of the federation package writes study reports
+    ("hemafed.federation.cli", "hemafed.study.report"),
+    ("hemafed.federation.cli", "hemafed.study.spec"),
+    # the site runtime still lives in federation/ (issue 14 item 2 moves it to site/)
+    ("hemafed.federation.flower.site_worker", "hemafed.site.store"),
+    ("hemafed.federation.membership_cli", "hemafed.site.membership"),
+    ("hemafed.federation.membership_cli", "hemafed.site.store"),
+    ("hemafed.federation.runtime", "hemafed.site.membership"),
+    ("hemafed.federation.runtime", "hemafed.site.request"),
+    ("hemafed.federation.runtime", "hemafed.site.store"),
+    ("hemafed.federation.runtime", "hemafed.study.derived"),
+    ("hemafed.imaging.runtime", "hemafed.study.derived"),
+    # the site derives its plans from the approved spec, which lives in study/
+    ("hemafed.site.cli", "hemafed.study.plan"),
+    ("hemafed.site.cli", "hemafed.study.spec"),
+    ("hemafed.site.node", "hemafed.study.plan"),
+    ("hemafed.site.studies", "hemafed.study.plan"),
+    ("hemafed.site.studies", "hemafed.study.spec"),
+    ("hemafed.study.cli", "hemafed.demo"),
+})
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    name = ".".join(("hemafed", *parts))
+    return name.removesuffix(".__init__")
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """``(target module, at module level)`` for every hemafed import in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    top_level = {id(n) for n in tree.body}
+    for node in tree.body:  # `if TYPE_CHECKING:` blocks are not run
+        if isinstance(node, ast.If):
+            top_level.update(id(n) for n in node.body)
+    out: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        out += [(n, id(node) in top_level) for n in names if n.split(".")[0] == "hemafed"]
+    return out
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    return next((i for i, names in enumerate(LAYERS) if parts[1] in names), None)
+
+
+def _graph() -> dict[str, list[tuple[str, bool]]]:
+    return {_module_name(p): _imports(p) for p in sorted(SRC.rglob("*.py"))}
+
+
+def test_every_top_level_package_has_a_layer() -> None:
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    missing = sorted(n for n in packages | modules if _layer(f"hemafed.{n}") is None)
+    assert not missing, f"give these a layer in tests/test_layers.py LAYERS: {missing}"
+
+
+def test_imports_point_downhill() -> None:
+    uphill = set()
+    for module, targets in _graph().items():
+        here = _layer(module)
+        for target, _ in targets:
+            there = _layer(target)
+            if here is not None and there is not None and there > here:
+                uphill.add((module, target))
+    new = sorted(uphill - KNOWN_UPHILL)
+    assert not new, ("imports that point uphill (see the layers in tests/test_layers.py; move the "
+                     "shared part down instead):\n" + "\n".join(f"  {a} -> {b}" for a, b in new))
+    gone = sorted(KNOWN_UPHILL - uphill)
+    assert not gone, ("these known uphill imports are gone: delete them from KNOWN_UPHILL:\n"
+                      + "\n".join(f"  {a} -> {b}" for a, b in gone))
+
+
+def test_no_module_level_import_cycles() -> None:
+    graph = _graph()
+    known = set(graph)
+    edges: dict[str, set[str]] = defaultdict(set)
+    for module, targets in graph.items():
+        for target, top in targets:
+            if not top:
+                continue
+            # `from hemafed.x import y` depends on hemafed.x (y may be a module or a name)
+            while target not in known and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in known and target != module:
+                edges[module].add(target)
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(edges[m]):
+            if state.get(t) == 1:
+                cycles.append([*stack[stack.index(t):], t])
+            elif t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(known):
+        if m not in state:
+            visit(m)
+    # a package importing its own submodules in __init__ is not a cycle worth failing on
+    real = [c for c in cycles
+            if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in itertools.pairwise(c))]
+    assert not real, "module-level import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
