@@ -4,7 +4,7 @@ The layers, lowest first (a module may import from its own layer and any lower o
 
     cohort, release  <-  secure, privacy  <-  federation  <-  site
             <-  analytics, learn, synth, imaging, genomics, scores, report  <-  study
-            <-  service, cli, demo
+            <-  service, cli, demo, connection
 
 Every ``import hemafed.x`` / ``from hemafed.x import ...`` in ``src/hemafed`` is read with
 :mod:`ast`, at module level and inside functions alike (a lazy import is still a dependency).
@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"site"}),
     frozenset({"analytics", "learn", "synth", "imaging", "genomics", "scores", "report"}),
     frozenset({"study", "samples"}),
-    frozenset({"service", "cli", "demo"}),
+    frozenset({"service", "cli", "demo", "connection"}),
 )
 
 KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
