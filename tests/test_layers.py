@@ -10,7 +10,8 @@ Every ``import hemafed.x`` / ``from hemafed.x import ...`` in ``src/hemafed`` is
 :mod:`ast`, at module level and inside functions alike (a lazy import is still a dependency).
 An import that points uphill fails the test unless it is listed in :data:`KNOWN_UPHILL`, the
 debt this project still carries (docs/contributing.md, "Layers"); a listed edge that no longer
-exists fails too, so the list only shrinks. Module-level import cycles fail outright.
+exists fails too, so the list only shrinks. Import cycles (lazy imports included) fail the
+same way unless listed in :data:`KNOWN_CYCLES`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.study.cli", "hemafed.demo"),
 })
 
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
+    # a study kind's module registers its runner in study.runner, which imports the kinds
+    # (issue 14 item 4: the registration beside each estimator removes both)
+    frozenset({"hemafed.analytics.study_kinds", "hemafed.study.runner"}),
+    frozenset({"hemafed.genomics.study", "hemafed.study.runner"}),
+})
+
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
@@ -69,15 +77,23 @@ def _module_name(path: Path) -> str:
     return name.removesuffix(".__init__")
 
 
+def _type_checking_only(node: ast.stmt) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(path: Path) -> list[tuple[str, bool]]:
-    """``(target module, at module level)`` for every hemafed import in ``path``."""
+    """``(target module, at module level)`` for every hemafed import in ``path`` that runs
+    (imports under ``if TYPE_CHECKING:`` are for annotations only and are skipped)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skipped = {id(n) for top in tree.body if _type_checking_only(top)
+               for n in ast.walk(top)}
     top_level = {id(n) for n in tree.body}
-    for node in tree.body:  # `if TYPE_CHECKING:` blocks are not run
-        if isinstance(node, ast.If):
-            top_level.update(id(n) for n in node.body)
     out: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
         elif isinstance(node, ast.Import):
@@ -122,14 +138,12 @@ def test_imports_point_downhill() -> None:
                       + "\n".join(f"  {a} -> {b}" for a, b in gone))
 
 
-def test_no_module_level_import_cycles() -> None:
+def test_no_import_cycles() -> None:
     graph = _graph()
     known = set(graph)
     edges: dict[str, set[str]] = defaultdict(set)
     for module, targets in graph.items():
-        for target, top in targets:
-            if not top:
-                continue
+        for target, _ in targets:  # lazy imports too: a cycle is a cycle
             # `from hemafed.x import y` depends on hemafed.x (y may be a module or a name)
             while target not in known and "." in target:
                 target = target.rsplit(".", 1)[0]
@@ -156,4 +170,8 @@ def test_no_module_level_import_cycles() -> None:
     # a package importing its own submodules in __init__ is not a cycle worth failing on
     real = [c for c in cycles
             if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in itertools.pairwise(c))]
-    assert not real, "module-level import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
+    found = {frozenset(c) for c in real}
+    new = [c for c in real if frozenset(c) not in KNOWN_CYCLES]
+    assert not new, "import cycles:\n" + "\n".join(" -> ".join(c) for c in new)
+    gone = sorted(sorted(c) for c in KNOWN_CYCLES - found)
+    assert not gone, f"these known cycles are gone: delete them from KNOWN_CYCLES: {gone}"

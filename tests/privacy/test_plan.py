@@ -25,9 +25,8 @@ from hemafed.demo import build_sites
 from hemafed.errors import InvalidInput, PolicyRefused
 from hemafed.federation.queries import get_query
 from hemafed.site.audit import AuditLog
-from hemafed.site.node import SiteNode
 from hemafed.site.request import SiteRequest
-from hemafed.site.store import init_site, load_cohort
+from hemafed.site.store import init_site, load_cohort, open_node
 from hemafed.site.studies import spec_path
 from hemafed.study.plan import MAX_PATIENTS, NEWTON_CAP, StudyPlan
 from hemafed.study.spec import StudySpec
@@ -122,7 +121,7 @@ def test_max_patients_is_no_oracle_on_a_sites_cohort_size(sites: Any) -> None:
 
 def test_newton_rounds_are_capped_and_repeats_are_free(sites: Any) -> None:
     fed, spec = sites
-    node = SiteNode.open(next(iter(fed.site_dirs.values())))
+    node = open_node(next(iter(fed.site_dirs.values())))
     design = parse_formula("age + hb").to_params()
 
     def ask(i: int, beta: list[float]) -> Any:
@@ -152,7 +151,7 @@ def test_a_stored_spec_edited_after_approval_stops_the_study(sites: Any, tmp_pat
     doc = json.loads(path.read_text())
     doc["analyses"][0]["columns"] = ["age", "hb"]
     path.write_text(json.dumps(doc))
-    node = SiteNode.open(site_dir)
+    node = open_node(site_dir)
     with pytest.raises(PolicyRefused) as err:
         node.answer(SiteRequest("x", spec.study_id, spec.sha256, "cohort_size", "1", {}, "hub"))
     assert err.value.refusal.name == "plan_mismatch"
@@ -169,7 +168,7 @@ def test_site_approve_stores_the_spec_and_require_plan_refuses_without_it(
     (site_dir / "policy.yaml").write_text(yaml.safe_dump(policy))
     request = SiteRequest("x", spec.study_id, spec.sha256, "cohort_size", "1", {}, "hub")
     with pytest.raises(PolicyRefused) as err:
-        SiteNode.open(site_dir).answer(request)
+        open_node(site_dir).answer(request)
     assert err.value.refusal.name == "no_plan"
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
@@ -178,7 +177,7 @@ def test_site_approve_stores_the_spec_and_require_plan_refuses_without_it(
                                    .isoformat(), "--approved-by", "ethics 2026-1"])
     assert res.exit_code == 0, res.output
     assert spec.sha256 in res.output and "numeric_summary" in res.output
-    assert SiteNode.open(site_dir).answer(request)["n"][0] == 0  # empty cohort, but answered
+    assert open_node(site_dir).answer(request)["n"][0] == 0  # empty cohort, but answered
     bad = CliRunner().invoke(app, ["site", "approve", str(site_dir), str(spec_file),
                                    "--expires", "soon", "--approved-by", "x"])
     assert bad.exit_code == 1 and "YYYY-MM-DD" in bad.output

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from hemafed.federation.api import DPRequest
-from hemafed.site.node import SiteNode, SiteRequest
-from hemafed.site.store import import_into_site, init_site, load_cohort
+from hemafed.site.node import SiteRequest
+from hemafed.site.store import import_into_site, init_site, load_cohort, open_node
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 SHA = "ef" * 32
@@ -40,7 +40,7 @@ def test_two_real_sites_sum_to_the_pooled_moments(shared_data: Path, tmp_path: P
         policy["require_plan"] = False  # a hash-only approval (tests/privacy cover plans)
         policy["allowed_queries"] = [*policy["allowed_queries"], "moments@1"]
         (site / "policy.yaml").write_text(yaml.safe_dump(policy))
-        node = SiteNode.open(site, clock=lambda: NOW, rng=np.random.default_rng(i))
+        node = open_node(site, clock=lambda: NOW, rng=np.random.default_rng(i))
         sums.append(node.answer(SiteRequest(f"r{i}", "MDS-1", SHA, "moments", "1", params, "hub")))
         noisy = node.answer(SiteRequest(f"d{i}", "MDS-1", SHA, "moments", "1", params, "hub",
                                         DPRequest(1.0, 1e-6), noise_share_divisor=2),

@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from hemafed.errors import InvalidInput, ValidationFailed
-from hemafed.site.node import SiteNode, SiteRequest
+from hemafed.site.node import SiteRequest
 from hemafed.site.pseudonym import Pseudonymiser
 from hemafed.site.store import (
     check_site,
     import_into_site,
     init_site,
     load_cohort,
+    open_node,
     site_secret,
 )
 
@@ -133,7 +134,7 @@ def test_open_node_answers_from_the_site_dir(site: Path, tmp_path: Path) -> None
     policy["require_plan"] = False
     policy["min_subgroup_size"] = 0
     (site / "policy.yaml").write_text(yaml.safe_dump(policy))
-    node = SiteNode.open(site, clock=lambda: NOW, rng=np.random.default_rng(0))
+    node = open_node(site, clock=lambda: NOW, rng=np.random.default_rng(0))
     ans = node.answer(SiteRequest("r1", "S1", SHA, "cohort_size", "1", {}, "hub"))
     assert ans["n"].tolist() == [2.0]
     assert check_site(site).ok

@@ -5,12 +5,13 @@ gene matrix (:meth:`Cohort.gene_matrix`) has 1 for mutated, 0 for sequenced and 
 NA for not sequenced.
 
 >>> import pandas as pd
->>> c = Cohort.from_frames(
+>>> from hemafed.cohort.validate import validate_cohort
+>>> c = validate_cohort(
 ...     pd.DataFrame({"patient_id": ["p1", "p2"], "disease": ["MDS", "MDS"],
 ...                   "panel": ["myeloid", "myeloid"]}),
 ...     mutations=pd.DataFrame({"patient_id": ["p1"], "gene": ["TP53"], "vaf": [0.4]}),
 ...     panels={"myeloid": ("TP53", "SF3B1")})
->>> c.gene_matrix().loc["p2", "TP53"], c.gene_matrix().loc["p1", "TP53"]
+>>> int(c.gene_matrix().loc["p2", "TP53"]), int(c.gene_matrix().loc["p1", "TP53"])
 (0, 1)
 """
 
@@ -57,7 +58,7 @@ def canonical_dtype(column: str) -> str:
 @dataclass(frozen=True)
 class Cohort:
     """A validated, well-typed cohort. Build it with :func:`hemafed.cohort.validate.validate_cohort`
-    or :meth:`from_frames` (which validates).
+    (which checks every field and lists all problems at once).
 
     ``patients``: one row per patient, columns from :data:`hemafed.cohort.schema.FIELDS` plus
     ``panel``; ``mutations``: one row per variant; ``panels``: panel name -> genes sequenced.
@@ -66,19 +67,6 @@ class Cohort:
     patients: pd.DataFrame
     mutations: pd.DataFrame = field(default_factory=_empty_mutations)
     panels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @classmethod
-    def from_frames(
-        cls,
-        patients: pd.DataFrame,
-        mutations: pd.DataFrame | None = None,
-        panels: Mapping[str, Iterable[str]] | None = None,
-        source: str = "cohort",
-    ) -> Cohort:
-        """Validate raw frames and return a cohort; raises ``ValidationFailed`` listing all problems."""
-        from hemafed.cohort.validate import validate_cohort
-
-        return validate_cohort(patients, mutations, panels, source=source)
 
     def __len__(self) -> int:
         return len(self.patients)

@@ -84,7 +84,7 @@ def approve(site_dir: SiteDir,
     import datetime as dt
 
     from hemafed.errors import InvalidInput
-    from hemafed.site.studies import approve as approve_study
+    from hemafed.site.store import approve_study
     from hemafed.study.plan import StudyPlan
     from hemafed.study.spec import StudySpec
 

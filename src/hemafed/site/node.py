@@ -46,7 +46,6 @@ import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,14 +135,6 @@ class SiteNode:
         self.plans: dict[str, StudyPlan | None] = dict(plans or {})
         self.releases = releases
         self._distinct: dict[tuple[str, str], set[str]] | None = None
-
-    @classmethod
-    def open(cls, site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None,
-             rng: np.random.Generator | None = None) -> SiteNode:
-        """A node over a site directory made by :func:`hemafed.site.store.init_site`."""
-        from hemafed.site.store import open_node
-
-        return open_node(site_dir, clock=clock, rng=rng)
 
     @property
     def site_id(self) -> str:

@@ -32,9 +32,9 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,9 +48,13 @@ from hemafed.errors import CryptoError, HemafedError, InvalidInput, ValidationFa
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.node import SiteNode
-from hemafed.site.policy import _ID, SitePolicy, write_default_policy
+from hemafed.site.policy import _ID, ApprovedStudy, Budget, SitePolicy, write_default_policy
 from hemafed.site.pseudonym import Pseudonymiser, derive_key
+from hemafed.site.studies import load_plans, plans_summary, store_spec
 from hemafed.site.vault import Vault, generate_keypair, load_secret_key
+
+if TYPE_CHECKING:  # the site stores a spec's text; it never builds one
+    from hemafed.study.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +199,19 @@ def load_policy(site_dir: str | Path) -> SitePolicy:
         raise InvalidInput(f"{paths.policy}: key 'site_id': expected {expected!r} (from site.yaml), "
                            f"got {policy.site_id!r}")
     return policy
+
+
+def approve_study(site_dir: str | Path, spec: StudySpec, *, expires: dt.date, approved_by: str,
+            budget: Budget | None = None) -> SitePolicy:
+    """Approve ``spec`` at the site: store its text and pin its hash in the policy."""
+    policy_path = Path(site_dir) / "policy.yaml"
+    policy = load_policy(site_dir)
+    study = ApprovedStudy(spec.study_id, spec.sha256, expires, approved_by, budget)
+    others = tuple(s for s in policy.studies if s.study_id != spec.study_id)
+    updated = replace(policy, studies=(*others, study))
+    store_spec(site_dir, spec)
+    updated.save(policy_path)
+    return updated
 
 
 def audit_log(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None = None) -> AuditLog:
@@ -417,7 +434,6 @@ def check_site(site_dir: str | Path) -> SiteCheck:
             from hemafed.site.rollback import ledger_audit_problems
 
             problems.extend(ledger_audit_problems(audit_log(root), ledger))
-            from hemafed.site.studies import load_plans, plans_summary
 
             plans = load_plans(root, policy)
             notes.extend(plans_summary(plans))
@@ -433,7 +449,6 @@ def open_node(site_dir: str | Path, *, clock: Callable[[], dt.datetime] | None =
     """A :class:`SiteNode` over a site directory."""
     paths = _site_paths(site_dir)
     from hemafed.site.participants import ReleaseRegister
-    from hemafed.site.studies import load_plans
 
     policy = load_policy(site_dir)
     ledger = PrivacyLedger.from_policy(paths.ledger, policy, clock=clock)

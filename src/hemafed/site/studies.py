@@ -9,8 +9,6 @@ not the approved one (edited after approval) yields no plan, and the node refuse
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import logging
 from collections.abc import Mapping
@@ -18,7 +16,7 @@ from pathlib import Path
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput
-from hemafed.site.policy import ApprovedStudy, Budget, SitePolicy
+from hemafed.site.policy import SitePolicy
 from hemafed.study.plan import StudyPlan
 from hemafed.study.spec import StudySpec
 
@@ -37,21 +35,6 @@ def store_spec(site_dir: str | Path, spec: StudySpec) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, json.dumps(dict(spec.raw), sort_keys=True, indent=1) + "\n")
     return path
-
-
-def approve(site_dir: str | Path, spec: StudySpec, *, expires: dt.date, approved_by: str,
-            budget: Budget | None = None) -> SitePolicy:
-    """Approve ``spec`` at the site: store its text and pin its hash in the policy."""
-    from hemafed.site.store import load_policy
-
-    policy_path = Path(site_dir) / "policy.yaml"
-    policy = load_policy(site_dir)
-    study = ApprovedStudy(spec.study_id, spec.sha256, expires, approved_by, budget)
-    others = tuple(s for s in policy.studies if s.study_id != spec.study_id)
-    updated = dataclasses.replace(policy, studies=(*others, study))
-    store_spec(site_dir, spec)
-    updated.save(policy_path)
-    return updated
 
 
 def load_plans(site_dir: str | Path, policy: SitePolicy) -> dict[str, StudyPlan | None]:
