@@ -44,6 +44,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -109,7 +110,7 @@ def _site_column(cohort: Cohort, column: str) -> pd.Series:
 
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
 

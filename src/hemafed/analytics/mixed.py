@@ -46,6 +46,7 @@ from hemafed.analytics.describe import codec_resolution
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _check(params: Params) -> None:
 
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
 # --- the site's per-patient cross-products -----------------------------------------------------

@@ -42,6 +42,7 @@ from hemafed.analytics.survival_queries import REL_TOL, check_grid, grid_positio
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _check(params: Params) -> None:
 
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from hemafed.analytics.design import (
 )
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation.checks import column, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 
 TIME_MAPPINGS = ("exact", "up", "down")
@@ -58,14 +59,10 @@ DEFAULT_RESOLUTION = 1e-10
 # --- parameters -------------------------------------------------------------------------------
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
-def _col(params: Params, key: str, default: str) -> str:
-    col = params.get(key, default)
-    if not isinstance(col, str) or not col:
-        raise InvalidInput(f"parameter {key!r} must name a cohort column, got {col!r}")
-    return col
+_col = column
 
 
 def check_grid(grid: Any, name: str = "grid") -> np.ndarray:

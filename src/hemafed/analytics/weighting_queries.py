@@ -35,6 +35,7 @@ from hemafed.analytics.design import DesignSpec, complete_case_mask, design_valu
 from hemafed.analytics.survival_queries import check_grid, effective_times, grid_positions
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation.checks import column, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 
 DEFAULT_RESOLUTION = 1e-10
@@ -44,14 +45,10 @@ TIES = ("efron", "breslow")
 # --- parameters -------------------------------------------------------------------------------
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
-def _col(params: Params, key: str) -> str:
-    col = params.get(key)
-    if not isinstance(col, str) or not col:
-        raise InvalidInput(f"parameter {key!r} must name a cohort column, got {col!r}")
-    return col
+_col = column
 
 
 def check_weight_params(params: Params) -> None:

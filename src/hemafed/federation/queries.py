@@ -27,6 +27,7 @@ import numpy as np
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation.checks import max_patients
 from hemafed.release import MAX_STEPS as MAX_STEPS
 from hemafed.release import Statistic as Statistic
 from hemafed.release import encodable_resolution as encodable_resolution
@@ -130,7 +131,7 @@ def registered() -> list[Query]:
 # --- the first queries: size, counts by category, sums for means and variances ---------------
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
 def _size_declare(params: Params) -> dict[str, Statistic]:

@@ -73,6 +73,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import DPRequest, Federation
+from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ LOSSES = ("cox", "discrete")
 OPTIMIZERS = ("adam", "sgd")
 LOSS_CAP = 100.0
 """Per-site training loss reported for the history is ``min(loss, LOSS_CAP)`` (a public cap)."""
-DEFAULT_MAX_PATIENTS = 100_000
+DEFAULT_MAX_PATIENTS = MAX_PATIENTS
 _MAX_LEVELS = 2.0**52
 
 
@@ -368,7 +369,7 @@ def concordance_histograms(risk: np.ndarray, time: np.ndarray, event: np.ndarray
 # --- site queries -----------------------------------------------------------------------------
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", DEFAULT_MAX_PATIENTS))
+    return max_patients(params)
 
 
 def _resolution(span: float, wanted: float) -> float:
@@ -381,9 +382,7 @@ def _check_common(params: Params) -> NetConfig:
             raise InvalidInput(f"parameter {key!r} must name a cohort column")
     cfg = NetConfig.from_params(params.get("net") or {})
     decode_weights(str(params.get("weights", "")), cfg.size)
-    mp = params.get("max_patients", DEFAULT_MAX_PATIENTS)
-    if not isinstance(mp, int) or mp < 1:
-        raise InvalidInput(f"parameter 'max_patients' must be a positive int, got {mp!r}")
+    max_patients(params)
     return cfg
 
 
