@@ -142,11 +142,14 @@ class FederatedCoxPH:
         self._last_sums: dict[str, np.ndarray] | None = None
         self._event_sums: dict[str, np.ndarray] | None = None
         self._rows_request: dict[str, list[int]] = {}
+        self._federation: Federation | None = None  # only while fitting
 
     # --- one round: loglik, gradient, Hessian at beta from secure sums ------------------------
     def _derivatives(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
         params = self._request | {"beta": [float(b) for b in beta]}
         efron = self.ties == "efron"
+        if self._federation is None:
+            raise InvalidInput("the model is fitted: its federation is no longer held")
         if self.strata == "site":
             agg = self._federation.secure_sum("cox_site_derivatives", params, study=self._study)
             ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
@@ -292,6 +295,7 @@ class FederatedCoxPH:
         self.concordance_index_ = (federated_concordance(
             federation, self._request, beta, lp_bins, study) if concordance else float("nan"))
         log.info("federated Cox converged in %d rounds (%d covariates)", self.rounds, spec.width)
+        self._federation = None  # a fitted model keeps its numbers, not the connection
         return self
 
     def _need_fit(self) -> pd.Series:
@@ -391,21 +395,20 @@ class FederatedCoxPH:
                 f"log-likelihood ratio test = {stat:.{decimals}f} on {df} df, p = {p:.3g}", ""]
         return "\n".join(head) + self.summary.round(decimals).to_string()
 
+    @property
+    def confidence_intervals_(self) -> pd.DataFrame:
+        """Lower and upper confidence limits of each coefficient (lifelines' columns)."""
+        summary = self.summary
+        level = f"{100 * (1 - self.alpha):g}%"
+        return pd.DataFrame({f"{level} lower-bound": summary[f"coef lower {level}"],
+                             f"{level} upper-bound": summary[f"coef upper {level}"]})
+
     def plot(self, ax: Any = None) -> Any:
         """Coefficients with their confidence intervals, like lifelines' ``CoxPHFitter.plot``."""
-        summary = self.summary
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots()
-        lo, hi = summary.columns[3], summary.columns[4]
-        y = np.arange(len(summary))[::-1]
-        ax.errorbar(summary["coef"], y, xerr=[summary["coef"] - summary[lo],
-                                              summary[hi] - summary["coef"]], fmt="s")
-        ax.axvline(0.0, color="grey", linestyle="--")
-        ax.set_yticks(y, list(summary.index))
-        ax.set_xlabel(f"log(HR) ({100 * (1 - self.alpha):g}% CI)")
-        return ax
+        ci = self.confidence_intervals_
+        return results.coefficient_plot(
+            self.summary["coef"], ci.iloc[:, 0], ci.iloc[:, 1], ax=ax,
+            xlabel=f"log(HR) ({100 * (1 - self.alpha):g}% CI)")
 
     def to_json(self) -> str:
         self._need_fit()

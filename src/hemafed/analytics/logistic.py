@@ -44,7 +44,7 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
-from hemafed.analytics.results import to_json
+from hemafed.analytics.results import coefficient_plot, to_json
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.cohort.validate import validate_cohort
@@ -368,6 +368,18 @@ class FederatedLogisticRegression:
         return pd.DataFrame({"coef": b, "std err": se, "z": z,
                              "P>|z|": 2 * stats.norm.sf(np.abs(z)),
                              lo: b - crit * se, hi: b + crit * se}, index=self.params_.index)
+
+    @property
+    def confidence_intervals_(self) -> pd.DataFrame:
+        """Lower and upper confidence limits of each coefficient (statsmodels' ``conf_int``)."""
+        summary = self.summary
+        return summary.iloc[:, 4:6].set_axis(["lower", "upper"], axis=1)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Coefficients (log odds ratios) with their confidence intervals, as the Cox plot."""
+        ci = self.confidence_intervals_
+        return coefficient_plot(self.summary["coef"], ci["lower"], ci["upper"], ax=ax,
+                                xlabel=f"log(OR) ({100 * (1 - self.alpha):g}% CI)")
 
     def predict_proba(self, data: pd.DataFrame | Cohort) -> np.ndarray:
         """``(n, 2)`` array of ``[P(y=0), P(y=1)]`` (scikit-learn order); NaN for rows missing a

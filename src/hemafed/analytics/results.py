@@ -86,6 +86,22 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def coefficient_plot(coef: pd.Series, lower: pd.Series, upper: pd.Series, *, xlabel: str,
+                     ax: Any = None) -> Any:
+    """Coefficients with their confidence intervals on a matplotlib axis (as lifelines' ``plot``):
+    one row per covariate, first on top, and a dashed line at 0."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots()
+    y = np.arange(len(coef))[::-1]
+    ax.errorbar(coef, y, xerr=[coef - lower, upper - coef], fmt="s")
+    ax.axvline(0.0, color="grey", linestyle="--")
+    ax.set_yticks(y, list(coef.index))
+    ax.set_xlabel(xlabel)
+    return ax
+
+
 def to_json(payload: Mapping[str, Any], indent: int | None = 2) -> str:
     """Serialise a result payload (``{"kind": ..., ...}``) to a JSON string."""
     return json.dumps(jsonable(payload), indent=indent, allow_nan=False)
