@@ -312,6 +312,51 @@ def complete_case_mask(cohort: Cohort, spec: DesignSpec | None,
     return mask
 
 
+MAX_LP_TERM = 20.0
+"""Largest ``|beta_j| x half-width_j`` an iterated coefficient vector may hold.
+
+Over covariate j's public range the relative risk ``exp(beta_j x_j)`` then moves by at most
+``e^(2 x 20)``, and two patients whose values differ by a fraction ``f`` of the half-width
+differ in weight by at most ``e^(20 f)``: a hub cannot zoom a risk-set or Newton sum onto the
+one patient with the largest value (within 5 % of the half-range, weights differ by at most a
+factor e). Legitimate fits stay far inside: an effect spanning the whole range of a covariate
+by ``e^20`` (a hazard ratio of 5e8 between the bounds) is no estimate any study reports."""
+
+
+def check_coefficients(beta: Any, half_width: Sequence[float] | np.ndarray,
+                       names: Sequence[str] = (), key: str = "beta") -> np.ndarray:
+    """``beta`` as a float array, refused (``InvalidInput`` naming ``key``) when an entry is
+    not finite or ``|beta_j| x half_width_j`` exceeds :data:`MAX_LP_TERM`.
+
+    Decided from the parameters and public bounds alone, so the refusal says nothing about
+    any site's data.
+
+    >>> check_coefficients([0.1, 30.0], [60.0, 0.5]).tolist()
+    [0.1, 30.0]
+    >>> check_coefficients([1.0], [60.0], ["age"])
+    Traceback (most recent call last):
+    hemafed.errors.InvalidInput: parameter 'beta': coefficient 'age' x the half-width 60 of its public bounds is 60, above 20 (MAX_LP_TERM)
+    """
+    try:
+        b = np.asarray(beta, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise InvalidInput(f"parameter {key!r} must be a list of numbers") from None
+    hw = np.asarray(half_width, dtype=float).ravel()
+    if b.size != hw.size:
+        raise InvalidInput(f"parameter {key!r} must list {hw.size} coefficients, got {b.size}")
+    if not np.all(np.isfinite(b)):
+        raise InvalidInput(f"parameter {key!r} must hold finite numbers")
+    span = np.abs(b) * hw
+    over = np.flatnonzero(span > MAX_LP_TERM)
+    if over.size:
+        j = int(over[0])
+        name = names[j] if j < len(names) else f"#{j}"
+        raise InvalidInput(f"parameter {key!r}: coefficient {name!r} x the half-width "
+                           f"{hw[j]:g} of its public bounds is {span[j]:g}, above "
+                           f"{MAX_LP_TERM:g} (MAX_LP_TERM)")
+    return b
+
+
 def check_bounds(spec: DesignSpec, x: np.ndarray) -> None:
     """Refuse (never clip) design values outside the terms' declared bounds."""
     b = spec.bounds

@@ -39,6 +39,7 @@ from hemafed.analytics.describe import codec_resolution
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
+    check_coefficients,
     complete_case_mask,
     design_matrix,
     parse_formula,
@@ -109,6 +110,9 @@ def _newton_check(params: Params) -> None:
         raise InvalidInput(f"parameter 'beta' must list {width} coefficients (intercept first)")
     if not all(isinstance(b, int | float) and math.isfinite(b) for b in beta):
         raise InvalidInput("parameter 'beta' must hold finite numbers")
+    # the covariates are scaled to [-1, 1] (scaled_design): each half-width is 1
+    spec = DesignSpec.from_params(params["design"])
+    check_coefficients(beta[1:], np.ones(spec.width), spec.names)
 
 
 def scaled_design(cohort: Cohort, spec: DesignSpec, rows: np.ndarray) -> np.ndarray:
