@@ -15,7 +15,6 @@ from r_reference import r_dataset, require_r, run_r, uneven_sites
 
 from hemafed.analytics.multistate import FederatedIllnessDeath
 from hemafed.cohort.validate import validate_cohort
-from hemafed.errors import InvalidInput
 
 R_MSTATE = """
 library(survival)

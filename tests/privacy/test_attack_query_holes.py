@@ -95,7 +95,6 @@ def test_a_grid_starting_after_some_times_is_answered_with_them_excluded(sites: 
 
 
 def test_the_plan_pins_the_time_mapping_and_the_lattice(sites: Any) -> None:
-    fed, _ = sites
     first = min(float(np.nanmin(c.patients["os_time"].to_numpy(float))) for c in _cohorts(sites))
     answers = []
     # 'down' with a grid starting below / above the smallest follow-up time: the same answer
@@ -254,7 +253,7 @@ def test_every_query_taking_a_coefficient_vector_bounds_it() -> None:
                                       "gamma": [0.0, 0.0, 0.0], "beta": [50.0]},
     }
     for query, params in cases.items():
-        with pytest.raises(InvalidInput, match="parameter '(beta|gamma)'"):
+        with pytest.raises(InvalidInput, match=r"parameter '(beta|gamma)'"):
             get_query(query).check(params)
     big_leaf = {"feature": [-1], "threshold": [0.0], "default_left": [True], "left": [-1],
                 "right": [-1], "value": [25.0]}
