@@ -15,7 +15,10 @@
 
 A refusal raises :class:`~hemafed.errors.PolicyRefused` or
 :class:`~hemafed.errors.BudgetExhausted` (invalid parameters: ``InvalidInput``); it is audited
-first and nothing is released. Nothing patient-level is logged or audited: only the request.
+first and nothing is released. A refusal after the plan check (step 3 onwards: the data do
+not fit, a disclosure rule, an error) uses up one of the plan's distinct requests, as an answer
+does, since whether a site refuses may depend on its data. Nothing patient-level is logged or
+audited: only the request.
 
 **Several statistics in one release.** A query's statistics are released together as *one*
 Gaussian mechanism on their concatenated vector. Each :class:`~hemafed.federation.queries.Statistic`

@@ -109,7 +109,7 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
                       "cox_site_derivatives", "category_counts"}),
     "logistic": frozenset({"logistic_newton", "category_counts"}),
     "competing": frozenset({"time_histogram", "competing_risk_table", "category_counts"}),
-    "gbdt": frozenset({"learn_feature_histogram", "gbdt_label_sums", "gbdt_cox_risk_sets",
+    "gbdt": frozenset({"gbdt_label_sums", "gbdt_cox_risk_sets",
                        "gbdt_histograms", "learn_risk_histogram", "learn_eval_sums",
                        "time_histogram", "km_risk_table", "learn_site_concordance",
                        "learn_loso_concordance"}),
@@ -316,7 +316,7 @@ class StudyPlan:
                 add("gbdt_histograms", 2 * rounds * (depth + 1))
                 add("gbdt_cox_risk_sets", 2 * (rounds + 1))
                 add("gbdt_label_sums", 2 * (rounds + 1))
-                for q in ("learn_feature_histogram", "time_histogram", "km_risk_table"):
+                for q in ("time_histogram", "km_risk_table"):
                     add(q, 4)
                 for q in ("learn_risk_histogram", "learn_eval_sums", "learn_site_concordance",
                           "learn_loso_concordance"):
