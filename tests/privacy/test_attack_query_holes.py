@@ -209,9 +209,9 @@ def test_an_extreme_cox_beta_is_refused_by_name(sites: Any) -> None:
     ok = hub.ask("cox_risk_set_sums", base | {"beta": [0.05, -0.1]}, version=COX_SUMS,
                  specs=get_query("cox_risk_set_sums").declare(base | {"beta": [0.05, -0.1]}))
     assert not isinstance(ok, Exception), ok
-    # age's public bounds are [0, 110]: a coefficient of 1/year puts e^55 between the
+    # age's public bounds are [0, 110]: a coefficient of 5/year puts e^275 between the
     # youngest and the oldest patient, so a risk-set sum is the oldest patient's own value
-    extreme = base | {"beta": [1.0, 0.0]}
+    extreme = base | {"beta": [5.0, 0.0]}
     hub = _hub(sites)
     out = hub.ask("cox_risk_set_sums", extreme, version=COX_SUMS,
                   specs=get_query("cox_risk_set_sums").declare(extreme))
@@ -219,8 +219,8 @@ def test_an_extreme_cox_beta_is_refused_by_name(sites: Any) -> None:
     assert _codes(hub) == {(b"invalid_parameter", b"beta")}
 
 
-@pytest.mark.parametrize(("beta", "allowed"), [([0.0, 15.0, -15.0], True),
-                                                ([0.0, 25.0, 0.0], False)])
+@pytest.mark.parametrize(("beta", "allowed"), [([0.0, 150.0, -150.0], True),
+                                                ([0.0, 250.0, 0.0], False)])
 def test_logistic_scaled_coefficients_are_bounded(sites: Any, beta: list[float],
                                                  allowed: bool) -> None:
     fed, spec = sites
@@ -239,7 +239,7 @@ def test_logistic_scaled_coefficients_are_bounded(sites: Any, beta: list[float],
 def test_every_query_taking_a_coefficient_vector_bounds_it() -> None:
     design = parse_formula("age + hb")
     grid = {"grid": [1.0, 2.0]}
-    wide = [1.0, 0.0]  # |1.0| x 55 > 20
+    wide = [5.0, 0.0]  # |5.0| x 55 > 200
     cases = {
         "cox_site_derivatives": KM | grid | {"design": design.to_params(), "beta": wide},
         "cox_concordance_histogram": KM | grid | {"design": design.to_params(), "beta": wide},
@@ -250,13 +250,13 @@ def test_every_query_taking_a_coefficient_vector_bounds_it() -> None:
                                             "switch": ["amlt_time", "amlt_status"],
                                             "beta": [*wide, 0.0]},
         "iptw_cox_sums": KM | grid | {"design": design.to_params(), "treatment": "sex",
-                                      "gamma": [0.0, 0.0, 0.0], "beta": [50.0]},
+                                      "gamma": [0.0, 0.0, 0.0], "beta": [500.0]},
     }
     for query, params in cases.items():
         with pytest.raises(InvalidInput, match=r"parameter '(beta|gamma)'"):
             get_query(query).check(params)
     big_leaf = {"feature": [-1], "threshold": [0.0], "default_left": [True], "left": [-1],
-                "right": [-1], "value": [25.0]}
+                "right": [-1], "value": [250.0]}
     outcome = Outcome("survival:cox", duration_col="os_time", event_col="os_status",
                       grid=default_grid())
     with pytest.raises(InvalidInput, match="parameter 'model'"):
