@@ -49,7 +49,13 @@ from hemafed.analytics.dp import (
 )
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.results import to_json
-from hemafed.analytics.survival_queries import check_grid, effective_times, grid_positions
+from hemafed.analytics.survival_queries import (
+    check_grid,
+    effective_times,
+    fits_grid,
+    grid_positions,
+    keep_fitting,
+)
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
@@ -149,7 +155,10 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     time, cause = first_cause(times[ok], statuses[ok])
     if time.size and time.min() < 0:
         raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
-    eff = effective_times(time, cause > 0, grid, str(params.get("time_mapping", "exact")))
+    mode = str(params.get("time_mapping", "exact"))
+    fits = fits_grid(time, cause > 0, grid, mode)  # the others are excluded, not refused
+    ok, time, cause = keep_fitting(ok, fits), time[fits], cause[fits]
+    eff = effective_times(time, cause > 0, grid, mode)
     at_risk_count, on_grid = grid_positions(eff, grid)
     n_groups = 1 if levels is None else len(levels)
     events = np.zeros((n_groups, k, m))

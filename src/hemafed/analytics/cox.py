@@ -64,7 +64,7 @@ from scipy import stats
 
 from hemafed.analytics import results
 from hemafed.analytics.concordance import federated_concordance
-from hemafed.analytics.design import DesignSpec, Term, parse_formula
+from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.survival_queries import (
     check_grid,
@@ -255,6 +255,12 @@ class FederatedCoxPH:
             while True:
                 cand = beta + step
                 effect = np.abs(cand) * self.data_scale_
+                beyond = beyond_coefficient_bound(cand, spec.half_width)
+                if beyond is not None:
+                    raise ConvergenceError(
+                        f"coefficient of {names[beyond]!r} diverges beyond the sites' bound "
+                        f"(MAX_LP_TERM times its public half-width): separation, or public "
+                        f"bounds too wide; drop that covariate or narrow its bounds")
                 if effect.max() > SEPARATION_LIMIT:
                     j = int(np.argmax(effect))
                     raise ConvergenceError(

@@ -37,6 +37,7 @@ from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
+    check_coefficients,
     complete_case_mask,
     design_matrix,
     design_values,
@@ -56,7 +57,9 @@ from hemafed.analytics.survival_queries import (
     effective_times,
     expand_cox_sums,
     finest_resolution,
+    fits_grid,
     grid_positions,
+    keep_fitting,
     lp_bands,
     upper_index,
 )
@@ -106,8 +109,12 @@ def start_stop_rows(cohort: Cohort, params: Params
         if num[c].size and num[c].min() < 0:
             raise InvalidInput(f"column {c!r} has negative times")
     grid = check_grid(params["grid"])
+    mode = str(params.get("time_mapping", "exact"))
+    fits = fits_grid(num[dcol], num[ecol] == 1, grid, mode)  # the others are excluded
+    mask = keep_fitting(mask, fits)
+    num = {c: v[fits] for c, v in num.items()}
     event = num[ecol] == 1
-    stop = effective_times(num[dcol], event, grid, str(params.get("time_mapping", "exact")))
+    stop = effective_times(num[dcol], event, grid, mode)
     x0, _ = design_matrix(cohort, spec, mask, values=values)
     x0 = x0 - spec.center
     s = num[tcol]
@@ -145,9 +152,10 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     # a row is at risk at t_j for cnt_start <= j < cnt_stop (start < t_j <= stop)
     cnt_start, _ = grid_positions(start, grid)
     cnt_stop, on_grid = grid_positions(stop, grid)
+    # exact: events lie on the grid (start_stop_rows excluded the others); up: an event after
+    # the last grid point is not one on the grid (at risk throughout, as in km_risk_table)
+    event = event & (on_grid >= 0)
     on_grid = np.where(event, on_grid, -1)
-    if np.any(event & (on_grid < 0)):
-        raise InvalidInput("an event time is not on the declared grid; use the exact grid")
     q = vals.shape[1]
     risk = np.zeros((nb, m + 1, q))
     tied = np.zeros((nb, m, q))
@@ -210,6 +218,7 @@ def _check(params: Params) -> None:
             or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
         raise InvalidInput(f"parameter 'beta' must list {spec.width + 1} finite coefficients "
                            f"(the design's, then the time-varying covariate's)")
+    check_coefficients(beta, _half_widths(spec), (*spec.names, "z"))
     if params.get("ties", "efron") not in ("efron", "breslow"):
         raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
 

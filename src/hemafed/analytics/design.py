@@ -312,6 +312,61 @@ def complete_case_mask(cohort: Cohort, spec: DesignSpec | None,
     return mask
 
 
+MAX_LP_TERM = 200.0
+"""Largest ``|beta_j| x half-width_j`` an iterated coefficient vector may hold.
+
+Two patients whose values of covariate j differ by a fraction ``f`` of its public half-width
+then differ in weight (``exp(x beta)``) by at most ``e^(200 f)``: within 1 % of the half-range
+by at most e^2, so a hub cannot zoom a risk-set or Newton sum onto the one patient with the
+largest value unless that patient stands apart from all others by several per cent of the
+public range. Why not 20-30: public bounds are plausible ranges, far wider than one cohort's
+values, and legitimate fits reach ``|beta_j| x half-width_j`` of about 130 (R reference fits
+on lung/colon/pbc with schema bounds, tests/analytics/test_r_reference.py); tighter spec
+``bounds`` make the same rule tighter in data units, and DP is the complete answer."""
+
+
+def check_coefficients(beta: Any, half_width: Sequence[float] | np.ndarray,
+                       names: Sequence[str] = (), key: str = "beta") -> np.ndarray:
+    """``beta`` as a float array, refused (``InvalidInput`` naming ``key``) when an entry is
+    not finite or ``|beta_j| x half_width_j`` exceeds :data:`MAX_LP_TERM`.
+
+    Decided from the parameters and public bounds alone, so the refusal says nothing about
+    any site's data.
+
+    >>> check_coefficients([0.1, 300.0], [60.0, 0.5]).tolist()
+    [0.1, 300.0]
+    >>> check_coefficients([5.0], [60.0], ["age"])
+    Traceback (most recent call last):
+    hemafed.errors.InvalidInput: parameter 'beta': coefficient 'age' x the half-width 60 of its public bounds is 300, above 200 (MAX_LP_TERM)
+    """
+    try:
+        b = np.asarray(beta, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise InvalidInput(f"parameter {key!r} must be a list of numbers") from None
+    hw = np.asarray(half_width, dtype=float).ravel()
+    if b.size != hw.size:
+        raise InvalidInput(f"parameter {key!r} must list {hw.size} coefficients, got {b.size}")
+    if not np.all(np.isfinite(b)):
+        raise InvalidInput(f"parameter {key!r} must hold finite numbers")
+    span = np.abs(b) * hw
+    over = np.flatnonzero(span > MAX_LP_TERM)
+    if over.size:
+        j = int(over[0])
+        name = names[j] if j < len(names) else f"#{j}"
+        raise InvalidInput(f"parameter {key!r}: coefficient {name!r} x the half-width "
+                           f"{hw[j]:g} of its public bounds is {span[j]:g}, above "
+                           f"{MAX_LP_TERM:g} (MAX_LP_TERM)")
+    return b
+
+
+def beyond_coefficient_bound(beta: Any, half_width: Sequence[float] | np.ndarray) -> int | None:
+    """The first coefficient the sites would refuse (:func:`check_coefficients`), or ``None``:
+    the hub stops a diverging fit with a clear error before sending it."""
+    span = np.abs(np.asarray(beta, dtype=float).ravel()) * np.asarray(half_width, dtype=float)
+    over = np.flatnonzero(~(span <= MAX_LP_TERM))
+    return int(over[0]) if over.size else None
+
+
 def check_bounds(spec: DesignSpec, x: np.ndarray) -> None:
     """Refuse (never clip) design values outside the terms' declared bounds."""
     b = spec.bounds

@@ -42,6 +42,7 @@ from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
+    check_coefficients,
     complete_case_mask,
     design_matrix,
     design_values,
@@ -57,7 +58,9 @@ from hemafed.analytics.survival_queries import (
     effective_times,
     expand_cox_sums,
     finest_resolution,
+    fits_grid,
     grid_positions,
+    keep_fitting,
     lp_bands,
     upper_index,
 )
@@ -95,8 +98,12 @@ def _rows(cohort: Cohort, params: Params
     time, cause = first_cause(times, statuses)
     if time.size and time.min() < 0:
         raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
-    # every exit must be on the grid (the censoring distribution needs the censoring times)
-    eff = effective_times(time, np.ones(time.size, dtype=bool), grid, "exact")
+    # every exit must be on the grid (the censoring distribution needs the censoring times);
+    # one that is not is excluded, not refused (hemafed.analytics.survival_queries)
+    every = np.ones(time.size, dtype=bool)
+    fits = fits_grid(time, every, grid, "exact")
+    mask, time, cause = keep_fitting(mask, fits), time[fits], cause[fits]
+    eff = effective_times(time, every[fits], grid, "exact")
     count, on_grid = grid_positions(eff, grid)
     k = _cause_of_interest(params)
     status = np.where(cause == k, 1, np.where(cause > 0, 2, 0))
@@ -166,6 +173,7 @@ def _sums_check(params: Params) -> None:
     if (not isinstance(beta, list | tuple) or len(beta) != spec.width
             or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
         raise InvalidInput(f"parameter 'beta' must list {spec.width} finite coefficients")
+    check_coefficients(beta, spec.half_width, spec.names)
 
 
 def _banded(x: np.ndarray, beta: np.ndarray, half_width: np.ndarray
@@ -315,6 +323,7 @@ def _outer_check(params: Params) -> None:
     beta = params.get("beta")
     if not isinstance(beta, list | tuple) or len(beta) != spec.width:
         raise InvalidInput(f"parameter 'beta' must list {spec.width} coefficients")
+    check_coefficients(beta, spec.half_width, spec.names)
 
 
 def _outer_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:

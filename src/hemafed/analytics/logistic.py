@@ -39,6 +39,8 @@ from hemafed.analytics.describe import codec_resolution
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
+    beyond_coefficient_bound,
+    check_coefficients,
     complete_case_mask,
     design_matrix,
     parse_formula,
@@ -109,6 +111,9 @@ def _newton_check(params: Params) -> None:
         raise InvalidInput(f"parameter 'beta' must list {width} coefficients (intercept first)")
     if not all(isinstance(b, int | float) and math.isfinite(b) for b in beta):
         raise InvalidInput("parameter 'beta' must hold finite numbers")
+    # the covariates are scaled to [-1, 1] (scaled_design): each half-width is 1
+    spec = DesignSpec.from_params(params["design"])
+    check_coefficients(beta[1:], np.ones(spec.width), spec.names)
 
 
 def scaled_design(cohort: Cohort, spec: DesignSpec, rows: np.ndarray) -> np.ndarray:
@@ -255,6 +260,12 @@ class FederatedLogisticRegression:
         released: list[tuple[str, AggregateResult]] = []
 
         def query(beta: np.ndarray) -> AggregateResult:
+            j = beyond_coefficient_bound(beta[1:], np.ones(spec.width))
+            if j is not None:
+                raise ConvergenceError(
+                    f"the coefficient of covariate {names[j]!r} diverges beyond the sites' bound "
+                    f"(MAX_LP_TERM on the scaled covariate): perfect or quasi-complete "
+                    f"separation, or public bounds too wide; drop it or narrow its bounds")
             res = federation.secure_sum(NEWTON_QUERY, {**base, "beta": [float(b) for b in beta]},
                                         study=study, dp=dp)
             released.append((NEWTON_QUERY, res))

@@ -124,17 +124,27 @@ def illness_death_paths(cohort: Cohort, params: Params) -> IllnessDeathPaths:
 
 def _on_grid(times: np.ndarray, grid: np.ndarray, moves: np.ndarray) -> tuple[np.ndarray,
                                                                               np.ndarray]:
-    """Grid positions of the rows' exits; a transition off the grid is refused."""
-    count, on = grid_positions(np.nan_to_num(times, nan=-1.0), grid)
-    if np.any(moves & (on < 0)):
-        raise InvalidInput(f"{int((moves & (on < 0)).sum())} transition time(s) are not on the "
-                           "declared grid; use transition_grid (the exact transition times)")
-    return count, on
+    """Grid positions of the rows' exits (every transition is on the grid: see
+    :func:`paths_on_grid`)."""
+    return grid_positions(np.nan_to_num(times, nan=-1.0), grid)
+
+
+def paths_on_grid(paths: IllnessDeathPaths, grid: np.ndarray) -> IllnessDeathPaths:
+    """The paths whose transitions all lie on the grid; the others are counted in
+    ``excluded``, never refused (whether one site's times fit a hub's grid is data:
+    :mod:`hemafed.analytics.survival_queries`)."""
+    _, on0 = grid_positions(paths.t0, grid)
+    _, on1 = grid_positions(np.nan_to_num(paths.t1, nan=-1.0), grid)
+    keep = ~((paths.to > 0) & (on0 < 0)) & ~(paths.dies_in_1 & (on1 < 0))
+    if keep.all():
+        return paths
+    return IllnessDeathPaths(paths.t0[keep], paths.to[keep], paths.t1[keep],
+                             paths.dies_in_1[keep], paths.excluded + int((~keep).sum()))
 
 
 def _counts(cohort: Cohort, params: Params) -> tuple[IllnessDeathPaths, dict[str, np.ndarray]]:
-    paths = illness_death_paths(cohort, params)
     grid = check_grid(params["grid"])
+    paths = paths_on_grid(illness_death_paths(cohort, params), grid)
     m = grid.size
     c0, on0 = _on_grid(paths.t0, grid, paths.to > 0)
     in1 = ~np.isnan(paths.t1)

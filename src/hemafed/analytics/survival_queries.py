@@ -5,10 +5,14 @@ are added over sites. Times live on a public, sorted *grid* of time points:
 
 * ``time_mapping="exact"`` (default): every event time must lie on the grid (within 1e-9
   relative); censoring times may lie anywhere (the at-risk indicator ``T >= t_j`` is computed
-  from the site's own times). Results then equal the pooled analysis exactly. A site with an
-  event off the grid refuses with ``InvalidInput``.
+  from the site's own times). Results then equal the pooled analysis exactly.
 * ``"up"`` / ``"down"``: each time is moved to the next / previous grid point before anything is
   summed: a binned approximation for analyst-declared coarse grids.
+
+A row the grid cannot hold (``exact``: an event off the grid; ``down``: a time before the first
+grid point) is left out and counted in the query's ``excluded`` sum, like a row with a missing
+value (:func:`fits_grid`). It is never a refusal: whether one site's times fit a grid the hub
+chose would be a per-site yes/no answer about its data, outside secure aggregation.
 
 The exact grid itself is public only as a secure histogram: :data:`time_histogram` counts events
 and exits on a fine public lattice (``k / steps_per_unit``, e.g. days in years with 365.25), so
@@ -29,6 +33,7 @@ and public parameters) and answers a round with cumulative sums over its time-so
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import weakref
@@ -42,6 +47,7 @@ import pandas as pd
 
 from hemafed.analytics.design import (
     DesignSpec,
+    check_coefficients,
     complete_case_mask,
     design_matrix,
     design_values,
@@ -50,6 +56,8 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.checks import column, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
+
+log = logging.getLogger(__name__)
 
 TIME_MAPPINGS = ("exact", "up", "down")
 REL_TOL = 1e-9
@@ -129,24 +137,44 @@ def _outcome(cohort: Cohort, col: str, kind: str) -> pd.Series:
     return s
 
 
-def effective_times(time: np.ndarray, event: np.ndarray, grid: np.ndarray, mode: str) -> np.ndarray:
-    """Times as the sums see them: raw (``exact``, events checked on the grid) or moved to the grid."""
+def fits_grid(time: np.ndarray, event: np.ndarray, grid: np.ndarray, mode: str) -> np.ndarray:
+    """Which rows the grid can hold under ``mode``: ``exact``, events on a grid point (censoring
+    times anywhere); ``down``, times at or after the first grid point; ``up``, every row (later
+    times are at risk throughout, never an event). The others go to ``excluded``.
+
+    >>> fits_grid(np.array([0.5, 1.5, 2.0]), np.array([True, True, False]),
+    ...           np.array([1.0, 2.0]), "exact").tolist()
+    [False, False, True]
+    """
     tol = REL_TOL * np.maximum(1.0, np.abs(time))
     if mode == "exact":
         pos = np.clip(np.searchsorted(grid, time - tol), 0, grid.size - 1)
-        off = event & (np.abs(grid[pos] - time) > tol)
-        if off.any():
-            raise InvalidInput(f"{int(off.sum())} event time(s) are not on the declared grid; use "
-                               f"the exact event-time grid (time_grid) or time_mapping='up'/'down'")
+        return ~event | (np.abs(grid[pos] - time) <= tol)
+    if mode == "down":
+        return np.searchsorted(grid, time + tol, side="right") > 0
+    return np.ones(time.shape, dtype=bool)
+
+
+def effective_times(time: np.ndarray, event: np.ndarray, grid: np.ndarray, mode: str) -> np.ndarray:
+    """Times as the sums see them: raw (``exact``) or moved to the grid, for rows that
+    :func:`fits_grid` (the others' entries mean nothing: leave those rows out)."""
+    tol = REL_TOL * np.maximum(1.0, np.abs(time))
+    if mode == "exact":
+        pos = np.clip(np.searchsorted(grid, time - tol), 0, grid.size - 1)
         return np.where(event, grid[pos], time)
     if mode == "up":
         pos = np.searchsorted(grid, time - tol)
         return np.where(pos < grid.size, grid[np.minimum(pos, grid.size - 1)], np.inf)
     pos = np.searchsorted(grid, time + tol, side="right") - 1
-    if (pos < 0).any():
-        raise InvalidInput(f"{int((pos < 0).sum())} time(s) are before the first grid point "
-                           f"{grid[0]:g}; with time_mapping='down' the grid must start at or before 0")
-    return grid[pos]
+    return grid[np.maximum(pos, 0)]
+
+
+def keep_fitting(mask: np.ndarray, fits: np.ndarray) -> np.ndarray:
+    """``mask`` (over the cohort) without the selected rows that do not fit the grid
+    (``fits`` is over the selected rows, in order)."""
+    out = mask.copy()
+    out[np.flatnonzero(mask)[~fits]] = False
+    return out
 
 
 def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None,
@@ -181,6 +209,8 @@ def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None
     if time.size and time.min() < 0:
         raise InvalidInput(f"duration column {dcol!r} has negative times")
     ev = event.astype(bool)
+    fits = fits_grid(time, ev, grid, _mapping(params))
+    mask, time, ev = keep_fitting(mask, fits), time[fits], ev[fits]
     eff = effective_times(time, ev, grid, _mapping(params))
     if spec is not None:
         x, _ = design_matrix(cohort, spec, mask, values=design)
@@ -234,17 +264,17 @@ def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     event = p[ecol].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[mask] == 1
     spu = float(params["steps_per_unit"])
     k = np.rint(time * spu)
-    if np.any(np.abs(k - time * spu) > 1e-6):
-        raise InvalidInput(f"duration column {dcol!r} has times off the lattice k/{spu:g}; "
-                           f"round times to that resolution at the site first")
     size = _hist_size(params)
-    if k.size and k.max() >= size:
-        raise InvalidInput(f"duration column {dcol!r} has times beyond max_time "
-                           f"{float(params['max_time']):g}; raise max_time")
-    ki = k.astype(int)
+    # times off the lattice or beyond max_time are excluded, not refused (module docstring)
+    fits = (np.abs(k - time * spu) <= 1e-6) & (k >= 0) & (k < size)
+    if not fits.all():
+        log.warning("time_histogram on %r: %d time(s) off the lattice k/%g or beyond max_time "
+                    "%g are counted as excluded; round times at intake", dcol,
+                    int((~fits).sum()), spu, float(params["max_time"]))
+    ki, event = k[fits].astype(int), event[fits]
     return {"events": np.bincount(ki[event], minlength=size).astype(float),
             "exits": np.bincount(ki, minlength=size).astype(float),
-            "excluded": np.array([float(len(cohort) - mask.sum())])}
+            "excluded": np.array([float(len(cohort) - fits.sum())])}
 
 
 def _hist_declare(params: Params) -> dict[str, Statistic]:
@@ -350,8 +380,7 @@ def _cox_check(params: Params) -> None:
     if not isinstance(beta, list | tuple) or len(beta) != spec.width:
         raise InvalidInput(f"parameter 'beta' must list {spec.width} coefficients "
                            f"({', '.join(spec.names)})")
-    if not np.all(np.isfinite(np.asarray(beta, dtype=float))):
-        raise InvalidInput("parameter 'beta' must be finite")
+    check_coefficients(beta, spec.half_width, spec.names)
     if params.get("ties", "efron") not in ("efron", "breslow"):
         raise InvalidInput(f"parameter 'ties' must be 'efron' or 'breslow', got {params.get('ties')!r}")
     cox_row_index(params)

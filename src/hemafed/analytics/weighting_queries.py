@@ -31,8 +31,19 @@ from typing import Any
 import numpy as np
 
 from hemafed.analytics.describe import codec_resolution
-from hemafed.analytics.design import DesignSpec, complete_case_mask, design_values
-from hemafed.analytics.survival_queries import check_grid, effective_times, grid_positions
+from hemafed.analytics.design import (
+    DesignSpec,
+    check_coefficients,
+    complete_case_mask,
+    design_values,
+)
+from hemafed.analytics.survival_queries import (
+    check_grid,
+    effective_times,
+    fits_grid,
+    grid_positions,
+    keep_fitting,
+)
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.checks import column, max_patients
@@ -60,6 +71,7 @@ def check_weight_params(params: Params) -> None:
             or not all(isinstance(g, int | float) and math.isfinite(g) for g in gamma)):
         raise InvalidInput(f"parameter 'gamma' must list {spec.width + 1} finite propensity "
                            "coefficients (intercept first, original scale)")
+    check_coefficients(gamma[1:], spec.half_width, spec.names, key="gamma")
     pi = params.get("marginal", 1.0)
     if not isinstance(pi, int | float) or not 0 < pi <= 1:
         raise InvalidInput("parameter 'marginal' must be the treated share in (0, 1) (stabilised "
@@ -148,8 +160,11 @@ def weighted_rows(cohort: Cohort, params: Params, outcome: bool) -> WeightedRows
             raise InvalidInput(f"event column {ecol!r} must be 0/1")
         if time.size and time.min() < 0:
             raise InvalidInput(f"duration column {dcol!r} has negative times")
-        mode = str(params.get("time_mapping", "exact"))
-        time = effective_times(time, event.astype(bool), check_grid(params["grid"]), mode)
+        mode, grid = str(params.get("time_mapping", "exact")), check_grid(params["grid"])
+        # rows the grid cannot hold are left out, never refused (survival_queries)
+        fits = fits_grid(time, event.astype(bool), grid, mode)
+        mask, time, event = keep_fitting(mask, fits), time[fits], event[fits]
+        time = effective_times(time, event.astype(bool), grid, mode)
     a = a[mask]
     if np.any((a != 0) & (a != 1)):
         raise InvalidInput(f"treatment column {tcol!r} must be 0/1 (or boolean)")
@@ -342,6 +357,8 @@ def _beta(params: Params) -> float:
     if (not isinstance(beta, list | tuple) or len(beta) != 1
             or not isinstance(beta[0], int | float) or not math.isfinite(beta[0])):
         raise InvalidInput("parameter 'beta' must be a list of one finite treatment coefficient")
+    # the treatment is 0/1: half-width 1/2
+    check_coefficients(beta, [0.5], ["treatment"])
     return float(beta[0])
 
 

@@ -245,6 +245,24 @@ def federated_bins(federation: Federation, spec: DesignSpec, max_bins: int = 32,
     return BinEdges(spec.names, tuple(cuts))
 
 
+def fixed_bins(spec: DesignSpec, max_bins: int = 32) -> BinEdges:
+    """Public bin edges from the design alone: ``max_bins`` equal-width bins over each
+    feature's public bounds (one cut at 0.5 for a 0/1 indicator).
+
+    These are the edges an approved boosting study fixes (:mod:`hemafed.study.plan`): unlike
+    :func:`federated_bins`, nothing about them is chosen by the hub or read from the data.
+
+    >>> fixed_bins(parse_formula("age"), 4).cuts
+    ((27.5, 55.0, 82.5),)
+    """
+    _check_max_bins(max_bins)
+    cuts: list[tuple[float, ...]] = []
+    for (lo, hi), binary in zip(spec.bounds, _binary_columns(spec), strict=True):
+        inner = np.linspace(float(lo), float(hi), max_bins + 1)[1:-1]
+        cuts.append((0.5,) if binary else tuple(float(round(v, 12)) for v in inner))
+    return BinEdges(spec.names, tuple(cuts))
+
+
 def check_names(spec: DesignSpec, names: Sequence[str]) -> None:
     """The edges were made for this design (same feature names, same order)."""
     if tuple(names) != spec.names:

@@ -34,8 +34,14 @@ the change in node value along the decision path is credited to the split's feat
 the prediction minus the base value). These are *not* exact TreeSHAP values.
 :attr:`FederatedGBDT.feature_importances_` is total split gain per feature.
 
-DP noise is not supported for these queries (Cox gradients depend on other patients' risk sets,
-so per-patient sensitivity is not declared tightly).
+**DP and bounds.** ``gbdt_histograms`` may be released with DP (``FederatedGBDT(dp=...)``):
+given the public model and the broadcast ``A``/``B``, one patient changes a site's sums by its
+own gradient and Hessian only, bounded from the parameters alone (``|g| <= exp(M) max|A| + 1``,
+``0 <= h <= exp(M) max|A| + exp(2M) max|B|`` with ``M`` the model's margin bound), once per
+feature. The declared bounds are those per-patient bounds times the public ``max_patients``:
+no hub-supplied total, so no site's data can fall outside them (an approved study requires DP
+for these histograms unless its spec opts out, :mod:`hemafed.study.plan`). The other boosting
+queries are not DP.
 
 >>> # model = FederatedGBDT("survival:cox", n_rounds=100).fit(
 >>> #     federation, ["age", "hb", "gene:TP53"], ("os_time", "os_status"))
@@ -55,11 +61,11 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics import results
-from hemafed.analytics.design import DesignSpec, Term
+from hemafed.analytics.design import MAX_LP_TERM, DesignSpec, Term
 from hemafed.analytics.survival_queries import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import DPRequest, Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
 from hemafed.learn.features import (
     BinEdges,
@@ -242,6 +248,15 @@ def _max_patients(params: Params) -> int:
 def _check(params: Params) -> None:
     _common(params)
     _model_params(params)
+    try:
+        bound = _params_margin_bound(params)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("parameter 'model': every tree needs matching 'feature' and 'value' "
+                           "lists") from None
+    if not bound <= MAX_LP_TERM:
+        # as for a Cox beta: the risk weights exp(margin) may span at most e^(2 MAX_LP_TERM)
+        raise InvalidInput(f"parameter 'model': its margin bound {bound:g} (base and largest "
+                           f"leaves) is above {MAX_LP_TERM:g} (MAX_LP_TERM)")
 
 
 # --- query: label sums (logistic base score) ------------------------------------------------
@@ -332,6 +347,7 @@ def node_histograms(bins: np.ndarray, node: np.ndarray, frontier: Sequence[int],
 
 def _hist_check(params: Params) -> None:
     _check(params)
+    _params_margin_bound(params)
     spec, outcome = _common(params)
     edges = BinEdges.from_params(params.get("edges"))
     check_names(spec, edges.names)
@@ -343,9 +359,10 @@ def _hist_check(params: Params) -> None:
         m = len(outcome.grid)
         for key in ("risk_a", "risk_b"):
             v = params.get(key)
-            if not isinstance(v, list | tuple) or len(v) != m:
-                raise InvalidInput(f"parameter {key!r} must hold {m} risk-set sums (one per "
-                                   f"grid time), computed by the hub from gbdt_cox_risk_sets")
+            if not isinstance(v, list | tuple) or len(v) != m or not all(
+                    isinstance(b, int | float) and math.isfinite(b) for b in v):
+                raise InvalidInput(f"parameter {key!r} must hold {m} finite risk-set sums (one "
+                                   f"per grid time), computed by the hub from gbdt_cox_risk_sets")
 
 
 def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -371,14 +388,19 @@ def _hist_declare(params: Params) -> dict[str, Statistic]:
     res = float(params.get("resolution", DEFAULT_RESOLUTION))
     p = len(edges.names)
     if outcome.is_cox:
-        # the gradient -delta_k + w_k A_k has w_k A_k = sum_j d_j w_k / S0_j, and summed over
-        # all patients sum_j d_j = D (total events): so any site's sums lie in [-mp, D]
-        events = float(params.get("events_total", mp)) * (1 + 1e-9) + 1e-9  # rounding slack
-        g_lo, g_hi, h_hi, g_unit = -float(mp), events, events, events
+        # one patient: g = w A_j - delta in [-1, e^M max|A|], h = max(w A_j - w^2 B_j, 0) in
+        # [0, e^M max|A| + e^2M max|B|], from the public model and A, B alone (module docstring)
+        w = math.exp(_params_margin_bound(params))
+        a = max((abs(float(v)) for v in params.get("risk_a", ())), default=0.0)
+        b = max((abs(float(v)) for v in params.get("risk_b", ())), default=0.0)
+        g_unit, h_unit = w * a + 1.0, w * a + w * w * b
     else:
-        g_lo, g_hi, h_hi, g_unit = -float(mp), float(mp), 0.25 * mp, 1.0
-    return {"grad": Statistic(shape, g_lo, g_hi, res, sensitivity=g_unit * math.sqrt(p)),
-            "hess": Statistic(shape, 0.0, h_hi, res, sensitivity=g_unit * math.sqrt(p))}
+        g_unit, h_unit = 1.0, 0.25
+    slack = 1 + 1e-9  # floating-point rounding of the sums
+    return {"grad": Statistic(shape, -float(mp), mp * g_unit * slack, res,
+                              sensitivity=g_unit * math.sqrt(p)),
+            "hess": Statistic(shape, 0.0, mp * h_unit * slack, res,
+                              sensitivity=h_unit * math.sqrt(p))}
 
 
 register(Query("gbdt_histograms", "1", compute=_hist_compute, declare=_hist_declare,
@@ -414,7 +436,7 @@ class FederatedGBDT:
     def __init__(self, objective: str = "binary:logistic", n_rounds: int = 50,
                  learning_rate: float = 0.1, max_depth: int = 3, reg_lambda: float = 1.0,
                  min_child_weight: float = 1.0, gamma: float = 0.0, max_bins: int = 32,
-                 grid: Sequence[float] | None = None) -> None:
+                 grid: Sequence[float] | None = None, dp: DPRequest | None = None) -> None:
         if objective not in OBJECTIVES:
             raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if isinstance(n_rounds, bool) or not isinstance(n_rounds, int) or n_rounds < 1:
@@ -423,6 +445,7 @@ class FederatedGBDT:
         self.tree_params = TreeParams(max_depth, reg_lambda, min_child_weight, gamma,
                                       learning_rate)
         self.grid = tuple(check_grid(list(grid))) if grid is not None else None
+        self.dp = dp
         self.trees_: list[Tree] = []
 
     # --- training ---------------------------------------------------------------------------
@@ -469,9 +492,9 @@ class FederatedGBDT:
         log.info("federated GBDT: %d trees, %d secure sums", len(self.trees_), self.secure_sums_)
         return self
 
-    def _sum(self, query: str, params: Mapping[str, Any]) -> Any:
+    def _sum(self, query: str, params: Mapping[str, Any], dp: DPRequest | None = None) -> Any:
         self.secure_sums_ += 1
-        return self._federation.secure_sum(query, params, study=self._study)
+        return self._federation.secure_sum(query, params, study=self._study, dp=dp)
 
     def _risk_round(self, request: dict[str, Any]) -> dict[str, Any]:
         """Step 1 of a Cox round: pooled risk sets, broadcast as cumulative A and B."""
@@ -486,7 +509,7 @@ class FederatedGBDT:
                                     - agg["event_margin"][0]))
         self._hazard = np.cumsum(ra)
         return {"risk_a": [float(v) for v in self._hazard],
-                "risk_b": [float(v) for v in np.cumsum(rb)], "events_total": float(d.sum())}
+                "risk_b": [float(v) for v in np.cumsum(rb)]}
 
     def _grow(self, request: dict[str, Any]) -> Tree:
         """Grow one tree level by level: one secure histogram sum per level."""
@@ -495,7 +518,7 @@ class FederatedGBDT:
         frontier = [0]
         for depth in range(tp.max_depth):
             agg = self._sum("gbdt_histograms", request | {
-                "tree": builder.freeze().to_params(), "frontier": frontier})
+                "tree": builder.freeze().to_params(), "frontier": frontier}, dp=self.dp)
             nxt: list[int] = []
             for i, node in enumerate(frontier):
                 g, h = agg["grad"][i], agg["hess"][i]

@@ -15,7 +15,10 @@
 
 A refusal raises :class:`~hemafed.errors.PolicyRefused` or
 :class:`~hemafed.errors.BudgetExhausted` (invalid parameters: ``InvalidInput``); it is audited
-first and nothing is released. Nothing patient-level is logged or audited: only the request.
+first and nothing is released. A refusal after the plan check (step 3 onwards: the data do
+not fit, a disclosure rule, an error) uses up one of the plan's distinct requests, as an answer
+does, since whether a site refuses may depend on its data. Nothing patient-level is logged or
+audited: only the request.
 
 **Several statistics in one release.** A query's statistics are released together as *one*
 Gaussian mechanism on their concatenated vector. Each :class:`~hemafed.federation.queries.Statistic`
@@ -108,6 +111,11 @@ class SiteAnswer:
         return self.values[name]
 
 
+def _params_key(request: SiteRequest) -> str:
+    """The key under which the plan counts a request's distinct parameter sets."""
+    return hashlib.sha256(canonical_json(request.params)).hexdigest()[:16]
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -135,6 +143,9 @@ class SiteNode:
         self.plans: dict[str, StudyPlan | None] = dict(plans or {})
         self.releases = releases
         self._distinct: dict[tuple[str, str], set[str]] | None = None
+        # ids of the requests being answered that passed the plan check: a refusal from then
+        # on uses up a plan round as an answer does (see _refuse)
+        self._past_plan: set[str] = set()
 
     @property
     def site_id(self) -> str:
@@ -167,7 +178,16 @@ class SiteNode:
         """
         ref = new_audit_ref()
         refusal = Refusal(code, name, ref)
-        self._audit(request, False, f"[{code}:{name or '-'} ref {ref}] {self._redact(reason)}")
+        text = f"[{code}:{name or '-'} ref {ref}] {self._redact(reason)}"[:1900]
+        if request.request_id in self._past_plan:
+            # refused after the plan check (the data did not fit, a disclosure rule, an
+            # error): whether a site refuses may depend on its data, so the refusal counts as
+            # one of the plan's distinct requests, exactly as an answer does; the mark is in
+            # the audit log, so a restart does not reset the count
+            key = _params_key(request)
+            text += f"; {PLAN_MARK}{key}"
+            self._seen(request.study_id, request.query).add(key)
+        self._audit(request, False, text)
         log.info("site %s refused request %s (%s, ref %s): %s", self.site_id,
                  request.request_id, code, ref, reason)
         exc: HemafedError
@@ -273,14 +293,17 @@ class SiteNode:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             raise self._refuse(request, f"internal error: {detail}"[:1500],
                                code="internal_error", cause=exc) from exc
+        finally:
+            self._past_plan.discard(request.request_id)
 
     def _seen(self, study: str, query: str) -> set[str]:
-        """Distinct parameter sets of ``query`` answered for ``study`` (from the audit log)."""
+        """Distinct parameter sets of ``query`` answered, or refused after the plan check, for
+        ``study`` (from the audit log: entries whose reason ends with the plan mark)."""
         if self._distinct is None:
             self._distinct = {}
             for e in self.audit.entries():
                 match = _PLAN_KEY.search(str(e.get("reason", "")))
-                if e.get("decision") == "allowed" and match:
+                if match:
                     name = str(e.get("query", "")).split("@")[0]
                     self._distinct.setdefault((str(e.get("study")), name), set()).add(
                         match.group(1))
@@ -288,7 +311,7 @@ class SiteNode:
 
     def _check_plan(self, request: SiteRequest) -> str:
         """Refuse a request outside its study's plan; return the request's parameter key."""
-        params_key = hashlib.sha256(canonical_json(request.params)).hexdigest()[:16]
+        params_key = _params_key(request)
         study = request.study_id
         if study in self.plans:
             plan = self.plans[study]
@@ -358,6 +381,7 @@ class SiteNode:
                 f"carry less noise than the ledger is charged for"), name="noise_share_divisor")
 
         params_key = self._check_plan(request)
+        self._past_plan.add(request.request_id)
 
         try:
             query: Query = get_query(request.query, request.version)

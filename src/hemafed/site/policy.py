@@ -440,7 +440,6 @@ allowed_queries:
   - gbdt_histograms@1
   - km_risk_table@1
   - learn_eval_sums@1
-  - learn_feature_histogram@1
   - learn_risk_histogram@1
   - logistic_newton@1
   - marginal_counts@1

@@ -17,13 +17,25 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
   spec's, the schema's or the derived score's;
-* **grids and vectors**: time grids lie within the public time lattice (at most
-  :data:`MAX_GRID_POINTS` points in ``[0, MAX_TIME]``); iterated parameters (Cox/logistic
-  ``beta``) may change from round to round but have the design's width and bounded entries;
+* **grids and vectors**: every time grid (``grid``, ``time_grid``, a model's outcome grid) is
+  a set of points of one public lattice ``k / steps_per_unit`` (:data:`COARSER_LATTICES`,
+  ``k >= 0``: the lattice starts at 0) with at most :data:`MAX_GRID_POINTS` points in
+  ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
+  (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
+  grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
+  :mod:`hemafed.analytics.survival_queries`); iterated parameters (Cox/logistic ``beta``) may
+  change from round to round but have the design's width and bounded entries (each query
+  also bounds ``|beta_j|`` times covariate j's public half-width,
+  :func:`hemafed.analytics.design.check_coefficients`);
+* **boosting histograms** (``gbdt_histograms``): differentially private unless every boosting
+  analysis of the spec sets ``exact_histograms: true``, and binned on the spec's fixed edges
+  (``bins`` equal-width bins over each feature's public bounds,
+  :func:`hemafed.learn.features.fixed_bins`), never on edges the hub chooses;
 * **iteration caps**: per query, at most :meth:`StudyPlan.cap` *distinct* requests per study
   (Newton rounds, boosting rounds x tree depth, synthesis rounds, with room for one retry);
   the identical request asked again (a retry, a re-run) is not counted twice;
-* **DP**: a synthesis release (``marginal_counts``) must be differentially private.
+* **DP**: a synthesis release (``marginal_counts``) must be differentially private, and so
+  must boosting histograms unless the spec opts out (above).
 
 :meth:`StudyPlan.check` returns ``None`` for a request inside the plan, else the name of the
 plan element it breaks (for the refusal, :mod:`hemafed.privacy.refusal`) and the detail (for
@@ -97,7 +109,7 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
                       "cox_site_derivatives", "category_counts"}),
     "logistic": frozenset({"logistic_newton", "category_counts"}),
     "competing": frozenset({"time_histogram", "competing_risk_table", "category_counts"}),
-    "gbdt": frozenset({"learn_feature_histogram", "gbdt_label_sums", "gbdt_cox_risk_sets",
+    "gbdt": frozenset({"gbdt_label_sums", "gbdt_cox_risk_sets",
                        "gbdt_histograms", "learn_risk_histogram", "learn_eval_sums",
                        "time_histogram", "km_risk_table", "learn_site_concordance",
                        "learn_loso_concordance"}),
@@ -144,6 +156,17 @@ KIND_CAPS: dict[str, dict[str, int]] = {
 
 DP_QUERIES = frozenset({"marginal_counts"})
 """Queries the plan allows only as differentially private releases."""
+
+EXACT_HISTOGRAMS_KEY = "exact_histograms"
+"""The spec key by which a boosting analysis opts out of DP histograms (the officer approves
+exact, non-DP gradient histograms)."""
+
+KIND_TIME_MAPPINGS = {"gbdt": frozenset({"up"})}
+"""``time_mapping`` values a kind's hub steps use besides ``exact`` (the evaluation of a
+boosted model maps times up to its public weekly grid)."""
+
+GRID_KEYS = ("grid", "time_grid")
+"""Parameter keys holding a time grid (at any depth: a model's outcome carries one)."""
 
 _COLUMN_KEYS = frozenset({"column", "duration_col", "event_col", "group_col", "strata_col",
                           "row", "col"})
@@ -211,6 +234,8 @@ class StudyPlan:
     bins: frozenset[int]
     caps: Mapping[str, int]
     dp_required: frozenset[str] = field(default=DP_QUERIES)
+    time_mappings: frozenset[str] = frozenset({"exact"})
+    edges: frozenset[str] = frozenset()
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -225,6 +250,9 @@ class StudyPlan:
         spec_bounds: dict[str, tuple[float, float]] = {}
         spec_levels: dict[str, list[tuple[str, ...]]] = {}
         caps: dict[str, int] = {"cohort_size": 4}
+        mappings: set[str] = {"exact"}
+        edges: set[str] = set()
+        dp_required = set(DP_QUERIES)
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -237,6 +265,7 @@ class StudyPlan:
                 add(query, n)
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
+            mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
             cols = _analysis_columns(a) | KIND_DEFAULT_COLUMNS.get(a.kind, frozenset())
             columns |= cols
             for key in ("formula", "features"):
@@ -281,10 +310,13 @@ class StudyPlan:
                 add("category_counts", 4)
             elif a.kind == "gbdt":
                 rounds, depth = int(a.get("rounds", 20)), int(a.get("depth", 3))
+                edges.update(_gbdt_edges(a))
+                if a.get(EXACT_HISTOGRAMS_KEY) is not True:
+                    dp_required.add("gbdt_histograms")
                 add("gbdt_histograms", 2 * rounds * (depth + 1))
                 add("gbdt_cox_risk_sets", 2 * (rounds + 1))
                 add("gbdt_label_sums", 2 * (rounds + 1))
-                for q in ("learn_feature_histogram", "time_histogram", "km_risk_table"):
+                for q in ("time_histogram", "km_risk_table"):
                     add(q, 4)
                 for q in ("learn_risk_histogram", "learn_eval_sums", "learn_site_concordance",
                           "learn_loso_concordance"):
@@ -304,7 +336,8 @@ class StudyPlan:
             levels[col] = frozenset(cands)
         return cls(spec.study_id, spec.sha256, frozenset(queries), frozenset(columns),
                    frozenset(genes), frozenset(designs), bounds, levels,
-                   frozenset(bins or {20}), caps)
+                   frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
+                   frozenset(edges))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -335,6 +368,13 @@ class StudyPlan:
         if "max_patients" in params and params["max_patients"] != MAX_PATIENTS:
             return "max_patients", (f"max_patients must be the public bound {MAX_PATIENTS}, "
                                     f"got {params['max_patients']!r}")
+        mapping = params.get("time_mapping")
+        if mapping is not None and mapping not in self.time_mappings:
+            return "time_mapping", (f"time_mapping must be one of the study's "
+                                    f"{sorted(self.time_mappings)}, got {mapping!r}")
+        if query == "gbdt_histograms" and _canon(params.get("edges")) not in self.edges:
+            return "edges", ("the bin edges must be the spec's fixed bins (`bins` equal-width "
+                             "bins over each feature's public bounds)")
         if query == "time_histogram":
             if params.get("max_time") != MAX_TIME:
                 return "max_time", (f"max_time must be the plan's {MAX_TIME}, got "
@@ -415,21 +455,44 @@ class StudyPlan:
         return None
 
     def _sizes(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
-        for key in ("grid", "time_grid"):
-            grid = params.get(key)
-            if grid is None:
-                continue
-            if not isinstance(grid, list) or len(grid) > MAX_GRID_POINTS or not all(
-                    isinstance(g, int | float) and not isinstance(g, bool) and math.isfinite(g)
-                    and 0 <= g <= MAX_TIME for g in grid):
-                return key, (f"{key} must hold at most {MAX_GRID_POINTS} times in "
-                             f"[0, {MAX_TIME:g}]")
+        for key in GRID_KEYS:
+            for grid in _values_under(params, key):
+                if not isinstance(grid, list) or len(grid) > MAX_GRID_POINTS or not all(
+                        isinstance(g, int | float) and not isinstance(g, bool)
+                        and math.isfinite(g) and 0 <= g <= MAX_TIME for g in grid):
+                    return key, (f"{key} must hold at most {MAX_GRID_POINTS} times in "
+                                 f"[0, {MAX_TIME:g}]")
+                if not on_public_lattice(grid):
+                    return key, (f"{key} must be points k / steps_per_unit of one public "
+                                 f"lattice (steps_per_unit in {sorted(COARSER_LATTICES)})")
         for key in ("fine_bins", "lp_bins"):
             v = params.get(key)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool)
                                   or not 1 <= v <= MAX_FINE_BINS):
                 return key, f"{key} must be an integer in [1, {MAX_FINE_BINS}]"
         return None
+
+
+def on_public_lattice(grid: Iterable[float]) -> bool:
+    """Whether every point of ``grid`` is ``k / steps_per_unit`` (``k >= 0`` an integer) for
+    one ``steps_per_unit`` of :data:`COARSER_LATTICES`.
+
+    >>> on_public_lattice([1 / 12, 2 / 12]), on_public_lattice([0.3001])
+    (True, False)
+    """
+    points = [float(g) for g in grid]
+    return any(all(abs(g * spu - round(g * spu)) <= 1e-6 for g in points)
+               for spu in COARSER_LATTICES)
+
+
+def _gbdt_edges(a: Analysis) -> set[str]:
+    from hemafed.learn.features import feature_spec, fixed_bins
+
+    try:
+        design = feature_spec(a.get("features"))
+        return {_canon(fixed_bins(design, int(a.get("bins", 32))).to_params())}
+    except (InvalidInput, TypeError, ValueError):
+        return set()  # an unusable feature list fails at the hub; nothing to permit
 
 
 def _public_bounds(col: str, spec_bounds: Mapping[str, tuple[float, float]]

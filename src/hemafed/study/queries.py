@@ -38,7 +38,8 @@ QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
     "competing": ("time_histogram", "competing_risk_table"),
     # with os_time/os_status among its columns, the real KM curve is drawn under the synthetic one
     "synth": ("marginal_counts", "time_histogram", "km_risk_table"),
-    "gbdt": ("learn_feature_histogram", "gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
+    # boosting bins on the spec's fixed edges: no quantile sketch (learn_feature_histogram)
+    "gbdt": ("gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
              "learn_risk_histogram", "learn_eval_sums"),
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics.study_kinds import STUDY_RUNNERS
-from hemafed.errors import HemafedError, SitesChanged
+from hemafed.errors import HemafedError, InvalidInput, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.study.derived import DERIVED_LEVELS
 from hemafed.study.spec import Analysis, StudySpec
@@ -240,14 +240,25 @@ def run_cox_tv(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
 def run_gbdt(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """Federated boosted Cox model, evaluated (with the published score) by secure sums."""
+    from hemafed.learn.features import feature_spec, fixed_bins
     from hemafed.learn.gbdt import FederatedGBDT
     from hemafed.learn.metrics import evaluate, gbdt_predictor, ipssm_predictor
+    from hemafed.study.plan import EXACT_HISTOGRAMS_KEY
 
     dur, ev = a.get("duration"), a.get("event")
+    # the plan binds boosting to the spec's fixed bins and, unless the spec opts out, to DP
+    nm = a.get("noise_multiplier")
+    if nm is None and a.get(EXACT_HISTOGRAMS_KEY) is not True:
+        raise InvalidInput(f"analysis {a.id!r}: boosting histograms are differentially private "
+                           f"unless the spec opts out: set noise_multiplier (DP) or "
+                           f"{EXACT_HISTOGRAMS_KEY}: true")
+    design = feature_spec(a.get("features"))
     model = FederatedGBDT("survival:cox", n_rounds=int(a.get("rounds", 20)),
                           learning_rate=float(a.get("learning_rate", 0.1)),
-                          max_depth=int(a.get("depth", 3)))
-    model.fit(fed, a.get("features"), (dur, ev), study=spec.study_id)
+                          max_depth=int(a.get("depth", 3)),
+                          dp=None if nm is None else DPRequest(noise_multiplier=float(nm)))
+    model.fit(fed, design, (dur, ev), edges=fixed_bins(design, int(a.get("bins", 32))),
+              study=spec.study_id)
     rows = {"federated boosted model": evaluate(fed, gbdt_predictor(model), dur, ev,
                                                 study=spec.study_id)}
     if (spec.disease or "").upper() == "MDS":
