@@ -25,11 +25,19 @@ from hemafed.site import policy as site_policy
 from hemafed.study.spec import StudySpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "privacy"))
-from hostile import HostileHub  # noqa: E402  (the privacy tests' recording hub)
+from hostile import HostileHub
 
-TEMPLATE_KEYS = ("min_cell_size", "enforce_min_cell", "min_subgroup_size", "max_cells",
-                 "require_dp", "refuse_differencing", "allow_non_secure", "privacy_budget",
-                 "require_plan")
+TEMPLATE_KEYS = (
+    "min_cell_size",
+    "enforce_min_cell",
+    "min_subgroup_size",
+    "max_cells",
+    "require_dp",
+    "refuse_differencing",
+    "allow_non_secure",
+    "privacy_budget",
+    "require_plan",
+)
 
 
 def template_policy(**overrides: Any) -> dict[str, Any]:
@@ -39,22 +47,28 @@ def template_policy(**overrides: Any) -> dict[str, Any]:
     return {**{k: template[k] for k in TEMPLATE_KEYS}, **overrides}
 
 
-def make_sites(root: Path, cohorts: Mapping[str, Any], spec: StudySpec,
-               **policy: Any) -> LocalSites:
+def make_sites(
+    root: Path, cohorts: Mapping[str, Any], spec: StudySpec, **policy: Any
+) -> LocalSites:
     return build_sites(root, cohorts, spec, policy_overrides=template_policy(**policy))
 
 
 class Probe(HostileHub):
     """A hub sending one planned request at a time with the declarations the sites expect."""
 
-    def send(self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None,
-             sites: list[str] | None = None) -> tuple[Any, dict[str, str | None]]:
+    def send(
+        self,
+        query: str,
+        params: Mapping[str, Any],
+        *,
+        dp: DPRequest | None = None,
+        sites: list[str] | None = None,
+    ) -> tuple[Any, dict[str, str | None]]:
         """The hub's outcome, and each site's refusal code (``None``: it answered)."""
         n = len(sites or self.fed.site_dirs)
         specs = noisy_specs(get_query(query).declare(params), dp, n)
         start = len(self.replies)
-        outcome = self.ask(query, params, specs=specs, dp=dp, divisor=n if dp else 1,
-                           sites=sites)
+        outcome = self.ask(query, params, specs=specs, dp=dp, divisor=n if dp else 1, sites=sites)
         codes: dict[str, str | None] = {}
         for site, envelope in self.replies[start:]:
             body = unpack_map(unpack_map(envelope)["body"])

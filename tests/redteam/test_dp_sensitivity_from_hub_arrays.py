@@ -42,9 +42,16 @@ from hemafed.study.spec import StudySpec
 pytestmark = pytest.mark.redteam
 
 FORMULA = "age + hb + sex"
-SPEC = StudySpec.from_mapping({"study_id": "rt-dp", "requester": "r", "analyses": [
-    {"id": "hma", "kind": "iptw", "treatment": "hma", "formula": FORMULA},
-    {"id": "ms", "kind": "multistate"}]})
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "rt-dp",
+        "requester": "r",
+        "analyses": [
+            {"id": "hma", "kind": "iptw", "treatment": "hma", "formula": FORMULA},
+            {"id": "ms", "kind": "multistate"},
+        ],
+    }
+)
 DP = DPRequest(0.5, 1e-6)  # two such releases fit the template's per-study epsilon 1.0
 
 
@@ -66,18 +73,25 @@ def _l2(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 def _charged(site_dir: Path) -> float:
     policy = load_policy(site_dir)
     assert policy.require_dp
-    return PrivacyLedger.from_policy(site_dir / "ledger.jsonl", policy).spent(
-        SPEC.study_id).epsilon
+    return PrivacyLedger.from_policy(site_dir / "ledger.jsonl", policy).spent(SPEC.study_id).epsilon
 
 
 def test_iptw_km_influence_at_epsilon_half_gives_exact_death_counts(sites: Any) -> None:
     m, y, h, w = 12, 0.1, 1e-3, 2.0  # gamma = 0: every weight is 2
     y_w, d_w = np.full((2, m), 1e9), np.zeros((2, m))
     y_w[:, 0], d_w[:, 0] = y, y * h  # the only step: the first year
-    params = {"design": parse_formula(FORMULA, None).to_params(), "treatment": "hma",
-              "gamma": [0.0] * 4, "marginal": 1.0, "duration_col": "os_time",
-              "event_col": "os_status", "grid": [float(t) for t in range(1, m + 1)],
-              "time_mapping": "up", "w_events": d_w.tolist(), "w_at_risk": y_w.tolist()}
+    params = {
+        "design": parse_formula(FORMULA, None).to_params(),
+        "treatment": "hma",
+        "gamma": [0.0] * 4,
+        "marginal": 1.0,
+        "duration_col": "os_time",
+        "event_col": "os_status",
+        "grid": [float(t) for t in range(1, m + 1)],
+        "time_mapping": "up",
+        "w_events": d_w.tolist(),
+        "w_at_risk": y_w.tolist(),
+    }
     query = get_query("iptw_km_influence")
     declared = release_sensitivity(query.declare(params))
     unit = (w * (1 - h) / y) ** 2  # a death in the first year adds this to every entry
@@ -113,8 +127,16 @@ def test_iptw_km_influence_at_epsilon_half_gives_exact_death_counts(sites: Any) 
 def test_illness_death_influence_at_epsilon_half_gives_exact_transition_counts(sites: Any) -> None:
     grid = [day / 365.25 for day in range(1, 12 * 366)]  # every day: transitions lie on it
     m, y = len(grid), 2e-3
-    first = min(float(np.min(illness_death_paths(load_cohort(d), {}).t0[
-        illness_death_paths(load_cohort(d), {}).to > 0])) for d in sites.site_dirs.values())
+    first = min(
+        float(
+            np.min(
+                illness_death_paths(load_cohort(d), {}).t0[
+                    illness_death_paths(load_cohort(d), {}).to > 0
+                ]
+            )
+        )
+        for d in sites.site_dirs.values()
+    )
     j = int(np.argmin(np.abs(np.asarray(grid) - first)))
     at_risk = np.full((2, m), 1e9)
     at_risk[0, j] = y

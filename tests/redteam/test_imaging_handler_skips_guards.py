@@ -34,24 +34,44 @@ from hemafed.study.spec import StudySpec
 
 pytestmark = pytest.mark.redteam
 
-SPEC = StudySpec.from_mapping({"study_id": "rt-img", "requester": "r", "analyses": [
-    {"id": "d", "kind": "describe", "columns": ["age"]}]})
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "rt-img",
+        "requester": "r",
+        "analyses": [{"id": "d", "kind": "describe", "columns": ["age"]}],
+    }
+)
 PARAMS = {"column": "age", "low": 0.0, "high": 110.0}
 
 
 def _moments(fed: Any, handler: Any, sites: list[str]) -> Any:
     """One secure sum of the planned ``moments`` request over ``sites`` (the hub's result)."""
-    request = SiteRequest(uuid.uuid4().hex, SPEC.study_id, SPEC.sha256, "moments", "1",
-                          dict(PARAMS), "hub", None, 1, True)
+    request = SiteRequest(
+        uuid.uuid4().hex,
+        SPEC.study_id,
+        SPEC.sha256,
+        "moments",
+        "1",
+        dict(PARAMS),
+        "hub",
+        None,
+        1,
+        True,
+    )
     configs = [c for c in fed.site_configs() if c["site_id"] in sites]
 
     out: list[Any] = []
 
     def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> None:
         try:
-            out.append(SecureSumSession(exchange, fed.manifest, site_ids).secure_sum(
-                os.urandom(16), request.to_json(), get_query("moments").declare(PARAMS),
-                quorum=len(site_ids)))
+            out.append(
+                SecureSumSession(exchange, fed.manifest, site_ids).secure_sum(
+                    os.urandom(16),
+                    request.to_json(),
+                    get_query("moments").declare(PARAMS),
+                    quorum=len(site_ids),
+                )
+            )
         except HemafedError as exc:
             out.append(exc)
 

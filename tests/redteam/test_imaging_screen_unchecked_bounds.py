@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -32,19 +31,30 @@ from hemafed.study.spec import StudySpec
 
 pytestmark = pytest.mark.redteam
 
-SPEC = StudySpec.from_mapping({"study_id": "rt-screen", "requester": "r", "imaging": {
-    "modality": "MR", "settings": {"bin_width": 8.0, "aggregation": "averaged"},
-    "harmonise": {"features": ["firstorder_mean"], "covariates": []},
-    "bounds": {"firstorder_mean": [0, 400]}},
-    "analyses": [{"id": "lr", "kind": "logistic", "outcome": "os_status", "formula": "hb"}]})
-PARAMS = {"features": ["age"], "outcome": "os_status", "bounds": {"age": [0.0, 1.0]},
-          "max_patients": 1_000_000}
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "rt-screen",
+        "requester": "r",
+        "imaging": {
+            "modality": "MR",
+            "settings": {"bin_width": 8.0, "aggregation": "averaged"},
+            "harmonise": {"features": ["firstorder_mean"], "covariates": []},
+            "bounds": {"firstorder_mean": [0, 400]},
+        },
+        "analyses": [{"id": "lr", "kind": "logistic", "outcome": "os_status", "formula": "hb"}],
+    }
+)
+PARAMS = {
+    "features": ["age"],
+    "outcome": "os_status",
+    "bounds": {"age": [0.0, 1.0]},
+    "max_patients": 1_000_000,
+}
 
 
 def test_screen_with_tiny_bounds_is_a_barely_noised_release(tmp_path: Path) -> None:
     load_imaging_queries()
-    fed = make_sites(tmp_path, split_sites(generate("MDS", 240, 5), 3, 5), SPEC,
-                     require_dp=True)
+    fed = make_sites(tmp_path, split_sites(generate("MDS", 240, 5), 3, 5), SPEC, require_dp=True)
     query = get_query("imaging_screen")
     declared = release_sensitivity(query.declare(PARAMS))
     truth: dict[str, np.ndarray] = {}
@@ -56,10 +66,11 @@ def test_screen_with_tiny_bounds_is_a_barely_noised_release(tmp_path: Path) -> N
             truth[k] = truth.get(k, 0) + v
         oldest = int(np.nanargmax(cohort.patients["age"].astype(float).to_numpy()))
         p = cohort.patients
-        less = query.run(Cohort(p.drop(p.index[oldest]).reset_index(drop=True),
-                                cohort.mutations, cohort.panels), PARAMS)
-        worst = max(worst, math.sqrt(sum(float(np.sum((full[k] - less[k]) ** 2))
-                                         for k in full)))
+        less = query.run(
+            Cohort(p.drop(p.index[oldest]).reset_index(drop=True), cohort.mutations, cohort.panels),
+            PARAMS,
+        )
+        worst = max(worst, math.sqrt(sum(float(np.sum((full[k] - less[k]) ** 2)) for k in full)))
     assert worst / declared > 1000  # one patient moves the release ~3000 times the declared
 
     hub = Probe(fed, SPEC.study_id, SPEC.sha256)

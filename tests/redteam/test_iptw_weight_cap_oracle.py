@@ -32,8 +32,13 @@ from hemafed.study.spec import StudySpec
 pytestmark = pytest.mark.redteam
 
 FORMULA = "age + hb + sex"
-SPEC = StudySpec.from_mapping({"study_id": "rt-iptw", "requester": "r", "analyses": [
-    {"id": "hma", "kind": "iptw", "treatment": "hma", "formula": FORMULA}]})
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "rt-iptw",
+        "requester": "r",
+        "analyses": [{"id": "hma", "kind": "iptw", "treatment": "hma", "formula": FORMULA}],
+    }
+)
 SLOPE, OFFSET = 0.5, 40.0  # eta = -40 + 0.5 age: treated weight 1 + exp(40 - 0.5 age)
 
 
@@ -59,10 +64,17 @@ def test_bisection_on_max_weight_recovers_one_patients_age(tmp_path: Path) -> No
 
     def refused(log_cap: float) -> bool:
         params: dict[str, Any] = {
-            "design": design, "treatment": "hma", "gamma": gamma, "marginal": 1.0,
-            "max_weight": 1.0 + math.exp(log_cap), "duration_col": "os_time",
-            "event_col": "os_status", "grid": [1.0, 2.0, 3.0], "time_mapping": "up",
-            "beta": [0.0]}
+            "design": design,
+            "treatment": "hma",
+            "gamma": gamma,
+            "marginal": 1.0,
+            "max_weight": 1.0 + math.exp(log_cap),
+            "duration_col": "os_time",
+            "event_col": "os_status",
+            "grid": [1.0, 2.0, 3.0],
+            "time_mapping": "up",
+            "beta": [0.0],
+        }
         _, codes = hub.send("iptw_cox_sums", params, dp=dp)
         assert codes[target] in (None, "data_do_not_fit"), codes
         return codes[target] == "data_do_not_fit"

@@ -10,7 +10,6 @@ directories (with their measurement tables), the real site node and secure aggre
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,11 @@ import pandas as pd
 import pytest
 from redteam_hub import Probe, make_sites
 
-from hemafed.analytics.mixed import import_measurements, longitudinal_site_handler, read_measurements
+from hemafed.analytics.mixed import (
+    import_measurements,
+    longitudinal_site_handler,
+    read_measurements,
+)
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.study.spec import StudySpec
@@ -26,9 +29,22 @@ from hemafed.study.spec import StudySpec
 pytestmark = pytest.mark.redteam
 
 BOUNDS = {"hb_m": [0.0, 25.0], "time": [0.0, 10.0], "age": [0.0, 110.0]}
-SPEC = StudySpec.from_mapping({"study_id": "rt-lmm", "requester": "r", "analyses": [
-    {"id": "lmm", "kind": "lmm", "outcome": "hb_m", "time": "time", "covariates": ["age"],
-     "bounds": BOUNDS}]})
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "rt-lmm",
+        "requester": "r",
+        "analyses": [
+            {
+                "id": "lmm",
+                "kind": "lmm",
+                "outcome": "hb_m",
+                "time": "time",
+                "covariates": ["age"],
+                "bounds": BOUNDS,
+            }
+        ],
+    }
+)
 
 
 def _measurements(patients: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -37,8 +53,13 @@ def _measurements(patients: pd.DataFrame, seed: int) -> pd.DataFrame:
     rows = []
     for pid in patients["patient_id"]:
         for v in range(int(rng.integers(2, 9))):
-            rows.append({"patient_id": pid, "time": 0.25 * v,
-                         "hb_m": float(np.round(rng.normal(10, 1.5), 3))})
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "time": 0.25 * v,
+                    "hb_m": float(np.round(rng.normal(10, 1.5), 3)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -54,8 +75,14 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _params(bounds: dict[str, list[float]], max_obs: int = 50) -> dict[str, Any]:
-    return {"outcome": "hb_m", "time": "time", "covariates": ["age"], "bounds": bounds,
-            "theta": [1.0, 0.0, 1.0], "max_obs": max_obs}
+    return {
+        "outcome": "hb_m",
+        "time": "time",
+        "covariates": ["age"],
+        "bounds": bounds,
+        "theta": [1.0, 0.0, 1.0],
+        "max_obs": max_obs,
+    }
 
 
 def test_bisection_on_lmm_bounds_recovers_one_measurement(sites: Any) -> None:
