@@ -38,7 +38,8 @@ SPEC = StudySpec.from_mapping({
     "study_id": "loso-test", "requester": "tester",
     # the sites' plan: a boosted survival model on these features (and its validation)
     "analyses": [{"id": "gbdt", "kind": "gbdt", "duration": OUTCOME[0], "event": OUTCOME[1],
-                  "features": " + ".join(FEATURES)}]})
+                  "features": " + ".join(FEATURES), "bins": KW["max_bins"],
+                  "exact_histograms": True}]})
 
 
 @pytest.fixture(scope="module")

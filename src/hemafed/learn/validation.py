@@ -259,11 +259,15 @@ def _fold_models(federation_for: FederationFor, ids: Sequence[str], spec: Design
                  outcome: tuple[str, str], grid: tuple[float, ...], study: str,
                  **kw: Any) -> dict[str, FederatedGBDT]:
     """One federated Cox boosting model per site, trained over the other sites."""
+    from hemafed.learn.features import fixed_bins
+
+    # the spec's fixed bins (an approved boosting study's plan binds the edges to them)
+    edges = fixed_bins(spec, int(kw.get("max_bins", 32)))
     models: dict[str, FederatedGBDT] = {}
     for held in ids:
         others = [s for s in ids if s != held]
         models[held] = FederatedGBDT("survival:cox", grid=grid, **kw).fit(
-            federation_for(others), spec, outcome, study=study)
+            federation_for(others), spec, outcome, edges=edges, study=study)
         log.info("leave-one-site-out: fold without site %s trained", held)
     return models
 
