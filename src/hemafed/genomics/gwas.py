@@ -32,7 +32,8 @@ from scipy import stats
 
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import DPRequest, Federation
-from hemafed.genomics.pca import PCAResult, choose_pca_variants, federated_pca
+from hemafed.genomics.ld import PruneRule, federated_indep_pairwise
+from hemafed.genomics.pca import PCAResult, cap_variants, choose_pca_variants, federated_pca
 from hemafed.genomics.qc import QCFilters, VariantQC
 from hemafed.genomics.queries import (
     COUNTS_QUERY,
@@ -82,6 +83,9 @@ class FederatedGWAS:
     # the network's public cohort-size bound, which approved study plans fix (study.plan)
     max_patients: int = 1_000_000
     pca_max_variants: int = 2000
+    # PCA variants: LD-pruned as plink2 --indep-pairwise (None: thinned to one per
+    # pca_min_distance bp instead)
+    pca_prune: PruneRule | None = field(default_factory=PruneRule)
     pca_min_distance: int = 20_000
     max_iter: int = 30
     tol: float = 1e-10
@@ -145,9 +149,16 @@ class FederatedGWAS:
                                  "covariates": list(self.covariates)}
         trait_spec(assoc)
         if self.n_pcs:
-            idx = choose_pca_variants(variant_list.frame, qc, passing,
-                                      min_distance=self.pca_min_distance,
-                                      max_variants=self.pca_max_variants)
+            if self.pca_prune is None:
+                idx = choose_pca_variants(variant_list.frame, qc, passing,
+                                          min_distance=self.pca_min_distance,
+                                          max_variants=self.pca_max_variants)
+            else:
+                cand = choose_pca_variants(variant_list.frame, qc, passing, min_distance=0,
+                                           max_variants=len(variant_list))
+                idx = cap_variants(federated_indep_pairwise(
+                    lambda q, p: self._sum(fed, q, p), base, variant_list.frame, qc, cand,
+                    self.pca_prune), self.pca_max_variants)
             self.pca = federated_pca(fed, base, idx, qc["alt_freq"].to_numpy()[idx], self.n_pcs,
                                      study=study_id, dp=self.dp)
             self.secure_sums += 1

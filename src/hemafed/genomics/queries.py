@@ -32,6 +32,7 @@ from hemafed.genomics.store import GenotypeStore, site_store
 
 COUNTS_QUERY, GRAM_QUERY, NULL_QUERY = "gwas_counts", "gwas_pca_gram", "gwas_null"
 LINEAR_QUERY, LOGISTIC_QUERY = "gwas_linear", "gwas_logistic"
+LD_QUERY, FIRTH_QUERY = "gwas_ld_pairs", "gwas_firth"
 _FINE = 1e-15
 _FIELD = FIELDS
 
@@ -246,6 +247,48 @@ def _gram_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"gram": _upper(z @ z.T), "n": np.array([float(cols.size)])}
 
 
+# --- gwas_ld_pairs ----------------------------------------------------------------------------
+
+def _ld_sizes(params: Params) -> tuple[np.ndarray, np.ndarray]:
+    idx = unpack(params.get("variants"), "<i4", "variants")
+    pairs = unpack(params.get("pairs"), "<i4", "pairs")
+    if pairs.size == 0 or pairs.size % 2:
+        raise InvalidInput("parameter 'pairs' must hold a non-empty list of (a, b) positions")
+    pairs = pairs.reshape(-1, 2)
+    if pairs.min() < 0 or pairs.max() >= idx.size:
+        raise InvalidInput("parameter 'pairs' points outside 'variants'")
+    return idx, pairs
+
+
+def _ld_check(params: Params) -> None:
+    _common(params)
+    _ld_sizes(params)
+
+
+def _ld_declare(params: Params) -> dict[str, Statistic]:
+    n = float(_int(params, "max_patients", 1))
+    m = _ld_sizes(params)[1].shape[0]
+    # per pair (n, s_a, q_a, s_b, q_b, d): one patient adds at most (1, 2, 4, 2, 4, 4)
+    return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m))}
+
+
+def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Per pair, sums over the patients called at both variants (PLINK's pairwise r^2)."""
+    store, cols, _, _ = analysis_rows(cohort, params)
+    idx, pairs = _ld_sizes(params)
+    g = _variant_rows(store, idx)[:, cols].astype(np.int64)
+    called = (g >= 0).astype(np.int64)
+    g = np.where(g < 0, 0, g)
+    out = np.empty((pairs.shape[0], 6))
+    for lo in range(0, pairs.shape[0], 4096):
+        a, b = pairs[lo:lo + 4096, 0], pairs[lo:lo + 4096, 1]
+        both = called[a] * called[b]
+        ga, gb = g[a] * both, g[b] * both
+        out[lo:lo + a.size] = np.stack([both.sum(1), ga.sum(1), (ga * ga).sum(1), gb.sum(1),
+                                        (gb * gb).sum(1), (ga * gb).sum(1)], axis=1)
+    return {"pairs": out}
+
+
 # --- gwas_null ---------------------------------------------------------------------------------
 
 def _null_check(params: Params) -> None:
@@ -383,6 +426,8 @@ for _name, _compute, _declare, _check, _desc in (
      "genotype counts (hom REF, het, hom ALT, missing) per variant of a range"),
     (GRAM_QUERY, _gram_compute, _gram_declare, _gram_check,
      "cross-product of standardised genotypes of the PCA variants"),
+    (LD_QUERY, _ld_compute, _ld_declare, _ld_check,
+     "per pair of variants, genotype sums over patients called at both (LD pruning)"),
     (NULL_QUERY, _null_compute, _null_declare, _null_check,
      "covariate sums of the null model (linear) or its Newton gradient/Hessian (logistic)"),
     (LINEAR_QUERY, _linear_compute, _linear_declare, _linear_check,
