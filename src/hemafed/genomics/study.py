@@ -14,7 +14,7 @@ from typing import Any
 from hemafed.federation.api import Federation
 from hemafed.genomics.gwas import FederatedGWAS
 from hemafed.genomics.plots import plot_points
-from hemafed.genomics.release import MEMBERSHIP_CAVEAT, top_hits, withhold_rare
+from hemafed.genomics.release import MEMBERSHIP_CAVEAT, ssf_text, top_hits, withhold_rare
 from hemafed.genomics.variants import VariantList
 from hemafed.study.runner import frame_json
 from hemafed.study.spec import Analysis, StudySpec
@@ -41,4 +41,10 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "genome_wide_hits": int((released["p"] < 5e-8).sum()),
                       "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
                       "secure_sums": gwas.secure_sums},
-            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT}
+            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT,
+            # the released rows as GWAS-SSF; `hemafed study run` writes <id>.tsv + its YAML
+            "ssf": {"text": ssf_text(gwas.summary, min_mac=min_mac), "min_mac": min_mac,
+                    "trait": str(a.get("trait")) + ("" if threshold is None
+                                                    else f" >= {threshold}"),
+                    "n": int(gwas.summary["n"].max()) if len(gwas.summary) else 0,
+                    "build": vlist.build}}
