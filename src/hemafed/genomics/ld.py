@@ -21,6 +21,7 @@ Differences to PLINK: only variant-count windows (``kb`` windows are not support
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ def indep_pairwise(chrom: np.ndarray, major_freq: np.ndarray, no_variance: np.nd
     n = chrom.size
     removed = np.zeros(n, dtype=bool)
     bounds = np.flatnonzero(np.r_[True, chrom[1:] != chrom[:-1], True])
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+    for s, e in itertools.pairwise(bounds):
         if e - s > 1:
             _prune_contig(int(s), int(e), major_freq, no_variance, linked, rule, removed)
     return ~removed
