@@ -12,8 +12,9 @@ from bed_reader import open_bed
 from genomics_world import STUDY, World, plink2
 
 from hemafed.genomics.gwas import FederatedGWAS
+from hemafed.genomics.ld import PruneRule, federated_indep_pairwise
 from hemafed.genomics.loci import HBF_LOCI
-from hemafed.genomics.pca import site_scores
+from hemafed.genomics.pca import choose_pca_variants, site_scores
 from hemafed.genomics.queries import standardise
 from hemafed.genomics.store import load_store, store_dir
 
@@ -80,3 +81,30 @@ def test_hbf_positive_controls_genome_wide_significant(fits: dict[int, Federated
         assert row["pos"] == locus.pos and str(row["chrom"]) == locus.chrom
         assert row["p"] < 5e-8, (locus.rsid, row["p"])
         assert row["beta"] > 0
+
+
+def _plink_prune(world: World, tmp: Path, candidates: np.ndarray, rule: str) -> list[str]:
+    ids = world.vlist.frame["id"].iloc[candidates]
+    (tmp / "cand.snps").write_text("\n".join(ids) + "\n")
+    plink2("--bfile", str(world.files / "pooled"), "--extract", str(tmp / "cand.snps"),
+           "--indep-pairwise", *rule.split(), "--out", str(tmp / "ld"))
+    return (tmp / "ld.prune.in").read_text().split()
+
+
+def test_ld_pruning_keeps_plink2_indep_pairwise_set(world: World, fits: dict[int, FederatedGWAS],
+                                                    tmp_path: Path) -> None:
+    """The PCA variants are the r^2-pruned set of plink2 --indep-pairwise 50 5 0.2 on the
+    pooled file (same candidates), and another window/step/threshold keeps plink2's set too."""
+    fit = fits[4]
+    assert fit.pca is not None and fit.pca_prune == PruneRule(50, 5, 0.2)
+    cand = choose_pca_variants(world.vlist.frame, fit.qc, fit.qc["passing"].to_numpy(),
+                               min_distance=0, max_variants=len(world.vlist))
+    kept = _plink_prune(world, tmp_path, cand, "50 5 0.2")
+    assert 100 < len(kept) < 0.9 * cand.size < fit.pca_max_variants
+    assert list(world.vlist.frame["id"].iloc[fit.pca.variants]) == kept
+    other = world.run(lambda fed: federated_indep_pairwise(
+        lambda q, p: fed.secure_sum(q, p, study=STUDY), {
+            "study": STUDY, "variant_list": world.vlist.sha256, "max_patients": fit.max_patients},
+        world.vlist.frame, fit.qc, cand, PruneRule(20, 3, 0.5), chunk=300))
+    assert list(world.vlist.frame["id"].iloc[other]) == _plink_prune(world, tmp_path, cand,
+                                                                    "20 3 0.5")

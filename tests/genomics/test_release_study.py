@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from genomics_world import STUDY, World
 
 from hemafed.demo import run_study_on
@@ -15,7 +16,13 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.local import LocalSumFederation
 from hemafed.genomics.gwas import FederatedGWAS
 from hemafed.genomics.loci import HBF_LOCI, nearest_gene
-from hemafed.genomics.release import SSF_COLUMNS, top_hits, withhold_rare, write_ssf
+from hemafed.genomics.release import (
+    SSF_COLUMNS,
+    top_hits,
+    withhold_rare,
+    write_ssf,
+    write_study_ssf,
+)
 from hemafed.genomics.store import register_site_dir
 from hemafed.site.store import load_cohort
 from hemafed.study.report import write_report
@@ -85,5 +92,12 @@ def test_gwas_study_analysis_and_report(world: World, tmp_path: Path) -> None:
     top = pd.DataFrame(pc["tables"]["top_hits"]["data"], columns=pc["tables"]["top_hits"]["columns"])
     assert "BCL11A" in set(top["nearest_gene"])
     assert pc["provenance"]["sites"] == 5
+    # the GWAS-SSF file and its YAML metadata, as `hemafed study run` writes them
+    tsv, meta = write_study_ssf(pc, tmp_path, STUDY)
+    ssf = pd.read_csv(tsv, sep="\t", dtype={"chromosome": str})
+    assert tuple(ssf.columns) == SSF_COLUMNS and len(ssf) == pc["stats"]["released"]
+    info = yaml.safe_load(meta.read_text())
+    assert info["data_file_name"] == "hbf.tsv" and info["genome_assembly"] == "GRCh38"
+    assert info["minimum_minor_allele_count"] == 10 and info["samples"][0]["sample_size"] > 300
     html = write_report(results, tmp_path / "report.html").read_text()
     assert html.count("<img") >= 4 and "membership inference" in html and "lambda" in html

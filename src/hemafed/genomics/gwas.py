@@ -32,10 +32,12 @@ from scipy import stats
 
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import DPRequest, Federation
-from hemafed.genomics.pca import PCAResult, choose_pca_variants, federated_pca
+from hemafed.genomics.ld import PruneRule, federated_indep_pairwise
+from hemafed.genomics.pca import PCAResult, cap_variants, choose_pca_variants, federated_pca
 from hemafed.genomics.qc import QCFilters, VariantQC
 from hemafed.genomics.queries import (
     COUNTS_QUERY,
+    FIRTH_QUERY,
     LINEAR_QUERY,
     LOGISTIC_QUERY,
     NULL_QUERY,
@@ -48,8 +50,10 @@ log = logging.getLogger(__name__)
 
 MODELS = ("linear", "logistic")
 TESTS = ("wald", "score")
+FIRTH = ("no", "fallback", "always")
+"""Firth regression as PLINK 2 ``--glm no-firth | firth-fallback | firth``."""
 SUMMARY_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "a1_freq", "n", "beta", "se", "stat",
-                   "p", "hwe_p", "call_rate", "mac")
+                   "p", "hwe_p", "call_rate", "mac", "firth")
 
 
 def _sym(upper: np.ndarray, k: int) -> np.ndarray:
@@ -78,10 +82,14 @@ class FederatedGWAS:
     n_pcs: int = 10
     filters: QCFilters = field(default_factory=QCFilters)
     test: str = "wald"
+    firth: str = "fallback"
     chunk: int = 20_000
     # the network's public cohort-size bound, which approved study plans fix (study.plan)
     max_patients: int = 1_000_000
     pca_max_variants: int = 2000
+    # PCA variants: LD-pruned as plink2 --indep-pairwise (None: thinned to one per
+    # pca_min_distance bp instead)
+    pca_prune: PruneRule | None = field(default_factory=PruneRule)
     pca_min_distance: int = 20_000
     max_iter: int = 30
     tol: float = 1e-10
@@ -100,6 +108,8 @@ class FederatedGWAS:
             raise InvalidInput(f"model must be one of {list(MODELS)}, got {self.model!r}")
         if self.test not in TESTS:
             raise InvalidInput(f"test must be one of {list(TESTS)}, got {self.test!r}")
+        if self.firth not in FIRTH:
+            raise InvalidInput(f"firth must be one of {list(FIRTH)}, got {self.firth!r}")
         if self.dp is not None and self.model != "linear":
             raise InvalidInput("dp= is available for the linear model only (noisy Newton rounds "
                                "per variant are not supported)")
@@ -145,9 +155,16 @@ class FederatedGWAS:
                                  "covariates": list(self.covariates)}
         trait_spec(assoc)
         if self.n_pcs:
-            idx = choose_pca_variants(variant_list.frame, qc, passing,
-                                      min_distance=self.pca_min_distance,
-                                      max_variants=self.pca_max_variants)
+            if self.pca_prune is None:
+                idx = choose_pca_variants(variant_list.frame, qc, passing,
+                                          min_distance=self.pca_min_distance,
+                                          max_variants=self.pca_max_variants)
+            else:
+                cand = choose_pca_variants(variant_list.frame, qc, passing, min_distance=0,
+                                           max_variants=len(variant_list))
+                idx = cap_variants(federated_indep_pairwise(
+                    lambda q, p: self._sum(fed, q, p), base, variant_list.frame, qc, cand,
+                    self.pca_prune), self.pca_max_variants)
             self.pca = federated_pca(fed, base, idx, qc["alt_freq"].to_numpy()[idx], self.n_pcs,
                                      study=study_id, dp=self.dp)
             self.secure_sums += 1
@@ -166,7 +183,7 @@ class FederatedGWAS:
             "chrom": v["chrom"], "pos": v["pos"], "id": v["id"], "ref": v["ref"], "alt": v["alt"],
             "a1_freq": q["alt_freq"], "n": est["n"], "beta": est["beta"], "se": est["se"],
             "stat": est["stat"], "p": est["p"], "hwe_p": q["hwe_p"], "call_rate": q["call_rate"],
-            "mac": q["mac"]})
+            "mac": q["mac"], "firth": est.get("firth", np.zeros(tested.size, dtype=bool))})
         return self
 
     def _linear(self, fed: Federation, assoc: dict[str, Any], tested: np.ndarray,
@@ -225,10 +242,16 @@ class FederatedGWAS:
         beta0 = self._null_logistic(fed, assoc)
         k1 = beta0.size + 1
         out = {name: np.full(tested.size, np.nan) for name in ("beta", "se", "stat", "p", "n")}
+        out["firth"] = np.zeros(tested.size, dtype=bool)
         for start in range(0, tested.size, self.chunk):
             idx = tested[start:start + self.chunk]
+            rows = slice(start, start + idx.size)
+            if self.firth == "always" and self.test == "wald":
+                self._firth_fit(fed, assoc, idx, beta0, out, start + np.arange(idx.size))
+                continue
             beta = np.tile(np.append(beta0, 0.0), (idx.size, 1))
             active = np.arange(idx.size)
+            separated = np.zeros(idx.size, dtype=bool)
             cov_gg = np.full(idx.size, np.nan)
             nobs = np.zeros(idx.size)
             rounds = 0
@@ -238,6 +261,11 @@ class FederatedGWAS:
                                                       "beta": pack(beta[active])})
                 h = _sym(res["hess"], k1)
                 nobs[active] = res["n"]
+                if rounds == 1:
+                    # PLINK's check: an allele absent from cases or from controls
+                    case_ref = 2 * res["cases"] - res["case_alt"]
+                    separated = ((res["case_alt"] == 0) | (res["case_alt"] == res["alt"])
+                                 | (case_ref == 0) | (case_ref == 2 * res["n"] - res["alt"]))
                 try:
                     inv = np.linalg.inv(h)
                 except np.linalg.LinAlgError:
@@ -257,6 +285,8 @@ class FederatedGWAS:
                 done = np.max(np.abs(step), axis=1) < self.tol
                 diverged = np.abs(beta[active, -1]) > 50
                 active = active[~(done | diverged)]
+                if self.firth == "fallback":
+                    active = active[~separated[active]]  # straight to Firth, as PLINK
                 if active.size == 0:
                     break
             if self.test == "score":
@@ -268,13 +298,67 @@ class FederatedGWAS:
                 bad[active] = True
                 log.warning("%d variant(s) did not converge in %d Newton rounds", active.size, rounds)
             z = gamma / se
-            rows = slice(start, start + idx.size)
             out["beta"][rows] = np.where(bad, np.nan, gamma)
             out["se"][rows] = np.where(bad, np.nan, se)
             out["stat"][rows] = np.where(bad, np.nan, z)
             out["p"][rows] = np.where(bad, np.nan, 2 * stats.norm.sf(np.abs(z)))
             out["n"][rows] = nobs
+            if self.firth == "fallback":
+                redo = np.flatnonzero(bad | separated)
+                if redo.size:
+                    self._firth_fit(fed, assoc, idx[redo], beta0, out, start + redo)
         return out
+
+    def _firth_fit(self, fed: Federation, assoc: dict[str, Any], idx: np.ndarray,
+                   beta0: np.ndarray, out: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Firth's penalised logistic regression of the variants ``idx`` (PLINK 2's ``firth``:
+        Newton steps on ``l + 1/2 log det I`` capped at 5, halved while the penalised
+        log-likelihood falls; Wald z from ``I^-1`` at the estimate); each round one secure sum."""
+        k1 = beta0.size + 1
+        tw = np.where(np.equal(*np.triu_indices(k1)), 1.0, 2.0)  # upper-triangle weights
+        beta = np.tile(np.append(beta0, 0.0), (idx.size, 1))
+        step = np.zeros_like(beta)
+        best = np.full(idx.size, -np.inf)
+        halvings = np.zeros(idx.size, dtype=int)
+        active = np.arange(idx.size)
+        for _ in range(self.max_iter * 2):
+            res = self._sum(fed, FIRTH_QUERY, {**assoc, "variants": pack(idx[active], "<i4"),
+                                               "beta": pack(beta[active])})
+            h = _sym(res["hess"], k1)
+            sign, logdet = np.linalg.slogdet(h)
+            pll = np.where(sign > 0, res["loglik"] + 0.5 * logdet, -np.inf)
+            worse = (pll < best[active] - 1e-10) & (halvings[active] < 20)
+            back = active[worse]
+            step[back] /= 2
+            beta[back] -= step[back]
+            halvings[back] += 1
+            ok = ~worse
+            fresh = active[ok]
+            best[fresh], halvings[fresh] = pll[ok], 0
+            inv = np.linalg.pinv(h[ok])
+            third = res["third"][ok].reshape(-1, k1, tw.size)
+            iu = np.triu_indices(k1)
+            ustar = res["grad"][ok] + np.einsum("mrt,mt->mr", third, inv[:, iu[0], iu[1]] * tw)
+            new = np.einsum("mij,mj->mi", inv, ustar)
+            big = np.max(np.abs(new), axis=1)
+            new *= np.minimum(1.0, 5.0 / np.maximum(big, 1e-300))[:, None]
+            done = big < 1e-8
+            conv = fresh[done]
+            se = np.sqrt(inv[done, -1, -1])
+            gamma = beta[conv, -1] + new[done, -1]
+            z = gamma / se
+            r = rows[conv]
+            out["beta"][r], out["se"][r], out["stat"][r] = gamma, se, z
+            out["p"][r], out["n"][r], out["firth"][r] = 2 * stats.norm.sf(np.abs(z)), \
+                res["n"][ok][done], True
+            step[fresh], beta[fresh] = new, beta[fresh] + new
+            active = np.sort(np.concatenate([back, fresh[~done]]))
+            if active.size == 0:
+                return
+        log.warning("%d variant(s): Firth regression did not converge", active.size)
+        r = rows[active]
+        out["beta"][r] = out["se"][r] = out["stat"][r] = out["p"][r] = np.nan
+        out["firth"][r] = True
 
     # -- results --------------------------------------------------------------------------------
 

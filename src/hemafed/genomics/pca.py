@@ -8,9 +8,10 @@ sqrt(lambda)``, and ``lambda / p`` are the eigenvalues of the GRM ``ZZ'/p`` (PLI
 ``.eigenval``). The hub learns ``V`` and ``lambda`` (functions of the pooled cross-product only);
 each site computes its own patients' rows of ``U`` (:func:`site_scores`), which never leave it.
 
-PCA variants are chosen from the pooled QC by the hub: passing QC, MAF >= ``min_maf``, and thinned
-to at most one per ``min_distance`` bp (distance thinning stands in for r^2 pruning: LD in the
-data decays well within the default 20 kb window). By default only variants without a missing
+PCA variants are chosen from the pooled QC by the hub: passing QC, MAF >= ``min_maf``, then
+LD-pruned by pairwise r^2 as ``plink2 --indep-pairwise`` (:mod:`hemafed.genomics.ld`, secure sums
+of the pair statistics; ``FederatedGWAS.pca_prune``), or without pruning thinned to at most one
+per ``min_distance`` bp, and capped at ``max_variants``. By default only variants without a missing
 call are used: missing calls are mean-imputed here (0 after standardising), while PLINK 2 corrects
 its GRM for missingness otherwise, so only on complete variants are the two conventions the same;
 lower ``min_call_rate`` where too few variants are complete.
@@ -53,7 +54,8 @@ def choose_pca_variants(variants: pd.DataFrame, qc: pd.DataFrame, passing: np.nd
                         min_maf: float = 0.05, min_distance: int = 20_000,
                         max_variants: int = 2000, min_call_rate: float = 1.0) -> np.ndarray:
     """Indices of the PCA variants: passing, common, called in at least ``min_call_rate`` of the
-    patients, thinned by distance, at most ``max_variants``."""
+    patients, thinned by distance (``min_distance`` 0: not thinned), at most ``max_variants``
+    (:func:`cap_variants`)."""
     maf = np.minimum(qc["alt_freq"], 1 - qc["alt_freq"]).to_numpy()
     cand = np.flatnonzero(passing & (maf >= min_maf)
                           & (qc["call_rate"].to_numpy() >= min_call_rate))
@@ -64,10 +66,14 @@ def choose_pca_variants(variants: pd.DataFrame, qc: pd.DataFrame, passing: np.nd
         if c not in last or p - last[c] >= min_distance:
             chosen.append(int(i))
             last[c] = p
-    out = np.asarray(chosen, dtype=np.int64)
-    if out.size > max_variants:
-        out = out[np.linspace(0, out.size - 1, max_variants).round().astype(int)]
-    return out
+    return cap_variants(np.asarray(chosen, dtype=np.int64), max_variants)
+
+
+def cap_variants(idx: np.ndarray, max_variants: int) -> np.ndarray:
+    """At most ``max_variants`` of ``idx``, evenly spaced along the list."""
+    if idx.size > max_variants:
+        idx = idx[np.linspace(0, idx.size - 1, max_variants).round().astype(int)]
+    return np.asarray(idx, dtype=np.int64)
 
 
 def federated_pca(fed: Federation, base: dict[str, object], variants: np.ndarray,

@@ -32,6 +32,7 @@ from hemafed.genomics.store import GenotypeStore, site_store
 
 COUNTS_QUERY, GRAM_QUERY, NULL_QUERY = "gwas_counts", "gwas_pca_gram", "gwas_null"
 LINEAR_QUERY, LOGISTIC_QUERY = "gwas_linear", "gwas_logistic"
+LD_QUERY, FIRTH_QUERY = "gwas_ld_pairs", "gwas_firth"
 _FINE = 1e-15
 _FIELD = FIELDS
 
@@ -246,6 +247,48 @@ def _gram_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"gram": _upper(z @ z.T), "n": np.array([float(cols.size)])}
 
 
+# --- gwas_ld_pairs ----------------------------------------------------------------------------
+
+def _ld_sizes(params: Params) -> tuple[np.ndarray, np.ndarray]:
+    idx = unpack(params.get("variants"), "<i4", "variants")
+    pairs = unpack(params.get("pairs"), "<i4", "pairs")
+    if pairs.size == 0 or pairs.size % 2:
+        raise InvalidInput("parameter 'pairs' must hold a non-empty list of (a, b) positions")
+    pairs = pairs.reshape(-1, 2)
+    if pairs.min() < 0 or pairs.max() >= idx.size:
+        raise InvalidInput("parameter 'pairs' points outside 'variants'")
+    return idx, pairs
+
+
+def _ld_check(params: Params) -> None:
+    _common(params)
+    _ld_sizes(params)
+
+
+def _ld_declare(params: Params) -> dict[str, Statistic]:
+    n = float(_int(params, "max_patients", 1))
+    m = _ld_sizes(params)[1].shape[0]
+    # per pair (n, s_a, q_a, s_b, q_b, d): one patient adds at most (1, 2, 4, 2, 4, 4)
+    return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m))}
+
+
+def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Per pair, sums over the patients called at both variants (PLINK's pairwise r^2)."""
+    store, cols, _, _ = analysis_rows(cohort, params)
+    idx, pairs = _ld_sizes(params)
+    g = _variant_rows(store, idx)[:, cols].astype(np.int64)
+    called = (g >= 0).astype(np.int64)
+    g = np.where(g < 0, 0, g)
+    out = np.empty((pairs.shape[0], 6))
+    for lo in range(0, pairs.shape[0], 4096):
+        a, b = pairs[lo:lo + 4096, 0], pairs[lo:lo + 4096, 1]
+        both = called[a] * called[b]
+        ga, gb = g[a] * both, g[b] * both
+        out[lo:lo + a.size] = np.stack([both.sum(1), ga.sum(1), (ga * ga).sum(1), gb.sum(1),
+                                        (gb * gb).sum(1), (ga * gb).sum(1)], axis=1)
+    return {"pairs": out}
+
+
 # --- gwas_null ---------------------------------------------------------------------------------
 
 def _null_check(params: Params) -> None:
@@ -340,7 +383,7 @@ def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _logistic_check(params: Params) -> None:
     _common(params)
     if trait_spec(params)[1] is None:
-        raise InvalidInput("gwas_logistic needs a binary trait (a 'threshold')")
+        raise InvalidInput(f"{LOGISTIC_QUERY} and {FIRTH_QUERY} need a binary trait (a 'threshold')")
     _check_pca(params)
     m = unpack(params.get("variants"), "<i4", "variants").size
     unpack(params.get("beta"), "<f8", "beta", m * (n_covariates(params) + 1))
@@ -352,7 +395,12 @@ def _logistic_declare(params: Params) -> dict[str, Statistic]:
     k1 = n_covariates(params) + 1
     return {"grad": Statistic((m, k1), -2 * n, 2 * n, _FINE, sensitivity=math.sqrt(m * (k1 + 3))),
             "hess": Statistic((m, tri(k1)), -n, n, _FINE, sensitivity=math.sqrt(m * tri(k1))),
-            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
+            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m)),
+            # ALT dosage in cases and in all fitted patients, and the cases: PLINK's separation
+            # check (an allele absent from cases or from controls -> Firth fallback)
+            "case_alt": Statistic((m,), 0, 2 * n, 1.0, sensitivity=2 * math.sqrt(m)),
+            "alt": Statistic((m,), 0, 2 * n, 1.0, sensitivity=2 * math.sqrt(m)),
+            "cases": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
 
 
 def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -375,7 +423,55 @@ def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         xa = g0 if a == k1 - 1 else c[:, a][None, :]
         xb = g0 if b == k1 - 1 else c[:, b][None, :]
         hess[:, t] = (w * xa * xb).sum(axis=1)
-    return {"grad": grad, "hess": hess, "n": called.sum(axis=1)}
+    return {"grad": grad, "hess": hess, "n": called.sum(axis=1), "case_alt": g0 @ y,
+            "alt": g0.sum(axis=1), "cases": called @ y}
+
+
+# --- gwas_firth --------------------------------------------------------------------------------
+
+def _firth_declare(params: Params) -> dict[str, Statistic]:
+    n = float(_int(params, "max_patients", 1))
+    m = unpack(params["variants"], "<i4", "variants").size
+    k1 = n_covariates(params) + 1
+    t = k1 * tri(k1)
+    return {"grad": Statistic((m, k1), -2 * n, 2 * n, _FINE, sensitivity=math.sqrt(m * (k1 + 3))),
+            "hess": Statistic((m, tri(k1)), -n, n, _FINE, sensitivity=math.sqrt(m * tri(k1))),
+            # |w (1/2 - p) x_r x_a x_b| <= 1/4 * 1/2 * 2^3 = 1 per patient
+            "third": Statistic((m, t), -n, n, _FINE, sensitivity=math.sqrt(m * t)),
+            "loglik": Statistic((m,), -n * 1e3, 0.0, _FINE, sensitivity=1e3 * math.sqrt(m)),
+            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
+
+
+def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Per variant at ``beta``: the logistic score and information and the third-moment sums
+    ``sum_i w_i (1/2 - p_i) x_ir x_ia x_ib`` from which the hub forms Firth's hat-diagonal term
+    ``sum_i h_i (1/2 - p_i) x_ir = sum_ab (X'WX)^-1_ab T_rab`` (``h_i = w_i x_i' (X'WX)^-1 x_i``),
+    and the log-likelihood (Firth's penalty ``1/2 log det X'WX`` is the hub's)."""
+    store, cols, y, c = analysis_rows(cohort, params)
+    assert y is not None and c is not None
+    idx = unpack(params["variants"], "<i4", "variants")
+    k1 = c.shape[1] + 1
+    beta_all = unpack(params["beta"], "<f8", "beta").reshape(idx.size, k1)
+    iu = np.triu_indices(k1)
+    floor = -float(_int(params, "max_patients", 1)) * 1e3
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("grad", "hess", "third", "loglik", "n")}
+    for lo in range(0, idx.size, 256):
+        g = _variant_rows(store, idx[lo:lo + 256])[:, cols]
+        called = (g >= 0).astype(float)
+        x = np.concatenate([np.broadcast_to(c, (g.shape[0], *c.shape)),
+                            np.where(g < 0, 0, g).astype(float)[..., None]], axis=2)
+        eta = np.einsum("mnk,mk->mn", x, beta_all[lo:lo + 256])
+        p = 1 / (1 + np.exp(-eta))
+        w = p * (1 - p) * called
+        xx = x[..., iu[0]] * x[..., iu[1]]
+        out["grad"].append(np.einsum("mn,mnk->mk", (y[None, :] - p) * called, x))
+        out["hess"].append(np.einsum("mn,mnt->mt", w, xx))
+        out["third"].append(np.einsum("mn,mnr,mnt->mrt", w * (0.5 - p), x, xx).reshape(
+            g.shape[0], -1))
+        ll = (called * (y[None, :] * eta - np.logaddexp(0.0, eta))).sum(axis=1)
+        out["loglik"].append(np.maximum(ll, floor))
+        out["n"].append(called.sum(axis=1))
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 for _name, _compute, _declare, _check, _desc in (
@@ -383,12 +479,16 @@ for _name, _compute, _declare, _check, _desc in (
      "genotype counts (hom REF, het, hom ALT, missing) per variant of a range"),
     (GRAM_QUERY, _gram_compute, _gram_declare, _gram_check,
      "cross-product of standardised genotypes of the PCA variants"),
+    (LD_QUERY, _ld_compute, _ld_declare, _ld_check,
+     "per pair of variants, genotype sums over patients called at both (LD pruning)"),
     (NULL_QUERY, _null_compute, _null_declare, _null_check,
      "covariate sums of the null model (linear) or its Newton gradient/Hessian (logistic)"),
     (LINEAR_QUERY, _linear_compute, _linear_declare, _linear_check,
      "per-variant sums of the linear association model"),
     (LOGISTIC_QUERY, _logistic_compute, _logistic_declare, _logistic_check,
      "per-variant Newton gradient and Hessian of the logistic association model"),
+    (FIRTH_QUERY, _firth_compute, _firth_declare, _logistic_check,
+     "per-variant score, information and hat-diagonal sums of Firth's penalised likelihood"),
 ):
     register(Query(_name, "1", _compute, _declare, _check, _desc, site_aware=True))
 

@@ -64,15 +64,54 @@ def to_ssf(summary: pd.DataFrame) -> pd.DataFrame:
         "rsid": rsid, "n": summary["n"].astype(int)}, columns=list(SSF_COLUMNS))
 
 
-def write_ssf(summary: pd.DataFrame, path: str | Path, *, min_mac: int) -> Path:
-    """Write released rows (``mac >= min_mac``), sorted by position, as a GWAS-SSF TSV."""
-    released = withhold_rare(summary, min_mac)
-    ssf = to_ssf(released)
+def ssf_text(summary: pd.DataFrame, *, min_mac: int) -> str:
+    """GWAS-SSF TSV text of the released rows (``mac >= min_mac``), sorted by position."""
+    ssf = to_ssf(withhold_rare(summary, min_mac))
     order = np.lexsort((ssf["base_pair_location"].to_numpy(),
                         ssf["chromosome"].map(_chrom_rank).to_numpy()))
-    text = ssf.iloc[order].to_csv(sep="\t", index=False, na_rep="#NA", float_format="%.6g")
-    write_text(path, text)
+    return ssf.iloc[order].to_csv(sep="\t", index=False, na_rep="#NA", float_format="%.6g")
+
+
+def write_ssf(summary: pd.DataFrame, path: str | Path, *, min_mac: int) -> Path:
+    """Write released rows (``mac >= min_mac``), sorted by position, as a GWAS-SSF TSV."""
+    write_text(path, ssf_text(summary, min_mac=min_mac))
     return Path(path)
+
+
+def ssf_metadata(file_name: str, text: str, *, trait: str, n: int, build: str,
+                 study_id: str) -> dict[str, object]:
+    """The GWAS-SSF YAML metadata of one summary-statistics file."""
+    import datetime as dt
+    import hashlib
+
+    return {"file_type": "GWAS-SSF v1.0", "data_file_name": file_name,
+            "data_file_md5sum": hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(),
+            "is_harmonised": False, "is_sorted": True, "genome_assembly": build,
+            "coordinate_system": "1-based", "trait_description": [trait],
+            "samples": [{"sample_size": int(n), "sample_ancestry": ["not reported"]}],
+            "analysis_software": "hemafed federated GWAS (secure sums; equal to PLINK 2 --glm)",
+            "gwas_id": study_id, "date_metadata_last_modified": dt.date.today().isoformat(),
+            "minimum_minor_allele_count": None, "caveat": MEMBERSHIP_CAVEAT}
+
+
+def write_study_ssf(analysis: dict[str, object], out_dir: str | Path, study_id: str
+                    ) -> list[Path]:
+    """``<id>.tsv`` (GWAS-SSF) and ``<id>.tsv-meta.yaml`` of a study's gwas analysis result
+    (its ``ssf`` entry), written atomically into ``out_dir``."""
+    import yaml
+
+    doc = analysis.get("ssf")
+    if not isinstance(doc, dict):
+        return []
+    out = Path(out_dir)
+    name = f"{analysis['id']}.tsv"
+    text = str(doc["text"])
+    meta = ssf_metadata(name, text, trait=str(doc["trait"]), n=int(doc["n"]),
+                        build=str(doc["build"]), study_id=study_id)
+    meta["minimum_minor_allele_count"] = int(doc["min_mac"])
+    write_text(out / name, text)
+    write_text(out / f"{name}-meta.yaml", yaml.safe_dump(meta, sort_keys=False))
+    return [out / name, out / f"{name}-meta.yaml"]
 
 
 def _chrom_rank(c: str) -> int:

@@ -4,7 +4,8 @@ genes, lambda, plot points, released GWAS-SSF rows) go into the study results an
 Spec options: ``trait`` (cohort column), ``variant_list`` (path of the public list at the hub),
 ``threshold`` (binary trait ``trait >= threshold``, logistic model), ``covariates`` (default age,
 sex), ``n_pcs`` (default 10), ``genotypes`` (store name, default the study id), ``min_mac``
-(release control, default 10), ``top`` (hits listed, default 10), ``test`` (wald or score).
+(release control, default 10), ``top`` (hits listed, default 10), ``test`` (wald or score),
+``firth`` (no, fallback or always; default fallback, as plink2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from hemafed.federation.api import Federation
 from hemafed.genomics.gwas import FederatedGWAS
 from hemafed.genomics.plots import plot_points
-from hemafed.genomics.release import MEMBERSHIP_CAVEAT, top_hits, withhold_rare
+from hemafed.genomics.release import MEMBERSHIP_CAVEAT, ssf_text, top_hits, withhold_rare
 from hemafed.genomics.variants import VariantList
 from hemafed.study.runner import frame_json
 from hemafed.study.spec import Analysis, StudySpec
@@ -25,7 +26,8 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
     threshold = a.get("threshold")
     gwas = FederatedGWAS(model="linear" if threshold is None else "logistic",
                          covariates=tuple(a.get("covariates", ("age", "sex"))),
-                         n_pcs=int(a.get("n_pcs", 10)), test=str(a.get("test", "wald")))
+                         n_pcs=int(a.get("n_pcs", 10)), test=str(a.get("test", "wald")),
+                         firth=str(a.get("firth", "fallback")))
     gwas.fit(fed, vlist, study=str(a.get("genotypes", spec.study_id)), trait=a.get("trait"),
              threshold=threshold, study_id=spec.study_id)
     min_mac = int(a.get("min_mac", 10))
@@ -41,4 +43,10 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "genome_wide_hits": int((released["p"] < 5e-8).sum()),
                       "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
                       "secure_sums": gwas.secure_sums},
-            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT}
+            "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT,
+            # the released rows as GWAS-SSF; `hemafed study run` writes <id>.tsv + its YAML
+            "ssf": {"text": ssf_text(gwas.summary, min_mac=min_mac), "min_mac": min_mac,
+                    "trait": str(a.get("trait")) + ("" if threshold is None
+                                                    else f" >= {threshold}"),
+                    "n": int(gwas.summary["n"].max()) if len(gwas.summary) else 0,
+                    "build": vlist.build}}

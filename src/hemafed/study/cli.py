@@ -138,6 +138,11 @@ def run(spec: Spec, sites: SiteDirs = None, sites_dir: SitesDir = None,
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
     report = write_report(results, out / "report.html")
+    for doc in results["analyses"]:
+        if doc.get("kind") == "gwas" and doc.get("status") == "ok":
+            from hemafed.genomics.release import write_study_ssf
+
+            write_study_ssf(doc, out, parsed.study_id)
     failed = [a["id"] for a in results["analyses"] if a.get("status") != "ok"]
     console.print(f"results: {out / 'results.json'}; report: {report}")
     if failed:

@@ -90,7 +90,7 @@ FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
 weighted Cox model of IPTW has the treatment as its one covariate)."""
 
-OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic"})
+OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic", "gwas_firth"})
 """Queries whose coefficient vector follows the spec's covariates and PCs, not a formula's
 design (the query checks the packed vector's shape itself)."""
 
@@ -124,7 +124,7 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
                              "illness_death_influence"}),
     "lmm": frozenset({"lmm_reml_sums"}),
     "gwas": frozenset({"gwas_counts", "gwas_pca_gram", "gwas_null", "gwas_linear",
-                       "gwas_logistic"}),
+                       "gwas_logistic", "gwas_ld_pairs", "gwas_firth"}),
 }
 """The site queries each analysis kind's hub step sends."""
 

@@ -41,7 +41,7 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "multistate": (set(), {"illness_time", "illness_status", "exit_time", "exit_status", "states"}),
     "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
     "gwas": ({"trait", "variant_list"}, {"threshold", "covariates", "n_pcs", "genotypes",
-                                          "min_mac", "epsilon", "top", "test"}),
+                                          "min_mac", "epsilon", "top", "test", "firth"}),
     "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds"}),
     "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
 }
