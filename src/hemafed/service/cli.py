@@ -27,7 +27,14 @@ def hub_serve(data: Path = typer.Option(Path(".hemafed-hub-service"), "--data",
               site: Annotated[list[Path] | None, typer.Option(
                   "--site", help="a local site directory to run over (repeat)")] = None,
               transport: str = typer.Option("inprocess", "--transport",
-                                            help="inprocess or sim, for local --site dirs")) -> None:
+                                            help="inprocess or sim, for local --site dirs"),
+              superlink: str = typer.Option("", "--superlink", help="HOST:PORT of a deployed "
+                                            "SuperLink to run over (instead of --site)"),
+              ca: Annotated[Path | None, typer.Option(
+                  "--ca", help="CA certificate (PEM) of the SuperLink")] = None,
+              manifest: Annotated[Path | None, typer.Option(
+                  "--manifest", help="federation.json the deployed sites joined")] = None,
+              ) -> None:
     """Serve the hub API and researcher portal (admin password from HEMAFED_ADMIN_PASSWORD)."""
     from hemafed.errors import HemafedError
 
@@ -38,7 +45,8 @@ def hub_serve(data: Path = typer.Option(Path(".hemafed-hub-service"), "--data",
 
     try:
         serve_hub(data, db_url=db or None, host=host, port=port, sites=site or [],
-                  transport=transport, admin_password=os.environ.get("HEMAFED_ADMIN_PASSWORD"))
+                  transport=transport, admin_password=os.environ.get("HEMAFED_ADMIN_PASSWORD"),
+                  superlink=superlink or None, ca=ca, manifest=manifest)
     except HemafedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -2,8 +2,10 @@
 
 :class:`LocalFederation` runs a spec over site directories on this machine through the existing
 runtime (secure aggregation, each site's own policy check, audit and ledger) with a transport
-chosen by name: ``inprocess`` or ``sim`` (Flower simulation). A deployed SuperLink backend has
-the same ``run(spec, progress)`` shape. :func:`service_hub_main` is the hub step every transport
+chosen by name: ``inprocess`` or ``sim`` (Flower simulation). :class:`DeployedFederation` runs it
+through a running Flower deployment (SuperLink with TLS and SuperNode authentication, one SuperNode
+and hemafed site worker per site) by the same code path as ``hemafed hub run STUDY.yaml``:
+``submit_run`` of ``hemafed.study.hub:study_hub_main``, with one progress report per exchange. :func:`service_hub_main` is the hub step every transport
 runs: ``study_hub_main`` plus a progress report after every secure sum, delivered to the
 callback registered under the run's key when the hub step runs in this process.
 """
@@ -28,6 +30,7 @@ from hemafed.study.spec import StudySpec
 
 Progress = Callable[[dict[str, Any]], None]
 TRANSPORTS = ("inprocess", "sim")
+DEPLOYED_HUB_MAIN = "hemafed.study.hub:study_hub_main"  # what `hemafed hub run` submits
 
 _PROGRESS: dict[str, Progress] = {}
 _PROGRESS_LOCK = threading.Lock()
@@ -136,6 +139,60 @@ class LocalFederation:
         finally:
             with _PROGRESS_LOCK:
                 _PROGRESS.pop(key, None)
+        if not isinstance(result, dict):
+            raise InvalidInput(f"the hub step returned {type(result).__name__}, expected a "
+                               f"results document")
+        return result
+
+
+@dataclass(frozen=True)
+class DeployedFederation:
+    """A running SuperLink at ``address`` (TLS with ``ca_cert``) whose SuperNodes serve the
+    manifest's sites. ``workdir`` holds the ``flwr`` connection and the run job folders."""
+
+    address: str
+    ca_cert: Path
+    manifest: FederationManifest
+    workdir: Path
+    timeout: float = 120.0
+    run_timeout: float = 3600.0
+    transport: str = "deploy"
+
+    @classmethod
+    def connect(cls, address: str, ca_cert: Path, manifest: Path, workdir: Path,
+                **kw: Any) -> DeployedFederation:
+        if not Path(ca_cert).is_file():
+            raise InvalidInput(f"--ca {ca_cert}: no such file (the SuperLink's CA certificate)")
+        return cls(address, Path(ca_cert).resolve(), FederationManifest.load(Path(manifest)),
+                   Path(workdir).resolve(), **kw)
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        return tuple(self.manifest.sites)
+
+    def run(self, spec: StudySpec, progress: Progress | None = None,
+            key: str = "") -> dict[str, Any]:
+        import uuid
+
+        from hemafed.federation.flower.deployment import submit_run, write_connection
+
+        home = self.workdir / "flwr-home"
+        write_connection(home, self.address, self.ca_cert)
+        job_dir = self.workdir / "jobs" / f"{key or 'run'}-{uuid.uuid4().hex[:8]}"
+        started = time.perf_counter()
+
+        def on_exchange(event: dict[str, Any]) -> None:
+            if progress is not None:
+                progress({"round": int(event.get("exchange", 0)) + 1,
+                          "sites_answering": len(event.get("answered", [])),
+                          "dropped": list(event.get("dropped", [])),
+                          "elapsed": round(time.perf_counter() - started, 1)})
+        body = submit_run(home, job_dir, DEPLOYED_HUB_MAIN,
+                          {"spec": dict(spec.raw), "manifest": self.manifest.to_json()},
+                          expected_sites=len(self.site_ids), timeout=self.timeout,
+                          connect_timeout=self.timeout, run_timeout=self.run_timeout,
+                          on_progress=on_exchange)
+        result = body["result"]
         if not isinstance(result, dict):
             raise InvalidInput(f"the hub step returned {type(result).__name__}, expected a "
                                f"results document")

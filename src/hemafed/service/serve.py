@@ -19,14 +19,27 @@ log = logging.getLogger(__name__)
 
 
 def build_hub(data_dir: Path, db_url: str | None = None, sites: Sequence[Path] = (),
-              transport: str = "inprocess") -> HubService:
+              transport: str = "inprocess", superlink: str | None = None,
+              ca: Path | None = None, manifest: Path | None = None) -> HubService:
+    """A hub over local site dirs (``sites``) or over a deployed SuperLink (``superlink`` with
+    its ``ca`` certificate and the federation ``manifest`` the sites joined)."""
     from hemafed.service.db import Database
     from hemafed.service.hub import HubService
-    from hemafed.service.runs import LocalFederation
+    from hemafed.service.runs import DeployedFederation, FederationBackend, LocalFederation
 
     data_dir.mkdir(parents=True, exist_ok=True)
     url = db_url or f"sqlite:///{(data_dir / 'hub.db').resolve()}"
-    federation = LocalFederation.from_dirs(list(sites), transport) if sites else None
+    federation: FederationBackend | None = None
+    if superlink:
+        if sites:
+            raise InvalidInput("--superlink and --site exclude each other: the hub runs over a "
+                               "deployed SuperLink or over local site directories")
+        if ca is None or manifest is None:
+            raise InvalidInput("--superlink needs --ca (the SuperLink's CA certificate) and "
+                               "--manifest (the federation.json the sites joined)")
+        federation = DeployedFederation.connect(superlink, ca, manifest, data_dir / "deploy")
+    elif sites:
+        federation = LocalFederation.from_dirs(list(sites), transport)
     return HubService(Database(url), data_dir, federation=federation)
 
 
@@ -38,14 +51,15 @@ def _check_host(host: str) -> None:
 
 def serve_hub(data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0.1",
               port: int = 8700, sites: Sequence[Path] = (), transport: str = "inprocess",
-              admin_password: str | None = None) -> None:
+              admin_password: str | None = None, superlink: str | None = None,
+              ca: Path | None = None, manifest: Path | None = None) -> None:
     """Run the hub service until interrupted."""
     import uvicorn
 
     from hemafed.service.app import create_app
 
     _check_host(host)
-    service = build_hub(data_dir, db_url, sites, transport)
+    service = build_hub(data_dir, db_url, sites, transport, superlink, ca, manifest)
     if admin_password:
         service.ensure_admin("admin", admin_password)
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
