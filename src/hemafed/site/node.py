@@ -69,8 +69,8 @@ from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
-from hemafed.site.rollback import LedgerAuditGuard
 from hemafed.site.request import SiteRequest, canonical_json
+from hemafed.site.rollback import LedgerAuditGuard
 from hemafed.study.plan import StudyPlan
 
 __all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
