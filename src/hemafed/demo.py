@@ -69,11 +69,22 @@ def _fresh_dir(out_dir: Path) -> None:
 
 def site_policy(site_id: str, spec: StudySpec, *, today: dt.date,
                 per_study_epsilon: float = 4.0) -> dict[str, Any]:
-    """A policy approving ``spec`` (by its hash) for a year, with every registered query allowed."""
+    """A policy approving ``spec`` for a year, with every registered query allowed.
+
+    The study binds its requests: ``require_plan`` is on (:func:`build_sites` stores the
+    specification, the site derives the plan from it). The site-side minimum-cell and
+    subgroup rules are off **explicitly**: the demo runs non-DP analyses on small virtual
+    cohorts and checks them against the pooled analysis, which per-time event counts of one
+    patient would refuse; the ``site init`` template and any policy that omits the keys have
+    them on (docs/security.md).
+    """
     return {
         "site_id": site_id,
         "allowed_queries": sorted({f"{q.name}@{q.version}" for q in registered()}),
         "min_cell_size": spec.min_cell,
+        "require_plan": True,
+        "enforce_min_cell": False,
+        "min_subgroup_size": 0,
         "allow_non_secure": False,
         "privacy_budget": {"total": {"epsilon": 20.0, "delta": 1e-5},
                            "per_study": {"epsilon": per_study_epsilon, "delta": 1e-6}},
@@ -124,7 +135,10 @@ def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
             import_into_site(site_dir, patients, "parquet", mutations=mutations,
                              panels={k: list(v) for k, v in cohort.panels.items()},
                              study=spec.study_id, requester="demo-data-manager")
-            policy = {**site_policy(site_id, spec, today=today), **(policy_overrides or {})}
+            policy = {**site_policy(site_id, spec, today=today),
+                      # approved by hash alone: no plan to check against (the caller's choice)
+                      **({} if store_plan else {"require_plan": False}),
+                      **(policy_overrides or {})}
             write_text(site_dir / "policy.yaml", yaml.safe_dump(policy, sort_keys=False))
             if store_plan:
                 store_spec(site_dir, spec)  # the site derives the study's plan from this text

@@ -12,7 +12,7 @@ nothing else from hemafed, so the cryptography does not depend on the haematolog
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,7 +38,14 @@ class Statistic:
     ``(high - low) / MAX_STEPS`` is coarsened to that, once, here, so every declared statistic
     is encodable and hub and sites agree on the step. ``sensitivity`` is the L2 change of the
     whole array when one patient is added or removed (for DP noise calibration); ``is_count``
-    marks released counts subject to the minimum-cell-size rule.
+    marks released counts.
+
+    ``cells`` says whether the site's minimum-cell rule (``enforce_min_cell``) applies to a
+    count: ``True`` for a frequency table released cell by cell, ``False`` for a total or an
+    at-risk count an estimator needs. Left ``None``, it follows from the declaration: a count of
+    more than one cell that one patient changes by at most 1 in L2 (each patient in one cell)
+    is a frequency table; a single total, or a count one patient enters many cells of (at-risk
+    and comparable counts, sensitivity above 1), is not (:attr:`min_cell_rule`).
     """
 
     shape: tuple[int, ...]
@@ -47,6 +54,7 @@ class Statistic:
     resolution: float = 1.0
     sensitivity: float = 1.0
     is_count: bool = False
+    cells: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not all(isinstance(d, int) and d >= 0 for d in self.shape):
@@ -63,6 +71,15 @@ class Statistic:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def min_cell_rule(self) -> bool:
+        """Whether the site's minimum-cell rule applies to this statistic (see ``cells``)."""
+        if not self.is_count:
+            return False
+        if self.cells is not None:
+            return self.cells
+        return self.size > 1 and self.sensitivity <= 1.0
 
 
 @dataclass(frozen=True)

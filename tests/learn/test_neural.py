@@ -207,7 +207,8 @@ class _NodeFederation:
 def _node(tmp_path: Path, site_id: str, cohort: Cohort, seed: int) -> SiteNode:
     policy = SitePolicy(site_id=site_id, allowed_queries=("neural_dp_gradient@1",),
                         study_budget=Budget(5.0, 1e-5), total_budget=Budget(10.0, 1e-5),
-                        studies=(ApprovedStudy("NN1", SHA, dt.date(2026, 12, 31), "IRB 7"),))
+                        studies=(ApprovedStudy("NN1", SHA, dt.date(2026, 12, 31), "IRB 7"),),
+                        require_plan=False)
     ledger = PrivacyLedger.from_policy(tmp_path / site_id / "ledger.jsonl", policy,
                                        clock=lambda: NOW)
     audit = AuditLog(tmp_path / site_id / "audit.log", clock=lambda: NOW)

@@ -142,7 +142,7 @@ def _node(tmp_path: Path, cohort, site_id: str) -> SiteNode:
     now = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
     policy = SitePolicy(site_id, ("learn_loso_concordance@1",), studies=(
         ApprovedStudy("S1", "ab" * 32, dt.date(2026, 12, 31), "IRB 12"),),
-        study_budget=Budget(1.0, 1e-6), total_budget=Budget(3.0, 1e-6))
+        study_budget=Budget(1.0, 1e-6), total_budget=Budget(3.0, 1e-6), require_plan=False)
     ledger = PrivacyLedger.from_policy(tmp_path / "ledger.jsonl", policy, clock=lambda: now)
     return SiteNode(cohort, policy, ledger, AuditLog(tmp_path / "audit.log", clock=lambda: now),
                     clock=lambda: now, rng=np.random.default_rng(0))

@@ -32,7 +32,11 @@ def _node(tmp_path: Path, seed: int = 7, **policy_kw: object) -> SiteNode:
     kw: dict[str, object] = {"site_id": "hosp-a",
                              "allowed_queries": ("cohort_size@1", "moments@1", "category_counts@*"),
                              "study_budget": Budget(1.0, 1e-6), "total_budget": Budget(3.0, 1e-6),
-                             "studies": studies}
+                             "studies": studies,
+                             # a node without stored plans on a four-patient cohort: the
+                             # protective defaults (plans, cells, subgroups) set off explicitly
+                             "require_plan": False, "enforce_min_cell": False,
+                             "min_subgroup_size": 0}
     kw.update(policy_kw)
     policy = SitePolicy(**kw)  # type: ignore[arg-type]
     ledger = PrivacyLedger.from_policy(tmp_path / "ledger.jsonl", policy, clock=lambda: NOW)

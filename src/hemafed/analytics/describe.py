@@ -153,14 +153,14 @@ def _numeric_declare(params: Params) -> dict[str, Statistic]:
     amax = max(abs(low), abs(high))
     res = float(params.get("resolution", 1e-6))
     return {
-        "n": Statistic((1,), 0, m, is_count=True),
-        "missing": Statistic((1,), 0, m, is_count=True),
+        "n": Statistic((1,), 0, m, is_count=True, cells=True),
+        "missing": Statistic((1,), 0, m, is_count=True, cells=True),
         "sum": Statistic((1,), min(0.0, low) * m, max(0.0, high) * m,
                          codec_resolution(min(0.0, low) * m, max(0.0, high) * m, res),
                          sensitivity=amax),
         "sum_sq": Statistic((1,), 0.0, amax**2 * m, codec_resolution(0.0, amax**2 * m, res),
                             sensitivity=amax**2),
-        "hist": Statistic((int(params.get("bins", 1)),), 0, m, is_count=True),
+        "hist": Statistic((int(params.get("bins", 1)),), 0, m, is_count=True, cells=True),
     }
 
 
@@ -198,8 +198,8 @@ def _crosstab_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _crosstab_declare(params: Params) -> dict[str, Statistic]:
     m = _max_patients(params)
     shape = (len(params.get("row_levels", ())), len(params.get("col_levels", ())))
-    return {"table": Statistic(shape, 0, m, is_count=True),
-            "excluded": Statistic((1,), 0, m, is_count=True)}
+    return {"table": Statistic(shape, 0, m, is_count=True, cells=True),
+            "excluded": Statistic((1,), 0, m, is_count=True, cells=True)}
 
 
 register(Query(CROSSTAB_QUERY, "1", compute=_crosstab_compute, declare=_crosstab_declare,

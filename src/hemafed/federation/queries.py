@@ -176,9 +176,9 @@ def _counts_declare(params: Params) -> dict[str, Statistic]:
     m = _max_patients(params)
     k = len(params.get("levels", ()))
     return {
-        "counts": Statistic((k,), 0, m, is_count=True),
-        "missing": Statistic((1,), 0, m, is_count=True),
-        "other": Statistic((1,), 0, m, is_count=True),
+        "counts": Statistic((k,), 0, m, is_count=True, cells=True),
+        "missing": Statistic((1,), 0, m, is_count=True, cells=True),
+        "other": Statistic((1,), 0, m, is_count=True, cells=True),
     }
 
 

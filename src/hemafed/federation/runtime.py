@@ -304,6 +304,11 @@ class SecureFederation:
         covered = tuple(sorted(outcome.contributors))
         if self._contributors is None:
             self._contributors = covered
+            if list(covered) != self._sums.participants:
+                # a site dropped from the first sum stays out of this federation's later sums
+                # (its study's participants are fixed): a fresh session over the contributors
+                self._sums.participants = list(covered)
+                self._sums.reset()
         elif covered != self._contributors:
             log.warning("query %s: covered %s, not the fixed set %s", q.key, list(covered),
                         list(self._contributors))

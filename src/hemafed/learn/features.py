@@ -200,8 +200,11 @@ def _hist_declare(params: Params) -> dict[str, Statistic]:
     mp = int(params.get("max_patients", 1_000_000))
     p = DesignSpec.from_params(params.get("design")).width
     fine = int(params.get("fine_bins", 2))
-    return {"counts": Statistic((p, fine), 0, mp, sensitivity=math.sqrt(p), is_count=True),
-            "missing": Statistic((p,), 0, mp, sensitivity=math.sqrt(p), is_count=True)}
+    # p histograms (one per feature; a patient in one cell of each): frequency tables
+    return {"counts": Statistic((p, fine), 0, mp, sensitivity=math.sqrt(p), is_count=True,
+                                cells=True),
+            "missing": Statistic((p,), 0, mp, sensitivity=math.sqrt(p), is_count=True,
+                                 cells=True)}
 
 
 FEATURE_HISTOGRAM = register(Query(

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -78,6 +79,5 @@ def noisy_specs(specs: Mapping[str, Statistic], dp: DPRequest | None,
     out: dict[str, Statistic] = {}
     for name, s in specs.items():
         pad = NOISE_BOUND_STDS * shares[name]
-        out[name] = Statistic(s.shape, s.low - pad, s.high + pad, s.resolution, s.sensitivity,
-                              s.is_count) if pad > 0 else s
+        out[name] = dataclasses.replace(s, low=s.low - pad, high=s.high + pad) if pad > 0 else s
     return out

@@ -3,17 +3,21 @@
 As DataSHIELD's server-side filters, these run where the data are, on this site's own
 contribution, before anything is masked:
 
-* :func:`small_cells`: a non-DP count table (category counts, cross-tables, histograms: the
-  queries of :data:`COUNT_TABLE_QUERIES`) with any own non-zero cell below ``min_cell_size``;
+* :func:`small_cells`: a non-DP release of a frequency table (every statistic whose declaration
+  puts it under the minimum-cell rule, :attr:`~hemafed.federation.queries.Statistic.min_cell_rule`:
+  category counts, cross-tables, histograms, event and exit counts per grid time, per-group
+  sizes, concordance tables...) with any own non-zero cell below ``min_cell_size``;
 * :func:`small_subgroups`: a non-DP answer in which a subgroup (statistic ``n`` per level of a
   grouping column) holds fewer than ``min_subgroup_size`` patients;
 * :func:`declared_cells`: the number of values a request asks for (from its declaration, so
   from the parameters alone), against ``max_cells``.
 
+The rule is decided by each statistic's declaration, never by a list of query names: a new
+query's count tables are under it unless they declare themselves totals or at-risk counts.
 After aggregation the hub still suppresses small pooled cells for display
-(:mod:`hemafed.analytics.describe`). Statistics of estimators (risk sets, gradients, Hessians)
-are not count tables and are outside the small-cell rule; for them a study's plan and DP are
-the protection (docs/security.md).
+(:mod:`hemafed.analytics.describe`). Totals, at-risk counts and the other statistics of
+estimators (risk-set sums, gradients, Hessians) are outside the small-cell rule; for them a
+study's plan and DP are the protection (docs/security.md, docs/queries.md).
 
 >>> import numpy as np
 >>> small_cells({"counts": np.array([0.0, 7.0, 3.0])}, ["counts"], 5)
@@ -26,9 +30,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-COUNT_TABLE_QUERIES = frozenset({"category_counts", "crosstab", "numeric_summary",
-                                 "time_histogram"})
-"""Queries whose released counts are frequency tables the hub displays cell by cell."""
+from hemafed.federation.queries import Statistic
+
+
+def cell_rule_statistics(specs: Mapping[str, Statistic]) -> list[str]:
+    """Names of the declared statistics the minimum-cell rule applies to."""
+    return [name for name, s in specs.items() if s.min_cell_rule]
 
 
 def small_cells(values: Mapping[str, np.ndarray], count_names: Iterable[str],

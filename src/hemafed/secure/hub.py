@@ -431,6 +431,10 @@ class SecureSumSession:
         self.sessions += 1
         return session
 
+    def reset(self) -> None:
+        """Drop the current session: the next sum sets up a fresh one over ``participants``."""
+        self._session = None
+
     def members(self) -> list[str]:
         """The sites of the current session (set up now if there is none): who the next
         aggregation asks, e.g. to size DP noise shares before the request is written."""

@@ -41,6 +41,7 @@ its own, so it always carries the full ``sigma``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -60,7 +61,7 @@ from hemafed.federation.queries import Query, Statistic, get_query
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
 from hemafed.privacy.disclosure import (
-    COUNT_TABLE_QUERIES,
+    cell_rule_statistics,
     declared_cells,
     small_cells,
     small_subgroups,
@@ -71,6 +72,7 @@ from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
 from hemafed.site.request import SiteRequest, canonical_json
+from hemafed.site.rollback import LedgerAuditGuard
 from hemafed.study.plan import StudyPlan
 
 __all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
@@ -146,6 +148,7 @@ class SiteNode:
         # ids of the requests being answered that passed the plan check: a refusal from then
         # on uses up a plan round as an answer does (see _refuse)
         self._past_plan: set[str] = set()
+        self._rollback = LedgerAuditGuard(audit, ledger)
 
     @property
     def site_id(self) -> str:
@@ -230,7 +233,9 @@ class SiteNode:
     def guard_participants(self, payload: bytes, sites: Sequence[str], *, one_shot: bool,
                            stage: str) -> None:
         """Log the participant list shown for a request and refuse (audited) to let a non-DP
-        request be released over a different set than before (:mod:`hemafed.site.participants`).
+        request be released over another set than the study's earlier non-DP releases
+        (keyed on the study, so an equivalent rewrite is refused too;
+        :mod:`hemafed.site.participants`).
         """
         if self.releases is None:
             return
@@ -246,8 +251,10 @@ class SiteNode:
         prev = self.releases.conflict(request.study_id, key, sites, one_shot=one_shot)
         if prev is not None and self.policy.refuse_differencing:
             raise self._refuse(request, (
-                f"the same non-DP request was released over sites {prev}; releasing it over "
-                f"{sorted(sites)} would give the difference by subtraction"), name="participants")
+                f"non-DP releases of study {request.study_id!r} were made over sites {prev}; "
+                f"releasing this request (or an equivalent rewrite) over {sorted(sites)} would "
+                f"give the difference by subtraction (refuse_differencing)"),
+                name="participants")
         if self.releases.record(request.study_id, key, sites, one_shot=one_shot):
             self._audit(request, True, f"participants {','.join(sorted(sites))} ({stage})")
 
@@ -356,14 +363,13 @@ class SiteNode:
         (the detail, naming the statistic, stays in the audit log)."""
         if request.dp is not None:
             return
-        if self.policy.enforce_min_cell and query.name in COUNT_TABLE_QUERIES:
-            small = small_cells(values, [n for n, s in specs.items() if s.is_count],
-                                self.policy.min_cell_size)
+        if self.policy.enforce_min_cell:
+            small = small_cells(values, cell_rule_statistics(specs), self.policy.min_cell_size)
             if small:
                 raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
                                             f"below min_cell_size {self.policy.min_cell_size} "
                                             f"and the release is not DP", name="min_cell_size")
-        if small_subgroups(values, self.policy.min_subgroup_size):
+        if small_subgroups(values, self.policy.min_subgroup_size or 0):
             raise self._refuse(request, f"a subgroup has fewer than min_subgroup_size "
                                         f"{self.policy.min_subgroup_size} patients and the "
                                         f"release is not DP", name="min_subgroup_size")
@@ -382,6 +388,12 @@ class SiteNode:
 
         params_key = self._check_plan(request)
         self._past_plan.add(request.request_id)
+        problems = self._rollback.problems()
+        if problems:
+            # a restored or deleted ledger would spend the budget again: refuse, audited
+            raise self._refuse(request, "the privacy ledger and the audit log disagree: "
+                                        + "; ".join(problems)[:1200],
+                               code="rollback", name="ledger")
 
         try:
             query: Query = get_query(request.query, request.version)
@@ -448,6 +460,7 @@ class SiteNode:
 
         self._audit(request, True, f"{decision.reason}; {PLAN_MARK}{params_key}",
                     eps_charged, delta_charged)
+        self._rollback.settled()  # the charge and its audit entry agree
         self._seen(request.study_id, request.query).add(params_key)
 
         out_values: dict[str, np.ndarray] = {}
@@ -457,8 +470,8 @@ class SiteNode:
             if std > 0:
                 out_values[name] = values[name] + self._rng.normal(0.0, std, size=stat.shape)
                 pad = NOISE_BOUND_STDS * std
-                out_specs[name] = Statistic(stat.shape, stat.low - pad, stat.high + pad,
-                                            stat.resolution, stat.sensitivity, stat.is_count)
+                out_specs[name] = dataclasses.replace(stat, low=stat.low - pad,
+                                                      high=stat.high + pad)
             else:
                 out_values[name] = values[name]
                 out_specs[name] = stat

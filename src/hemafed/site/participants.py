@@ -1,19 +1,24 @@
-"""Differencing over participant sets: the same request is released over one set of sites.
+"""Differencing over participant sets: a study's non-DP releases are over one set of sites.
 
 The same non-DP request summed over two participant lists gives the sites in their difference
-by subtraction (one site's exact statistics, if the lists differ by one). A site records, per
-study and request (query and canonical parameters), every set of sites over which it let that
-request be released, and refuses to let it be released over a different set:
+by subtraction (one site's exact statistics, if the lists differ by one), and so does an
+equivalent rewrite of it (``110.0`` for ``110``, ``moments`` for ``numeric_summary``). A site
+records, per study and request (query and canonical parameters), every set of sites over which
+it let a request be released, and refuses to let any non-DP request **of that study** be
+released over a set other than the one its first release used:
 
 * a *recoverable* aggregation is released over the survivor list the site signs at the
   consistency step (the site then reveals its shares): the check and the record happen there;
 * a *one-shot* aggregation is released over the live list the hub shows at the masked-input
   step (nothing is revealed later): checked and recorded there.
 
-A one-shot attempt followed by a recoverable one over fewer sites is allowed (that is how a
-dropout in a one-shot sum is retried), so a hub that falsely reports a dropout can still take
-one such difference: the documented remaining gap (docs/security.md); DP releases are not
-restricted here, as the noise of each release is charged. The record lives in
+A one-shot attempt followed by a recoverable one of the same request over fewer sites is
+allowed (that is how a dropout in a one-shot sum is retried), so a hub that falsely reports a
+dropout can still take one such difference per study: the documented remaining gap
+(docs/security.md). A site dropping in the middle of a study therefore stops the study's
+later non-DP releases over the survivors (the study runner's restart fails clearly), unless
+the policy sets ``refuse_differencing: false``. DP releases are not restricted here, as the
+noise of each release is charged. The record lives in
 ``released.json`` in the site directory.
 
 >>> import tempfile, pathlib
@@ -23,6 +28,8 @@ True
 >>> reg.record("S", "k", ["A", "B"], one_shot=False)
 True
 >>> reg.conflict("S", "k", ["B"], one_shot=False)
+['A', 'B']
+>>> reg.conflict("S", "another request", ["B"], one_shot=True)
 ['A', 'B']
 """
 
@@ -55,17 +62,28 @@ class ReleaseRegister:
 
     def conflict(self, study: str, key: str, sites: Sequence[str], *,
                  one_shot: bool) -> list[str] | None:
-        """A set this request was released over that differs from ``sites`` (else ``None``).
+        """A set a non-DP request of ``study`` was released over that differs from ``sites``
+        (else ``None``).
 
-        A recoverable release conflicts with any other set; a one-shot one with any other set
-        of a one-shot release (a one-shot attempt may be retried with dropout recovery).
+        Keyed on the study, not on the request's text: an equivalent rewrite of a request
+        (``110`` for ``110.0``, another query computing the same statistic) over another set
+        would give the difference. The one exception is the retry of the same request
+        (``key``) with dropout recovery after its one-shot attempt, which may not have been
+        released; such a superseded one-shot attempt does not pin the study's set.
         """
         want = sorted(set(sites))
+        prefix = f"{study}\x1f"
         with self._lock:
-            for rec in self._read().get(f"{study}\x1f{key}", []):
-                prev = sorted(map(str, rec.get("sites", [])))  # type: ignore[call-overload]
-                if prev != want and (not rec.get("one_shot") or one_shot):
-                    return prev
+            recs = [(k[len(prefix):], rec) for k, items in self._read().items()
+                    if k.startswith(prefix) for rec in items]
+        retried = {k for k, rec in recs if not rec.get("one_shot")}
+        for k, rec in recs:
+            prev = sorted(map(str, rec.get("sites", [])))  # type: ignore[call-overload]
+            if prev == want:
+                continue
+            if rec.get("one_shot") and (k in retried or (k == key and not one_shot)):
+                continue  # a one-shot attempt retried with dropout recovery
+            return prev
         return None
 
     def record(self, study: str, key: str, sites: Sequence[str], *, one_shot: bool) -> bool:

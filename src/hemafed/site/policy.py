@@ -115,7 +115,13 @@ DEFAULT_STUDY_BUDGET = Budget(1.0, 1e-6)
 
 @dataclass(frozen=True)
 class SitePolicy:
-    """A site's policy. Build it with :meth:`load` from the YAML the hospital edits."""
+    """A site's policy. Build it with :meth:`load` from the YAML the hospital edits.
+
+    The protective settings are on unless the policy switches them off in so many words
+    (docs/security.md): ``require_plan`` (answer only studies whose specification is stored),
+    ``enforce_min_cell`` and ``min_subgroup_size`` (default: ``min_cell_size``; 0 switches it
+    off), so a hand-written policy that omits them is protected.
+    """
 
     site_id: str
     allowed_queries: tuple[str, ...] = ()
@@ -126,10 +132,10 @@ class SitePolicy:
     studies: tuple[ApprovedStudy, ...] = ()
     synthetic_release: Mapping[str, float] = field(default_factory=dict)
     federation: MembershipRules = field(default_factory=MembershipRules)
-    require_plan: bool = False
+    require_plan: bool = True
     require_dp: bool = False
-    enforce_min_cell: bool = False
-    min_subgroup_size: int = 0
+    enforce_min_cell: bool = True
+    min_subgroup_size: int | None = None
     max_cells: int | None = None
     refuse_differencing: bool = True
 
@@ -141,6 +147,12 @@ class SitePolicy:
         if isinstance(self.min_cell_size, bool) or not isinstance(self.min_cell_size, int) \
                 or self.min_cell_size < 1:
             raise ValueError(f"min_cell_size must be an int >= 1, got {self.min_cell_size!r}")
+        if self.min_subgroup_size is None:
+            object.__setattr__(self, "min_subgroup_size", self.min_cell_size)
+        if isinstance(self.min_subgroup_size, bool) \
+                or not isinstance(self.min_subgroup_size, int) or self.min_subgroup_size < 0:
+            raise ValueError(f"min_subgroup_size must be an int >= 0, got "
+                             f"{self.min_subgroup_size!r}")
         ids = [s.study_id for s in self.studies]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -276,12 +288,13 @@ class SitePolicy:
         return r.build("", cls, site_id=site_id, allowed_queries=queries, min_cell_size=min_cell,
                        allow_non_secure=non_secure, total_budget=total, study_budget=per_study,
                        studies=tuple(studies), synthetic_release=synth, federation=membership,
-                       require_plan=r.boolean(top.get("require_plan", False), "require_plan"),
+                       require_plan=r.boolean(top.get("require_plan", True), "require_plan"),
                        require_dp=r.boolean(top.get("require_dp", False), "require_dp"),
-                       enforce_min_cell=r.boolean(top.get("enforce_min_cell", False),
+                       enforce_min_cell=r.boolean(top.get("enforce_min_cell", True),
                                                   "enforce_min_cell"),
-                       min_subgroup_size=r.integer(top.get("min_subgroup_size", 0),
-                                                   "min_subgroup_size", low=0),
+                       min_subgroup_size=(None if top.get("min_subgroup_size") is None
+                                          else r.integer(top["min_subgroup_size"],
+                                                         "min_subgroup_size", low=0)),
                        max_cells=(None if top.get("max_cells") is None
                                   else r.integer(top["max_cells"], "max_cells", low=1)),
                        refuse_differencing=r.boolean(top.get("refuse_differencing", True),
@@ -311,11 +324,12 @@ class SitePolicy:
         }
         if self.synthetic_release:
             out["synthetic_release"] = dict(self.synthetic_release)
-        for key in ("require_plan", "require_dp", "enforce_min_cell"):
-            if getattr(self, key):
-                out[key] = True
-        if self.min_subgroup_size:
-            out["min_subgroup_size"] = self.min_subgroup_size
+        # the protective switches are written out either way: a reader sees what is off
+        out["require_plan"] = self.require_plan
+        if self.require_dp:
+            out["require_dp"] = True
+        out["enforce_min_cell"] = self.enforce_min_cell
+        out["min_subgroup_size"] = self.min_subgroup_size
         if self.max_cells is not None:
             out["max_cells"] = self.max_cells
         if not self.refuse_differencing:

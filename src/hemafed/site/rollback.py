@@ -49,3 +49,44 @@ def ledger_audit_problems(audit: AuditLog, ledger: PrivacyLedger) -> list[str]:
         problems.append(f"{ledger.path}: {len(differ)} charge(s) differ from the epsilon the "
                         f"audit log records (e.g. request {sorted(differ)[0]})")
     return problems
+
+
+def _ledger_state(ledger: PrivacyLedger) -> tuple[int, int] | None:
+    try:
+        st = ledger.path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+class LedgerAuditGuard:
+    """:func:`ledger_audit_problems` before every answer, cached by the audit head.
+
+    The full comparison reads both files; it runs again only when the audit head or the ledger
+    file (size, modification time) differs from the state this guard last verified or left
+    behind (:meth:`settled`, after the site's own consistent charge and audit entry), so a
+    restored or deleted ledger, or a cut audit log, is caught at the next request, not at the
+    next ``site check``.
+    """
+
+    def __init__(self, audit: AuditLog, ledger: PrivacyLedger) -> None:
+        self.audit = audit
+        self.ledger = ledger
+        self._verified: tuple[tuple[int, str], tuple[int, int] | None] | None = None
+
+    def _state(self) -> tuple[tuple[int, str], tuple[int, int] | None]:
+        return self.audit.head(), _ledger_state(self.ledger)
+
+    def problems(self) -> list[str]:
+        """Why the ledger and the audit log disagree now (empty when they agree)."""
+        state = self._state()
+        if state == self._verified:
+            return []
+        found = ledger_audit_problems(self.audit, self.ledger)
+        self._verified = None if found else state
+        return found
+
+    def settled(self) -> None:
+        """Record the current state as consistent (the site just wrote both, in agreement)."""
+        if self._verified is not None:
+            self._verified = self._state()
