@@ -37,11 +37,13 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
+from hemafed.federation.runtime import register_site_effect
 
 log = logging.getLogger(__name__)
 
 MOMENTS_QUERY = "combat_moments"
 RESIDUALS_QUERY = "combat_residuals"
+APPLY_QUERY = "combat_apply"
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
 
@@ -192,6 +194,34 @@ def _check_residuals(params: Params) -> None:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
 
 
+def _check_apply(params: Params) -> None:
+    _check(params)
+    FederatedComBat.from_parameters(params)
+
+
+def _apply_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    y, _ = _site_arrays(cohort, params)  # refuses values outside the public bounds
+    return {"n": np.array([float(len(y))])}
+
+
+def _apply_declare(params: Params) -> dict[str, Statistic]:
+    return {"n": Statistic((1,), 0, int(params.get("max_patients", 100_000)), is_count=True)}
+
+
+def _apply_effect(site_dir: Any, node: Any, params: Params) -> None:
+    """At the site, after it answered ``combat_apply``: store its harmonised features."""
+    from hemafed.imaging.site_features import store_harmonisation
+
+    node.cohort = store_harmonisation(site_dir, node.cohort, params)
+
+
+register(Query(APPLY_QUERY, "1", compute=_apply_compute, declare=_apply_declare,
+               check_params=_check_apply,
+               description="ComBat: the pooled parameters back to the site, which stores its "
+                           "harmonised features; the reply is the number harmonised"))
+register_site_effect(APPLY_QUERY, _apply_effect)
+
+
 # --- pooled estimates from sums -----------------------------------------------------------------
 
 def pooled_estimates(moments: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -307,6 +337,21 @@ class FederatedComBat:
         log.info("federated ComBat over %d sites, %d patients, %d features", len(self.sites),
                  self.n_, len(self.features))
         return self
+
+    def apply(self, federation: Federation, bounds: Mapping[str, Sequence[float]], *,
+              study: str = "default", max_patients: int = 100_000) -> int:
+        """Send the pooled parameters to every site (``combat_apply``): each stores its own
+        harmonised ``h_<feature>`` columns. Returns the number of patients harmonised, a secure
+        sum over the same sites as the fit."""
+        params = {**self.site_parameters(), "max_patients": int(max_patients),
+                  "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
+                             if k in set(self.features) | set(self.covariates)}}
+        res = federation.secure_sum(APPLY_QUERY, params, study=study)
+        if tuple(res.sites) != tuple(self.sites):
+            raise InvalidInput(f"ComBat: the harmonisation reached sites {res.sites}, the fit "
+                               f"covered {self.sites}; rerun on one fixed set of sites")
+        self.rounds += 1
+        return round(float(res["n"][0]))
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> FederatedComBat:
