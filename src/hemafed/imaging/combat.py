@@ -38,6 +38,7 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
 from hemafed.federation.runtime import register_site_effect
+from hemafed.study.plan import MAX_PATIENTS
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class FederatedComBat:
 
     def fit(self, federation: Federation, features: Sequence[str], covariates: Sequence[str],
             bounds: Mapping[str, Sequence[float]], *, study: str = "default",
-            max_patients: int = 100_000) -> FederatedComBat:
+            max_patients: int = MAX_PATIENTS) -> FederatedComBat:
         """Two secure sums over the same sites: moments, then residual sums of squares."""
         base: dict[str, Any] = {
             "features": list(features), "covariates": list(covariates),
@@ -339,7 +340,7 @@ class FederatedComBat:
         return self
 
     def apply(self, federation: Federation, bounds: Mapping[str, Sequence[float]], *,
-              study: str = "default", max_patients: int = 100_000) -> int:
+              study: str = "default", max_patients: int = MAX_PATIENTS) -> int:
         """Send the pooled parameters to every site (``combat_apply``): each stores its own
         harmonised ``h_<feature>`` columns. Returns the number of patients harmonised, a secure
         sum over the same sites as the fit."""

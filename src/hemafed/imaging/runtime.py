@@ -16,6 +16,7 @@ from typing import Any
 
 from hemafed.federation.transport import SiteHandler
 
+
 def load_imaging_queries() -> None:
     """Register every site query, the imaging ones included (idempotent)."""
     from hemafed.federation.runtime import _load_analyses

@@ -30,7 +30,6 @@ from hemafed.study.spec import Analysis, StudySpec
 
 def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """The results document of one ``imaging`` analysis (tables, stats) for the report."""
-    from hemafed.study.plan import MAX_PATIENTS
     from hemafed.study.runner import frame_json
 
     if "imaging" not in spec.raw:
@@ -38,8 +37,8 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
     ispec = ImagingSpec.from_mapping(spec.raw["imaging"])
     study = spec.study_id
     combat = FederatedComBat().fit(fed, ispec.features, ispec.covariates, ispec.bounds,
-                                   study=study, max_patients=MAX_PATIENTS)
-    harmonised = combat.apply(fed, ispec.bounds, study=study, max_patients=MAX_PATIENTS)
+                                   study=study)
+    harmonised = combat.apply(fed, ispec.bounds, study=study)
     bounds = {**ispec.bounds, **ispec.harmonised_bounds()}
     candidates = [HARMONISED_PREFIX + f for f in a.get("candidates", ispec.features)]
     clinical = list(a.get("covariates", []))
