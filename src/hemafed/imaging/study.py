@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.imaging.combat import FederatedComBat
@@ -48,15 +49,16 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
     if a.get("model") == "logistic":
         fitted = fit_infarct_model(fed, a.get("outcome"), clinical, candidates, bounds,
                                    top_k=top_k, study=study)
-        lr = fitted.model
-        stats |= {"newton_rounds": lr.rounds, "n": lr.nobs, "pseudo_r2": lr.prsquared}
     else:
         fitted = fit_pfs_model(fed, a.get("duration"), a.get("event"), clinical, candidates,
                                bounds, horizon=float(a.get("horizon", 2.0)), top_k=top_k,
                                study=study)
-        cox = fitted.model
-        stats |= {"log_likelihood": cox.log_likelihood_, "newton_rounds": cox.rounds,
-                  "n": cox.n_, "events": cox.events_, "excluded": cox.excluded_}
+    m = fitted.model
+    if isinstance(m, FederatedLogisticRegression):
+        stats |= {"newton_rounds": m.rounds, "n": m.nobs, "pseudo_r2": m.prsquared}
+    else:
+        stats |= {"log_likelihood": m.log_likelihood_, "newton_rounds": m.rounds, "n": m.n_,
+                  "events": m.events_, "excluded": m.excluded_}
     screen = fitted.screen.set_index("feature")
     screen["chosen"] = [f in fitted.features for f in screen.index]
     stats["features chosen"] = ", ".join(fitted.features)
