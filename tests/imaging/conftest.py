@@ -25,8 +25,7 @@ def mm_sites(tmp_path_factory: pytest.TempPathFactory) -> ImagingSites:
 def secure_run() -> Any:
     """``secure_run(sites, body)``: run ``body(federation)`` over SecureFederation in-process."""
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation
-    from hemafed.imaging.runtime import imaging_site_handler
+    from hemafed.federation.runtime import SecureFederation, site_handler
 
     def run(built: ImagingSites, body: Any) -> Any:
         fed = built.sites
@@ -36,6 +35,6 @@ def secure_run() -> Any:
                                       spec_sha256=built.spec.sha256, requester="imaging-demo")
             return body(secure)
 
-        return run_in_process(hub, imaging_site_handler, fed.site_configs(), {})
+        return run_in_process(hub, site_handler, fed.site_configs(), {})
 
     return run

@@ -212,3 +212,44 @@ def test_imaging_study_is_valid_fhir_and_needs_uids() -> None:
     assert res["series"][0]["uid"] == vol.meta["series_instance_uid"]
     with pytest.raises(InvalidInput, match="UIDs"):
         imaging_study({"modality": "MR"}, "hf-abc")
+
+
+def test_images_are_encrypted_in_the_vault_and_features_equal_the_plain_files(
+        tmp_path: Path) -> None:
+    """No plain pixel is left in the site directory after intake; features computed through the
+    vault equal those of the hospital's plain NIfTI files."""
+    import nibabel as nib
+
+    from hemafed.imaging.radiomics import FeatureSettings, extract
+    from hemafed.imaging.site_features import extract_site_features
+    from hemafed.imaging.store import nifti_image
+
+    site = tmp_path / "site"
+    init_site(site, "siteA")
+    rng = np.random.default_rng(3)
+    arr = (100 + 20 * rng.standard_normal((12, 24, 24))).astype(np.float32)
+    roi = np.zeros(arr.shape)
+    roi[3:9, 6:18, 5:17] = 1
+    vol = Volume(arr.astype(float), (2.0, 0.9, 0.9), (1.0, -4.0, 7.5),
+                 ((1.0, 0, 0), (0, 1.0, 0), (0, 0, 1.0)))
+    image_file, mask_file = tmp_path / "img.nii", tmp_path / "mask.nii"
+    nib.save(nifti_image(vol), str(image_file))
+    nib.save(nifti_image(Volume(roi, vol.spacing, vol.origin, vol.direction), np.uint8),
+             str(mask_file))
+    rec = import_image(site, "MRN-7", image_file, mask_file, study="S1")
+    plain = arr.tobytes()[:4096]  # the pixels as the hospital's file holds them
+    for path in site.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not path.name.endswith((".nii", ".nii.gz")), path
+            assert b"n+1" not in data and plain not in data, path  # no NIfTI header, no pixels
+    assert sorted(p.name for p in (site / "vault").iterdir()) == [
+        f"{rec.image_id}.image.nii.gz.c4gh", f"{rec.image_id}.mask.nii.gz.c4gh"]
+    settings = FeatureSettings(bin_width=8.0, aggregation="averaged")
+    table = extract_site_features(site, settings)
+    src = read_image(image_file)  # the plain file as the hospital holds it
+    ref = extract(src.array, read_mask(mask_file, src).array, src.spacing, settings)
+    got = table.drop(columns=["patient_id", "image_id"]).iloc[0]
+    np.testing.assert_allclose(got[list(ref)].to_numpy(dtype=float),
+                               np.asarray(list(ref.values()), dtype=float), rtol=1e-12,
+                               equal_nan=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,11 +27,8 @@ def _cohorts(built: ImagingSites) -> dict[str, Cohort]:
 def _harmonise(built: ImagingSites, covariates: list[str]) -> tuple[dict[str, Cohort],
                                                                     dict[str, list[float]]]:
     cohorts = _cohorts(built)
-    pooled = pd.concat([c.patients for c in cohorts.values()])
-    # public bounds as a study spec would declare them: the plausible range, with margin
-    span = {c: float(pooled[c].max() - pooled[c].min()) for c in FEATURES + covariates}
-    bounds = {c: [float(pooled[c].min()) - 0.25 * span[c], float(pooled[c].max()) + 0.25 * span[c]]
-              for c in FEATURES + covariates}
+    # the public bounds the virtual study's spec declares
+    bounds = dict(built.spec.raw["imaging"]["bounds"])
     combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, covariates, bounds)
     for d in built.sites.site_dirs.values():
         apply_harmonisation(d, combat.site_parameters())
@@ -78,7 +73,7 @@ def test_infarct_model_federated_equals_pooled_statsmodels(
     cohorts, bounds = scd
     fitted = fit_infarct_model(LocalSumFederation(cohorts), "silent_infarct", ["age", "hb"], H,
                                bounds, top_k=2)
-    assert fitted.features[0] in ("h_firstorder_maximum", "h_firstorder_kurtosis",
+    assert fitted.screen["feature"][0] in ("h_firstorder_maximum", "h_firstorder_kurtosis",
                                   "h_firstorder_skewness", "h_glrlm_grey_level_non_uniformity",
                                   "h_firstorder_variance", "h_glcm_contrast")
     pooled = pd.concat([c.patients for c in cohorts.values()], ignore_index=True)
@@ -121,17 +116,41 @@ def test_report_pages_render_per_site_distributions(scd_sites: ImagingSites,
     assert "pooled grand mean" in path.read_text()
 
 
-def test_infarct_model_through_secure_sums_equals_local_sums(
-        scd_sites: ImagingSites, scd: tuple[dict[str, Cohort], dict], secure_run: Any) -> None:
-    cohorts, bounds = scd
+def test_imaging_study_runs_in_process_under_the_plan_and_equals_local_sums(
+        scd_sites: ImagingSites, scd: tuple[dict[str, Cohort], dict]) -> None:
+    """`study run`'s path (standard site handler, stored plan): ComBat, screen and model over
+    secure sums equal the same steps over local sums with the spec's bounds."""
+    from hemafed.demo import run_study_on
+    from hemafed.imaging.spec import ImagingSpec
+    from hemafed.study.report import build_report
+    from hemafed.study.runner import frame_from_json
+
+    results = run_study_on("inprocess", scd_sites.spec, scd_sites.sites)
+    doc = next(a for a in results["analyses"] if a["kind"] == "imaging")
+    assert doc["status"] == "ok", doc.get("error")
+    cohorts, _ = scd
+    ispec = ImagingSpec.from_mapping(scd_sites.spec.raw["imaging"])
     local = fit_infarct_model(LocalSumFederation(cohorts), "silent_infarct", ["age", "hb"], H,
-                              bounds, top_k=2)
+                              {**ispec.bounds, **ispec.harmonised_bounds()}, top_k=2)
+    assert doc["stats"]["features chosen"] == ", ".join(local.features)
+    assert doc["stats"]["patients harmonised"] == sum(len(c) for c in cohorts.values())
+    np.testing.assert_allclose(frame_from_json(doc["tables"]["summary"])["coef"].to_numpy(),
+                               local.model.summary["coef"].to_numpy(), rtol=1e-6)
+    assert doc["provenance"]["sites covered"] == sorted(scd_sites.sites.site_dirs)
+    html = build_report(results).render()
+    assert "federated univariate screen" in html and "federated ComBat" in html
 
-    def body(fed: Any) -> dict[str, Any]:
-        m = fit_infarct_model(fed, "silent_infarct", ["age", "hb"], H, bounds, top_k=2,
-                              study=scd_sites.spec.study_id)
-        return {"features": list(m.features), "coef": m.model.summary["coef"].tolist()}
 
-    secure = secure_run(scd_sites, body)
-    assert secure["features"] == list(local.features)
-    np.testing.assert_allclose(secure["coef"], local.model.summary["coef"].to_numpy(), rtol=1e-6)
+def test_plan_refuses_an_imaging_request_with_narrowed_bounds(scd_sites: ImagingSites) -> None:
+    from hemafed.study.plan import StudyPlan
+
+    plan = StudyPlan.from_spec(scd_sites.spec)
+    raw = scd_sites.spec.raw["imaging"]
+    params = {"features": list(FEATURES), "covariates": ["age", "hb"],
+              "bounds": {c: list(b) for c, b in raw["bounds"].items()},
+              "max_patients": 1_000_000}
+    assert plan.check("combat_moments", params, False) is None
+    narrowed = {**params, "bounds": {**params["bounds"], "age": [0.0, 1.0]}}
+    assert plan.check("combat_moments", narrowed, False)[0] == "bounds"
+    assert plan.check("combat_moments", {**params, "features": ["hb_x", *FEATURES]},
+                      False)[0] == "column"

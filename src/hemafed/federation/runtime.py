@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ SITE_QUERY_MODULES = (
     "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.learn.validation",
     "hemafed.synth.queries", "hemafed.genomics.queries",
     "hemafed.analytics.weighting_queries", "hemafed.analytics.multistate", "hemafed.analytics.mixed",
+    "hemafed.imaging.combat", "hemafed.imaging.screen",
 )
 """Modules whose import registers the site queries every site must be able to answer."""
 
@@ -92,12 +93,28 @@ def install_manifest(site_dir: str | Path, manifest: FederationManifest, *,
     pin_manifest(site_dir, manifest, approved_by=approved_by)
 
 
+SiteEffect = Callable[[Path, Any, Mapping[str, Any]], None]
+"""``effect(site_dir, node, params)``: what a site does with a request it has just answered."""
+
+SITE_EFFECTS: dict[str, SiteEffect] = {}
+"""Queries whose accepted request also updates the site's own stored tables (for example
+``combat_apply``: the pooled ComBat parameters, with which the site stores its harmonised
+features). The effect runs after the node's policy and plan checks and audit, only on an
+answered request, and changes nothing the hub sees but the query's secure-summed reply."""
+
+
+def register_site_effect(query: str, effect: SiteEffect) -> None:
+    """Let a query module declare the site-side effect of an answered ``query`` request."""
+    SITE_EFFECTS[query] = effect
+
+
 @dataclass
 class _SiteRuntime:
     node: Any
     identity: SiteIdentity
     manifest: FederationManifest
     stamp: tuple[float, ...]
+    site_dir: Path | None = None
 
     def compute(self, payload: bytes, quorum: int
                 ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
@@ -110,6 +127,10 @@ class _SiteRuntime:
         except Exception as exc:
             raise self.node.refuse_malformed(payload, exc) from exc
         answer = self.node.answer(request, guaranteed_contributors=quorum)
+        effect = SITE_EFFECTS.get(request.query)
+        if effect is not None and self.site_dir is not None:
+            effect(self.site_dir, self.node, request.params)
+            self.stamp = _stamp(self.site_dir)
         return answer.values, answer.specs
 
     __call__ = compute  # the runtime is the secure-aggregation compute (with its hooks)
@@ -141,10 +162,36 @@ _RUNTIMES: dict[str, _SiteRuntime] = {}
 _LOCK = threading.Lock()
 
 
+SITE_TABLES = ("features.parquet", "findings.parquet", "harmonised.parquet")
+"""The site's imaging tables (``<site>/imaging/``), joined to its cohort when present."""
+
+
 def _stamp(site_dir: Path) -> tuple[float, ...]:
     files = [site_dir / "cohort" / "patients.parquet", site_dir / "policy.yaml",
-             site_dir / MANIFEST_FILE, site_dir / "federation.approved.json"]
+             site_dir / MANIFEST_FILE, site_dir / "federation.approved.json",
+             *(site_dir / "imaging" / f for f in SITE_TABLES)]
     return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+
+
+SiteTablesHook = Callable[[Path, Any], Any]
+_SITE_TABLE_HOOKS: list[SiteTablesHook] = []
+
+
+def register_site_tables(hook: SiteTablesHook) -> None:
+    """Let a module that registers site queries join the site's own stored per-patient tables
+    to its cohort (``hook(site_dir, cohort) -> cohort``; imaging registers its features)."""
+    if hook not in _SITE_TABLE_HOOKS:
+        _SITE_TABLE_HOOKS.append(hook)
+
+
+def with_site_tables(site_dir: Path, cohort: Any) -> Any:
+    """``cohort`` with the site's own stored per-patient tables joined (imaging features,
+    findings and harmonised features, by the hooks of :func:`register_site_tables`)."""
+    if not any((site_dir / "imaging" / f).is_file() for f in SITE_TABLES):
+        return cohort
+    for hook in _SITE_TABLE_HOOKS:
+        cohort = hook(site_dir, cohort)
+    return cohort
 
 
 def _open_runtime(site_dir: Path) -> _SiteRuntime:
@@ -167,9 +214,9 @@ def _open_runtime(site_dir: Path) -> _SiteRuntime:
         manifest = FederationManifest.load(manifest_path)
         require_pinned(site_dir, manifest)
         node = open_node(site_dir)
-        node.cohort = with_derived_scores(node.cohort)
+        node.cohort = with_site_tables(site_dir, with_derived_scores(node.cohort))
         rt = _SiteRuntime(node, SiteIdentity.load(site_id, site_dir / IDENTITY_FILE),
-                          manifest, stamp)
+                          manifest, stamp, site_dir)
         _RUNTIMES[key] = rt
         return rt
 

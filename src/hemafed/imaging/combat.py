@@ -36,12 +36,15 @@ import pandas as pd
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
+from hemafed.federation.runtime import register_site_effect, register_site_tables
 
 log = logging.getLogger(__name__)
 
 MOMENTS_QUERY = "combat_moments"
 RESIDUALS_QUERY = "combat_residuals"
+APPLY_QUERY = "combat_apply"
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
 
@@ -192,6 +195,44 @@ def _check_residuals(params: Params) -> None:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
 
 
+def _check_apply(params: Params) -> None:
+    _check(params)
+    FederatedComBat.from_parameters(params)
+
+
+def _apply_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    y, _ = _site_arrays(cohort, params)  # refuses values outside the public bounds
+    return {"n": np.array([float(len(y))])}
+
+
+def _apply_declare(params: Params) -> dict[str, Statistic]:
+    return {"n": Statistic((1,), 0, max_patients(params), is_count=True)}
+
+
+def _apply_effect(site_dir: Any, node: Any, params: Params) -> None:
+    """At the site, after it answered ``combat_apply``: store its harmonised features."""
+    from hemafed.imaging.site_features import store_harmonisation
+
+    node.cohort = store_harmonisation(site_dir, node.cohort, params)
+
+
+register(Query(APPLY_QUERY, "1", compute=_apply_compute, declare=_apply_declare,
+               check_params=_check_apply,
+               description="ComBat: the pooled parameters back to the site, which stores its "
+                           "harmonised features; the reply is the number harmonised"))
+register_site_effect(APPLY_QUERY, _apply_effect)
+
+
+def _join_site_tables(site_dir: Any, cohort: Any) -> Any:
+    """The site's stored imaging features, findings and harmonised features, joined."""
+    from hemafed.imaging.site_features import imaging_cohort, imaging_table
+
+    return imaging_cohort(cohort, imaging_table(site_dir))
+
+
+register_site_tables(_join_site_tables)
+
+
 # --- pooled estimates from sums -----------------------------------------------------------------
 
 def pooled_estimates(moments: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -282,7 +323,7 @@ class FederatedComBat:
 
     def fit(self, federation: Federation, features: Sequence[str], covariates: Sequence[str],
             bounds: Mapping[str, Sequence[float]], *, study: str = "default",
-            max_patients: int = 100_000) -> FederatedComBat:
+            max_patients: int = MAX_PATIENTS) -> FederatedComBat:
         """Two secure sums over the same sites: moments, then residual sums of squares."""
         base: dict[str, Any] = {
             "features": list(features), "covariates": list(covariates),
@@ -307,6 +348,21 @@ class FederatedComBat:
         log.info("federated ComBat over %d sites, %d patients, %d features", len(self.sites),
                  self.n_, len(self.features))
         return self
+
+    def apply(self, federation: Federation, bounds: Mapping[str, Sequence[float]], *,
+              study: str = "default", max_patients: int = MAX_PATIENTS) -> int:
+        """Send the pooled parameters to every site (``combat_apply``): each stores its own
+        harmonised ``h_<feature>`` columns. Returns the number of patients harmonised, a secure
+        sum over the same sites as the fit."""
+        params = {**self.site_parameters(), "max_patients": int(max_patients),
+                  "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
+                             if k in set(self.features) | set(self.covariates)}}
+        res = federation.secure_sum(APPLY_QUERY, params, study=study)
+        if tuple(res.sites) != tuple(self.sites):
+            raise InvalidInput(f"ComBat: the harmonisation reached sites {res.sites}, the fit "
+                               f"covered {self.sites}; rerun on one fixed set of sites")
+        self.rounds += 1
+        return round(float(res["n"][0]))
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> FederatedComBat:

@@ -8,11 +8,14 @@ DICOM series or NIfTI volume with a NIfTI mask, imports them with
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hemafed.cohort.validate import validate_cohort
 from hemafed.demo import LocalSites, build_sites
@@ -22,6 +25,7 @@ from hemafed.imaging.site_features import extract_site_features, import_findings
 from hemafed.imaging.store import import_images, nifti_image
 from hemafed.imaging.virtual import VirtualSubject, clinical_frame, generate, write_dicom_series
 from hemafed.imaging.volume import Volume
+from hemafed.site.store import approve_study, load_cohort
 from hemafed.study.spec import StudySpec
 
 DEFAULT_SETTINGS = FeatureSettings(bin_width=8.0, aggregation="averaged")
@@ -57,6 +61,8 @@ def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | 
     load_imaging_queries()
     subjects = generate(disease, n_sites, per_site, seed)
     frame = clinical_frame(subjects, disease)
+    # a first spec fixes the study id (pseudonym domain); the final one, with the public bounds
+    # of the features, is approved once they are extracted (see imaging_spec)
     spec = StudySpec.from_mapping({
         "study_id": f"imaging-{disease.lower()}", "requester": "imaging-demo",
         "imaging": {"modality": "MR", "settings": settings.to_dict()},
@@ -66,9 +72,7 @@ def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | 
         cohorts[str(site)] = validate_cohort(
             rows[["patient_id", "disease", *CLINICAL[disease]]].reset_index(drop=True),
             source=f"virtual {site}")
-    # the virtual imaging spec does not yet list the features and models the imaging tests
-    # run, so these sites approve its hash only (no plan; issue 13 note)
-    sites = build_sites(root / "sites", cohorts, spec, store_plan=False)
+    sites = build_sites(root / "sites", cohorts, spec)
     with tempfile.TemporaryDirectory(prefix="hemafed-images-") as tmp:
         staging = Path(tmp)
         items: dict[str, list[tuple[str, Path, Path]]] = {}
@@ -90,8 +94,55 @@ def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | 
         if FINDINGS[disease]:
             import_findings(site_dir, rows, study=spec.study_id, columns=FINDINGS[disease])
         extract_site_features(site_dir, settings)
+    spec = imaging_spec(disease, sites, settings)
+    for site_dir in sites.site_dirs.values():  # approve it with its text: the plan binds
+        approve_study(site_dir, spec, expires=dt.date.today() + dt.timedelta(days=365),
+                approved_by="demo ethics committee (virtual)")
     return ImagingSites(sites, spec, subjects)
 
+
+def imaging_spec(disease: str, sites: LocalSites, settings: FeatureSettings) -> StudySpec:
+    """The virtual study: harmonise :data:`HARMONISED_FEATURES`, then the disease's model
+    (:data:`DEMO_MODELS`).
+
+    The public bounds are what a study declares as plausible ranges; for the virtual cohort the
+    generator knows them, as the extracted range with half its span of margin on each side
+    (a margin that also holds the harmonised values).
+    """
+    from hemafed.imaging.site_features import imaging_table
+
+    covariates = COMBAT_COVARIATES[disease]
+    table = pd.concat([imaging_table(d) for d in sites.site_dirs.values()], ignore_index=True)
+    cohort = pd.concat([load_cohort(d).patients for d in sites.site_dirs.values()])
+    bounds = {}
+    for col, values in [*((f, table[f]) for f in HARMONISED_FEATURES),
+                        *((c, cohort[c]) for c in covariates)]:
+        v = values.astype(float)
+        lo, hi = float(v.min()), float(v.max())
+        bounds[col] = [lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo)]
+    return StudySpec.from_mapping({
+        "study_id": f"imaging-{disease.lower()}", "requester": "imaging-demo",
+        "disease": disease,
+        "imaging": {"modality": "MR", "settings": settings.to_dict(),
+                    "harmonise": {"features": list(HARMONISED_FEATURES),
+                                  "covariates": covariates},
+                    "bounds": bounds},
+        "analyses": [{"id": "size", "kind": "describe", "columns": ["age"]},
+                     DEMO_MODELS[disease]]})
+
+
+COMBAT_COVARIATES = {"SCD": ["age", "hb"], "MM": ["age"]}
+"""Biological covariates ComBat preserves in the virtual studies."""
+
+DEMO_MODELS: dict[str, dict[str, Any]] = {
+    "SCD": {"id": "infarct", "kind": "imaging", "title": "Silent cerebral infarct: imaging + "
+            "clinical logistic model", "model": "logistic", "outcome": "silent_infarct",
+            "covariates": ["age", "hb"], "top_k": 2},
+    "MM": {"id": "pfs", "kind": "imaging", "title": "Progression-free survival: imaging + "
+           "clinical Cox model", "model": "cox", "duration": "relapse_time",
+           "event": "relapse_status", "covariates": ["age", "b2m"], "horizon": 2.0, "top_k": 2},
+}
+"""The imaging analysis of each virtual study."""
 
 HARMONISED_FEATURES: tuple[str, ...] = (
     "firstorder_mean", "firstorder_median", "firstorder_p10", "firstorder_p90",

@@ -207,8 +207,30 @@ def read_nifti(path: str | Path) -> Volume:
         raise InvalidInput(f"{path}: no such file")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=float)  # type: ignore[attr-defined,type-var]
-        affine = np.asarray(img.affine, dtype=float)  # type: ignore[attr-defined,type-var]
+    except Exception as exc:
+        raise InvalidInput(f"{path}: not a readable NIfTI file ({type(exc).__name__})") from None
+    return nifti_volume(img, path)
+
+
+def nifti_bytes_volume(data: bytes, where: str | Path) -> Volume:
+    """A NIfTI-1 volume from its (optionally gzipped) bytes, e.g. decrypted from the vault."""
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        img = nib.Nifti1Image.from_bytes(raw)
+    except Exception as exc:
+        raise InvalidInput(f"{where}: not a readable NIfTI file ({type(exc).__name__})") from None
+    return nifti_volume(img, where)
+
+
+def nifti_volume(img: Any, path: str | Path) -> Volume:
+    """The LPS :class:`Volume` of a loaded nibabel image (``path`` names it in errors)."""
+    try:
+        data = np.asarray(img.dataobj, dtype=float)
+        affine = np.asarray(img.affine, dtype=float)
     except Exception as exc:
         raise InvalidInput(f"{path}: not a readable NIfTI file ({type(exc).__name__})") from None
     if data.ndim == 4 and data.shape[3] == 1:

@@ -67,12 +67,19 @@ class ImagingModel:
     spec: DesignSpec
 
 
+def _chosen(screen: pd.DataFrame, candidates: Sequence[str], top_k: int) -> tuple[str, ...]:
+    """The ``top_k`` screened features, in the candidates' order: the design is then one of
+    the ``C(candidates, top_k)`` a study's plan derives from its spec."""
+    top = set(screen["feature"].head(top_k))
+    return tuple(f for f in candidates if f in top)
+
+
 def fit_infarct_model(federation: Federation, outcome: str, clinical: Sequence[str],
                       candidates: Sequence[str], bounds: Mapping[str, Sequence[float]], *,
                       top_k: int = 2, study: str = "default") -> ImagingModel:
     """Screen ``candidates`` for the binary ``outcome``; logistic on clinical + top ``top_k``."""
     screen = federated_screen(federation, candidates, outcome, bounds, study=study)
-    chosen = tuple(screen["feature"].head(top_k))
+    chosen = _chosen(screen, candidates, top_k)
     spec = design(clinical, chosen, bounds)
     model = FederatedLogisticRegression().fit(federation, outcome, spec, study=study)
     return ImagingModel(model, screen, chosen, spec)
@@ -84,7 +91,7 @@ def fit_pfs_model(federation: Federation, duration: str, event: str, clinical: S
     """Screen ``candidates`` for progression before ``horizon``; Cox on clinical + top ``top_k``."""
     screen = federated_screen(federation, candidates, event, bounds, time=duration,
                               horizon=horizon, study=study)
-    chosen = tuple(screen["feature"].head(top_k))
+    chosen = _chosen(screen, candidates, top_k)
     spec = design(clinical, chosen, bounds)
     model = FederatedCoxPH().fit(federation, duration, event, spec, study=study,
                                  concordance=False)

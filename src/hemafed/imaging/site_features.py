@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,8 @@ HARMONISED_FILE = "harmonised.parquet"
 HARMONISED_PREFIX = "h_"
 """Harmonised copies of features are stored as ``h_<feature>`` beside the raw ones."""
 SETTINGS_FILE = "settings.json"
+COMBAT_FILE = "combat.json"
+"""The pooled ComBat parameters the site last harmonised with (what the hub sent)."""
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -110,24 +112,40 @@ def imaging_cohort(cohort: Cohort, table: pd.DataFrame) -> Cohort:
     return Cohort(p, cohort.mutations, dict(cohort.panels))
 
 
-def apply_harmonisation(site_dir: str | Path, params: dict[str, object]) -> pd.DataFrame:
-    """At a site: harmonise its own features with the pooled ComBat ``params`` the hub sent
-    (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`), storing ``h_<feature>``.
+def store_harmonisation(site_dir: str | Path, cohort: Cohort,
+                        params: Mapping[str, object]) -> Cohort:
+    """At a site: harmonise its own features in ``cohort`` with the pooled ComBat ``params``
+    the hub sent (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`), store them
+    as ``h_<feature>`` (atomically) and return ``cohort`` with the new harmonised columns.
 
     The site's own ComBat estimates (gamma, delta and their EB posteriors) stay here.
     """
     from hemafed.imaging.combat import FederatedComBat
-    from hemafed.site.store import load_cohort
 
-    site = Path(site_dir)
     model = FederatedComBat.from_parameters(params)
-    table = imaging_table(site).drop(
-        columns=[c for c in imaging_table(site).columns if c.startswith(HARMONISED_PREFIX)])
-    cohort = imaging_cohort(load_cohort(site), table)
-    frame, _ = model.transform(cohort.patients)
+    p = cohort.patients
+    base = Cohort(p.drop(columns=[c for c in p.columns if c.startswith(HARMONISED_PREFIX)]),
+                  cohort.mutations, dict(cohort.panels))
+    frame, _ = model.transform(base.patients)
+    imaged = base.patients[model.features].notna().all(axis=1).to_numpy()
     out = pd.DataFrame({"patient_id": frame["patient_id"].astype(str)})
     for f in model.features:
         out[HARMONISED_PREFIX + f] = frame[f].astype(float).to_numpy()
-    out = out[out["patient_id"].isin(set(table["patient_id"].astype(str)))]
-    _write_parquet(site / IMAGING_DIR / HARMONISED_FILE, out.reset_index(drop=True))
-    return out
+    out = out[imaged].reset_index(drop=True)
+    d = Path(site_dir) / IMAGING_DIR
+    _write_parquet(d / HARMONISED_FILE, out)
+    atomic.write_text(d / COMBAT_FILE, json.dumps(dict(params), indent=1, default=str))
+    return imaging_cohort(base, out)
+
+
+def apply_harmonisation(site_dir: str | Path, params: Mapping[str, object]) -> pd.DataFrame:
+    """:func:`store_harmonisation` on the site's stored cohort and features (an operator's or a
+    test's direct call; in a study the site does it on answering ``combat_apply``)."""
+    from hemafed.site.store import load_cohort
+
+    site = Path(site_dir)
+    table = imaging_table(site)
+    table = table.drop(columns=[c for c in table.columns if c.startswith(HARMONISED_PREFIX)])
+    cohort = store_harmonisation(site, imaging_cohort(load_cohort(site), table), params)
+    h = [c for c in cohort.patients.columns if c.startswith(HARMONISED_PREFIX)]
+    return pd.read_parquet(site / IMAGING_DIR / HARMONISED_FILE, columns=["patient_id", *h])

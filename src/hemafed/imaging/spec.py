@@ -14,14 +14,30 @@ Example (YAML)::
         age: [0, 25]
         hb: [4, 14]
 
+    analyses:
+      - {id: infarct, kind: imaging, model: logistic, outcome: silent_infarct,
+         covariates: [age, hb], top_k: 2}
+      - {id: pfs, kind: imaging, model: cox, duration: relapse_time, event: relapse_status,
+         covariates: [age, b2m], horizon: 2.0, top_k: 2}
+
 The section is part of the spec the sites approve (its hash covers it), so the settings and
-bounds are fixed before any site computes anything.
+bounds are fixed before any site computes anything. An ``imaging`` analysis harmonises the
+features (federated ComBat), screens them (``candidates``, default all harmonised features)
+and fits the model on its clinical ``covariates`` plus the ``top_k`` features of the screen
+(:mod:`hemafed.imaging.study`). The harmonised copy ``h_<feature>`` has the bounds declared
+for ``h_<feature>``, else those of ``<feature>`` (a harmonised value lies on its feature's
+scale; a value outside is refused, never clipped). From this section alone a site derives the
+imaging part of the study's plan (:func:`plan_parts`): the columns, their public bounds and every
+covariate design the screen can lead to (each ``top_k`` subset of the candidates, in the
+candidates' order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
@@ -29,6 +45,9 @@ from hemafed.imaging.intake import SUPPORTED_MODALITIES
 from hemafed.imaging.radiomics import FeatureSettings
 
 _KEYS = {"modality", "settings", "harmonise", "bounds"}
+MODELS = ("logistic", "cox")
+MAX_DESIGNS = 5_000
+"""Most covariate designs one imaging analysis may imply (``C(candidates, top_k)``)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +71,17 @@ class ImagingSpec:
                    {k: (float(v[0]), float(v[1])) for k, v in (raw.get("bounds") or {}).items()})
 
 
-def imaging_problems(raw: Any) -> list[str]:
-    """Every problem of an ``imaging`` section (empty when it is valid)."""
+    def harmonised_bounds(self) -> dict[str, tuple[float, float]]:
+        """Public bounds of every ``h_<feature>`` (declared, else the feature's own)."""
+        from hemafed.imaging.site_features import HARMONISED_PREFIX
+
+        return {HARMONISED_PREFIX + f: self.bounds.get(HARMONISED_PREFIX + f, self.bounds[f])
+                for f in self.features}
+
+
+def imaging_problems(raw: Any, analyses: Any = None) -> list[str]:
+    """Every problem of an ``imaging`` section and of the spec's ``imaging`` analyses (empty
+    when they are valid)."""
     if not isinstance(raw, Mapping):
         return ["imaging: expected a mapping"]
     out = [f"imaging: unknown key {k!r}" for k in sorted(set(raw) - _KEYS)]
@@ -72,4 +100,104 @@ def imaging_problems(raw: Any) -> list[str]:
         if not (isinstance(b, list) and len(b) == 2 and all(isinstance(v, int | float) for v in b)
                 and b[0] < b[1]):
             out.append(f"imaging.bounds: column {col!r} needs [low, high] with low < high")
+    features = [str(f) for f in h.get("features", [])]
+    for i, a in enumerate(analyses if isinstance(analyses, list) else [], start=1):
+        if isinstance(a, Mapping) and a.get("kind") == "imaging":
+            out += [f"analyses[{i}] (imaging): {p}" for p in _analysis_problems(a, features)]
     return out
+
+
+def _analysis_problems(a: Mapping[str, Any], features: Sequence[str]) -> list[str]:
+    from hemafed.study.spec import valid_columns
+
+    model = a.get("model")
+    if model not in MODELS:
+        return [f"model must be one of {', '.join(MODELS)}, got {model!r}"]
+    needs = ("outcome",) if model == "logistic" else ("duration", "event")
+    out = [f"a {model} model needs {k!r}" for k in needs if not isinstance(a.get(k), str)]
+    if len(features) < 2:
+        out.append("imaging.harmonise.features must list at least 2 features")
+    known = set(valid_columns())
+    covs = a.get("covariates", [])
+    if not isinstance(covs, list) or not all(isinstance(c, str) for c in covs):
+        return [*out, "covariates must be a list of cohort columns"]
+    out += [f"covariates: unknown column {c!r}" for c in covs if c not in known]
+    cands = a.get("candidates", list(features))
+    if not isinstance(cands, list) or not cands or any(c not in features for c in cands):
+        return [*out, "candidates must list features of imaging.harmonise.features"]
+    k = a.get("top_k", 2)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(cands):
+        out.append(f"top_k must be an integer in [1, {len(cands)}], got {k!r}")
+    elif math.comb(len(cands), k) > MAX_DESIGNS:
+        out.append(f"top_k {k} of {len(cands)} candidates implies more than {MAX_DESIGNS} "
+                   "designs; list fewer candidates")
+    h = a.get("horizon")
+    if h is not None and not (isinstance(h, int | float) and h > 0):
+        out.append(f"horizon must be a positive time, got {h!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class PlanParts:
+    """What a spec's imaging section adds to the study's plan (:mod:`hemafed.study.plan`)."""
+
+    columns: frozenset[str]
+    bounds: Mapping[str, tuple[float, float]]
+    designs: tuple[list[dict[str, Any]], ...]
+    analyses: int = 1
+    features: frozenset[str] = field(default_factory=frozenset)
+
+
+    @property
+    def feature_bounds(self) -> dict[str, tuple[float, float]]:
+        """Bounds of the imaging feature columns (the covariates keep their schema bounds in
+        the other analyses; the imaging requests' own ``bounds`` are checked by
+        :func:`plan_problem`)."""
+        from hemafed.cohort.schema import FIELDS
+
+        return {c: b for c, b in self.bounds.items() if c not in FIELDS}
+
+
+def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
+    """The imaging part of a study's plan, derived from the spec text alone."""
+    from hemafed.imaging.models import design
+    from hemafed.imaging.site_features import HARMONISED_PREFIX
+
+    ispec = ImagingSpec.from_mapping(raw_spec["imaging"])
+    hbounds = ispec.harmonised_bounds()
+    bounds = {**ispec.bounds, **hbounds}
+    columns = {*ispec.features, *ispec.covariates, *hbounds}
+    designs = []
+    analyses = [a for a in raw_spec.get("analyses") or () if a.get("kind") == "imaging"]
+    for a in analyses:
+        columns.update(str(a[k]) for k in ("outcome", "duration", "event") if a.get(k))
+        columns.update(a.get("covariates", []))
+        cands = [HARMONISED_PREFIX + f for f in a.get("candidates", ispec.features)]
+        for chosen in itertools.combinations(cands, int(a.get("top_k", 2))):
+            designs.append(design(a.get("covariates", []), chosen, bounds).to_params())
+    return PlanParts(frozenset(columns), bounds, tuple(designs), max(1, len(analyses)),
+                     frozenset({*ispec.features, *ispec.covariates, *hbounds}))
+
+
+def plan_problem(parts: PlanParts, params: Mapping[str, Any]) -> tuple[str, str] | None:
+    """An imaging request's ``features``/``covariates`` must be planned columns and its
+    ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values)."""
+    for key in ("features", "covariates"):
+        for col in params.get(key) or ():
+            if col not in parts.features:
+                return "column", f"column {col!r} is not named by the study's imaging section"
+    raw = params.get("bounds")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        return "bounds", "bounds must map columns to their public [low, high]"
+    for col, b in raw.items():
+        want = parts.bounds.get(str(col))
+        try:
+            got = tuple(float(v) for v in b)
+        except (TypeError, ValueError):
+            got = None
+        if want is None or got != want:
+            return "bounds", (f"bounds of {col!r} must be the public {want}, got {b!r}; "
+                              "bounds are fixed by the spec's imaging section")
+    return None

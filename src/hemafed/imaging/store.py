@@ -3,13 +3,17 @@
 Layout::
 
     imaging/index.csv                      one row per imported image: pseudonym, image id, ...
-    imaging/<pseudonym>/<image id>/        image.nii.gz, mask.nii.gz, meta.json
-                                            (+ imaging_study.json for DICOM sources)
+    imaging/<pseudonym>/<image id>/        meta.json (+ imaging_study.json for DICOM sources)
+    vault/<image id>.image.nii.gz.c4gh     the image and its mask, Crypt4GH-encrypted for the
+    vault/<image id>.mask.nii.gz.c4gh      site's own key (:mod:`hemafed.site.vault`)
 
-An import reads and checks every image first (:mod:`hemafed.imaging.intake`), writes the files
-into a hidden staging directory, fsyncs them and renames the directory into place, then
-rewrites the index atomically (:mod:`hemafed.atomic`): a refused or interrupted import leaves
-the site directory as it was. The patient's hospital id is replaced by its study pseudonym
+Pixels are kept only encrypted at rest: the NIfTI bytes are encrypted in memory into the site
+vault, never written in plain; :func:`load_image` decrypts them in memory for the feature
+extraction. An import reads and checks every image first (:mod:`hemafed.imaging.intake`),
+encrypts the pixels into the vault, writes the metadata into a hidden staging directory, fsyncs
+it and renames it into place, then rewrites the index atomically (:mod:`hemafed.atomic`): a
+refused or interrupted import leaves the site directory as it was (vault entries of a failed
+import are removed). The patient's hospital id is replaced by its study pseudonym
 (:class:`~hemafed.site.pseudonym.Pseudonymiser` with the site secret) before anything is written.
 """
 
@@ -37,6 +41,7 @@ from hemafed.imaging.intake import read_image, read_mask
 from hemafed.imaging.volume import Volume
 from hemafed.site.pseudonym import Pseudonymiser
 from hemafed.site.store import site_secret
+from hemafed.site.store import vault as site_vault
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +82,19 @@ def nifti_image(volume: Volume, dtype: Any = np.float32) -> Any:
     return img
 
 
+def nifti_bytes(volume: Volume, dtype: Any = np.float32) -> bytes:
+    """``volume`` as gzipped NIfTI-1 bytes."""
+    return gzip.compress(nifti_image(volume, dtype).to_bytes(), compresslevel=1, mtime=0)
+
+
 def write_nifti(path: Path, volume: Volume, dtype: Any = np.float32) -> None:
     """Write ``volume`` as NIfTI (atomically, fsynced)."""
-    img = nifti_image(volume, dtype)
-    atomic.write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
+    atomic.write_bytes(path, nifti_bytes(volume, dtype))
+
+
+def vault_name(image_id: str, part: str) -> str:
+    """The vault entry of an imported image's ``part`` (``image`` or ``mask``)."""
+    return f"{image_id}.{part}.nii.gz"
 
 
 def _index_path(site_dir: Path) -> Path:
@@ -129,6 +143,7 @@ def import_images(site_dir: str | Path,
         checked.append((pseudonym, image_id, image, vol, roi))
     done: list[ImportedImage] = []
     rows = []
+    box = site_vault(site)
     for pseudonym, image_id, image, vol, roi in checked:
         target = site / IMAGING_DIR / pseudonym / image_id
         meta = {k: v for k, v in vol.meta.items() if k != "patient_id"}  # no hospital id
@@ -139,9 +154,10 @@ def import_images(site_dir: str | Path,
         meta.setdefault("modality", "MR" if str(image).endswith((".nii", ".nii.gz")) else "")
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{image_id}.", dir=target.parent))
+        names = [vault_name(image_id, "image"), vault_name(image_id, "mask")]
         try:
-            write_nifti(staging / "image.nii.gz", vol)
-            write_nifti(staging / "mask.nii.gz", roi, dtype=np.uint8)
+            box.add_bytes(nifti_bytes(vol), names[0])
+            box.add_bytes(nifti_bytes(roi, np.uint8), names[1])
             if vol.meta.get("series_instance_uid"):
                 atomic.write_text(staging / "imaging_study.json",
                                   json.dumps(imaging_study(vol.meta, pseudonym), indent=1))
@@ -149,6 +165,8 @@ def import_images(site_dir: str | Path,
             os.replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            for name in names:
+                box.remove(name)
             raise
         rows.append({"pseudonym": pseudonym, "image_id": image_id,
                      "modality": str(meta["modality"]), "shape": "x".join(map(str, vol.shape)),
@@ -164,10 +182,15 @@ def import_images(site_dir: str | Path,
 
 
 def load_image(site_dir: str | Path, pseudonym: str, image_id: str) -> tuple[Volume, Volume]:
-    """The stored ``(image, mask)`` volumes of one imported image."""
-    from hemafed.imaging.intake import read_nifti
+    """The stored ``(image, mask)`` volumes of one imported image, decrypted from the site
+    vault in memory."""
+    from hemafed.imaging.intake import nifti_bytes_volume
 
     d = Path(site_dir) / IMAGING_DIR / pseudonym / image_id
-    img = read_nifti(d / "image.nii.gz")
-    msk = read_nifti(d / "mask.nii.gz")
+    if not d.is_dir():
+        raise InvalidInput(f"{site_dir}: no imported image {image_id} for this patient")
+    box = site_vault(site_dir)
+    img, msk = (nifti_bytes_volume(box.get_bytes(vault_name(image_id, part)),
+                                   f"vault:{vault_name(image_id, part)}")
+                for part in ("image", "mask"))
     return img, Volume(msk.array > 0, msk.spacing, msk.origin, msk.direction, msk.source)

@@ -4,7 +4,7 @@ As DataSHIELD's server-side filters, these run where the data are, on this site'
 contribution, before anything is masked:
 
 * :func:`small_cells`: a non-DP release of a frequency table (every statistic whose declaration
-  puts it under the minimum-cell rule, :attr:`~hemafed.federation.queries.Statistic.min_cell_rule`:
+  puts it under the minimum-cell rule, :attr:`~hemafed.release.Statistic.min_cell_rule`:
   category counts, cross-tables, histograms, event and exit counts per grid time, per-group
   sizes, concordance tables...) with any own non-zero cell below ``min_cell_size``;
 * :func:`small_subgroups`: a non-DP answer in which a subgroup (statistic ``n`` per level of a
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from hemafed.federation.queries import Statistic
+from hemafed.release import Statistic
 
 
 def cell_rule_statistics(specs: Mapping[str, Statistic]) -> list[str]:

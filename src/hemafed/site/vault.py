@@ -149,6 +149,22 @@ class Vault:
         os.chmod(target, 0o600)
         return name
 
+    def add_bytes(self, data: bytes, name: str, *, overwrite: bool = False) -> str:
+        """Encrypt ``data`` into the vault as ``name`` (atomically): no plain copy on disk."""
+        target = self._path(name)
+        if target.exists() and not overwrite:
+            raise InvalidInput(f"vault already holds {name!r}; choose another name")
+        seckey = load_secret_key(self.seckey_path)
+        pubkey = load_public_key(self.pubkey_path)
+        with atomic.atomic_path(target) as tmp, open(tmp, "wb") as dst:
+            encrypt_stream(io.BytesIO(data), dst, seckey, pubkey)
+        os.chmod(target, 0o600)
+        return name
+
+    def remove(self, name: str) -> None:
+        """Delete ``name`` from the vault (nothing if absent)."""
+        self._path(name).unlink(missing_ok=True)
+
     def get_bytes(self, name: str) -> bytes:
         """The decrypted content of ``name``."""
         out = io.BytesIO()

@@ -90,7 +90,8 @@ FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
 weighted Cox model of IPTW has the treatment as its one covariate)."""
 
-OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic", "gwas_firth"})
+OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic", "gwas_firth", "combat_residuals",
+                                "combat_apply"})
 """Queries whose coefficient vector follows the spec's covariates and PCs, not a formula's
 design (the query checks the packed vector's shape itself)."""
 
@@ -131,8 +132,15 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
 IMAGING_CAPS = {"combat_moments": 8, "combat_residuals": 8, "imaging_screen": 8,
                 "logistic_newton": NEWTON_CAP, "cox_risk_set_sums": NEWTON_CAP,
                 "cox_site_derivatives": NEWTON_CAP, "cox_concordance_histogram": 4,
-                "time_histogram": 4, "category_counts": 8}
-"""The queries (and caps) a spec's ``imaging`` section implies (:mod:`hemafed.imaging`)."""
+                "time_histogram": 4, "category_counts": 8, "combat_apply": 8}
+"""The queries (and caps, per imaging analysis) a spec's ``imaging`` section implies
+(:mod:`hemafed.imaging`); its columns, bounds and designs come from
+:func:`hemafed.imaging.spec.plan_parts`."""
+
+IMAGING_QUERIES = frozenset({"combat_moments", "combat_residuals", "combat_apply",
+                             "imaging_screen"})
+"""Imaging queries whose feature lists and bounds mappings the plan checks
+(:func:`hemafed.imaging.spec.plan_problem`)."""
 
 LMM_CAP = 400
 """Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
@@ -236,6 +244,8 @@ class StudyPlan:
     dp_required: frozenset[str] = field(default=DP_QUERIES)
     time_mappings: frozenset[str] = frozenset({"exact"})
     edges: frozenset[str] = frozenset()
+    imaging: Any = None
+    """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -257,12 +267,19 @@ class StudyPlan:
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
 
+        imaging = None
         if "imaging" in spec.raw:
             # the imaging section: harmonisation, the univariate screen and the models on the
             # harmonised features (logistic, Cox), each with Newton-round caps
+            from hemafed.imaging.spec import plan_parts
+
+            imaging = plan_parts(spec.raw)
             for query, n in IMAGING_CAPS.items():
                 queries.add(query)
-                add(query, n)
+                add(query, n * imaging.analyses)
+            columns |= imaging.columns
+            spec_bounds.update(imaging.feature_bounds)
+            designs.update(_canon(d) for d in imaging.designs)
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
             mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
@@ -337,7 +354,7 @@ class StudyPlan:
         return cls(spec.study_id, spec.sha256, frozenset(queries), frozenset(columns),
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
-                   frozenset(edges))
+                   frozenset(edges), imaging=imaging)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -383,6 +400,12 @@ class StudyPlan:
                 return "steps_per_unit", (f"steps_per_unit must be one of the public lattices "
                                           f"{sorted(COARSER_LATTICES)}, got "
                                           f"{params.get('steps_per_unit')!r}")
+        if query in IMAGING_QUERIES and self.imaging is not None:
+            from hemafed.imaging.spec import plan_problem
+
+            problem = plan_problem(self.imaging, params)
+            if problem is not None:
+                return problem
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
                         self._designs(query, params), self._sizes(params)):
             if problem is not None:

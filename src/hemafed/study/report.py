@@ -453,9 +453,24 @@ def _gwas(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> Non
         s.text(str(doc["caveat"]), "note")
 
 
+def _imaging(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Harmonised imaging features + clinical covariates: the model page (logistic or Cox),
+    then the federated screen and the pooled ComBat parameters (hemafed.imaging.study)."""
+    model = (doc.get("options") or {}).get("model")
+    (_logistic if model == "logistic" else _cox)(s, doc, results)
+    for name, caption in (("screen", "federated univariate screen of the harmonised features "
+                                     "(Welch t, outcome group vs the rest)"),
+                          ("harmonisation", "federated ComBat: pooled grand mean, pooled SD and "
+                                            "covariate effects per feature")):
+        table = frame_from_json(doc["tables"][name])
+        table.index = [label(str(i)) for i in table.index]
+        s.table(table, caption=caption)
+
+
 RENDERERS: dict[str, Callable[[Section, Mapping[str, Any], Mapping[str, Any]], None]] = {
     "describe": _describe, "km": _km, "cox": _cox, "logistic": _logistic,
     "competing": _competing, "gbdt": _gbdt, "synth": _synth, "gwas": _gwas,
+    "imaging": _imaging,
 }
 
 

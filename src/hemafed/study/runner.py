@@ -333,10 +333,17 @@ def run_gwas(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     return run_gwas_analysis(fed, a, spec)
 
 
+def run_imaging(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.imaging.study import run_imaging_analysis
+
+    return run_imaging_analysis(fed, a, spec)
+
+
 RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
     "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
     "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
     "synth": run_synth, "gwas": run_gwas, "finegray": run_finegray, "cox_tv": run_cox_tv,
+    "imaging": run_imaging,
 }
 RUNNERS.update(STUDY_RUNNERS)
 

@@ -44,6 +44,9 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
                                           "min_mac", "epsilon", "top", "test", "firth"}),
     "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds"}),
     "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
+    # harmonised imaging features + clinical covariates (hemafed.imaging.study)
+    "imaging": ({"model"}, {"outcome", "duration", "event", "horizon", "covariates", "top_k",
+                            "candidates"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}
@@ -109,7 +112,10 @@ class StudySpec:
         if "imaging" in raw:  # the imaging section (hemafed.imaging.spec) checks itself
             from hemafed.imaging.spec import imaging_problems
 
-            problems += imaging_problems(raw["imaging"])
+            problems += imaging_problems(raw["imaging"], raw.get("analyses"))
+        elif any(isinstance(a, Mapping) and a.get("kind") == "imaging"
+                 for a in raw.get("analyses") or ()):
+            problems.append("an analysis of kind 'imaging' needs the spec's imaging section")
         study_id = raw.get("study_id")
         if not isinstance(study_id, str) or not study_id.strip():
             problems.append("study_id must be a non-empty string")
