@@ -9,17 +9,12 @@ protocol message through :func:`hemafed.secure.site_step`, policy check and audi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from hemafed.errors import InvalidInput
-from hemafed.federation.queries import Statistic
 from hemafed.federation.transport import SiteHandler
 from hemafed.imaging.site_features import imaging_cohort, imaging_table
-from hemafed.secure import FederationManifest, SiteIdentity, site_step
 
 IMAGING_QUERY_MODULES = ("hemafed.imaging.combat", "hemafed.imaging.screen")
 """Modules registering the imaging site queries (import them where sites answer)."""
@@ -36,29 +31,22 @@ def load_imaging_queries() -> None:
 
 
 def imaging_site_handler(config: Mapping[str, Any]) -> SiteHandler:
-    """Handler factory: ``config['site_dir']`` is the site directory."""
-    from hemafed.federation.runtime import IDENTITY_FILE, MANIFEST_FILE
-    from hemafed.site.request import SiteRequest
-    from hemafed.site.store import open_node, site_id_of
-    from hemafed.study.derived import with_derived_scores
+    """Handler factory: ``config['site_dir']`` is the site directory.
+
+    The standard site runtime (:func:`hemafed.federation.runtime.site_handler`: pinned
+    manifest, participant-set guard, rollback anchors, audit heads) whose cohort also holds the
+    site's imaging columns, as :func:`hemafed.analytics.mixed.longitudinal_site_handler` does."""
+    from hemafed.federation import runtime
 
     load_imaging_queries()
     site_dir = Path(str(config["site_dir"]))
-    site_id = site_id_of(site_dir)
-    manifest_path = site_dir / MANIFEST_FILE
-    if not manifest_path.exists():
-        raise InvalidInput(f"site {site_id}: no federation manifest at {manifest_path}")
-    node = open_node(site_dir)
-    node.cohort = imaging_cohort(with_derived_scores(node.cohort), imaging_table(site_dir))
-    identity = SiteIdentity.load(site_id, site_dir / IDENTITY_FILE)
-    manifest = FederationManifest.load(manifest_path)
-
-    def compute(payload: bytes, quorum: int
-                ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
-        answer = node.answer(SiteRequest.from_json(payload), guaranteed_contributors=quorum)
-        return answer.values, answer.specs
-
-    def handle(message: bytes, state: MutableMapping[str, bytes]) -> bytes:
-        return site_step(message, state, identity, manifest, compute)
-
+    handle = runtime.site_handler(config)
+    rt = runtime._open_runtime(site_dir)
+    # the cohort as opened (derived scores included), kept per node so a re-join never clashes
+    base = _BASE_COHORTS.setdefault(id(rt.node), (rt.node, rt.node.cohort))[1]
+    rt.node.cohort = imaging_cohort(base, imaging_table(site_dir))
     return handle
+
+
+_BASE_COHORTS: dict[int, tuple[Any, Any]] = {}
+"""Per open site node (kept alive with it): the cohort before the imaging join."""
