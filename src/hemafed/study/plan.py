@@ -169,7 +169,10 @@ GRID_KEYS = ("grid", "time_grid")
 """Parameter keys holding a time grid (at any depth: a model's outcome carries one)."""
 
 _COLUMN_KEYS = frozenset({"column", "duration_col", "event_col", "group_col", "strata_col",
-                          "row", "col"})
+                          "row", "col", "treatment", "time", "illness_time", "illness_status",
+                          "exit_time", "exit_status"})
+_COLUMN_LIST_KEYS = frozenset({"covariates", "features"})
+"""Keys whose value lists column names (a list of strings; other shapes are not columns)."""
 _LEVEL_KEYS = {"levels": "column", "group_levels": "group_col", "strata_levels": "strata_col",
                "row_levels": "row", "col_levels": "col"}
 
@@ -236,6 +239,9 @@ class StudyPlan:
     dp_required: frozenset[str] = field(default=DP_QUERIES)
     time_mappings: frozenset[str] = frozenset({"exact"})
     edges: frozenset[str] = frozenset()
+    max_weights: frozenset[float | None] = frozenset()
+    lmm: frozenset[str] = frozenset()
+    imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -252,6 +258,9 @@ class StudyPlan:
         caps: dict[str, int] = {"cohort_size": 4}
         mappings: set[str] = {"exact"}
         edges: set[str] = set()
+        max_weights: set[float | None] = set()
+        lmm: set[str] = set()
+        imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
         def add(query: str, n: int) -> None:
@@ -263,6 +272,14 @@ class StudyPlan:
             for query, n in IMAGING_CAPS.items():
                 queries.add(query)
                 add(query, n)
+            raw = spec.raw["imaging"] if isinstance(spec.raw["imaging"], Mapping) else {}
+            h = raw.get("harmonise") if isinstance(raw.get("harmonise"), Mapping) else {}
+            feats = [str(f) for f in h.get("features") or ()]
+            columns.update(feats, (f"h_{f}" for f in feats),
+                           (str(c) for c in h.get("covariates") or ()))
+            for col, b in (raw.get("bounds") or {}).items():
+                if isinstance(b, list | tuple) and len(b) == 2:
+                    imaging_bounds[str(col)] = (float(b[0]), float(b[1]))
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
             mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
@@ -323,6 +340,13 @@ class StudyPlan:
                     add(q, 8)
             elif a.kind == "synth":
                 add("marginal_counts", 64)
+            elif a.kind == "iptw":
+                mw = a.get("max_weight")
+                max_weights.add(float(mw) if isinstance(mw, int | float) else None)
+            elif a.kind == "lmm":
+                lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
+                                 a.get("covariates") or [], a.get("bounds"),
+                                 a.get("max_obs", 50)))
             for query, n in KIND_CAPS.get(a.kind, {}).items():
                 add(query, n)
         bounds = {}
@@ -337,7 +361,7 @@ class StudyPlan:
         return cls(spec.study_id, spec.sha256, frozenset(queries), frozenset(columns),
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
-                   frozenset(edges))
+                   frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -384,7 +408,8 @@ class StudyPlan:
                                           f"{sorted(COARSER_LATTICES)}, got "
                                           f"{params.get('steps_per_unit')!r}")
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
-                        self._designs(query, params), self._sizes(params)):
+                        self._designs(query, params), self._sizes(params),
+                        self._pinned(query, params)):
             if problem is not None:
                 return problem
         if query in ("numeric_summary",) and params.get("bins") not in self.bins:
@@ -411,6 +436,41 @@ class StudyPlan:
                     or not isinstance(high, int | float) or (float(low), float(high)) != want:
                 return "bounds", (f"bounds of {col!r} must be the public {want}, got {got}; "
                                   f"bounds are fixed by the spec or the schema")
+        return None
+
+    def _pinned(self, query: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The per-kind constants a hub could otherwise move to probe one site's data: the
+        IPTW weight cap and propensity coefficients, the mixed model's bounds and visit cap,
+        the imaging screen's features and bounds."""
+        if query.startswith("iptw_"):
+            if params.get("max_weight") not in self.max_weights:
+                return "max_weight", (f"max_weight must be the spec's "
+                                      f"{sorted(self.max_weights, key=str)}, got "
+                                      f"{params.get('max_weight')!r}")
+            gamma = params.get("gamma")
+            if not isinstance(gamma, list) or not all(
+                    isinstance(g, int | float) and not isinstance(g, bool)
+                    and math.isfinite(g) and abs(g) <= MAX_BETA for g in gamma):
+                return "gamma", f"gamma must be a list of finite numbers of size <= {MAX_BETA:g}"
+        if query == "lmm_reml_sums":
+            key = _lmm_key(params.get("outcome"), params.get("time"), params.get("covariates"),
+                           params.get("bounds"), params.get("max_obs", 50))
+            if key not in self.lmm:
+                return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
+                                  "max_obs must be those of the spec's lmm analysis")
+        if query == "imaging_screen":
+            bounds = params.get("bounds")
+            if not isinstance(bounds, Mapping):
+                return "bounds", "bounds must map each screened feature to its public bounds"
+            for f in params.get("features") or ():
+                want = self.imaging_bounds.get(str(f))
+                got = bounds.get(f)
+                if str(f).startswith("h_"):
+                    continue  # harmonised copies: bounds from the released ComBat fit
+                if want is None or not isinstance(got, list | tuple) or len(got) != 2 \
+                        or (float(got[0]), float(got[1])) != want:
+                    return "bounds", (f"bounds of {f!r} must be the spec's imaging bounds "
+                                      f"{want}, got {got}")
         return None
 
     def _levels(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -521,6 +581,17 @@ def _public_levels(col: str, derived: Mapping[str, tuple[str, ...]]) -> set[tupl
     return out
 
 
+def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any) -> str:
+    """The pinned part of a mixed model's request (bounds of its own columns only)."""
+    cols = [outcome, time, *(covariates if isinstance(covariates, list | tuple) else [None])]
+    b = bounds if isinstance(bounds, Mapping) else {}
+    try:
+        pinned = {str(c): [float(v) for v in b[c]] for c in cols if c in b}
+    except (TypeError, ValueError):
+        pinned = {}
+    return _canon([outcome, time, covariates, pinned, max_obs])
+
+
 def _values_under(value: Any, key: str, depth: int = 0) -> Iterable[Any]:
     if depth > 8:
         return
@@ -544,6 +615,9 @@ def _named_columns(params: Mapping[str, Any]) -> Iterable[str]:
             for k, v in value.items():
                 if k in _COLUMN_KEYS and isinstance(v, str):
                     yield v
+                elif k in _COLUMN_LIST_KEYS and isinstance(v, list) \
+                        and all(isinstance(c, str) for c in v):
+                    yield from v
                 elif k == "causes" and isinstance(v, list):
                     for pair in v:
                         if isinstance(pair, list):
