@@ -153,12 +153,11 @@ def test_a_iptw_cap_is_pinned_and_weights_are_truncated_not_refused(sites: Local
 # --- B: DP sensitivity of the robust-variance queries ----------------------------------------
 
 def test_b_iptw_km_influence_sensitivity_holds_for_hub_arrays(sites: LocalSites) -> None:
-    m, y, h = 12, 0.1, 1e-3
-    y_w, d_w = np.full((2, m), 1e9), np.zeros((2, m))
-    y_w[:, 0], d_w[:, 0] = y, y * h  # the review's tiny pooled weight at risk
+    m, y, h = 366, 0.1, 1e-3  # daily grid over the first year
+    y_w, d_w = np.full((2, m), y), np.full((2, m), y * h)  # the review's tiny weight at risk
     params = {"design": DESIGN, "treatment": "hma", "gamma": [0.0] * 4, "marginal": 1.0,
               "max_weight": CAP, "duration_col": "os_time", "event_col": "os_status",
-              "grid": [float(t) for t in range(1, m + 1)], "time_mapping": "up",
+              "grid": [t / 365.25 for t in range(1, m + 1)], "time_mapping": "exact",
               "w_events": d_w.tolist(), "w_at_risk": y_w.tolist()}
     query = get_query("iptw_km_influence")
     declared = release_sensitivity(query.declare(params))
