@@ -52,13 +52,22 @@ from hemafed.site.request import SiteRequest
 from hemafed.site.store import load_cohort
 from hemafed.study.spec import StudySpec
 
-TEMPLATE_KEYS = ("min_cell_size", "enforce_min_cell", "min_subgroup_size", "max_cells",
-                 "require_dp", "refuse_differencing", "allow_non_secure", "privacy_budget",
-                 "require_plan")
+TEMPLATE_KEYS = (
+    "min_cell_size",
+    "enforce_min_cell",
+    "min_subgroup_size",
+    "max_cells",
+    "require_dp",
+    "refuse_differencing",
+    "allow_non_secure",
+    "privacy_budget",
+    "require_plan",
+)
 
 
-def make_sites(root: Path, cohorts: Mapping[str, Any], spec: StudySpec,
-               **policy: Any) -> LocalSites:
+def make_sites(
+    root: Path, cohorts: Mapping[str, Any], spec: StudySpec, **policy: Any
+) -> LocalSites:
     """Site directories under the protective settings of the shipped ``site init`` template."""
     template = yaml.safe_load(site_policy._TEMPLATE.format(site_id="template"))
     overrides = {**{k: template[k] for k in TEMPLATE_KEYS}, **policy}
@@ -68,8 +77,9 @@ def make_sites(root: Path, cohorts: Mapping[str, Any], spec: StudySpec,
 class Probe(HostileHub):
     """A hub sending one request at a time with the declarations the sites expect."""
 
-    def send(self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None
-             ) -> tuple[Any, dict[str, str | None]]:
+    def send(
+        self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None
+    ) -> tuple[Any, dict[str, str | None]]:
         """The hub's outcome, and each site's refusal code (``None``: it answered)."""
         n = len(self.fed.site_dirs)
         specs = noisy_specs(get_query(query).declare(params), dp, n)
@@ -97,15 +107,22 @@ def _l2(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 FORMULA = "age + hb + sex"
 DESIGN = parse_formula(FORMULA, None).to_params()
 CAP = 20.0
-SPEC = StudySpec.from_mapping({
-    "study_id": "ar2",
-    "requester": "r",
-    "analyses": [
-        {"id": "hma", "kind": "iptw", "treatment": "hma", "formula": FORMULA,
-         "max_weight": CAP},
-        {"id": "ms", "kind": "multistate"},
-    ],
-})
+SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "ar2",
+        "requester": "r",
+        "analyses": [
+            {
+                "id": "hma",
+                "kind": "iptw",
+                "treatment": "hma",
+                "formula": FORMULA,
+                "max_weight": CAP,
+            },
+            {"id": "ms", "kind": "multistate"},
+        ],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +133,21 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> LocalSites:
 
 # --- A: the IPTW weight cap ------------------------------------------------------------------
 
+
 def _balance(gamma: list[float], cap: Any) -> dict[str, Any]:
-    return {"design": DESIGN, "treatment": "hma", "gamma": gamma, "marginal": 1.0,
-            "max_weight": cap}
+    return {
+        "design": DESIGN,
+        "treatment": "hma",
+        "gamma": gamma,
+        "marginal": 1.0,
+        "max_weight": cap,
+    }
 
 
 def test_a_iptw_cap_is_pinned_and_weights_are_truncated_not_refused(sites: LocalSites) -> None:
     hub = Probe(sites, SPEC.study_id, SPEC.sha256)
     spec = DesignSpec.from_params(DESIGN)
-    slope_gamma = [[-40.0] + [s if n == "age" else 0.0 for n in spec.names]
-                   for s in (0.5, 0.55)]
+    slope_gamma = [[-40.0] + [s if n == "age" else 0.0 for n in spec.names] for s in (0.5, 0.55)]
     # the bisection's moving cap is outside the plan at every site
     _, codes = hub.send("iptw_balance", _balance(slope_gamma[0], 1.0 + math.exp(7.5)))
     assert set(codes.values()) == {"outside_plan"}
@@ -152,13 +174,23 @@ def test_a_iptw_cap_is_pinned_and_weights_are_truncated_not_refused(sites: Local
 
 # --- B: DP sensitivity of the robust-variance queries ----------------------------------------
 
+
 def test_b_iptw_km_influence_sensitivity_holds_for_hub_arrays(sites: LocalSites) -> None:
     m, y, h = 366, 0.1, 1e-3  # daily grid over the first year
     y_w, d_w = np.full((2, m), y), np.full((2, m), y * h)  # the review's tiny weight at risk
-    params = {"design": DESIGN, "treatment": "hma", "gamma": [0.0] * 4, "marginal": 1.0,
-              "max_weight": CAP, "duration_col": "os_time", "event_col": "os_status",
-              "grid": [t / 365.25 for t in range(1, m + 1)], "time_mapping": "exact",
-              "w_events": d_w.tolist(), "w_at_risk": y_w.tolist()}
+    params = {
+        "design": DESIGN,
+        "treatment": "hma",
+        "gamma": [0.0] * 4,
+        "marginal": 1.0,
+        "max_weight": CAP,
+        "duration_col": "os_time",
+        "event_col": "os_status",
+        "grid": [t / 365.25 for t in range(1, m + 1)],
+        "time_mapping": "exact",
+        "w_events": d_w.tolist(),
+        "w_at_risk": y_w.tolist(),
+    }
     query = get_query("iptw_km_influence")
     declared = release_sensitivity(query.declare(params))
     worst = 0.0
@@ -171,7 +203,8 @@ def test_b_iptw_km_influence_sensitivity_holds_for_hub_arrays(sites: LocalSites)
             worst = max(worst, _l2(full, query.run(_without(cohort, int(i)), params)))
     assert 0 < worst <= declared * (1 + 1e-9)  # was ~400 times the declared sensitivity
     outcome, codes = Probe(sites, SPEC.study_id, SPEC.sha256).send(
-        "iptw_km_influence", params, dp=DPRequest(0.5, 1e-6))
+        "iptw_km_influence", params, dp=DPRequest(0.5, 1e-6)
+    )
     assert isinstance(outcome, SumOutcome), outcome
     assert set(codes.values()) == {None}
 
@@ -199,10 +232,16 @@ def test_b_illness_death_influence_sensitivity_holds_for_hub_arrays(sites: Local
 
 # --- F: columns under every key --------------------------------------------------------------
 
+
 def test_f_unplanned_columns_are_refused(sites: LocalSites) -> None:
     hub = Probe(sites, SPEC.study_id, SPEC.sha256)
-    balance = {"design": DESIGN, "treatment": "transplant", "gamma": [0.0] * 4,
-               "marginal": 1.0, "max_weight": CAP}
+    balance = {
+        "design": DESIGN,
+        "treatment": "transplant",
+        "gamma": [0.0] * 4,
+        "marginal": 1.0,
+        "max_weight": CAP,
+    }
     _, codes = hub.send("iptw_balance", balance)
     assert set(codes.values()) == {"outside_plan"}
     grid = [day / 365.25 for day in range(1, 12 * 366)]
@@ -216,27 +255,34 @@ def test_f_unplanned_columns_are_refused(sites: LocalSites) -> None:
 
 # --- C: the imaging screen -------------------------------------------------------------------
 
-IMAGING_SPEC = StudySpec.from_mapping({
-    "study_id": "ar2-screen",
-    "requester": "r",
-    "imaging": {
-        "modality": "MR",
-        "settings": {"bin_width": 8.0, "aggregation": "averaged"},
-        "harmonise": {"features": ["firstorder_mean"], "covariates": []},
-        "bounds": {"firstorder_mean": [0, 400]},
-    },
-    "analyses": [{"id": "lr", "kind": "logistic", "outcome": "os_status", "formula": "hb"}],
-})
+IMAGING_SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "ar2-screen",
+        "requester": "r",
+        "imaging": {
+            "modality": "MR",
+            "settings": {"bin_width": 8.0, "aggregation": "averaged"},
+            "harmonise": {"features": ["firstorder_mean"], "covariates": []},
+            "bounds": {"firstorder_mean": [0, 400]},
+        },
+        "analyses": [{"id": "lr", "kind": "logistic", "outcome": "os_status", "formula": "hb"}],
+    }
+)
 
 
 def test_c_imaging_screen_features_and_bounds_are_pinned(tmp_path: Path) -> None:
     load_imaging_queries()
-    fed = make_sites(tmp_path, split_sites(generate("MDS", 240, 5), 3, 5), IMAGING_SPEC,
-                     require_dp=True)
+    fed = make_sites(
+        tmp_path, split_sites(generate("MDS", 240, 5), 3, 5), IMAGING_SPEC, require_dp=True
+    )
     hub = Probe(fed, IMAGING_SPEC.study_id, IMAGING_SPEC.sha256)
     dp = DPRequest(0.5, 1e-6)
-    review = {"features": ["age"], "outcome": "os_status", "bounds": {"age": [0.0, 1.0]},
-              "max_patients": 1_000_000}
+    review = {
+        "features": ["age"],
+        "outcome": "os_status",
+        "bounds": {"age": [0.0, 1.0]},
+        "max_patients": 1_000_000,
+    }
     _, codes = hub.send("imaging_screen", review, dp=dp)
     assert set(codes.values()) == {"outside_plan"}  # not an imaging feature of the spec
     tiny = {**review, "features": ["firstorder_mean"], "bounds": {"firstorder_mean": [0, 1]}}
@@ -249,23 +295,42 @@ def test_c_imaging_screen_features_and_bounds_are_pinned(tmp_path: Path) -> None
 
 # --- D: the imaging site handler -------------------------------------------------------------
 
-DESCRIBE = StudySpec.from_mapping({"study_id": "ar2-img", "requester": "r",
-                                   "analyses": [{"id": "d", "kind": "describe",
-                                                 "columns": ["age"]}]})
+DESCRIBE = StudySpec.from_mapping(
+    {
+        "study_id": "ar2-img",
+        "requester": "r",
+        "analyses": [{"id": "d", "kind": "describe", "columns": ["age"]}],
+    }
+)
 MOMENTS = {"column": "age", "low": 0.0, "high": 110.0}
 
 
 def _moments(fed: LocalSites, sites: list[str]) -> Any:
-    request = SiteRequest(uuid.uuid4().hex, DESCRIBE.study_id, DESCRIBE.sha256, "moments", "1",
-                          dict(MOMENTS), "hub", None, 1, True)
+    request = SiteRequest(
+        uuid.uuid4().hex,
+        DESCRIBE.study_id,
+        DESCRIBE.sha256,
+        "moments",
+        "1",
+        dict(MOMENTS),
+        "hub",
+        None,
+        1,
+        True,
+    )
     configs = [c for c in fed.site_configs() if c["site_id"] in sites]
     out: list[Any] = []
 
     def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> None:
         try:
-            out.append(SecureSumSession(exchange, fed.manifest, site_ids).secure_sum(
-                os.urandom(16), request.to_json(), get_query("moments").declare(MOMENTS),
-                quorum=len(site_ids)))
+            out.append(
+                SecureSumSession(exchange, fed.manifest, site_ids).secure_sum(
+                    os.urandom(16),
+                    request.to_json(),
+                    get_query("moments").declare(MOMENTS),
+                    quorum=len(site_ids),
+                )
+            )
         except HemafedError as exc:
             out.append(exc)
 
@@ -283,16 +348,33 @@ def test_d_imaging_handler_refuses_a_second_participant_list(tmp_path: Path) -> 
 # --- E: the mixed model's bounds and visit cap -----------------------------------------------
 
 LMM_BOUNDS = {"hb_m": [0.0, 25.0], "time": [0.0, 10.0], "age": [0.0, 110.0]}
-LMM_SPEC = StudySpec.from_mapping({
-    "study_id": "ar2-lmm", "requester": "r",
-    "analyses": [{"id": "lmm", "kind": "lmm", "outcome": "hb_m", "time": "time",
-                  "covariates": ["age"], "bounds": LMM_BOUNDS}],
-})
+LMM_SPEC = StudySpec.from_mapping(
+    {
+        "study_id": "ar2-lmm",
+        "requester": "r",
+        "analyses": [
+            {
+                "id": "lmm",
+                "kind": "lmm",
+                "outcome": "hb_m",
+                "time": "time",
+                "covariates": ["age"],
+                "bounds": LMM_BOUNDS,
+            }
+        ],
+    }
+)
 
 
 def _lmm(bounds: dict[str, list[float]], max_obs: int = 50) -> dict[str, Any]:
-    return {"outcome": "hb_m", "time": "time", "covariates": ["age"], "bounds": bounds,
-            "theta": [1.0, 0.0, 1.0], "max_obs": max_obs}
+    return {
+        "outcome": "hb_m",
+        "time": "time",
+        "covariates": ["age"],
+        "bounds": bounds,
+        "theta": [1.0, 0.0, 1.0],
+        "max_obs": max_obs,
+    }
 
 
 def test_e_lmm_bounds_and_max_obs_are_pinned(tmp_path: Path) -> None:
@@ -300,8 +382,11 @@ def test_e_lmm_bounds_and_max_obs_are_pinned(tmp_path: Path) -> None:
     fed = make_sites(tmp_path, cohorts, LMM_SPEC, require_dp=False)
     rng = np.random.default_rng(7)
     for s, c in cohorts.items():
-        rows = [{"patient_id": pid, "time": 0.25 * v, "hb_m": float(rng.normal(10, 1.5))}
-                for pid in c.patients["patient_id"] for v in range(int(rng.integers(2, 9)))]
+        rows = [
+            {"patient_id": pid, "time": 0.25 * v, "hb_m": float(rng.normal(10, 1.5))}
+            for pid in c.patients["patient_id"]
+            for v in range(int(rng.integers(2, 9)))
+        ]
         import_measurements(fed.site_dirs[s], pd.DataFrame(rows), LMM_SPEC.study_id)
     for config in fed.site_configs():
         longitudinal_site_handler(config)
