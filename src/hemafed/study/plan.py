@@ -13,6 +13,10 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **bounds**: a column's declared ``low``/``high`` are its public bounds (the spec's ``bounds``
   or the schema's plausible range), never a hub's choice per request: moving a bound cannot
   probe one site's largest value;
+* **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
+  ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
+  ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
+  (:meth:`StudyPlan._pinned`);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
