@@ -276,8 +276,10 @@ class StudyPlan:
             for query, n in IMAGING_CAPS.items():
                 queries.add(query)
                 add(query, n)
-            raw = spec.raw["imaging"] if isinstance(spec.raw["imaging"], Mapping) else {}
-            h = raw.get("harmonise") if isinstance(raw.get("harmonise"), Mapping) else {}
+            section = spec.raw["imaging"]
+            raw: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
+            harmonise = raw.get("harmonise")
+            h: Mapping[str, Any] = harmonise if isinstance(harmonise, Mapping) else {}
             feats = [str(f) for f in h.get("features") or ()]
             columns.update(feats, (f"h_{f}" for f in feats),
                            (str(c) for c in h.get("covariates") or ()))
