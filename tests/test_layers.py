@@ -53,7 +53,6 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.federation.runtime", "hemafed.site.request"),
     ("hemafed.federation.runtime", "hemafed.site.store"),
     ("hemafed.federation.runtime", "hemafed.study.derived"),
-    ("hemafed.imaging.runtime", "hemafed.study.derived"),
     # the site derives its plans from the approved spec, which lives in study/
     ("hemafed.site.cli", "hemafed.study.plan"),
     ("hemafed.site.cli", "hemafed.study.spec"),
