@@ -147,13 +147,16 @@ def test_breslow_and_balance_equal_pooled(frame: pd.DataFrame, r_ref: dict[str, 
     assert ess["treated"] == pytest.approx(w[a == 1].sum() ** 2 / (w[a == 1] ** 2).sum(), rel=1e-9)
     out = json.loads(fit.to_json())
     assert out["kind"] == "iptw_cox" and len(out["sites"]) == 5
-    # a public cap on the weights tightens every bound; a larger weight is refused, not cut
+    # a public cap on the weights tightens every bound; a larger weight is truncated at it
+    # (never refused: a site's refusal would tell the hub about its own largest weight)
     capped = FederatedIPTW(ties="breslow").fit(fed, "hma", CONFOUNDERS,
                                                max_weight=float(w.max()) * 1.01)
     assert capped.standard_errors_.iloc[0] == pytest.approx(fit.standard_errors_.iloc[0],
                                                             rel=1e-10)
-    with pytest.raises(InvalidInput, match="max_weight"):
-        FederatedIPTW().fit(fed, "hma", CONFOUNDERS, max_weight=1.0)
+    flat = FederatedIPTW(stabilized=False).fit(fed, "hma", CONFOUNDERS, max_weight=1.0)
+    # unstabilised weights are >= 1: capped at 1 every weight is 1, the ESS each arm's size
+    assert flat.effective_sample_size_["treated"] == pytest.approx((a == 1).sum(), rel=1e-12)
+    assert flat.effective_sample_size_["control"] == pytest.approx((a == 0).sum(), rel=1e-12)
     assert "se(coef) naive" in fit.summary.columns
 
 

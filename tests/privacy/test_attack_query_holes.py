@@ -32,7 +32,7 @@ from hemafed.privacy.calibration import noisy_specs
 from hemafed.site.audit import AuditLog
 from hemafed.site.node import SiteNode
 from hemafed.site.request import SiteRequest
-from hemafed.site.store import load_cohort
+from hemafed.site.store import load_cohort, open_node
 from hemafed.study.plan import StudyPlan
 from hemafed.study.spec import StudySpec
 
@@ -114,7 +114,7 @@ def test_the_plan_pins_the_time_mapping_and_the_lattice(sites: Any) -> None:
 def test_a_refusal_after_the_plan_check_uses_up_a_plan_round(sites: Any) -> None:
     fed, spec = sites
     site_dir = next(iter(fed.site_dirs.values()))
-    node = SiteNode.open(site_dir)
+    node = open_node(site_dir)
     cap = StudyPlan.from_spec(spec).cap("km_risk_table")
 
     def ask(rid: str, params: dict[str, Any], on: SiteNode) -> Any:
@@ -133,7 +133,7 @@ def test_a_refusal_after_the_plan_check_uses_up_a_plan_round(sites: Any) -> None
         assert isinstance(out, InvalidInput) and out.refusal.code == "data_do_not_fit"
     # the plan's rounds are used up by the refusals: a new request is refused by the plan,
     # also by a node restarted from the same directory (the count is in the audit log)
-    for on in (node, SiteNode.open(site_dir)):
+    for on in (node, open_node(site_dir)):
         out = ask("after", KM | {"grid": [2.0, 3.0]}, on)
         assert isinstance(out, PolicyRefused), out
         assert (out.refusal.code, out.refusal.name) == ("outside_plan", "rounds")
@@ -224,7 +224,7 @@ def test_an_extreme_cox_beta_is_refused_by_name(sites: Any) -> None:
 def test_logistic_scaled_coefficients_are_bounded(sites: Any, beta: list[float],
                                                  allowed: bool) -> None:
     fed, spec = sites
-    node = SiteNode.open(next(iter(fed.site_dirs.values())))
+    node = open_node(next(iter(fed.site_dirs.values())))
     request = SiteRequest(f"logit-{beta[1]}", spec.study_id, spec.sha256, "logistic_newton", "1",
                           {"outcome": "os_status", "design": parse_formula("age + hb")
                            .to_params(), "beta": beta}, "hub")

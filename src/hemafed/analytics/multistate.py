@@ -232,8 +232,14 @@ def _influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     paths, _ = _counts(cohort, params)
     grid = check_grid(params["grid"])
     m = grid.size
-    at_risk = np.asarray(params["at_risk"], dtype=float)
+    # an honest pooled at-risk count is >= 1 wherever a patient is at risk, and a hazard is at
+    # most 1: flooring and capping here makes the declared 4 / max(Y, 1) bound hold for any
+    # arrays the hub sends (it is declared from the same floored counts)
+    at_risk = np.maximum(np.asarray(params["at_risk"], dtype=float), 1.0)
     trans = np.asarray(params["transitions"], dtype=float)
+    trans = np.minimum(trans, at_risk[[src for src, _ in TRANSITIONS]])
+    out0 = trans[:2].sum(axis=0)
+    trans[:2] *= np.where(out0 > at_risk[0], at_risk[0] / np.where(out0 > 0, out0, 1.0), 1.0)
     da = hazard_increments(at_risk, trans)
     prob = aalen_johansen(at_risk, trans)
     c0, on0 = _on_grid(paths.t0, grid, paths.to > 0)

@@ -110,8 +110,8 @@ class FederatedIPTW:
         bounds, hence the fixed-point step of the secure sums, scale with the largest possible
         weight; without a cap it follows from the confounders' bounds and the propensity
         coefficients, which can be loose (1e8 for the schema's platelet range) and then costs
-        digits of the robust variance (3e-7 relative on the MDS cohort). A site holding a larger
-        weight refuses, naming the parameter; nothing is truncated.
+        digits of the robust variance (3e-7 relative on the MDS cohort). A larger weight is
+        truncated at the cap (part of the estimand; a site never refuses on its own weights).
         """
         spec = parse_formula(confounders)
         if treatment_col in spec.columns:

@@ -90,7 +90,7 @@ def _check_outcome_params(params: Params) -> None:
 
 def weight_bound(params: Params) -> float:
     """The largest weight any patient can get: from the design bounds and coefficients, or the
-    declared ``max_weight`` when that is smaller (a site holding a larger weight refuses)."""
+    declared ``max_weight`` when that is smaller (weights are truncated at it)."""
     spec = DesignSpec.from_params(params["design"])
     gamma = np.asarray(params["gamma"], dtype=float)
     b = spec.bounds
@@ -176,9 +176,10 @@ def weighted_rows(cohort: Cohort, params: Params, outcome: bool) -> WeightedRows
     w = propensity_weights(x, a, np.asarray(params["gamma"], dtype=float),
                            float(params.get("marginal", 1.0)))
     cap = params.get("max_weight")
-    if cap is not None and w.size and w.max() > float(cap):
-        raise InvalidInput("a patient's weight exceeds the declared max_weight; raise the cap "
-                           "(nothing is truncated)")
+    if cap is not None:
+        # truncated at the spec's public cap (part of the estimand, docs/queries.md): a site
+        # never refuses on its own largest weight, which would be a bisection oracle
+        w = np.minimum(w, float(cap))
     return WeightedRows(a, x, w, time, event.astype(bool))
 
 
@@ -303,10 +304,13 @@ def _km_influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarra
         u = np.zeros(w.size)
         surv = 1.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            haz = np.where(y_w[arm] > 0, d_w[arm] / y_w[arm], 0.0)
+            haz = np.where(y_w[arm] > 0, np.minimum(d_w[arm] / y_w[arm], 1.0), 0.0)
         for j in np.flatnonzero(haz > 0):
             at_risk = c > j
-            u = u * (1.0 - haz[j]) - surv * w * ((dj == j) - at_risk * haz[j]) / y_w[arm, j]
+            # an honest pooled Y_w holds the patient's own weight: dividing by at least w_i
+            # keeps each step within the declared min(1, w_max / Y_w) whatever the hub sends
+            y = np.maximum(y_w[arm, j], w)
+            u = u * (1.0 - haz[j]) - surv * w * ((dj == j) - at_risk * haz[j]) / y
             surv *= 1.0 - haz[j]
             out[arm, j] = float(u @ u)
         # between event times the influence does not move: carry the sums forward
@@ -321,7 +325,8 @@ def _km_influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarra
 
 def km_influence_bound(params: Params) -> float:
     """``max |U_i(t)|``: each event time moves it by at most ``min(1, w_max / Y_w)``, since a
-    patient at risk carries at most the whole weight at risk."""
+    patient at risk carries at most the whole weight at risk (the site divides by
+    ``max(Y_w, w_i)`` and caps the hazard at 1, so this holds for any hub-sent ``Y_w``)."""
     wm = weight_bound(params)
     try:
         y_w = np.asarray(params.get("w_at_risk"), dtype=float)

@@ -54,6 +54,11 @@ def _groups(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
             raise InvalidInput(f"outcome {params['outcome']!r} is not 0/1")
         g = y
     ok = ~np.isnan(g) & ~np.isnan(x).any(axis=1)
+    b = np.asarray([params["bounds"][f] for f in feats], dtype=float)
+    if ((x[ok] < b[:, 0]) | (x[ok] > b[:, 1])).any():
+        # the sensitivity is declared from these bounds (pinned by the plan to the spec's
+        # imaging bounds): nothing is clipped
+        raise InvalidInput("a feature has values outside its declared bounds (nothing is clipped)")
     return x[ok], g[ok]
 
 

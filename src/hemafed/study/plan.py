@@ -13,6 +13,10 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **bounds**: a column's declared ``low``/``high`` are its public bounds (the spec's ``bounds``
   or the schema's plausible range), never a hub's choice per request: moving a bound cannot
   probe one site's largest value;
+* **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
+  ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
+  ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
+  (:meth:`StudyPlan._pinned`);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
@@ -177,7 +181,10 @@ GRID_KEYS = ("grid", "time_grid")
 """Parameter keys holding a time grid (at any depth: a model's outcome carries one)."""
 
 _COLUMN_KEYS = frozenset({"column", "duration_col", "event_col", "group_col", "strata_col",
-                          "row", "col"})
+                          "row", "col", "treatment", "time", "illness_time", "illness_status",
+                          "exit_time", "exit_status"})
+_COLUMN_LIST_KEYS = frozenset({"covariates", "features"})
+"""Keys whose value lists column names (a list of strings; other shapes are not columns)."""
 _LEVEL_KEYS = {"levels": "column", "group_levels": "group_col", "strata_levels": "strata_col",
                "row_levels": "row", "col_levels": "col"}
 
@@ -244,6 +251,9 @@ class StudyPlan:
     dp_required: frozenset[str] = field(default=DP_QUERIES)
     time_mappings: frozenset[str] = frozenset({"exact"})
     edges: frozenset[str] = frozenset()
+    max_weights: frozenset[float | None] = frozenset()
+    lmm: frozenset[str] = frozenset()
+    imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
 
@@ -262,6 +272,9 @@ class StudyPlan:
         caps: dict[str, int] = {"cohort_size": 4}
         mappings: set[str] = {"exact"}
         edges: set[str] = set()
+        max_weights: set[float | None] = set()
+        lmm: set[str] = set()
+        imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
         def add(query: str, n: int) -> None:
@@ -280,6 +293,16 @@ class StudyPlan:
             columns |= imaging.columns
             spec_bounds.update(imaging.feature_bounds)
             designs.update(_canon(d) for d in imaging.designs)
+            section = spec.raw["imaging"]
+            raw: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
+            harmonise = raw.get("harmonise")
+            h: Mapping[str, Any] = harmonise if isinstance(harmonise, Mapping) else {}
+            feats = [str(f) for f in h.get("features") or ()]
+            columns.update(feats, (f"h_{f}" for f in feats),
+                           (str(c) for c in h.get("covariates") or ()))
+            for col, b in (raw.get("bounds") or {}).items():
+                if isinstance(b, list | tuple) and len(b) == 2:
+                    imaging_bounds[str(col)] = (float(b[0]), float(b[1]))
         for a in spec.analyses:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
             mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
@@ -340,6 +363,13 @@ class StudyPlan:
                     add(q, 8)
             elif a.kind == "synth":
                 add("marginal_counts", 64)
+            elif a.kind == "iptw":
+                mw = a.get("max_weight")
+                max_weights.add(float(mw) if isinstance(mw, int | float) else None)
+            elif a.kind == "lmm":
+                lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
+                                 a.get("covariates") or [], a.get("bounds"),
+                                 a.get("max_obs", 50)))
             for query, n in KIND_CAPS.get(a.kind, {}).items():
                 add(query, n)
         bounds = {}
@@ -354,7 +384,8 @@ class StudyPlan:
         return cls(spec.study_id, spec.sha256, frozenset(queries), frozenset(columns),
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
-                   frozenset(edges), imaging=imaging)
+                   frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
+                   imaging=imaging)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -407,7 +438,8 @@ class StudyPlan:
             if problem is not None:
                 return problem
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
-                        self._designs(query, params), self._sizes(params)):
+                        self._designs(query, params), self._sizes(params),
+                        self._pinned(query, params)):
             if problem is not None:
                 return problem
         if query in ("numeric_summary",) and params.get("bins") not in self.bins:
@@ -434,6 +466,41 @@ class StudyPlan:
                     or not isinstance(high, int | float) or (float(low), float(high)) != want:
                 return "bounds", (f"bounds of {col!r} must be the public {want}, got {got}; "
                                   f"bounds are fixed by the spec or the schema")
+        return None
+
+    def _pinned(self, query: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The per-kind constants a hub could otherwise move to probe one site's data: the
+        IPTW weight cap and propensity coefficients, the mixed model's bounds and visit cap,
+        the imaging screen's features and bounds."""
+        if query.startswith("iptw_"):
+            if params.get("max_weight") not in self.max_weights:
+                return "max_weight", (f"max_weight must be the spec's "
+                                      f"{sorted(self.max_weights, key=str)}, got "
+                                      f"{params.get('max_weight')!r}")
+            gamma = params.get("gamma")
+            if not isinstance(gamma, list) or not all(
+                    isinstance(g, int | float) and not isinstance(g, bool)
+                    and math.isfinite(g) and abs(g) <= MAX_BETA for g in gamma):
+                return "gamma", f"gamma must be a list of finite numbers of size <= {MAX_BETA:g}"
+        if query == "lmm_reml_sums":
+            key = _lmm_key(params.get("outcome"), params.get("time"), params.get("covariates"),
+                           params.get("bounds"), params.get("max_obs", 50))
+            if key not in self.lmm:
+                return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
+                                  "max_obs must be those of the spec's lmm analysis")
+        if query == "imaging_screen":
+            bounds = params.get("bounds")
+            if not isinstance(bounds, Mapping):
+                return "bounds", "bounds must map each screened feature to its public bounds"
+            for f in params.get("features") or ():
+                want = self.imaging_bounds.get(str(f))
+                got = bounds.get(f)
+                if str(f).startswith("h_"):
+                    continue  # harmonised copies: bounds from the released ComBat fit
+                if want is None or not isinstance(got, list | tuple) or len(got) != 2 \
+                        or (float(got[0]), float(got[1])) != want:
+                    return "bounds", (f"bounds of {f!r} must be the spec's imaging bounds "
+                                      f"{want}, got {got}")
         return None
 
     def _levels(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -544,6 +611,17 @@ def _public_levels(col: str, derived: Mapping[str, tuple[str, ...]]) -> set[tupl
     return out
 
 
+def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any) -> str:
+    """The pinned part of a mixed model's request (bounds of its own columns only)."""
+    cols = [outcome, time, *(covariates if isinstance(covariates, list | tuple) else [None])]
+    b = bounds if isinstance(bounds, Mapping) else {}
+    try:
+        pinned = {str(c): [float(v) for v in b[c]] for c in cols if c in b}
+    except (TypeError, ValueError):
+        pinned = {}
+    return _canon([outcome, time, covariates, pinned, max_obs])
+
+
 def _values_under(value: Any, key: str, depth: int = 0) -> Iterable[Any]:
     if depth > 8:
         return
@@ -567,6 +645,9 @@ def _named_columns(params: Mapping[str, Any]) -> Iterable[str]:
             for k, v in value.items():
                 if k in _COLUMN_KEYS and isinstance(v, str):
                     yield v
+                elif k in _COLUMN_LIST_KEYS and isinstance(v, list) \
+                        and all(isinstance(c, str) for c in v):
+                    yield from v
                 elif k == "causes" and isinstance(v, list):
                     for pair in v:
                         if isinstance(pair, list):
