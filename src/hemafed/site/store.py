@@ -50,7 +50,13 @@ from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.node import SiteNode
 from hemafed.site.policy import _ID, ApprovedStudy, Budget, SitePolicy, write_default_policy
 from hemafed.site.pseudonym import Pseudonymiser, derive_key
-from hemafed.site.studies import load_plans, plans_summary, store_spec
+from hemafed.site.studies import (
+    check_mapping_variables,
+    load_plans,
+    plans_summary,
+    register_approved_variables,
+    store_spec,
+)
 from hemafed.site.vault import Vault, generate_keypair, load_secret_key
 
 if TYPE_CHECKING:  # the site stores a spec's text; it never builds one
@@ -247,6 +253,8 @@ def load_cohort(site_dir: str | Path) -> Cohort:
     """The site's cohort (empty before the first import); validated on load."""
     paths = _site_paths(site_dir)
     _recover_cohort_dir(paths)
+    if paths.policy.exists():  # the approved studies' variables are columns of the cohort
+        register_approved_variables(site_dir, load_policy(site_dir))
     if not paths.patients.exists():
         return _empty_cohort()
     try:
@@ -334,6 +342,10 @@ def import_into_site(site_dir: str | Path, file: str | Path, fmt: str | None = N
     paths = _site_paths(site_dir)
     if not _ID.match(study):
         raise InvalidInput(f"study must be 1-128 letters, digits, '_.-', got {study!r}")
+    # the approved studies' variables first (the export may fill them), then the mapping's own
+    approved = register_approved_variables(site_dir, load_policy(site_dir)) \
+        if paths.policy.exists() else {}
+    mapping = check_mapping_variables(mapping, approved)
     try:
         cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
     except HemafedError:

@@ -13,8 +13,14 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hemafed import atomic
+from hemafed.cohort.study_fields import (
+    StudyVariable,
+    register_variables,
+    split_mapping,
+)
 from hemafed.errors import InvalidInput
 from hemafed.site.policy import SitePolicy
 from hemafed.study.plan import StudyPlan
@@ -59,6 +65,70 @@ def load_plans(site_dir: str | Path, policy: SitePolicy) -> dict[str, StudyPlan 
             continue
         plans[study.study_id] = StudyPlan.from_spec(spec)
     return plans
+
+
+def approved_variables(site_dir: str | Path, policy: SitePolicy
+                       ) -> dict[str, tuple[StudyVariable, ...]]:
+    """The study variables each approved study's stored spec declares (the declarations are
+    persisted with the approval, in the stored spec text, so a restarted node keeps them).
+    A stored spec whose hash is not the approved one contributes nothing (its plan is
+    refused)."""
+    out: dict[str, tuple[StudyVariable, ...]] = {}
+    for study in policy.studies:
+        path = spec_path(site_dir, study.study_id)
+        if not path.exists():
+            continue
+        try:
+            spec = StudySpec.from_mapping(json.loads(path.read_text(encoding="utf-8")),
+                                          source=str(path))
+        except (OSError, ValueError, InvalidInput):
+            continue  # reported by load_plans / site check
+        if spec.sha256 == study.spec_sha256 and spec.variables:
+            out[study.study_id] = spec.variables
+    return out
+
+
+def register_approved_variables(site_dir: str | Path, policy: SitePolicy
+                                ) -> dict[str, StudyVariable]:
+    """Register every approved study's variables (before the cohort is imported or loaded);
+    two approved studies declaring one name differently is a clear error."""
+    merged: dict[str, tuple[str, StudyVariable]] = {}
+    for study_id, variables in sorted(approved_variables(site_dir, policy).items()):
+        for v in variables:
+            if v.name in merged and merged[v.name][1] != v:
+                raise InvalidInput(f"study variable {v.name!r} is declared differently by the "
+                                   f"approved studies {merged[v.name][0]!r} and {study_id!r}; "
+                                   "one name, one definition per site")
+            merged.setdefault(v.name, (study_id, v))
+    register_variables([v for _, v in merged.values()])
+    return {name: v for name, (_, v) in merged.items()}
+
+
+def check_mapping_variables(mapping: str | Path | Mapping[str, Any] | None,
+                            approved: Mapping[str, StudyVariable]
+                            ) -> str | Path | Mapping[str, Any] | None:
+    """A site mapping's ``variables:`` section checked against the approved declarations:
+    a conflicting declaration is refused (naming the variable); new ones are registered.
+    Returns the mapping without its ``variables:`` section (what the reader takes)."""
+    if mapping is None:
+        return None
+    if isinstance(mapping, str | Path):
+        from hemafed.cohort.io.mapping import load_yaml
+
+        data = load_yaml(mapping)
+    else:
+        data = mapping
+    if not isinstance(data, Mapping) or "variables" not in data:
+        return mapping
+    declared, plain = split_mapping(data)
+    for v in declared:
+        want = approved.get(v.name)
+        if want is not None and want != v:
+            raise InvalidInput(f"mapping.variables: {v.name!r} conflicts with the approved "
+                               "study spec's declaration of that variable (type, unit, low/high, "
+                               "levels and codes must be the spec's); nothing was imported")
+    register_variables(declared)
+    return plain
 
 
 def plans_summary(plans: Mapping[str, StudyPlan | None]) -> list[str]:

@@ -11,7 +11,8 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **designs**: a model's covariate design (columns, public bounds, levels) is exactly the one
   its formula implies (:func:`hemafed.analytics.design.parse_formula`);
 * **bounds**: a column's declared ``low``/``high`` are its public bounds (the spec's ``bounds``
-  or the schema's plausible range), never a hub's choice per request: moving a bound cannot
+  or the schema's plausible range; a study variable's declared ``low``/``high``), never a
+  hub's choice per request: moving a bound cannot
   probe one site's largest value;
 * **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
   ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
@@ -260,7 +261,13 @@ class StudyPlan:
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
         """The plan of an approved spec (the spec alone decides it)."""
+        from hemafed.cohort.study_fields import register_variables
         from hemafed.study.derived import DERIVED_LEVELS
+
+        # the spec's study variables: their declared low/high are their public bounds, and
+        # their formulas' designs need them registered (idempotent; a conflict is refused)
+        declared = spec.variables
+        register_variables(declared)
 
         queries: set[str] = {"cohort_size"}
         columns: set[str] = set(DERIVED_LEVELS) | {"ipssm_score", "ipssr_score"}
@@ -374,6 +381,9 @@ class StudyPlan:
                 add(query, n)
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
+        for v in declared:
+            if v.low is not None and v.high is not None:
+                spec_bounds.setdefault(v.name, (float(v.low), float(v.high)))
         for col in columns:
             b = _public_bounds(col, spec_bounds)
             if b is not None:

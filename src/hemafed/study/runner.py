@@ -385,6 +385,9 @@ def _on_fixed_sites(tracker: TrackingFederation, a: Analysis, spec: StudySpec,
 def run_study(spec: StudySpec, federation: Federation, *,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every analysis; a failing analysis is reported with its reason, the rest still run."""
+    from hemafed.cohort.study_fields import register_variables
+
+    register_variables(spec.variables)  # the spec's study variables, before any request
     tracker = TrackingFederation(federation)
     results: list[dict[str, Any]] = []
     for a in spec.analyses:

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from hemafed.cohort.study_fields import StudyVariable, parse_variables
 from hemafed.errors import InvalidInput
 
 KINDS: dict[str, tuple[set[str], set[str]]] = {
@@ -51,7 +52,7 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
 
 _TOP_REQUIRED = {"study_id", "analyses"}
 _TOP_OPTIONAL = {"title", "disease", "requester", "min_cell", "epsilon", "delta", "description",
-                 "imaging"}
+                 "imaging", "variables"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class StudySpec:
     epsilon: float | None = None
     delta: float = 1e-6
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def variables(self) -> tuple[StudyVariable, ...]:
+        """The study-defined variables the spec declares (``variables:``, public, approved
+        with the spec; :mod:`hemafed.cohort.study_fields`)."""
+        return parse_variables(self.raw.get("variables"), "variables")
 
     @property
     def sha256(self) -> str:
@@ -151,8 +158,13 @@ class StudySpec:
         disease = raw.get("disease")
         if disease is not None:
             problems += _check_disease(disease)
+        declared: tuple[str, ...] = ()
+        try:
+            declared = tuple(v.name for v in parse_variables(raw.get("variables"), "variables"))
+        except InvalidInput as exc:
+            problems.append(str(exc).replace("\n  - ", "; "))
         for a in analyses:
-            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a)]
+            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a, declared)]
         eps = raw.get("epsilon")
         if eps is not None and (not isinstance(eps, int | float) or eps <= 0):
             problems.append(f"epsilon must be > 0, got {eps!r}")
@@ -247,12 +259,13 @@ OWN_TABLE_KINDS = frozenset({"lmm"})
 patient schema."""
 
 
-def check_names(analysis: Analysis) -> list[str]:
-    """Problems with the columns and genes an analysis names, each with the nearest valid name."""
+def check_names(analysis: Analysis, declared: tuple[str, ...] = ()) -> list[str]:
+    """Problems with the columns and genes an analysis names, each with the nearest valid name
+    (``declared``: the spec's study variables, valid columns of this study)."""
     if analysis.kind in OWN_TABLE_KINDS:
         return []  # their columns live in the site's own table, checked when the site loads it
     # "site" stratifies by the answering site (the site supplies it; no cohort column)
-    columns, genes = [*valid_columns(), "site"], known_genes()
+    columns, genes = [*valid_columns(), *declared, "site"], known_genes()
     problems = []
     for option, name in _names_of(analysis):
         if name.startswith("gene:"):
