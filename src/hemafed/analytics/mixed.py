@@ -310,7 +310,10 @@ def _reml_declare(params: Params) -> dict[str, Statistic]:
     s = mo * (1.0 + ax[1] ** 2)  # ||Z_i||_F^2 bound
     g = 2.0 * lam_f  # ||G_k||_F bound
     res = float(params.get("resolution", DEFAULT_RESOLUTION))
-    xx, xy = mo * np.outer(ax, ax), mo * ax * ay
+    # one patient's X'V^-1X has Frobenius norm <= ||X||_F^2 <= mo ||ax||^2 (V >= I), and
+    # ||X'V^-1y|| <= ||X||_F ||y|| <= mo ||ax|| ay: the whole matrix/vector, not its largest
+    # entry (which understated the sensitivity by up to a factor p)
+    xx_f, xy_f = mo * float(ax @ ax), mo * ay * float(np.linalg.norm(ax))
 
     def stat(shape: tuple[int, ...], per_patient: float, signed: bool = True) -> Statistic:
         hi = mp * per_patient
@@ -318,11 +321,10 @@ def _reml_declare(params: Params) -> dict[str, Statistic]:
         return Statistic(shape, lo, hi, codec_resolution(lo, hi, res), sensitivity=per_patient)
 
     ld = 2.0 * math.log1p(lam_f**2 * s)
-    return {"logdet": stat((1,), ld, signed=False), "xvx": stat((p, p), float(xx.max())),
-            "xvy": stat((p,), float(xy.max())), "yvy": stat((1,), mo * ay * ay, signed=False),
-            "d_logdet": stat((N_THETA,), g * s), "d_xvx": stat((N_THETA, p, p),
-                                                               g * s * float(xx.max())),
-            "d_xvy": stat((N_THETA, p), g * s * float(xy.max())),
+    return {"logdet": stat((1,), ld, signed=False), "xvx": stat((p, p), xx_f),
+            "xvy": stat((p,), xy_f), "yvy": stat((1,), mo * ay * ay, signed=False),
+            "d_logdet": stat((N_THETA,), g * s), "d_xvx": stat((N_THETA, p, p), g * s * xx_f),
+            "d_xvy": stat((N_THETA, p), g * s * xy_f),
             "d_yvy": stat((N_THETA,), g * s * mo * ay * ay),
             "n_obs": Statistic((1,), 0, mp * mo, sensitivity=mo, is_count=True),
             "n_patients": Statistic((1,), 0, mp, is_count=True),

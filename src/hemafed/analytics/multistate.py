@@ -179,7 +179,10 @@ def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _counts_declare(params: Params) -> dict[str, Statistic]:
     mp, m = _max_patients(params), check_grid(params.get("grid")).size
     return {"at_risk": Statistic((2, m), 0, mp, sensitivity=math.sqrt(2 * m), is_count=True),
-            "transitions": Statistic((3, m), 0, mp, sensitivity=1.0, is_count=True),
+            # a patient who falls ill and then dies makes two transitions (0->1, 1->2): the
+            # L2 change is sqrt(2), not 1 (a frequency table still: the min-cell rule applies)
+            "transitions": Statistic((3, m), 0, mp, sensitivity=math.sqrt(2.0), is_count=True,
+                                     cells=True),
             "n": Statistic((1,), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 

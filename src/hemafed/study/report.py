@@ -12,7 +12,7 @@ the comparison with the pooled analysis.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,19 @@ MEASURES: dict[str, tuple[str, str]] = {
     "release gate (default thresholds)": ("Release gate", "pass: every privacy threshold "
                                           "below is met"),
     "thresholds": ("Thresholds", "the release rules checked"),
+    "competing events": ("Competing events", "patients whose first event was the competing one"),
+    "rows": ("Start-stop rows", "patient time split where the time-varying covariate switches"),
+    "hazard_ratio": ("Hazard ratio (weighted)", "treated vs untreated in the weighted "
+                     "population; below 1 means lower risk with treatment"),
+    "ess_treated": ("Effective sample size, treated", "patients the weighted arm is worth; "
+                    "far below the arm's size means extreme weights"),
+    "ess_control": ("Effective sample size, control", "the same for the untreated arm"),
+    "secure_sums": ("Secure sums", "statistics released, each only as a sum over the sites"),
+    "sites": ("Sites", "hospitals whose patients the result covers"),
+    "reml_criterion": ("REML criterion", "-2 x restricted log-likelihood; lower is better, "
+                       "only comparable between models of the same data"),
+    "n_obs": ("Measurements", "repeated measurements analysed"),
+    "n_patients": ("Patients", "patients with at least one measurement"),
 }
 
 PROVENANCE_LABELS = {"secure sums": "Secure sums", "round trips": "Round trips",
@@ -467,10 +480,223 @@ def _imaging(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> 
         s.table(table, caption=caption)
 
 
+# --------------------------------------------------- the newer methods (issue 17)
+
+
+def _hazard_page(s: Section, doc: Mapping[str, Any], what: str, short: str,
+                 caption: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Forest plot and ratio table of a hazard-type summary (exp(coef) with 95% CI)."""
+    t = frame_from_json(doc["tables"]["summary"])
+    names = [_term_label(str(i)) for i in t.index]
+    hr = t["exp(coef)"].astype(float).to_numpy()
+    lo = t["exp(coef) lower 95%"].astype(float).to_numpy()
+    hi = t["exp(coef) upper 95%"].astype(float).to_numpy()
+    p = t["p"].astype(float).to_numpy()
+    _plot_forest(s, names, hr, lo, hi, what)
+    _ratio_table(s, names, hr, lo, hi, p, short, caption)
+    return [_term_label(str(i), unit=False) for i in t.index], hr, p
+
+
+def _term_label(name: str, unit: bool = True) -> str:
+    """A design term's label; ``col(t)`` (a covariate switched on at the patient's own event
+    time, start-stop rows) reads "<label> (time-varying)"."""
+    if name.endswith("(t)"):
+        return f"{label(name[:-3], unit=False)} (time-varying)"
+    return label(name, unit=unit)
+
+
+def _ci_signed(lo: float, hi: float) -> str:
+    """A confidence interval that stays readable when a bound is negative."""
+    return _ci(lo, hi) if lo >= 0 else f"{lo:.3g} to {hi:.3g}"
+
+
+def _finegray(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Fine-Gray: subdistribution hazard ratios (forest + table), CIF curves when released."""
+    options = doc.get("options") or {}
+    causes = options.get("causes") or []
+    k = int(options.get("cause", 1))
+    names_opt = options.get("cause_names") or []
+    event = (str(names_opt[k - 1]) if k <= len(names_opt) else
+             label(str(causes[k - 1][1]), unit=False) if k <= len(causes) else f"cause {k}")
+    plain, hr, p = _hazard_page(
+        s, doc, "subdistribution hazard ratio", "SHR",
+        f"subdistribution hazard ratio of {event} per unit of the variable (Fine-Gray: patients "
+        "who had a competing event stay in the risk set), robust 95% CI")
+    if doc.get("curves"):
+        _plot_curves(s, {**doc, "curve_kind": "cif"})
+    stats = dict(doc.get("stats") or {})
+    s.metrics(_measure_rows(stats))
+    s.summary(f"Fine-Gray model of {_fmt(stats.get('events'))} {event} events "
+              f"({_fmt(stats.get('competing events'))} competing) in {_fmt(stats.get('n'))} "
+              f"patients: " + _effects_summary(plain, hr, p, "SHR"))
+
+
+def _cox_tv(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Cox with a time-varying covariate (start-stop rows): hazard ratio forest and table."""
+    plain, hr, p = _hazard_page(
+        s, doc, "hazard ratio", "HR",
+        "hazard ratio per unit of the variable; '(t)': the covariate switches on at the "
+        "patient's own event time (start-stop rows)")
+    stats = dict(doc.get("stats") or {})
+    s.metrics(_measure_rows(stats))
+    s.summary(f"Cox model with a time-varying covariate: {_fmt(stats.get('events'))} events "
+              f"in {_fmt(stats.get('n'))} patients ({_fmt(stats.get('rows'))} start-stop "
+              "rows): " + _effects_summary(plain, hr, p, "HR"))
+
+
+def _plot_balance(s: Section, balance: pd.DataFrame) -> None:
+    """Love plot: absolute standardised mean differences before and after weighting."""
+    names = [label(str(i), unit=False) for i in balance.index][::-1]
+    before = np.abs(balance["smd"].astype(float).to_numpy())[::-1]
+    after = np.abs(balance["weighted_smd"].astype(float).to_numpy())[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(names) + 1.4))
+    y = np.arange(len(names))
+    ax.hlines(y, np.minimum(before, after), np.maximum(before, after), color="#9aa5b1", lw=1)
+    ax.scatter(before, y, marker="o", color=PALETTE[1], label="unweighted", zorder=3)
+    ax.scatter(after, y, marker="D", color=PALETTE[0], label="weighted", zorder=3)
+    ax.axvline(0.1, color=PALETTE[3], ls="--", lw=1, label="0.1 (balanced below)")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(names)
+    ax.set_xlim(0, max(0.25, float(np.nanmax(np.r_[before, after])) * 1.1))
+    ax.set_xlabel("absolute standardised mean difference")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    s.figure(fig, "covariate balance between the arms before and after weighting (love plot)")
+
+
+def _plot_steps(s: Section, curves: Sequence[Mapping[str, Any]], ylabel: str, caption: str,
+                stacked: bool = False) -> None:
+    if not curves:
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if stacked:
+        x = np.asarray(curves[0]["x"], dtype=float)
+        ys = [np.nan_to_num(np.asarray(c["y"], dtype=float)) for c in curves]
+        ax.stackplot(x, *ys, labels=[str(c["label"]) for c in curves], step="post",
+                     colors=[PALETTE[i % len(PALETTE)] for i in range(len(curves))], alpha=0.85)
+    else:
+        for i, c in enumerate(curves):
+            ax.step(np.asarray(c["x"], dtype=float), np.asarray(c["y"], dtype=float),
+                    where="post", label=str(c["label"]), lw=1.8, **_style(i))
+    ax.set_xlabel("years since diagnosis")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    s.figure(fig, caption)
+
+
+def _iptw(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """IPTW: love plot, weighted Kaplan-Meier, hazard ratio with robust CI, balance table."""
+    tables = doc.get("tables") or {}
+    options = doc.get("options") or {}
+    treatment = label(str(options.get("treatment", "treatment")), unit=False)
+    balance = frame_from_json(tables["balance"]) if "balance" in tables else None
+    if balance is not None and len(balance):
+        _plot_balance(s, balance)
+    prefix = f"{options.get('treatment')} = "
+    curves = [{**c, "label": str(c["label"]).replace(prefix, "")}
+              for c in doc.get("curves") or []]
+    _plot_steps(s, curves, "survival probability", f"Kaplan-Meier estimate by {treatment} "
+                "(treated / control) in the weighted pseudo-population (inverse probability of "
+                "treatment weights)")
+    t = frame_from_json(tables["summary"])
+    rows = [{"Effect": f"{treatment}: treated vs not", "HR": f"{float(r['exp(coef)']):.2f}",
+             "95% CI (robust)": _ci(float(r["exp(coef) lower 95%"]),
+                                    float(r["exp(coef) upper 95%"])),
+             "SE (robust)": _fmt(float(r["se(coef)"])),
+             "SE (naive)": _fmt(float(r["se(coef) naive"])) if "se(coef) naive" in t else "–",
+             "p": _p(r["p"])} for _, r in t.iterrows()]
+    s.table(pd.DataFrame(rows), "weighted Cox model: hazard ratio of the treatment with a "
+            "robust (sandwich) 95% CI; the naive SE ignores the estimated weights", index=False)
+    if balance is not None and len(balance):
+        brows = [{"Covariate": label(str(i)),
+                  "Mean, treated": _fmt(r["mean_treated"]),
+                  "Mean, control": _fmt(r["mean_control"]), "SMD": f"{float(r['smd']):.3f}",
+                  "Weighted SMD": f"{float(r['weighted_smd']):.3f}"}
+                 for i, r in balance.iterrows()]
+        s.table(pd.DataFrame(brows), "standardised mean differences before and after "
+                "weighting: below 0.1 in absolute value is usually taken as balanced",
+                index=False)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(_measure_rows(stats))
+    text = []
+    if len(t):
+        r = t.iloc[0]
+        hr, lo, hi = (float(r["exp(coef)"]), float(r["exp(coef) lower 95%"]),
+                      float(r["exp(coef) upper 95%"]))
+        text.append(f"Weighted for the confounders, {treatment} had a hazard ratio of "
+                    f"{hr:.2f} (robust 95% CI {_ci(lo, hi)}, p {_p(r['p'])}) in "
+                    f"{_fmt(stats.get('n'))} patients with {_fmt(stats.get('events'))} events.")
+    if balance is not None and len(balance):
+        worst = float(np.nanmax(np.abs(balance["weighted_smd"].astype(float))))
+        text.append(f"Largest absolute SMD after weighting: {worst:.3f}"
+                    + (" (balanced)." if worst < 0.1 else " (check the propensity model)."))
+    if text:
+        s.summary(" ".join(text))
+
+
+def _multistate(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Multi-state (illness-death): state occupation probabilities over time."""
+    curves = list(doc.get("curves") or [])
+    _plot_steps(s, curves, "probability of being in the state", "state occupation "
+                "probabilities over time (Aalen-Johansen); the bands add up to 1", stacked=True)
+    tables = doc.get("tables") or {}
+    if "state_probabilities" in tables:
+        t = frame_from_json(tables["state_probabilities"])
+        rows = [{"Years": f"{float(i):g}", **{str(c): f"{100 * float(v):.1f}%"
+                                               for c, v in r.items()}}
+                for i, r in t.iterrows()]
+        s.table(pd.DataFrame(rows), "share of patients in each state at 1, 2, 3 and 5 years",
+                index=False)
+        stats = dict(doc.get("stats") or {})
+        s.metrics(_measure_rows(stats))
+        if len(t):
+            last = t.iloc[-1]
+            s.summary(f"At {float(t.index[-1]):g} years: " + ", ".join(
+                f"{c} {100 * float(v):.0f}%" for c, v in last.items())
+                + f" of {_fmt(stats.get('n'))} patients (Aalen-Johansen state occupation).")
+
+
+def _lmm(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Linear mixed model: fixed effects with CI, variance components."""
+    tables = doc.get("tables") or {}
+    options = doc.get("options") or {}
+    outcome = label(str(options.get("outcome", "outcome")))
+    fe = frame_from_json(tables["fixed_effects"])
+    rows = [{"Term": "Intercept" if str(i) == "(Intercept)" else
+             "Time (per year)" if str(i) == str(options.get("time", "time")) else label(str(i)),
+             "Estimate": _fmt(float(r["estimate"]), 4),
+             "95% CI": _ci_signed(float(r["lower 95%"]), float(r["upper 95%"])),
+             "SE": _fmt(float(r["std_error"])), "p": _p(r["p"])} for i, r in fe.iterrows()]
+    s.table(pd.DataFrame(rows), f"fixed effects on {outcome}: change per unit of the term "
+            "(REML, random intercept and slope per patient)", index=False)
+    if "variance_components" in tables:
+        vc = frame_from_json(tables["variance_components"])
+        vrows = [{"Component": str(i).replace("patient (Intercept)", "between patients: level")
+                  .replace("patient time", "between patients: slope")
+                  .replace("residual", "within patient (residual)"),
+                  "Variance": _fmt(r["variance"]), "SD": _fmt(r["std_dev"]),
+                  "Correlation": "–" if r["corr"] is None or pd.isna(r["corr"])
+                  else f"{float(r['corr']):.2f}"} for i, r in vc.iterrows()]
+        s.table(pd.DataFrame(vrows), "variance components: how much patients differ in level "
+                "and slope, and the visit-to-visit noise", index=False)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(_measure_rows(stats))
+    slope = fe.loc[fe.index.astype(str) == str(options.get("time", "time"))]
+    if len(slope):
+        r = slope.iloc[0]
+        s.summary(f"{outcome} changed by {float(r['estimate']):.3g} per year (95% CI "
+                  f"{_ci_signed(float(r['lower 95%']), float(r['upper 95%']))}) over "
+                  f"{_fmt(stats.get('n_obs'))} measurements of {_fmt(stats.get('n_patients'))} "
+                  "patients.")
+
+
 RENDERERS: dict[str, Callable[[Section, Mapping[str, Any], Mapping[str, Any]], None]] = {
     "describe": _describe, "km": _km, "cox": _cox, "logistic": _logistic,
     "competing": _competing, "gbdt": _gbdt, "synth": _synth, "gwas": _gwas,
-    "imaging": _imaging,
+    "imaging": _imaging, "finegray": _finegray, "cox_tv": _cox_tv, "iptw": _iptw,
+    "multistate": _multistate, "lmm": _lmm,
 }
 
 
