@@ -249,12 +249,25 @@ def _recover_cohort_dir(paths: SitePaths) -> None:
             log.warning("%s: restored the cohort after an interrupted import", paths.root)
 
 
+def _register_study_variables(site_dir: str | Path) -> dict[str, Any]:
+    """Register the approved studies' declared variables (persisted in their stored specs), so
+    a restarted node validates a cohort holding them; an unreadable policy registers nothing
+    (``check_site`` reports it), conflicting declarations are a clear error."""
+    if not _site_paths(site_dir).policy.exists():
+        return {}
+    try:
+        policy = load_policy(site_dir)
+    except InvalidInput as exc:
+        log.warning("%s: no study variables registered: %s", site_dir, exc)
+        return {}
+    return dict(register_approved_variables(site_dir, policy))
+
+
 def load_cohort(site_dir: str | Path) -> Cohort:
     """The site's cohort (empty before the first import); validated on load."""
     paths = _site_paths(site_dir)
     _recover_cohort_dir(paths)
-    if paths.policy.exists():  # the approved studies' variables are columns of the cohort
-        register_approved_variables(site_dir, load_policy(site_dir))
+    _register_study_variables(site_dir)  # the approved studies' variables are its columns
     if not paths.patients.exists():
         return _empty_cohort()
     try:
@@ -343,8 +356,7 @@ def import_into_site(site_dir: str | Path, file: str | Path, fmt: str | None = N
     if not _ID.match(study):
         raise InvalidInput(f"study must be 1-128 letters, digits, '_.-', got {study!r}")
     # the approved studies' variables first (the export may fill them), then the mapping's own
-    approved = register_approved_variables(site_dir, load_policy(site_dir)) \
-        if paths.policy.exists() else {}
+    approved = _register_study_variables(site_dir)
     mapping = check_mapping_variables(mapping, approved)
     try:
         cohort = read_cohort(file, fmt, mutations=mutations, panels=panels, mapping=mapping)
