@@ -270,6 +270,35 @@ def test_a_dp_request_charges_the_ledger_as_declared(kind: str, tmp_path) -> Non
 
 # ------------------------------------------------------------------ extremes, deterministically
 
+EXTREMES = [
+    {"age": 110.0, "hb": 2.0, "sex": "M", "hma": 1, "os_time": 60.0, "os_status": 1,
+     "amlt_time": 1 / 12, "amlt_status": 1},
+    {"age": 0.0, "hb": 25.0, "sex": "F", "hma": 0, "os_time": 1 / 12, "os_status": 1,
+     "amlt_time": 1 / 12, "amlt_status": 0},
+    {"age": 110.0, "hb": 25.0, "sex": "F", "hma": 1, "os_time": 10.0, "os_status": 0,
+     "amlt_time": 5.0, "amlt_status": 1},
+]
+
+
+@pytest.mark.parametrize("kind", [k for k in FITS if k != "lmm"])
+@pytest.mark.parametrize("extreme", range(len(EXTREMES)))
+def test_a_patient_at_the_bounds_is_within_the_declared_sensitivity(kind: str,
+                                                                    extreme: int) -> None:
+    """Fixed patients at the corners of the public ranges (the IPTW balance sums were
+    declared with the largest bound, not the norm of the confounder row: fixed)."""
+    cohort, requests = recorded(kind)
+    row = {"patient_id": "corner", "disease": "MDS", **EXTREMES[extreme]}
+    other = validate_cohort(pd.concat([cohort.patients.astype(object), pd.DataFrame([row])],
+                                      ignore_index=True))
+    for query, params in requests:
+        try:
+            changes = l2_changes(query, params, cohort, other)
+        except HemafedError:
+            continue
+        for name, (change, sens) in changes.items():
+            assert change <= sens * (1 + 1e-9) + 1e-9, (query, name, change, sens)
+
+
 @pytest.mark.parametrize("theta", [[0.0, 0.0, 0.0], [1e-3, 0.0, 1e-3], [0.05, 0.05, 0.05],
                                    [0.01, -0.01, 0.001], [1.0, 0.0, 1.0]])
 def test_mixed_model_sums_of_a_patient_at_every_bound(theta: list[float]) -> None:

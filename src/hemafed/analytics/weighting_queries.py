@@ -210,17 +210,24 @@ def _balance_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _balance_declare(params: Params) -> dict[str, Statistic]:
     m = _max_patients(params)
     k = DesignSpec.from_params(params.get("design")).width
-    a = float(design_bound(params).max())
+    bound = np.asarray(design_bound(params), dtype=float)
+    a = float(bound.max())
+    # one patient adds its whole confounder row (one arm): the L2 change is the norm of the
+    # per-covariate bounds, not the largest bound (which understated it for k > 1)
+    na, naa = float(np.linalg.norm(bound)), float(np.linalg.norm(bound * bound))
     wm = weight_bound(params)
     res = float(params.get("resolution", DEFAULT_RESOLUTION))
 
-    def stat(shape: tuple[int, ...], high: float, low: float = 0.0) -> Statistic:
-        return Statistic(shape, low, high, codec_resolution(low, high, res), sensitivity=high / m)
+    def stat(shape: tuple[int, ...], high: float, low: float = 0.0,
+             sens: float | None = None) -> Statistic:
+        return Statistic(shape, low, high, codec_resolution(low, high, res),
+                         sensitivity=high / m if sens is None else sens)
 
     return {"n": Statistic((2,), 0, m, is_count=True),
             "sw": stat((2,), m * wm), "sww": stat((2,), m * wm * wm),
-            "sx": stat((2, k), m * a, -m * a), "sxx": stat((2, k), m * a * a),
-            "swx": stat((2, k), m * wm * a, -m * wm * a), "swxx": stat((2, k), m * wm * a * a)}
+            "sx": stat((2, k), m * a, -m * a, na), "sxx": stat((2, k), m * a * a, sens=naa),
+            "swx": stat((2, k), m * wm * a, -m * wm * a, wm * na),
+            "swxx": stat((2, k), m * wm * a * a, sens=wm * naa)}
 
 
 def _balance_check(params: Params) -> None:
