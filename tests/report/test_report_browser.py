@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +15,23 @@ from hemafed.demo import run_demo
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def report_page(report: Path, width: int, media: str = "screen") -> Iterator[Any]:
+    """The report opened in headless Chromium (skips when Chromium or playwright is absent)."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.emulate_media(media=media)
+            page.goto(report.as_uri())
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +93,11 @@ OVERFLOW_JS = """() => Array.from(document.querySelectorAll('div[data-kind="tabl
 @pytest.mark.parametrize(("media", "width"), [("screen", 1280), ("print", 688)])
 def test_no_table_overflows_its_card(report: Path, media: str, width: int) -> None:
     # 688 px: an A4 page (210 mm) less the report's 14 mm print margins, at 96 px per inch
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            page.emulate_media(media=media)
-            page.goto(report.as_uri())
-            tables = page.evaluate(OVERFLOW_JS)
-            assert len(tables) >= 10
-            wide = [t for t in tables if t["over"] > 1]
-            assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
-        finally:
-            browser.close()
+    with report_page(report, width, media) as page:
+        tables = page.evaluate(OVERFLOW_JS)
+        assert len(tables) >= 10
+        wide = [t for t in tables if t["over"] > 1]
+        assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
 
 
 def test_report_speaks_to_a_clinician(report: Path) -> None:

@@ -13,35 +13,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_browser import CHROMIUM, FLAGS, OVERFLOW_JS
+from test_report_browser import OVERFLOW_JS, report_page
 
 from hemafed.analytics.mixed import LongitudinalCohort
+from hemafed.cohort.demo import generate
+from hemafed.cohort.partition import split_sites
 from hemafed.cohort.validate import validate_cohort
 from hemafed.federation.local import LocalSumFederation
 from hemafed.study.report import build_report
 from hemafed.study.runner import run_study
 from hemafed.study.spec import StudySpec
 
-DAY = 1 / 365.25
 CAUSES = [["amlt_time", "amlt_status"], ["os_time", "os_status"]]
 NEW_KINDS = ("finegray", "cox_tv", "iptw", "multistate", "lmm")
-
-
-def patients(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    age = np.round(rng.normal(70, 9, n).clip(25, 100), 1)
-    hb = np.round(rng.normal(10, 1.7, n).clip(4, 16), 1)
-    sex = rng.choice(["M", "F"], n)
-    hma = (rng.random(n) < 1 / (1 + np.exp(-0.04 * (age - 70)))).astype(int)
-    lp = 0.03 * (age - 70) - 0.2 * (hb - 10) - 0.4 * hma
-    os_d = np.ceil(rng.exponential(900 * np.exp(-lp)).clip(1, 6000) / 30) * 30
-    aml_d = np.ceil(rng.exponential(1500, n).clip(1, 6000) / 30) * 30
-    aml_s = aml_d < os_d
-    return pd.DataFrame({"patient_id": [f"p{seed}-{i}" for i in range(n)], "disease": "MDS",
-                         "age": age, "hb": hb, "sex": sex, "hma": hma, "os_time": os_d * DAY,
-                         "os_status": (rng.random(n) < 0.75).astype(int),
-                         "amlt_time": np.where(aml_s, aml_d, os_d) * DAY,
-                         "amlt_status": aml_s.astype(int)})
 
 
 def longitudinal(n: int, seed: int) -> LongitudinalCohort:
@@ -69,8 +53,8 @@ def results() -> dict[str, Any]:
         {"id": "iptw", "kind": "iptw", "treatment": "hma", "formula": "age + hb + sex",
          "title": "Hypomethylating agents by propensity weighting"},
         {"id": "ms", "kind": "multistate", "title": "MDS, AML, death"}]})
-    fed = LocalSumFederation([validate_cohort(patients(n, s)) for s, n in ((1, 160), (2, 90),
-                                                                          (3, 60))])
+    # the virtual MDS cohort (hypomethylating agents, AML transformation, death), 3 uneven sites
+    fed = LocalSumFederation(split_sites(generate("MDS", 400, 7), 3, 7, size_skew=0.6))
     out = run_study(spec, fed)
     lmm = StudySpec.from_mapping({"study_id": "report-lmm", "analyses": [
         {"id": "lmm", "kind": "lmm", "outcome": "mprotein", "time": "time",
@@ -128,7 +112,8 @@ def test_summaries_state_the_estimates(results: dict[str, Any], report: Path) ->
     html = report.read_text()
     docs = {d["kind"]: d for d in results["analyses"]}
     hr = frame_from_json(docs["iptw"]["tables"]["summary"])["exp(coef)"].astype(float).iloc[0]
-    assert f"hazard ratio of {hr:.2f}" in html
+    assert f"hazard ratio of treated vs untreated (Treated with a hypomethylating agent) was " \
+        f"{hr:.2f}" in html
     slope = frame_from_json(docs["lmm"]["tables"]["fixed_effects"]).loc["time", "estimate"]
     assert f"changed by {float(slope):.3g} per year" in html
     at5 = frame_from_json(docs["multistate"]["tables"]["state_probabilities"]).iloc[-1]
@@ -139,29 +124,19 @@ def test_summaries_state_the_estimates(results: dict[str, Any], report: Path) ->
 @pytest.mark.parametrize(("media", "width"), [("screen", 1280), ("print", 688)])
 def test_new_pages_render_without_overflow(report: Path, media: str, width: int,
                                            tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            page.emulate_media(media=media)
-            page.goto(report.as_uri())
-            images = page.locator('figure[data-kind="plot"] img')
-            assert images.count() >= 5  # two forests, love plot, weighted KM, states
-            for i in range(images.count()):
-                img = images.nth(i)
-                img.scroll_into_view_if_needed()
-                ok, w, h = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
-                assert ok and w > 100 and h > 100, f"plot {i} did not render"
-                box = img.bounding_box()
-                card = img.evaluate("e => e.closest('section').getBoundingClientRect().right")
-                assert box["x"] + box["width"] <= card + 1, f"plot {i} wider than its card"
-            tables = page.evaluate(OVERFLOW_JS)
-            assert len(tables) >= 9
-            wide = [t for t in tables if t["over"] > 1]
-            assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
-            page.screenshot(path=str(tmp_path / f"new-kinds-{media}.png"), full_page=True)
-        finally:
-            browser.close()
+    with report_page(report, width, media) as page:
+        images = page.locator('figure[data-kind="plot"] img')
+        assert images.count() >= 5  # two forests, love plot, weighted KM, states
+        for i in range(images.count()):
+            img = images.nth(i)
+            img.scroll_into_view_if_needed()
+            ok, w, h = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
+            assert ok and w > 100 and h > 100, f"plot {i} did not render"
+            box = img.bounding_box()
+            card = img.evaluate("e => e.closest('section').getBoundingClientRect().right")
+            assert box["x"] + box["width"] <= card + 1, f"plot {i} wider than its card"
+        tables = page.evaluate(OVERFLOW_JS)
+        assert len(tables) >= 9
+        wide = [t for t in tables if t["over"] > 1]
+        assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
+        page.screenshot(path=str(tmp_path / f"new-kinds-{media}.png"), full_page=True)

@@ -43,27 +43,34 @@ def store_spec(site_dir: str | Path, spec: StudySpec) -> Path:
     return path
 
 
+def _approved_spec(site_dir: str | Path, study_id: str, spec_sha256: str
+                   ) -> StudySpec | bool | None:
+    """The stored spec of an approved study: ``False`` when none is stored, ``None`` when it
+    is unreadable or does not match the approved hash (logged), else the spec."""
+    path = spec_path(site_dir, study_id)
+    if not path.exists():
+        return False
+    try:
+        spec = StudySpec.from_mapping(json.loads(path.read_text(encoding="utf-8")),
+                                      source=str(path))
+    except (OSError, ValueError, InvalidInput) as exc:
+        log.warning("study %s: stored spec %s is unreadable (%s)", study_id, path, exc)
+        return None
+    if spec.sha256 != spec_sha256 or spec.study_id != study_id:
+        log.warning("study %s: stored spec %s does not match the approved hash", study_id, path)
+        return None
+    return spec
+
+
 def load_plans(site_dir: str | Path, policy: SitePolicy) -> dict[str, StudyPlan | None]:
     """The plan of every approved study with a stored spec (``None``: the stored text does not
     match the approved hash; the node refuses that study)."""
     plans: dict[str, StudyPlan | None] = {}
     for study in policy.studies:
-        path = spec_path(site_dir, study.study_id)
-        if not path.exists():
-            continue
-        try:
-            spec = StudySpec.from_mapping(json.loads(path.read_text(encoding="utf-8")),
-                                          source=str(path))
-        except (OSError, ValueError, InvalidInput) as exc:
-            log.warning("study %s: stored spec %s is unreadable (%s)", study.study_id, path, exc)
-            plans[study.study_id] = None
-            continue
-        if spec.sha256 != study.spec_sha256 or spec.study_id != study.study_id:
-            log.warning("study %s: stored spec %s does not match the approved hash",
-                        study.study_id, path)
-            plans[study.study_id] = None
-            continue
-        plans[study.study_id] = StudyPlan.from_spec(spec)
+        spec = _approved_spec(site_dir, study.study_id, study.spec_sha256)
+        if spec is not False:
+            plans[study.study_id] = (StudyPlan.from_spec(spec) if isinstance(spec, StudySpec)
+                                     else None)
     return plans
 
 
@@ -75,15 +82,8 @@ def approved_variables(site_dir: str | Path, policy: SitePolicy
     refused)."""
     out: dict[str, tuple[StudyVariable, ...]] = {}
     for study in policy.studies:
-        path = spec_path(site_dir, study.study_id)
-        if not path.exists():
-            continue
-        try:
-            spec = StudySpec.from_mapping(json.loads(path.read_text(encoding="utf-8")),
-                                          source=str(path))
-        except (OSError, ValueError, InvalidInput):
-            continue  # reported by load_plans / site check
-        if spec.sha256 == study.spec_sha256 and spec.variables:
+        spec = _approved_spec(site_dir, study.study_id, study.spec_sha256)
+        if isinstance(spec, StudySpec) and spec.variables:
             out[study.study_id] = spec.variables
     return out
 

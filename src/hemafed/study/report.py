@@ -625,8 +625,8 @@ def _iptw(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> Non
         r = t.iloc[0]
         hr, lo, hi = (float(r["exp(coef)"]), float(r["exp(coef) lower 95%"]),
                       float(r["exp(coef) upper 95%"]))
-        text.append(f"Weighted for the confounders, {treatment} had a hazard ratio of "
-                    f"{hr:.2f} (robust 95% CI {_ci(lo, hi)}, p {_p(r['p'])}) in "
+        text.append(f"Weighted for the confounders, the hazard ratio of treated vs untreated "
+                    f"({treatment}) was {hr:.2f} (robust 95% CI {_ci(lo, hi)}, p {_p(r['p'])}) in "
                     f"{_fmt(stats.get('n'))} patients with {_fmt(stats.get('events'))} events.")
     if balance is not None and len(balance):
         worst = float(np.nanmax(np.abs(balance["weighted_smd"].astype(float))))
