@@ -51,32 +51,23 @@ def test_report_is_self_contained(report: Path) -> None:
 
 @pytest.mark.browser
 def test_every_plot_and_table_renders_in_chromium(report: Path, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(report.as_uri())
-            sections = page.locator("section[data-section]")
-            assert sections.count() >= 5
-            images = page.locator('figure[data-kind="plot"] img')
-            assert images.count() >= 3
-            for i in range(images.count()):
-                img = images.nth(i)
-                img.scroll_into_view_if_needed()
-                size = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
-                assert size[0] and size[1] > 100 and size[2] > 100, f"plot {i} did not render"
-            tables = page.locator('div[data-kind="table"] table')
-            assert tables.count() >= 5
-            for i in range(tables.count()):
-                rows = tables.nth(i).locator("tbody tr")
-                assert rows.count() >= 1, f"table {i} is empty"
-                assert tables.nth(i).bounding_box()["height"] > 10
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    with report_page(report, 1200) as page:
+        sections = page.locator("section[data-section]")
+        assert sections.count() >= 5
+        images = page.locator('figure[data-kind="plot"] img')
+        assert images.count() >= 3
+        for i in range(images.count()):
+            img = images.nth(i)
+            img.scroll_into_view_if_needed()
+            size = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
+            assert size[0] and size[1] > 100 and size[2] > 100, f"plot {i} did not render"
+        tables = page.locator('div[data-kind="table"] table')
+        assert tables.count() >= 5
+        for i in range(tables.count()):
+            rows = tables.nth(i).locator("tbody tr")
+            assert rows.count() >= 1, f"table {i} is empty"
+            assert tables.nth(i).bounding_box()["height"] > 10
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
 
 OVERFLOW_JS = """() => Array.from(document.querySelectorAll('div[data-kind="table"] table')).map(t => {

@@ -37,7 +37,8 @@ VARIABLES = [
 ]
 SPEC = {"study_id": "vars-e2e", "requester": "tester", "variables": VARIABLES,
         "analyses": [{"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
-                      "formula": "age + x_ldh + x_arm"}]}
+                      "formula": "age + x_ldh + x_arm"},
+                     {"id": "d", "kind": "describe", "columns": ["x_ldh", "x_arm"]}]}
 FIELD_SYSTEM = "http://hemafed.org/fhir/CodeSystem/field"
 DISEASE_SYSTEM = "http://hemafed.org/fhir/CodeSystem/disease"
 ID_SYSTEM = "http://hemafed.org/fhir/sid/patient-id"
@@ -150,9 +151,16 @@ def test_spec_declares_variables_and_names_them() -> None:
 
 def test_plan_takes_the_declared_bounds() -> None:
     spec = StudySpec.from_mapping({**SPEC, "analyses": [
-        *SPEC["analyses"], {"id": "d", "kind": "describe", "columns": ["x_ldh", "x_arm"]}]})
+        *SPEC["analyses"], {"id": "d2", "kind": "describe", "columns": ["x_ldh", "x_arm"]}]})
     plan = StudyPlan.from_spec(spec)
     assert plan.bounds["x_ldh"] == (50.0, 5000.0)
+    risk = {"name": "x_risk", "type": "category", "levels": ["low", "high"]}
+    with_levels = StudySpec.from_mapping({**SPEC, "variables": [*VARIABLES, risk], "analyses": [
+        {"id": "d", "kind": "describe", "columns": ["x_risk"]}]})
+    try:
+        assert ("low", "high") in StudyPlan.from_spec(with_levels).levels["x_risk"]
+    finally:
+        unregister_variables(["x_risk"])
     assert ("False", "True") in plan.levels["x_arm"]
     ok = {"column": "x_ldh", "low": 50.0, "high": 5000.0, "bins": 20}
     assert plan.check("numeric_summary", ok, False) is None
@@ -232,8 +240,13 @@ def test_cox_on_spec_variables_through_the_runner_equals_lifelines(tmp_path: Pat
     fed = _federation(tmp_path, spec, parts)
     unregister_variables(["x_ldh", "x_arm"])  # the hub registers the spec's own declarations
     result = run_study_on("inprocess", spec, fed)
-    doc = result["analyses"][0]
+    doc, described = result["analyses"]
     assert doc["status"] == "ok", doc.get("error")
+    # the describe step's histogram bounds are the declared 50-5000 (the sites' plans agree)
+    assert described["status"] == "ok", described.get("error")
+    numeric = frame_from_json(described["tables"]["numeric"])
+    all_rows = pd.concat(parts.values(), ignore_index=True)
+    assert numeric.loc["x_ldh", "mean"] == pytest.approx(all_rows["x_ldh"].mean(), rel=1e-9)
     got = frame_from_json(doc["tables"]["summary"])
     pooled = pd.concat(parts.values(), ignore_index=True)
     frame = pooled[["os_time", "age", "x_ldh"]].assign(
