@@ -140,3 +140,19 @@ def test_new_pages_render_without_overflow(report: Path, media: str, width: int,
         wide = [t for t in tables if t["over"] > 1]
         assert not wide, f"tables wider than their card ({media}, {width}px): {wide}"
         page.screenshot(path=str(tmp_path / f"new-kinds-{media}.png"), full_page=True)
+
+
+def test_finegray_page_draws_released_cif_curves(results: dict[str, Any]) -> None:
+    from hemafed.report import Report
+    from hemafed.study.report import RENDERERS
+
+    doc = next(d for d in results["analyses"] if d["kind"] == "finegray")
+    plain = Report("t").section("fg")
+    RENDERERS["finegray"](plain, doc, results)
+    curve = {"label": "AML", "x": [0.0, 1.0, 2.0], "y": [0.0, 0.1, 0.2],
+             "lower": [0.0, 0.05, 0.12], "upper": [0.0, 0.15, 0.28]}
+    with_cif = Report("t").section("fg")
+    RENDERERS["finegray"](with_cif, {**doc, "curves": [curve]}, results)
+    count = lambda s: "".join(s.blocks).count('data-kind="plot"')  # noqa: E731
+    assert count(with_cif) == count(plain) + 1
+    assert "cumulative incidence of each competing event" in "".join(with_cif.blocks)
