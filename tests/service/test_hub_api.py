@@ -65,9 +65,10 @@ def test_migration_from_an_empty_database(db_url: str) -> None:
     upgrade(engine)
     tables = set(sa.inspect(engine).get_table_names())
     assert {"users", "sites", "studies", "study_versions", "approvals", "runs", "results",
-            "model_versions", "sessions", "api_tokens", "alembic_version"} <= tables
+            "model_versions", "sessions", "api_tokens", "catalogue_plans",
+            "catalogue_approvals", "catalogue_releases", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
     upgrade(engine)  # a second upgrade is a no-op
     engine.dispose()
 
@@ -86,13 +87,18 @@ def test_migration_keeps_the_data_of_an_older_schema(db_url: str) -> None:
         conn.execute(sa.text("insert into sites (site_id, name, identity_key, created) "
                              "values ('old-site', 'Old', 'AAAA', :t)"), {"t": now})
         assert "catalogue" not in {c["name"] for c in sa.inspect(conn).get_columns("sites")}
+    upgrade(engine, "0002")
+    with engine.begin() as conn:  # an officer-published count of the old catalogue
+        conn.execute(sa.text("update sites set catalogue = :c"),
+                     {"c": '{"patients": 120, "diseases": {"MDS": 120}, "fields": ["age"]}'})
     upgrade(engine)
     with engine.connect() as conn:
-        row = conn.execute(sa.text("select site_id, name, catalogue from sites")).one()
+        row = conn.execute(sa.text("select site_id, name, description from sites")).one()
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("sites")}
+    # the site is kept; the counts not computed through the secure path are dropped
     assert tuple(row) == ("old-site", "Old", None)
+    assert "catalogue" not in cols and "description" in cols
     engine.dispose()
-
-
 
 
 def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> None:
