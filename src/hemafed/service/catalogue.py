@@ -48,7 +48,7 @@ QUERY = "catalogue_counts"
 QUERY_KEY = f"{QUERY}@1"
 ROUND_TO = 10
 MIN_CELL = 10
-EPSILON = 0.5
+EPSILON = 1.0
 DELTA = 1e-6
 TOTAL_BUDGET = 3.0
 BOUND_STDS = 5.0
@@ -56,8 +56,9 @@ BOUND_STDS = 5.0
 noisy value before rounding (a Gaussian leaves it with probability 6e-7), plus half the base."""
 
 DISEASES = ("MDS", "AML", "MM", "SCD")
-FIELDS = ("disease", "sex", "age", "hb", "plt", "anc", "bm_blast", "karyotype", "os_time",
-          "os_status")
+FIELDS = ("sex", "age", "hb", "plt", "bm_blast", "os_time")
+"""The default fields counted: few, since the noise grows with the square root of their number
+(one patient adds 1 to each field it has a value of)."""
 HUB_MAIN = "hemafed.service.catalogue:catalogue_hub_main"
 
 
