@@ -212,3 +212,36 @@ def test_a_request_outside_the_catalogue_plan_is_refused_by_the_site(site_dirs: 
                                 **{**base, "query": "cohort_size"}), guaranteed_contributors=2)
     assert exc.value.refusal.code == "policy"  # type: ignore[attr-defined]
     service.dispose()
+
+
+def test_cli_approves_the_catalogue_plan_once(site_dirs: list[Path], tmp_path: Path) -> None:
+    """`hemafed site catalogue-approve DIR --plan FILE --budget B`: the policy pins the plan
+    with its budget; the signed approval verifies with the site's identity key; a bad budget
+    is one line on stderr, nothing written."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hemafed.cli import app as cli_app
+    from hemafed.service.approval import SignedDecision, identity_public_key, verify_decision
+
+    site = site_dirs[0]
+    plan_file = tmp_path / "catalogue.yaml"
+    plan_file.write_text(catalogue_spec_text(epsilon=0.5))
+    sha = parse_plan(plan_file.read_text()).spec.sha256
+    runner = CliRunner()
+    bad = runner.invoke(cli_app, ["site", "catalogue-approve", str(site), "--plan",
+                                  str(plan_file), "--budget", "0.1"])
+    assert bad.exit_code == 1 and "smaller than one refresh" in bad.output
+    assert "Traceback" not in bad.output and load_policy(site).study("catalogue") is None
+    res = runner.invoke(cli_app, ["site", "catalogue-approve", str(site), "--plan",
+                                  str(plan_file), "--budget", "2.5", "--officer", "dpo"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output.strip().splitlines()[-1])
+    fields = verify_decision(SignedDecision(doc["payload"], doc["signature"]),
+                             site_id=site.name, identity_key_b64=identity_public_key(site),
+                             study_id="catalogue", spec_sha256=sha)
+    assert fields["decision"] == "approved" and fields["officer"] == "dpo"
+    approved = load_policy(site).study("catalogue")
+    assert approved is not None and approved.spec_sha256 == sha
+    assert approved.budget is not None and approved.budget.epsilon == 2.5

@@ -89,6 +89,9 @@ def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> No
     r = client.post("/api/login", json={"username": "researcher", "password": "demo password 1"})
     head = {"Authorization": f"Bearer {r.json()['token']}"}
     (study,) = client.get("/api/studies", headers=head).json()
+    cat = client.get("/api/catalogue", headers=head).json()  # counted through the secure path
+    assert cat["network"]["patients"] is not None
+    assert all(s["release"]["epsilon"] == 1.0 for s in cat["sites"])
     assert {s: a["decision"] for s, a in study["approvals"].items()} == {
         d.name: "approved" for d in site_dirs}
     run = wait_run(client, head, client.post(f"/api/studies/{study['id']}/runs",
