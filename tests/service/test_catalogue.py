@@ -99,6 +99,7 @@ def test_big_epsilon_counts_are_within_the_stated_bound(db_url: str, site_dirs: 
             else:
                 assert got % 10 == 0 and abs(got - want[name]) <= bound + 5, (sid, name, got)
     net = cat["network"]
+    assert net["sites"] == ["site-a", "site-b"]  # the totals state which sites they cover
     total = truth["site-a"]["patients"] + truth["site-b"]["patients"]
     assert abs(net["patients"] - total) <= BOUND_STDS * net["noise_std"]["patients"] + 5
     assert math.isclose(net["noise_std"]["patients"],
@@ -137,6 +138,16 @@ def test_no_noise_control_is_exact_after_rounding_and_suppressed(site_dirs: list
     service, client, heads = _setup(db_url, site_dirs, tmp_path, epsilon=0.0, min_cell=60,
                                     approving=3)
     assert load_policy(site_dirs[0]).study("catalogue").require_dp is False
+    # an approval signed for another plan hash, or by another site, is refused
+    from hemafed.service.catalogue import catalogue_spec_text as other_text
+
+    other = parse_plan(other_text(epsilon=2.0)).spec
+    forged = approve_catalogue(site_dirs[0], other, budget=3.0, officer="x")
+    r = client.post("/api/site/catalogue/approval", headers=heads["site-b"],
+                    json={"payload": forged.payload, "signature": forged.signature})
+    assert r.status_code == 403
+    approve_catalogue(site_dirs[0], parse_plan(service.catalogue_plan().spec_yaml).spec,
+                      budget=3.0, officer="officer-site-a")  # the site's policy back on plan
     r = client.post("/api/catalogue/refresh", headers=heads["admin"])
     assert r.status_code == 200, r.text
     cat = client.get("/api/catalogue", headers=heads["bob"]).json()

@@ -212,6 +212,7 @@ def release(plan: CataloguePlan, raw: Mapping[str, Any]) -> dict[str, dict[str, 
            for i, s in enumerate(sites)}
     out[""] = entry(v["patients"].sum(), v["areas"].sum(axis=0), v["fields"].sum(axis=0),
                     math.sqrt(len(sites)))
+    out[""]["sites"] = sites  # the totals state which sites they cover
     return out
 
 
