@@ -49,8 +49,9 @@ def site_subapp() -> typer.Typer:
                                 "app-hash": site_app_hash, "identity": site_identity,
                                 "join": site_join}
     try:  # the site console needs the `service` extra
-        from hemafed.service.cli import site_console
+        from hemafed.service.cli import site_catalogue_approve, site_console
         commands["console"] = site_console
+        commands["catalogue-approve"] = site_catalogue_approve
     except ImportError:
         pass
     _mount(site_app, commands)

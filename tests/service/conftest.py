@@ -14,8 +14,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hubkit import free_port
@@ -107,3 +108,63 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclasses.dataclass
+class HubRun:
+    """What :func:`run_small_study` leaves: the client, auth headers, run and its results."""
+
+    client: Any
+    heads: dict[str, Any]
+    study: dict[str, Any]
+    run: dict[str, Any]
+    results: dict[str, Any]
+
+
+@pytest.fixture
+def run_small_study(site_dirs: list[Path]) -> Callable[..., HubRun]:
+    """The hub setup every end-to-end service test shares: onboard the three sites and the
+    researchers through the API, submit :data:`hubkit.SMALL_SPEC` as alice, every site signs
+    its approval, start the run and wait for it; returns the :class:`HubRun`."""
+    from hubkit import SMALL_SPEC, app_client, approve_all, onboard, wait_run
+
+    def go(service: Any, *, timeout: float = 900.0,
+           before_approval: Callable[[Any, dict[str, Any], dict[str, Any]], None] | None = None
+           ) -> HubRun:
+        client = app_client(service)
+        heads = onboard(client, service, site_dirs)
+        study = client.post("/api/studies", headers=heads["alice"],
+                            json={"spec_yaml": SMALL_SPEC}).json()
+        if before_approval is not None:
+            before_approval(client, heads, study)
+        approve_all(client, heads, site_dirs, study)
+        run = client.post(f"/api/studies/{study['id']}/runs", headers=heads["alice"]).json()
+        run = wait_run(client, heads["alice"], run["id"], timeout=timeout)
+        assert run["state"] == "succeeded", run
+        results = client.get(f"/api/runs/{run['id']}/results.json",
+                             headers=heads["alice"]).json()
+        return HubRun(client, heads, study, run, results)
+    return go
+
+
+@pytest.fixture
+def cli_small_study(site_dirs: list[Path], tmp_path: Path) -> Callable[[], dict[str, Any]]:
+    """``hemafed study run`` of :data:`hubkit.SMALL_SPEC` on the same sites (in process)."""
+    import json
+
+    from hubkit import SMALL_SPEC
+    from typer.testing import CliRunner
+
+    from hemafed.cli import app as cli_app
+
+    def go() -> dict[str, Any]:
+        spec_file = tmp_path / "spec.yaml"
+        spec_file.write_text(SMALL_SPEC)
+        out = tmp_path / "cli"
+        args = ["study", "run", str(spec_file), "--transport", "inprocess", "--out", str(out)]
+        for d in site_dirs:
+            args += ["--site", str(d)]
+        res = CliRunner().invoke(cli_app, args)
+        assert res.exit_code == 0, res.output
+        return dict(json.loads((out / "results.json").read_text()))
+    return go

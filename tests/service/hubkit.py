@@ -93,3 +93,14 @@ def wait_run(client: TestClient, headers: dict[str, str], run_id: int,
 
 def app_client(service: HubService) -> TestClient:
     return TestClient(create_app(service))
+
+
+def assert_same_results(hub_results: dict[str, Any], cli_results: dict[str, Any]) -> None:
+    """Every analysis of the hub's results equals the CLI's, table by table."""
+    import numpy as np
+
+    for hub_doc, cli_doc in zip(hub_results["analyses"], cli_results["analyses"], strict=True):
+        assert hub_doc["status"] == cli_doc["status"] == "ok"
+        for name, table in cli_doc["tables"].items():
+            got = np.array(hub_doc["tables"][name]["data"], dtype=float)
+            np.testing.assert_allclose(got, np.array(table["data"], dtype=float), rtol=1e-9)

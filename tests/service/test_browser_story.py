@@ -30,6 +30,7 @@ from hemafed.cli import app as cli_app
 from hemafed.demo import demo_spec
 from hemafed.service.app import create_app
 from hemafed.service.approval import identity_public_key
+from hemafed.service.catalogue import catalogue_spec_text
 from hemafed.service.console import create_console_app, set_console_password
 from hemafed.service.db import Database
 from hemafed.service.hub import HubService
@@ -145,19 +146,35 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             # 2. the researcher submits the demo MDS study; a broken draft shows its problems
             alice = ctx["alice"].new_page()
             _login(alice, hub.url, "alice")
-            # feasibility first: every site publishes its catalogue entry from its console
-            for d in site_dirs:
+            # feasibility first: the admin sets the network's catalogue plan; two officers
+            # approve it once in their consoles (site-c does not); the admin refreshes it
+            # through the secure path; the researcher reads it before writing a study
+            admin_token = httpx.post(f"{hub.url}/api/login", json={
+                "username": "admin", "password": PASSWORD}).json()["token"]
+            r = httpx.put(f"{hub.url}/api/catalogue/plan",
+                          headers={"Authorization": f"Bearer {admin_token}"},
+                          json={"spec_yaml": catalogue_spec_text()})
+            assert r.status_code == 200, r.text
+            for d in site_dirs[:2]:
                 page = ctx[d.name].new_page()
                 _login(page, console_url[d.name], "dpo")
                 page.goto(console_url[d.name] + "/catalogue")
-                page.click("#publish button")
-                page.wait_for_selector("#published")
+                page.fill("#approve input[name=budget]", "2")
+                page.click("#approve button")
+                page.wait_for_selector("#approved")
                 if d.name == "site-a":
                     shots(page, "console-catalogue")
                 page.close()
+            admin.goto(f"{hub.url}/catalogue")
+            admin.click("#refresh button")
+            admin.wait_for_load_state()
             alice.goto(f"{hub.url}/catalogue")
-            assert alice.locator("#catalogue tr").count() == 4
-            assert "MDS: about" in alice.locator("#catalogue").inner_text()
+            table = alice.locator("#catalogue").inner_text()
+            assert alice.locator("#catalogue tr").count() == 5  # header, 3 sites, network
+            assert "MDS: about" in table and "DP, epsilon 1 " in table
+            site_c = alice.locator("#catalogue tr", has_text="site-c").inner_text()
+            assert "not published" in site_c and "about" not in site_c
+            assert "about" in alice.locator("#network").inner_text()
             shots(alice, "portal-catalogue")
             alice.goto(f"{hub.url}/studies/new")
             broken = spec.to_yaml().replace("kind: km", "kind: kaplan").replace(

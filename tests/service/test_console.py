@@ -82,17 +82,37 @@ def test_console_decides_and_reports(db_url: str, site_dirs: list[Path], tmp_pat
     for page_path in ("/budget", "/quality", "/runs"):
         assert console.get(page_path).status_code == 200
 
-    # the catalogue: nothing leaves until the officer publishes; then rounded counts only
-    assert hub.get("/api/catalogue", headers=heads["alice"]).json()[0]["entry"] is None
+    # the catalogue: the officer approves the network's standing plan once, with its budget
+    from hemafed.service.catalogue import CATALOGUE_ID, catalogue_spec_text
+
+    assert "no catalogue plan" in console.get("/catalogue").text
+    plan_text = catalogue_spec_text(epsilon=0.25)
+    assert hub.put("/api/catalogue/plan", headers=heads["admin"],
+                   json={"spec_yaml": plan_text}).status_code == 200
     page = console.get("/catalogue")
-    r = console.post("/catalogue/publish", data={"csrf": _csrf(page.text)})
-    assert 'id="published"' in r.text
+    assert "epsilon 0.25" in page.text and 'id="approve"' in page.text
+    assert 'id="entry">not published' in page.text
+    assert console.post("/catalogue/approve", data={"budget": "2"}).status_code == 403
+    assert load_policy(site).study(CATALOGUE_ID) is None
+    r = console.post("/catalogue/approve", data={"budget": "2", "csrf": _csrf(page.text)})
+    assert r.status_code == 200 and 'id="approved"' in r.text, r.text
+    approved = load_policy(site).study(CATALOGUE_ID)
+    assert approved is not None and approved.budget is not None
+    assert approved.budget.epsilon == 2.0 and approved.require_dp
+    assert approved.allowed_queries == ("catalogue_counts@1",)
+    assert "catalogue_counts@1" in load_policy(site).allowed_queries
+    assert service.catalogue_sites() == ["site-a"]
+    assert audit_log(site).entries()[-1]["query"] == "console.approve_catalogue"
+    # the public description: names only; a count is refused
+    r = console.post("/catalogue/describe", data={"csrf": _csrf(page.text), "diseases": "MDS",
+                                                  "fields": "age, hb, os_time"})
+    assert r.status_code == 200
+    (mine,) = [x for x in hub.get("/api/catalogue", headers=heads["alice"]).json()["sites"]
+               if x["site_id"] == "site-a"]
+    assert mine["description"] == {"diseases": ["MDS"], "fields": ["age", "hb", "os_time"]}
+    assert mine["release"] is None  # approved but not refreshed: nothing is published
     n = len(load_cohort(site).patients)
-    (entry,) = [e["entry"] for e in hub.get("/api/catalogue", headers=heads["alice"]).json()
-                if e["site_id"] == "site-a"]
-    assert entry["patients"] == (n + 5) // 10 * 10
-    assert entry["diseases"] == {"MDS": entry["patients"]}
-    assert {"age", "hb", "os_time"} <= set(entry["fields"])
-    bad = officer_hub.post("/api/site/catalogue", json=dict(entry, patients=n + 1 - n % 10))
-    assert bad.status_code == 400  # an exact, unrounded count is refused
+    bad = officer_hub.post("/api/site/description",
+                           json={"diseases": ["MDS"], "fields": ["age"], "patients": n})
+    assert bad.status_code == 400
     service.dispose()

@@ -4,17 +4,16 @@ three sites, run over the deployed SuperLink; its results equal the in-process C
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
-from hubkit import SMALL_SPEC, app_client, approve_all, onboard, wait_run
-from typer.testing import CliRunner
+from hubkit import app_client, assert_same_results, onboard
 
-from hemafed.cli import app as cli_app
 from hemafed.federation.flower.deployment import descendants, local_deployment, pid_alive
 from hemafed.federation.runtime import MANIFEST_FILE
+from hemafed.service.catalogue import approve_catalogue, catalogue_spec_text, parse_plan
 from hemafed.service.db import Database
 from hemafed.service.hub import HubService
 from hemafed.service.runs import DeployedFederation
@@ -22,8 +21,10 @@ from hemafed.service.runs import DeployedFederation
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 
-def test_hub_runs_a_study_over_the_deployed_superlink(site_dirs: list[Path],
-                                                      tmp_path: Path) -> None:
+@pytest.fixture
+def deployed_hub(site_dirs: list[Path], tmp_path: Path) -> Iterator[HubService]:
+    """A hub service over a loopback deployment of the three sites; on exit every process of
+    the deployment (process groups included) is stopped."""
     pids: list[int] = []
     with local_deployment(tmp_path / "deploy", list(site_dirs)) as dep:
         pids = [p.pid for p in dep.processes]
@@ -34,34 +35,35 @@ def test_hub_runs_a_study_over_the_deployed_superlink(site_dirs: list[Path],
         assert fed.site_ids == tuple(d.name for d in site_dirs)
         service = HubService(Database(f"sqlite:///{tmp_path / 'hub.db'}"), tmp_path / "hub",
                              federation=fed)
-        client = app_client(service)
-        heads = onboard(client, service, site_dirs)
-        study = client.post("/api/studies", headers=heads["alice"],
-                            json={"spec_yaml": SMALL_SPEC}).json()
-        approve_all(client, heads, site_dirs, study)
-        run = client.post(f"/api/studies/{study['id']}/runs", headers=heads["alice"]).json()
-        run = wait_run(client, heads["alice"], run["id"], timeout=300)
-        assert run["state"] == "succeeded", run
-        assert run["transport"] == "deploy"
-        assert sorted(run["contributors"]) == [d.name for d in site_dirs]
-        assert run["dropouts"] == []
-        assert run["progress"]["round"] >= 3 and run["progress"]["sites_answering"] == 3
-        hub_results = client.get(f"/api/runs/{run['id']}/results.json",
-                                 headers=heads["alice"]).json()
+        yield service
         service.dispose()
     assert pids and not any(pid_alive(p) for p in pids)  # all stopped, process groups included
 
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(SMALL_SPEC)
-    out = tmp_path / "cli"
-    args = ["study", "run", str(spec_file), "--transport", "inprocess", "--out", str(out)]
-    for d in site_dirs:
-        args += ["--site", str(d)]
-    res = CliRunner().invoke(cli_app, args)
-    assert res.exit_code == 0, res.output
-    cli_results = json.loads((out / "results.json").read_text())
-    for hub_doc, cli_doc in zip(hub_results["analyses"], cli_results["analyses"], strict=True):
-        assert hub_doc["status"] == cli_doc["status"] == "ok"
-        for name, table in cli_doc["tables"].items():
-            got = np.array(hub_doc["tables"][name]["data"], dtype=float)
-            np.testing.assert_allclose(got, np.array(table["data"], dtype=float), rtol=1e-9)
+
+def test_hub_runs_a_study_over_the_deployed_superlink(deployed_hub: HubService,
+                                                      site_dirs: list[Path],
+                                                      run_small_study: Any,
+                                                      cli_small_study: Any) -> None:
+    hub = run_small_study(deployed_hub, timeout=300)
+    assert hub.run["transport"] == "deploy"
+    assert sorted(hub.run["contributors"]) == [d.name for d in site_dirs]
+    assert hub.run["dropouts"] == []
+    assert hub.run["progress"]["round"] >= 3 and hub.run["progress"]["sites_answering"] == 3
+    assert_same_results(hub.results, cli_small_study())
+
+
+def test_catalogue_refresh_over_the_deployed_superlink(deployed_hub: HubService,
+                                                       site_dirs: list[Path]) -> None:
+    """The catalogue through the deployed path: the approving sites' SuperNodes answer it."""
+    service = deployed_hub
+    onboard(app_client(service), service, site_dirs)
+    admin = service.users()[0]
+    plan = service.set_catalogue_plan(admin, catalogue_spec_text())
+    officers = {u.site_id: u for u in service.users() if u.role == "officer"}
+    for d in site_dirs[:2]:
+        service.record_catalogue_approval(officers[d.name], approve_catalogue(
+            d, parse_plan(plan.spec_yaml).spec, budget=3.0, officer="dpo"))
+    assert service.refresh_catalogue(admin)["sites"] == ["site-a", "site-b"]
+    cat = service.catalogue(admin)
+    assert cat["network"]["sites"] == ["site-a", "site-b"]
+    assert [s["release"] is None for s in cat["sites"]] == [False, False, True]

@@ -5,53 +5,31 @@ The results of a run through the hub must equal the CLI (`hemafed study run`) on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from hubkit import SMALL_SPEC, app_client, approve_all, make_hub, onboard, wait_run
-from typer.testing import CliRunner
-
-from hemafed.cli import app as cli_app
+from hubkit import SMALL_SPEC, app_client, assert_same_results, make_hub, wait_run
 
 
-def test_run_through_the_hub_equals_the_cli(db_url: str, site_dirs: list[Path],
-                                            tmp_path: Path) -> None:
+def test_run_through_the_hub_equals_the_cli(db_url: str, site_dirs: list[Path], tmp_path: Path,
+                                            run_small_study: Any, cli_small_study: Any) -> None:
     service = make_hub(db_url, tmp_path / "hub", site_dirs)
-    client = app_client(service)
-    heads = onboard(client, service, site_dirs)
-    study = client.post("/api/studies", headers=heads["alice"],
-                        json={"spec_yaml": SMALL_SPEC}).json()
-    assert study["approvals"] == {d.name: None for d in site_dirs}
-    r = client.post(f"/api/studies/{study['id']}/runs", headers=heads["alice"])
-    assert r.status_code == 403 and "not approved" in r.json()["error"]
-    approve_all(client, heads, site_dirs, study)
-    run = client.post(f"/api/studies/{study['id']}/runs", headers=heads["alice"]).json()
-    run = wait_run(client, heads["alice"], run["id"])
-    assert run["state"] == "succeeded", run
-    assert sorted(run["contributors"]) == [d.name for d in site_dirs]
-    assert run["progress"]["round"] >= 3
-    hub_results = client.get(f"/api/runs/{run['id']}/results.json", headers=heads["alice"]).json()
 
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(SMALL_SPEC)
-    out = tmp_path / "cli"
-    args = ["study", "run", str(spec_file), "--transport", "inprocess", "--out", str(out)]
-    for d in site_dirs:
-        args += ["--site", str(d)]
-    res = CliRunner().invoke(cli_app, args)
-    assert res.exit_code == 0, res.output
-    cli_results = json.loads((out / "results.json").read_text())
-    for hub_doc, cli_doc in zip(hub_results["analyses"], cli_results["analyses"], strict=True):
-        assert hub_doc["status"] == cli_doc["status"] == "ok"
-        for name, table in cli_doc["tables"].items():
-            got = np.array(hub_doc["tables"][name]["data"], dtype=float)
-            np.testing.assert_allclose(got, np.array(table["data"], dtype=float), rtol=1e-9)
-    csv = client.get(f"/api/runs/{run['id']}/results.csv", headers=heads["alice"]).text
+    def not_yet(client: Any, heads: dict[str, Any], study: dict[str, Any]) -> None:
+        assert study["approvals"] == {d.name: None for d in site_dirs}
+        r = client.post(f"/api/studies/{study['id']}/runs", headers=heads["alice"])
+        assert r.status_code == 403 and "not approved" in r.json()["error"]
+
+    hub = run_small_study(service, before_approval=not_yet)
+    assert sorted(hub.run["contributors"]) == [d.name for d in site_dirs]
+    assert hub.run["progress"]["round"] >= 3
+    assert_same_results(hub.results, cli_small_study())
+    csv = hub.client.get(f"/api/runs/{hub.run['id']}/results.csv",
+                         headers=hub.heads["alice"]).text
     assert "cox_os,summary,age,coef," in csv
-    models = client.get("/api/models", headers=heads["alice"]).json()
+    models = hub.client.get("/api/models", headers=hub.heads["alice"]).json()
     assert [(m["name"], m["version"], m["run"]) for m in models] == [
-        ("small-mds.cox_os", 1, run["id"])]
+        ("small-mds.cox_os", 1, hub.run["id"])]
     service.dispose()
 
 
@@ -65,9 +43,10 @@ def test_migration_from_an_empty_database(db_url: str) -> None:
     upgrade(engine)
     tables = set(sa.inspect(engine).get_table_names())
     assert {"users", "sites", "studies", "study_versions", "approvals", "runs", "results",
-            "model_versions", "sessions", "api_tokens", "alembic_version"} <= tables
+            "model_versions", "sessions", "api_tokens", "catalogue_plans",
+            "catalogue_approvals", "catalogue_releases", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
     upgrade(engine)  # a second upgrade is a no-op
     engine.dispose()
 
@@ -86,13 +65,18 @@ def test_migration_keeps_the_data_of_an_older_schema(db_url: str) -> None:
         conn.execute(sa.text("insert into sites (site_id, name, identity_key, created) "
                              "values ('old-site', 'Old', 'AAAA', :t)"), {"t": now})
         assert "catalogue" not in {c["name"] for c in sa.inspect(conn).get_columns("sites")}
+    upgrade(engine, "0002")
+    with engine.begin() as conn:  # an officer-published count of the old catalogue
+        conn.execute(sa.text("update sites set catalogue = :c"),
+                     {"c": '{"patients": 120, "diseases": {"MDS": 120}, "fields": ["age"]}'})
     upgrade(engine)
     with engine.connect() as conn:
-        row = conn.execute(sa.text("select site_id, name, catalogue from sites")).one()
+        row = conn.execute(sa.text("select site_id, name, description from sites")).one()
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("sites")}
+    # the site is kept; the counts not computed through the secure path are dropped
     assert tuple(row) == ("old-site", "Old", None)
+    assert "catalogue" not in cols and "description" in cols
     engine.dispose()
-
-
 
 
 def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> None:
@@ -105,6 +89,9 @@ def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> No
     r = client.post("/api/login", json={"username": "researcher", "password": "demo password 1"})
     head = {"Authorization": f"Bearer {r.json()['token']}"}
     (study,) = client.get("/api/studies", headers=head).json()
+    cat = client.get("/api/catalogue", headers=head).json()  # counted through the secure path
+    assert cat["network"]["patients"] is not None
+    assert all(s["release"]["epsilon"] == 1.0 for s in cat["sites"])
     assert {s: a["decision"] for s, a in study["approvals"].items()} == {
         d.name: "approved" for d in site_dirs}
     run = wait_run(client, head, client.post(f"/api/studies/{study['id']}/runs",

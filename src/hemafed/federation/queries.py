@@ -221,3 +221,53 @@ def _moments_declare(params: Params) -> dict[str, Statistic]:
 register(Query("moments", "1", compute=_moments_compute, declare=_moments_declare,
                check_params=_moments_check,
                description="n, sum and sum of squares of a numeric column within public bounds"))
+
+
+# --- the network catalogue: each site's counts in its own row of one secure sum ---------------
+
+def _catalogue_check(params: Params) -> None:
+    _counts_check(params)
+    for key in ("features", "sites"):
+        v = params.get(key)
+        if not isinstance(v, list | tuple) or not v or not all(
+                isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
+            raise InvalidInput(f"parameter {key!r} must be a non-empty list of distinct names")
+    _max_patients(params)
+
+
+def _catalogue_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    sites = [str(s) for s in params["sites"]]
+    me = str(params[SITE_ID_PARAM])
+    if me not in sites:
+        raise InvalidInput(f"site {me!r} is not among the catalogue request's sites")
+    row = sites.index(me)
+    col = _check_column(params)
+    patients = cohort.patients
+    levels = [str(v) for v in params["levels"]]
+    features = [str(f) for f in params["features"]]
+    out = {"patients": np.zeros(len(sites)), "areas": np.zeros((len(sites), len(levels))),
+           "fields": np.zeros((len(sites), len(features)))}
+    out["patients"][row] = len(patients)
+    if col in patients:
+        values = patients[col].astype("string")
+        out["areas"][row] = [float((values == lv).fillna(False).sum()) for lv in levels]
+    out["fields"][row] = [float(patients[f].notna().sum()) if f in patients else 0.0
+                          for f in features]
+    return out
+
+
+def _catalogue_declare(params: Params) -> dict[str, Statistic]:
+    m = _max_patients(params)
+    s, k, f = (len(params.get(key, ())) for key in ("sites", "levels", "features"))
+    # one patient is in one site's row: +1 to its patient count, to at most one disease area
+    # and to each field it has a value of (L2 sqrt(f))
+    return {"patients": Statistic((s,), 0, m, is_count=True, cells=False),
+            "areas": Statistic((s, k), 0, m, is_count=True, cells=True),
+            "fields": Statistic((s, f), 0, m, sensitivity=float(np.sqrt(max(f, 1))),
+                                is_count=True, cells=False)}
+
+
+register(Query("catalogue_counts", "1", compute=_catalogue_compute, declare=_catalogue_declare,
+               check_params=_catalogue_check, site_aware=True,
+               description="the network catalogue: patients, patients per disease area and "
+                           "values per field, each site in its own row of the secure sum"))

@@ -26,11 +26,11 @@ from fastapi.responses import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from hemafed.errors import HemafedError, InvalidInput
+from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.service import security
 from hemafed.service.approval import SignedDecision
 from hemafed.service.describe import epsilon_per_site, plain_language
-from hemafed.service.hub import AccessDenied, HubService, parse_spec
+from hemafed.service.hub import AccessDenied, HubService, NotFound, parse_spec
 from hemafed.service.models import Run, Study, User
 from hemafed.service.web import SESSION_COOKIE, error_response, page
 
@@ -281,16 +281,43 @@ def create_app(service: HubService) -> FastAPI:
                           bool(b.get("audit_ok", False)))
         return {"ok": "seen"}
 
-    @app.post("/api/site/catalogue")
-    async def api_publish(request: Request) -> dict[str, str]:
-        c = caller(request)
-        service.publish_catalogue(c.user, await _body(request))
-        return {"ok": "published"}
-
     @app.get("/api/catalogue")
-    def api_catalogue(request: Request) -> list[dict[str, Any]]:
-        return [{"site_id": s.site_id, "name": s.name, "entry": s.catalogue}
-                for s in service.catalogue(caller(request).user)]
+    def api_catalogue(request: Request) -> dict[str, Any]:
+        return service.catalogue(caller(request).user)
+
+    @app.get("/api/catalogue/plan")
+    def api_catalogue_plan(request: Request) -> dict[str, Any]:
+        caller(request)
+        row = service.catalogue_plan()
+        if row is None:
+            raise NotFound("the network has no catalogue plan yet")
+        return {"spec_yaml": row.spec_yaml, "spec_sha256": row.spec_sha256}
+
+    @app.put("/api/catalogue/plan")
+    async def api_set_catalogue_plan(request: Request) -> dict[str, Any]:
+        c = caller(request)
+        b = await _body(request)
+        _need(b, "spec_yaml")
+        row = service.set_catalogue_plan(c.user, str(b["spec_yaml"]))
+        return {"spec_yaml": row.spec_yaml, "spec_sha256": row.spec_sha256}
+
+    @app.post("/api/catalogue/refresh")
+    def api_refresh_catalogue(request: Request) -> dict[str, Any]:
+        return service.refresh_catalogue(caller(request).user)
+
+    @app.post("/api/site/catalogue/approval")
+    async def api_catalogue_approval(request: Request) -> dict[str, str]:
+        c = caller(request)
+        b = await _body(request)
+        service.record_catalogue_approval(c.user, SignedDecision(str(b.get("payload", "")),
+                                                                 str(b.get("signature", ""))))
+        return {"ok": "approved"}
+
+    @app.post("/api/site/description")
+    async def api_description(request: Request) -> dict[str, str]:
+        c = caller(request)
+        service.publish_description(c.user, await _body(request))
+        return {"ok": "published"}
 
     @app.get("/api/site/runs")
     def api_site_runs(request: Request) -> list[dict[str, Any]]:
@@ -454,7 +481,19 @@ def create_app(service: HubService) -> FastAPI:
     @app.get("/catalogue", response_class=HTMLResponse)
     def catalogue_page(request: Request) -> HTMLResponse:
         c = caller(request)
-        return page(request, "catalogue.html", **ctx(c, sites=service.catalogue(c.user)))
+        return page(request, "catalogue.html", **ctx(c, cat=service.catalogue(c.user),
+                                                      error=None))
+
+    @app.post("/catalogue/refresh")
+    def catalogue_refresh(request: Request, csrf: str = Form("")) -> Response:
+        c = caller(request)
+        _check_csrf(c, csrf)
+        try:
+            service.refresh_catalogue(c.user)
+        except (InvalidInput, PolicyRefused) as exc:
+            return page(request, "catalogue.html", 409,
+                        **ctx(c, cat=service.catalogue(c.user), error=str(exc)))
+        return RedirectResponse("/catalogue", status_code=303)
 
     @app.get("/models", response_class=HTMLResponse)
     def models_page(request: Request) -> HTMLResponse:

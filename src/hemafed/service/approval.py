@@ -24,7 +24,7 @@ from typing import Any
 from hemafed.errors import InvalidInput, PolicyRefused
 from hemafed.federation.runtime import IDENTITY_FILE
 from hemafed.secure.identity import SiteIdentity, verify_signature
-from hemafed.site.policy import ApprovedStudy
+from hemafed.site.policy import ApprovedStudy, Budget
 from hemafed.site.store import SitePaths, load_policy, site_id_of
 from hemafed.site.studies import store_spec
 from hemafed.study.spec import StudySpec
@@ -59,8 +59,14 @@ def identity_public_key(site_dir: str | Path) -> str:
 
 
 def decide(site_dir: str | Path, spec: StudySpec, decision: str, *, officer: str,
-           reason: str = "", now: dt.datetime | None = None) -> SignedDecision:
-    """Record the officer's decision at the site and return it signed with the site identity."""
+           reason: str = "", now: dt.datetime | None = None, budget: Budget | None = None,
+           only_queries: tuple[str, ...] | None = None,
+           require_dp: bool = False) -> SignedDecision:
+    """Record the officer's decision at the site and return it signed with the site identity.
+
+    ``budget``, ``only_queries`` and ``require_dp`` restrict the approved study in the policy
+    (the standing catalogue plan, :mod:`hemafed.service.catalogue`: its own budget, its one
+    query, which the site's allowed queries then include)."""
     if decision not in DECISIONS:
         raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     if decision == "refused" and not reason.strip():
@@ -68,7 +74,8 @@ def decide(site_dir: str | Path, spec: StudySpec, decision: str, *, officer: str
     site_id = site_id_of(site_dir)
     now = now or dt.datetime.now(dt.UTC)
     if decision == "approved":
-        _approve_in_policy(site_dir, spec, officer=officer, today=now.date())
+        _approve_in_policy(site_dir, spec, officer=officer, today=now.date(), budget=budget,
+                           only_queries=only_queries, require_dp=require_dp)
     identity = SiteIdentity.load(site_id, Path(site_dir) / IDENTITY_FILE)
     payload = canonical({"kind": PAYLOAD_KIND, "site_id": site_id, "study_id": spec.study_id,
                          "spec_sha256": spec.sha256, "decision": decision,
@@ -79,12 +86,19 @@ def decide(site_dir: str | Path, spec: StudySpec, decision: str, *, officer: str
 
 
 def _approve_in_policy(site_dir: str | Path, spec: StudySpec, *, officer: str,
-                       today: dt.date) -> None:
+                       today: dt.date, budget: Budget | None = None,
+                       only_queries: tuple[str, ...] | None = None,
+                       require_dp: bool = False) -> None:
     policy = load_policy(site_dir)
     kept = tuple(s for s in policy.studies if s.study_id != spec.study_id)
     approved = ApprovedStudy(study_id=spec.study_id, spec_sha256=spec.sha256,
                              expires=today + dt.timedelta(days=APPROVAL_DAYS),
-                             approved_by=f"{officer} (site console)")
+                             approved_by=f"{officer} (site console)", budget=budget,
+                             allowed_queries=only_queries, require_dp=require_dp)
+    if only_queries:
+        policy = dataclasses.replace(policy, allowed_queries=(
+            *policy.allowed_queries,
+            *(q for q in only_queries if q not in policy.allowed_queries)))
     # the spec's text first: the site derives the study's plan from it (hemafed.study.plan), so
     # every request of the approved study is checked against what the spec implies
     store_spec(site_dir, spec)

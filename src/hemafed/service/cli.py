@@ -82,3 +82,59 @@ def site_console(site_dir: Annotated[Path, typer.Argument(exists=True, file_okay
     except HemafedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def site_catalogue_approve(
+        site_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
+        budget: float = typer.Option(..., "--budget", help="total catalogue budget (epsilon) "
+                                     "this site's ledger keeps for the catalogue"),
+        plan: Annotated[Path | None, typer.Option(
+            "--plan", help="the catalogue plan YAML (default: fetch it from --hub)")] = None,
+        hub: str = typer.Option("", "--hub", help="hub URL to fetch the plan from and file "
+                                "the signed approval with"),
+        token_file: Path = typer.Option(Path("hub-token"), "--token-file",
+                                        help="file holding the site officer's hub token"),
+        officer: str = typer.Option("site officer", "--officer", help="who approves"),
+) -> None:
+    """Approve the network's standing catalogue plan, once, with a total catalogue budget."""
+    import json
+
+    from hemafed.errors import HemafedError, InvalidInput
+
+    try:
+        import httpx
+
+        from hemafed.service.catalogue import approve_catalogue, parse_plan
+    except ImportError as exc:
+        raise _need_service_extra(exc) from exc
+    try:
+        token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else ""
+        client = httpx.Client(base_url=hub, headers={"Authorization": f"Bearer {token}"},
+                              timeout=30) if hub else None
+        try:
+            if plan is not None:
+                text = plan.read_text(encoding="utf-8")
+            elif client is not None:
+                r = client.get("/api/catalogue/plan")
+                if r.status_code != 200:
+                    raise InvalidInput(f"the hub refused /api/catalogue/plan ({r.status_code})")
+                text = r.json()["spec_yaml"]
+            else:
+                raise InvalidInput("give --plan FILE or --hub URL")
+            signed = approve_catalogue(site_dir, parse_plan(text).spec, budget=budget,
+                                       officer=officer)
+            doc = {"payload": signed.payload, "signature": signed.signature}
+            if client is not None:
+                r = client.post("/api/site/catalogue/approval", json=doc)
+                if r.status_code != 200:
+                    raise InvalidInput(f"approved at the site, but the hub refused the signed "
+                                       f"approval ({r.status_code}): {r.text[:300]}")
+                typer.echo("catalogue plan approved and filed with the hub")
+            else:
+                typer.echo(json.dumps(doc))
+        finally:
+            if client is not None:
+                client.close()
+    except (HemafedError, OSError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

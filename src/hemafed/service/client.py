@@ -61,6 +61,10 @@ class Client:
     def study(self, study: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/studies/{study}"))
 
+    def catalogue(self) -> dict[str, Any]:
+        """The network catalogue: each site's released counts (or none), the network totals."""
+        return dict(self._call("GET", "/api/catalogue"))
+
     def studies(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/studies"))
 

@@ -28,7 +28,6 @@ from hemafed.errors import HemafedError, InvalidInput
 from hemafed.service import security
 from hemafed.service.app import LoginRequired
 from hemafed.service.approval import decide, identity_public_key
-from hemafed.service.catalogue import catalogue_entry
 from hemafed.service.describe import epsilon_per_site, plain_language
 from hemafed.service.hub import AccessDenied, TooManyAttempts
 from hemafed.service.quality import cohort_quality
@@ -224,23 +223,74 @@ def create_console_app(site_dir: str | Path, hub: httpx.Client, *,
         s = who(request)
         return page(request, "console_quality.html", **ctx(s, fields=cohort_quality(site_dir)))
 
+    def _catalogue_plan() -> tuple[Any, Any]:
+        """The hub's catalogue plan, re-parsed here (the site checks what it approves)."""
+        from hemafed.service.catalogue import parse_plan
+
+        doc = hub_call("GET", "/api/catalogue/plan")
+        plan = parse_plan(doc["spec_yaml"])
+        if plan.spec.sha256 != doc["spec_sha256"]:
+            raise InvalidInput("the hub's catalogue plan does not hash to what it says: do not "
+                               "approve; tell the admin")
+        return doc, plan
+
+    def _catalogue_page(request: Request, s: _Session, note: str | None = None) -> HTMLResponse:
+        from hemafed.service.catalogue import CATALOGUE_ID, TOTAL_BUDGET, describe_plan
+
+        try:
+            _, plan = _catalogue_plan()
+        except HubUnreachable:
+            plan = None
+        policy = load_policy(site_dir)
+        mine = policy.study(CATALOGUE_ID)
+        approved = plan is not None and mine is not None and mine.spec_sha256 == plan.spec.sha256
+        ledger = PrivacyLedger.from_policy(SitePaths(site_dir).ledger, policy)
+        cat = hub_call("GET", "/api/catalogue")
+        entry = next((x for x in cat["sites"] if x["site_id"] == site_id), None)
+        return page(request, "console_catalogue.html", **ctx(
+            s, plan=plan, text=describe_plan(plan) if plan else None, approved=approved,
+            spent=ledger.spent(CATALOGUE_ID) if approved else None,
+            remaining=ledger.remaining(CATALOGUE_ID) if approved else None,
+            entry=entry, default_budget=TOTAL_BUDGET, note=note))
+
     @app.get("/catalogue", response_class=HTMLResponse)
     def catalogue(request: Request) -> HTMLResponse:
-        s = who(request)
-        return page(request, "console_catalogue.html",
-                    **ctx(s, entry=catalogue_entry(site_dir), published=None))
+        return _catalogue_page(request, who(request))
 
-    @app.post("/catalogue/publish")
-    def publish(request: Request, csrf: str = Form("")) -> Response:
+    @app.post("/catalogue/approve")
+    def catalogue_approve(request: Request, csrf: str = Form(""),
+                          budget: str = Form("")) -> Response:
+        from hemafed.service.catalogue import approve_catalogue
+
         s = who(request)
         check_csrf(s, csrf)
-        entry = catalogue_entry(site_dir)
-        hub_call("POST", "/api/site/catalogue", json=entry)
+        try:
+            total = float(budget)
+        except ValueError:
+            raise InvalidInput("the catalogue budget must be a number (an epsilon)") from None
+        _, plan = _catalogue_plan()
+        signed = approve_catalogue(site_dir, plan.spec, budget=total, officer=s.username,
+                                   now=now())
+        hub_call("POST", "/api/site/catalogue/approval",
+                 json={"payload": signed.payload, "signature": signed.signature})
         audit_log(site_dir).append(requester=s.username, study="catalogue",
-                                   query="console.publish_catalogue",
-                                   params={"fields": len(entry["fields"])}, allowed=True,
-                                   reason="catalogue entry published to the hub")
-        return page(request, "console_catalogue.html", **ctx(s, entry=entry, published=True))
+                                   query="console.approve_catalogue",
+                                   params={"sha256": plan.spec.sha256, "budget": total},
+                                   allowed=True, reason="standing catalogue plan approved")
+        return _catalogue_page(request, s, "The catalogue plan is approved.")
+
+    @app.post("/catalogue/describe")
+    def catalogue_describe(request: Request, csrf: str = Form(""), diseases: str = Form(""),
+                           fields: str = Form("")) -> Response:
+        s = who(request)
+        check_csrf(s, csrf)
+        doc = {"diseases": [x.strip() for x in diseases.split(",") if x.strip()],
+               "fields": [x.strip() for x in fields.split(",") if x.strip()]}
+        hub_call("POST", "/api/site/description", json=doc)
+        audit_log(site_dir).append(requester=s.username, study="catalogue",
+                                   query="console.publish_description", params=doc,
+                                   allowed=True, reason="public description published")
+        return _catalogue_page(request, s, "The description is published.")
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs(request: Request) -> HTMLResponse:

@@ -30,6 +30,9 @@ from hemafed.service.models import (
     ApiToken,
     Approval,
     BrowserSession,
+    CatalogueApproval,
+    CataloguePlanRow,
+    CatalogueRelease,
     LoginFailure,
     ModelVersion,
     Result,
@@ -55,6 +58,14 @@ class AccessDenied(HemafedError):
 
 class NotFound(HemafedError):
     """No such object, or not one this account may see (HTTP 404)."""
+
+
+class CatalogueRefused(PolicyRefused):
+    """A catalogue refresh a site refused: the message names the rule, never the site."""
+
+    def __init__(self, rule: str) -> None:
+        HemafedError.__init__(self, f"catalogue refresh refused: {rule}")
+        self.site, self.reason = "", rule
 
 
 class TooManyAttempts(HemafedError):
@@ -242,32 +253,151 @@ class HubService:
                 bool(audit_ok)
             s.commit()
 
-    def publish_catalogue(self, officer: User, entry: dict[str, Any]) -> None:
-        """Store the catalogue entry the officer's site chose to publish (counts rounded)."""
-        from hemafed.service.catalogue import ROUND_TO
+    # --- catalogue (hemafed.service.catalogue) ---------------------------------------------
+
+    def set_catalogue_plan(self, admin: User, spec_text: str) -> CataloguePlanRow:
+        """The network's standing catalogue plan; every site approves its hash once."""
+        from hemafed.service.catalogue import parse_plan
+
+        self._require(admin, "admin")
+        plan = parse_plan(spec_text)
+        with self.db.session() as s:
+            row = CataloguePlanRow(spec_yaml=spec_text, spec_sha256=plan.spec.sha256,
+                                   created=self.clock())
+            s.add(row)
+            s.commit()
+        self.audit(admin.username, "set_catalogue_plan", "catalogue",
+                   {"sha256": plan.spec.sha256})
+        return row
+
+    def catalogue_plan(self) -> CataloguePlanRow | None:
+        with self.db.session() as s:
+            return s.scalar(select(CataloguePlanRow).order_by(CataloguePlanRow.id.desc())
+                            .limit(1))
+
+    def _current_plan(self) -> CataloguePlanRow:
+        row = self.catalogue_plan()
+        if row is None:
+            raise InvalidInput("the network has no catalogue plan yet (the admin sets one)")
+        return row
+
+    def record_catalogue_approval(self, officer: User, signed: SignedDecision) -> None:
+        """File the officer's site's signed approval of the current catalogue plan."""
+        from hemafed.service.catalogue import CATALOGUE_ID
 
         self._require(officer, "officer")
-        diseases, fields = entry.get("diseases"), entry.get("fields")
-        counts = [*(diseases or {}).values(), entry.get("patients")] \
-            if isinstance(diseases, dict) else []
-        if not isinstance(diseases, dict) or not isinstance(fields, list) or any(
-                c is not None and (not isinstance(c, int) or c % ROUND_TO) for c in counts):
-            raise InvalidInput(f"catalogue entry: expected diseases -> count rounded to "
-                               f"{ROUND_TO} (or null), patients, and a list of fields")
-        clean = {"diseases": {str(k): v for k, v in diseases.items()},
-                 "patients": entry.get("patients"), "fields": [str(f) for f in fields][:500],
-                 "rounded_to": ROUND_TO, "min_cell": int(entry.get("min_cell", 0))}
+        plan = self._current_plan()
+        site_id = str(officer.site_id)
+        with self.db.session() as s:
+            site = s.get(Site, site_id)
+            assert site is not None
+            try:
+                doc = verify_decision(signed, site_id=site_id, identity_key_b64=site.identity_key,
+                                      study_id=CATALOGUE_ID, spec_sha256=plan.spec_sha256)
+            except PolicyRefused as exc:
+                self.audit(officer.username, "approve_catalogue", site_id, allowed=False,
+                           reason=str(exc))
+                raise
+            if doc["decision"] != "approved":
+                raise InvalidInput("a catalogue decision filed here is an approval")
+            s.execute(delete(CatalogueApproval).where(
+                CatalogueApproval.site_id == site_id,
+                CatalogueApproval.spec_sha256 == plan.spec_sha256))
+            s.add(CatalogueApproval(site_id=site_id, spec_sha256=plan.spec_sha256,
+                                    officer=str(doc.get("officer", officer.username))[:64],
+                                    signed_payload=signed.payload, signature=signed.signature,
+                                    time=self.clock()))
+            s.commit()
+        self.audit(officer.username, "approve_catalogue", site_id,
+                   {"sha256": plan.spec_sha256})
+
+    def publish_description(self, officer: User, doc: dict[str, Any]) -> None:
+        """The site's public description: disease areas and fields held (names only)."""
+        from hemafed.service.catalogue import check_description
+
+        self._require(officer, "officer")
+        clean = check_description(doc)
         with self.db.session() as s:
             site = s.get(Site, officer.site_id)
             assert site is not None
-            site.catalogue, site.catalogue_time = clean, self.clock()
+            site.description, site.description_time = clean, self.clock()
             s.commit()
-        self.audit(officer.username, "publish_catalogue", str(officer.site_id))
+        self.audit(officer.username, "publish_description", str(officer.site_id))
 
-    def catalogue(self, user: User) -> list[Site]:
-        """Every site's published entry (any account: it is for feasibility before a study)."""
+    def catalogue_sites(self) -> list[str]:
+        """The sites that approved the current catalogue plan (in site order)."""
+        plan = self._current_plan()
         with self.db.session() as s:
-            return list(s.scalars(select(Site).order_by(Site.site_id)))
+            approved = set(s.scalars(select(CatalogueApproval.site_id).where(
+                CatalogueApproval.spec_sha256 == plan.spec_sha256)))
+        ids = self.federation.site_ids if self.federation is not None else ()
+        return [sid for sid in sorted(ids) if sid in approved]
+
+    def refresh_catalogue(self, admin: User) -> dict[str, Any]:
+        """One refresh through the secure path over the approving sites; stores only the
+        rounded, suppressed releases. A site's refusal (e.g. its catalogue budget is spent)
+        refuses the refresh naming the rule, not the site."""
+        from hemafed.privacy.refusal import CODES, Refusal
+        from hemafed.service.catalogue import parse_plan, release
+
+        self._require(admin, "admin")
+        row = self._current_plan()
+        if self.federation is None or not hasattr(self.federation, "run_catalogue"):
+            raise InvalidInput("this hub has no federation configured to count the catalogue")
+        sites = self.catalogue_sites()
+        if not sites:
+            raise InvalidInput("no site has approved the current catalogue plan")
+        plan = parse_plan(row.spec_yaml)
+        try:
+            raw = self.federation.run_catalogue(row.spec_yaml, sites)
+        except HemafedError as exc:
+            ref = getattr(exc, "refusal", None)
+            why = (CODES[ref.code].format(name=ref.name or "-") if isinstance(ref, Refusal)
+                   else "the secure sum did not complete")
+            self.audit(admin.username, "refresh_catalogue", "catalogue", allowed=False,
+                       reason=why)
+            raise CatalogueRefused(why) from None
+        released = release(plan, raw)
+        now = self.clock()
+        with self.db.session() as s:
+            refresh = (s.scalar(select(func.max(CatalogueRelease.refresh))) or 0) + 1
+            for sid, counts in released.items():
+                s.add(CatalogueRelease(refresh=refresh, site_id=sid or None,
+                                       spec_sha256=row.spec_sha256, epsilon=plan.epsilon,
+                                       delta=plan.delta, counts=counts, time=now))
+            s.commit()
+        self.audit(admin.username, "refresh_catalogue", "catalogue",
+                   {"refresh": refresh, "sites": len(sites), "epsilon": plan.epsilon})
+        return {"refresh": refresh, "sites": list(raw.get("contributors", sites)),
+                "epsilon": plan.epsilon}
+
+    def catalogue(self, user: User) -> dict[str, Any]:
+        """What any account sees for feasibility: the plan, each site's latest release under
+        it (or "not published"), its public description, and the network totals."""
+        from hemafed.service.catalogue import describe_plan, parse_plan
+
+        row = self.catalogue_plan()
+        with self.db.session() as s:
+            sites = list(s.scalars(select(Site).order_by(Site.site_id)))
+            releases = [] if row is None else list(s.scalars(
+                select(CatalogueRelease).where(CatalogueRelease.spec_sha256 == row.spec_sha256)
+                .order_by(CatalogueRelease.refresh)))
+        latest: dict[str | None, CatalogueRelease] = {}
+        spent: dict[str | None, float] = {}
+        for r in releases:
+            latest[r.site_id] = r
+            spent[r.site_id] = spent.get(r.site_id, 0.0) + r.epsilon
+
+        def rel(key: str | None) -> dict[str, Any] | None:
+            r = latest.get(key)
+            return None if r is None else {"refresh": r.refresh, "time": aware(r.time),
+                                           "epsilon": r.epsilon, "delta": r.delta,
+                                           "epsilon_spent": spent[key], **r.counts}
+        return {"plan": None if row is None else {
+                    "sha256": row.spec_sha256, "text": describe_plan(parse_plan(row.spec_yaml))},
+                "sites": [{"site_id": x.site_id, "name": x.name, "description": x.description,
+                           "release": rel(x.site_id)} for x in sites],
+                "network": rel(None)}
 
     # --- studies --------------------------------------------------------------------------
 

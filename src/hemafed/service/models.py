@@ -11,7 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("researcher", "officer", "admin")
@@ -67,8 +76,9 @@ class Site(Base):
     audit_seq: Mapped[int | None] = mapped_column(Integer)
     audit_hash: Mapped[str | None] = mapped_column(String(64))
     audit_ok: Mapped[bool | None] = mapped_column()
-    catalogue: Mapped[dict[str, Any] | None] = mapped_column()
-    catalogue_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # the site's public description (disease areas, fields: names only, no counts)
+    description: Mapped[dict[str, Any] | None] = mapped_column()
+    description_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -171,3 +181,42 @@ __all__ = [
     "StudyVersion",
     "User",
 ]
+
+
+class CataloguePlanRow(Base):
+    """The network's standing catalogue plan (the latest row is the current one)."""
+
+    __tablename__ = "catalogue_plans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec_yaml: Mapped[str] = mapped_column(Text)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CatalogueApproval(Base):
+    """A site's signed approval of one catalogue plan hash."""
+
+    __tablename__ = "catalogue_approvals"
+    __table_args__ = (UniqueConstraint("site_id", "spec_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"))
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    officer: Mapped[str] = mapped_column(String(64))
+    signed_payload: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CatalogueRelease(Base):
+    """Released catalogue counts of one refresh: rounded, suppressed, DP (``site_id`` NULL:
+    the network totals). Nothing unrounded is stored."""
+
+    __tablename__ = "catalogue_releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refresh: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    counts: Mapped[dict[str, Any]] = mapped_column()
+    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -145,6 +145,28 @@ class LocalFederation:
         return result
 
 
+    def run_catalogue(self, plan_text: str, sites: list[str]) -> dict[str, Any]:
+        """One catalogue refresh (:func:`hemafed.service.catalogue.catalogue_hub_main`) over
+        ``sites`` (those that approved the plan), through the same transport."""
+        from hemafed.service.catalogue import HUB_MAIN
+
+        config = {"plan": plan_text, "sites": list(sites), "manifest": self.manifest.to_json()}
+        members = [{"site_dir": str(self.site_dirs[s]), "site_id": s} for s in sites]
+        handler = "hemafed.federation.runtime:site_handler"
+        if self.transport == "inprocess":
+            from hemafed.federation.inprocess import run_in_process
+
+            result = run_in_process(HUB_MAIN, handler, members, config)
+        else:
+            from hemafed.federation.flower.simulation import run_in_simulation
+
+            result = run_in_simulation(HUB_MAIN, handler, members, config, timeout=600.0,
+                                       connect_timeout=300.0)
+        if not isinstance(result, dict):
+            raise InvalidInput("the catalogue refresh returned no counts")
+        return result
+
+
 @dataclass(frozen=True)
 class DeployedFederation:
     """A running SuperLink at ``address`` (TLS with ``ca_cert``) whose SuperNodes serve the
@@ -196,4 +218,23 @@ class DeployedFederation:
         if not isinstance(result, dict):
             raise InvalidInput(f"the hub step returned {type(result).__name__}, expected a "
                                f"results document")
+        return result
+
+    def run_catalogue(self, plan_text: str, sites: list[str]) -> dict[str, Any]:
+        """One catalogue refresh over the deployed SuperLink (the approving ``sites``)."""
+        import uuid
+
+        from hemafed.federation.flower.deployment import submit_run, write_connection
+        from hemafed.service.catalogue import HUB_MAIN
+
+        home = self.workdir / "flwr-home"
+        write_connection(home, self.address, self.ca_cert)
+        body = submit_run(home, self.workdir / "jobs" / f"catalogue-{uuid.uuid4().hex[:8]}",
+                          HUB_MAIN, {"plan": plan_text, "sites": list(sites),
+                                     "manifest": self.manifest.to_json()},
+                          expected_sites=len(self.site_ids), timeout=self.timeout,
+                          connect_timeout=self.timeout, run_timeout=self.run_timeout)
+        result = body["result"]
+        if not isinstance(result, dict):
+            raise InvalidInput("the catalogue refresh returned no counts")
         return result

@@ -100,6 +100,17 @@ def prepare_demo_hub(out: Path, site_dirs: Sequence[Path], spec_yaml: str,
         if user.role == "officer" and user.site_id is not None:
             signed = decide(dirs[user.site_id], spec, "approved", officer=user.username)
             service.record_decision(user, study.id, user.site_id, signed)
+    # the catalogue: the standing plan, approved once by every site, counted once through
+    # the secure path (the admin refreshes it from /catalogue)
+    from hemafed.service.catalogue import TOTAL_BUDGET, approve_catalogue, catalogue_spec_text
+
+    plan_row = service.set_catalogue_plan(admin, catalogue_spec_text())
+    plan_spec = parse_spec(plan_row.spec_yaml)
+    for user in service.users():
+        if user.role == "officer" and user.site_id is not None:
+            service.record_catalogue_approval(user, approve_catalogue(
+                dirs[user.site_id], plan_spec, budget=TOTAL_BUDGET, officer=user.username))
+    service.refresh_catalogue(admin)
     return service
 
 

@@ -131,6 +131,7 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
     "lmm": frozenset({"lmm_reml_sums"}),
     "gwas": frozenset({"gwas_counts", "gwas_pca_gram", "gwas_null", "gwas_linear",
                        "gwas_logistic", "gwas_ld_pairs", "gwas_firth"}),
+    "catalogue": frozenset({"catalogue_counts"}),
 }
 """The site queries each analysis kind's hub step sends."""
 
@@ -164,6 +165,8 @@ KIND_CAPS: dict[str, dict[str, int]] = {
                    "illness_death_influence": 2},
     "lmm": {"lmm_reml_sums": LMM_CAP},
     "gwas": {q: GWAS_CAP for q in KIND_QUERIES["gwas"]},
+    # one distinct request per set of catalogue sites (a refresh repeats the same request)
+    "catalogue": {"catalogue_counts": 64},
 }
 """Iteration caps of the kinds whose requests need no spec-dependent count (per analysis)."""
 
@@ -370,6 +373,8 @@ class StudyPlan:
                     add(q, 8)
             elif a.kind == "synth":
                 add("marginal_counts", 64)
+            elif a.kind == "catalogue" and float(a.get("epsilon", 0) or 0) > 0:
+                dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
             elif a.kind == "iptw":
                 mw = a.get("max_weight")
                 max_weights.add(float(mw) if isinstance(mw, int | float) else None)

@@ -39,6 +39,7 @@ QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
     # with os_time/os_status among its columns, the real KM curve is drawn under the synthetic one
     "synth": ("marginal_counts", "time_histogram", "km_risk_table"),
     # boosting bins on the spec's fixed edges: no quantile sketch (learn_feature_histogram)
+    "catalogue": ("catalogue_counts",),
     "gbdt": ("gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
              "learn_risk_histogram", "learn_eval_sums"),
 }

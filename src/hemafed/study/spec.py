@@ -45,6 +45,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
                                           "min_mac", "epsilon", "top", "test", "firth"}),
     "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds"}),
     "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
+    # the network catalogue's standing plan (hemafed.service.catalogue; never run as a study)
+    "catalogue": ({"columns", "group", "levels"}, {"epsilon", "delta", "round_to", "min_cell"}),
     # harmonised imaging features + clinical covariates (hemafed.imaging.study)
     "imaging": ({"model"}, {"outcome", "duration", "event", "horizon", "covariates", "top_k",
                             "candidates"}),
