@@ -96,3 +96,29 @@ class SitesChanged(ProtocolError):
         super().__init__(
             f"secure sum of {query!r} covered sites {list(self.survivors)}, not the federation's "
             f"fixed set {list(self.fixed)} ({change}); restart the analysis over the survivors")
+
+
+class DropoutRefused(ProtocolError):
+    """A fit lost a site and the remaining sites refused a non-DP sum over fewer participants.
+
+    Sites release a study's non-DP sums over one participant set only (rule ``participants``,
+    their policy's ``refuse_differencing``, on by default): a re-run over the survivors would
+    give the lost site's statistics by difference. The hub cannot read the sites' policies; it
+    raises this when the survivors of a non-DP sum, fewer than the study's fixed set, do not
+    confirm it (or refuse it under that rule), so the user is told what happened and what to do.
+    """
+
+    def __init__(self, query: str, study: str, fixed: Sequence[str],
+                 survivors: Sequence[str]) -> None:
+        self.query = query
+        self.fixed = tuple(sorted(fixed))
+        self.survivors = tuple(sorted(survivors))
+        lost = sorted(set(self.fixed) - set(self.survivors))
+        super().__init__(
+            f"the fit lost site(s) {lost} after earlier non-DP sums of study {study!r} over "
+            f"{list(self.fixed)}; the remaining sites refuse a non-DP re-run over fewer "
+            f"participants under rule 'participants' (it would give the lost site's "
+            f"statistics by difference), so nothing was released for {query!r}. To finish: "
+            f"bring the site(s) back and run the study again; or have the sites' officers set "
+            f"'refuse_differencing: false' (the fit then restarts on the survivors); or "
+            f"request the analysis with DP (a 'dp' entry in the spec)")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hemafed.atomic import write_text
-from hemafed.errors import InvalidInput, ProtocolError, SitesChanged
+from hemafed.errors import DropoutRefused, InvalidInput, PolicyRefused, ProtocolError, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
@@ -292,6 +292,9 @@ class SecureFederation:
         self.spec_sha256 = spec_sha256
         self.requester = requester
         self._contributors: tuple[str, ...] | None = None
+        # the fixed set of the federation this one restarts (restricted_to), for the message
+        # a refused restart gets
+        self._restarts_from: tuple[str, ...] | None = None
         _load_analyses()
 
     @property
@@ -315,9 +318,33 @@ class SecureFederation:
                 f"only {len(ids)} site(s) {list(ids)} remain of {list(self._site_ids)}: below "
                 f"the federation's secure-aggregation threshold of {self.manifest.threshold}; "
                 "the analysis cannot restart on them (bring sites back online and run again)")
-        return SecureFederation(self._exchange, self.manifest, site_ids=ids,
-                                spec_sha256=self.spec_sha256, requester=self.requester,
-                                noise_shares=self.noise_shares)
+        fed = SecureFederation(self._exchange, self.manifest, site_ids=ids,
+                               spec_sha256=self.spec_sha256, requester=self.requester,
+                               noise_shares=self.noise_shares)
+        fed._restarts_from = self._contributors or self._site_ids
+        return fed
+
+    def _explain_dropout(self, exc: Exception, query: str, study: str) -> None:
+        """Raise :class:`~hemafed.errors.DropoutRefused` when a failed non-DP sum is the sites'
+        participants rule refusing a sum over fewer sites than the study's fixed set.
+
+        The hub cannot read the sites' policies; it recognises the rule by what it gets: the
+        survivors of a recoverable sum, fewer than the fixed set, do not confirm their list
+        (a site refusing it sends nothing, so nothing is revealed), or a restart over the
+        survivors is refused with the rule's name.
+        """
+        from hemafed.privacy.refusal import refusal_of
+        from hemafed.secure.protocol import CONSISTENCY
+
+        fixed = self._contributors or self._restarts_from or self._site_ids
+        if isinstance(exc, PolicyRefused):
+            if refusal_of(exc).name == "participants" and set(self._site_ids) < set(fixed):
+                raise DropoutRefused(query, study, fixed, self._site_ids) from exc
+            return
+        survivors = getattr(exc, "survivors", None)
+        if getattr(exc, "step", None) == CONSISTENCY and survivors is not None \
+                and set(survivors) < set(fixed):
+            raise DropoutRefused(query, study, fixed, survivors) from exc
 
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
@@ -340,7 +367,11 @@ class SecureFederation:
                 outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs,
                                                 quorum=divisor)  # members >= t: a session needs t
                 break
-            except ProtocolError as exc:
+            except (ProtocolError, PolicyRefused) as exc:
+                if dp is None:
+                    self._explain_dropout(exc, q.key, study)
+                if isinstance(exc, PolicyRefused):
+                    raise
                 # a site did not answer a one-shot sum, or a DP release over every site of the
                 # session lost one: nothing was revealed; repeat once, in a fresh session
                 if attempt or not (one_shot or (dp is not None and self.noise_shares == "all")):

@@ -249,9 +249,12 @@ class HubAggregation:
         if len(live) < need:
             what = (f"the threshold is {self.t}" if need == self.t else
                     f"this aggregation needs {need} (its quorum; threshold {self.t})")
-            raise ProtocolError(
+            err = ProtocolError(
                 f"only {len(live)} of {len(self.participants)} sites answered the "
                 f"{ROUNDS[step]!r} step; {what}; no result is released")
+            err.step = step  # type: ignore[attr-defined]  # the study runner explains it
+            err.survivors = tuple(self.u3 or self.live)  # type: ignore[attr-defined]
+            raise err
 
     def _msg(self, round_no: int, fields: dict[str, bytes]) -> bytes:
         return hub_message(self.session.session_id, self.aggregation_id, round_no, fields)
