@@ -1,6 +1,13 @@
-"""Site queries of the federated GWAS: genotype counts (QC), the PCA cross-product, the null
-model and the per-variant association sums. Each is a secure sum; each declares its output
-shapes and bounds from the parameters alone.
+"""Site queries of the federated GWAS: the store declarations, genotype counts (QC), the PCA
+cross-product, the null model and the per-variant association sums. Each is a secure sum; each
+declares its output shapes and bounds from the parameters alone.
+
+``gwas_store`` is the exception that releases per-site facts, and only public ones: each site
+answers, in its own slot of a table over the ``sites`` the hub lists, whether it declares a
+genotype store for the study and whether that store is on the study's genome build and variant
+list (from the store's public declaration alone; no patient count, sensitivity 0), so the sum
+shows which sites hold a matching store. A site without a store answers zeros there, and
+refuses every other ``gwas_*`` query under the rule ``no_genotype_store``.
 
 Common parameters: ``study`` (genotype store name), ``variant_list`` (its SHA-256),
 ``max_patients`` (public bound on one site's patients), and for the analysis rows ``trait``
@@ -28,8 +35,17 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
-from hemafed.genomics.store import GenotypeStore, site_store
+from hemafed.federation.runtime import register_site_opened
+from hemafed.genomics.store import (
+    GenotypeStore,
+    read_declaration,
+    register_site_dir,
+    site_dir_of,
+    site_store,
+)
 
+STORE_QUERY = "gwas_store"
+STORE_COLUMNS = ("declared", "same_build", "same_variant_list")
 COUNTS_QUERY, GRAM_QUERY, NULL_QUERY = "gwas_counts", "gwas_pca_gram", "gwas_null"
 LINEAR_QUERY, LOGISTIC_QUERY = "gwas_linear", "gwas_logistic"
 LD_QUERY, FIRTH_QUERY = "gwas_ld_pairs", "gwas_firth"
@@ -179,6 +195,44 @@ def analysis_rows(cohort: Cohort, params: Params
 def _upper(m: np.ndarray) -> np.ndarray:
     iu = np.triu_indices(m.shape[-1])
     return m[..., iu[0], iu[1]]
+
+
+# --- gwas_store --------------------------------------------------------------------------------
+
+def _store_sites(params: Params) -> list[str]:
+    sites = params.get("sites")
+    if (not isinstance(sites, list) or not sites or len(sites) > 1000
+            or not all(isinstance(x, str) and x for x in sites)
+            or sites != sorted(set(sites))):
+        raise InvalidInput("parameter 'sites' must list the federation's site ids, sorted and "
+                           "distinct")
+    return sites
+
+
+def _store_check(params: Params) -> None:
+    for name in ("study", "variant_list", "build"):
+        if not isinstance(params.get(name), str) or not params[name]:
+            raise InvalidInput(f"parameter {name!r} must be a non-empty string")
+    _store_sites(params)
+
+
+def _store_declare(params: Params) -> dict[str, Statistic]:
+    # public metadata of the site, not of its patients: no patient changes it
+    return {"store": Statistic((len(_store_sites(params)), len(STORE_COLUMNS)), 0.0, 1.0, 1.0,
+                               sensitivity=0.0)}
+
+
+def _store_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    site_id = str(params[SITE_ID_PARAM])
+    sites = _store_sites(params)
+    if site_id not in sites:
+        raise InvalidInput("parameter 'sites' does not list this site")
+    out = np.zeros((len(sites), len(STORE_COLUMNS)))
+    doc = read_declaration(site_dir_of(site_id), str(params["study"]))
+    if doc is not None:
+        out[sites.index(site_id)] = [1.0, float(doc["build"] == params["build"]),
+                                     float(doc["variant_list_sha256"] == params["variant_list"])]
+    return {"store": out}
 
 
 # --- gwas_counts -------------------------------------------------------------------------------
@@ -474,7 +528,11 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+register_site_opened(register_site_dir)
+
 for _name, _compute, _declare, _check, _desc in (
+    (STORE_QUERY, _store_compute, _store_declare, _store_check,
+     "per site, in its own slot: declares a genotype store for the study, on its build and list"),
     (COUNTS_QUERY, _counts_compute, _counts_declare, _counts_check,
      "genotype counts (hom REF, het, hom ALT, missing) per variant of a range"),
     (GRAM_QUERY, _gram_compute, _gram_declare, _gram_check,
