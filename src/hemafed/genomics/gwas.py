@@ -82,17 +82,19 @@ class StoreSitesOnly(SitesChanged):
 
 
 def store_sites(fed: Federation, variant_list: VariantList, study: str,
-                study_id: str = "default") -> tuple[str, ...]:
+                study_id: str = "default", dp: DPRequest | None = None) -> tuple[str, ...]:
     """The sites of ``fed`` that declare a genotype store ``study`` on the study's build and
     variant list (one ``gwas_store`` sum of public declarations, each site in its own slot).
 
     Raises ``InvalidInput`` naming the sites whose store is on another build or variant list
-    (before any genotype is summed), or when no site declares a store.
+    (before any genotype is summed), or when no site declares a store. ``dp``: sent as the
+    analysis's releases are (a ``require_dp`` site answers it; sensitivity 0: no noise, no
+    charge).
     """
     sites = sorted(fed.site_ids)
     res = fed.secure_sum(STORE_QUERY, {"study": study, "variant_list": variant_list.sha256,
                                        "build": variant_list.build, "sites": sites},
-                         study=study_id)
+                         study=study_id, dp=dp)
     table = pd.DataFrame(np.rint(res["store"]).astype(int), index=sites,
                          columns=list(STORE_COLUMNS)).loc[sorted(res.sites)]
     held = table[table["declared"] == 1]
@@ -193,7 +195,7 @@ class FederatedGWAS:
         if binary != (self.model == "logistic"):
             raise InvalidInput("a binary trait (threshold=) goes with model='logistic', a "
                                "quantitative one with model='linear'")
-        holders = store_sites(fed, variant_list, study, study_id)
+        holders = store_sites(fed, variant_list, study, study_id, self.dp)
         self.secure_sums += 1
         self.sites_without_store = tuple(sorted(set(fed.site_ids) - set(holders)))
         if self.sites_without_store:
