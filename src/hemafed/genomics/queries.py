@@ -326,21 +326,43 @@ def _ld_declare(params: Params) -> dict[str, Statistic]:
     return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m))}
 
 
-def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    """Per pair, sums over the patients called at both variants (PLINK's pairwise r^2)."""
-    store, cols, _, _ = analysis_rows(cohort, params)
-    idx, pairs = _ld_sizes(params)
-    g = _variant_rows(store, idx)[:, cols].astype(np.int64)
-    called = (g >= 0).astype(np.int64)
-    g = np.where(g < 0, 0, g)
+def pair_sums(raw: np.ndarray, pairs: np.ndarray, *, max_span: int = 1024) -> np.ndarray:
+    """Per pair ``(a, b)`` of rows of ``raw`` (variants x patients, -1 missing): the sums
+    ``(n, s_a, q_a, s_b, q_b, d)`` over the patients called at both.
+
+    Pairs come in windows (``a < b < a + window``), so a block of pairs spans a short run of
+    variants: its sums are entries of four small matrix products over that run (``C C'``,
+    ``G C'``, ``G^2 C'``, ``G G'`` with ``C`` the called indicator and ``G`` the genotypes, 0
+    where missing); integer-valued, so exact in float64. A block spanning more than
+    ``max_span`` variants (pairs far apart) is summed pair by pair instead."""
+    called = (raw >= 0).astype(np.float64)
+    g = np.where(raw < 0, 0, raw).astype(np.float64)
+    q = g * g
     out = np.empty((pairs.shape[0], 6))
     for lo in range(0, pairs.shape[0], 4096):
         a, b = pairs[lo:lo + 4096, 0], pairs[lo:lo + 4096, 1]
+        first = int(min(a.min(), b.min()))
+        span = int(max(a.max(), b.max())) + 1 - first
+        if span <= max_span:
+            rows = slice(first, first + span)
+            cr, gr, qr = called[rows], g[rows], q[rows]
+            cc, gc, qc, gg = cr @ cr.T, gr @ cr.T, qr @ cr.T, gr @ gr.T
+            i, j = a - first, b - first
+            out[lo:lo + a.size] = np.stack([cc[i, j], gc[i, j], qc[i, j], gc[j, i], qc[j, i],
+                                            gg[i, j]], axis=1)
+            continue
         both = called[a] * called[b]
         ga, gb = g[a] * both, g[b] * both
         out[lo:lo + a.size] = np.stack([both.sum(1), ga.sum(1), (ga * ga).sum(1), gb.sum(1),
                                         (gb * gb).sum(1), (ga * gb).sum(1)], axis=1)
-    return {"pairs": out}
+    return np.rint(out)
+
+
+def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Per pair, sums over the patients called at both (PLINK's pairwise r^2)."""
+    store, cols, _, _ = analysis_rows(cohort, params)
+    idx, pairs = _ld_sizes(params)
+    return {"pairs": pair_sums(_variant_rows(store, idx)[:, cols], pairs)}
 
 
 # --- gwas_null ---------------------------------------------------------------------------------
