@@ -72,7 +72,9 @@ def test_dp_release_is_noisy_and_calibrated(local: LocalSumFederation, world: Wo
                                             exact: FederatedGWAS) -> None:
     noisy = FederatedGWAS(n_pcs=0, dp=DPRequest(epsilon=50.0, delta=1e-6)).fit(
         local, world.vlist, study=STUDY, trait="hbf", study_id=STUDY)
-    assert noisy.secure_sums == 3  # counts, null model, association: each a DP release
+    # store declarations (sensitivity 0: no noise), then counts, null model, association: each
+    # a DP release
+    assert noisy.secure_sums == 4
     assert not np.allclose(noisy.qc["alt_freq"], exact.qc["alt_freq"])
     # calibrated to the declared sensitivities: frequencies stay close, not equal
     assert np.abs(noisy.qc["alt_freq"] - exact.qc["alt_freq"]).max() < 0.2

@@ -194,7 +194,27 @@ def with_site_tables(site_dir: Path, cohort: Any) -> Any:
     return cohort
 
 
+SiteOpenedHook = Callable[[str, Path], None]
+_SITE_OPENED_HOOKS: list[SiteOpenedHook] = []
+
+
+def register_site_opened(hook: SiteOpenedHook) -> None:
+    """Let a module that registers site queries learn the directory of each site this process
+    opens (``hook(site_id, site_dir)``, called in the site's own process each time its runtime
+    is opened; genomics finds the site's genotype store so). Site-side only: the hub learns
+    nothing through it."""
+    if hook not in _SITE_OPENED_HOOKS:
+        _SITE_OPENED_HOOKS.append(hook)
+
+
 def _open_runtime(site_dir: Path) -> _SiteRuntime:
+    rt = _open_cached_runtime(site_dir)
+    for hook in _SITE_OPENED_HOOKS:
+        hook(rt.node.site_id, site_dir)
+    return rt
+
+
+def _open_cached_runtime(site_dir: Path) -> _SiteRuntime:
     from hemafed.site.membership import require_pinned
     from hemafed.site.store import open_node, site_id_of
     from hemafed.study.derived import with_derived_scores

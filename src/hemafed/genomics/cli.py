@@ -64,3 +64,5 @@ def import_cmd(site_dir: Path = typer.Argument(..., help="the site directory"),
         raise typer.Exit(1) from exc
     console.print(f"{store.n_variants} variants x {len(store.samples)} patients imported for "
                   f"study {study} ({store.meta['sample_qc_excluded']} excluded by sample QC)")
+    console.print(f"store declared for study {study}: build {store.build}, variant list "
+                  f"{store.variant_list_sha256[:12]}... (the hub learns only this)")

@@ -1,7 +1,10 @@
 """Federated genome-wide association: QC, PCA and per-variant regression, each a secure sum over
 one fixed set of sites, equal to PLINK 2 ``--glm`` on the pooled data.
 
-Rounds: genotype counts (one secure sum per ``chunk`` variants) -> the hub's identical QC filters
+Rounds: the sites' store declarations (``gwas_store``: which sites hold genotypes aligned to the
+study's build and variant list; the analysis runs over exactly those, and a store on another
+build or list stops it before any genotype sum) -> genotype counts (one secure sum per ``chunk``
+variants) -> the hub's identical QC filters
 -> optional PCA (one sum) -> the null model (one sum for a linear trait; Newton rounds for a
 binary one) -> association sums, ``chunk`` variants per sum (linear: one round; logistic: Newton
 rounds on the variants not yet converged).
@@ -30,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.errors import ConvergenceError, InvalidInput, SitesChanged
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.genomics.ld import PruneRule, federated_indep_pairwise
 from hemafed.genomics.pca import PCAResult, cap_variants, choose_pca_variants, federated_pca
@@ -41,6 +44,8 @@ from hemafed.genomics.queries import (
     LINEAR_QUERY,
     LOGISTIC_QUERY,
     NULL_QUERY,
+    STORE_COLUMNS,
+    STORE_QUERY,
     pack,
     trait_spec,
 )
@@ -63,6 +68,50 @@ def _sym(upper: np.ndarray, k: int) -> np.ndarray:
     out[..., iu[0], iu[1]] = upper
     out[..., iu[1], iu[0]] = upper
     return out
+
+
+class StoreSitesOnly(SitesChanged):
+    """Only some sites of the federation declare a genotype store for the study: the analysis
+    restarts over those (the study runner does this with ``restricted_to``)."""
+
+    def __init__(self, fixed: Sequence[str], holders: Sequence[str]) -> None:
+        super().__init__(STORE_QUERY, fixed, holders)
+        self.args = (f"genotype stores for this study are declared by sites {list(self.survivors)} "
+                     f"only (not by {sorted(set(self.fixed) - set(self.survivors))}); the GWAS "
+                     f"runs over them",)
+
+
+def store_sites(fed: Federation, variant_list: VariantList, study: str,
+                study_id: str = "default", dp: DPRequest | None = None) -> tuple[str, ...]:
+    """The sites of ``fed`` that declare a genotype store ``study`` on the study's build and
+    variant list (one ``gwas_store`` sum of public declarations, each site in its own slot).
+
+    Raises ``InvalidInput`` naming the sites whose store is on another build or variant list
+    (before any genotype is summed), or when no site declares a store. ``dp``: sent as the
+    analysis's releases are (a ``require_dp`` site answers it; sensitivity 0: no noise, no
+    charge).
+    """
+    sites = sorted(fed.site_ids)
+    res = fed.secure_sum(STORE_QUERY, {"study": study, "variant_list": variant_list.sha256,
+                                       "build": variant_list.build, "sites": sites},
+                         study=study_id, dp=dp)
+    table = pd.DataFrame(np.rint(res["store"]).astype(int), index=sites,
+                         columns=list(STORE_COLUMNS)).loc[sorted(res.sites)]
+    held = table[table["declared"] == 1]
+    other_build = sorted(held.index[held["same_build"] == 0])
+    other_list = sorted(held.index[(held["same_build"] == 1) & (held["same_variant_list"] == 0)])
+    problems = ([f"site(s) {other_build} declare genotypes on another genome build than the "
+                 f"study's {variant_list.build}"] if other_build else []) + (
+                [f"site(s) {other_list} declare genotypes aligned to another variant list than "
+                 f"the study's (SHA-256 {variant_list.sha256[:12]}...)"] if other_list else [])
+    if problems:
+        raise InvalidInput("genotype stores disagree between sites: " + "; ".join(problems)
+                           + "; re-import them against the study's variant list "
+                             "(hemafed genomics import) before the GWAS")
+    if held.empty:
+        raise InvalidInput(f"no site of {sorted(res.sites)} declares a genotype store for "
+                           f"{study!r}; import genotypes first (hemafed genomics import)")
+    return tuple(sorted(held.index))
 
 
 @dataclass
@@ -99,6 +148,7 @@ class FederatedGWAS:
     qc: pd.DataFrame = field(init=False, repr=False)
     pca: PCAResult | None = field(init=False, default=None, repr=False)
     sites: tuple[str, ...] = field(init=False, default=())
+    sites_without_store: tuple[str, ...] = field(init=False, default=())
     secure_sums: int = field(init=False, default=0)
     seconds: dict[str, float] = field(init=False, default_factory=dict)
     _study_id: str = field(init=False, default="default", repr=False)
@@ -136,12 +186,24 @@ class FederatedGWAS:
 
     def fit(self, fed: Federation, variant_list: VariantList, *, study: str, trait: str,
             threshold: float | None = None, study_id: str = "default") -> FederatedGWAS:
-        """Run QC, PCA and association over ``fed`` for the genotype store ``study``."""
+        """Run QC, PCA and association for the genotype store ``study`` over the sites of
+        ``fed`` that declare it (:func:`store_sites`; ``.sites`` and ``.sites_without_store``
+        say which). A federation with ``restricted_to`` is narrowed to them here; another
+        raises :class:`StoreSitesOnly` (the study runner restarts the analysis over them)."""
         self._study_id = study_id
         binary = threshold is not None
         if binary != (self.model == "logistic"):
             raise InvalidInput("a binary trait (threshold=) goes with model='logistic', a "
                                "quantitative one with model='linear'")
+        holders = store_sites(fed, variant_list, study, study_id, self.dp)
+        self.secure_sums += 1
+        self.sites_without_store = tuple(sorted(set(fed.site_ids) - set(holders)))
+        if self.sites_without_store:
+            restrict = getattr(fed, "restricted_to", None)
+            if restrict is None:
+                raise StoreSitesOnly(fed.site_ids, holders)
+            log.info("gwas: genotype stores at %s only; running over them", list(holders))
+            fed = restrict(holders)
         base: dict[str, Any] = {"study": study, "variant_list": variant_list.sha256,
                                 "max_patients": self.max_patients}
         t0 = time.perf_counter()

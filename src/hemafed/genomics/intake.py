@@ -22,8 +22,14 @@ import numpy as np
 
 from hemafed.errors import InvalidInput
 from hemafed.genomics.loci import BUILD_LENGTHS
-from hemafed.genomics.readers import RawGenotypes, read_genotypes
-from hemafed.genomics.store import GENOTYPE_DIR, GenotypeStore, load_store, store_dir
+from hemafed.genomics.readers import RawGenotypes, genotype_format, read_genotypes
+from hemafed.genomics.store import (
+    DECLARATION,
+    GENOTYPE_DIR,
+    GenotypeStore,
+    load_store,
+    store_dir,
+)
 from hemafed.genomics.variants import VariantList, align
 
 log = logging.getLogger(__name__)
@@ -73,10 +79,15 @@ def import_genotypes(site_dir: str | Path, path: str | Path, variant_list: Varia
     Sample ids are the hospital's patient ids (or mapped by ``sample_to_patient``); they are
     pseudonymised with the site secret in the study's domain and linked to the site cohort;
     samples without a cohort patient are left out. Any refusal leaves the site dir unchanged.
+
+    The site also declares the store (``declaration.json``: study, format, build, variant-list
+    hash and length; public metadata, no patient count), which is all the hub learns of it
+    (the ``gwas_store`` query).
     """
     from hemafed.site.pseudonym import Pseudonymiser
     from hemafed.site.store import load_cohort, site_secret
 
+    fmt = genotype_format(path, fmt)
     raw = read_genotypes(path, fmt)
     used_build = check_build(raw, build, variant_list)
     al = align(raw.variants, variant_list, raw.source, multiallelic=multiallelic)
@@ -115,6 +126,9 @@ def import_genotypes(site_dir: str | Path, path: str | Path, variant_list: Varia
             np.save(fh, np.ascontiguousarray(dosage[:, keep]))
             fh.flush()
             os.fsync(fh.fileno())
+        (tmp / DECLARATION).write_text(json.dumps({
+            "study": study, "format": fmt, "build": used_build,
+            "variant_list_sha256": variant_list.sha256, "n_variants": len(variant_list)}))
         (tmp / "meta.json").write_text(json.dumps(meta))
         old = None
         if target.exists():

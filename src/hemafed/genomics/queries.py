@@ -1,6 +1,13 @@
-"""Site queries of the federated GWAS: genotype counts (QC), the PCA cross-product, the null
-model and the per-variant association sums. Each is a secure sum; each declares its output
-shapes and bounds from the parameters alone.
+"""Site queries of the federated GWAS: the store declarations, genotype counts (QC), the PCA
+cross-product, the null model and the per-variant association sums. Each is a secure sum; each
+declares its output shapes and bounds from the parameters alone.
+
+``gwas_store`` is the exception that releases per-site facts, and only public ones: each site
+answers, in its own slot of a table over the ``sites`` the hub lists, whether it declares a
+genotype store for the study and whether that store is on the study's genome build and variant
+list (from the store's public declaration alone; no patient count, sensitivity 0), so the sum
+shows which sites hold a matching store. A site without a store answers zeros there, and
+refuses every other ``gwas_*`` query under the rule ``no_genotype_store``.
 
 Common parameters: ``study`` (genotype store name), ``variant_list`` (its SHA-256),
 ``max_patients`` (public bound on one site's patients), and for the analysis rows ``trait``
@@ -28,8 +35,17 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
-from hemafed.genomics.store import GenotypeStore, site_store
+from hemafed.federation.runtime import register_site_opened
+from hemafed.genomics.store import (
+    GenotypeStore,
+    read_declaration,
+    register_site_dir,
+    site_dir_of,
+    site_store,
+)
 
+STORE_QUERY = "gwas_store"
+STORE_COLUMNS = ("declared", "same_build", "same_variant_list")
 COUNTS_QUERY, GRAM_QUERY, NULL_QUERY = "gwas_counts", "gwas_pca_gram", "gwas_null"
 LINEAR_QUERY, LOGISTIC_QUERY = "gwas_linear", "gwas_logistic"
 LD_QUERY, FIRTH_QUERY = "gwas_ld_pairs", "gwas_firth"
@@ -181,6 +197,44 @@ def _upper(m: np.ndarray) -> np.ndarray:
     return m[..., iu[0], iu[1]]
 
 
+# --- gwas_store --------------------------------------------------------------------------------
+
+def _store_sites(params: Params) -> list[str]:
+    sites = params.get("sites")
+    if (not isinstance(sites, list) or not sites or len(sites) > 1000
+            or not all(isinstance(x, str) and x for x in sites)
+            or sites != sorted(set(sites))):
+        raise InvalidInput("parameter 'sites' must list the federation's site ids, sorted and "
+                           "distinct")
+    return sites
+
+
+def _store_check(params: Params) -> None:
+    for name in ("study", "variant_list", "build"):
+        if not isinstance(params.get(name), str) or not params[name]:
+            raise InvalidInput(f"parameter {name!r} must be a non-empty string")
+    _store_sites(params)
+
+
+def _store_declare(params: Params) -> dict[str, Statistic]:
+    # public metadata of the site, not of its patients: no patient changes it
+    return {"store": Statistic((len(_store_sites(params)), len(STORE_COLUMNS)), 0.0, 1.0, 1.0,
+                               sensitivity=0.0)}
+
+
+def _store_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    site_id = str(params[SITE_ID_PARAM])
+    sites = _store_sites(params)
+    if site_id not in sites:
+        raise InvalidInput("parameter 'sites' does not list this site")
+    out = np.zeros((len(sites), len(STORE_COLUMNS)))
+    doc = read_declaration(site_dir_of(site_id), str(params["study"]))
+    if doc is not None:
+        out[sites.index(site_id)] = [1.0, float(doc["build"] == params["build"]),
+                                     float(doc["variant_list_sha256"] == params["variant_list"])]
+    return {"store": out}
+
+
 # --- gwas_counts -------------------------------------------------------------------------------
 
 def _range(params: Params) -> tuple[int, int]:
@@ -272,21 +326,43 @@ def _ld_declare(params: Params) -> dict[str, Statistic]:
     return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m))}
 
 
-def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    """Per pair, sums over the patients called at both variants (PLINK's pairwise r^2)."""
-    store, cols, _, _ = analysis_rows(cohort, params)
-    idx, pairs = _ld_sizes(params)
-    g = _variant_rows(store, idx)[:, cols].astype(np.int64)
-    called = (g >= 0).astype(np.int64)
-    g = np.where(g < 0, 0, g)
+def pair_sums(raw: np.ndarray, pairs: np.ndarray, *, max_span: int = 1024) -> np.ndarray:
+    """Per pair ``(a, b)`` of rows of ``raw`` (variants x patients, -1 missing): the sums
+    ``(n, s_a, q_a, s_b, q_b, d)`` over the patients called at both.
+
+    Pairs come in windows (``a < b < a + window``), so a block of pairs spans a short run of
+    variants: its sums are entries of four small matrix products over that run (``C C'``,
+    ``G C'``, ``G^2 C'``, ``G G'`` with ``C`` the called indicator and ``G`` the genotypes, 0
+    where missing); integer-valued, so exact in float64. A block spanning more than
+    ``max_span`` variants (pairs far apart) is summed pair by pair instead."""
+    called = (raw >= 0).astype(np.float64)
+    g = np.where(raw < 0, 0, raw).astype(np.float64)
+    q = g * g
     out = np.empty((pairs.shape[0], 6))
     for lo in range(0, pairs.shape[0], 4096):
         a, b = pairs[lo:lo + 4096, 0], pairs[lo:lo + 4096, 1]
+        first = int(min(a.min(), b.min()))
+        span = int(max(a.max(), b.max())) + 1 - first
+        if span <= max_span:
+            rows = slice(first, first + span)
+            cr, gr, qr = called[rows], g[rows], q[rows]
+            cc, gc, qc, gg = cr @ cr.T, gr @ cr.T, qr @ cr.T, gr @ gr.T
+            i, j = a - first, b - first
+            out[lo:lo + a.size] = np.stack([cc[i, j], gc[i, j], qc[i, j], gc[j, i], qc[j, i],
+                                            gg[i, j]], axis=1)
+            continue
         both = called[a] * called[b]
         ga, gb = g[a] * both, g[b] * both
         out[lo:lo + a.size] = np.stack([both.sum(1), ga.sum(1), (ga * ga).sum(1), gb.sum(1),
                                         (gb * gb).sum(1), (ga * gb).sum(1)], axis=1)
-    return {"pairs": out}
+    return np.rint(out)
+
+
+def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    """Per pair, sums over the patients called at both (PLINK's pairwise r^2)."""
+    store, cols, _, _ = analysis_rows(cohort, params)
+    idx, pairs = _ld_sizes(params)
+    return {"pairs": pair_sums(_variant_rows(store, idx)[:, cols], pairs)}
 
 
 # --- gwas_null ---------------------------------------------------------------------------------
@@ -474,7 +550,11 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+register_site_opened(register_site_dir)
+
 for _name, _compute, _declare, _check, _desc in (
+    (STORE_QUERY, _store_compute, _store_declare, _store_check,
+     "per site, in its own slot: declares a genotype store for the study, on its build and list"),
     (COUNTS_QUERY, _counts_compute, _counts_declare, _counts_check,
      "genotype counts (hom REF, het, hom ALT, missing) per variant of a range"),
     (GRAM_QUERY, _gram_compute, _gram_declare, _gram_check,

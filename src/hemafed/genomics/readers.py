@@ -182,8 +182,8 @@ def read_vcf(path: str | Path) -> RawGenotypes:
     return RawGenotypes(dosage, variants, samples, str(path), vcf_build(header))
 
 
-def read_genotypes(path: str | Path, fmt: str | None = None) -> RawGenotypes:
-    """Read a genotype file by format (``plink1``, ``pgen``, ``vcf``; guessed from the suffix)."""
+def genotype_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format of a genotype file (``plink1``, ``pgen``, ``vcf``): ``fmt``, else its suffix."""
     p = str(path)
     if fmt is None:
         fmt = ("plink1" if p.endswith((".bed", ".bim", ".fam")) else
@@ -191,6 +191,13 @@ def read_genotypes(path: str | Path, fmt: str | None = None) -> RawGenotypes:
                "vcf" if re.search(r"\.(vcf(\.gz)?|bcf)$", p) else None)
     if fmt not in FORMATS:
         raise InvalidInput(f"{path}: genotype format {fmt!r} unknown; expected one of {list(FORMATS)}")
+    return fmt
+
+
+def read_genotypes(path: str | Path, fmt: str | None = None) -> RawGenotypes:
+    """Read a genotype file by format (``plink1``, ``pgen``, ``vcf``; guessed from the suffix)."""
+    p = str(path)
+    fmt = genotype_format(path, fmt)
     stem = re.sub(r"\.(bed|bim|fam|pgen|pvar|psam)$", "", p)
     if fmt == "plink1":
         return read_plink1(stem)

@@ -5,11 +5,17 @@ Layout inside the site directory (written by :func:`hemafed.genomics.intake.impo
     genotypes/<study>/dosage.npy   int8 ALT counts, variants (list order) x samples, -1 missing
     genotypes/<study>/meta.json    pseudonyms (column order), build, variant-list SHA-256,
                                    source file, sample-QC exclusions (site-only facts)
+    genotypes/<study>/declaration.json
+                                   the site's *public* declaration of the store: study, file
+                                   format, genome build, variant-list SHA-256 and length (never
+                                   a patient count); the only file the ``gwas_store`` query reads
 
 A site query finds the store of the site that runs it through :func:`site_store`: the site dirs
-registered with :func:`register_site_dir`, else the site directories opened by this process's
-federation runtime (``hemafed.federation.runtime``), which is how the in-process and Flower
-transports reach it.
+registered with :func:`register_site_dir`. The federation runtime registers each site directory
+it opens (``hemafed.federation.runtime.register_site_opened``), in the site's own process, which
+is how the in-process, Flower simulation and Flower deployment transports reach it; nothing
+reads the runtime's tables. The hub learns which sites hold a store only from the sites'
+answers to ``gwas_store`` (:func:`hemafed.genomics.gwas.store_sites`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,20 @@ import numpy as np
 from hemafed.errors import InvalidInput
 
 GENOTYPE_DIR = "genotypes"
+DECLARATION = "declaration.json"
+DECLARED_KEYS = ("study", "format", "build", "variant_list_sha256", "n_variants")
+"""What a site publishes about a genotype store (public metadata, no patient count)."""
+NO_STORE_RULE = "no_genotype_store"
 _SITE_DIRS: dict[str, Path] = {}
 _CACHE: dict[tuple[str, float], GenotypeStore] = {}
 _LOCK = threading.Lock()
+
+
+class NoGenotypeStore(InvalidInput):
+    """This site declares no genotype store for the study; the site refuses under the rule
+    :data:`NO_STORE_RULE` (``site_rule``: the node names it, and nothing else, to the hub)."""
+
+    site_rule = NO_STORE_RULE
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,8 @@ def load_store(directory: str | Path) -> GenotypeStore:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.exists():
-        raise InvalidInput(f"{directory}: no genotype store here; import genotypes first "
-                           "(hemafed.genomics.intake.import_genotypes)")
+        raise NoGenotypeStore(f"{directory}: no genotype store here; import genotypes first "
+                              "(hemafed genomics import)")
     key = (str(directory.resolve()), meta_path.stat().st_mtime)
     with _LOCK:
         hit = _CACHE.get(key)
@@ -76,26 +93,39 @@ def load_store(directory: str | Path) -> GenotypeStore:
         return store
 
 
+def read_declaration(site_dir: str | Path, study: str) -> dict[str, Any] | None:
+    """The site's public declaration of its ``study`` store (``None`` when it has none)."""
+    path = store_dir(site_dir, study) / DECLARATION
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{path}: the genotype-store declaration is damaged ({exc}); "
+                           "import the genotypes again") from exc
+    if not isinstance(doc, dict) or set(doc) != set(DECLARED_KEYS):
+        raise InvalidInput(f"{path}: the genotype-store declaration must hold exactly "
+                           f"{list(DECLARED_KEYS)}; import the genotypes again")
+    return doc
+
+
 def register_site_dir(site_id: str, site_dir: str | Path) -> None:
-    """Tell this process where ``site_id``'s directory is (for stores outside a runtime)."""
+    """Tell this process where ``site_id``'s directory is (the runtime does this for each site
+    it opens; call it yourself for a store used outside a runtime)."""
     _SITE_DIRS[site_id] = Path(site_dir)
 
 
-def _site_dir(site_id: str) -> Path:
+def site_dir_of(site_id: str) -> Path:
+    """The directory of the site ``site_id`` whose query runs in this process."""
     if site_id in _SITE_DIRS:
         return _SITE_DIRS[site_id]
-    from hemafed.federation import runtime
-
-    for key, rt in list(runtime._RUNTIMES.items()):
-        if getattr(rt.node, "site_id", None) == site_id:
-            return Path(key)
-    raise InvalidInput(f"site {site_id}: no site directory is open in this process, so no "
-                       "genotype store can be found")
+    raise InvalidInput(f"site {site_id}: no site directory is registered in this process, so "
+                       "no genotype store can be found")
 
 
 def site_store(site_id: str, study: str, variant_list_sha256: str) -> GenotypeStore:
     """The store of ``site_id`` for ``study``; refused unless aligned to the requested list."""
-    store = load_store(store_dir(_site_dir(site_id), study))
+    store = load_store(store_dir(site_dir_of(site_id), study))
     if store.variant_list_sha256 != variant_list_sha256:
         raise InvalidInput("genotypes at this site were aligned to another variant list; "
                            "re-import against the study's list")

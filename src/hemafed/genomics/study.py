@@ -6,6 +6,10 @@ Spec options: ``trait`` (cohort column), ``variant_list`` (path of the public li
 sex), ``n_pcs`` (default 10), ``genotypes`` (store name, default the study id), ``min_mac``
 (release control, default 10), ``top`` (hits listed, default 10), ``test`` (wald or score),
 ``firth`` (no, fallback or always; default fallback, as plink2).
+
+The analysis covers the sites that declare a genotype store for the study (``genotype_sites``);
+when others of the federation do not, the study runner restarts it over those (its
+``restarts`` record says so) before any genotype is summed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "genome_wide_hits": int((released["p"] < 5e-8).sum()),
                       "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
                       "secure_sums": gwas.secure_sums},
+            # the sites whose declared genotype stores the results cover (study.plan: a
+            # site's store declaration is public; see genomics.gwas.store_sites)
+            "genotype_sites": list(gwas.sites),
+            "sites_without_genotype_store": list(gwas.sites_without_store),
             "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT,
             # the released rows as GWAS-SSF; `hemafed study run` writes <id>.tsv + its YAML
             "ssf": {"text": ssf_text(gwas.summary, min_mac=min_mac), "min_mac": min_mac,

@@ -122,6 +122,17 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _public_metadata(request: SiteRequest) -> bool:
+    """A query every statistic of which has sensitivity 0 (no patient changes it: the site's
+    public metadata, e.g. its genotype-store declaration): differencing it over two participant
+    sets reveals nothing, so it does not pin a study's set of sites."""
+    try:
+        specs = get_query(request.query, request.version).declare(request.params)
+    except Exception:
+        return False
+    return bool(specs) and all(s.sensitivity == 0 for s in specs.values())
+
+
 class SiteNode:
     """A site: its cohort, policy, privacy ledger and audit log.
 
@@ -245,7 +256,7 @@ class SiteNode:
             raise self.refuse_malformed(payload, exc) from exc
         log.info("site %s: request %s %s over participants %s", self.site_id,
                  request.request_id, stage, ",".join(sorted(sites)))
-        if request.dp is not None:
+        if request.dp is not None or _public_metadata(request):
             return
         key = f"{request.query_key}:{hashlib.sha256(canonical_json(request.params)).hexdigest()}"
         prev = self.releases.conflict(request.study_id, key, sites, one_shot=one_shot)
@@ -408,6 +419,11 @@ class SiteNode:
         try:
             values = query.run(self.cohort, request.params, site_id=self.site_id)
         except Exception as exc:
+            rule = getattr(exc, "site_rule", None)
+            if isinstance(rule, str) and rule:
+                # a named site rule (e.g. no_genotype_store): the hub gets the rule's name only
+                raise self._refuse(request, f"query refused at the site: {exc}"[:1500],
+                                   name=rule, cause=exc) from exc
             # the message may quote site data: it stays in the audit log, the hub gets the code
             raise self._refuse(request, f"query failed at the site: {type(exc).__name__}: "
                                         f"{exc}"[:1500],

@@ -106,6 +106,9 @@ KIND_DEFAULT_COLUMNS: dict[str, frozenset[str]] = {
 }
 """Columns a kind's hub step uses when the spec leaves them at their defaults."""
 
+GWAS_DEFAULT_COVARIATES = frozenset({"age", "sex"})
+"""The covariates of a ``gwas`` analysis whose spec names none (genomics.study)."""
+
 KIND_QUERIES: dict[str, frozenset[str]] = {
     "describe": frozenset({"numeric_summary", "category_counts", "moments", "cohort_size"}),
     "crosstab": frozenset({"crosstab", "category_counts"}),
@@ -129,8 +132,8 @@ KIND_QUERIES: dict[str, frozenset[str]] = {
     "multistate": frozenset({"time_histogram", "illness_death_counts",
                              "illness_death_influence"}),
     "lmm": frozenset({"lmm_reml_sums"}),
-    "gwas": frozenset({"gwas_counts", "gwas_pca_gram", "gwas_null", "gwas_linear",
-                       "gwas_logistic", "gwas_ld_pairs", "gwas_firth"}),
+    "gwas": frozenset({"gwas_store", "gwas_counts", "gwas_pca_gram", "gwas_null",
+                       "gwas_linear", "gwas_logistic", "gwas_ld_pairs", "gwas_firth"}),
     "catalogue": frozenset({"catalogue_counts"}),
 }
 """The site queries each analysis kind's hub step sends."""
@@ -317,6 +320,8 @@ class StudyPlan:
             queries |= KIND_QUERIES.get(a.kind, frozenset())
             mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
             cols = _analysis_columns(a) | KIND_DEFAULT_COLUMNS.get(a.kind, frozenset())
+            if a.kind == "gwas" and a.get("covariates") is None:
+                cols |= GWAS_DEFAULT_COVARIATES  # genomics.study's default design
             columns |= cols
             for key in ("formula", "features"):
                 genes.update(t[5:] for t in _terms(a.get(key)) if t.startswith("gene:"))
