@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -257,12 +257,14 @@ class FederatedCoxTimeVarying:
     def fit(self, federation: Federation, duration_col: str = "os_time",
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, switch: tuple[str, str] = ("amlt_time", "amlt_status"),
-            steps_per_unit: float = 365.25, study: str = "default") -> FederatedCoxTimeVarying:
+            steps_per_unit: float = 365.25, study: str = "default",
+            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedCoxTimeVarying:
         """Fit by Newton-Raphson; ``formula`` gives the baseline covariates, ``switch`` the
-        ``(time, status)`` columns of the event that switches ``z(t)`` on."""
+        ``(time, status)`` columns of the event that switches ``z(t)`` on; ``levels`` the
+        declared levels of categorical covariates (``{column: [reference, ...]}``)."""
         if not formula:
             raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
-        spec = parse_formula(formula)
+        spec = parse_formula(formula, levels=levels)
         grid, _ = time_grid_counts(federation, duration_col, event_col,
                                    steps_per_unit=steps_per_unit, events_only=True, study=study)
         self._federation, self._study, self._grid, self.spec = federation, study, grid, spec
