@@ -170,3 +170,26 @@ def test_site_outside_declared_levels_refuses_through_secure_aggregation(tmp_pat
     assert out["error"] is not None
     assert "levels.cyto_ipssr" in out["error"] and "do not fit" in out["error"]
     assert "Very Poor" not in out["error"] and " 3" not in out["error"]
+
+
+@needs_r
+def test_km_standard_error_is_undefined_where_survival_reaches_zero() -> None:
+    """veteran's curve reaches 0 (its longest follow-up is a death): from there R's survfit
+    gives std.err NA and no interval; ours are NaN (None in a study's JSON)."""
+    from hemafed.analytics.km import FederatedKaplanMeier
+
+    sites = split(r_frames()["veteran"], 5)
+    ref = run_r_batch({"km": (
+        "s <- summary(survfit(Surv(os_time, os_status) ~ 1, data = d, conf.type = 'log-log'))\n"
+        "out <- data.frame(time = s$time, surv = s$surv, se = s$std.err, lo = s$lower, "
+        "hi = s$upper)", pooled(sites))})["km"]
+    assert ref["surv"].iloc[-1] == 0 and np.isnan(ref["se"].iloc[-1])
+    curve = FederatedKaplanMeier().fit(FixedPointFederation(sites), "os_time",
+                                       "os_status").curve()
+    at = curve.at(ref["time"].to_numpy() + 1e-9)
+    np.testing.assert_allclose(at["survival"], ref["surv"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(at["std_err"], ref["se"], rtol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(at["lower"], ref["lo"], rtol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(at["upper"], ref["hi"], rtol=1e-7, equal_nan=True)
+    assert np.isnan(at["std_err"].iloc[-1]) and np.isnan(at["lower"].iloc[-1])
+    assert np.isfinite(at["std_err"].iloc[:-1]).all()
