@@ -79,3 +79,22 @@ def test_bad_switch_columns_are_named(mgus2: pd.DataFrame) -> None:
         FederatedCoxTimeVarying().fit(FixedPointFederation(sites), "os_time", "os_status",
                                       FORMULA, switch=("nowhere", "amlt_status"),
                                       steps_per_unit=12.0)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"stop": [1.0, 1.0, 3.0]}, "start must be below stop"),
+    ({"start": [0.0, 0.5, 0.0]}, "overlap"),
+    ({"event": [1, 1, 0]}, "last interval"),
+    ({"event": [0, 2, 0]}, "must be 0 or 1"),
+    ({"start": [-1.0, 1.0, 0.0]}, "start must be >= 0"),
+])
+def test_long_format_rows_are_checked(change: dict, match: str) -> None:
+    from hemafed.analytics.coxph_startstop import check_long_format
+
+    good = pd.DataFrame({"patient_id": ["a", "a", "b"], "start": [0.0, 1.0, 0.0],
+                         "stop": [1.0, 2.0, 3.0], "event": [0, 1, 0]})
+    assert check_long_format(good)["patient_id"].tolist() == ["a", "a", "b"]
+    with pytest.raises(InvalidInput, match=match):
+        check_long_format(good.assign(**change))
+    with pytest.raises(InvalidInput, match="lack the column"):
+        check_long_format(good.drop(columns="stop"))

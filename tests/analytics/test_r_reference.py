@@ -32,21 +32,23 @@ from r_datasets import (
 from r_datasets import split_uneven as split
 
 from hemafed.analytics.cox import FederatedCoxPH
-from hemafed.analytics.design import CategoricalTerm, DesignSpec, term
+from hemafed.analytics.design import DesignSpec, parse_formula
 from hemafed.cohort.validate import validate_cohort
 from hemafed.errors import ConvergenceError
 
 pytestmark = [needs_r, pytest.mark.slow]
 
 
+def levels(name: str, formula: str | None = None) -> dict[str, list[str]]:
+    """The declared levels of the model's categorical column (those the data hold)."""
+    terms = {t.strip() for t in (formula or MODELS[name]).split("+")}
+    return {c: list(LEVELS[name]) for c in ("cyto_ipssr", "response")
+            if c in terms and name in LEVELS}
+
+
 def design(name: str, formula: str | None = None) -> DesignSpec:
-    """The dataset's model with schema bounds; categorical columns take the levels present."""
-    terms = []
-    for c in (t.strip() for t in (formula or MODELS[name]).split("+")):
-        lv = LEVELS.get(name)
-        terms.append(CategoricalTerm(c, lv, lv[0]) if lv and c in ("cyto_ipssr", "response")
-                     else term(c))
-    return DesignSpec(tuple(terms))
+    """The dataset's model with schema bounds; categorical columns take the declared levels."""
+    return parse_formula(formula or MODELS[name], levels=levels(name, formula) or None)
 
 
 def r_terms(name: str, formula: str | None = None) -> str:
@@ -190,18 +192,20 @@ def cox_spec(name: str, n_sites: int) -> Any:
     """The study a site approves for the dataset's model, unstratified and by site."""
     from hemafed.study.spec import StudySpec
 
-    base = {"kind": "cox", "duration": "os_time", "event": "os_status",
-            "formula": MODELS[name]}
+    base: dict[str, Any] = {"kind": "cox", "duration": "os_time", "event": "os_status",
+                            "formula": MODELS[name]}
+    if levels(name):
+        base["levels"] = levels(name)
     return StudySpec.from_mapping({
         "study_id": f"r-{name}-{n_sites}", "requester": "tester",
         "analyses": [{"id": "plain", **base}, {"id": "by_site", **base, "strata": "site"}]})
 
 
-SECURE_DATASETS = ("lung", "pbc", "myeloid", "mgus2")
-"""veteran and colon are left out of the secure run: their models use a categorical term with the
-levels the data hold (``cyto_ipssr`` without "Very Poor", ``response`` with three levels), and a
-study spec cannot yet declare a formula's levels, so the site's plan refuses that design
-('design'); with the schema's levels the absent level makes the information matrix singular."""
+SECURE_DATASETS = DATASETS
+"""veteran's cell type (in ``cyto_ipssr``, four of the schema's five levels) and colon's
+treatment arm (in ``response``, three levels) enter through the spec's declared ``levels``: the
+site's plan permits exactly that design, and each site expands the column into R's treatment
+coding (a level absent at a site, e.g. at its one-patient site, is a zero column there)."""
 
 
 @pytest.mark.parametrize("name", SECURE_DATASETS)

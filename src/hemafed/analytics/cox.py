@@ -55,7 +55,7 @@ covariates, so penalised fits differ).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -201,11 +201,15 @@ class FederatedCoxPH:
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, grid: Iterable[float] | None = None, time_mapping: str = "exact",
             steps_per_unit: float = 365.25, concordance: bool = True, lp_bins: int = 256,
-            study: str = "default") -> FederatedCoxPH:
-        """Fit by Newton-Raphson; ``formula`` is ``"age + hb + sex"``, a list, or a DesignSpec."""
+            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None
+            ) -> FederatedCoxPH:
+        """Fit by Newton-Raphson; ``formula`` is ``"age + hb + sex"``, a list, or a DesignSpec.
+
+        ``levels``: ``{column: [reference, level2, ...]}`` of categorical covariates (public,
+        R's treatment coding; see :func:`~hemafed.analytics.design.parse_formula`)."""
         if not formula:
             raise InvalidInput("give the covariates: a formula such as 'age + hb' or a list")
-        spec = parse_formula(formula)
+        spec = parse_formula(formula, levels=levels)
         names = list(spec.names)
         grid_events = None
         if grid is not None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -257,12 +257,14 @@ class FederatedCoxTimeVarying:
     def fit(self, federation: Federation, duration_col: str = "os_time",
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, switch: tuple[str, str] = ("amlt_time", "amlt_status"),
-            steps_per_unit: float = 365.25, study: str = "default") -> FederatedCoxTimeVarying:
+            steps_per_unit: float = 365.25, study: str = "default",
+            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedCoxTimeVarying:
         """Fit by Newton-Raphson; ``formula`` gives the baseline covariates, ``switch`` the
-        ``(time, status)`` columns of the event that switches ``z(t)`` on."""
+        ``(time, status)`` columns of the event that switches ``z(t)`` on; ``levels`` the
+        declared levels of categorical covariates (``{column: [reference, ...]}``)."""
         if not formula:
             raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
-        spec = parse_formula(formula)
+        spec = parse_formula(formula, levels=levels)
         grid, _ = time_grid_counts(federation, duration_col, event_col,
                                    steps_per_unit=steps_per_unit, events_only=True, study=study)
         self._federation, self._study, self._grid, self.spec = federation, study, grid, spec
@@ -333,3 +335,63 @@ class FederatedCoxTimeVarying:
             "design": self.spec.to_params(), "summary": self.summary,
             "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
             "rows": self.rows_, "events": self.events_, "excluded": self.excluded_})
+
+
+def check_long_format(rows: pd.DataFrame, id_col: str = "patient_id", start_col: str = "start",
+                      stop_col: str = "stop", event_col: str = "event") -> pd.DataFrame:
+    """Validate long-format start-stop rows (several per patient, as ``survival::heart``) at a
+    site's intake; return them sorted by patient and start.
+
+    Each row is one interval ``(start, stop]`` of one patient with its covariate values. Refused
+    with a one-line ``InvalidInput`` naming the rule and the first offending patient (a site's
+    own intake message, never sent to a hub): a missing column or value, ``start >= stop``, a
+    negative start, an event that is not 0/1, intervals of one patient that overlap, and an event
+    on any row but the patient's last (after an event the patient leaves the risk set).
+
+    >>> r = pd.DataFrame({"patient_id": ["a", "a"], "start": [0.0, 1.0], "stop": [1.0, 2.0],
+    ...                   "event": [0, 1]})
+    >>> len(check_long_format(r))
+    2
+    """
+    cols = [id_col, start_col, stop_col, event_col]
+    missing = [c for c in cols if c not in rows.columns]
+    if missing:
+        raise InvalidInput(f"long-format rows lack the column(s) {missing}")
+    if rows[cols].isna().any().any():
+        c = next(c for c in cols if rows[c].isna().any())
+        raise InvalidInput(f"long-format rows: column {c!r} has missing values")
+    try:
+        start = rows[start_col].astype(float).to_numpy()
+        stop = rows[stop_col].astype(float).to_numpy()
+        event = rows[event_col].astype(float).to_numpy()
+    except (TypeError, ValueError):
+        raise InvalidInput(f"long-format rows: {start_col!r}, {stop_col!r} and {event_col!r} "
+                           f"must be numbers") from None
+    ids = rows[id_col].astype(str).to_numpy()
+
+    def first(mask: np.ndarray) -> str:
+        return str(ids[int(np.flatnonzero(mask)[0])])
+
+    if not np.all(np.isfinite(start) & np.isfinite(stop)):
+        raise InvalidInput(f"long-format rows: times must be finite (patient "
+                           f"{first(~(np.isfinite(start) & np.isfinite(stop)))!r})")
+    if (start < 0).any():
+        raise InvalidInput(f"long-format rows: start must be >= 0 (patient {first(start < 0)!r})")
+    if (start >= stop).any():
+        raise InvalidInput(f"long-format rows: start must be below stop (patient "
+                           f"{first(start >= stop)!r})")
+    if not np.isin(event, (0.0, 1.0)).all():
+        raise InvalidInput(f"long-format rows: {event_col!r} must be 0 or 1 (patient "
+                           f"{first(~np.isin(event, (0.0, 1.0)))!r})")
+    order = np.lexsort((start, ids))
+    ids, start, stop, event = ids[order], start[order], stop[order], event[order]
+    same = ids[1:] == ids[:-1]
+    overlap = same & (start[1:] < stop[:-1])
+    if overlap.any():
+        raise InvalidInput(f"long-format rows: intervals of one patient overlap (patient "
+                           f"{str(ids[1:][overlap][0])!r})")
+    not_last = np.r_[same, False] & (event == 1)
+    if not_last.any():
+        raise InvalidInput(f"long-format rows: an event must be on the patient's last interval "
+                           f"(patient {str(ids[not_last][0])!r})")
+    return rows.iloc[order].reset_index(drop=True)

@@ -89,6 +89,21 @@ class GeneTerm:
 Term = NumericTerm | CategoricalTerm | GeneTerm
 
 
+class LevelsRefused(InvalidInput):
+    """A site holds a value of a categorical covariate outside the design's declared levels.
+
+    The message and :attr:`refusal_name` (``levels.COLUMN``: the rule and the column, both from
+    the request's public design) name no value and no count, so the refusal the hub sees says
+    which rule and column do not fit, nothing of the data.
+    """
+
+    def __init__(self, column: str) -> None:
+        super().__init__(f"covariate {column!r} has a value outside the declared levels of the "
+                         f"approved design (rule 'levels'); declare every level the sites hold")
+        self.column = column
+        self.refusal_name = f"levels.{column}"
+
+
 @dataclass(frozen=True)
 class DesignSpec:
     """The public description of a design matrix: an ordered tuple of terms."""
@@ -210,29 +225,43 @@ def term(column: str, *, low: float | None = None, high: float | None = None,
 
 
 def parse_formula(formula: str | Iterable[str | Term] | DesignSpec,
-                  bounds: Mapping[str, Sequence[float]] | None = None) -> DesignSpec:
+                  bounds: Mapping[str, Sequence[float]] | None = None,
+                  levels: Mapping[str, Sequence[str]] | None = None) -> DesignSpec:
     """A design from ``"age + hb + sex + gene:TP53"`` or a list of names/terms (schema defaults).
 
     ``bounds``: public ``{column: [low, high]}`` fixed at approval (a study spec's ``bounds``)
     replacing the schema's plausible range of those numeric columns; they set the centring
     (midpoint) and the bounds every site's values must lie in (a value outside is refused,
-    never clipped). A bound for a column the formula does not use is an error.
+    never clipped). ``levels``: public ``{column: [reference, level2, ...]}`` of categorical
+    columns (a study spec's ``levels``), replacing the schema's categories: the first level is
+    the reference and each other level becomes a 0/1 column (R's treatment coding, in the
+    declared order); a site holding a value outside the declared levels refuses (rule
+    ``levels``, naming the column), a level absent at a site is a zero column there. A bound or
+    level set for a column the formula does not use is an error.
+
+    >>> parse_formula("age + cyto_ipssr", levels={"cyto_ipssr": ["Good", "Poor"]}).names
+    ('age', 'cyto_ipssr[Poor]')
     """
-    if bounds:
+    if bounds or levels:
         if isinstance(formula, DesignSpec):
-            raise InvalidInput("bounds apply to a formula string or list, not a DesignSpec")
+            raise InvalidInput("bounds and levels apply to a formula string or list, "
+                               "not a DesignSpec")
         given = ([s.strip() for s in formula.split("+")] if isinstance(formula, str)
                  else list(formula))
-        unknown = sorted(set(bounds) - {i for i in given if isinstance(i, str)})
-        if unknown:
-            raise InvalidInput(f"bounds given for {unknown}, which the formula does not use")
+        used = {i for i in given if isinstance(i, str)}
+        for what, keyed in (("bounds", bounds), ("levels", levels)):
+            unknown = sorted(set(keyed or {}) - used)
+            if unknown:
+                raise InvalidInput(f"{what} given for {unknown}, which the formula does not use")
         out: list[str | Term] = []
         for i in given:
-            if isinstance(i, str) and i in bounds:
+            if isinstance(i, str) and bounds and i in bounds:
                 b = bounds[i]
                 if not isinstance(b, Sequence) or len(b) != 2:
                     raise InvalidInput(f"bounds of {i!r} must be [low, high], got {b!r}")
                 out.append(term(i, low=float(b[0]), high=float(b[1])))
+            elif isinstance(i, str) and levels and i in levels:
+                out.append(_declared_levels(i, levels[i]))
             else:
                 out.append(i)
         return parse_formula(out)
@@ -245,6 +274,20 @@ def parse_formula(formula: str | Iterable[str | Term] | DesignSpec,
     else:
         items = list(formula)
     return DesignSpec(tuple(term(s) if isinstance(s, str) else s for s in items))
+
+
+def _declared_levels(column: str, levels: Any) -> CategoricalTerm:
+    """The categorical term of ``column`` with the declared public ``levels`` (first: reference)."""
+    if (not isinstance(levels, Sequence) or isinstance(levels, str)
+            or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in levels)):
+        raise InvalidInput(f"levels of {column!r} must be a list of level names, "
+                           f"reference first")
+    f = FIELDS.get(column)
+    if f is None or f.kind not in ("category", "str"):
+        raise InvalidInput(f"levels given for {column!r}, which is not a categorical column "
+                           f"(levels apply to category fields)")
+    lv = tuple(str(v) for v in levels)
+    return CategoricalTerm(column, lv, lv[0] if lv else "")
 
 
 def _column(cohort: Cohort, column: str) -> pd.Series:
@@ -275,9 +318,7 @@ def _term_values(cohort: Cohort, t: Term,
     text = col.astype("string")
     known = text.isna() | text.isin(list(t.levels))
     if not known.all():
-        bad = sorted(set(text[~known].astype(str)))
-        raise InvalidInput(f"covariate {t.column!r} has value(s) {bad} outside the declared levels "
-                           f"{list(t.levels)}; declare every level")
+        raise LevelsRefused(t.column)
     out = np.stack([(text == lv).fillna(False).to_numpy(dtype=float)
                     for lv in t.levels if lv != t.reference], axis=1)
     out[text.isna().to_numpy(), :] = np.nan

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -399,10 +399,12 @@ class FederatedFineGray:
     def fit(self, federation: Federation, formula: str | Iterable[str | Term] | DesignSpec,
             causes: Sequence[tuple[str, str]] = MDS_AML_VS_DEATH, cause: int = 1, *,
             steps_per_unit: float = 365.25, max_time: float = 60.0,
-            study: str = "default") -> FederatedFineGray:
+            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None
+            ) -> FederatedFineGray:
         """Fit by Newton-Raphson on the Breslow partial likelihood of the subdistribution
-        hazard of ``cause`` (1-based in ``causes``); robust variance as ``crr``."""
-        spec = parse_formula(formula)
+        hazard of ``cause`` (1-based in ``causes``); robust variance as ``crr``. ``levels``:
+        declared levels of categorical covariates (``{column: [reference, ...]}``)."""
+        spec = parse_formula(formula, levels=levels)
         self._federation, self._study, self.spec = federation, study, spec
         self.causes, self.cause = [(str(t), str(s)) for t, s in causes], int(cause)
         points = [time_grid(federation, t, s, steps_per_unit=steps_per_unit, max_time=max_time,

@@ -67,6 +67,23 @@ class KMCurve:
     variance: pd.Series
 
     @property
+    def std_err(self) -> pd.Series:
+        """Greenwood standard error of S(t) (R's ``summary(survfit)$std.err``); NaN where
+        S(t) = 0, as R."""
+        return (self.survival * np.sqrt(self.variance)).rename("std_err")
+
+    def at(self, times: Sequence[float]) -> pd.DataFrame:
+        """Survival, standard error and confidence limits at ``times`` (the step function's
+        value; NaN where undefined, e.g. the standard error once S(t) = 0)."""
+        idx = self.survival.index.to_numpy()
+        pos = np.searchsorted(idx, np.asarray(times, dtype=float), side="right") - 1
+        cols = {"survival": self.survival, "std_err": self.std_err, "lower": self.ci_lower,
+                "upper": self.ci_upper}
+        out = {k: np.where(pos >= 0, v.to_numpy()[np.maximum(pos, 0)], 1.0 if k != "std_err"
+                           else 0.0) for k, v in cols.items()}
+        return pd.DataFrame(out, index=pd.Index([float(t) for t in times], name="time"))
+
+    @property
     def median(self) -> float:
         below = self.survival[self.survival <= 0.5]
         return float(below.index[0]) if len(below) else float("inf")
@@ -96,12 +113,15 @@ def km_curve(label: str, times: np.ndarray, observed: np.ndarray, censored: np.n
     z = stats.norm.ppf(1 - alpha / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.log(surv)
-        lower = np.exp(-np.exp(np.log(-v) - z * np.sqrt(var) / v))
-        upper = np.exp(-np.exp(np.log(-v) + z * np.sqrt(var) / v))
+        lower = np.nan_to_num(np.exp(-np.exp(np.log(-v) - z * np.sqrt(var) / v)), nan=1.0)
+        upper = np.nan_to_num(np.exp(-np.exp(np.log(-v) + z * np.sqrt(var) / v)), nan=1.0)
+    # once S(t) reaches 0 the Greenwood variance is undefined: R's survfit gives std.err NA and
+    # no confidence interval from there on, and so do we (NaN; None in JSON, a dash in reports)
+    zero = surv <= 0.0
+    var, lower, upper = (np.where(zero, np.nan, a) for a in (var, lower, upper))
     idx = pd.Index(t, name="timeline")
-    return KMCurve(label, table, pd.Series(surv, idx, name=label),
-                   pd.Series(np.nan_to_num(lower, nan=1.0), idx),
-                   pd.Series(np.nan_to_num(upper, nan=1.0), idx), pd.Series(var, idx))
+    return KMCurve(label, table, pd.Series(surv, idx, name=label), pd.Series(lower, idx),
+                   pd.Series(upper, idx), pd.Series(var, idx))
 
 
 class FederatedKaplanMeier:

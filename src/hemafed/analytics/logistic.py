@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,12 +233,14 @@ class FederatedLogisticRegression:
     def fit(self, federation: Federation, outcome_col: str,
             covariates: str | Sequence[str | Term] | DesignSpec, *,
             positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-10,
-            study: str = "default", dp: DPRequest | None = None) -> FederatedLogisticRegression:
+            study: str = "default", dp: DPRequest | None = None,
+            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedLogisticRegression:
         """Fit ``outcome_col ~ covariates`` on the complete cases of every site.
 
         ``covariates``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
         :class:`DesignSpec`; numeric columns take the schema's public bounds, categorical ones
         their schema levels with the first as reference (see :mod:`hemafed.analytics.design`).
+        ``levels``: ``{column: [reference, ...]}`` declared levels of categorical covariates.
         ``positive`` lists the levels of a categorical outcome counted as 1. ``tol`` is the
         largest Newton step (on the scaled parameters) accepted as converged. With ``dp`` every
         Newton step is a separately charged release and noisy steps never reach ``tol``: exactly
@@ -250,7 +252,8 @@ class FederatedLogisticRegression:
         if max_iter < 1 or not tol > 0:
             raise InvalidInput(f"max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
         _check_outcome(outcome_col, positive)
-        spec = covariates if isinstance(covariates, DesignSpec) else parse_formula(covariates)
+        spec = (covariates if isinstance(covariates, DesignSpec) and not levels
+                else parse_formula(covariates, levels=levels))
         if outcome_col in spec.columns:
             raise InvalidInput(f"outcome {outcome_col!r} is also listed as a covariate")
         names = list(spec.names)

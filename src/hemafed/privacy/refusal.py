@@ -64,6 +64,8 @@ class Refusal:
     def reason(self) -> str:
         """The fixed wording of the code, with the name and the audit reference."""
         what = CODES[self.code].format(name=self.name or "-")
+        if self.code == "data_do_not_fit" and self.name:
+            what += f" (rule {self.name!r})"
         ref = f" (site audit reference {self.audit_ref})" if self.audit_ref else ""
         return f"{what}{ref}"
 
@@ -102,6 +104,17 @@ def refusal_of(exc: BaseException) -> Refusal:
     """The refusal carried by ``exc`` (set by the site node), else a bare internal error."""
     ref = getattr(exc, "refusal", None)
     return ref if isinstance(ref, Refusal) else Refusal("internal_error")
+
+
+def public_rule(exc: BaseException) -> str:
+    """The rule a data-dependent failure names for the hub, or ``""``.
+
+    Only an exception built to carry one has it (``refusal_name``, e.g. ``levels.cyto_ipssr``
+    from :class:`hemafed.analytics.design.LevelsRefused`: the rule and a column of the request's
+    public design, never a value or a count); anything else stays nameless.
+    """
+    name = getattr(exc, "refusal_name", "")
+    return name if isinstance(name, str) and _NAME.match(name) else ""
 
 
 _PARAM_IN_TEXT = re.compile(r"(?:parameter|field|key)s?\s+'([A-Za-z_][A-Za-z0-9_]{0,63})'")

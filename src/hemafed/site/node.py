@@ -66,7 +66,7 @@ from hemafed.privacy.disclosure import (
     small_cells,
     small_subgroups,
 )
-from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name
+from hemafed.privacy.refusal import Refusal, new_audit_ref, parameter_name, public_rule
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.participants import ReleaseRegister
@@ -427,7 +427,8 @@ class SiteNode:
             # the message may quote site data: it stays in the audit log, the hub gets the code
             raise self._refuse(request, f"query failed at the site: {type(exc).__name__}: "
                                         f"{exc}"[:1500],
-                               code="data_do_not_fit", kind=InvalidInput, cause=exc) from exc
+                               code="data_do_not_fit", kind=InvalidInput, cause=exc,
+                               name=public_rule(exc)) from exc
 
         self._check_disclosure(request, query, specs, values)
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
-from hemafed.study.spec import Analysis, StudySpec
+from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
 MAX_PATIENTS = 1_000_000
 """The public cohort-size bound every request declares (the hub steps' default)."""
@@ -235,7 +235,10 @@ def _designs(a: Analysis) -> list[str]:
             try:
                 # the spec's fixed public bounds are part of the design the hub sends
                 bounds = a.get("bounds") if key == "formula" else None
-                out.append(_canon(parse_formula(f, bounds or None).to_params()))
+                # and its declared levels (the dummy columns, bounds [0, 1], follow from them)
+                levels = a.get("levels") if key == "formula" and a.kind in FORMULA_LEVEL_KINDS \
+                    else None
+                out.append(_canon(parse_formula(f, bounds or None, levels or None).to_params()))
             except InvalidInput:
                 continue  # an unusable formula fails at the hub; nothing to permit
     return out

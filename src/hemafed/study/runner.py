@@ -104,10 +104,14 @@ def _curve_docs(fitted: Any) -> list[dict[str, Any]]:
 
 
 def _formula(a: Analysis) -> Any:
-    """The analysis' design: its formula with the spec's fixed public ``bounds``, if any."""
+    """The analysis' design: its formula with the spec's fixed public ``bounds`` and declared
+    ``levels`` (a model's ``{column: [reference, ...]}``), if any."""
     from hemafed.analytics.design import parse_formula
 
-    return parse_formula(a.get("formula"), a.get("bounds")) if a.get("bounds") else a.get("formula")
+    levels = a.get("levels") if isinstance(a.get("levels"), dict) else None
+    if a.get("bounds") or levels:
+        return parse_formula(a.get("formula"), a.get("bounds") or None, levels)
+    return a.get("formula")
 
 
 def run_describe(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:

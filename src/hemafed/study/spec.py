@@ -32,8 +32,9 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "crosstab": ({"row", "col"}, {"levels"}),
     "km": ({"duration", "event"}, {"group", "levels"}),
     "logrank": ({"duration", "event", "group", "levels"}, set()),
-    "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels", "bounds"}),
-    "logistic": ({"outcome", "formula"}, {"positive", "bounds"}),
+    "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels", "bounds",
+                                               "levels"}),
+    "logistic": ({"outcome", "formula"}, {"positive", "bounds", "levels"}),
     "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
     "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
     "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate", "bins",
@@ -43,8 +44,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
     "gwas": ({"trait", "variant_list"}, {"threshold", "covariates", "n_pcs", "genotypes",
                                           "min_mac", "epsilon", "top", "test", "firth"}),
-    "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds"}),
-    "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
+    "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds", "levels"}),
+    "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds", "levels"}),
     # the network catalogue's standing plan (hemafed.service.catalogue; never run as a study)
     "catalogue": ({"columns", "group", "levels"}, {"epsilon", "delta", "round_to", "min_cell"}),
     # harmonised imaging features + clinical covariates (hemafed.imaging.study)
@@ -167,6 +168,7 @@ class StudySpec:
             problems.append(str(exc).replace("\n  - ", "; "))
         for a in analyses:
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a, declared)]
+            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_levels(a)]
         eps = raw.get("epsilon")
         if eps is not None and (not isinstance(eps, int | float) or eps <= 0):
             problems.append(f"epsilon must be > 0, got {eps!r}")
@@ -259,6 +261,29 @@ def _names_of(analysis: Analysis) -> list[tuple[str, str]]:
 OWN_TABLE_KINDS = frozenset({"lmm"})
 """Kinds whose columns are in a site table of their own (repeated measurements), not the
 patient schema."""
+
+
+FORMULA_LEVEL_KINDS = frozenset({"cox", "logistic", "finegray", "cox_tv"})
+"""Kinds whose ``levels`` declare a formula's categorical levels (``{column: [reference, ...]}``)."""
+
+
+def _check_levels(analysis: Analysis) -> list[str]:
+    """A model's declared ``levels`` must make a design (see ``parse_formula``)."""
+    levels = analysis.get("levels")
+    if analysis.kind not in FORMULA_LEVEL_KINDS or levels is None:
+        return []
+    if not isinstance(levels, Mapping):
+        return ["levels must map each categorical column of the formula to its levels, "
+                "reference first"]
+    from hemafed.analytics.design import parse_formula
+
+    try:
+        parse_formula(analysis.get("formula"), analysis.get("bounds") or None, levels)
+    except InvalidInput as exc:
+        return [str(exc)]
+    except (TypeError, AttributeError):
+        return ["formula and levels do not make a design"]
+    return []
 
 
 def check_names(analysis: Analysis, declared: tuple[str, ...] = ()) -> list[str]:
