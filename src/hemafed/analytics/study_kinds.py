@@ -2,7 +2,9 @@
 
 Each turns one :class:`~hemafed.study.spec.Analysis` into the plain-JSON result document the
 report renders (``tables``, ``curves``, ``stats``), like the runners in
-:mod:`hemafed.study.runner`, which registers :data:`STUDY_RUNNERS`.
+:mod:`hemafed.study.runner`. :data:`KINDS` are their registrations
+(:class:`hemafed.kinds.AnalysisKind`: options, queries, caps and runner), listed in
+:data:`hemafed.study.kinds.CATALOGUE`.
 
 Spec options: ``iptw``: ``treatment``, ``formula`` (confounders), ``duration``/``event``
 (default ``os_time``/``os_status``), ``ties``, ``stabilized``, ``max_weight``; ``multistate``:
@@ -14,23 +16,16 @@ covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measuremen
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
+from hemafed.documents import finite as _finite
+from hemafed.documents import frame_json as _frame
 from hemafed.federation.api import Federation
-from hemafed.study.spec import Analysis, StudySpec
+from hemafed.kinds import LMM_CAP, NEWTON_CAP, AnalysisKind
 
+if TYPE_CHECKING:
+    from hemafed.study.spec import Analysis, StudySpec
 
-def _frame(frame: pd.DataFrame | pd.Series) -> dict[str, Any]:
-    from hemafed.study.runner import frame_json
-
-    return frame_json(frame)
-
-
-def _finite(values: Any) -> list[float | None]:
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
 
 def run_iptw(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
@@ -79,6 +74,28 @@ def run_lmm(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
                       "n_patients": fit.n_patients_, "secure_sums": fit.rounds}}
 
 
+KINDS = (
+    AnalysisKind("iptw", {"treatment", "formula"},
+                 {"duration", "event", "ties", "stabilized", "max_weight"},
+                 queries={"logistic_newton", "iptw_balance", "iptw_cox_sums", "iptw_cox_robust",
+                          "iptw_km_table", "iptw_km_influence", "time_histogram",
+                          "category_counts"},
+                 caps={"logistic_newton": NEWTON_CAP, "iptw_balance": 4,
+                       "iptw_cox_sums": NEWTON_CAP, "iptw_cox_robust": 4, "iptw_km_table": 4,
+                       "iptw_km_influence": 4, "time_histogram": 2, "category_counts": 4},
+                 default_columns={"os_time", "os_status"}, run=run_iptw),
+    AnalysisKind("multistate", set(),
+                 {"illness_time", "illness_status", "exit_time", "exit_status", "states"},
+                 queries={"time_histogram", "illness_death_counts", "illness_death_influence"},
+                 caps={"time_histogram": 2, "illness_death_counts": 2,
+                       "illness_death_influence": 2},
+                 default_columns={"amlt_time", "amlt_status", "os_time", "os_status"},
+                 run=run_multistate),
+    AnalysisKind("lmm", {"outcome", "bounds"}, {"time", "covariates", "max_obs"},
+                 queries={"lmm_reml_sums"}, caps={"lmm_reml_sums": LMM_CAP}, run=run_lmm),
+)
+"""The registrations of the three kinds."""
+
 STUDY_RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
-    "iptw": run_iptw, "multistate": run_multistate, "lmm": run_lmm}
-"""The runners :mod:`hemafed.study.runner` adds to its table."""
+    k.name: k.run for k in KINDS if k.run is not None}
+"""The runners of :data:`KINDS` (a view)."""

@@ -4,7 +4,8 @@ A site approves a study specification (:class:`~hemafed.study.spec.StudySpec`); 
 and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the study's hub steps
 (:mod:`hemafed.study.runner` and the estimators it calls) may ask for:
 
-* **queries**: the site queries each analysis kind uses (:data:`KIND_QUERIES`), nothing else;
+* **queries**: the site queries each analysis kind uses (its registration,
+  :class:`hemafed.kinds.AnalysisKind`; :data:`KIND_QUERIES` is the view), nothing else;
 * **columns**: every column a request names (``column``, ``duration_col``, ``group_col``,
   causes, cliques, synthetic-data domains ...) is one the spec names, or a score the site
   derives itself;
@@ -64,7 +65,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
+from hemafed.kinds import get_kind, registered_kinds
+from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
+
+__all__ = ["EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES", "LMM_CAP",
+           "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan", "on_public_lattice"]
 
 MAX_PATIENTS = 1_000_000
 """The public cohort-size bound every request declares (the hub steps' default)."""
@@ -80,9 +86,6 @@ MAX_BETA = 1e3
 
 MAX_FINE_BINS = 8192
 """Largest fixed-resolution binning (``fine_bins``, ``lp_bins``) the hub steps use."""
-
-NEWTON_CAP = 60
-"""Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
 
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
@@ -101,42 +104,16 @@ OWN_DESIGN_QUERIES = frozenset({"gwas_null", "gwas_logistic", "gwas_firth", "com
 design (the query checks the packed vector's shape itself)."""
 
 KIND_DEFAULT_COLUMNS: dict[str, frozenset[str]] = {
-    "iptw": frozenset({"os_time", "os_status"}),
-    "multistate": frozenset({"amlt_time", "amlt_status", "os_time", "os_status"}),
-}
-"""Columns a kind's hub step uses when the spec leaves them at their defaults."""
+    k.name: frozenset(k.default_columns) for k in registered_kinds() if k.default_columns}
+"""Columns a kind's hub step uses when the spec leaves them at their defaults (a view of the
+registrations, :mod:`hemafed.study.kinds`)."""
 
 GWAS_DEFAULT_COVARIATES = frozenset({"age", "sex"})
 """The covariates of a ``gwas`` analysis whose spec names none (genomics.study)."""
 
 KIND_QUERIES: dict[str, frozenset[str]] = {
-    "describe": frozenset({"numeric_summary", "category_counts", "moments", "cohort_size"}),
-    "crosstab": frozenset({"crosstab", "category_counts"}),
-    "km": frozenset({"time_histogram", "km_risk_table", "category_counts"}),
-    "logrank": frozenset({"time_histogram", "km_risk_table", "category_counts"}),
-    "cox": frozenset({"time_histogram", "cox_risk_set_sums", "cox_concordance_histogram",
-                      "cox_site_derivatives", "category_counts"}),
-    "logistic": frozenset({"logistic_newton", "category_counts"}),
-    "competing": frozenset({"time_histogram", "competing_risk_table", "category_counts"}),
-    "gbdt": frozenset({"gbdt_label_sums", "gbdt_cox_risk_sets",
-                       "gbdt_histograms", "learn_risk_histogram", "learn_eval_sums",
-                       "time_histogram", "km_risk_table", "learn_site_concordance",
-                       "learn_loso_concordance"}),
-    "synth": frozenset({"marginal_counts"}),
-    "finegray": frozenset({"time_histogram", "finegray_table", "finegray_sums",
-                           "finegray_score_outer", "category_counts"}),
-    "cox_tv": frozenset({"time_histogram", "cox_start_stop_sums", "category_counts"}),
-    "iptw": frozenset({"logistic_newton", "iptw_balance", "iptw_cox_sums", "iptw_cox_robust",
-                       "iptw_km_table", "iptw_km_influence", "time_histogram",
-                       "category_counts"}),
-    "multistate": frozenset({"time_histogram", "illness_death_counts",
-                             "illness_death_influence"}),
-    "lmm": frozenset({"lmm_reml_sums"}),
-    "gwas": frozenset({"gwas_store", "gwas_counts", "gwas_pca_gram", "gwas_null",
-                       "gwas_linear", "gwas_logistic", "gwas_ld_pairs", "gwas_firth"}),
-    "catalogue": frozenset({"catalogue_counts"}),
-}
-"""The site queries each analysis kind's hub step sends."""
+    k.name: frozenset(k.queries) for k in registered_kinds() if k.queries}
+"""The site queries each analysis kind's hub step sends (a view of the registrations)."""
 
 IMAGING_CAPS = {"combat_moments": 8, "combat_residuals": 8, "imaging_screen": 8,
                 "logistic_newton": NEWTON_CAP, "cox_risk_set_sums": NEWTON_CAP,
@@ -151,36 +128,15 @@ IMAGING_QUERIES = frozenset({"combat_moments", "combat_residuals", "combat_apply
 """Imaging queries whose feature lists and bounds mappings the plan checks
 (:func:`hemafed.imaging.spec.plan_problem`)."""
 
-LMM_CAP = 400
-"""Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
-
-GWAS_CAP = 2_000
-"""Distinct requests per GWAS query: chunks of variants x Newton rounds (logistic)."""
-
 KIND_CAPS: dict[str, dict[str, int]] = {
-    "finegray": {"time_histogram": 2, "finegray_table": 2, "finegray_sums": NEWTON_CAP,
-                 "finegray_score_outer": 4, "category_counts": 4},
-    "cox_tv": {"time_histogram": 2, "cox_start_stop_sums": NEWTON_CAP, "category_counts": 4},
-    "iptw": {"logistic_newton": NEWTON_CAP, "iptw_balance": 4, "iptw_cox_sums": NEWTON_CAP,
-             "iptw_cox_robust": 4, "iptw_km_table": 4, "iptw_km_influence": 4,
-             "time_histogram": 2, "category_counts": 4},
-    "multistate": {"time_histogram": 2, "illness_death_counts": 2,
-                   "illness_death_influence": 2},
-    "lmm": {"lmm_reml_sums": LMM_CAP},
-    "gwas": {q: GWAS_CAP for q in KIND_QUERIES["gwas"]},
-    # one distinct request per set of catalogue sites (a refresh repeats the same request)
-    "catalogue": {"catalogue_counts": 64},
-}
-"""Iteration caps of the kinds whose requests need no spec-dependent count (per analysis)."""
+    k.name: dict(k.caps) for k in registered_kinds() if not callable(k.caps) and k.caps}
+"""Iteration caps of the kinds whose requests need no spec-dependent count (per analysis; a
+view of the registrations, which also hold the spec-dependent ones)."""
 
 DP_QUERIES = frozenset({"marginal_counts"})
 """Queries the plan allows only as differentially private releases."""
 
-EXACT_HISTOGRAMS_KEY = "exact_histograms"
-"""The spec key by which a boosting analysis opts out of DP histograms (the officer approves
-exact, non-DP gradient histograms)."""
-
-KIND_TIME_MAPPINGS = {"gbdt": frozenset({"up"})}
+KIND_TIME_MAPPINGS = {k.name: frozenset(k.time_mappings) for k in registered_kinds() if k.time_mappings}
 """``time_mapping`` values a kind's hub steps use besides ``exact`` (the evaluation of a
 boosted model maps times up to its public weekly grid)."""
 
@@ -320,9 +276,10 @@ class StudyPlan:
                 if isinstance(b, list | tuple) and len(b) == 2:
                     imaging_bounds[str(col)] = (float(b[0]), float(b[1]))
         for a in spec.analyses:
-            queries |= KIND_QUERIES.get(a.kind, frozenset())
-            mappings |= KIND_TIME_MAPPINGS.get(a.kind, frozenset())
-            cols = _analysis_columns(a) | KIND_DEFAULT_COLUMNS.get(a.kind, frozenset())
+            kind = get_kind(a.kind)  # the spec's validation admits registered kinds only
+            queries |= kind.queries
+            mappings |= kind.time_mappings
+            cols = _analysis_columns(a) | kind.default_columns
             if a.kind == "gwas" and a.get("covariates") is None:
                 cols |= GWAS_DEFAULT_COVARIATES  # genomics.study's default design
             columns |= cols
@@ -344,43 +301,10 @@ class StudyPlan:
             if a.kind == "describe":
                 b = a.get("bins", 20)
                 bins.update(int(v) for v in (b.values() if isinstance(b, dict) else [b]))
-                n = len(a.get("columns") or ())
-                add("numeric_summary", 2 * n)
-                add("category_counts", 2 * n)
-                add("moments", 2 * n)
-                add("cohort_size", 2)
-            elif a.kind == "crosstab":
-                add("crosstab", 2)
-                add("category_counts", 4)
-            elif a.kind in ("km", "logrank", "competing"):
-                add("time_histogram", 2)
-                add("km_risk_table", 2)
-                add("competing_risk_table", 2)
-                add("category_counts", 2)
-            elif a.kind == "cox":
-                add("time_histogram", 2)
-                add("cox_risk_set_sums", NEWTON_CAP)
-                add("cox_concordance_histogram", 4)
-                add("cox_site_derivatives", NEWTON_CAP)
-                add("category_counts", 4)
-            elif a.kind == "logistic":
-                add("logistic_newton", NEWTON_CAP)
-                add("category_counts", 4)
             elif a.kind == "gbdt":
-                rounds, depth = int(a.get("rounds", 20)), int(a.get("depth", 3))
                 edges.update(_gbdt_edges(a))
                 if a.get(EXACT_HISTOGRAMS_KEY) is not True:
                     dp_required.add("gbdt_histograms")
-                add("gbdt_histograms", 2 * rounds * (depth + 1))
-                add("gbdt_cox_risk_sets", 2 * (rounds + 1))
-                add("gbdt_label_sums", 2 * (rounds + 1))
-                for q in ("time_histogram", "km_risk_table"):
-                    add(q, 4)
-                for q in ("learn_risk_histogram", "learn_eval_sums", "learn_site_concordance",
-                          "learn_loso_concordance"):
-                    add(q, 8)
-            elif a.kind == "synth":
-                add("marginal_counts", 64)
             elif a.kind == "catalogue" and float(a.get("epsilon", 0) or 0) > 0:
                 dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
             elif a.kind == "iptw":
@@ -390,7 +314,7 @@ class StudyPlan:
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
                                  a.get("max_obs", 50)))
-            for query, n in KIND_CAPS.get(a.kind, {}).items():
+            for query, n in kind.caps_for(a).items():
                 add(query, n)
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}

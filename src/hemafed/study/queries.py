@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from hemafed.kinds import get_kind, registered_kinds
+from hemafed.study import kinds as _registrations  # noqa: F401  (the kinds and their queries)
 from hemafed.study.spec import StudySpec
 
 # Modules whose import registers site queries (hemafed.federation.queries.register).
@@ -27,22 +29,30 @@ QUERY_MODULES = ("hemafed.federation.queries", "hemafed.analytics.describe",
                  "hemafed.analytics.multistate", "hemafed.analytics.mixed",
                  "hemafed.genomics.queries")
 
-# Study analysis kind -> the site queries its estimator sends (see hemafed.study.runner).
-QUERIES_OF_KIND: dict[str, tuple[str, ...]] = {
-    "describe": ("numeric_summary", "category_counts"),
-    "crosstab": ("crosstab",),
-    "km": ("time_histogram", "km_risk_table"),
-    "logrank": ("time_histogram", "km_risk_table"),
-    "cox": ("time_histogram", "cox_risk_set_sums", "cox_concordance_histogram"),
-    "logistic": ("logistic_newton",),
-    "competing": ("time_histogram", "competing_risk_table"),
-    # with os_time/os_status among its columns, the real KM curve is drawn under the synthetic one
-    "synth": ("marginal_counts", "time_histogram", "km_risk_table"),
-    # boosting bins on the spec's fixed edges: no quantile sketch (learn_feature_histogram)
-    "catalogue": ("catalogue_counts",),
-    "gbdt": ("gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
-             "learn_risk_histogram", "learn_eval_sums"),
-}
+
+class _KindSends(Mapping[str, tuple[str, ...]]):
+    """kind -> the site queries its hub step sends, read from the registrations when asked."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        try:
+            kind = get_kind(name)
+        except KeyError:
+            raise KeyError(name) from None
+        if not kind.queries:
+            raise KeyError(name)
+        assert kind.sends is not None
+        return kind.sends
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k.name for k in registered_kinds() if k.queries])
+
+    def __len__(self) -> int:
+        return sum(1 for k in registered_kinds() if k.queries)
+
+
+QUERIES_OF_KIND: Mapping[str, tuple[str, ...]] = _KindSends()
+"""Study analysis kind -> the site queries its estimator sends (:attr:`AnalysisKind.sends`
+of its registration: the plan's permitted queries and this list live in one place)."""
 
 _PARAM = re.compile(r"""params(?:\.get\(|\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
 
@@ -97,11 +107,7 @@ def query_catalogue() -> list[dict[str, Any]]:
 def needed_queries(spec: StudySpec) -> list[str]:
     """``name@version`` of every site query the study's analyses send, sorted."""
     versions = {q.name: q.version for q in _registered()}
-    from hemafed.study.plan import KIND_QUERIES
-
-    # kinds not listed here send what their plan permits (hemafed.study.plan)
-    names = {name for a in spec.analyses
-             for name in QUERIES_OF_KIND.get(a.kind, KIND_QUERIES.get(a.kind, ()))}
+    names = {name for a in spec.analyses for name in QUERIES_OF_KIND.get(a.kind, ())}
     return sorted(f"{name}@{versions[name]}" for name in names if name in versions)
 
 

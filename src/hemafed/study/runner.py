@@ -18,9 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.analytics.study_kinds import STUDY_RUNNERS
+from hemafed.documents import _plain as _plain
+from hemafed.documents import finite as _finite
+from hemafed.documents import frame_from_json as frame_from_json
+from hemafed.documents import frame_json as frame_json
 from hemafed.errors import HemafedError, InvalidInput, SitesChanged
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.kinds import KindTable, bind, get_kind
+from hemafed.study import kinds as _registrations  # noqa: F401  (the kinds and their queries)
 from hemafed.study.derived import DERIVED_LEVELS
 from hemafed.study.spec import Analysis, StudySpec
 
@@ -52,34 +57,6 @@ class TrackingFederation:
     def take(self) -> list[dict[str, Any]]:
         out, self.calls = self.calls, []
         return out
-
-
-def frame_json(frame: pd.DataFrame | pd.Series) -> dict[str, Any]:
-    """A DataFrame as plain JSON (``split`` orient, NaN as null)."""
-    if isinstance(frame, pd.Series):
-        frame = frame.to_frame()
-    clean = frame.astype(object).where(pd.notna(frame), None)
-    return {"columns": [str(c) for c in clean.columns], "index": [_plain(i) for i in clean.index],
-            "data": [[_plain(v) for v in row] for row in clean.to_numpy().tolist()]}
-
-
-def frame_from_json(doc: Mapping[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(doc["data"], index=doc["index"], columns=doc["columns"])
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, tuple):
-        return " / ".join(map(str, v))
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
-
-
-def _finite(values: Any) -> list[float | None]:
-    """Floats for JSON: NaN and infinities (e.g. an undefined confidence bound) become null."""
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
 
 def _levels(a: Analysis, key: str = "group") -> list[str] | None:
@@ -247,7 +224,7 @@ def run_gbdt(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.learn.features import feature_spec, fixed_bins
     from hemafed.learn.gbdt import FederatedGBDT
     from hemafed.learn.metrics import evaluate, gbdt_predictor, ipssm_predictor
-    from hemafed.study.plan import EXACT_HISTOGRAMS_KEY
+    from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY
 
     dur, ev = a.get("duration"), a.get("event")
     # the plan binds boosting to the spec's fixed bins and, unless the spec opts out, to DP
@@ -343,19 +320,24 @@ def run_imaging(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]
     return run_imaging_analysis(fed, a, spec)
 
 
-RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
-    "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
-    "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
-    "synth": run_synth, "gwas": run_gwas, "finegray": run_finegray, "cox_tv": run_cox_tv,
-    "imaging": run_imaging,
-}
-RUNNERS.update(STUDY_RUNNERS)
+# the hub steps of the built-in kinds (their registrations: hemafed.study.kinds)
+for _name, _run in {
+        "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
+        "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
+        "synth": run_synth, "gwas": run_gwas, "finegray": run_finegray, "cox_tv": run_cox_tv,
+        "imaging": run_imaging}.items():
+    bind(_name, run=_run)
+
+RUNNERS: Mapping[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = KindTable(
+    lambda k: k.run)
+"""kind -> hub step: a view of the registrations (:class:`hemafed.kinds.AnalysisKind`)."""
 
 
 def register_runner(kind: str,
                     runner: Callable[[Federation, Analysis, StudySpec], dict[str, Any]]) -> None:
-    """Let another module (learning, synthesis) contribute an analysis kind."""
-    RUNNERS[kind] = runner
+    """Give the registered analysis kind ``kind`` its hub step (:func:`hemafed.kinds.bind`)."""
+    get_kind(kind)  # a kind the spec does not admit cannot be run: register it first
+    bind(kind, run=runner)
 
 
 def _on_fixed_sites(tracker: TrackingFederation, a: Analysis, spec: StudySpec,

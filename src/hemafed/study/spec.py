@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,33 +25,30 @@ import yaml
 
 from hemafed.cohort.study_fields import StudyVariable, parse_variables
 from hemafed.errors import InvalidInput
+from hemafed.kinds import registered_kinds
+from hemafed.study import kinds as _registrations  # noqa: F401  (registers the built-in kinds)
 
-KINDS: dict[str, tuple[set[str], set[str]]] = {
-    # kind -> (required keys, optional keys) besides id/kind/title
-    "describe": ({"columns"}, {"bounds", "levels", "bins"}),
-    "crosstab": ({"row", "col"}, {"levels"}),
-    "km": ({"duration", "event"}, {"group", "levels"}),
-    "logrank": ({"duration", "event", "group", "levels"}, set()),
-    "cox": ({"duration", "event", "formula"}, {"ties", "strata", "strata_levels", "bounds",
-                                               "levels"}),
-    "logistic": ({"outcome", "formula"}, {"positive", "bounds", "levels"}),
-    "competing": ({"causes"}, {"group", "levels", "event_of_interest", "cause_names"}),
-    "synth": ({"columns"}, {"epsilon", "delta", "n", "seed", "iters", "anchor", "time_edges"}),
-    "gbdt": ({"duration", "event", "features"}, {"rounds", "depth", "learning_rate", "bins",
-                                                 "noise_multiplier", "exact_histograms"}),
-    "iptw": ({"treatment", "formula"}, {"duration", "event", "ties", "stabilized", "max_weight"}),
-    "multistate": (set(), {"illness_time", "illness_status", "exit_time", "exit_status", "states"}),
-    "lmm": ({"outcome", "bounds"}, {"time", "covariates", "max_obs"}),
-    "gwas": ({"trait", "variant_list"}, {"threshold", "covariates", "n_pcs", "genotypes",
-                                          "min_mac", "epsilon", "top", "test", "firth"}),
-    "finegray": ({"causes", "formula"}, {"cause", "cause_names", "bounds", "levels"}),
-    "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds", "levels"}),
-    # the network catalogue's standing plan (hemafed.service.catalogue; never run as a study)
-    "catalogue": ({"columns", "group", "levels"}, {"epsilon", "delta", "round_to", "min_cell"}),
-    # harmonised imaging features + clinical covariates (hemafed.imaging.study)
-    "imaging": ({"model"}, {"outcome", "duration", "event", "horizon", "covariates", "top_k",
-                            "candidates"}),
-}
+
+class _KindOptions(Mapping[str, tuple[set[str], set[str]]]):
+    """kind -> (required keys, optional keys), read from the registrations when asked."""
+
+    def __getitem__(self, name: str) -> tuple[set[str], set[str]]:
+        k = next((k for k in registered_kinds() if k.name == name), None)
+        if k is None:
+            raise KeyError(name)
+        return set(k.required), set(k.optional)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k.name for k in registered_kinds()])
+
+    def __len__(self) -> int:
+        return len(registered_kinds())
+
+
+KINDS: Mapping[str, tuple[set[str], set[str]]] = _KindOptions()
+"""kind -> (required keys, optional keys) besides id/kind/title: a live view of the
+registrations (:class:`hemafed.kinds.AnalysisKind`, :mod:`hemafed.study.kinds`); an option
+is added in the kind's registration."""
 
 _TOP_REQUIRED = {"study_id", "analyses"}
 _TOP_OPTIONAL = {"title", "disease", "requester", "min_cell", "epsilon", "delta", "description",
@@ -150,7 +147,7 @@ class StudySpec:
             if not isinstance(aid, str) or aid in seen:
                 problems.append(f"{where}: id must be a unique string, got {aid!r}")
             seen.add(str(aid))
-            required, optional = KINDS[kind]
+            required, optional = KINDS[str(kind)]
             opts = {k: v for k, v in item.items() if k not in ("id", "kind", "title")}
             if "group_col" in opts and "group" in required | optional:  # Python API name
                 opts["group"] = opts.pop("group_col")

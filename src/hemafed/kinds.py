@@ -1,0 +1,171 @@
+"""One registration per analysis kind: what a study spec may ask, what the sites permit, how
+the hub runs it, its pooled reference and how the report draws it.
+
+An :class:`AnalysisKind` is the single place that knows one analysis kind. The tables the rest
+of hemafed used to keep by hand are views of this registry: the spec's options
+(``hemafed.study.spec.KINDS``), the plan's queries and caps (``hemafed.study.plan.KIND_QUERIES``,
+``KIND_CAPS``, ``KIND_DEFAULT_COLUMNS``, ``KIND_TIME_MAPPINGS``), the policy's query list
+(``hemafed.study.queries.QUERIES_OF_KIND``), the runners (``hemafed.study.runner.RUNNERS``) and
+the pooled references (``hemafed.study.pooled``). So what the plan permits and what a site
+officer is told to allow cannot disagree.
+
+This module imports nothing else from hemafed (layer 0): registrations sit beside their
+estimators, at whatever layer those live. The built-in kinds are registered by
+:mod:`hemafed.study.kinds`, which also imports every module that registers a kind of its own.
+
+>>> k = AnalysisKind("demo_kind", required={"column"}, queries={"numeric_summary"})
+>>> k.options, sorted(k.sends)
+(frozenset({'column'}), ['numeric_summary'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = ["LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind", "get_kind",
+           "register_kind", "registered_kinds"]
+
+NEWTON_CAP = 60
+"""Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
+
+LMM_CAP = 400
+"""Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
+
+Runner = Callable[[Any, Any, Any], dict[str, Any]]
+"""``run(federation, analysis, spec) -> result document`` (plain JSON)."""
+Pooled = Callable[..., dict[str, Any]]
+"""``pooled(analysis, document, cohorts) -> comparison rows`` (validation only)."""
+Renderer = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], None]
+"""``render(section, document, results)``: draws the analysis in the report."""
+Caps = Mapping[str, int] | Callable[[Any], Mapping[str, int]]
+
+
+def _frozen(values: Iterable[str] | None) -> frozenset[str]:
+    return frozenset(values or ())
+
+
+@dataclass(frozen=True)
+class AnalysisKind:
+    """Everything hemafed knows about one analysis kind.
+
+    * ``required`` / ``optional``: the spec options (besides ``id``, ``kind``, ``title``);
+    * ``queries``: the site queries the study's plan permits for an analysis of this kind;
+    * ``sends``: the queries its hub step sends in a plain run, which a site's policy must
+      allow (``hemafed study queries``); defaults to ``queries`` (a synthesis sends the real
+      KM sums too, which only a Kaplan-Meier analysis of the same study permits);
+    * ``caps``: distinct requests per query and analysis: a fixed mapping, or a function of
+      the analysis (its spec entry) for caps that depend on it (Newton rounds, columns ...);
+    * ``default_columns``: columns the hub step uses when the spec leaves them at defaults;
+    * ``time_mappings``: ``time_mapping`` values its hub steps use besides ``exact``;
+    * ``run``: ``run(federation, analysis, spec)`` -> the plain-JSON result document;
+    * ``pooled``: ``pooled(analysis, document, cohorts)`` -> rows comparing with a pooled
+      reference (the demo and the tests only; sites never pool);
+    * ``render``: ``render(section, document, results)`` draws it in the report (``None``:
+      the report's own drawing for the built-in kinds, else the generic table page).
+    """
+
+    name: str
+    required: AbstractSet[str] = frozenset()
+    optional: AbstractSet[str] = frozenset()
+    queries: AbstractSet[str] = frozenset()
+    sends: tuple[str, ...] | None = None
+    caps: Caps = field(default_factory=dict)
+    default_columns: AbstractSet[str] = frozenset()
+    time_mappings: AbstractSet[str] = frozenset()
+    run: Runner | None = field(default=None, compare=False)
+    pooled: Pooled | None = field(default=None, compare=False)
+    render: Renderer | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("required", "optional", "queries", "default_columns", "time_mappings"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if self.sends is None:
+            object.__setattr__(self, "sends", tuple(sorted(self.queries)))
+        else:
+            object.__setattr__(self, "sends", tuple(self.sends))
+        clash = self.required & self.optional
+        if clash:
+            raise ValueError(f"kind {self.name!r}: options both required and optional: "
+                             f"{sorted(clash)}")
+
+    @property
+    def options(self) -> frozenset[str]:
+        """Every option the spec may give (required and optional)."""
+        return frozenset(self.required) | frozenset(self.optional)
+
+    def caps_for(self, analysis: Any) -> Mapping[str, int]:
+        """The caps of one analysis of this kind."""
+        return self.caps(analysis) if callable(self.caps) else self.caps
+
+
+_KINDS: dict[str, AnalysisKind] = {}
+
+
+def register_kind(kind: AnalysisKind) -> AnalysisKind:
+    """Add a kind; registering the same name twice with a different definition fails."""
+    old = _KINDS.get(kind.name)
+    if old is not None and old != kind:
+        raise ValueError(f"analysis kind {kind.name!r} is already registered differently")
+    if old is None:
+        _KINDS[kind.name] = kind
+    return _KINDS[kind.name]
+
+
+def bind(name: str, *, run: Runner | None = None, pooled: Pooled | None = None,
+         render: Renderer | None = None) -> AnalysisKind:
+    """Give a registered kind its hub step, pooled reference or drawing.
+
+    For the kinds whose hub module cannot be imported by the registration (it reaches the
+    site runtime, which reads the registry: a cycle), the hub module binds them itself.
+    """
+    kind = get_kind(name)
+    _KINDS[name] = dataclasses.replace(kind, run=run or kind.run, pooled=pooled or kind.pooled,
+                                       render=render or kind.render)
+    return _KINDS[name]
+
+
+def get_kind(name: str) -> AnalysisKind:
+    """The registered kind ``name`` (``KeyError`` names the known kinds)."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise KeyError(f"unknown analysis kind {name!r}; registered: "
+                       f"{', '.join(_KINDS)}") from None
+
+
+def registered_kinds() -> tuple[AnalysisKind, ...]:
+    """Every registered kind, in registration order."""
+    return tuple(_KINDS.values())
+
+
+T = TypeVar("T")
+
+
+class KindTable(Mapping[str, T], Generic[T]):
+    """A read-only ``kind -> value`` table computed from the registrations when asked (the
+    old per-module tables, e.g. ``RUNNERS``, are such views: they cannot drift).
+
+    >>> table = KindTable(lambda k: k.run)
+    >>> "no_such_kind" in table
+    False
+    """
+
+    def __init__(self, value: Callable[[AnalysisKind], T | None]) -> None:
+        self._value = value
+
+    def __getitem__(self, name: str) -> T:
+        kind = _KINDS.get(name)
+        value = None if kind is None else self._value(kind)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k.name for k in _KINDS.values() if self._value(k) is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for k in _KINDS.values() if self._value(k) is not None)
