@@ -320,12 +320,18 @@ def run_imaging(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]
     return run_imaging_analysis(fed, a, spec)
 
 
+def run_catalogue(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    raise InvalidInput(f"analysis {a.id!r}: a 'catalogue' analysis is the network catalogue's "
+                       "standing plan; the hub service refreshes it (portal or "
+                       "POST /api/catalogue/refresh), it is not run as a study")
+
+
 # the hub steps of the built-in kinds (their registrations: hemafed.study.kinds)
 for _name, _run in {
         "describe": run_describe, "crosstab": run_crosstab, "km": run_km, "logrank": run_logrank,
         "cox": run_cox, "logistic": run_logistic, "competing": run_competing, "gbdt": run_gbdt,
         "synth": run_synth, "gwas": run_gwas, "finegray": run_finegray, "cox_tv": run_cox_tv,
-        "imaging": run_imaging}.items():
+        "imaging": run_imaging, "catalogue": run_catalogue}.items():
     bind(_name, run=_run)
 
 RUNNERS: Mapping[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = KindTable(
