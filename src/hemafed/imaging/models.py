@@ -26,7 +26,12 @@ from hemafed.imaging.site_features import HARMONISED_PREFIX
 
 def harmonised_bounds(combat: FederatedComBat, bounds: Mapping[str, Sequence[float]],
                       width: float = 10.0) -> dict[str, tuple[float, float]]:
-    """Public bounds of ``h_<feature>`` from the pooled ComBat fit (itself a secure-sum result).
+    """Bounds of ``h_<feature>`` suggested by a pooled ComBat fit (itself a secure-sum result).
+
+    Not for study requests: an approved study's ``h_`` bounds are the spec's
+    (:meth:`hemafed.imaging.spec.ImagingSpec.harmonised_bounds`) and the sites refuse any other
+    (the plan's ``bounds`` rule). This helper is for a study designer choosing bounds to declare
+    in a *next* spec, and for local-sum tests.
 
     A harmonised value is ``alpha + x'beta + sd * z`` with ``z`` about standard normal: the
     bounds are the extremes of ``x'beta`` over the covariates' declared box, ``+- width`` pooled

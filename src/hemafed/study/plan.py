@@ -494,9 +494,10 @@ class StudyPlan:
                 return "bounds", "bounds must map each screened feature to its public bounds"
             for f in params.get("features") or ():
                 want = self.imaging_bounds.get(str(f))
+                if want is None and self.imaging is not None:
+                    # harmonised copies h_<feature>: the spec's public bounds (plan_parts)
+                    want = self.imaging.bounds.get(str(f))
                 got = bounds.get(f)
-                if str(f).startswith("h_"):
-                    continue  # harmonised copies: bounds from the released ComBat fit
                 if want is None or not isinstance(got, list | tuple) or len(got) != 2 \
                         or (float(got[0]), float(got[1])) != want:
                     return "bounds", (f"bounds of {f!r} must be the spec's imaging bounds "
