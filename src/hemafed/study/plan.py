@@ -292,6 +292,14 @@ class StudyPlan:
                 add(query, n * imaging.analyses)
             columns |= imaging.columns
             spec_bounds.update(imaging.feature_bounds)
+            for query, n in imaging.gbdt_caps.items():  # model: gbdt (fixed bins, DP or exact)
+                queries.add(query)
+                add(query, n)
+            edges.update(imaging.edges)
+            if imaging.gbdt_caps:
+                mappings |= KIND_TIME_MAPPINGS["gbdt"]
+                if not imaging.gbdt_exact:
+                    dp_required.add("gbdt_histograms")
             designs.update(_canon(d) for d in imaging.designs)
             section = spec.raw["imaging"]
             raw: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
@@ -645,7 +653,8 @@ def _named_columns(params: Mapping[str, Any]) -> Iterable[str]:
         if isinstance(value, Mapping):
             for k, v in value.items():
                 if k in _COLUMN_KEYS and isinstance(v, str):
-                    yield v
+                    if v:  # "" names no column (a boosting label's unused duration_col)
+                        yield v
                 elif k in _COLUMN_LIST_KEYS and isinstance(v, list) \
                         and all(isinstance(c, str) for c in v):
                     yield from v

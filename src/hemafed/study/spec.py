@@ -46,7 +46,8 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     "cox_tv": ({"duration", "event", "formula", "switch"}, {"ties", "bounds"}),
     # harmonised imaging features + clinical covariates (hemafed.imaging.study)
     "imaging": ({"model"}, {"outcome", "duration", "event", "horizon", "covariates", "top_k",
-                            "candidates"}),
+                            "candidates", "rounds", "depth", "bins", "learning_rate",
+                            "exact_histograms", "noise_multiplier"}),
 }
 
 _TOP_REQUIRED = {"study_id", "analyses"}
