@@ -56,8 +56,10 @@ class ImagingSites:
 
 def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | list[int],
                         seed: int, *, settings: FeatureSettings = DEFAULT_SETTINGS,
-                        dicom_per_site: int = 2) -> ImagingSites:
-    """Sites under ``root`` with images imported and features extracted (see module doc)."""
+                        dicom_per_site: int = 2,
+                        analysis: dict[str, Any] | None = None) -> ImagingSites:
+    """Sites under ``root`` with images imported and features extracted (see module doc);
+    ``analysis``: the imaging analysis of the approved spec (default :data:`DEMO_MODELS`)."""
     load_imaging_queries()
     subjects = generate(disease, n_sites, per_site, seed)
     frame = clinical_frame(subjects, disease)
@@ -94,14 +96,15 @@ def build_imaging_sites(root: Path, disease: str, n_sites: int, per_site: int | 
         if FINDINGS[disease]:
             import_findings(site_dir, rows, study=spec.study_id, columns=FINDINGS[disease])
         extract_site_features(site_dir, settings)
-    spec = imaging_spec(disease, sites, settings)
+    spec = imaging_spec(disease, sites, settings, analysis)
     for site_dir in sites.site_dirs.values():  # approve it with its text: the plan binds
         approve_study(site_dir, spec, expires=dt.date.today() + dt.timedelta(days=365),
                 approved_by="demo ethics committee (virtual)")
     return ImagingSites(sites, spec, subjects)
 
 
-def imaging_spec(disease: str, sites: LocalSites, settings: FeatureSettings) -> StudySpec:
+def imaging_spec(disease: str, sites: LocalSites, settings: FeatureSettings,
+                 analysis: dict[str, Any] | None = None) -> StudySpec:
     """The virtual study: harmonise :data:`HARMONISED_FEATURES`, then the disease's model
     (:data:`DEMO_MODELS`).
 
@@ -128,7 +131,7 @@ def imaging_spec(disease: str, sites: LocalSites, settings: FeatureSettings) -> 
                                   "covariates": covariates},
                     "bounds": bounds},
         "analyses": [{"id": "size", "kind": "describe", "columns": ["age"]},
-                     DEMO_MODELS[disease]]})
+                     analysis or DEMO_MODELS[disease]]})
 
 
 COMBAT_COVARIATES = {"SCD": ["age", "hb"], "MM": ["age"]}
@@ -143,6 +146,20 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
            "event": "relapse_status", "covariates": ["age", "b2m"], "horizon": 2.0, "top_k": 2},
 }
 """The imaging analysis of each virtual study."""
+
+BOOSTED_MODELS: dict[str, dict[str, Any]] = {
+    "SCD": {"id": "infarct_gbdt", "kind": "imaging", "title": "Silent cerebral infarct: "
+            "imaging + clinical boosted trees", "model": "gbdt", "outcome": "silent_infarct",
+            "covariates": ["age", "hb"], "top_k": 2, "rounds": 10, "depth": 2, "bins": 16,
+            "learning_rate": 0.3, "exact_histograms": True},
+    "MM": {"id": "pfs_gbdt", "kind": "imaging", "title": "Progression-free survival: imaging + "
+           "clinical boosted Cox trees", "model": "gbdt", "duration": "relapse_time",
+           "event": "relapse_status", "covariates": ["age", "b2m"], "horizon": 2.0, "top_k": 2,
+           "rounds": 10, "depth": 2, "bins": 16, "learning_rate": 0.3,
+           "exact_histograms": True},
+}
+"""The boosted (``model: gbdt``) imaging analysis of each virtual study (exact histograms:
+the virtual study opts out of DP; a real one sets ``noise_multiplier``)."""
 
 HARMONISED_FEATURES: tuple[str, ...] = (
     "firstorder_mean", "firstorder_median", "firstorder_p10", "firstorder_p90",

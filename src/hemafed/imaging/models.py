@@ -18,15 +18,22 @@ from hemafed.analytics.cox import FederatedCoxPH
 from hemafed.analytics.design import DesignSpec, NumericTerm, term
 from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.screen import federated_screen
 from hemafed.imaging.site_features import HARMONISED_PREFIX
+from hemafed.learn.features import fixed_bins
+from hemafed.learn.gbdt import FederatedGBDT
 
 
 def harmonised_bounds(combat: FederatedComBat, bounds: Mapping[str, Sequence[float]],
                       width: float = 10.0) -> dict[str, tuple[float, float]]:
-    """Public bounds of ``h_<feature>`` from the pooled ComBat fit (itself a secure-sum result).
+    """Bounds of ``h_<feature>`` suggested by a pooled ComBat fit (itself a secure-sum result).
+
+    Not for study requests: an approved study's ``h_`` bounds are the spec's
+    (:meth:`hemafed.imaging.spec.ImagingSpec.harmonised_bounds`) and the sites refuse any other
+    (the plan's ``bounds`` rule). This helper is for a study designer choosing bounds to declare
+    in a *next* spec, and for local-sum tests.
 
     A harmonised value is ``alpha + x'beta + sd * z`` with ``z`` about standard normal: the
     bounds are the extremes of ``x'beta`` over the covariates' declared box, ``+- width`` pooled
@@ -61,7 +68,7 @@ def design(clinical: Sequence[str], features: Sequence[str],
 class ImagingModel:
     """A fitted imaging + clinical model and the screen that chose its features."""
 
-    model: FederatedLogisticRegression | FederatedCoxPH
+    model: FederatedLogisticRegression | FederatedCoxPH | FederatedGBDT
     screen: pd.DataFrame
     features: tuple[str, ...]
     spec: DesignSpec
@@ -95,4 +102,36 @@ def fit_pfs_model(federation: Federation, duration: str, event: str, clinical: S
     spec = design(clinical, chosen, bounds)
     model = FederatedCoxPH().fit(federation, duration, event, spec, study=study,
                                  concordance=False)
+    return ImagingModel(model, screen, chosen, spec)
+
+
+def fit_boosted_model(federation: Federation, outcome: str | tuple[str, str],
+                      clinical: Sequence[str], candidates: Sequence[str],
+                      bounds: Mapping[str, Sequence[float]], *, top_k: int = 2,
+                      horizon: float = 2.0, rounds: int = 20, depth: int = 3, bins: int = 16,
+                      learning_rate: float = 0.1, dp: DPRequest | None = None,
+                      study: str = "default") -> ImagingModel:
+    """Screen ``candidates``, then the federated GBDT (:mod:`hemafed.learn.gbdt`) on the
+    clinical covariates plus the top ``top_k`` features.
+
+    ``outcome``: a 0/1 column (``binary:logistic``) or ``(duration, event)``
+    (``survival:cox``; the screen contrasts an event before ``horizon`` with event-free beyond).
+    The bins are :func:`~hemafed.learn.features.fixed_bins` of the design (``bins`` equal-width
+    bins over each column's public bound), the edges a study's plan derives from its spec; the
+    histograms are exact secure sums, or DP with ``dp``.
+    """
+    if isinstance(outcome, str):
+        screen = federated_screen(federation, candidates, outcome, bounds, study=study)
+        objective = "binary:logistic"
+        columns: str | tuple[str, str] = outcome
+    else:
+        duration, event = outcome
+        screen = federated_screen(federation, candidates, event, bounds, time=duration,
+                                  horizon=horizon, study=study)
+        objective, columns = "survival:cox", (duration, event)
+    chosen = _chosen(screen, candidates, top_k)
+    spec = design(clinical, chosen, bounds)
+    model = FederatedGBDT(objective, n_rounds=rounds, learning_rate=learning_rate,
+                          max_depth=depth, dp=dp)
+    model.fit(federation, spec, columns, edges=fixed_bins(spec, bins), study=study)
     return ImagingModel(model, screen, chosen, spec)

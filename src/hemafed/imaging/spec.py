@@ -35,6 +35,7 @@ candidates' order).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from hemafed.imaging.intake import SUPPORTED_MODALITIES
 from hemafed.imaging.radiomics import FeatureSettings
 
 _KEYS = {"modality", "settings", "harmonise", "bounds"}
-MODELS = ("logistic", "cox")
+MODELS = ("logistic", "cox", "gbdt")
+GBDT_DEFAULTS: dict[str, Any] = {"rounds": 20, "depth": 3, "bins": 16, "learning_rate": 0.1}
+"""Boosting options of a ``model: gbdt`` imaging analysis (:mod:`hemafed.learn.gbdt`)."""
 MAX_DESIGNS = 5_000
 """Most covariate designs one imaging analysis may imply (``C(candidates, top_k)``)."""
 
@@ -113,8 +116,14 @@ def _analysis_problems(a: Mapping[str, Any], features: Sequence[str]) -> list[st
     model = a.get("model")
     if model not in MODELS:
         return [f"model must be one of {', '.join(MODELS)}, got {model!r}"]
-    needs = ("outcome",) if model == "logistic" else ("duration", "event")
+    if model == "gbdt":
+        needs: tuple[str, ...] = ("outcome",) if a.get("outcome") is not None \
+            else ("duration", "event")
+    else:
+        needs = ("outcome",) if model == "logistic" else ("duration", "event")
     out = [f"a {model} model needs {k!r}" for k in needs if not isinstance(a.get(k), str)]
+    if model == "gbdt":
+        out += gbdt_problems(a)
     if len(features) < 2:
         out.append("imaging.harmonise.features must list at least 2 features")
     known = set(valid_columns())
@@ -137,6 +146,38 @@ def _analysis_problems(a: Mapping[str, Any], features: Sequence[str]) -> list[st
     return out
 
 
+EXACT_HISTOGRAMS_KEY = "exact_histograms"
+"""The spec's opt-out of DP boosting histograms (the key :mod:`hemafed.study.plan` reads)."""
+
+
+def _canon(value: Any) -> str:
+    """The plan's canonical text of a parameter (sorted keys, compact)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def gbdt_problems(a: Mapping[str, Any]) -> list[str]:
+    """The boosting options of a ``model: gbdt`` imaging analysis."""
+    out = []
+    for key, low, high in (("rounds", 1, 500), ("depth", 1, 6), ("bins", 2, 256)):
+        v = a.get(key, GBDT_DEFAULTS[key])
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            out.append(f"{key} must be an integer in [{low}, {high}], got {v!r}")
+    lr = a.get("learning_rate", GBDT_DEFAULTS["learning_rate"])
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or not 0 < lr <= 1:
+        out.append(f"learning_rate must be in (0, 1], got {lr!r}")
+    nm = a.get("noise_multiplier")
+    if a.get(EXACT_HISTOGRAMS_KEY) is not True and not (
+            isinstance(nm, int | float) and not isinstance(nm, bool) and nm > 0):
+        out.append(f"boosting histograms are differentially private unless the spec opts out: "
+                   f"set noise_multiplier > 0 or {EXACT_HISTOGRAMS_KEY}: true")
+    return out
+
+
+def gbdt_options(a: Mapping[str, Any]) -> dict[str, Any]:
+    """``rounds``, ``depth``, ``bins``, ``learning_rate`` of an analysis (defaults filled)."""
+    return {k: a.get(k, v) for k, v in GBDT_DEFAULTS.items()}
+
+
 @dataclass(frozen=True)
 class PlanParts:
     """What a spec's imaging section adds to the study's plan (:mod:`hemafed.study.plan`)."""
@@ -146,6 +187,12 @@ class PlanParts:
     designs: tuple[list[dict[str, Any]], ...]
     analyses: int = 1
     features: frozenset[str] = field(default_factory=frozenset)
+    edges: frozenset[str] = field(default_factory=frozenset)
+    """Canonical fixed bin edges (``fixed_bins`` of each design) of ``model: gbdt`` analyses."""
+    gbdt_caps: Mapping[str, int] = field(default_factory=dict)
+    """Secure-sum caps of the boosting queries of ``model: gbdt`` analyses."""
+    gbdt_exact: bool = True
+    """False when a ``model: gbdt`` analysis has DP histograms: the plan then requires DP."""
 
 
     @property
@@ -167,16 +214,34 @@ def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
     hbounds = ispec.harmonised_bounds()
     bounds = {**ispec.bounds, **hbounds}
     columns = {*ispec.features, *ispec.covariates, *hbounds}
+    from hemafed.learn.features import fixed_bins
+
     designs = []
+    edges: set[str] = set()
+    caps: dict[str, int] = {}
+    exact = True
     analyses = [a for a in raw_spec.get("analyses") or () if a.get("kind") == "imaging"]
     for a in analyses:
         columns.update(str(a[k]) for k in ("outcome", "duration", "event") if a.get(k))
         columns.update(a.get("covariates", []))
         cands = [HARMONISED_PREFIX + f for f in a.get("candidates", ispec.features)]
+        boosted = a.get("model") == "gbdt"
         for chosen in itertools.combinations(cands, int(a.get("top_k", 2))):
-            designs.append(design(a.get("covariates", []), chosen, bounds).to_params())
+            d = design(a.get("covariates", []), chosen, bounds)
+            designs.append(d.to_params())
+            if boosted:
+                edges.add(_canon(fixed_bins(d, int(gbdt_options(a)["bins"])).to_params()))
+        if boosted:
+            o = gbdt_options(a)
+            rounds, depth = int(o["rounds"]), int(o["depth"])
+            exact = exact and a.get(EXACT_HISTOGRAMS_KEY) is True
+            for q, n in (("gbdt_histograms", 2 * rounds * (depth + 1)),
+                         ("gbdt_cox_risk_sets", 2 * (rounds + 1)),
+                         ("gbdt_label_sums", 2 * (rounds + 1))):
+                caps[q] = caps.get(q, 0) + n
     return PlanParts(frozenset(columns), bounds, tuple(designs), max(1, len(analyses)),
-                     frozenset({*ispec.features, *ispec.covariates, *hbounds}))
+                     frozenset({*ispec.features, *ispec.covariates, *hbounds}),
+                     frozenset(edges), caps, exact)
 
 
 def plan_problem(parts: PlanParts, params: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -21,11 +21,12 @@ import pandas as pd
 
 from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
-from hemafed.imaging.models import fit_infarct_model, fit_pfs_model
+from hemafed.imaging.models import fit_boosted_model, fit_infarct_model, fit_pfs_model
 from hemafed.imaging.site_features import HARMONISED_PREFIX
-from hemafed.imaging.spec import ImagingSpec
+from hemafed.imaging.spec import EXACT_HISTOGRAMS_KEY, ImagingSpec, gbdt_options
+from hemafed.learn.gbdt import FederatedGBDT
 from hemafed.study.spec import Analysis, StudySpec
 
 
@@ -46,7 +47,22 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
     top_k = int(a.get("top_k", 2))
     stats: dict[str, Any] = {"patients harmonised": harmonised,
                              "harmonised features": len(ispec.features)}
-    if a.get("model") == "logistic":
+    if a.get("model") == "gbdt":
+        nm = a.get("noise_multiplier")
+        if nm is None and a.get(EXACT_HISTOGRAMS_KEY) is not True:
+            raise InvalidInput(f"analysis {a.id!r}: boosting histograms are differentially "
+                               f"private unless the spec opts out: set noise_multiplier (DP) "
+                               f"or {EXACT_HISTOGRAMS_KEY}: true")
+        target = a.get("outcome") if a.get("outcome") is not None \
+            else (a.get("duration"), a.get("event"))
+        o = gbdt_options(a.options)
+        fitted = fit_boosted_model(
+            fed, target, clinical, candidates, bounds, top_k=top_k,
+            horizon=float(a.get("horizon", 2.0)), rounds=int(o["rounds"]),
+            depth=int(o["depth"]), bins=int(o["bins"]),
+            learning_rate=float(o["learning_rate"]),
+            dp=None if nm is None else DPRequest(noise_multiplier=float(nm)), study=study)
+    elif a.get("model") == "logistic":
         fitted = fit_infarct_model(fed, a.get("outcome"), clinical, candidates, bounds,
                                    top_k=top_k, study=study)
     else:
@@ -54,7 +70,14 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
                                bounds, horizon=float(a.get("horizon", 2.0)), top_k=top_k,
                                study=study)
     m = fitted.model
-    if isinstance(m, FederatedLogisticRegression):
+    tables: dict[str, Any] = {}
+    if isinstance(m, FederatedGBDT):
+        stats |= {"boosting rounds": len(m.trees_), "secure sums": m.secure_sums_,
+                  "histograms": "DP" if m.dp is not None else "exact secure sums",
+                  "bins": int(gbdt_options(a.options)["bins"])}
+        tables["feature_importance"] = frame_json(
+            m.feature_importances_.rename("total gain").sort_values(ascending=False).to_frame())
+    elif isinstance(m, FederatedLogisticRegression):
         stats |= {"newton_rounds": m.rounds, "n": m.nobs, "pseudo_r2": m.prsquared}
     else:
         stats |= {"log_likelihood": m.log_likelihood_, "newton_rounds": m.rounds, "n": m.n_,
@@ -62,7 +85,9 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
     screen = fitted.screen.set_index("feature")
     screen["chosen"] = [f in fitted.features for f in screen.index]
     stats["features chosen"] = ", ".join(fitted.features)
-    return {"tables": {"summary": frame_json(fitted.model.summary),
+    if not isinstance(m, FederatedGBDT):
+        tables["summary"] = frame_json(m.summary)
+    return {"tables": {**tables,
                        "screen": frame_json(screen),
                        "harmonisation": frame_json(pd.DataFrame(combat.summary))},
             "stats": stats}

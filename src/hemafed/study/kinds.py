@@ -125,7 +125,8 @@ _LATER = (
     # and caps come from the spec's imaging section (hemafed.study.plan.IMAGING_CAPS)
     AnalysisKind("imaging", {"model"},
                  {"outcome", "duration", "event", "horizon", "covariates", "top_k",
-                  "candidates"}),
+                  "candidates", "rounds", "depth", "bins", "learning_rate", EXACT_HISTOGRAMS_KEY,
+                  "noise_multiplier"}),
 )
 
 BUILT_IN: tuple[AnalysisKind, ...] = (*_BUILT_IN, *study_kinds.KINDS, *_LATER)

@@ -264,6 +264,14 @@ class StudyPlan:
                 add(query, n * imaging.analyses)
             columns |= imaging.columns
             spec_bounds.update(imaging.feature_bounds)
+            for query, n in imaging.gbdt_caps.items():  # model: gbdt (fixed bins, DP or exact)
+                queries.add(query)
+                add(query, n)
+            edges.update(imaging.edges)
+            if imaging.gbdt_caps:
+                mappings |= KIND_TIME_MAPPINGS["gbdt"]
+                if not imaging.gbdt_exact:
+                    dp_required.add("gbdt_histograms")
             designs.update(_canon(d) for d in imaging.designs)
             section = spec.raw["imaging"]
             raw: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
@@ -441,9 +449,10 @@ class StudyPlan:
                 return "bounds", "bounds must map each screened feature to its public bounds"
             for f in params.get("features") or ():
                 want = self.imaging_bounds.get(str(f))
+                if want is None and self.imaging is not None:
+                    # harmonised copies h_<feature>: the spec's public bounds (plan_parts)
+                    want = self.imaging.bounds.get(str(f))
                 got = bounds.get(f)
-                if str(f).startswith("h_"):
-                    continue  # harmonised copies: bounds from the released ComBat fit
                 if want is None or not isinstance(got, list | tuple) or len(got) != 2 \
                         or (float(got[0]), float(got[1])) != want:
                     return "bounds", (f"bounds of {f!r} must be the spec's imaging bounds "
@@ -591,7 +600,8 @@ def _named_columns(params: Mapping[str, Any]) -> Iterable[str]:
         if isinstance(value, Mapping):
             for k, v in value.items():
                 if k in _COLUMN_KEYS and isinstance(v, str):
-                    yield v
+                    if v:  # "" names no column (a boosting label's unused duration_col)
+                        yield v
                 elif k in _COLUMN_LIST_KEYS and isinstance(v, list) \
                         and all(isinstance(c, str) for c in v):
                     yield from v

@@ -470,7 +470,13 @@ def _imaging(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> 
     """Harmonised imaging features + clinical covariates: the model page (logistic or Cox),
     then the federated screen and the pooled ComBat parameters (hemafed.imaging.study)."""
     model = (doc.get("options") or {}).get("model")
-    (_logistic if model == "logistic" else _cox)(s, doc, results)
+    if model == "gbdt":  # boosted: no coefficients; the gains of the trees' splits
+        s.metrics(_measure_rows(doc.get("stats") or {}))
+        imp = frame_from_json(doc["tables"]["feature_importance"])
+        imp.index = [label(str(i)) for i in imp.index]
+        s.table(imp, caption="federated boosted model: total split gain per column")
+    else:
+        (_logistic if model == "logistic" else _cox)(s, doc, results)
     for name, caption in (("screen", "federated univariate screen of the harmonised features "
                                      "(Welch t, outcome group vs the rest)"),
                           ("harmonisation", "federated ComBat: pooled grand mean, pooled SD and "
