@@ -30,12 +30,20 @@ def concordance_from_histograms(events: np.ndarray, later: np.ndarray) -> float:
     return (correct + 0.5 * tied) / pairs
 
 
+def concordance_request(params: Mapping[str, Any], beta: Sequence[float] | np.ndarray,
+                        lp_bins: int = 256) -> dict[str, Any]:
+    """The ``cox_concordance_histogram`` parameters for ``x @ beta`` (``params``: a
+    ``cox_risk_set_sums`` request), e.g. to carry them with a Newton round in one batch."""
+    request = dict(params) | {"beta": [float(b) for b in beta], "lp_bins": int(lp_bins)}
+    request.pop("strata_col", None)
+    request.pop("strata_levels", None)
+    return request
+
+
 def federated_concordance(federation: Federation, params: Mapping[str, Any],
                           beta: Sequence[float] | np.ndarray, lp_bins: int = 256,
                           study: str = "default") -> float:
     """C-index of the linear predictor ``x @ beta`` (``params``: a ``cox_risk_set_sums`` request)."""
-    request = dict(params) | {"beta": [float(b) for b in beta], "lp_bins": int(lp_bins)}
-    request.pop("strata_col", None)
-    request.pop("strata_levels", None)
-    agg = federation.secure_sum("cox_concordance_histogram", request, study=study)
+    agg = federation.secure_sum("cox_concordance_histogram",
+                                concordance_request(params, beta, lp_bins), study=study)
     return concordance_from_histograms(agg["events"], agg["later"])

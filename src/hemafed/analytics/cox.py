@@ -63,7 +63,11 @@ import pandas as pd
 from scipy import stats
 
 from hemafed.analytics import results
-from hemafed.analytics.concordance import federated_concordance
+from hemafed.analytics.concordance import (
+    concordance_from_histograms,
+    concordance_request,
+    federated_concordance,
+)
 from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.survival_queries import (
@@ -76,7 +80,7 @@ from hemafed.analytics.survival_queries import (
     query_params,
 )
 from hemafed.errors import ConvergenceError, InvalidInput
-from hemafed.federation.api import Federation
+from hemafed.federation.api import Federation, SumRequest, secure_sums
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +147,36 @@ class FederatedCoxPH:
         self._event_sums: dict[str, np.ndarray] | None = None
         self._rows_request: dict[str, list[int]] = {}
         self._federation: Federation | None = None  # only while fitting
+        self._concordance: float | None = None  # carried with the last Newton round
 
     # --- one round: loglik, gradient, Hessian at beta from secure sums ------------------------
-    def _derivatives(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
+    def _derivatives(self, beta: np.ndarray, with_concordance: int = 0
+                     ) -> tuple[float, np.ndarray, np.ndarray, float]:
+        """One Newton round at ``beta``; with ``with_concordance`` (its ``lp_bins``) the
+        concordance histogram at the same ``beta`` travels in the same aggregation (kept in
+        ``_concordance``): one round trip fewer for the fit's last round."""
         params = self._request | {"beta": [float(b) for b in beta]}
         efron = self.ties == "efron"
         if self._federation is None:
             raise InvalidInput("the model is fitted: its federation is no longer held")
-        if self.strata == "site":
-            agg = self._federation.secure_sum("cox_site_derivatives", params, study=self._study)
-            ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
-            events = float(agg["d"].sum())
-        else:
+        query = "cox_site_derivatives" if self.strata == "site" else "cox_risk_set_sums"
+        if self.strata != "site":
             params |= self._rows_request
             if self._event_sums is not None:
                 params["event_sums"] = False
-            agg = self._federation.secure_sum("cox_risk_set_sums", params, study=self._study)
+        parts: list[SumRequest] = [(query, params, None)]
+        if with_concordance:
+            parts.append(("cox_concordance_histogram",
+                          concordance_request(self._request, beta, with_concordance), None))
+        results = secure_sums(self._federation, parts, study=self._study)
+        agg = results[0]
+        if with_concordance:
+            self._concordance = concordance_from_histograms(results[1]["events"],
+                                                            results[1]["later"])
+        if self.strata == "site":
+            ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
+            events = float(agg["d"].sum())
+        else:
             sums = expand_cox_sums(agg.values, self._grid.size,
                                    self._rows_request.get("time_index"),
                                    self._rows_request.get("tie_index"))
@@ -233,6 +251,7 @@ class FederatedCoxPH:
         self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
         self.numbers_per_round_ = []
         self._last_sums = self._event_sums = None
+        self._concordance = None
         self.at_risk_ = None
 
         beta = np.zeros(spec.width)
@@ -270,7 +289,10 @@ class FederatedCoxPH:
                     raise ConvergenceError(
                         f"coefficient of {names[j]!r} diverges (perfect separation or monotone "
                         f"likelihood); drop or merge that covariate")
-                ll_new, g_new, h_new, _ = self._derivatives(cand)
+                # a step this small is the last (taken whole, then converged): the
+                # concordance at its beta comes with this round
+                last = concordance and step_se < min(self.tol, WHOLE_STEP_SE)
+                ll_new, g_new, h_new, _ = self._derivatives(cand, lp_bins if last else 0)
                 if (step_se < WHOLE_STEP_SE or ll_new >= ll - 1e-12 * max(1.0, abs(ll))
                         or halvings >= 20):
                     break
@@ -302,8 +324,13 @@ class FederatedCoxPH:
                                           name="se")
         self.log_likelihood_ = ll
         self.gradient_ = grad
-        self.concordance_index_ = (federated_concordance(
-            federation, self._request, beta, lp_bins, study) if concordance else float("nan"))
+        if not concordance:
+            self.concordance_index_ = float("nan")
+        elif self._concordance is not None:
+            self.concordance_index_ = self._concordance
+        else:
+            self.concordance_index_ = federated_concordance(federation, self._request, beta,
+                                                            lp_bins, study)
         log.info("federated Cox converged in %d rounds (%d covariates)", self.rounds, spec.width)
         self._federation = None  # a fitted model keeps its numbers, not the connection
         return self

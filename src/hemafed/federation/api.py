@@ -6,7 +6,7 @@ value. Transports (Flower simulation, Flower deployment, in-process) implement t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,3 +42,21 @@ class Federation(Protocol):
                    dp: DPRequest | None = None) -> AggregateResult:
         """Run ``query`` at every site and return only the sum over sites."""
         ...
+
+
+SumRequest = tuple[str, Mapping[str, Any], "DPRequest | None"]
+"""``(query, params, dp)``: one part of a batch of secure sums."""
+
+
+def secure_sums(federation: Any, parts: Sequence[SumRequest], *,
+                study: str = "default") -> list[AggregateResult]:
+    """The secure sums of ``parts``, in one aggregation when ``federation`` batches.
+
+    A federation batches when it has a ``secure_sums(parts, study=...)`` method (every part is
+    answered at each site exactly as if sent alone; a refused part refuses the batch). Without
+    one the parts are sent one after another: the sums are the same either way.
+    """
+    batch = getattr(federation, "secure_sums", None)
+    if callable(batch) and len(parts) > 1:
+        return list(batch(list(parts), study=study))
+    return [federation.secure_sum(q, p, study=study, dp=dp) for q, p, dp in parts]

@@ -30,7 +30,8 @@ import numpy as np
 
 from hemafed.atomic import write_text
 from hemafed.errors import DropoutRefused, InvalidInput, PolicyRefused, ProtocolError, SitesChanged
-from hemafed.federation.api import AggregateResult, DPRequest
+from hemafed.federation.api import AggregateResult, DPRequest, SumRequest
+from hemafed.federation.batch import merge_parts, pack_batch, split_parts, unpack_batch
 from hemafed.federation.queries import Statistic, get_query
 from hemafed.federation.transport import Exchange, SiteHandler
 from hemafed.privacy.anchors import AnchorStore
@@ -115,6 +116,8 @@ class _SiteRuntime:
     manifest: FederationManifest
     stamp: tuple[float, ...]
     site_dir: Path | None = None
+    deferred_guard: tuple[bytes, list[str]] | None = None
+    """A batch's one-shot participants check, run part by part in :meth:`compute`."""
 
     def compute(self, payload: bytes, quorum: int
                 ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
@@ -122,18 +125,56 @@ class _SiteRuntime:
 
         # the secure-aggregation quorum is what this site can rely on: any released sum covers
         # at least that many sites, so it bounds the noise-share divisor the hub may ask for
+        parts, deferred, self.deferred_guard = self._parts(payload), self.deferred_guard, None
+        if parts is not None:
+            return self._compute_batch(payload, parts, quorum, deferred)
         try:
             request = SiteRequest.from_json(payload)
         except Exception as exc:
             raise self.node.refuse_malformed(payload, exc) from exc
         answer = self.node.answer(request, guaranteed_contributors=quorum)
+        self._effect(request)
+        return answer.values, answer.specs
+
+    __call__ = compute  # the runtime is the secure-aggregation compute (with its hooks)
+
+    def _effect(self, request: Any) -> None:
         effect = SITE_EFFECTS.get(request.query)
         if effect is not None and self.site_dir is not None:
             effect(self.site_dir, self.node, request.params)
             self.stamp = _stamp(self.site_dir)
-        return answer.values, answer.specs
 
-    __call__ = compute  # the runtime is the secure-aggregation compute (with its hooks)
+    def _parts(self, payload: bytes) -> list[bytes] | None:
+        """The requests of a batch payload (None: a single request)."""
+        try:
+            return unpack_batch(payload)
+        except InvalidInput as exc:
+            raise self.node.refuse_malformed(payload, exc) from exc
+
+    def _compute_batch(self, payload: bytes, parts: list[bytes], quorum: int,
+                       deferred: tuple[bytes, list[str]] | None
+                       ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
+        """Each part through the single-request path, in order; the first refusal refuses
+        the batch (:mod:`hemafed.federation.batch`)."""
+        from hemafed.site.request import SiteRequest
+
+        requests = []
+        for part in parts:
+            try:
+                requests.append(SiteRequest.from_json(part))
+            except Exception as exc:
+                raise self.node.refuse_malformed(part, exc) from exc
+        sites = deferred[1] if deferred is not None and deferred[0] == payload else None
+
+        def guard(request: Any) -> None:  # the one-shot participants check, part by part
+            if sites is not None:
+                self.node.guard_participants(request.to_json(), sites, one_shot=True,
+                                             stage="one-shot")
+
+        answers = self.node.answer_all(requests, guaranteed_contributors=quorum, before=guard,
+                                       after=self._effect)
+        return (merge_parts([a.values for a in answers]),
+                merge_parts([a.specs for a in answers]))
 
     def audit_head(self) -> tuple[int, str]:
         """The audit log's head, signed into every reply (the hub anchors it)."""
@@ -145,17 +186,32 @@ class _SiteRuntime:
 
     def guard_participants(self, payload: bytes, sites: list[str], one_shot: bool,
                            stage: str) -> None:
-        """Refuse to let a non-DP request be released over a different set of sites."""
-        self.node.guard_participants(payload, sites, one_shot=one_shot, stage=stage)
+        """Refuse to let a non-DP request be released over a different set of sites.
+
+        A batch's one-shot check runs part by part inside :meth:`compute`, each just before
+        that part is answered, as for requests sent one after another."""
+        parts = self._parts(payload)
+        if parts is None:
+            self.node.guard_participants(payload, sites, one_shot=one_shot, stage=stage)
+        elif one_shot:
+            self.deferred_guard = (payload, list(sites))
+        else:
+            for part in parts:
+                self.node.guard_participants(part, sites, one_shot=one_shot, stage=stage)
 
     def check_anchor(self, payload: bytes, seq: int, head: str) -> None:
         """Refuse (audited) when this site's audit log is behind what the hub last saw."""
-        self.node.check_anchor(payload, seq, head)
+        parts = self._parts(payload)
+        self.node.check_anchor(payload if parts is None else parts[0], seq, head)
 
     def audit_refusal(self, payload: bytes, exc: BaseException) -> BaseException:
         """Audit a refusal that arose after the node answered (e.g. the hub's declared
         statistics differ from the site's); return the exception carrying its reference."""
-        return self.node.refuse_malformed(payload, exc)
+        try:
+            parts = unpack_batch(payload)
+        except InvalidInput:
+            parts = None
+        return self.node.refuse_malformed(payload if parts is None else parts[0], exc)
 
 
 _RUNTIMES: dict[str, _SiteRuntime] = {}
@@ -368,37 +424,66 @@ class SecureFederation:
 
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
+        return self._aggregate([(query, params, dp)], study, batch=False)[0]
+
+    def secure_sums(self, parts: Sequence[SumRequest], *,
+                    study: str = "default") -> list[AggregateResult]:
+        """The secure sums of several ``(query, params, dp)`` parts in ONE aggregation.
+
+        Every site answers each part exactly as if it were sent alone (plan check, policy,
+        min-cell rule, DP noise share and ledger charge, audit entry, in order) and refuses the
+        whole batch at the first part it refuses (:mod:`hemafed.federation.batch`). The fixed
+        contributor set applies to the batch as to one sum (:class:`SitesChanged`). The first
+        result carries the batch's round trips and seconds, the others none.
+        """
+        return self._aggregate(list(parts), study, batch=len(parts) > 1)
+
+    def _aggregate(self, parts: list[SumRequest], study: str, *,
+                   batch: bool) -> list[AggregateResult]:
         from hemafed.site.request import SiteRequest
 
         start = time.perf_counter()
-        q = get_query(query)
-        q.check_params(params)
-        base_specs = q.declare(params)
+        if not parts:
+            raise InvalidInput("secure_sums needs at least one (query, params, dp) part")
+        queries = [get_query(query) for query, _, _ in parts]
+        for q, (_, params, _) in zip(queries, parts, strict=True):
+            q.check_params(params)
+        base = [q.declare(params) for q, (_, params, _) in zip(queries, parts, strict=True)]
+        key = "+".join(q.key for q in queries)
+        any_dp = any(dp is not None for _, _, dp in parts)
         exchanges = self._sums.exchanges
         for attempt in range(2):
             one_shot = self._sums.one_shot
-            divisor = self.manifest.threshold
-            if dp is not None and self.noise_shares == "all":
-                divisor = len(self._sums.members())
-            specs = noisy_specs(base_specs, dp, divisor)
-            request = SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
-                                  dict(params), self.requester, dp, divisor, True)
+            divisors = [len(self._sums.members())
+                        if dp is not None and self.noise_shares == "all"
+                        else self.manifest.threshold for _, _, dp in parts]
+            quorum = max(divisors)
+            part_specs = [noisy_specs(b, dp, d)
+                          for b, (_, _, dp), d in zip(base, parts, divisors, strict=True)]
+            requests = [SiteRequest(uuid.uuid4().hex, study, self.spec_sha256, q.name, q.version,
+                                    dict(params), self.requester, dp, d, True)
+                        for q, (_, params, dp), d in zip(queries, parts, divisors, strict=True)]
+            if batch:
+                payload = pack_batch([r.to_json() for r in requests])
+                specs = merge_parts(part_specs)
+            else:
+                payload, specs = requests[0].to_json(), part_specs[0]
             try:
-                outcome = self._sums.secure_sum(os.urandom(16), request.to_json(), specs,
-                                                quorum=divisor)  # members >= t: a session needs t
+                outcome = self._sums.secure_sum(os.urandom(16), payload, specs,
+                                                quorum=quorum)  # members >= t: a session needs t
                 break
             except (ProtocolError, PolicyRefused) as exc:
-                if dp is None:
-                    self._explain_dropout(exc, q.key, study)
+                if not any_dp:
+                    self._explain_dropout(exc, key, study)
                 if isinstance(exc, PolicyRefused):
                     raise
                 # a site did not answer a one-shot sum, or a DP release over every site of the
                 # session lost one: nothing was revealed; repeat once, in a fresh session
-                if attempt or not (one_shot or (dp is not None and self.noise_shares == "all")):
+                if attempt or not (one_shot or (any_dp and self.noise_shares == "all")):
                     raise
                 self._sums.one_shot = False
                 log.warning("query %s: the secure sum did not complete (%s); retrying once in "
-                            "a fresh session, with dropout recovery", q.key, exc)
+                            "a fresh session, with dropout recovery", key, exc)
         covered = tuple(sorted(outcome.contributors))
         if self._contributors is None:
             self._contributors = covered
@@ -408,13 +493,19 @@ class SecureFederation:
                 self._sums.participants = list(covered)
                 self._sums.reset()
         elif covered != self._contributors:
-            log.warning("query %s: covered %s, not the fixed set %s", q.key, list(covered),
+            log.warning("query %s: covered %s, not the fixed set %s", key, list(covered),
                         list(self._contributors))
-            raise SitesChanged(q.key, self._contributors, covered)
-        noise_std: dict[str, float] = {}
-        if dp is not None:
-            scale = math.sqrt(len(outcome.contributors) / divisor)
-            noise_std = {k: v * scale for k, v in release_noise_std(base_specs, dp).items()}
-        return AggregateResult(dict(outcome.values), tuple(outcome.contributors),
-                               tuple(outcome.dropped), self._sums.exchanges - exchanges,
-                               time.perf_counter() - start, dp, noise_std)
+            raise SitesChanged(key, self._contributors, covered)
+        values = split_parts(outcome.values, len(parts)) if batch else [dict(outcome.values)]
+        seconds = time.perf_counter() - start
+        results = []
+        for i, ((_, _, dp), b, d) in enumerate(zip(parts, base, divisors, strict=True)):
+            noise_std: dict[str, float] = {}
+            if dp is not None:
+                scale = math.sqrt(len(outcome.contributors) / d)
+                noise_std = {k: v * scale for k, v in release_noise_std(b, dp).items()}
+            results.append(AggregateResult(
+                values[i], tuple(outcome.contributors), tuple(outcome.dropped),
+                self._sums.exchanges - exchanges if i == 0 else 0, seconds if i == 0 else 0.0,
+                dp, noise_std))
+        return results

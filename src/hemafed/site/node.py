@@ -290,6 +290,22 @@ class SiteNode:
         behind.refusal = Refusal("rollback", "audit_log")  # type: ignore[attr-defined]
         raise self.refuse_malformed(payload, behind)
 
+    def answer_all(self, requests: Sequence[SiteRequest], *,
+                   guaranteed_contributors: int | None = None,
+                   before: Callable[[SiteRequest], None] | None = None,
+                   after: Callable[[SiteRequest], None] | None = None) -> list[SiteAnswer]:
+        """A batch: each request through :meth:`answer`, in order, as if sent one after
+        another (``before``/``after`` run around each one); the first refusal raises, so the
+        audit log, ledger and plan counts are those of the requests up to and including it."""
+        answers = []
+        for request in requests:
+            if before is not None:
+                before(request)
+            answers.append(self.answer(request, guaranteed_contributors=guaranteed_contributors))
+            if after is not None:
+                after(request)
+        return answers
+
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
         """Check, audit, compute, charge and noise one request (see the module docstring).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from hemafed.documents import finite as _finite
 from hemafed.documents import frame_from_json as frame_from_json
 from hemafed.documents import frame_json as frame_json
 from hemafed.errors import HemafedError, InvalidInput, SitesChanged
-from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.federation.api import AggregateResult, DPRequest, Federation, SumRequest, secure_sums
 from hemafed.kinds import KindTable, bind, get_kind
 from hemafed.study import kinds as _registrations  # noqa: F401  (the kinds and their queries)
 from hemafed.study.derived import DERIVED_LEVELS
@@ -45,7 +45,15 @@ class TrackingFederation:
 
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
-        res = self.inner.secure_sum(query, params, study=study, dp=dp)
+        return self._record(query, dp, self.inner.secure_sum(query, params, study=study, dp=dp))
+
+    def secure_sums(self, parts: Sequence[SumRequest], *,
+                    study: str = "default") -> list[AggregateResult]:
+        """Several sums in one aggregation when the inner federation batches (one record each)."""
+        results = secure_sums(self.inner, parts, study=study)
+        return [self._record(q, dp, r) for (q, _, dp), r in zip(parts, results, strict=True)]
+
+    def _record(self, query: str, dp: DPRequest | None, res: AggregateResult) -> AggregateResult:
         self.calls.append({"query": query, "round_trips": res.round_trips,
                            "seconds": res.seconds, "sites": len(res.sites),
                            "site_ids": sorted(res.sites),
