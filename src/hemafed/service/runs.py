@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from hemafed.errors import InvalidInput
-from hemafed.federation.api import AggregateResult, DPRequest, Federation
+from hemafed.federation.api import AggregateResult, DPRequest, Federation, SumRequest, secure_sums
 from hemafed.federation.runtime import MANIFEST_FILE, SecureFederation
 from hemafed.federation.transport import Exchange
 from hemafed.secure import FederationManifest
@@ -64,11 +64,22 @@ class ProgressFederation:
     def secure_sum(self, query: str, params: Mapping[str, Any], *, study: str = "default",
                    dp: DPRequest | None = None) -> AggregateResult:
         res = self.inner.secure_sum(query, params, study=study, dp=dp)
+        self._progress(res)
+        return res
+
+    def secure_sums(self, parts: Sequence[SumRequest], *,
+                    study: str = "default") -> list[AggregateResult]:
+        """Several sums in one aggregation when the inner federation batches (one round)."""
+        results = secure_sums(self.inner, parts, study=study)
+        if results:
+            self._progress(results[0])
+        return results
+
+    def _progress(self, res: AggregateResult) -> None:
         self.rounds += 1
         self.report({"round": self.rounds, "analysis": self.analysis,
                      "sites_answering": len(res.sites), "dropped": list(res.dropped),
                      "elapsed": round(time.perf_counter() - self.started, 1)})
-        return res
 
     def on_analysis(self, title: str) -> None:
         index = [a.title for a in self.spec.analyses].index(title) + 1
