@@ -258,6 +258,8 @@ class StudyPlan:
     max_weights: frozenset[float | None] = frozenset()
     lmm: frozenset[str] = frozenset()
     imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    catalogue: frozenset[str] = frozenset()
+    """A catalogue's pinned request part: counted column, its disease areas, counted fields."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
 
@@ -284,6 +286,7 @@ class StudyPlan:
         edges: set[str] = set()
         max_weights: set[float | None] = set()
         lmm: set[str] = set()
+        catalogue: set[str] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
@@ -373,8 +376,10 @@ class StudyPlan:
                     add(q, 8)
             elif a.kind == "synth":
                 add("marginal_counts", 64)
-            elif a.kind == "catalogue" and float(a.get("epsilon", 0) or 0) > 0:
-                dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
+            elif a.kind == "catalogue":
+                catalogue.add(_catalogue_key(a.get("group"), a.get("levels"), a.get("columns")))
+                if float(a.get("epsilon", 0) or 0) > 0:
+                    dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
             elif a.kind == "iptw":
                 mw = a.get("max_weight")
                 max_weights.add(float(mw) if isinstance(mw, int | float) else None)
@@ -400,7 +405,7 @@ class StudyPlan:
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
-                   imaging=imaging)
+                   frozenset(catalogue), imaging=imaging)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -503,6 +508,14 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
+        if query == "catalogue_counts":
+            levels = params.get("levels")
+            key = _catalogue_key(params.get("column"), {params.get("column"): levels}
+                                 if isinstance(params.get("column"), str) else None,
+                                 params.get("features"))
+            if key not in self.catalogue:
+                return "catalogue", ("the catalogue's column, disease areas and fields must be "
+                                     "those of the approved catalogue plan")
         if query == "imaging_screen":
             bounds = params.get("bounds")
             if not isinstance(bounds, Mapping):
@@ -635,6 +648,12 @@ def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any
     except (TypeError, ValueError):
         pinned = {}
     return _canon([outcome, time, covariates, pinned, max_obs])
+
+
+def _catalogue_key(group: Any, levels: Any, columns: Any) -> str:
+    """The pinned part of a catalogue request: the counted column, its levels, the fields."""
+    lv = levels.get(group) if isinstance(levels, Mapping) and isinstance(group, str) else None
+    return _canon([group, lv, columns])
 
 
 def _values_under(value: Any, key: str, depth: int = 0) -> Iterable[Any]:
