@@ -23,6 +23,7 @@ from hemafed.secure.hub import SumOutcome
 from hemafed.service.catalogue import approve_catalogue, catalogue_spec_text, parse_plan
 from hemafed.site.store import load_cohort
 from hemafed.study.derived import IPSSM_CATEGORIES
+from hemafed.study.plan import MAX_PATIENTS
 
 PLAN = parse_plan(catalogue_spec_text(diseases=["MDS", "AML"], epsilon=0.0, min_cell=0))
 SITES = ["site-0", "site-1", "site-2"]
@@ -68,3 +69,123 @@ def test_g_catalogue_requests_outside_the_plan_are_refused(
     outcome, codes = hub.send("catalogue_counts", _params(**change))
     assert not isinstance(outcome, SumOutcome), "the hub got counts the plan does not name"
     assert set(codes.values()) == {"outside_plan"}, codes
+
+
+# --- H: the GWAS binary trait's threshold and the logistic coefficients ----------------------
+
+GWAS_STUDY = "ar3-gwas"
+THRESHOLD = 200.0
+
+
+@pytest.fixture(scope="module")
+def gwas_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, LocalSites, Any, Any]:
+    import pandas as pd
+
+    from hemafed.cohort.validate import validate_cohort
+    from hemafed.genomics.intake import import_genotypes
+    from hemafed.genomics.simulate import CohortDesign, simulate_cohort, write_cohort
+    from hemafed.genomics.variants import VariantList
+    from hemafed.study.spec import StudySpec
+
+    root = tmp_path_factory.mktemp("ar3-gwas")
+    cohort = simulate_cohort(CohortDesign(n_patients=150, n_variants=200, null_segments=4,
+                                          seed=23))
+    files = root / "files"
+    write_cohort(cohort, files)
+    spec = StudySpec.from_mapping({"study_id": GWAS_STUDY, "requester": "r", "analyses": [
+        {"id": "tcd", "kind": "gwas", "trait": "tcd_velocity", "threshold": THRESHOLD,
+         "variant_list": str(files / "variants.tsv"), "covariates": ["age", "sex"]},
+        {"id": "tcd_q", "kind": "gwas", "trait": "tcd_velocity",
+         "variant_list": str(files / "variants.tsv"), "covariates": ["age", "sex"]}]})
+    cohorts = {s: validate_cohort(pd.read_csv(files / s / "patients.csv"))
+               for s in cohort.site_ids}
+    fed = make_sites(root / "sites", cohorts, spec, require_dp=False)
+    vlist = VariantList.read(files / "variants.tsv")
+    for s, d in fed.site_dirs.items():
+        import_genotypes(d, files / s / "genotypes.bed", vlist, study=GWAS_STUDY,
+                         build="GRCh38", min_call_rate=0.5, max_abs_f=1.0)
+    return cohort, fed, spec, vlist
+
+
+def _gwas_params(vlist: Any, threshold: float, m: int) -> dict[str, Any]:
+    import numpy as np
+
+    from hemafed.genomics.queries import pack
+
+    return {"study": GWAS_STUDY, "variant_list": vlist.sha256, "max_patients": MAX_PATIENTS,
+            "trait": {"column": "tcd_velocity", "threshold": threshold},
+            "covariates": ["age", "sex"], "variants": pack(np.arange(m), "<i4"),
+            "beta": pack(np.zeros(m * 4))}
+
+
+def test_h_gwas_threshold_is_the_specs(gwas_world: tuple[Any, LocalSites, Any, Any]) -> None:
+    """A hub moving the binary trait's threshold to just below the network's largest value
+    makes that one patient the only case: ``case_alt`` is then their genotype at every
+    variant asked. The threshold is the spec's."""
+    import numpy as np
+
+    cohort, fed, spec, vlist = gwas_world
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    m = 40
+    # control: the spec's threshold is answered
+    outcome, codes = hub.send("gwas_logistic", _gwas_params(vlist, THRESHOLD, m))
+    assert isinstance(outcome, SumOutcome), outcome
+    # the attack (the hub finds the threshold by bisection on the 'cases' sum; the test reads
+    # it from the truth to stay short)
+    tcd = cohort.patients["tcd_velocity"].astype(float).to_numpy()
+    ok = ~np.isnan(cohort.patients["age"].astype(float).to_numpy()) & ~np.isnan(tcd)
+    top = int(np.nanargmax(np.where(ok, tcd, np.nan)))
+    second = float(np.sort(tcd[ok])[-2])
+    outcome, codes = hub.send("gwas_logistic",
+                              _gwas_params(vlist, (second + tcd[top]) / 2, m))
+    if isinstance(outcome, SumOutcome):  # the leak, as it was
+        leaked = outcome.values["case_alt"]
+        truth = np.maximum(cohort.dosage[:m, top], 0)
+        assert outcome.values["cases"].max() == 1
+        pytest.fail(f"one patient's genotypes leaked: {np.array_equal(leaked, truth)}")
+    assert set(codes.values()) == {"outside_plan"}, codes
+
+
+def test_h_gwas_logistic_coefficients_are_bounded(
+        gwas_world: tuple[Any, LocalSites, Any, Any]) -> None:
+    """A coefficient of 1e6 on scaled age turns the fitted probability into a step at a
+    hub-chosen age (two steps isolate one patient in ``grad``); the plan bounds it as it bounds
+    every iterated coefficient vector."""
+    import numpy as np
+
+    from hemafed.genomics.queries import pack
+
+    _, fed, spec, vlist = gwas_world
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    params = _gwas_params(vlist, THRESHOLD, 2)
+    params["beta"] = pack(np.array([0.0, 1e6, 0.0, 0.0] * 2))
+    outcome, codes = hub.send("gwas_logistic", params)
+    assert not isinstance(outcome, SumOutcome), "a step-function coefficient was answered"
+    assert set(codes.values()) == {"outside_plan"}, codes
+
+
+@pytest.mark.xfail(strict=True, reason="open (third review, I): non-DP per-variant association "
+                   "sums over a variant with fewer carriers than min_cell_size are answered; "
+                   "to build: the site's own-carrier minimum for gwas_linear/logistic/firth/"
+                   "ld_pairs without DP (docs/security.md)")
+def test_i_gwas_rare_variant_sums_are_not_released_exactly(
+        gwas_world: tuple[Any, LocalSites, Any, Any]) -> None:
+    """The hub picks the variants: a variant carried by two patients of the network gives
+    ``gy`` = the sum of those two patients' (scaled) traits, a cell of two, under a policy
+    whose min_cell_size is 5."""
+    import numpy as np
+
+    from hemafed.genomics.queries import pack
+
+    cohort, fed, spec, vlist = gwas_world
+    carriers = (cohort.dosage > 0).sum(axis=1)
+    j = int(np.flatnonzero(carriers == carriers.min())[0])
+    params = _gwas_params(vlist, THRESHOLD, 1)
+    params["variants"] = pack(np.array([j]), "<i4")
+    del params["beta"]
+    params["trait"] = {"column": "tcd_velocity", "threshold": None}
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    outcome, codes = hub.send("gwas_linear", params)
+    assert not isinstance(outcome, SumOutcome), (
+        f"variant {j} with {carriers[j]} carriers: gy = {outcome.values['gy']} released exactly")
+    assert "data_do_not_fit" in set(codes.values()) or "policy" in set(codes.values())

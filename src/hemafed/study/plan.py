@@ -260,6 +260,8 @@ class StudyPlan:
     imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     catalogue: frozenset[str] = frozenset()
     """A catalogue's pinned request part: counted column, its disease areas, counted fields."""
+    gwas_traits: frozenset[str] = frozenset()
+    """The GWAS analyses' traits with their binary threshold (``None``: quantitative)."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
 
@@ -287,6 +289,7 @@ class StudyPlan:
         max_weights: set[float | None] = set()
         lmm: set[str] = set()
         catalogue: set[str] = set()
+        gwas_traits: set[str] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
@@ -383,6 +386,8 @@ class StudyPlan:
             elif a.kind == "iptw":
                 mw = a.get("max_weight")
                 max_weights.add(float(mw) if isinstance(mw, int | float) else None)
+            elif a.kind == "gwas":
+                gwas_traits.add(_gwas_trait_key(a.get("trait"), a.get("threshold")))
             elif a.kind == "lmm":
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
@@ -405,7 +410,7 @@ class StudyPlan:
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
-                   frozenset(catalogue), imaging=imaging)
+                   frozenset(catalogue), frozenset(gwas_traits), imaging=imaging)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -508,6 +513,26 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
+        if query.startswith("gwas_") and "trait" in params:
+            t = params.get("trait")
+            key = _gwas_trait_key(*((t.get("column"), t.get("threshold"))
+                                    if isinstance(t, Mapping) else (None, None)))
+            if key not in self.gwas_traits:
+                return "trait", ("the trait and its threshold must be those of one of the "
+                                 "spec's gwas analyses")
+        if query in OWN_DESIGN_QUERIES and query.startswith("gwas_") and "beta" in params:
+            from hemafed.analytics.design import MAX_LP_TERM
+            from hemafed.genomics.queries import unpack
+
+            try:
+                beta = unpack(params.get("beta"), "<f8", "beta")
+            except InvalidInput:
+                return "beta", "beta must be base64 of finite float64 values"
+            # covariates and the trait enter scaled to |z| <= 1, PC scores clipped to [-1, 1],
+            # genotypes 0..2 (half-width 1): the bound of every iterated coefficient vector
+            if beta.size and float(abs(beta).max()) > MAX_LP_TERM:
+                return "beta", (f"every coefficient of a gwas model must be at most "
+                                f"{MAX_LP_TERM:g} in size (covariates are scaled to [-1, 1])")
         if query == "catalogue_counts":
             levels = params.get("levels")
             key = _catalogue_key(params.get("column"), {params.get("column"): levels}
@@ -648,6 +673,12 @@ def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any
     except (TypeError, ValueError):
         pinned = {}
     return _canon([outcome, time, covariates, pinned, max_obs])
+
+
+def _gwas_trait_key(column: Any, threshold: Any) -> str:
+    thr = float(threshold) if isinstance(threshold, int | float) \
+        and not isinstance(threshold, bool) else threshold
+    return _canon([column, thr])
 
 
 def _catalogue_key(group: Any, levels: Any, columns: Any) -> str:
