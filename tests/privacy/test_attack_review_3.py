@@ -10,6 +10,7 @@ G: the catalogue plan pins the counted column, its disease areas and the counted
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +190,50 @@ def test_i_gwas_rare_variant_sums_are_not_released_exactly(
     assert not isinstance(outcome, SumOutcome), (
         f"variant {j} with {carriers[j]} carriers: gy = {outcome.values['gy']} released exactly")
     assert "data_do_not_fit" in set(codes.values()) or "policy" in set(codes.values())
+
+
+# --- J: the imaging screen's horizon -----------------------------------------------------------
+
+SCREEN_SPEC_MAP = {
+    "study_id": "ar3-screen", "requester": "r",
+    "imaging": {"modality": "MR", "settings": {"bin_width": 8.0, "aggregation": "averaged"},
+                # a clinical column stands in for an imaging feature: the screen treats both
+                # alike, and the standard site runtime needs no imaging store for it
+                "harmonise": {"features": ["hb", "plt"], "covariates": []},
+                "bounds": {"hb": [0, 25], "plt": [0, 2000], "age": [0, 120]}},
+    "analyses": [{"id": "pfs", "kind": "imaging", "model": "cox", "duration": "os_time",
+                  "event": "os_status", "covariates": ["age"], "horizon": 2.0, "top_k": 1}]}
+
+
+def test_j_imaging_screen_horizon_is_the_specs(tmp_path: Path) -> None:
+    """Two screens whose horizons bracket one patient's follow-up time (known to the hub
+    from the study's own time histogram) give that patient's feature value by difference of
+    ``sum0`` (event-free beyond the horizon); the horizon is the spec's."""
+    import numpy as np
+    import pandas as pd
+
+    from hemafed.imaging.runtime import load_imaging_queries
+    from hemafed.study.spec import StudySpec
+
+    load_imaging_queries()
+    spec = StudySpec.from_mapping(SCREEN_SPEC_MAP)
+    cohorts = split_sites(generate("MDS", 240, 5), 3, 5)
+    fed = make_sites(tmp_path, cohorts, spec, require_dp=False, enforce_min_cell=False)
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    base = {"features": ["hb"], "outcome": "os_status", "time": "os_time",
+            "bounds": {"hb": [0.0, 25.0]}, "max_patients": MAX_PATIENTS}
+    outcome, codes = hub.send("imaging_screen", {**base, "horizon": 2.0})  # the spec's
+    assert isinstance(outcome, SumOutcome), (outcome, codes)
+    pooled = pd.concat([load_cohort(d).patients for d in fed.site_dirs.values()])
+    ok = pooled["hb"].notna() & pooled["os_time"].notna() & pooled["os_status"].notna()
+    t = np.sort(pooled.loc[ok, "os_time"].astype(float).to_numpy())
+    i = int(np.flatnonzero((np.diff(t)[:-1] > 1e-3) & (np.diff(t)[1:] > 1e-3))[0]) + 1
+    h1, h2 = (t[i - 1] + t[i]) / 2, (t[i] + t[i + 1]) / 2  # one patient's time between
+    first, codes1 = hub.send("imaging_screen", {**base, "horizon": float(h1)})
+    second, codes2 = hub.send("imaging_screen", {**base, "horizon": float(h2)})
+    if isinstance(first, SumOutcome) and isinstance(second, SumOutcome):  # the leak, as it was
+        hb = float(first.values["sum0"][0] - second.values["sum0"][0])
+        truth = float(pooled.loc[ok & (pooled["os_time"].astype(float) == t[i]), "hb"].iloc[0])
+        pytest.fail(f"one patient's hb by difference: {hb:.4f} (truth {truth:.4f}), "
+                    f"n0 difference {first.values['n0'][0] - second.values['n0'][0]:g}")
+    assert set(codes1.values()) == set(codes2.values()) == {"outside_plan"}

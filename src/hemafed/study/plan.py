@@ -57,6 +57,7 @@ the site's audit log). What the rules allow per query is listed in ``docs/querie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -261,6 +262,8 @@ class StudyPlan:
     catalogue: frozenset[str] = frozenset()
     """A catalogue's pinned request part: counted column, its disease areas, counted fields."""
     gwas_traits: frozenset[str] = frozenset()
+    screen_horizons: frozenset[float | None] = frozenset()
+    """The imaging analyses' screen horizons (``None``: a 0/1 outcome, no horizon)."""
     """The GWAS analyses' traits with their binary threshold (``None``: quantitative)."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
@@ -290,6 +293,7 @@ class StudyPlan:
         lmm: set[str] = set()
         catalogue: set[str] = set()
         gwas_traits: set[str] = set()
+        horizons: set[float | None] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
@@ -386,6 +390,13 @@ class StudyPlan:
             elif a.kind == "iptw":
                 mw = a.get("max_weight")
                 max_weights.add(float(mw) if isinstance(mw, int | float) else None)
+            elif a.kind == "imaging":
+                # the screen of a Cox imaging model splits at its horizon (the hub step's
+                # default 2.0); a logistic one screens the 0/1 outcome
+                # (an unusable horizon fails at the hub; nothing to permit)
+                with contextlib.suppress(TypeError, ValueError):
+                    horizons.add(float(a.get("horizon", 2.0)) if a.get("model") == "cox"
+                                 else None)
             elif a.kind == "gwas":
                 gwas_traits.add(_gwas_trait_key(a.get("trait"), a.get("threshold")))
             elif a.kind == "lmm":
@@ -410,7 +421,8 @@ class StudyPlan:
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
-                   frozenset(catalogue), frozenset(gwas_traits), imaging=imaging)
+                   frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
+                   imaging=imaging)
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -542,6 +554,12 @@ class StudyPlan:
                 return "catalogue", ("the catalogue's column, disease areas and fields must be "
                                      "those of the approved catalogue plan")
         if query == "imaging_screen":
+            h = params.get("horizon")
+            if (float(h) if isinstance(h, int | float) and not isinstance(h, bool) else h) \
+                    not in self.screen_horizons:
+                return "horizon", (f"the screen's horizon must be one of the spec's imaging "
+                                   f"analyses' {sorted(self.screen_horizons, key=str)}, got "
+                                   f"{h!r}")
             bounds = params.get("bounds")
             if not isinstance(bounds, Mapping):
                 return "bounds", "bounds must map each screened feature to its public bounds"
