@@ -237,3 +237,24 @@ def test_j_imaging_screen_horizon_is_the_specs(tmp_path: Path) -> None:
         pytest.fail(f"one patient's hb by difference: {hb:.4f} (truth {truth:.4f}), "
                     f"n0 difference {first.values['n0'][0] - second.values['n0'][0]:g}")
     assert set(codes1.values()) == set(codes2.values()) == {"outside_plan"}
+
+
+# --- batched sums (branch batch, read only): the register a batch's parts go through ---------
+
+
+def test_batch_retry_of_two_non_dp_parts_over_fewer_sites_is_refused(tmp_path: Path) -> None:
+    """A batch's parts are guarded one by one with the site's release register. After a
+    one-shot batch of two non-DP parts over A, B, C, a (falsely reported) dropout's retry over
+    A, B conflicts at its first part: the exception for a retried one-shot attempt covers that
+    request's own record only, so a batch yields no difference (a single request yields one)."""
+    from hemafed.site.participants import ReleaseRegister
+
+    reg = ReleaseRegister(tmp_path / "released.json")
+    for key in ("part0", "part1"):
+        assert reg.conflict("S", key, ["A", "B", "C"], one_shot=True) is None
+        reg.record("S", key, ["A", "B", "C"], one_shot=True)
+    assert reg.conflict("S", "part0", ["A", "B"], one_shot=False) == ["A", "B", "C"]
+    # a single one-shot request, retried over fewer sites, is allowed (the documented gap)
+    single = ReleaseRegister(tmp_path / "single.json")
+    single.record("S", "only", ["A", "B", "C"], one_shot=True)
+    assert single.conflict("S", "only", ["A", "B"], one_shot=False) is None
