@@ -258,3 +258,20 @@ def test_batch_retry_of_two_non_dp_parts_over_fewer_sites_is_refused(tmp_path: P
     single = ReleaseRegister(tmp_path / "single.json")
     single.record("S", "only", ["A", "B", "C"], one_shot=True)
     assert single.conflict("S", "only", ["A", "B"], one_shot=False) is None
+
+
+def test_g_no_noise_refresh_over_another_site_set_is_refused(
+        catalogue_sites: LocalSites) -> None:
+    """A no-noise catalogue refresh is a non-DP release of study ``catalogue``: once released
+    over three sites, a refresh over two of them is refused by the participants rule (the
+    catalogue cannot follow a membership change without ``refuse_differencing: false``)."""
+    from hemafed.federation.queries import get_query
+
+    hub = Probe(catalogue_sites, PLAN.spec.study_id, PLAN.spec.sha256)
+    outcome, _ = hub.send("catalogue_counts", _params())
+    assert isinstance(outcome, SumOutcome)
+    two = PLAN.params(SITES[:2])
+    got = hub.ask("catalogue_counts", two, specs=get_query("catalogue_counts").declare(two),
+                  sites=SITES[:2])
+    assert not isinstance(got, SumOutcome), got
+    assert "rule 'participants'" in str(got) and "nothing is revealed" in str(got), got
