@@ -17,7 +17,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
   ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
   ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
-  (:meth:`StudyPlan._pinned`);
+  at a horizon of the spec's imaging analyses; a GWAS trait's threshold is its analysis's
+  and GWAS coefficients are bounded by ``MAX_LP_TERM``; a catalogue counts the approved
+  column, disease areas and fields (:meth:`StudyPlan._pinned`);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
