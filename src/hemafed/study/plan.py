@@ -18,7 +18,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
   ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
   ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
-  (:meth:`StudyPlan._pinned`);
+  at a horizon of the spec's imaging analyses; a GWAS trait's threshold is its analysis's
+  and GWAS coefficients are bounded by ``MAX_LP_TERM``; a catalogue counts the approved
+  column, disease areas and fields (:meth:`StudyPlan._pinned`);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
@@ -58,6 +60,7 @@ the site's audit log). What the rules allow per query is listed in ``docs/querie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -220,6 +223,12 @@ class StudyPlan:
     max_weights: frozenset[float | None] = frozenset()
     lmm: frozenset[str] = frozenset()
     imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    catalogue: frozenset[str] = frozenset()
+    """A catalogue's pinned request part: counted column, its disease areas, counted fields."""
+    gwas_traits: frozenset[str] = frozenset()
+    screen_horizons: frozenset[float | None] = frozenset()
+    """The imaging analyses' screen horizons (``None``: a 0/1 outcome, no horizon)."""
+    """The GWAS analyses' traits with their binary threshold (``None``: quantitative)."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
 
@@ -246,6 +255,9 @@ class StudyPlan:
         edges: set[str] = set()
         max_weights: set[float | None] = set()
         lmm: set[str] = set()
+        catalogue: set[str] = set()
+        gwas_traits: set[str] = set()
+        horizons: set[float | None] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
 
@@ -313,11 +325,22 @@ class StudyPlan:
                 edges.update(_gbdt_edges(a))
                 if a.get(EXACT_HISTOGRAMS_KEY) is not True:
                     dp_required.add("gbdt_histograms")
-            elif a.kind == "catalogue" and float(a.get("epsilon", 0) or 0) > 0:
-                dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
+            elif a.kind == "catalogue":
+                catalogue.add(_catalogue_key(a.get("group"), a.get("levels"), a.get("columns")))
+                if float(a.get("epsilon", 0) or 0) > 0:
+                    dp_required.add("catalogue_counts")  # a DP catalogue is only ever DP
             elif a.kind == "iptw":
                 mw = a.get("max_weight")
                 max_weights.add(float(mw) if isinstance(mw, int | float) else None)
+            elif a.kind == "imaging":
+                # the screen of a Cox imaging model splits at its horizon (the hub step's
+                # default 2.0); a logistic one screens the 0/1 outcome
+                # (an unusable horizon fails at the hub; nothing to permit)
+                with contextlib.suppress(TypeError, ValueError):
+                    horizons.add(float(a.get("horizon", 2.0)) if a.get("model") == "cox"
+                                 else None)
+            elif a.kind == "gwas":
+                gwas_traits.add(_gwas_trait_key(a.get("trait"), a.get("threshold")))
             elif a.kind == "lmm":
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
@@ -340,6 +363,7 @@ class StudyPlan:
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
+                   frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
                    imaging=imaging)
 
     def cap(self, query: str) -> int:
@@ -443,7 +467,41 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
+        if query.startswith("gwas_") and "trait" in params:
+            t = params.get("trait")
+            key = _gwas_trait_key(*((t.get("column"), t.get("threshold"))
+                                    if isinstance(t, Mapping) else (None, None)))
+            if key not in self.gwas_traits:
+                return "trait", ("the trait and its threshold must be those of one of the "
+                                 "spec's gwas analyses")
+        if query in OWN_DESIGN_QUERIES and query.startswith("gwas_") and "beta" in params:
+            from hemafed.analytics.design import MAX_LP_TERM
+            from hemafed.genomics.queries import unpack
+
+            try:
+                beta = unpack(params.get("beta"), "<f8", "beta")
+            except InvalidInput:
+                return "beta", "beta must be base64 of finite float64 values"
+            # covariates and the trait enter scaled to |z| <= 1, PC scores clipped to [-1, 1],
+            # genotypes 0..2 (half-width 1): the bound of every iterated coefficient vector
+            if beta.size and float(abs(beta).max()) > MAX_LP_TERM:
+                return "beta", (f"every coefficient of a gwas model must be at most "
+                                f"{MAX_LP_TERM:g} in size (covariates are scaled to [-1, 1])")
+        if query == "catalogue_counts":
+            levels = params.get("levels")
+            key = _catalogue_key(params.get("column"), {params.get("column"): levels}
+                                 if isinstance(params.get("column"), str) else None,
+                                 params.get("features"))
+            if key not in self.catalogue:
+                return "catalogue", ("the catalogue's column, disease areas and fields must be "
+                                     "those of the approved catalogue plan")
         if query == "imaging_screen":
+            h = params.get("horizon")
+            if (float(h) if isinstance(h, int | float) and not isinstance(h, bool) else h) \
+                    not in self.screen_horizons:
+                return "horizon", (f"the screen's horizon must be one of the spec's imaging "
+                                   f"analyses' {sorted(self.screen_horizons, key=str)}, got "
+                                   f"{h!r}")
             bounds = params.get("bounds")
             if not isinstance(bounds, Mapping):
                 return "bounds", "bounds must map each screened feature to its public bounds"
@@ -576,6 +634,18 @@ def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any
     except (TypeError, ValueError):
         pinned = {}
     return _canon([outcome, time, covariates, pinned, max_obs])
+
+
+def _gwas_trait_key(column: Any, threshold: Any) -> str:
+    thr = float(threshold) if isinstance(threshold, int | float) \
+        and not isinstance(threshold, bool) else threshold
+    return _canon([column, thr])
+
+
+def _catalogue_key(group: Any, levels: Any, columns: Any) -> str:
+    """The pinned part of a catalogue request: the counted column, its levels, the fields."""
+    lv = levels.get(group) if isinstance(levels, Mapping) and isinstance(group, str) else None
+    return _canon([group, lv, columns])
 
 
 def _values_under(value: Any, key: str, depth: int = 0) -> Iterable[Any]:
