@@ -222,6 +222,8 @@ class StudyPlan:
     imaging_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
+    fixed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """query -> the only parameter sets (canonical JSON) its kinds' ``requests`` permit."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -248,6 +250,7 @@ class StudyPlan:
         lmm: set[str] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
+        fixed: dict[str, set[str]] = {}
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -324,6 +327,9 @@ class StudyPlan:
                                  a.get("max_obs", 50)))
             for query, n in kind.caps_for(a).items():
                 add(query, n)
+            for query, params in kind.requests(a) if kind.requests else ():
+                fixed.setdefault(query, set()).add(_canon(dict(params)))
+                columns.update(_named_columns(params))
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for v in declared:
@@ -340,7 +346,7 @@ class StudyPlan:
                    frozenset(genes), frozenset(designs), bounds, levels,
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
-                   imaging=imaging)
+                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()})
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -392,6 +398,9 @@ class StudyPlan:
             problem = plan_problem(self.imaging, params)
             if problem is not None:
                 return problem
+        if query in self.fixed and _canon(dict(params)) not in self.fixed[query]:
+            return "request", (f"query {query!r}: the parameters must be exactly those the "
+                               f"spec fixes (its column, bounds and lattice)")
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
                         self._designs(query, params), self._sizes(params),
                         self._pinned(query, params)):
