@@ -5,6 +5,7 @@ request on another lattice; the DP variant runs."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ def _quantiles(doc: dict[str, Any]) -> np.ndarray:
 
 
 def test_quantiles_equal_numpy_on_the_pooled_values(study: Any) -> None:
-    cohorts, _spec, _fed, results = study
+    cohorts, _spec, fed, results = study
     sizes = sorted(len(c.patients) for c in cohorts.values())
     assert len(sizes) == 3 and sizes[0] < sizes[-1]  # uneven sites
     docs = {d["id"]: d for d in results["analyses"]}
@@ -81,6 +82,11 @@ def test_quantiles_equal_numpy_on_the_pooled_values(study: Any) -> None:
     median = float(_quantiles(dp)[0])
     assert median == round(median) and 0 <= median <= 110
     assert abs(median - float(np.quantile(age, 0.5, method="inverted_cdf"))) < 15
+    for site_dir in fed.site_dirs.values():  # each site charged its ledger for that release
+        lines = (site_dir / "ledger.jsonl").read_text().splitlines()
+        charges = [json.loads(line) for line in lines if line.strip()]
+        assert [c["query"] for c in charges if c.get("study") == "quantiles"] == \
+            ["quantile_cdf@1"]
 
 
 def _other_grid_hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
