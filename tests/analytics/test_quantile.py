@@ -89,6 +89,15 @@ def test_quantiles_equal_numpy_on_the_pooled_values(study: Any) -> None:
             ["quantile_cdf@1"]
 
 
+def test_the_report_draws_the_quantiles(study: Any, tmp_path: Any) -> None:
+    from hemafed.study.report import build_report
+
+    _cohorts, _spec, _fed, results = study
+    html = build_report(results).write(tmp_path / "report.html").read_text()
+    assert "This analysis did not complete" not in html
+    assert "inverted_cdf on the lattice" in html
+
+
 def _other_grid_hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
     spec = StudySpec.from_mapping(config["spec"])
     fed = SecureFederation(exchange, FederationManifest.from_json(config["manifest"]),
