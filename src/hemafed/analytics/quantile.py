@@ -12,8 +12,9 @@ which is the inverted empirical CDF, numpy's ``method="inverted_cdf"``: with eve
 lattice it *equals* ``numpy.quantile(pooled, p, method="inverted_cdf")``; otherwise it is that
 pooled quantile rounded up to the next lattice point (at most one ``step`` above). No
 interpolation between lattice points. ``p = 0`` gives the smallest occupied point (the minimum).
-With DP noise the noisy counts are first made non-decreasing (running maximum) and ``n`` is
-the noisy last count; the read-off is unchanged.
+The read-off takes the index as the number of lattice points whose count is below
+``p * n``: the same point on non-decreasing counts, and with DP noise (``n`` then the noisy last
+count) an estimate the noise of single points moves by little, unlike a first crossing.
 
 The registration :data:`KINDS` holds the whole kind: spec options ``column``, ``probs``
 (default quartiles), optional ``bounds`` (``{column: [low, high]}``), ``step`` (default 1) and
@@ -83,14 +84,16 @@ def quantiles_from_cdf(cdf: np.ndarray, lattice: np.ndarray,
     >>> quantiles_from_cdf(np.array([1.0, 1.0, 3.0, 4.0]), np.arange(4.0), [0, 0.5, 0.6, 1]).tolist()
     [0.0, 2.0, 2.0, 3.0]
     """
-    c = np.maximum.accumulate(np.clip(np.asarray(cdf, dtype=float), 0.0, None))
+    c = np.asarray(cdf, dtype=float)
     n = float(c[-1]) if c.size else 0.0
     out = np.full(len(probs), np.nan)
     if n <= 0:
         return out
     for i, p in enumerate(probs):
-        hit = c > 0 if p == 0 else c >= p * n
-        out[i] = lattice[int(np.argmax(hit))]
+        # on non-decreasing counts, the number of points below the target is the index of the
+        # first point reaching it; with DP noise the count averages the noise out
+        below = c <= 0 if p == 0 else c < p * n
+        out[i] = lattice[min(int(below.sum()), c.size - 1)]
     return out
 
 
