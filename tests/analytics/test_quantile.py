@@ -141,6 +141,23 @@ def test_read_off_is_numpy_inverted_cdf_on_random_lattice_data() -> None:
                                       np.quantile(x, probs, method="inverted_cdf"))
 
 
+def test_a_site_with_one_patient_and_missing_values() -> None:
+    from hemafed.analytics.quantile import federated_quantiles
+    from hemafed.cohort.model import Cohort
+    from hemafed.federation.local import LocalSumFederation
+
+    pooled = generate("MDS", 120, 4)
+    pats = pooled.patients.copy()
+    pats.loc[pats.index[:9], "hb"] = np.nan
+    cohorts = [Cohort(pats.iloc[a:b].reset_index(drop=True))
+               for a, b in ((0, 1), (1, 31), (31, len(pats)))]  # 1, 30 and 89 patients
+    res = federated_quantiles(LocalSumFederation(cohorts), "hb", PROBS, step=0.1)
+    hb = pats["hb"].dropna().to_numpy(dtype=float)
+    np.testing.assert_allclose(res.quantiles.to_numpy(),
+                               np.quantile(hb, PROBS, method="inverted_cdf"), atol=1e-9)
+    assert (res.n, res.missing) == (hb.size, 9)
+
+
 def test_a_step_that_is_not_a_lattice_is_a_clear_error() -> None:
     from hemafed.errors import InvalidInput
 
