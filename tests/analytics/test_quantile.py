@@ -89,6 +89,17 @@ def test_quantiles_equal_numpy_on_the_pooled_values(study: Any) -> None:
             ["quantile_cdf@1"]
 
 
+def test_the_demo_compares_with_the_registered_pooled_reference(study: Any) -> None:
+    from hemafed.study.pooled import compare
+
+    cohorts, spec, _fed, results = study
+    docs = {d["id"]: d for d in results["analyses"]}
+    a = next(a for a in spec.analyses if a.id == "age")
+    out = compare(a, docs["age"], list(cohorts.values()))
+    assert out is not None and out["pooled engine"] == "numpy inverted_cdf"
+    assert float(out["max absolute difference"]) < 1e-9
+
+
 def test_the_report_draws_the_quantiles(study: Any, tmp_path: Any) -> None:
     from hemafed.study.report import build_report
 
