@@ -19,6 +19,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
   ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
   (:meth:`StudyPlan._pinned`);
+* **fixed requests**: a kind whose registration lists its exact requests
+  (:attr:`hemafed.kinds.AnalysisKind.requests`, e.g. a quantile's column, bounds and lattice)
+  is answered for those parameter sets only (element ``request``);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
