@@ -42,6 +42,8 @@ Pooled = Callable[..., dict[str, Any]]
 Renderer = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], None]
 """``render(section, document, results)``: draws the analysis in the report."""
 Caps = Mapping[str, int] | Callable[[Any], Mapping[str, int]]
+Requests = Callable[[Any], Iterable[tuple[str, Mapping[str, Any]]]]
+"""``requests(analysis) -> [(query, params), ...]``: the exact requests a spec entry fixes."""
 
 
 def _frozen(values: Iterable[str] | None) -> frozenset[str]:
@@ -65,7 +67,10 @@ class AnalysisKind:
     * ``pooled``: ``pooled(analysis, document, cohorts)`` -> rows comparing with a pooled
       reference (the demo and the tests only; sites never pool);
     * ``render``: ``render(section, document, results)`` draws it in the report (``None``:
-      the report's own drawing for the built-in kinds, else the generic table page).
+      the report's own drawing for the built-in kinds, else the generic table page);
+    * ``requests``: ``requests(analysis)`` -> the exact ``(query, params)`` its hub step sends,
+      when the spec entry fixes them all (e.g. a lattice): the plan then answers those
+      parameter sets of these queries only, and permits the columns they name.
     """
 
     name: str
@@ -79,6 +84,7 @@ class AnalysisKind:
     run: Runner | None = field(default=None, compare=False)
     pooled: Pooled | None = field(default=None, compare=False)
     render: Renderer | None = field(default=None, compare=False)
+    requests: Requests | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("required", "optional", "queries", "default_columns", "time_mappings"):

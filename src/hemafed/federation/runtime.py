@@ -50,7 +50,7 @@ SITE_QUERY_MODULES = (
     "hemafed.learn.metrics", "hemafed.learn.neural", "hemafed.learn.validation",
     "hemafed.synth.queries", "hemafed.genomics.queries",
     "hemafed.analytics.weighting_queries", "hemafed.analytics.multistate", "hemafed.analytics.mixed",
-    "hemafed.imaging.combat", "hemafed.imaging.screen",
+    "hemafed.imaging.combat", "hemafed.imaging.screen", "hemafed.analytics.quantile_query",
 )
 """Modules whose import registers the site queries every site must be able to answer."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hemafed.analytics import study_kinds
+from hemafed.analytics import quantile, study_kinds
 from hemafed.kinds import LMM_CAP, NEWTON_CAP, AnalysisKind, register_kind
 
 __all__ = ["BUILT_IN", "CATALOGUE", "EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "LMM_CAP", "NEWTON_CAP"]
@@ -28,7 +28,7 @@ EXACT_HISTOGRAMS_KEY = "exact_histograms"
 """The spec key by which a boosting analysis opts out of DP histograms (the officer approves
 exact, non-DP gradient histograms)."""
 
-CATALOGUE = (study_kinds,)
+CATALOGUE = (study_kinds, quantile)
 """Modules that register kinds of their own, beside their estimators (imported above)."""
 
 
@@ -129,7 +129,8 @@ _LATER = (
                   "noise_multiplier"}),
 )
 
-BUILT_IN: tuple[AnalysisKind, ...] = (*_BUILT_IN, *study_kinds.KINDS, *_LATER)
+BUILT_IN: tuple[AnalysisKind, ...] = (*_BUILT_IN, *(k for m in CATALOGUE for k in m.KINDS),
+                                      *_LATER)
 """Every kind, in the order a spec's error lists them: the entries above and those defined
 beside their estimators (:data:`CATALOGUE`)."""
 

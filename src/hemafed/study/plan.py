@@ -21,6 +21,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   at a horizon of the spec's imaging analyses; a GWAS trait's threshold is its analysis's
   and GWAS coefficients are bounded by ``MAX_LP_TERM``; a catalogue counts the approved
   column, disease areas and fields (:meth:`StudyPlan._pinned`);
+* **fixed requests**: a kind whose registration lists its exact requests
+  (:attr:`hemafed.kinds.AnalysisKind.requests`, e.g. a quantile's column, bounds and lattice)
+  is answered for those parameter sets only (element ``request``);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
@@ -231,6 +234,8 @@ class StudyPlan:
     """The GWAS analyses' traits with their binary threshold (``None``: quantitative)."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
+    fixed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """query -> the only parameter sets (canonical JSON) its kinds' ``requests`` permit."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -260,6 +265,7 @@ class StudyPlan:
         horizons: set[float | None] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
+        fixed: dict[str, set[str]] = {}
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -347,6 +353,9 @@ class StudyPlan:
                                  a.get("max_obs", 50)))
             for query, n in kind.caps_for(a).items():
                 add(query, n)
+            for query, params in kind.requests(a) if kind.requests else ():
+                fixed.setdefault(query, set()).add(_canon(dict(params)))
+                columns.update(_named_columns(params))
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for v in declared:
@@ -364,7 +373,7 @@ class StudyPlan:
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
-                   imaging=imaging)
+                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()})
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -416,6 +425,9 @@ class StudyPlan:
             problem = plan_problem(self.imaging, params)
             if problem is not None:
                 return problem
+        if query in self.fixed and _canon(dict(params)) not in self.fixed[query]:
+            return "request", (f"query {query!r}: the parameters must be exactly those the "
+                               f"spec fixes (its column, bounds and lattice)")
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
                         self._designs(query, params), self._sizes(params),
                         self._pinned(query, params)):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.cohort.model import Cohort
+from hemafed.kinds import get_kind
 from hemafed.study.runner import frame_from_json
 from hemafed.study.spec import Analysis
 
@@ -173,5 +174,5 @@ def compare(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort],
     """
     if a.kind == "synth":
         return compare_synth(a, doc, cohorts, holdout)
-    fn = _COMPARE.get(a.kind)
+    fn = _COMPARE.get(a.kind) or get_kind(a.kind).pooled  # else the kind's registration's
     return None if fn is None else fn(a, doc, cohorts)

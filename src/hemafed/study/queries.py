@@ -27,7 +27,7 @@ QUERY_MODULES = ("hemafed.federation.queries", "hemafed.analytics.describe",
                  "hemafed.synth.queries", "hemafed.analytics.finegray",
                  "hemafed.analytics.coxph_startstop", "hemafed.analytics.weighting_queries",
                  "hemafed.analytics.multistate", "hemafed.analytics.mixed",
-                 "hemafed.genomics.queries")
+                 "hemafed.genomics.queries", "hemafed.analytics.quantile_query")
 
 
 class _KindSends(Mapping[str, tuple[str, ...]]):
