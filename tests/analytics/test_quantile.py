@@ -28,12 +28,14 @@ PROBS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 SPEC = {
     "study_id": "quantiles", "requester": "tester", "analyses": [
         # age has one decimal: on the 0.1 lattice over the schema's bounds [0, 110]
-        {"id": "age", "kind": "quantile", "column": "age", "probs": PROBS, "step": 0.1},
+        {"id": "age", "kind": "quantile", "column": "age", "probs": PROBS, "step": 0.1,
+         "exact": True},
         # platelets are whole numbers; the spec narrows the schema's [0, 3000]
         {"id": "plt", "kind": "quantile", "column": "plt", "probs": [0.5],
-         "bounds": {"plt": [0, 1500]}},
+         "bounds": {"plt": [0, 1500]}, "exact": True},
         # haemoglobin (one decimal) on a coarser lattice: rounded up to the next 0.5
-        {"id": "hb", "kind": "quantile", "column": "hb", "probs": PROBS, "step": 0.5},
+        {"id": "hb", "kind": "quantile", "column": "hb", "probs": PROBS, "step": 0.5,
+         "exact": True},
         {"id": "age_dp", "kind": "quantile", "column": "age", "probs": [0.5], "step": 1,
          "epsilon": 1.0},
     ]}
@@ -140,6 +142,16 @@ def test_plan_permits_exactly_the_spec_lattice() -> None:
         assert problem is not None and problem[0] == "request", (other, problem)
     assert "age" in plan.columns and "plt" in plan.columns
     assert plan.cap("quantile_cdf") == 2 * 4
+
+
+def test_without_an_exact_approval_the_cdf_is_released_only_with_dp() -> None:
+    spec = {"study_id": "q-dp", "requester": "tester", "analyses": [
+        {"id": "age", "kind": "quantile", "column": "age", "step": 0.1, "epsilon": 1.0}]}
+    plan = StudyPlan.from_spec(StudySpec.from_mapping(spec))
+    params = quantile_params("age", step=0.1)
+    assert plan.check("quantile_cdf", params, True) is None
+    problem = plan.check("quantile_cdf", params, False)
+    assert problem is not None and problem[0] == "dp", problem
 
 
 def test_read_off_is_numpy_inverted_cdf_on_random_lattice_data() -> None:

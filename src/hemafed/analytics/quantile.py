@@ -168,7 +168,7 @@ def pooled_quantile(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
 
 
 KINDS = (
-    AnalysisKind("quantile", {"column"}, {"probs", "bounds", "step", "epsilon"},
+    AnalysisKind("quantile", {"column"}, {"probs", "bounds", "step", "epsilon", "exact"},
                  queries={QUANTILE_QUERY}, caps={QUANTILE_QUERY: 2}, run=run_quantile,
                  pooled=pooled_quantile, requests=_requests),
 )

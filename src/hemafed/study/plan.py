@@ -356,6 +356,11 @@ class StudyPlan:
             for query, params in kind.requests(a) if kind.requests else ():
                 fixed.setdefault(query, set()).add(_canon(dict(params)))
                 columns.update(_named_columns(params))
+        quantiles = [a for a in spec.analyses if a.kind == "quantile"]
+        if quantiles and not any(a.get("exact") is True for a in quantiles):
+            # a pooled cumulative histogram is released only with DP unless the officer
+            # approved an exact one (``exact: true``, as boosting's ``exact_histograms``)
+            dp_required.add("quantile_cdf")
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for v in declared:
