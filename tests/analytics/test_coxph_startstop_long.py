@@ -145,3 +145,21 @@ def test_a_site_dropping_out_between_rounds_fails_clearly(heart: pd.DataFrame) -
     with pytest.raises(ConvergenceError, match="sites changed between rounds"):
         CoxStartStopFitter().fit(_Dropping(sites_of(heart, 2)), formula=FORMULA, bounds=BOUNDS,
                                  steps_per_unit=2.0, max_time=2000.0)
+
+
+def test_the_queries_refuse_bad_parameters_by_name() -> None:
+    from hemafed.federation.queries import get_query
+
+    design = [{"kind": "numeric", "column": "age", "low": -50.0, "high": 30.0}]
+    base = {"grid": [1.0, 2.0], "design": design}
+    q = get_query(LONG_QUERY)
+    q.check(base | {"beta": [1.0]})
+    for params, name in ((base | {"beta": [6.0]}, "beta"),  # |6| x 40 > 200
+                         (base | {"beta": ["x"]}, "beta"),
+                         (base | {"beta": [0.0], "max_rows_per_patient": float("inf")},
+                          "max_rows_per_patient"),
+                         (base | {"beta": [0.0], "ties": "exact"}, "ties")):
+        with pytest.raises(InvalidInput, match=f"parameter '{name}'"):
+            q.check(params)
+    with pytest.raises(InvalidInput, match="parameter 'max_time'"):
+        get_query("cox_long_event_times").check({"steps_per_unit": 2.0, "max_time": 1e9})

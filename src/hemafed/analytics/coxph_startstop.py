@@ -17,6 +17,12 @@ event covariate sums and the Efron tie sums; they add over sites, so the hub's l
 likelihood, gradient and Hessian are the pooled ones (:func:`cox_derivatives`). Tied events use
 Efron's or Breslow's method as ``coxph``.
 
+The general case, :class:`CoxStartStopFitter`, reads a long-format table at each site (the
+site's own table beside its patients, as the LMM's: ``patient_id, start, stop, event`` and
+several time-varying covariates, several rows per patient, checked by
+:func:`check_long_format`); query ``cox_long_sums`` returns the same sums over the rows whose
+interval contains each event time.
+
 >>> # tv = FederatedCoxTimeVarying().fit(fed, "os_time", "os_status", "age + sex",
 >>> #                                    switch=("amlt_time", "amlt_status"))
 >>> # tv.summary  # lifelines' columns; the time-varying covariate is 'amlt_status(t)'
@@ -438,7 +444,8 @@ def _long_cols(params: Params) -> tuple[str, str, str, str]:
 
 def _rows_cap(params: Params) -> int:
     k = params.get("max_rows_per_patient", MAX_ROWS_PER_PATIENT)
-    if isinstance(k, bool) or not isinstance(k, int | float) or k != int(k) or not 1 <= k <= 10_000:
+    if (isinstance(k, bool) or not isinstance(k, int | float) or not 1 <= k <= 10_000
+            or k != int(k)):
         raise InvalidInput("parameter 'max_rows_per_patient' must be a whole number in 1...10000")
     return int(k)
 
@@ -530,7 +537,8 @@ def _long_check(params: Params) -> None:
     spec = DesignSpec.from_params(params.get("design"))
     beta = params.get("beta")
     if (not isinstance(beta, list | tuple) or len(beta) != spec.width
-            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
+            or not all(isinstance(b, int | float) and not isinstance(b, bool)
+                       and math.isfinite(b) for b in beta)):
         raise InvalidInput(f"parameter 'beta' must list {spec.width} finite coefficients")
     check_coefficients(beta, spec.half_width, spec.names)
     if params.get("ties", "efron") not in ("efron", "breslow"):
