@@ -57,6 +57,8 @@ from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     REL_TOL,
     _col,
+    _hist_check,
+    _hist_size,
     _max_patients,
     _outcome,
     _survival_check,
@@ -235,12 +237,19 @@ def _check(params: Params) -> None:
     _survival_check(params)
     _switch(params)
     spec = DesignSpec.from_params(params.get("design"))
+    _check_beta_ties(params, _half_widths(spec), (*spec.names, "z"),
+                     " (the design's, then the time-varying covariate's)")
+
+
+def _check_beta_ties(params: Params, hw: np.ndarray, names: Sequence[str], what: str = ""
+                     ) -> None:
+    """``beta``: one finite number per covariate within the coefficient bound; ``ties``."""
     beta = params.get("beta")
-    if (not isinstance(beta, list | tuple) or len(beta) != spec.width + 1
-            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
-        raise InvalidInput(f"parameter 'beta' must list {spec.width + 1} finite coefficients "
-                           f"(the design's, then the time-varying covariate's)")
-    check_coefficients(beta, _half_widths(spec), (*spec.names, "z"))
+    if (not isinstance(beta, list | tuple) or len(beta) != len(names)
+            or not all(isinstance(b, int | float) and not isinstance(b, bool)
+                       and math.isfinite(b) for b in beta)):
+        raise InvalidInput(f"parameter 'beta' must list {len(names)} finite coefficients{what}")
+    check_coefficients(beta, hw, tuple(names))
     if params.get("ties", "efron") not in ("efron", "breslow"):
         raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
 
@@ -535,14 +544,7 @@ def _long_check(params: Params) -> None:
     _rows_cap(params)
     check_grid(params.get("grid"))
     spec = DesignSpec.from_params(params.get("design"))
-    beta = params.get("beta")
-    if (not isinstance(beta, list | tuple) or len(beta) != spec.width
-            or not all(isinstance(b, int | float) and not isinstance(b, bool)
-                       and math.isfinite(b) for b in beta)):
-        raise InvalidInput(f"parameter 'beta' must list {spec.width} finite coefficients")
-    check_coefficients(beta, spec.half_width, spec.names)
-    if params.get("ties", "efron") not in ("efron", "breslow"):
-        raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
+    _check_beta_ties(params, spec.half_width, spec.names)
 
 
 COX_LONG_SUMS = register(Query(
@@ -561,13 +563,8 @@ def _events_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 
 def _lattice_size(params: Params) -> int:
-    spu, tmax = params.get("steps_per_unit"), params.get("max_time")
-    if not isinstance(spu, int | float) or not spu > 0:
-        raise InvalidInput("parameter 'steps_per_unit' must be > 0")
-    if not isinstance(tmax, int | float) or not tmax > 0 or tmax * spu > 200_000:
-        raise InvalidInput("parameter 'max_time' must be > 0 with max_time * steps_per_unit "
-                           "<= 200000 lattice points")
-    return math.floor(float(tmax) * float(spu)) + 1
+    _hist_check(params)  # the public lattice of time_histogram
+    return _hist_size(params)
 
 
 def _events_declare(params: Params) -> dict[str, Statistic]:
