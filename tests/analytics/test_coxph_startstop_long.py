@@ -25,6 +25,7 @@ from hemafed.analytics.coxph_startstop import (
     CoxStartStopFitter,
     long_rows,
 )
+from hemafed.analytics.design import DesignSpec
 from hemafed.analytics.mixed import LongitudinalCohort
 from hemafed.cohort.validate import validate_cohort
 from hemafed.errors import ConvergenceError, InvalidInput
@@ -120,8 +121,7 @@ def test_bad_long_tables_are_refused_without_naming_a_patient(heart: pd.DataFram
     wide.loc[0, "age"] = 99.0
     with pytest.raises(InvalidInput, match="'age' has values outside"):
         long_rows(LongitudinalCohort.attach(site, wide), params,
-                  __import__("hemafed.analytics.design", fromlist=["DesignSpec"])
-                  .DesignSpec.from_params(params["design"]))
+                  DesignSpec.from_params(params["design"]))
     with pytest.raises(InvalidInput, match="max_rows_per_patient"):
         long_rows(site, params | {"max_rows_per_patient": 1}, None)
     with pytest.raises(InvalidInput, match="no long table"):
@@ -163,3 +163,19 @@ def test_the_queries_refuse_bad_parameters_by_name() -> None:
             q.check(params)
     with pytest.raises(InvalidInput, match="parameter 'max_time'"):
         get_query("cox_long_event_times").check({"steps_per_unit": 2.0, "max_time": 1e9})
+
+
+def test_a_baseline_covariate_comes_from_the_patient_table(heart: pd.DataFrame) -> None:
+    """age is constant per patient in heart: kept in the patient table only, the fit equals R's
+    on the long table that holds it."""
+    ref = run_r_batch({"efron": (R_FIT.replace("{ties}", "efron"), heart)})["efron"]
+    sites = {}
+    for name, c in sites_of(heart, 5).items():
+        age = c.measurements.groupby("patient_id")["age"].first()
+        patients = c.patients.assign(age=c.patients["patient_id"].astype(str).map(age))
+        sites[name] = LongitudinalCohort(patients, c.mutations, c.panels,
+                                         c.measurements.drop(columns="age"))
+    fit = CoxStartStopFitter().fit(FixedPointFederation(sites), formula=FORMULA, bounds=BOUNDS,
+                                   steps_per_unit=2.0, max_time=2000.0)
+    np.testing.assert_allclose(fit.params_.to_numpy(), ref["coef"], rtol=1e-6)
+    np.testing.assert_allclose(fit.standard_errors_.to_numpy(), ref["se"], rtol=1e-6)
