@@ -17,6 +17,12 @@ event covariate sums and the Efron tie sums; they add over sites, so the hub's l
 likelihood, gradient and Hessian are the pooled ones (:func:`cox_derivatives`). Tied events use
 Efron's or Breslow's method as ``coxph``.
 
+The general case, :class:`CoxStartStopFitter`, reads a long-format table at each site (the
+site's own table beside its patients, as the LMM's: ``patient_id, start, stop, event`` and
+several time-varying covariates, several rows per patient, checked by
+:func:`check_long_format`); query ``cox_long_sums`` returns the same sums over the rows whose
+interval contains each event time.
+
 >>> # tv = FederatedCoxTimeVarying().fit(fed, "os_time", "os_status", "age + sex",
 >>> #                                    switch=("amlt_time", "amlt_status"))
 >>> # tv.summary  # lifelines' columns; the time-varying covariate is 'amlt_status(t)'
@@ -36,7 +42,9 @@ from hemafed.analytics import results
 from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
 from hemafed.analytics.design import (
     DesignSpec,
+    NumericTerm,
     Term,
+    check_bounds,
     check_coefficients,
     complete_case_mask,
     design_matrix,
@@ -44,10 +52,13 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.km import time_grid_counts
+from hemafed.analytics.mixed import LongitudinalCohort
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     REL_TOL,
     _col,
+    _hist_check,
+    _hist_size,
     _max_patients,
     _outcome,
     _survival_check,
@@ -137,12 +148,18 @@ def start_stop_rows(cohort: Cohort, params: Params
 
 def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     spec = DesignSpec.from_params(params["design"])
+    return _risk_sums(*start_stop_rows(cohort, params), _half_widths(spec), params)
+
+
+def _risk_sums(start: np.ndarray, stop: np.ndarray, event: np.ndarray, x: np.ndarray, n: int,
+               excluded: int, hw: np.ndarray, params: Params) -> dict[str, np.ndarray]:
+    """The sums at ``params['beta']`` over rows ``(start, stop]`` (``x`` centred, ``hw`` its
+    public half-widths); events lie on ``params['grid']``."""
     grid = check_grid(params["grid"])
     beta = np.asarray(params["beta"], dtype=float)
     efron = params.get("ties", "efron") == "efron"
-    start, stop, event, x, n, excluded = start_stop_rows(cohort, params)
     m, p = grid.size, x.shape[1]
-    centres, half = lp_bands(_half_widths(spec), beta)
+    centres, half = lp_bands(hw, beta)
     nb = centres.size
     lp = x @ beta
     band = np.minimum(np.searchsorted(centres + half, lp, side="left"), nb - 1)
@@ -180,9 +197,16 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 
 def _declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
     spec = DesignSpec.from_params(params.get("design"))
-    hw = _half_widths(spec)
+    return _declare_sums(params, _half_widths(spec), 2)
+
+
+def _declare_sums(params: Params, hw: np.ndarray, rows_per_patient: int
+                  ) -> dict[str, Statistic]:
+    """Declarations of :func:`_risk_sums`: per-patient bounds (a patient is at risk in at most
+    one of its rows at any time and has at most one event), ``rows_per_patient`` rows each."""
+    mp = _max_patients(params)
+    k = rows_per_patient
     m, p = check_grid(params.get("grid")).size, hw.size
     q = p * (p + 1) // 2
     a = float(hw.max())
@@ -200,7 +224,7 @@ def _declare(params: Params) -> dict[str, Statistic]:
            "d": Statistic((1, m), 0, mp, is_count=True),
            "xsum": stat((1, m, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
-           "rows": Statistic((1,), 0, 2 * mp, sensitivity=2.0, is_count=True),
+           "rows": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
     if params.get("ties", "efron") == "efron":
         out |= {"e0": stat((nb, m), 0, top, e),
@@ -213,12 +237,19 @@ def _check(params: Params) -> None:
     _survival_check(params)
     _switch(params)
     spec = DesignSpec.from_params(params.get("design"))
+    _check_beta_ties(params, _half_widths(spec), (*spec.names, "z"),
+                     " (the design's, then the time-varying covariate's)")
+
+
+def _check_beta_ties(params: Params, hw: np.ndarray, names: Sequence[str], what: str = ""
+                     ) -> None:
+    """``beta``: one finite number per covariate within the coefficient bound; ``ties``."""
     beta = params.get("beta")
-    if (not isinstance(beta, list | tuple) or len(beta) != spec.width + 1
-            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
-        raise InvalidInput(f"parameter 'beta' must list {spec.width + 1} finite coefficients "
-                           f"(the design's, then the time-varying covariate's)")
-    check_coefficients(beta, _half_widths(spec), (*spec.names, "z"))
+    if (not isinstance(beta, list | tuple) or len(beta) != len(names)
+            or not all(isinstance(b, int | float) and not isinstance(b, bool)
+                       and math.isfinite(b) for b in beta)):
+        raise InvalidInput(f"parameter 'beta' must list {len(names)} finite coefficients{what}")
+    check_coefficients(beta, hw, tuple(names))
     if params.get("ties", "efron") not in ("efron", "breslow"):
         raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
 
@@ -242,10 +273,17 @@ class FederatedCoxTimeVarying:
         self.ties, self.alpha, self.tol, self.max_rounds = ties, alpha, tol, max_rounds
         self.params_: pd.Series | None = None
         self.rounds = 0
+        self._query = QUERY
+        self.sites_: tuple[str, ...] = ()
 
     def _round(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
-        agg = self._federation.secure_sum(QUERY, self._request | {"beta": [float(b) for b in beta]},
-                                          study=self._study)
+        request = self._request | {"beta": [float(b) for b in beta]}
+        agg = self._federation.secure_sum(self._query, request, study=self._study)
+        sites = tuple(sorted(agg.sites))
+        if self.sites_ and sites != self.sites_:
+            raise ConvergenceError(f"the contributing sites changed between rounds "
+                                   f"({self.sites_} then {sites}); rerun on a stable set of sites")
+        self.sites_ = sites
         sums = combine_bands(expand_cox_sums(agg.values, self._grid.size),
                              lp_bands(self._hw, beta))
         ll, g, h = cox_derivatives(sums, beta, self.ties == "efron")
@@ -275,7 +313,11 @@ class FederatedCoxTimeVarying:
             "grid": [float(t) for t in grid], "time_mapping": "exact",
             "design": spec.to_params(), "switch": list(self.switch), "ties": self.ties}
         self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
-        names = [*spec.names, f"{self.switch[1]}(t)"]
+        self.sites_ = ()
+        return self._newton([*spec.names, f"{self.switch[1]}(t)"])
+
+    def _newton(self, names: list[str]) -> FederatedCoxTimeVarying:
+        """Newton-Raphson with step halving from ``beta = 0`` over :meth:`_round`."""
         beta = np.zeros(len(names))
         ll, grad, hess, events = self._round(beta)
         self.events_ = int(events)
@@ -395,3 +437,220 @@ def check_long_format(rows: pd.DataFrame, id_col: str = "patient_id", start_col:
         raise InvalidInput(f"long-format rows: an event must be on the patient's last interval "
                            f"(patient {str(ids[not_last][0])!r})")
     return rows.iloc[order].reset_index(drop=True)
+
+
+# --- the general case: a long-format table of start-stop rows at each site ---------------------
+
+LONG_QUERY = "cox_long_sums"
+LONG_EVENTS_QUERY = "cox_long_event_times"
+MAX_ROWS_PER_PATIENT = 20
+
+
+def _long_cols(params: Params) -> tuple[str, str, str, str]:
+    return (_col(params, "id_col", "patient_id"), _col(params, "start_col", "start"),
+            _col(params, "stop_col", "stop"), _col(params, "event_col", "event"))
+
+
+def _rows_cap(params: Params) -> int:
+    k = params.get("max_rows_per_patient", MAX_ROWS_PER_PATIENT)
+    if (isinstance(k, bool) or not isinstance(k, int | float) or not 1 <= k <= 10_000
+            or k != int(k)):
+        raise InvalidInput("parameter 'max_rows_per_patient' must be a whole number in 1...10000")
+    return int(k)
+
+
+def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:
+    """``(start, stop, event, x, n_patients, excluded_rows, patient_ids)`` of the site's long table
+    (:class:`~hemafed.analytics.mixed.LongitudinalCohort`'s ``measurements``): the rows with
+    start, stop, event and every covariate present (R's ``na.omit``), checked by
+    :func:`check_long_format`, ``x`` centred on the design's public centres. A covariate not in
+    the long table comes from the patient table (a baseline value). Times are as stored; the
+    query maps them to the grid."""
+    if not isinstance(cohort, LongitudinalCohort):
+        raise InvalidInput("this site holds no long table (cohort/measurements.parquet)")
+    idc, sc, tc, ec = _long_cols(params)
+    table = cohort.measurements
+    if idc not in table.columns:
+        raise InvalidInput(f"column {idc!r} is not in the site's long table")
+    frame = pd.DataFrame({idc: table[idc].astype(str).to_numpy()})
+    base = cohort.patients.set_index(cohort.patients["patient_id"].astype(str))
+    for c in (sc, tc, ec, *(spec.columns if spec is not None else ())):
+        if c in table.columns:
+            src = table[c].reset_index(drop=True)
+        elif c in base.columns and c not in (sc, tc, ec):
+            src = frame[idc].map(base[c])
+        else:
+            raise InvalidInput(f"column {c!r} is neither in the site's long table nor (for a "
+                               "covariate) in its patient table")
+        numeric = c in (sc, tc, ec) or (spec is not None and any(
+            isinstance(t, NumericTerm) and t.column == c for t in spec.terms))
+        if numeric:
+            try:
+                frame[c] = pd.to_numeric(src.astype("Float64"), errors="raise").to_numpy(
+                    dtype=float, na_value=np.nan)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"column {c!r} is not numeric") from None
+        else:
+            frame[c] = src.to_numpy()
+    values = (design_values(Cohort(frame), spec) if spec is not None
+              else np.zeros((len(frame), 0)))
+    xcols = [f"__x{j}" for j in range(values.shape[1])]
+    for j, c in enumerate(xcols):
+        frame[c] = values[:, j]
+    complete = ~frame[[sc, tc, ec, *xcols]].isna().any(axis=1).to_numpy()
+    try:
+        checked = check_long_format(frame[complete], idc, sc, tc, ec)
+    except InvalidInput as e:  # the site's intake text names a patient: the hub gets the rule
+        raise InvalidInput(str(e).split(" (patient ")[0]) from None
+    k = _rows_cap(params)
+    if len(checked) and int(checked.groupby(idc).size().max()) > k:
+        raise InvalidInput("a patient has more rows than parameter 'max_rows_per_patient'")
+    x = checked[xcols].to_numpy(dtype=float)
+    if spec is not None:
+        check_bounds(spec, x)
+        x = x - spec.center
+    ids = checked[idc].to_numpy(str)
+    return (checked[sc].to_numpy(float), checked[tc].to_numpy(float),
+            checked[ec].to_numpy(float) == 1, x, int(np.unique(ids).size),
+            int(len(frame) - len(checked)), ids)
+
+
+def _long_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    start, stop, event, x, n, excluded, ids = long_rows(cohort, params, spec)
+    grid = check_grid(params["grid"])
+    # events off the public grid: the patient's rows are left out (counted in excluded)
+    off = event & ~fits_grid(stop, event, grid, "exact")
+    drop = np.isin(ids, ids[off])
+    stop = effective_times(stop, event, grid, "exact")
+    keep = ~drop
+    n_drop = int(np.unique(ids[drop]).size)
+    return _risk_sums(start[keep], stop[keep], event[keep], x[keep], n - n_drop,
+                      excluded + int(drop.sum()), spec.half_width, params)
+
+
+def _long_declare(params: Params) -> dict[str, Statistic]:
+    spec = DesignSpec.from_params(params.get("design"))
+    k = _rows_cap(params)
+    out = _declare_sums(params, spec.half_width, k)
+    out["excluded"] = Statistic((1,), 0, k * _max_patients(params), sensitivity=float(k),
+                                is_count=True)
+    return out
+
+
+def _long_check(params: Params) -> None:
+    _long_cols(params)
+    _rows_cap(params)
+    check_grid(params.get("grid"))
+    spec = DesignSpec.from_params(params.get("design"))
+    _check_beta_ties(params, spec.half_width, spec.names)
+
+
+COX_LONG_SUMS = register(Query(
+    LONG_QUERY, "1", compute=_long_compute, declare=_long_declare, check_params=_long_check,
+    description="Cox risk-set sums over the rows of a site's long-format start-stop table "
+                "(several time-varying covariates) per linear-predictor band and grid time"))
+
+
+def _events_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    _, stop, event, _, _, excluded, _ = long_rows(cohort, params, None)
+    spu, size = float(params["steps_per_unit"]), _lattice_size(params)
+    k = np.rint(stop[event] * spu)
+    fits = (np.abs(k - stop[event] * spu) <= 1e-6) & (k < size)
+    return {"events": np.bincount(k[fits].astype(int), minlength=size).astype(float),
+            "excluded": np.array([float(excluded + int((~fits).sum()))])}
+
+
+def _lattice_size(params: Params) -> int:
+    _hist_check(params)  # the public lattice of time_histogram
+    return _hist_size(params)
+
+
+def _events_declare(params: Params) -> dict[str, Statistic]:
+    mp, k = _max_patients(params), _rows_cap(params)
+    return {"events": Statistic((_lattice_size(params),), 0, mp, is_count=True),
+            "excluded": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True)}
+
+
+def _events_check(params: Params) -> None:
+    _long_cols(params)
+    _rows_cap(params)
+    _lattice_size(params)
+
+
+COX_LONG_EVENT_TIMES = register(Query(
+    LONG_EVENTS_QUERY, "1", compute=_events_compute, declare=_events_declare,
+    check_params=_events_check,
+    description="events of a site's long-format start-stop table on the public lattice "
+                "k/steps_per_unit (the event-time grid of cox_long_sums)"))
+
+
+def long_design(formula: str | Iterable[str] | DesignSpec,
+                bounds: Mapping[str, Sequence[float]] | None) -> DesignSpec:
+    """A design of numeric covariates ``"age + year + surgery"`` with public ``bounds``
+    (``{column: [low, high]}``, every covariate); a :class:`DesignSpec` is taken as is."""
+    if isinstance(formula, DesignSpec):
+        return formula
+    names = ([n.strip() for n in formula.split("+")] if isinstance(formula, str)
+             else [str(n).strip() for n in formula])
+    names = [n for n in names if n]
+    if not names:
+        raise InvalidInput("give the covariates: a formula such as 'age + transplant'")
+    bounds = bounds or {}
+    missing = [n for n in names if n not in bounds]
+    if missing:
+        raise InvalidInput(f"declare public bounds [low, high] for covariate(s) {missing}")
+    terms: list[Term] = []
+    for n in names:
+        b = bounds[n]
+        if not isinstance(b, list | tuple) or len(b) != 2:
+            raise InvalidInput(f"bounds of {n!r} must be [low, high]")
+        terms.append(NumericTerm(n, float(b[0]), float(b[1])))
+    return DesignSpec(tuple(terms))
+
+
+class CoxStartStopFitter(FederatedCoxTimeVarying):
+    """Cox regression on the long-format start-stop tables of the sites (several rows per
+    patient, several time-varying covariates), equal to ``coxph(Surv(start, stop, event) ~
+    ...)`` on the pooled rows. Attributes as :class:`FederatedCoxTimeVarying`; ``rows_`` counts
+    rows (R's ``n``), ``n_`` patients, ``excluded_`` rows left out, ``sites_`` the sites."""
+
+    def fit(self, federation: Federation, duration_col: str = "",  # type: ignore[override]
+            event_col: str = "event", formula: str | Iterable[str | Term] | DesignSpec = "",
+            *, bounds: Mapping[str, Sequence[float]] | None = None, id_col: str = "patient_id",
+            start_col: str = "start", stop_col: str = "stop", steps_per_unit: float = 1.0,
+            max_time: float = 10_000.0, max_rows_per_patient: int = MAX_ROWS_PER_PATIENT,
+            study: str = "default", **_: Any) -> CoxStartStopFitter:
+        """Fit by Newton-Raphson. ``duration_col`` (the stop column, if given) overrides
+        ``stop_col``; event times must lie on the lattice ``k / steps_per_unit`` up to
+        ``max_time`` (the others' patients are excluded)."""
+        stop_col = duration_col or stop_col
+        spec = long_design(formula, bounds)  # type: ignore[arg-type]
+        cols = {"id_col": id_col, "start_col": start_col, "stop_col": stop_col,
+                "event_col": event_col, "max_rows_per_patient": max_rows_per_patient}
+        agg = federation.secure_sum(LONG_EVENTS_QUERY, cols | {
+            "steps_per_unit": float(steps_per_unit), "max_time": float(max_time)}, study=study)
+        k = np.flatnonzero(np.asarray(agg["events"]) > 0)
+        if k.size == 0:
+            raise InvalidInput(f"no events in {event_col!r} at any site")
+        grid = k / float(steps_per_unit)
+        self._federation, self._study, self._grid, self.spec = federation, study, grid, spec
+        self._hw, self._query = spec.half_width, LONG_QUERY
+        self.switch = ("", "")
+        self._request = cols | {"grid": [float(t) for t in grid], "design": spec.to_params(),
+                                "ties": self.ties}
+        self.duration_col, self.event_col, self.rounds = stop_col, event_col, 0
+        self.start_col = start_col
+        self.sites_ = tuple(sorted(agg.sites))
+        self._newton(list(spec.names))
+        return self
+
+    def to_json(self) -> str:
+        return results.to_json({
+            "kind": "cox_start_stop", "ties": self.ties, "start_col": self.start_col,
+            "stop_col": self.duration_col, "event_col": self.event_col,
+            "design": self.spec.to_params(), "summary": self.summary,
+            "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
+            "rows": self.rows_, "events": self.events_, "excluded": self.excluded_,
+            "sites": list(self.sites_)})
