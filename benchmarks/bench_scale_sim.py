@@ -28,30 +28,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hemafed.federation.flower.deployment import descendants
+
 HERE = Path(__file__).resolve().parent
 FORMULA = "age + hb + bm_blast"
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
 def tree_rss_mb(root: int) -> float:
     """Summed VmRSS (MB) of ``root`` and all its descendants."""
-    tree, total, todo = _children(), 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(tree.get(pid, []))
+    total = 0.0
+    for pid in [root, *descendants(root)]:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
