@@ -492,12 +492,19 @@ class StudyPlan:
                 return "trait", ("the trait and its threshold must be those of one of the "
                                  "spec's gwas analyses")
         if query in OWN_DESIGN_QUERIES and query.startswith("gwas_") and "beta" in params:
-            from hemafed.analytics.design import MAX_LP_TERM
-            from hemafed.genomics.queries import unpack
+            import base64
 
+            import numpy as np
+
+            from hemafed.analytics.design import MAX_LP_TERM
+
+            # decoded here, not by genomics.queries (which reaches the site runtime: a cycle)
             try:
-                beta = unpack(params.get("beta"), "<f8", "beta")
-            except InvalidInput:
+                beta = np.frombuffer(base64.b64decode(str(params.get("beta")), validate=True),
+                                     dtype="<f8")
+            except (ValueError, TypeError):
+                return "beta", "beta must be base64 of finite float64 values"
+            if not isinstance(params.get("beta"), str) or not np.all(np.isfinite(beta)):
                 return "beta", "beta must be base64 of finite float64 values"
             # covariates and the trait enter scaled to |z| <= 1, PC scores clipped to [-1, 1],
             # genotypes 0..2 (half-width 1): the bound of every iterated coefficient vector
