@@ -87,7 +87,14 @@ class FeatureSettings:
 
 def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
              target: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Trilinear resampling to ``target`` spacing, grid centres aligned (IBSI 2.4)."""
+    """Trilinear resampling to ``target`` spacing, grid centres aligned (IBSI 2.4).
+
+    With centres aligned every new voxel centre lies within half an original voxel of the
+    image; there the image and the mask both take their border value (as ITK's linear
+    interpolator does), so an ROI touching the image border keeps its border voxels. The mask
+    is kept where its interpolated fraction is >= 0.5. Equal to SimpleITK's ``Resample``
+    (``tests/imaging/test_resampling_sitk.py``).
+    """
     sp, tg = np.asarray(spacing, float), np.asarray(target, float)
     shape = np.asarray(image.shape)
     new_shape = np.ceil(shape * sp / tg).astype(int)
@@ -96,7 +103,7 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
             for n2, t, s, n in zip(new_shape, tg, sp, shape, strict=True)]
     coords = np.meshgrid(*axes, indexing="ij")
     img = ndimage.map_coordinates(image.astype(float), coords, order=1, mode="nearest")
-    msk = ndimage.map_coordinates(mask.astype(float), coords, order=1, mode="constant", cval=0.0)
+    msk = ndimage.map_coordinates(mask.astype(float), coords, order=1, mode="nearest")
     return img, msk >= 0.5
 
 
