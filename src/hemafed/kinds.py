@@ -44,6 +44,8 @@ Renderer = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], None]
 Caps = Mapping[str, int] | Callable[[Any], Mapping[str, int]]
 Requests = Callable[[Any], Iterable[tuple[str, Mapping[str, Any]]]]
 """``requests(analysis) -> [(query, params), ...]``: the exact requests a spec entry fixes."""
+Pins = Callable[[Any], Iterable[tuple[str, Mapping[str, Any]]]]
+"""``pins(analysis) -> [(query, pinned), ...]``: the fixed part of an iterated request."""
 
 
 def _frozen(values: Iterable[str] | None) -> frozenset[str]:
@@ -70,7 +72,13 @@ class AnalysisKind:
       the report's own drawing for the built-in kinds, else the generic table page);
     * ``requests``: ``requests(analysis)`` -> the exact ``(query, params)`` its hub step sends,
       when the spec entry fixes them all (e.g. a lattice): the plan then answers those
-      parameter sets of these queries only, and permits the columns they name.
+      parameter sets of these queries only, and permits the columns they name;
+    * ``pins``: ``pins(analysis)`` -> ``(query, pinned)``: the plan answers ``query`` only
+      when every key of ``pinned`` is sent with exactly its value, except ``"iterated"`` (the
+      keys that may vary, e.g. Newton's ``beta``; no other key may be sent) and ``"lattice"``
+      (``[steps_per_unit, max_time]`` in the time unit of the site's own table: a sent
+      ``grid`` holds points ``k / steps_per_unit`` in ``[0, max_time]``; the plan admits the
+      lattices of ``hemafed.study.plan.OWN_TABLE_LATTICES`` and permits nothing else).
     """
 
     name: str
@@ -85,6 +93,7 @@ class AnalysisKind:
     pooled: Pooled | None = field(default=None, compare=False)
     render: Renderer | None = field(default=None, compare=False)
     requests: Requests | None = field(default=None, compare=False)
+    pins: Pins | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("required", "optional", "queries", "default_columns", "time_mappings"):

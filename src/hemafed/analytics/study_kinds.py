@@ -1,4 +1,5 @@
-"""Study-spec runners for the issue-17 methods: ``iptw``, ``multistate`` and ``lmm``.
+"""Study-spec runners for the issue-17 methods: ``iptw``, ``multistate``, ``lmm`` and
+``cox_long``.
 
 Each turns one :class:`~hemafed.study.spec.Analysis` into the plain-JSON result document the
 report renders (``tables``, ``curves``, ``stats``), like the runners in
@@ -10,20 +11,34 @@ Spec options: ``iptw``: ``treatment``, ``formula`` (confounders), ``duration``/`
 (default ``os_time``/``os_status``), ``ties``, ``stabilized``, ``max_weight``; ``multistate``:
 ``illness_time``, ``illness_status``, ``exit_time``, ``exit_status`` (default the AML and OS
 columns), ``states``; ``lmm``: ``outcome``, ``bounds`` (public ranges of the outcome, time and
-covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measurement table).
+covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measurement table);
+``cox_long``: ``formula`` (numeric covariates of the long table, or baseline columns of the
+patient table), ``bounds`` (public ranges of every covariate), ``start``, ``stop``, ``event``,
+``id`` (the long table's columns, default ``start``, ``stop``, ``event``, ``patient_id``),
+``ties``, ``steps_per_unit`` and ``max_time`` (the event-time lattice ``k / steps_per_unit``
+in the table's own time unit, one of :data:`hemafed.study.plan.OWN_TABLE_LATTICES`),
+``max_rows_per_patient`` (sites hold the long table in ``cohort/measurements.parquet``, as the
+mixed model's; the plan pins every request but the Newton ``beta`` and the event-time grid's
+points, :func:`cox_long_pins`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from hemafed.documents import finite as _finite
 from hemafed.documents import frame_json as _frame
+from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.kinds import LMM_CAP, NEWTON_CAP, AnalysisKind
 
 if TYPE_CHECKING:
+    from hemafed.cohort.model import Cohort
+    from hemafed.report.html import Section
     from hemafed.study.spec import Analysis, StudySpec
 
 
@@ -74,6 +89,129 @@ def run_lmm(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
                       "n_patients": fit.n_patients_, "secure_sums": fit.rounds}}
 
 
+# --- cox_long: Cox regression on the sites' long-format start-stop tables ----------------------
+
+COX_LONG_DEFAULTS: dict[str, Any] = {"id": "patient_id", "start": "start", "stop": "stop",
+                                     "event": "event", "ties": "efron", "steps_per_unit": 1.0,
+                                     "max_time": 10_000.0, "max_rows_per_patient": 20}
+"""The spec options of ``cox_long`` a spec may leave out (times in the long table's unit)."""
+
+
+def _long_option(a: Analysis, key: str) -> Any:
+    return a.get(key, COX_LONG_DEFAULTS[key])
+
+
+def _long_columns(a: Analysis) -> dict[str, Any]:
+    """The column part every ``cox_long`` request carries (as the fitter builds it)."""
+    return {"id_col": _long_option(a, "id"), "start_col": _long_option(a, "start"),
+            "stop_col": _long_option(a, "stop"), "event_col": _long_option(a, "event"),
+            "max_rows_per_patient": _long_option(a, "max_rows_per_patient")}
+
+
+def _long_lattice(a: Analysis) -> tuple[float, float]:
+    try:
+        return float(_long_option(a, "steps_per_unit")), float(_long_option(a, "max_time"))
+    except (TypeError, ValueError):
+        raise InvalidInput("steps_per_unit and max_time of a cox_long analysis must be "
+                           "numbers") from None
+
+
+def cox_long_pins(a: Analysis) -> list[tuple[str, dict[str, Any]]]:
+    """What an entry pins: the event-time request exactly (its columns on its lattice), and
+    of the Newton requests the columns, design (the formula with the spec's bounds), ties and
+    lattice; only ``beta`` and the grid's points (the pooled event times on that lattice)
+    vary. An unusable entry pins an inadmissible lattice: the plan then permits nothing."""
+    from hemafed.analytics.coxph_startstop import LONG_EVENTS_QUERY, LONG_QUERY, long_design
+
+    try:
+        spu, top = _long_lattice(a)
+        design = long_design(a.get("formula") or "", a.get("bounds"))
+    except (InvalidInput, TypeError, ValueError):
+        return [(q, {"lattice": []}) for q in (LONG_EVENTS_QUERY, LONG_QUERY)]
+    cols = _long_columns(a)
+    return [(LONG_EVENTS_QUERY, cols | {"steps_per_unit": spu, "max_time": top,
+                                        "lattice": [spu, top]}),
+            (LONG_QUERY, cols | {"design": design.to_params(), "ties": _long_option(a, "ties"),
+                                 "lattice": [spu, top], "iterated": ["beta", "grid"]})]
+
+
+def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
+    from hemafed.analytics.coxph_startstop import CoxStartStopFitter
+    from hemafed.study.plan import OWN_TABLE_LATTICES
+
+    spu, top = _long_lattice(a)
+    if spu not in OWN_TABLE_LATTICES:
+        raise InvalidInput(f"steps_per_unit of a cox_long analysis must be one of the public "
+                           f"lattices {sorted(OWN_TABLE_LATTICES)}, got {spu:g}")
+    fit = CoxStartStopFitter(ties=_long_option(a, "ties")).fit(
+        fed, formula=a.get("formula") or "", bounds=a.get("bounds"),
+        id_col=_long_option(a, "id"), start_col=_long_option(a, "start"),
+        stop_col=_long_option(a, "stop"), event_col=_long_option(a, "event"),
+        steps_per_unit=spu, max_time=top,
+        max_rows_per_patient=_long_option(a, "max_rows_per_patient"), study=spec.study_id)
+    return {"tables": {"summary": _frame(fit.summary)},
+            "stats": {"newton_rounds": fit.rounds, "n": fit.n_, "rows": fit.rows_,
+                      "events": fit.events_, "excluded": fit.excluded_,
+                      "log_likelihood": fit.log_likelihood_, "sites": len(fit.sites_)}}
+
+
+def _pooled_rows(a: Analysis, cohorts: Sequence[Cohort]) -> pd.DataFrame:
+    """The pooled complete start-stop rows of the sites' long tables (validation only)."""
+    from hemafed.analytics.coxph_startstop import long_design, long_rows
+    from hemafed.analytics.mixed import LongitudinalCohort
+
+    spec = long_design(a.get("formula") or "", a.get("bounds"))
+    params = _long_columns(a)
+    frames = []
+    for i, c in enumerate(cohorts):
+        if not isinstance(c, LongitudinalCohort):
+            raise InvalidInput("the pooled cox_long reference needs each site's long table")
+        start, stop, event, x, *_, ids = long_rows(c, params, spec)
+        frame = pd.DataFrame(x + spec.center, columns=list(spec.names))
+        frames.append(frame.assign(id=[f"{i}:{p}" for p in ids], start=start, stop=stop,
+                                   event=event.astype(int)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
+                    ) -> dict[str, Any]:
+    """lifelines' ``CoxTimeVaryingFitter`` on the pooled rows (Efron ties; it has no Breslow,
+    so a Breslow analysis is compared with this estimator on one pooled site)."""
+    from hemafed.analytics.coxph_startstop import CoxStartStopFitter
+    from hemafed.analytics.mixed import LongitudinalCohort
+    from hemafed.documents import frame_from_json
+    from hemafed.federation.local import LocalSumFederation
+
+    rows = _pooled_rows(a, cohorts)
+    names = [c for c in rows.columns if c not in ("id", "start", "stop", "event")]
+    if _long_option(a, "ties") == "efron":
+        from lifelines import CoxTimeVaryingFitter
+
+        ref = CoxTimeVaryingFitter().fit(rows, id_col="id", start_col="start",
+                                         stop_col="stop", event_col="event")
+        want, engine = ref.params_[names].to_numpy(), "lifelines CoxTimeVaryingFitter (Efron)"
+    else:
+        from hemafed.cohort.model import Cohort as _Cohort
+
+        patients = pd.DataFrame({"patient_id": rows["id"].unique()})
+        one = LongitudinalCohort.attach(_Cohort(patients), rows.rename(
+            columns={"id": "patient_id"}))
+        fit = CoxStartStopFitter(ties="breslow", tol=1e-9).fit(
+            LocalSumFederation({"pooled": one}), formula=names, bounds=a.get("bounds"),
+            steps_per_unit=_long_lattice(a)[0], max_time=_long_lattice(a)[1])
+        want, engine = fit.params_.to_numpy(), "hemafed Breslow fit on the pooled rows"
+    got = frame_from_json(doc["tables"]["summary"])["coef"].to_numpy(dtype=float)
+    diff = float(np.max(np.abs(got - want))) if got.size == want.size else float("nan")
+    return {"pooled engine": engine, "max absolute difference of the coefficients": f"{diff:.2e}"}
+
+
+def render_cox_long(s: Section, doc: Any, results: Any) -> None:
+    """The start-stop Cox page (hazard-ratio forest and table) of :mod:`hemafed.study.report`."""
+    from hemafed.study.report import _cox_tv
+
+    _cox_tv(s, doc, results)
+
+
 KINDS = (
     AnalysisKind("iptw", {"treatment", "formula"},
                  {"duration", "event", "ties", "stabilized", "max_weight"},
@@ -93,8 +231,13 @@ KINDS = (
                  run=run_multistate),
     AnalysisKind("lmm", {"outcome", "bounds"}, {"time", "covariates", "max_obs"},
                  queries={"lmm_reml_sums"}, caps={"lmm_reml_sums": LMM_CAP}, run=run_lmm),
+    AnalysisKind("cox_long", {"formula", "bounds"}, set(COX_LONG_DEFAULTS),
+                 queries={"cox_long_event_times", "cox_long_sums"},
+                 caps={"cox_long_event_times": 2, "cox_long_sums": NEWTON_CAP},
+                 run=run_cox_long, pooled=pooled_cox_long, render=render_cox_long,
+                 pins=cox_long_pins),
 )
-"""The registrations of the three kinds."""
+"""The registrations of the four kinds."""
 
 STUDY_RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
     k.name: k.run for k in KINDS if k.run is not None}

@@ -24,6 +24,13 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **fixed requests**: a kind whose registration lists its exact requests
   (:attr:`hemafed.kinds.AnalysisKind.requests`, e.g. a quantile's column, bounds and lattice)
   is answered for those parameter sets only (element ``request``);
+* **pinned iterated requests**: a kind whose registration pins the fixed part of an iterated
+  request (:attr:`hemafed.kinds.AnalysisKind.pins`, e.g. a long-table Cox model's columns,
+  design, ties and time lattice) is answered only when every pinned key is sent with the
+  spec's value and no other key but the iterated ones (``beta``, the grid's points) is sent
+  (element ``request``), its ``grid`` on the pinned lattice of the site's own table (element
+  ``lattice``: ``steps_per_unit`` one of :data:`OWN_TABLE_LATTICES`, points in
+  ``[0, max_time]``; a spec pinning another lattice is answered nothing);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
 * **bins and levels**: a histogram has the spec's number of bins; category levels are the
@@ -66,7 +73,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +106,12 @@ TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
 """Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
 (a coarser lattice reveals no finer timing than the daily one)."""
+
+OWN_TABLE_LATTICES = COARSER_LATTICES | {2.0}
+"""Public ``steps_per_unit`` of the time lattice of a site's own long table, in that table's
+time unit: the follow-up lattices and half-units (R's ``survival::heart`` counts days and puts a
+transplant and a death on the same day half a day apart). A pinned lattice has at most
+:data:`MAX_GRID_POINTS` points."""
 
 FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
@@ -236,6 +249,9 @@ class StudyPlan:
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
     fixed: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """query -> the only parameter sets (canonical JSON) its kinds' ``requests`` permit."""
+    pinned: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """query -> the pinned parts (canonical JSON) its kinds' ``pins`` permit (see
+    :meth:`_pinned_request`)."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -266,6 +282,7 @@ class StudyPlan:
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
         fixed: dict[str, set[str]] = {}
+        pinned: dict[str, set[str]] = {}
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -356,6 +373,12 @@ class StudyPlan:
             for query, params in kind.requests(a) if kind.requests else ():
                 fixed.setdefault(query, set()).add(_canon(dict(params)))
                 columns.update(_named_columns(params))
+            for query, part in kind.pins(a) if kind.pins else ():
+                pinned.setdefault(query, set())
+                if _lattice_problem(part.get("lattice")) is None:
+                    pinned[query].add(_canon(dict(part)))
+                    columns.update(_named_columns(part))
+                    designs.update(_canon(d) for d in _values_under(part, "design"))
         quantiles = [a for a in spec.analyses if a.kind == "quantile"]
         if quantiles and not any(a.get("exact") is True for a in quantiles):
             # a pooled cumulative histogram is released only with DP unless the officer
@@ -378,7 +401,8 @@ class StudyPlan:
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
-                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()})
+                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
+                   pinned={q: frozenset(v) for q, v in pinned.items()})
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -433,8 +457,14 @@ class StudyPlan:
         if query in self.fixed and _canon(dict(params)) not in self.fixed[query]:
             return "request", (f"query {query!r}: the parameters must be exactly those the "
                                f"spec fixes (its column, bounds and lattice)")
+        own_lattice = False
+        if query in self.pinned:
+            problem, own_lattice = self._pinned_request(query, params)
+            if problem is not None:
+                return problem
         for problem in (self._columns(params), self._bounds(params), self._levels(params),
-                        self._designs(query, params), self._sizes(params),
+                        self._designs(query, params),
+                        self._sizes(params, own_lattice),
                         self._pinned(query, params)):
             if problem is not None:
                 return problem
@@ -442,6 +472,33 @@ class StudyPlan:
             return "bins", (f"a histogram of this study has {sorted(self.bins)} bins, got "
                             f"{params.get('bins')!r}")
         return None
+
+    def _pinned_request(self, query: str, params: Mapping[str, Any]
+                        ) -> tuple[tuple[str, str] | None, bool]:
+        """A pinned iterated request: every pinned key with the spec's value, no key but those
+        and the iterated ones, the ``grid`` on the pinned lattice. Returns the problem (or
+        ``None``) and whether the grid was checked on a pinned lattice (which the size check
+        then takes in place of the follow-up lattices)."""
+        lattice_miss = None
+        for raw in sorted(self.pinned[query]):
+            pin = json.loads(raw)
+            iterated = set(pin.pop("iterated", ()))
+            lattice = pin.pop("lattice", None)
+            if set(params) - set(pin) - iterated:
+                continue
+            if any(_canon(params.get(k)) != _canon(v) for k, v in pin.items()):
+                continue
+            on_lattice = lattice is not None and "grid" in params
+            if on_lattice:
+                lattice_miss = _grid_problem(params.get("grid"), lattice)
+                if lattice_miss is not None:
+                    continue
+            return None, on_lattice
+        if lattice_miss is not None:
+            return ("lattice", f"query {query!r}: {lattice_miss}"), False
+        return ("request", f"query {query!r}: the columns, design, ties and lattice must be "
+                           f"those of one of the spec's analyses (only {_ITERATED} may vary)"), \
+            False
 
     def _columns(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
         for col in _named_columns(params):
@@ -582,8 +639,13 @@ class StudyPlan:
             return "beta", "beta must have the planned design's width"
         return None
 
-    def _sizes(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _sizes(self, params: Mapping[str, Any], own_lattice: bool = False
+               ) -> tuple[str, str] | None:
+        """Grids on a public lattice, bin counts in range; ``own_lattice``: the top-level
+        ``grid`` was checked against its pinned lattice (:meth:`_pinned_request`)."""
         for key in GRID_KEYS:
+            if own_lattice and key == "grid":
+                continue
             for grid in _values_under(params, key):
                 if not isinstance(grid, list) or len(grid) > MAX_GRID_POINTS or not all(
                         isinstance(g, int | float) and not isinstance(g, bool)
@@ -611,6 +673,35 @@ def on_public_lattice(grid: Iterable[float]) -> bool:
     points = [float(g) for g in grid]
     return any(all(abs(g * spu - round(g * spu)) <= 1e-6 for g in points)
                for spu in COARSER_LATTICES)
+
+
+_ITERATED = "the iterated parameters such as 'beta' and the grid's points"
+
+
+def _lattice_problem(lattice: Any) -> str | None:
+    """Why ``[steps_per_unit, max_time]`` is not a lattice the plan admits (``None``: it is)."""
+    if lattice is None:
+        return None
+    if not isinstance(lattice, list | tuple) or len(lattice) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in lattice):
+        return "the lattice must be [steps_per_unit, max_time]"
+    spu, top = float(lattice[0]), float(lattice[1])
+    if spu not in OWN_TABLE_LATTICES:
+        return f"steps_per_unit must be one of {sorted(OWN_TABLE_LATTICES)}"
+    if not 0 < top or math.floor(top * spu) + 1 > MAX_GRID_POINTS:
+        return f"the lattice may hold at most {MAX_GRID_POINTS} points"
+    return None
+
+
+def _grid_problem(grid: Any, lattice: Sequence[float]) -> str | None:
+    """Why ``grid`` is not a set of points ``k / steps_per_unit`` in ``[0, max_time]``."""
+    spu, top = float(lattice[0]), float(lattice[1])
+    if not isinstance(grid, list) or len(grid) > math.floor(top * spu) + 1 or not all(
+            isinstance(g, int | float) and not isinstance(g, bool) and math.isfinite(g)
+            and 0 <= g <= top and abs(g * spu - round(g * spu)) <= 1e-6 for g in grid):
+        return (f"grid must be points k / {spu:g} in [0, {top:g}], the lattice the spec pins")
+    return None
 
 
 def _gbdt_edges(a: Analysis) -> set[str]:

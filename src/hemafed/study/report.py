@@ -706,6 +706,19 @@ RENDERERS: dict[str, Callable[[Section, Mapping[str, Any], Mapping[str, Any]], N
 }
 
 
+def _renderer(kind: str) -> Callable[[Section, Mapping[str, Any], Mapping[str, Any]], None]:
+    """The drawing of ``kind``: the report's own, else its registration's (a kind defined
+    beside its estimator, :attr:`hemafed.kinds.AnalysisKind.render`), else the generic page."""
+    from hemafed.kinds import get_kind
+
+    if kind in RENDERERS:
+        return RENDERERS[kind]
+    try:
+        return get_kind(kind).render or _generic
+    except KeyError:
+        return _generic
+
+
 def _generic(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
     stats = doc.get("stats") or {}
     if stats:
@@ -759,7 +772,7 @@ def build_report(results: Mapping[str, Any], *, title: str | None = None,
             s.provenance(_provenance(doc))
             continue
         try:
-            RENDERERS.get(doc["kind"], _generic)(s, doc, results)
+            _renderer(doc["kind"])(s, doc, results)
         except (KeyError, ValueError, TypeError):  # an unexpected result shape: show it plainly
             s.blocks.clear()
             _generic(s, doc, results)

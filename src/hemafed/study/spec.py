@@ -255,9 +255,9 @@ def _names_of(analysis: Analysis) -> list[tuple[str, str]]:
     return out
 
 
-OWN_TABLE_KINDS = frozenset({"lmm"})
-"""Kinds whose columns are in a site table of their own (repeated measurements), not the
-patient schema."""
+OWN_TABLE_KINDS = frozenset({"lmm", "cox_long"})
+"""Kinds whose columns are in a site table of their own (repeated measurements, start-stop
+rows), not the patient schema."""
 
 
 FORMULA_LEVEL_KINDS = frozenset({"cox", "logistic", "finegray", "cox_tv"})

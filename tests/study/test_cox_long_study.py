@@ -1,0 +1,216 @@
+"""The long-format start-stop Cox as a study kind (``cox_long``), end to end, against R.
+
+R's own ``survival::heart`` (172 start-stop rows of 103 patients: age, year, surgery and the
+time-varying transplant indicator, times in days with one half-day) is exported by Rscript and
+split over three uneven real site directories (one site of a single patient, one without
+events): the patients through the site intake, each site's rows as its long table
+(:func:`hemafed.analytics.mixed.import_measurements`, the supported way). The study spec is run
+by the study hub over SecureFederation (in-process transport); the hazard ratios must equal R's
+``coxph(Surv(start, stop, event) ~ age + year + surgery + transplant)`` on the pooled rows. The
+plan pins the half-day lattice: a request on another grid is refused naming the rule.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analytics"))
+from r_datasets import needs_r, run_r_batch, split_uneven  # noqa: E402
+
+from hemafed.analytics.coxph_startstop import LONG_QUERY  # noqa: E402
+from hemafed.analytics.mixed import (  # noqa: E402
+    LongitudinalCohort,
+    import_measurements,
+    longitudinal_site_handler,
+)
+from hemafed.documents import frame_from_json  # noqa: E402
+from hemafed.errors import HemafedError  # noqa: E402
+from hemafed.study.plan import StudyPlan  # noqa: E402
+from hemafed.study.spec import StudySpec  # noqa: E402
+
+FORMULA = "age + year + surgery + transplant"
+BOUNDS = {"age": [-50.0, 30.0], "year": [-1.0, 8.0], "surgery": [0.0, 1.0],
+          "transplant": [0.0, 1.0]}
+LONG = {"kind": "cox_long", "formula": FORMULA, "bounds": BOUNDS, "steps_per_unit": 2,
+        "max_time": 2000}
+SPEC = {"study_id": "heart-long", "requester": "tester", "analyses": [
+    {"id": "efron", "title": "Heart transplant (Efron)", **LONG},
+    {"id": "breslow", "title": "Heart transplant (Breslow)", **LONG, "ties": "breslow"}]}
+R_FIT = """
+m <- coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, data = d,
+           ties = "{ties}", control = coxph.control(eps = 1e-13, iter.max = 100))
+out <- data.frame(coef = coef(m), se = sqrt(diag(vcov(m))), n = m$n, nevent = m$nevent,
+                  loglik = m$loglik[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def heart() -> pd.DataFrame:
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        pytest.skip("Rscript is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "heart.csv"
+        res = subprocess.run([rscript, "-e", f"library(survival); d <- heart; "
+                              f"d$transplant <- as.integer(as.character(d$transplant)); "
+                              f"write.csv(d, '{out}', row.names = FALSE)"],
+                             capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            pytest.skip(f"R's survival::heart is unavailable: {res.stderr[-300:]}")
+        d = pd.read_csv(out)
+    d.insert(0, "patient_id", [f"heart{int(i):03d}" for i in d.pop("id")])
+    return d
+
+
+def _cohorts(heart: pd.DataFrame) -> dict[str, LongitudinalCohort]:
+    """Three uneven sites (split_uneven on one row per patient), each with its own rows."""
+    last = heart.groupby("patient_id", sort=True).tail(1)
+    patients = pd.DataFrame({"patient_id": last["patient_id"].to_numpy(), "disease": "MDS",
+                             "os_time": last["stop"].to_numpy() / 365.25,
+                             "os_status": last["event"].to_numpy()})
+    return {name: LongitudinalCohort.attach(
+                c, heart[heart["patient_id"].isin(c.patients["patient_id"].astype(str))])
+            for name, c in split_uneven(patients, 3).items()}
+
+
+@pytest.fixture(scope="module")
+def federation(heart: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from hemafed.cohort.model import Cohort
+    from hemafed.demo import build_sites
+
+    spec = StudySpec.from_mapping(SPEC)
+    cohorts = _cohorts(heart)
+    sites = build_sites(tmp_path_factory.mktemp("heart-sites"),
+                        {s: Cohort(c.patients, c.mutations, c.panels)
+                         for s, c in cohorts.items()}, spec)
+    for s, c in cohorts.items():
+        import_measurements(sites.site_dirs[s], c.measurements, spec.study_id)
+    return spec, cohorts, sites
+
+
+@needs_r
+@pytest.mark.slow
+def test_cox_long_study_equals_r_over_three_uneven_sites(heart: pd.DataFrame,
+                                                          federation: Any) -> None:
+    from hemafed.federation.inprocess import run_in_process
+    from hemafed.study.pooled import compare
+
+    spec, cohorts, sites = federation
+    assert sum(len(c.measurements) for c in cohorts.values()) == len(heart)
+    assert min(len(c.patients) for c in cohorts.values()) == 1
+    refs = run_r_batch({t: (R_FIT.replace("{ties}", t), heart) for t in ("efron", "breslow")})
+    results = run_in_process("hemafed.study.hub:study_hub_main", longitudinal_site_handler,
+                             sites.site_configs(), {"spec": dict(spec.raw),
+                                                    "manifest": sites.manifest.to_json()})
+    docs = {d["id"]: d for d in results["analyses"]}
+    assert all(d["status"] == "ok" for d in docs.values()), [d.get("error")
+                                                            for d in docs.values()]
+    for ties, ref in refs.items():
+        doc = docs[ties]
+        table = frame_from_json(doc["tables"]["summary"])
+        assert list(table.index) == ["age", "year", "surgery", "transplant"]
+        np.testing.assert_allclose(table["coef"].astype(float), ref["coef"], rtol=1e-6,
+                                   err_msg=ties)
+        np.testing.assert_allclose(table["se(coef)"].astype(float), ref["se"], rtol=1e-6,
+                                   err_msg=ties)
+        stats = doc["stats"]
+        assert stats["log_likelihood"] == pytest.approx(float(ref["loglik"].iloc[0]), rel=1e-8)
+        assert stats["rows"] == len(heart) == int(ref["n"].iloc[0])
+        assert stats["events"] == int(ref["nevent"].iloc[0])
+        assert stats["n"] == heart["patient_id"].nunique() and stats["excluded"] == 0
+        assert stats["sites"] == 3 and stats["newton_rounds"] <= 60
+        # the registered pooled reference (lifelines for Efron) agrees with the federated fit
+        a = next(x for x in spec.analyses if x.id == ties)
+        pooled = compare(a, doc, list(cohorts.values()))
+        assert pooled is not None
+        assert float(pooled["max absolute difference of the coefficients"]) < 1e-5, pooled
+    assert "lifelines" in compare(spec.analyses[0], docs["efron"],
+                                  list(cohorts.values()))["pooled engine"]
+    from hemafed.study.report import build_report
+
+    html = build_report(results).render()
+    assert "Heart transplant (Efron)" in html and "start-stop" in html
+
+
+def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation: Any) -> None:
+    """Through the real site runtime: the planned request is answered, the same request on
+    a grid of another lattice (or with another design, column, ties or an extra key) is
+    refused as outside the plan, naming the rule."""
+    from hemafed.federation.inprocess import run_in_process
+    from hemafed.federation.runtime import SecureFederation
+
+    spec, _cohorts_, sites = federation
+    base = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
+            "event_col": "event", "max_rows_per_patient": 20,
+            "design": [{"kind": "numeric", "column": c, "low": lo, "high": hi}
+                       for c, (lo, hi) in BOUNDS.items()],
+            "ties": "efron", "beta": [0.0, 0.0, 0.0, 0.0]}
+
+    def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
+        fed = SecureFederation(exchange, sites.manifest, spec_sha256=spec.sha256,
+                               requester="tester")
+        out: dict[str, Any] = {}
+        for name, params in {
+                "planned": base | {"grid": [50.0, 100.5, 1000.0]},
+                "quarter_days": base | {"grid": [50.0, 100.25]},
+                "beyond_max_time": base | {"grid": [50.0, 2500.0]},
+                "other_bounds": base | {"grid": [50.0], "design": [
+                    {**d, "high": 20.0} if d["column"] == "age" else d
+                    for d in base["design"]]},
+                "other_ties": base | {"grid": [50.0], "ties": "breslow", "event_col": "x"},
+                "extra_key": base | {"grid": [50.0], "max_patients": 1_000_000}}.items():
+            try:
+                res = fed.secure_sum(LONG_QUERY, params, study=spec.study_id)
+                out[name] = ("answered", sorted(res.sites))
+            except HemafedError as exc:
+                out[name] = ("refused", str(exc))
+        return out
+
+    out = run_in_process(hub, longitudinal_site_handler, sites.site_configs(), {})
+    assert out["planned"][0] == "answered", out["planned"]
+    for name in ("quarter_days", "beyond_max_time"):
+        assert out[name][0] == "refused" and "outside the approved study plan" in out[name][1]
+        assert "'lattice'" in out[name][1], out[name]
+    for name in ("other_bounds", "other_ties", "extra_key"):
+        assert out[name][0] == "refused" and "'request'" in out[name][1], out[name]
+
+
+def test_the_plan_pins_columns_design_and_lattice() -> None:
+    """The plan alone (no site): what a cox_long entry permits and what it does not."""
+    plan = StudyPlan.from_spec(StudySpec.from_mapping(SPEC))
+    events = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
+              "event_col": "event", "max_rows_per_patient": 20, "steps_per_unit": 2.0,
+              "max_time": 2000.0}
+    assert plan.check("cox_long_event_times", events, False) is None
+    assert plan.check("cox_long_event_times", events | {"steps_per_unit": 365.25},
+                      False)[0] == "request"
+    assert plan.check("cox_long_event_times", events | {"grid": [1.0]}, False)[0] == "request"
+    assert plan.cap("cox_long_sums") == 2 * 60  # two analyses of NEWTON_CAP rounds
+    # a spec asking an unlisted lattice (a tenth of a day) is answered nothing
+    fine = StudyPlan.from_spec(StudySpec.from_mapping(
+        {"study_id": "fine", "analyses": [{"id": "c", **LONG, "steps_per_unit": 10}]}))
+    assert fine.check("cox_long_event_times", events | {"steps_per_unit": 10.0},
+                      False)[0] == "request"
+    # the follow-up lattices of other kinds stay as they were: a day grid beyond 60 years
+    assert plan.check("cox_long_sums", {"grid": [50.0]}, False)[0] == "request"
+
+
+@needs_r
+def test_an_unlisted_lattice_fails_clearly_at_the_hub(federation: Any) -> None:
+    from hemafed.federation.local import LocalSumFederation
+    from hemafed.kinds import get_kind
+
+    spec = StudySpec.from_mapping({"study_id": "fine", "analyses": [
+        {"id": "c", **LONG, "steps_per_unit": 10}]})
+    _, cohorts, _ = federation
+    with pytest.raises(HemafedError, match="steps_per_unit of a cox_long analysis must be one"):
+        get_kind("cox_long").run(LocalSumFederation(cohorts), spec.analyses[0], spec)
