@@ -26,7 +26,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind", "get_kind",
+__all__ = ["LMM_CAP", "NEWTON_CAP", "OWN_TABLE_LATTICES", "AnalysisKind", "KindTable", "bind", "get_kind",
            "register_kind", "registered_kinds"]
 
 NEWTON_CAP = 60
@@ -34,6 +34,12 @@ NEWTON_CAP = 60
 
 LMM_CAP = 400
 """Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
+
+OWN_TABLE_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 2.0, 1.0})
+"""Public ``steps_per_unit`` of the time lattice of a site's own long table (a pinned
+lattice, ``AnalysisKind.pins``), in that table's time unit: the follow-up lattices of
+``hemafed.study.plan.COARSER_LATTICES`` and half-units (R's ``survival::heart`` counts days
+and puts a transplant and a death on the same day half a day apart)."""
 
 Runner = Callable[[Any, Any, Any], dict[str, Any]]
 """``run(federation, analysis, spec) -> result document`` (plain JSON)."""
@@ -78,7 +84,7 @@ class AnalysisKind:
       keys that may vary, e.g. Newton's ``beta``; no other key may be sent) and ``"lattice"``
       (``[steps_per_unit, max_time]`` in the time unit of the site's own table: a sent
       ``grid`` holds points ``k / steps_per_unit`` in ``[0, max_time]``; the plan admits the
-      lattices of ``hemafed.study.plan.OWN_TABLE_LATTICES`` and permits nothing else).
+      lattices of :data:`OWN_TABLE_LATTICES` and permits nothing else).
     """
 
     name: str

@@ -187,6 +187,9 @@ def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation:
 def test_the_plan_pins_columns_design_and_lattice() -> None:
     """The plan alone (no site): what a cox_long entry permits and what it does not."""
     plan = StudyPlan.from_spec(StudySpec.from_mapping(SPEC))
+    from hemafed.study.plan import COARSER_LATTICES, OWN_TABLE_LATTICES
+
+    assert OWN_TABLE_LATTICES == COARSER_LATTICES | {2.0}  # the follow-up lattices, half-units
     events = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
               "event_col": "event", "max_rows_per_patient": 20, "steps_per_unit": 2.0,
               "max_time": 2000.0}

@@ -16,7 +16,7 @@ covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measuremen
 patient table), ``bounds`` (public ranges of every covariate), ``start``, ``stop``, ``event``,
 ``id`` (the long table's columns, default ``start``, ``stop``, ``event``, ``patient_id``),
 ``ties``, ``steps_per_unit`` and ``max_time`` (the event-time lattice ``k / steps_per_unit``
-in the table's own time unit, one of :data:`hemafed.study.plan.OWN_TABLE_LATTICES`),
+in the table's own time unit, one of :data:`hemafed.kinds.OWN_TABLE_LATTICES`),
 ``max_rows_per_patient`` (sites hold the long table in ``cohort/measurements.parquet``, as the
 mixed model's; the plan pins every request but the Newton ``beta`` and the event-time grid's
 points, :func:`cox_long_pins`).
@@ -34,11 +34,10 @@ from hemafed.documents import finite as _finite
 from hemafed.documents import frame_json as _frame
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
-from hemafed.kinds import LMM_CAP, NEWTON_CAP, AnalysisKind
+from hemafed.kinds import LMM_CAP, NEWTON_CAP, OWN_TABLE_LATTICES, AnalysisKind
 
 if TYPE_CHECKING:
     from hemafed.cohort.model import Cohort
-    from hemafed.report.html import Section
     from hemafed.study.spec import Analysis, StudySpec
 
 
@@ -137,8 +136,6 @@ def cox_long_pins(a: Analysis) -> list[tuple[str, dict[str, Any]]]:
 
 def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.coxph_startstop import CoxStartStopFitter
-    from hemafed.study.plan import OWN_TABLE_LATTICES
-
     spu, top = _long_lattice(a)
     if spu not in OWN_TABLE_LATTICES:
         raise InvalidInput(f"steps_per_unit of a cox_long analysis must be one of the public "
@@ -205,13 +202,6 @@ def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
     return {"pooled engine": engine, "max absolute difference of the coefficients": f"{diff:.2e}"}
 
 
-def render_cox_long(s: Section, doc: Any, results: Any) -> None:
-    """The start-stop Cox page (hazard-ratio forest and table) of :mod:`hemafed.study.report`."""
-    from hemafed.study.report import _cox_tv
-
-    _cox_tv(s, doc, results)
-
-
 KINDS = (
     AnalysisKind("iptw", {"treatment", "formula"},
                  {"duration", "event", "ties", "stabilized", "max_weight"},
@@ -234,7 +224,7 @@ KINDS = (
     AnalysisKind("cox_long", {"formula", "bounds"}, set(COX_LONG_DEFAULTS),
                  queries={"cox_long_event_times", "cox_long_sums"},
                  caps={"cox_long_event_times": 2, "cox_long_sums": NEWTON_CAP},
-                 run=run_cox_long, pooled=pooled_cox_long, render=render_cox_long,
+                 run=run_cox_long, pooled=pooled_cox_long,
                  pins=cox_long_pins),
 )
 """The registrations of the four kinds."""

@@ -29,7 +29,8 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   design, ties and time lattice) is answered only when every pinned key is sent with the
   spec's value and no other key but the iterated ones (``beta``, the grid's points) is sent
   (element ``request``), its ``grid`` on the pinned lattice of the site's own table (element
-  ``lattice``: ``steps_per_unit`` one of :data:`OWN_TABLE_LATTICES`, points in
+  ``lattice``: ``steps_per_unit`` one of :data:`OWN_TABLE_LATTICES` (at most
+  :data:`MAX_GRID_POINTS` points), points in
   ``[0, max_time]``; a spec pinning another lattice is answered nothing);
 * **cohort size bound**: ``max_patients`` is the fixed public constant
   :data:`MAX_PATIENTS`, so it cannot probe a site's cohort size;
@@ -78,12 +79,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
-from hemafed.kinds import get_kind, registered_kinds
+from hemafed.kinds import OWN_TABLE_LATTICES, get_kind, registered_kinds
 from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
 __all__ = ["EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES", "LMM_CAP",
-           "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan", "on_public_lattice"]
+           "MAX_PATIENTS", "NEWTON_CAP", "OWN_TABLE_LATTICES", "StudyPlan",
+           "on_public_lattice"]
 
 MAX_PATIENTS = 1_000_000
 """The public cohort-size bound every request declares (the hub steps' default)."""
@@ -106,12 +108,6 @@ TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
 """Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
 (a coarser lattice reveals no finer timing than the daily one)."""
-
-OWN_TABLE_LATTICES = COARSER_LATTICES | {2.0}
-"""Public ``steps_per_unit`` of the time lattice of a site's own long table, in that table's
-time unit: the follow-up lattices and half-units (R's ``survival::heart`` counts days and puts a
-transplant and a death on the same day half a day apart). A pinned lattice has at most
-:data:`MAX_GRID_POINTS` points."""
 
 FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the

@@ -702,21 +702,8 @@ RENDERERS: dict[str, Callable[[Section, Mapping[str, Any], Mapping[str, Any]], N
     "describe": _describe, "km": _km, "cox": _cox, "logistic": _logistic,
     "competing": _competing, "gbdt": _gbdt, "synth": _synth, "gwas": _gwas,
     "imaging": _imaging, "finegray": _finegray, "cox_tv": _cox_tv, "iptw": _iptw,
-    "multistate": _multistate, "lmm": _lmm,
+    "multistate": _multistate, "lmm": _lmm, "cox_long": _cox_tv,
 }
-
-
-def _renderer(kind: str) -> Callable[[Section, Mapping[str, Any], Mapping[str, Any]], None]:
-    """The drawing of ``kind``: the report's own, else its registration's (a kind defined
-    beside its estimator, :attr:`hemafed.kinds.AnalysisKind.render`), else the generic page."""
-    from hemafed.kinds import get_kind
-
-    if kind in RENDERERS:
-        return RENDERERS[kind]
-    try:
-        return get_kind(kind).render or _generic
-    except KeyError:
-        return _generic
 
 
 def _generic(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
@@ -772,7 +759,7 @@ def build_report(results: Mapping[str, Any], *, title: str | None = None,
             s.provenance(_provenance(doc))
             continue
         try:
-            _renderer(doc["kind"])(s, doc, results)
+            RENDERERS.get(doc["kind"], _generic)(s, doc, results)
         except (KeyError, ValueError, TypeError):  # an unexpected result shape: show it plainly
             s.blocks.clear()
             _generic(s, doc, results)
