@@ -24,18 +24,18 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analytics"))
-from r_datasets import needs_r, run_r_batch, split_uneven  # noqa: E402
+from r_datasets import needs_r, run_r_batch, split_uneven
 
-from hemafed.analytics.coxph_startstop import LONG_QUERY  # noqa: E402
-from hemafed.analytics.mixed import (  # noqa: E402
+from hemafed.analytics.coxph_startstop import LONG_QUERY
+from hemafed.analytics.mixed import (
     LongitudinalCohort,
     import_measurements,
     longitudinal_site_handler,
 )
-from hemafed.documents import frame_from_json  # noqa: E402
-from hemafed.errors import HemafedError  # noqa: E402
-from hemafed.study.plan import StudyPlan  # noqa: E402
-from hemafed.study.spec import StudySpec  # noqa: E402
+from hemafed.documents import frame_from_json
+from hemafed.errors import HemafedError
+from hemafed.study.plan import StudyPlan
+from hemafed.study.spec import StudySpec
 
 FORMULA = "age + year + surgery + transplant"
 BOUNDS = {"age": [-50.0, 30.0], "year": [-1.0, 8.0], "surgery": [0.0, 1.0],
@@ -148,7 +148,7 @@ def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation:
     from hemafed.federation.inprocess import run_in_process
     from hemafed.federation.runtime import SecureFederation
 
-    spec, _cohorts_, sites = federation
+    spec, _, sites = federation
     base = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
             "event_col": "event", "max_rows_per_patient": 20,
             "design": [{"kind": "numeric", "column": c, "low": lo, "high": hi}
@@ -189,7 +189,7 @@ def test_the_plan_pins_columns_design_and_lattice() -> None:
     plan = StudyPlan.from_spec(StudySpec.from_mapping(SPEC))
     from hemafed.study.plan import COARSER_LATTICES, OWN_TABLE_LATTICES
 
-    assert OWN_TABLE_LATTICES == COARSER_LATTICES | {2.0}  # the follow-up lattices, half-units
+    assert COARSER_LATTICES | {2.0} == OWN_TABLE_LATTICES  # the follow-up lattices, half-units
     events = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
               "event_col": "event", "max_rows_per_patient": 20, "steps_per_unit": 2.0,
               "max_time": 2000.0}

@@ -196,6 +196,7 @@ def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
         fit = CoxStartStopFitter(ties="breslow", tol=1e-9).fit(
             LocalSumFederation({"pooled": one}), formula=names, bounds=a.get("bounds"),
             steps_per_unit=_long_lattice(a)[0], max_time=_long_lattice(a)[1])
+        assert fit.params_ is not None
         want, engine = fit.params_.to_numpy(), "hemafed Breslow fit on the pooled rows"
     got = frame_from_json(doc["tables"]["summary"])["coef"].to_numpy(dtype=float)
     diff = float(np.max(np.abs(got - want))) if got.size == want.size else float("nan")

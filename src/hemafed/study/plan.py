@@ -685,7 +685,7 @@ def _lattice_problem(lattice: Any) -> str | None:
     spu, top = float(lattice[0]), float(lattice[1])
     if spu not in OWN_TABLE_LATTICES:
         return f"steps_per_unit must be one of {sorted(OWN_TABLE_LATTICES)}"
-    if not 0 < top or math.floor(top * spu) + 1 > MAX_GRID_POINTS:
+    if top <= 0 or math.floor(top * spu) + 1 > MAX_GRID_POINTS:
         return f"the lattice may hold at most {MAX_GRID_POINTS} points"
     return None
 
