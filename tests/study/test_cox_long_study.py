@@ -44,7 +44,10 @@ LONG = {"kind": "cox_long", "formula": FORMULA, "bounds": BOUNDS, "steps_per_uni
         "max_time": 2000}
 SPEC = {"study_id": "heart-long", "requester": "tester", "analyses": [
     {"id": "efron", "title": "Heart transplant (Efron)", **LONG},
-    {"id": "breslow", "title": "Heart transplant (Breslow)", **LONG, "ties": "breslow"}]}
+    {"id": "breslow", "title": "Heart transplant (Breslow)", **LONG, "ties": "breslow"},
+    {"id": "levels", "title": "Surgery as a factor (Breslow)", **LONG, "ties": "breslow",
+     "bounds": {k: v for k, v in BOUNDS.items() if k != "surgery"},
+     "levels": {"surgery": [0, 1]}}]}
 R_FIT = """
 m <- coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, data = d,
            ties = "{ties}", control = coxph.control(eps = 1e-13, iter.max = 100))
@@ -133,6 +136,12 @@ def test_cox_long_study_equals_r_over_three_uneven_sites(heart: pd.DataFrame,
         pooled = compare(a, doc, list(cohorts.values()))
         assert pooled is not None
         assert float(pooled["max absolute difference of the coefficients"]) < 1e-5, pooled
+    # surgery declared as a factor (levels, reference 0): R's factor(surgery) coefficient
+    lv = frame_from_json(docs["levels"]["tables"]["summary"])
+    assert list(lv.index) == ["age", "year", "surgery[1]", "transplant"]
+    np.testing.assert_allclose(lv["coef"].astype(float), refs["breslow"]["coef"], rtol=1e-6)
+    assert float(compare(spec.analyses[2], docs["levels"], list(cohorts.values()))[
+        "max absolute difference of the coefficients"]) < 1e-6
     assert "lifelines" in compare(spec.analyses[0], docs["efron"],
                                   list(cohorts.values()))["pooled engine"]
     from hemafed.study.report import build_report
@@ -197,7 +206,7 @@ def test_the_plan_pins_columns_design_and_lattice() -> None:
     assert plan.check("cox_long_event_times", events | {"steps_per_unit": 365.25},
                       False)[0] == "request"
     assert plan.check("cox_long_event_times", events | {"grid": [1.0]}, False)[0] == "request"
-    assert plan.cap("cox_long_sums") == 2 * 60  # two analyses of NEWTON_CAP rounds
+    assert plan.cap("cox_long_sums") == 3 * 60  # three analyses of NEWTON_CAP rounds
     # a spec asking an unlisted lattice (a tenth of a day) is answered nothing
     fine = StudyPlan.from_spec(StudySpec.from_mapping(
         {"study_id": "fine", "analyses": [{"id": "c", **LONG, "steps_per_unit": 10}]}))

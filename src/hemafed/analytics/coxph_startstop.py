@@ -41,6 +41,7 @@ import pandas as pd
 from hemafed.analytics import results
 from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
 from hemafed.analytics.design import (
+    CategoricalTerm,
     DesignSpec,
     NumericTerm,
     Term,
@@ -587,9 +588,16 @@ COX_LONG_EVENT_TIMES = register(Query(
 
 
 def long_design(formula: str | Iterable[str] | DesignSpec,
-                bounds: Mapping[str, Sequence[float]] | None) -> DesignSpec:
-    """A design of numeric covariates ``"age + year + surgery"`` with public ``bounds``
-    (``{column: [low, high]}``, every covariate); a :class:`DesignSpec` is taken as is."""
+                bounds: Mapping[str, Sequence[float]] | None,
+                levels: Mapping[str, Sequence[str]] | None = None) -> DesignSpec:
+    """A design of covariates ``"age + year + surgery"`` of the long table: numeric ones with
+    public ``bounds`` (``{column: [low, high]}``), categorical ones with public ``levels``
+    (``{column: [reference, level2, ...]}``, R's treatment coding as ``parse_formula``);
+    every covariate has one or the other. A :class:`DesignSpec` is taken as is.
+
+    >>> long_design("age + arm", {"age": [0, 100]}, {"arm": ["a", "b"]}).names
+    ('age', 'arm[b]')
+    """
     if isinstance(formula, DesignSpec):
         return formula
     names = ([n.strip() for n in formula.split("+")] if isinstance(formula, str)
@@ -597,12 +605,24 @@ def long_design(formula: str | Iterable[str] | DesignSpec,
     names = [n for n in names if n]
     if not names:
         raise InvalidInput("give the covariates: a formula such as 'age + transplant'")
-    bounds = bounds or {}
-    missing = [n for n in names if n not in bounds]
+    bounds, levels = bounds or {}, levels or {}
+    missing = [n for n in names if n not in bounds and n not in levels]
     if missing:
-        raise InvalidInput(f"declare public bounds [low, high] for covariate(s) {missing}")
+        raise InvalidInput(f"declare public bounds [low, high] (or levels) for covariate(s) "
+                           f"{missing}")
+    unused = sorted((set(bounds) | set(levels)) - set(names))
+    if unused:
+        raise InvalidInput(f"bounds or levels given for {unused}, which the formula does not use")
     terms: list[Term] = []
     for n in names:
+        if n in levels:
+            lv = levels[n]
+            if (not isinstance(lv, list | tuple) or n in bounds
+                    or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in lv)):
+                raise InvalidInput(f"levels of {n!r} must be a list of level names, reference "
+                                   "first (and no bounds)")
+            terms.append(CategoricalTerm(n, tuple(str(v) for v in lv), str(lv[0]) if lv else ""))
+            continue
         b = bounds[n]
         if not isinstance(b, list | tuple) or len(b) != 2:
             raise InvalidInput(f"bounds of {n!r} must be [low, high]")
@@ -618,7 +638,8 @@ class CoxStartStopFitter(FederatedCoxTimeVarying):
 
     def fit(self, federation: Federation, duration_col: str = "",  # type: ignore[override]
             event_col: str = "event", formula: str | Iterable[str | Term] | DesignSpec = "",
-            *, bounds: Mapping[str, Sequence[float]] | None = None, id_col: str = "patient_id",
+            *, bounds: Mapping[str, Sequence[float]] | None = None,
+            levels: Mapping[str, Sequence[str]] | None = None, id_col: str = "patient_id",
             start_col: str = "start", stop_col: str = "stop", steps_per_unit: float = 1.0,
             max_time: float = 10_000.0, max_rows_per_patient: int = MAX_ROWS_PER_PATIENT,
             study: str = "default", **_: Any) -> CoxStartStopFitter:
@@ -626,7 +647,7 @@ class CoxStartStopFitter(FederatedCoxTimeVarying):
         ``stop_col``; event times must lie on the lattice ``k / steps_per_unit`` up to
         ``max_time`` (the others' patients are excluded)."""
         stop_col = duration_col or stop_col
-        spec = long_design(formula, bounds)  # type: ignore[arg-type]
+        spec = long_design(formula, bounds, levels)  # type: ignore[arg-type]
         cols = {"id_col": id_col, "start_col": start_col, "stop_col": stop_col,
                 "event_col": event_col, "max_rows_per_patient": max_rows_per_patient}
         agg = federation.secure_sum(LONG_EVENTS_QUERY, cols | {

@@ -12,8 +12,9 @@ Spec options: ``iptw``: ``treatment``, ``formula`` (confounders), ``duration``/`
 ``illness_time``, ``illness_status``, ``exit_time``, ``exit_status`` (default the AML and OS
 columns), ``states``; ``lmm``: ``outcome``, ``bounds`` (public ranges of the outcome, time and
 covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measurement table);
-``cox_long``: ``formula`` (numeric covariates of the long table, or baseline columns of the
-patient table), ``bounds`` (public ranges of every covariate), ``start``, ``stop``, ``event``,
+``cox_long``: ``formula`` (covariates of the long table, or baseline columns of the patient
+table), ``bounds`` (public ranges of the numeric covariates), ``levels`` (public levels of the
+categorical ones, reference first), ``start``, ``stop``, ``event``,
 ``id`` (the long table's columns, default ``start``, ``stop``, ``event``, ``patient_id``),
 ``ties``, ``steps_per_unit`` and ``max_time`` (the event-time lattice ``k / steps_per_unit``
 in the table's own time unit, one of :data:`hemafed.kinds.OWN_TABLE_LATTICES`),
@@ -124,7 +125,7 @@ def cox_long_pins(a: Analysis) -> list[tuple[str, dict[str, Any]]]:
 
     try:
         spu, top = _long_lattice(a)
-        design = long_design(a.get("formula") or "", a.get("bounds"))
+        design = long_design(a.get("formula") or "", a.get("bounds"), a.get("levels"))
     except (InvalidInput, TypeError, ValueError):
         return [(q, {"lattice": []}) for q in (LONG_EVENTS_QUERY, LONG_QUERY)]
     cols = _long_columns(a)
@@ -141,7 +142,7 @@ def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
         raise InvalidInput(f"steps_per_unit of a cox_long analysis must be one of the public "
                            f"lattices {sorted(OWN_TABLE_LATTICES)}, got {spu:g}")
     fit = CoxStartStopFitter(ties=_long_option(a, "ties")).fit(
-        fed, formula=a.get("formula") or "", bounds=a.get("bounds"),
+        fed, formula=a.get("formula") or "", bounds=a.get("bounds"), levels=a.get("levels"),
         id_col=_long_option(a, "id"), start_col=_long_option(a, "start"),
         stop_col=_long_option(a, "stop"), event_col=_long_option(a, "event"),
         steps_per_unit=spu, max_time=top,
@@ -157,7 +158,7 @@ def _pooled_rows(a: Analysis, cohorts: Sequence[Cohort]) -> pd.DataFrame:
     from hemafed.analytics.coxph_startstop import long_design, long_rows
     from hemafed.analytics.mixed import LongitudinalCohort
 
-    spec = long_design(a.get("formula") or "", a.get("bounds"))
+    spec = long_design(a.get("formula") or "", a.get("bounds"), a.get("levels"))
     params = _long_columns(a)
     frames = []
     for i, c in enumerate(cohorts):
@@ -193,8 +194,14 @@ def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
         patients = pd.DataFrame({"patient_id": rows["id"].unique()})
         one = LongitudinalCohort.attach(_Cohort(patients), rows.rename(
             columns={"id": "patient_id"}))
+        from hemafed.analytics.coxph_startstop import long_design
+
+        design = long_design(a.get("formula") or "", a.get("bounds"), a.get("levels"))
+        bounds = {n: [float(c - h), float(c + h)]  # a dummy's bounds are [0, 1]
+                  for n, c, h in zip(design.names, design.center, design.half_width,
+                                     strict=True)}
         fit = CoxStartStopFitter(ties="breslow", tol=1e-9).fit(
-            LocalSumFederation({"pooled": one}), formula=names, bounds=a.get("bounds"),
+            LocalSumFederation({"pooled": one}), formula=names, bounds=bounds,
             steps_per_unit=_long_lattice(a)[0], max_time=_long_lattice(a)[1])
         assert fit.params_ is not None
         want, engine = fit.params_.to_numpy(), "hemafed Breslow fit on the pooled rows"
@@ -222,7 +229,7 @@ KINDS = (
                  run=run_multistate),
     AnalysisKind("lmm", {"outcome", "bounds"}, {"time", "covariates", "max_obs"},
                  queries={"lmm_reml_sums"}, caps={"lmm_reml_sums": LMM_CAP}, run=run_lmm),
-    AnalysisKind("cox_long", {"formula", "bounds"}, set(COX_LONG_DEFAULTS),
+    AnalysisKind("cox_long", {"formula"}, {"bounds", "levels", *COX_LONG_DEFAULTS},
                  queries={"cox_long_event_times", "cox_long_sums"},
                  caps={"cox_long_event_times": 2, "cox_long_sums": NEWTON_CAP},
                  run=run_cox_long, pooled=pooled_cox_long,
