@@ -129,7 +129,7 @@ def test_cox_long_study_equals_r_over_three_uneven_sites(heart: pd.DataFrame,
         assert stats["log_likelihood"] == pytest.approx(float(ref["loglik"].iloc[0]), rel=1e-8)
         assert stats["rows"] == len(heart) == int(ref["n"].iloc[0])
         assert stats["events"] == int(ref["nevent"].iloc[0])
-        assert stats["n"] == heart["patient_id"].nunique() and stats["excluded"] == 0
+        assert stats["n"] == heart["patient_id"].nunique() and stats["rows excluded"] == 0
         assert stats["sites"] == 3 and stats["newton_rounds"] <= 60
         # the registered pooled reference (lifelines for Efron) agrees with the federated fit
         a = next(x for x in spec.analyses if x.id == ties)
@@ -147,7 +147,8 @@ def test_cox_long_study_equals_r_over_three_uneven_sites(heart: pd.DataFrame,
     from hemafed.study.report import build_report
 
     html = build_report(results).render()
-    assert "Heart transplant (Efron)" in html and "start-stop" in html
+    assert "Heart transplant (Efron)" in html and "Cox model on start-stop rows" in html
+    assert "surgery[1]" in html and "stem-cell" not in html  # the table's names, not the schema's
 
 
 def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation: Any) -> None:

@@ -149,7 +149,7 @@ def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
         max_rows_per_patient=_long_option(a, "max_rows_per_patient"), study=spec.study_id)
     return {"tables": {"summary": _frame(fit.summary)},
             "stats": {"newton_rounds": fit.rounds, "n": fit.n_, "rows": fit.rows_,
-                      "events": fit.events_, "excluded": fit.excluded_,
+                      "events": fit.events_, "rows excluded": fit.excluded_,
                       "log_likelihood": fit.log_likelihood_, "sites": len(fit.sites_)}}
 
 

@@ -111,6 +111,8 @@ MEASURES: dict[str, tuple[str, str]] = {
     "thresholds": ("Thresholds", "the release rules checked"),
     "competing events": ("Competing events", "patients whose first event was the competing one"),
     "rows": ("Start-stop rows", "patient time split where the time-varying covariate switches"),
+    "rows excluded": ("Rows excluded", "start-stop rows left out: a missing value (as R's "
+                      "na.omit), or every row of a patient whose event is off the time lattice"),
     "hazard_ratio": ("Hazard ratio (weighted)", "treated vs untreated in the weighted "
                      "population; below 1 means lower risk with treatment"),
     "ess_treated": ("Effective sample size, treated", "patients the weighted arm is worth; "
@@ -490,17 +492,20 @@ def _imaging(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> 
 
 
 def _hazard_page(s: Section, doc: Mapping[str, Any], what: str, short: str,
-                 caption: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Forest plot and ratio table of a hazard-type summary (exp(coef) with 95% CI)."""
+                 caption: str, term_label: Callable[..., str] | None = None
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Forest plot and ratio table of a hazard-type summary (exp(coef) with 95% CI);
+    ``term_label(name, unit=...)`` names the terms (default: the schema's labels)."""
+    term_label = term_label or _term_label
     t = frame_from_json(doc["tables"]["summary"])
-    names = [_term_label(str(i)) for i in t.index]
+    names = [term_label(str(i)) for i in t.index]
     hr = t["exp(coef)"].astype(float).to_numpy()
     lo = t["exp(coef) lower 95%"].astype(float).to_numpy()
     hi = t["exp(coef) upper 95%"].astype(float).to_numpy()
     p = t["p"].astype(float).to_numpy()
     _plot_forest(s, names, hr, lo, hi, what)
     _ratio_table(s, names, hr, lo, hi, p, short, caption)
-    return [_term_label(str(i), unit=False) for i in t.index], hr, p
+    return [term_label(str(i), unit=False) for i in t.index], hr, p
 
 
 def _term_label(name: str, unit: bool = True) -> str:
@@ -548,6 +553,22 @@ def _cox_tv(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> N
     s.summary(f"Cox model with a time-varying covariate: {_fmt(stats.get('events'))} events "
               f"in {_fmt(stats.get('n'))} patients ({_fmt(stats.get('rows'))} start-stop "
               "rows): " + _effects_summary(plain, hr, p, "HR"))
+
+
+def _cox_long(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Cox on the sites' long start-stop tables: as :func:`_cox_tv`, the terms named as the
+    study's own table names them (its columns are not the schema's: ``transplant`` there may
+    be a heart transplant)."""
+    plain, hr, p = _hazard_page(
+        s, doc, "hazard ratio", "HR",
+        "hazard ratio per unit of the variable (or against the reference level, "
+        "'column[level]'), the covariates taking each start-stop row's values",
+        term_label=lambda name, unit=True: name)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(_measure_rows(stats))
+    s.summary(f"Cox model on start-stop rows: {_fmt(stats.get('events'))} events in "
+              f"{_fmt(stats.get('n'))} patients ({_fmt(stats.get('rows'))} rows): "
+              + _effects_summary(plain, hr, p, "HR"))
 
 
 def _plot_balance(s: Section, balance: pd.DataFrame) -> None:
@@ -702,7 +723,7 @@ RENDERERS: dict[str, Callable[[Section, Mapping[str, Any], Mapping[str, Any]], N
     "describe": _describe, "km": _km, "cox": _cox, "logistic": _logistic,
     "competing": _competing, "gbdt": _gbdt, "synth": _synth, "gwas": _gwas,
     "imaging": _imaging, "finegray": _finegray, "cox_tv": _cox_tv, "iptw": _iptw,
-    "multistate": _multistate, "lmm": _lmm, "cox_long": _cox_tv,
+    "multistate": _multistate, "lmm": _lmm, "cox_long": _cox_long,
 }
 
 
