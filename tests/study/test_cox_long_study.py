@@ -213,6 +213,12 @@ def test_the_plan_pins_columns_design_and_lattice() -> None:
         {"study_id": "fine", "analyses": [{"id": "c", **LONG, "steps_per_unit": 10}]}))
     assert fine.check("cox_long_event_times", events | {"steps_per_unit": 10.0},
                       False)[0] == "request"
+    # the long table's own column names, pinned as the spec names them
+    named = StudyPlan.from_spec(StudySpec.from_mapping(
+        {"study_id": "named", "analyses": [{"id": "c", **LONG, "id_col": "pid", "stop": "t1"}]}))
+    assert named.check("cox_long_event_times", events | {"id_col": "pid", "stop_col": "t1"},
+                       False) is None
+    assert named.check("cox_long_event_times", events, False)[0] == "request"
     # the follow-up lattices of other kinds stay as they were: a day grid beyond 60 years
     assert plan.check("cox_long_sums", {"grid": [50.0]}, False)[0] == "request"
 

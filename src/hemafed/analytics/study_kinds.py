@@ -15,7 +15,7 @@ covariates), ``time``, ``covariates``, ``max_obs`` (sites must hold a measuremen
 ``cox_long``: ``formula`` (covariates of the long table, or baseline columns of the patient
 table), ``bounds`` (public ranges of the numeric covariates), ``levels`` (public levels of the
 categorical ones, reference first), ``start``, ``stop``, ``event``,
-``id`` (the long table's columns, default ``start``, ``stop``, ``event``, ``patient_id``),
+``id_col`` (the long table's columns, default ``start``, ``stop``, ``event``, ``patient_id``),
 ``ties``, ``steps_per_unit`` and ``max_time`` (the event-time lattice ``k / steps_per_unit``
 in the table's own time unit, one of :data:`hemafed.kinds.OWN_TABLE_LATTICES`),
 ``max_rows_per_patient`` (sites hold the long table in ``cohort/measurements.parquet``, as the
@@ -91,7 +91,7 @@ def run_lmm(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
 # --- cox_long: Cox regression on the sites' long-format start-stop tables ----------------------
 
-COX_LONG_DEFAULTS: dict[str, Any] = {"id": "patient_id", "start": "start", "stop": "stop",
+COX_LONG_DEFAULTS: dict[str, Any] = {"id_col": "patient_id", "start": "start", "stop": "stop",
                                      "event": "event", "ties": "efron", "steps_per_unit": 1.0,
                                      "max_time": 10_000.0, "max_rows_per_patient": 20}
 """The spec options of ``cox_long`` a spec may leave out (times in the long table's unit)."""
@@ -103,7 +103,7 @@ def _long_option(a: Analysis, key: str) -> Any:
 
 def _long_columns(a: Analysis) -> dict[str, Any]:
     """The column part every ``cox_long`` request carries (as the fitter builds it)."""
-    return {"id_col": _long_option(a, "id"), "start_col": _long_option(a, "start"),
+    return {"id_col": _long_option(a, "id_col"), "start_col": _long_option(a, "start"),
             "stop_col": _long_option(a, "stop"), "event_col": _long_option(a, "event"),
             "max_rows_per_patient": _long_option(a, "max_rows_per_patient")}
 
@@ -137,13 +137,14 @@ def cox_long_pins(a: Analysis) -> list[tuple[str, dict[str, Any]]]:
 
 def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     from hemafed.analytics.coxph_startstop import CoxStartStopFitter
+
     spu, top = _long_lattice(a)
     if spu not in OWN_TABLE_LATTICES:
         raise InvalidInput(f"steps_per_unit of a cox_long analysis must be one of the public "
                            f"lattices {sorted(OWN_TABLE_LATTICES)}, got {spu:g}")
     fit = CoxStartStopFitter(ties=_long_option(a, "ties")).fit(
         fed, formula=a.get("formula") or "", bounds=a.get("bounds"), levels=a.get("levels"),
-        id_col=_long_option(a, "id"), start_col=_long_option(a, "start"),
+        id_col=_long_option(a, "id_col"), start_col=_long_option(a, "start"),
         stop_col=_long_option(a, "stop"), event_col=_long_option(a, "event"),
         steps_per_unit=spu, max_time=top,
         max_rows_per_patient=_long_option(a, "max_rows_per_patient"), study=spec.study_id)
