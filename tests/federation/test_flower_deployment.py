@@ -6,12 +6,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from probe_reference import expected_sums
 from site_handlers import SCALE
 
-from hemafed.federation.flower.deployment import Deployment, descendants, pid_alive, submit_run
+from hemafed.federation.flower.deployment import (
+    Deployment,
+    descendants,
+    pid_alive,
+    submit_run,
+    wait_for_port,
+)
+from hemafed.federation.flower.site_worker import AUTHENTICATED_METHODS
 from hemafed.site.store import audit_log, init_site
 
 pytestmark = pytest.mark.deploy
@@ -85,6 +93,60 @@ def test_unregistered_supernode_is_refused(deployment: Deployment, tmp_path: Pat
     rogue_log = (deployment.workdir / "logs" / "supernode-rogue.log").read_text()
     assert "No SuperNode found with the given public key" in superlink_log
     assert "Failed to activate SuperNode" in rogue_log
+
+
+def _acquire(api: str, secret: bytes | None) -> Any:
+    """``AcquireTask`` on a SuperNode's Runtime API as any local process could send it, signed
+    with ``secret`` if given; no retry (Flower's retry invoker SIGINTs itself on a 401)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import (
+        RuntimeVersionHttpInterceptor,
+        SuperExecAuthHttpInterceptor,
+    )
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if secret is not None:
+        interceptors.append(SuperExecAuthHttpInterceptor(
+            master_secret=secret, protected_methods=AUTHENTICATED_METHODS))
+    client = RuntimeHttpClient.from_server_address(
+        server_address=api, insecure=True, root_certificates=None, interceptors=interceptors)
+    try:
+        return client.AcquireTask(AcquireTaskRequest(
+            supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
+    finally:
+        client.close()
+
+
+def test_only_the_site_worker_may_take_the_supernodes_tasks(deployment: Deployment) -> None:
+    """The SuperNode's local Runtime API hands ClientApp tasks (and the token that opens their
+    messages) only to a caller signing with the site's ``keys/superexec.secret`` (0600)."""
+    import httpx
+
+    for site_dir in sorted((deployment.workdir.parent / "sites").iterdir()):
+        worker = next(p for p in deployment.processes if "--runtime-api" in list(p.args)
+                      and str(site_dir) in [str(a) for a in p.args])
+        args = [str(a) for a in worker.args]
+        api = args[args.index("--runtime-api") + 1]
+        secret = Path(args[args.index("--superexec-auth-secret-file") + 1])
+        assert secret == site_dir / "keys" / "superexec.secret"
+        assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+        host, port = api.rsplit(":", 1)
+        wait_for_port(host, int(port), timeout=60)
+        for intruder in (None, b"a guess at the secret"):  # another local process
+            with pytest.raises(httpx.HTTPStatusError) as info:
+                _acquire(api, intruder)
+            assert info.value.response.status_code == httpx.codes.UNAUTHORIZED
+            # Flower's answer: {"code": 1008 (RUNTIME_AUTHENTICATION_FAILED), "detail": ...}
+            assert info.value.response.json() == {"code": 1008,
+                                                  "detail": "Authentication failed."}
+        # the same call signed with the site's secret is accepted (no task waits: no token)
+        assert not _acquire(api, secret.read_bytes()).token
+    # and the study still runs through the workers holding the secret
+    body = deployment.run("hemafed.federation.flower.probe:probe_hub", {"rounds": 1},
+                          expected_sites=3, timeout=90, connect_timeout=60, run_timeout=240)
+    assert body["result"]["rounds"][0]["answered"] == SITES
 
 
 def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:
