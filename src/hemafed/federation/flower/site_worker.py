@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import hashlib
 import logging
-import os
 import signal
 import sys
 import threading
