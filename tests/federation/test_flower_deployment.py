@@ -3,6 +3,9 @@ TLS and SuperNode auth; the sites run only the pinned hemafed app."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,34 +122,69 @@ def _acquire(api: str, secret: bytes | None) -> Any:
         client.close()
 
 
+def _runtime_api(deployment: Deployment, site_dir: Path) -> tuple[Any, str, Path]:
+    """The site worker's process, the Runtime API it polls and the secret file it holds."""
+    worker = next(p for p in deployment.processes if "--runtime-api" in list(p.args)
+                  and str(site_dir) in [str(a) for a in p.args])
+    args = [str(a) for a in worker.args]
+    api = args[args.index("--runtime-api") + 1]
+    host, port = api.rsplit(":", 1)
+    wait_for_port(host, int(port), timeout=60)
+    return worker, api, Path(args[args.index("--superexec-auth-secret-file") + 1])
+
+
+def _refused(api: str, secret: bytes | None) -> None:
+    import httpx
+
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        _acquire(api, secret)
+    assert info.value.response.status_code == httpx.codes.UNAUTHORIZED
+    # Flower's answer: {"code": 1008 (RUNTIME_AUTHENTICATION_FAILED), "detail": ...}
+    assert info.value.response.json() == {"code": 1008, "detail": "Authentication failed."}
+
+
 def test_only_the_site_worker_may_take_the_supernodes_tasks(deployment: Deployment) -> None:
     """The SuperNode's local Runtime API hands ClientApp tasks (and the token that opens their
     messages) only to a caller signing with the site's ``keys/superexec.secret`` (0600)."""
-    import httpx
-
-    for site_dir in sorted((deployment.workdir.parent / "sites").iterdir()):
-        worker = next(p for p in deployment.processes if "--runtime-api" in list(p.args)
-                      and str(site_dir) in [str(a) for a in p.args])
-        args = [str(a) for a in worker.args]
-        api = args[args.index("--runtime-api") + 1]
-        secret = Path(args[args.index("--superexec-auth-secret-file") + 1])
+    site_dirs = sorted((deployment.workdir.parent / "sites").iterdir())
+    for site_dir in site_dirs:
+        _, api, secret = _runtime_api(deployment, site_dir)
         assert secret == site_dir / "keys" / "superexec.secret"
         assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
-        host, port = api.rsplit(":", 1)
-        wait_for_port(host, int(port), timeout=60)
         for intruder in (None, b"a guess at the secret"):  # another local process
-            with pytest.raises(httpx.HTTPStatusError) as info:
-                _acquire(api, intruder)
-            assert info.value.response.status_code == httpx.codes.UNAUTHORIZED
-            # Flower's answer: {"code": 1008 (RUNTIME_AUTHENTICATION_FAILED), "detail": ...}
-            assert info.value.response.json() == {"code": 1008,
-                                                  "detail": "Authentication failed."}
+            _refused(api, intruder)
         # the same call signed with the site's secret is accepted (no task waits: no token)
         assert not _acquire(api, secret.read_bytes()).token
-    # and the study still runs through the workers holding the secret
-    body = deployment.run("hemafed.federation.flower.probe:probe_hub", {"rounds": 1},
-                          expected_sites=3, timeout=90, connect_timeout=60, run_timeout=240)
-    assert body["result"]["rounds"][0]["answered"] == SITES
+
+    # With the site worker paused, the hub's task waits at the SuperNode: an intruder polling
+    # for it all the while (longer than the SuperNode's 3 s idle poll of the SuperLink) is
+    # refused every time, and the study completes once the worker resumes: nothing was taken.
+    worker, api, _ = _runtime_api(deployment, site_dirs[0])
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["body"] = deployment.run("hemafed.federation.flower.probe:probe_hub",
+                                             {"rounds": 1}, expected_sites=3, timeout=90,
+                                             connect_timeout=60, run_timeout=240)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    os.kill(worker.pid, signal.SIGSTOP)
+    hub = threading.Thread(target=run)
+    try:
+        hub.start()
+        tries, deadline = 0, time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            _refused(api, None)
+            tries += 1
+            time.sleep(0.2)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        hub.join(timeout=300)
+    assert tries > 20 and not hub.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["body"]["result"]["rounds"][0]["answered"] == SITES
 
 
 def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:
