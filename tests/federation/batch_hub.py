@@ -50,6 +50,7 @@ def batch_hub(exchange: Exchange, site_ids: list[str], config: dict[str, Any]) -
     batch_exchanges = count - before
     before = count
     cph = FederatedCoxPH().fit(secure, "os_time", "os_status", " + ".join(FORMULA), study=STUDY)
+    assert cph.params_ is not None
     return {"sites": list(batch[0].sites),
             "alone": [_plain(r.values) for r in alone],
             "batch": [_plain(r.values) for r in batch],

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from probe_reference import expected_sums
@@ -124,9 +124,9 @@ def _acquire(api: str, secret: bytes | None) -> Any:
 
 def _runtime_api(deployment: Deployment, site_dir: Path) -> tuple[Any, str, Path]:
     """The site worker's process, the Runtime API it polls and the secret file it holds."""
-    worker = next(p for p in deployment.processes if "--runtime-api" in list(p.args)
-                  and str(site_dir) in [str(a) for a in p.args])
-    args = [str(a) for a in worker.args]
+    commands = [(p, [str(a) for a in cast("list[Any]", p.args)]) for p in deployment.processes]
+    worker, args = next((p, a) for p, a in commands
+                        if "--runtime-api" in a and str(site_dir) in a)
     api = args[args.index("--runtime-api") + 1]
     host, port = api.rsplit(":", 1)
     wait_for_port(host, int(port), timeout=60)
