@@ -18,9 +18,11 @@ from site_handlers import SCALE
 from hemafed.federation.flower.deployment import (
     Deployment,
     descendants,
+    flower_env,
     pid_alive,
     submit_run,
     wait_for_port,
+    worker_command,
 )
 from hemafed.federation.flower.site_worker import AUTHENTICATED_METHODS
 from hemafed.site.store import audit_log, init_site
@@ -185,6 +187,36 @@ def test_only_the_site_worker_may_take_the_supernodes_tasks(deployment: Deployme
     assert tries > 20 and not hub.is_alive()
     assert "error" not in outcome, outcome.get("error")
     assert outcome["body"]["result"]["rounds"][0]["answered"] == SITES
+
+
+def test_a_worker_with_the_wrong_secret_stops_with_a_clear_error(deployment: Deployment,
+                                                                  tmp_path: Path) -> None:
+    """A second worker given another secret file is refused by the SuperNode; it says so and
+    exits with code 2 (not Flower's retry invoker SIGINTing it) and takes nothing."""
+    import subprocess
+
+    site_dir = sorted((deployment.workdir.parent / "sites").iterdir())[0]
+    _, api, _ = _runtime_api(deployment, site_dir)
+    wrong = tmp_path / "other.secret"
+    wrong.write_bytes(b"x" * 32)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            worker_command(api, site_dir, "site-a",
+                           handler_factory="site_handlers:scaled_probe_handler",
+                           auth_secret_file=wrong),
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            env=flower_env(extra={"PYTHONPATH": str(HERE)}))
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert code == 2
+    text = log_path.read_text()
+    assert "the SuperNode refused this worker's SuperExec auth secret" in text
+    assert "Traceback" not in text
 
 
 def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:
