@@ -37,6 +37,30 @@ def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def create_bytes(target: str | os.PathLike[str], data: bytes) -> bool:
+    """Atomically create ``target`` holding ``data`` unless it exists (then change nothing).
+
+    The file appears complete or not at all, with mode 0600 from the start (a ``mkstemp``
+    file), and two concurrent callers cannot both create it: the fsynced temporary file is
+    hard-linked to ``target``, which fails if ``target`` exists. Returns whether this call
+    created it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def write_text(target: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Atomically write ``text`` to ``target``."""
     write_bytes(target, text.encode(encoding))

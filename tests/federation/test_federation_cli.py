@@ -68,3 +68,20 @@ def test_a_site_pins_app_hashes_in_site_yaml(tmp_path: Path) -> None:
     (site / "site.yaml").write_text(yaml.safe_dump({**config, "trusted_flower_apps": ["abc"]}))
     with pytest.raises(InvalidInput, match="trusted_flower_apps"):
         pinned_app_hashes(site)
+
+
+def test_site_serve_with_an_unusable_superexec_secret_fails_before_starting(
+        tmp_path: Path) -> None:
+    from hemafed.site.store import init_site
+
+    paths = init_site(tmp_path / "site", "site-a")
+    paths.superexec_secret.unlink()
+    paths.superexec_secret.mkdir()  # not a file: no SuperNode may start with it
+    ca, key = tmp_path / "ca.pem", tmp_path / "node"
+    ca.write_text("not used")
+    key.write_text("not used")
+    result = CliRunner().invoke(app, ["site", "serve", str(paths.root), "--hub", "127.0.0.1:1",
+                                      "--ca", str(ca), "--key", str(key)])
+    assert result.exit_code != 0
+    assert "superexec.secret is not a non-empty regular file" in result.output
+    assert "Traceback" not in result.output and "SuperNode pid" not in result.output

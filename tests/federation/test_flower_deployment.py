@@ -3,15 +3,28 @@ TLS and SuperNode auth; the sites run only the pinned hemafed app."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from probe_reference import expected_sums
 from site_handlers import SCALE
 
-from hemafed.federation.flower.deployment import Deployment, descendants, pid_alive, submit_run
+from hemafed.federation.flower.deployment import (
+    Deployment,
+    descendants,
+    flower_env,
+    pid_alive,
+    submit_run,
+    wait_for_port,
+    worker_command,
+)
+from hemafed.federation.flower.site_worker import AUTHENTICATED_METHODS
 from hemafed.site.store import audit_log, init_site
 
 pytestmark = pytest.mark.deploy
@@ -85,6 +98,125 @@ def test_unregistered_supernode_is_refused(deployment: Deployment, tmp_path: Pat
     rogue_log = (deployment.workdir / "logs" / "supernode-rogue.log").read_text()
     assert "No SuperNode found with the given public key" in superlink_log
     assert "Failed to activate SuperNode" in rogue_log
+
+
+def _acquire(api: str, secret: bytes | None) -> Any:
+    """``AcquireTask`` on a SuperNode's Runtime API as any local process could send it, signed
+    with ``secret`` if given; no retry (Flower's retry invoker SIGINTs itself on a 401)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import (
+        RuntimeVersionHttpInterceptor,
+        SuperExecAuthHttpInterceptor,
+    )
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if secret is not None:
+        interceptors.append(SuperExecAuthHttpInterceptor(
+            master_secret=secret, protected_methods=AUTHENTICATED_METHODS))
+    client = RuntimeHttpClient.from_server_address(
+        server_address=api, insecure=True, root_certificates=None, interceptors=interceptors)
+    try:
+        return client.AcquireTask(AcquireTaskRequest(
+            supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
+    finally:
+        client.close()
+
+
+def _runtime_api(deployment: Deployment, site_dir: Path) -> tuple[Any, str, Path]:
+    """The site worker's process, the Runtime API it polls and the secret file it holds."""
+    commands = [(p, [str(a) for a in cast("list[Any]", p.args)]) for p in deployment.processes]
+    worker, args = next((p, a) for p, a in commands
+                        if "--runtime-api" in a and str(site_dir) in a)
+    api = args[args.index("--runtime-api") + 1]
+    host, port = api.rsplit(":", 1)
+    wait_for_port(host, int(port), timeout=60)
+    return worker, api, Path(args[args.index("--superexec-auth-secret-file") + 1])
+
+
+def _refused(api: str, secret: bytes | None) -> None:
+    import httpx
+
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        _acquire(api, secret)
+    assert info.value.response.status_code == httpx.codes.UNAUTHORIZED
+    # Flower's answer: {"code": 1008 (RUNTIME_AUTHENTICATION_FAILED), "detail": ...}
+    assert info.value.response.json() == {"code": 1008, "detail": "Authentication failed."}
+
+
+def test_only_the_site_worker_may_take_the_supernodes_tasks(deployment: Deployment) -> None:
+    """The SuperNode's local Runtime API hands ClientApp tasks (and the token that opens their
+    messages) only to a caller signing with the site's ``keys/superexec.secret`` (0600)."""
+    site_dirs = sorted((deployment.workdir.parent / "sites").iterdir())
+    for site_dir in site_dirs:
+        _, api, secret = _runtime_api(deployment, site_dir)
+        assert secret == site_dir / "keys" / "superexec.secret"
+        assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+        for intruder in (None, b"a guess at the secret"):  # another local process
+            _refused(api, intruder)
+        # the same call signed with the site's secret is accepted (no task waits: no token)
+        assert not _acquire(api, secret.read_bytes()).token
+
+    # With the site worker paused, the hub's task waits at the SuperNode: an intruder polling
+    # for it all the while (longer than the SuperNode's 3 s idle poll of the SuperLink) is
+    # refused every time, and the study completes once the worker resumes: nothing was taken.
+    worker, api, _ = _runtime_api(deployment, site_dirs[0])
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["body"] = deployment.run("hemafed.federation.flower.probe:probe_hub",
+                                             {"rounds": 1}, expected_sites=3, timeout=90,
+                                             connect_timeout=60, run_timeout=240)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    os.kill(worker.pid, signal.SIGSTOP)
+    hub = threading.Thread(target=run)
+    try:
+        hub.start()
+        tries, deadline = 0, time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            _refused(api, None)
+            tries += 1
+            time.sleep(0.2)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        hub.join(timeout=300)
+    assert tries > 20 and not hub.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["body"]["result"]["rounds"][0]["answered"] == SITES
+
+
+def test_a_worker_with_the_wrong_secret_stops_with_a_clear_error(deployment: Deployment,
+                                                                  tmp_path: Path) -> None:
+    """A second worker given another secret file is refused by the SuperNode; it says so and
+    exits with code 2 (not Flower's retry invoker SIGINTing it) and takes nothing."""
+    import subprocess
+
+    site_dir = sorted((deployment.workdir.parent / "sites").iterdir())[0]
+    _, api, _ = _runtime_api(deployment, site_dir)
+    wrong = tmp_path / "other.secret"
+    wrong.write_bytes(b"x" * 32)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            worker_command(api, site_dir, "site-a",
+                           handler_factory="site_handlers:scaled_probe_handler",
+                           auth_secret_file=wrong),
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            env=flower_env(extra={"PYTHONPATH": str(HERE)}))
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert code == 2
+    text = log_path.read_text()
+    assert "the SuperNode refused this worker's SuperExec auth secret" in text
+    assert "Traceback" not in text
 
 
 def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:

@@ -245,12 +245,17 @@ def site_serve(site_dir: Annotated[Path, typer.Argument(exists=True, file_okay=F
     (or a hash listed in site.yaml's ``trusted_flower_apps``) runs; any other app the hub
     submits is refused without running and the refusal is written to the audit log.
     """
-    from hemafed.federation.flower.site_worker import pinned_app_hashes, site_identity
+    from hemafed.federation.flower.site_worker import (
+        ensure_runtime_secret,
+        pinned_app_hashes,
+        site_identity,
+    )
 
     site_path = site_dir.resolve()
     try:
         sid = site_identity(site_path)
         pinned_app_hashes(site_path, app_sha256 or [])  # a bad site.yaml fails here
+        secret = ensure_runtime_secret(site_path)  # only the worker may take the node's tasks
     except HemafedError as exc:
         raise _fail(exc) from exc
     runtime_port = port or free_port()
@@ -259,12 +264,14 @@ def site_serve(site_dir: Annotated[Path, typer.Argument(exists=True, file_okay=F
     code = 0
     try:
         node = subprocess.Popen(supernode_command(hub, ca.resolve(), key.resolve(), site_path,
-                                                  sid, runtime_port=runtime_port),
+                                                  sid, runtime_port=runtime_port,
+                                                  auth_secret_file=secret),
                                 env=flower_env(), start_new_session=True)
         procs.append(node)
         procs.append(subprocess.Popen(worker_command(
             f"127.0.0.1:{runtime_port}", site_path, sid, handler_factory=handler_factory,
-            trusted_app_sha256=app_sha256 or [], supernode_pid=node.pid),
+            trusted_app_sha256=app_sha256 or [], supernode_pid=node.pid,
+            auth_secret_file=secret),
             env=flower_env(), start_new_session=True))
         typer.echo(f"site {sid}: SuperNode pid {node.pid}, site worker pid {procs[1].pid}",
                    err=True)

@@ -10,6 +10,8 @@ Layout (made by :func:`init_site`)::
     ledger.jsonl           privacy ledger
     keys/site_secret       32 random bytes (hex) for pseudonyms and audit HMACs   (0600)
     keys/c4gh.sec, keys/c4gh.pub   Crypt4GH key pair of the vault               (0600 / 0644)
+    keys/superexec.secret  32 random bytes shared by the site's SuperNode and site worker only
+                           (Flower's ``--superexec-auth-secret-file``)              (0600)
     vault/                 Crypt4GH-encrypted raw genomic files
 
 Imports read a file with :func:`hemafed.cohort.io.read_cohort`, replace patient identifiers by
@@ -115,6 +117,10 @@ class SitePaths:
         return self.keys / "site_secret"
 
     @property
+    def superexec_secret(self) -> Path:
+        return self.keys / "superexec.secret"
+
+    @property
     def c4gh_sec(self) -> Path:
         return self.keys / "c4gh.sec"
 
@@ -151,6 +157,7 @@ def init_site(site_dir: str | Path, site_id: str, *,
     paths.cohort.mkdir()
     atomic.write_text(paths.secret, os.urandom(32).hex() + "\n")
     os.chmod(paths.secret, 0o600)
+    superexec_secret(paths.root)
     generate_keypair(paths.c4gh_sec, paths.c4gh_pub, comment=f"hemafed site {site_id}")
     write_default_policy(paths.policy, site_id)
     paths.lock.touch()
@@ -194,6 +201,35 @@ def site_secret(site_dir: str | Path) -> bytes:
     if len(secret) < 16:
         raise CryptoError(f"{path}: the site secret is too short")
     return secret
+
+
+def superexec_secret(site_dir: str | Path) -> Path:
+    """The file holding the secret the site's SuperNode and site worker share, made if absent.
+
+    Flower 1.42's SuperNode (``--isolation process``) hands ClientApp tasks from its local
+    Runtime API only to a caller that signs ``AcquireTask`` with an HMAC keyed by this secret
+    (``--superexec-auth-secret-file``), so another local process cannot take the site's tasks.
+    It is created once (32 random bytes, mode 0600, atomically and never overwritten, so two
+    processes starting at once agree on it), in a ``keys`` folder made if missing (mode 0700).
+    A secret file other accounts could read is replaced by a new one. The path, never the
+    bytes, goes on command lines."""
+    paths = SitePaths(Path(site_dir))
+    target = paths.superexec_secret
+    try:
+        if not paths.keys.is_dir():
+            paths.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic.create_bytes(target, os.urandom(32))
+        info = target.lstat()
+    except OSError as exc:
+        raise InvalidInput(f"{target}: cannot make or read the SuperExec auth secret "
+                           f"({exc.strerror})") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        raise InvalidInput(f"{target} is not a non-empty regular file; remove it and serve "
+                           "the site again to make a new SuperExec auth secret")
+    if info.st_mode & 0o077:  # others may have read it: a new one, readable by the site only
+        log.warning("%s was readable by other accounts; replaced by a new secret", target)
+        atomic.write_bytes(target, os.urandom(32))
+    return target
 
 
 def load_policy(site_dir: str | Path) -> SitePolicy:

@@ -319,10 +319,11 @@ class Deployment:
         """
         if isolation not in ("process", "subprocess"):
             raise InvalidInput(f"isolation must be 'process' or 'subprocess', got {isolation!r}")
-        from hemafed.federation.flower.site_worker import site_identity
+        from hemafed.federation.flower.site_worker import ensure_runtime_secret, site_identity
 
         site_path = Path(site_dir).resolve()
         sid = site_identity(site_path, site_id)
+        secret = ensure_runtime_secret(site_path) if isolation == "process" else None
         if "'" in str(site_path):
             raise InvalidInput(f"site directory {site_path} contains a single quote; Flower's "
                                "--node-config cannot carry it")
@@ -332,12 +333,14 @@ class Deployment:
         runtime_port = free_port(self.host)
         node = self._spawn(f"supernode-{sid}", supernode_command(
             self.address, self.certs.ca_cert, keys.private_key, site_path, sid,
-            runtime_port=runtime_port, max_wait_time=max_wait_time, isolation=isolation))
+            runtime_port=runtime_port, max_wait_time=max_wait_time, isolation=isolation,
+            auth_secret_file=secret))
         if isolation == "subprocess":
             return node
         self._spawn(f"worker-{sid}", worker_command(
             f"127.0.0.1:{runtime_port}", site_path, sid, handler_factory=handler_factory,
-            trusted_app_sha256=trusted_app_sha256, supernode_pid=node.pid))
+            trusted_app_sha256=trusted_app_sha256, supernode_pid=node.pid,
+            auth_secret_file=secret))
         return node
 
     # -- running -------------------------------------------------------------------------
@@ -373,21 +376,26 @@ class Deployment:
 def supernode_command(superlink: str, ca_cert: Path, private_key: Path, site_dir: Path,
                       site_id: str, *, runtime_port: int, host: str = "127.0.0.1",
                       max_wait_time: float | None = None,
-                      isolation: str = "process") -> list[str]:
-    """The ``flower-supernode`` command line for one site."""
+                      isolation: str = "process", auth_secret_file: Path | None = None
+                      ) -> list[str]:
+    """The ``flower-supernode`` command line for one site (``auth_secret_file``: only the
+    holder of that secret, the site worker, may take tasks from its Runtime API)."""
     command = [flower_command("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(ca_cert), "--auth-supernode-private-key",
                str(private_key), "--node-config", f"site-dir='{site_dir}' site-id='{site_id}'",
                "--isolation", isolation, "--host", host, "--port", str(runtime_port)]
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
+    if auth_secret_file is not None:
+        command += ["--superexec-auth-secret-file", str(auth_secret_file)]
     return command
 
 
 def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
                    handler_factory: str = DEFAULT_HANDLER_FACTORY,
                    trusted_app_sha256: Sequence[str] = (),
-                   supernode_pid: int | None = None) -> list[str]:
+                   supernode_pid: int | None = None,
+                   auth_secret_file: Path | None = None) -> list[str]:
     """The site worker's command line (see :mod:`hemafed.federation.flower.site_worker`)."""
     command = [sys.executable, "-m", "hemafed.federation.flower.site_worker", "--runtime-api",
                runtime_api, "--site-dir", str(site_dir), "--site-id", site_id,
@@ -396,6 +404,8 @@ def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
         command += ["--app-sha256", digest]
     if supernode_pid is not None:
         command += ["--supernode-pid", str(supernode_pid)]
+    if auth_secret_file is not None:
+        command += ["--superexec-auth-secret-file", str(auth_secret_file)]
     return command
 
 

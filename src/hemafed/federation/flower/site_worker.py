@@ -21,6 +21,12 @@ client functions, and then:
   never one named by the hub's run config. The handler's site runtime (cohort, keys, manifest)
   stays loaded between messages.
 
+Only this worker may take the SuperNode's tasks: both are started with the site's
+``keys/superexec.secret`` (:func:`hemafed.site.store.superexec_secret`; Flower's
+``--superexec-auth-secret-file``) and the SuperNode answers an ``AcquireTask`` not signed with
+it by HTTP 401, so another local process cannot pull the hub's messages (and the task token
+that opens them) from the Runtime API port.
+
 Run as ``python -m hemafed.federation.flower.site_worker --runtime-api 127.0.0.1:PORT
 --site-dir DIR`` (``hemafed site serve`` and :class:`~hemafed.federation.flower.deployment.
 Deployment` do it).
@@ -46,6 +52,17 @@ log = logging.getLogger(__name__)
 APP_DIR = Path(__file__).resolve().parent / "app"
 DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
 REFUSAL_REASON = "the site does not run this Flower app (its hash is not pinned by the site)"
+AUTHENTICATED_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
+"""The Runtime API calls Flower 1.42's SuperNode authenticates with the SuperExec secret
+(``flwr/supercore/routers/runtime/router.py``: only ``acquire-task``; every later call of a
+task carries the token ``AcquireTask`` returned)."""
+
+
+def ensure_runtime_secret(site_dir: Path) -> Path:
+    """The secret file the site's SuperNode and this worker share (made once, mode 0600)."""
+    from hemafed.site.store import superexec_secret
+
+    return superexec_secret(site_dir)
 
 
 @lru_cache(maxsize=1)
@@ -130,10 +147,12 @@ class SiteWorker:
     poll_max = 0.1
 
     def __init__(self, runtime_api: str, site: Mapping[str, Any], handler_factory: str,
-                 trusted: frozenset[str], supernode_pid: int | None = None) -> None:
+                 trusted: frozenset[str], supernode_pid: int | None = None,
+                 auth_secret: bytes | None = None) -> None:
         from hemafed.federation.flower.apps import make_client_app
 
         self.runtime_api = runtime_api
+        self.auth_secret = auth_secret
         self.site = dict(site)
         self.trusted = trusted
         self.client_app = make_client_app(site=self.site, handler_factory=handler_factory)
@@ -141,8 +160,14 @@ class SiteWorker:
         self.supernode_pid = supernode_pid
         self.answered = 0
         self.refused = 0
+        self.failed = False
 
-    def _client(self, token: str | None = None) -> Any:
+    def _client(self, token: str | None = None, *, retry: bool = True) -> Any:
+        """A Runtime API client: with ``token``, for one task's calls; without, the poller
+        (signing ``AcquireTask`` with the SuperExec secret when the site has one).
+
+        The poller retries in :meth:`serve` itself (``retry=False``): Flower's HTTP retry
+        invoker answers a 401 by sending SIGINT to its own process."""
         from flwr.supercore.interceptors import (
             RuntimeTokenHttpInterceptor,
             RuntimeVersionHttpInterceptor,
@@ -154,17 +179,23 @@ class SiteWorker:
             component_name="flwr-clientapp" if token else "SuperExec")]
         if token:
             interceptors.append(RuntimeTokenHttpInterceptor(token))
+        elif self.auth_secret:
+            from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
+
+            interceptors.append(SuperExecAuthHttpInterceptor(
+                master_secret=self.auth_secret, protected_methods=AUTHENTICATED_METHODS))
         return RuntimeHttpClient.from_server_address(
             server_address=self.runtime_api, insecure=True, root_certificates=None,
             interceptors=interceptors,
-            retry_invoker=make_simple_http_retry_invoker())
+            retry_invoker=make_simple_http_retry_invoker() if retry else None)
 
     def serve(self) -> None:
         """Poll for tasks until :attr:`stopping` is set."""
+        import httpx
         from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
         from flwr.supercore.constant import TaskType
 
-        client = self._client()
+        client = self._client(retry=False)
         pause = self.poll_min
         log.info("site worker for %s on %s; trusted app hashes %s", self.site["site_id"],
                  self.runtime_api, sorted(self.trusted))
@@ -174,6 +205,12 @@ class SiteWorker:
                     res = client.AcquireTask(AcquireTaskRequest(
                         supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
                 except Exception as exc:  # the SuperNode restarting: keep trying
+                    if (isinstance(exc, httpx.HTTPStatusError)
+                            and exc.response.status_code == httpx.codes.UNAUTHORIZED):
+                        log.error("the SuperNode refused this worker's SuperExec auth secret "
+                                  "(--superexec-auth-secret-file must name the SuperNode's)")
+                        self.failed = True
+                        return
                     log.debug("AcquireTask failed: %s", exc)
                     if self.supernode_pid is not None and not _alive(self.supernode_pid):
                         log.info("SuperNode %d is gone; the site worker stops",
@@ -247,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also trust this FAB hash (repeat)")
     parser.add_argument("--supernode-pid", type=int, default=None,
                         help="stop when this SuperNode process is gone")
+    parser.add_argument("--superexec-auth-secret-file", type=Path, default=None,
+                        help="the secret shared with the SuperNode (same flag there)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -258,8 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sid = site_identity(site_dir, args.site_id or None)
         load_handler_factory(args.handler_factory)
+        secret_file = args.superexec_auth_secret_file
         worker = SiteWorker(args.runtime_api, site_config(site_dir, sid), args.handler_factory,
-                            pinned_app_hashes(site_dir, args.app_sha256), args.supernode_pid)
+                            pinned_app_hashes(site_dir, args.app_sha256), args.supernode_pid,
+                            secret_file.read_bytes() if secret_file is not None else None)
+    except OSError as exc:
+        log.error("cannot read the SuperExec auth secret: %s", exc)
+        return 2
     except HemafedError as exc:
         log.error("%s", exc)
         return 2
@@ -273,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.serve()
     log.info("site worker stopped after %.0f s: %d task(s) answered, %d refused",
              time.monotonic() - started, worker.answered, worker.refused)
-    return 0
+    return 2 if worker.failed else 0
 
 
 if __name__ == "__main__":
