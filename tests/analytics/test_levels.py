@@ -10,7 +10,6 @@ the real site stack and secure aggregation (naming the rule and column, never th
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 from typing import Any
 
