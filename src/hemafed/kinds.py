@@ -70,7 +70,11 @@ class AnalysisKind:
       the report's own drawing for the built-in kinds, else the generic table page);
     * ``requests``: ``requests(analysis)`` -> the exact ``(query, params)`` its hub step sends,
       when the spec entry fixes them all (e.g. a lattice): the plan then answers those
-      parameter sets of these queries only, and permits the columns they name.
+      parameter sets of these queries only, and permits the columns they name;
+    * ``exact_option`` / ``exact_queries``: the spec option by which the officer approves an
+      exact (non-DP) release of ``exact_queries`` (e.g. a boosting analysis's
+      ``exact_histograms``); those queries are DP-only unless every analysis of the kind in
+      the spec sets the option to ``true``. ``None``: the kind has no such rule.
     """
 
     name: str
@@ -85,9 +89,12 @@ class AnalysisKind:
     pooled: Pooled | None = field(default=None, compare=False)
     render: Renderer | None = field(default=None, compare=False)
     requests: Requests | None = field(default=None, compare=False)
+    exact_option: str | None = None
+    exact_queries: AbstractSet[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("required", "optional", "queries", "default_columns", "time_mappings"):
+        for name in ("required", "optional", "queries", "default_columns", "time_mappings",
+                     "exact_queries"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         if self.sends is None:
             object.__setattr__(self, "sends", tuple(sorted(self.queries)))
@@ -97,6 +104,10 @@ class AnalysisKind:
         if clash:
             raise ValueError(f"kind {self.name!r}: options both required and optional: "
                              f"{sorted(clash)}")
+        if (self.exact_option is None) != (not self.exact_queries) or (
+                self.exact_option is not None and self.exact_option not in self.optional):
+            raise ValueError(f"kind {self.name!r}: exact_option must be one of its optional "
+                             f"options and come with exact_queries (or neither)")
 
     @property
     def options(self) -> frozenset[str]:

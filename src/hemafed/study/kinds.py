@@ -98,7 +98,8 @@ _BUILT_IN = (
                           "km_risk_table", "learn_site_concordance", "learn_loso_concordance"},
                  sends=("gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
                         "learn_risk_histogram", "learn_eval_sums"),
-                 caps=_gbdt_caps, time_mappings={"up"}),
+                 caps=_gbdt_caps, time_mappings={"up"},
+                 exact_option=EXACT_HISTOGRAMS_KEY, exact_queries={"gbdt_histograms"}),
 )
 _LATER = (
     AnalysisKind("gwas", {"trait", "variant_list"},

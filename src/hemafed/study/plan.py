@@ -46,7 +46,11 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   (Newton rounds, boosting rounds x tree depth, synthesis rounds, with room for one retry);
   the identical request asked again (a retry, a re-run) is not counted twice;
 * **DP**: a synthesis release (``marginal_counts``) must be differentially private, and so
-  must boosting histograms unless the spec opts out (above).
+  must a kind's ``exact_queries`` (boosting histograms, a quantile's cumulative histogram)
+  unless every analysis of that kind sets the kind's ``exact_option`` to ``true``
+  (:attr:`hemafed.kinds.AnalysisKind.exact_option`; the one check is :func:`_dp_unless_exact`);
+  for a kind with fixed requests the rule is per analysis: the requests of an analysis not
+  approved exact are DP-only (``dp_requests``).
 
 :meth:`StudyPlan.check` returns ``None`` for a request inside the plan, else the name of the
 plan element it breaks (for the refusal, :mod:`hemafed.privacy.refusal`) and the detail (for
@@ -236,6 +240,8 @@ class StudyPlan:
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
     fixed: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """query -> the only parameter sets (canonical JSON) its kinds' ``requests`` permit."""
+    dp_requests: frozenset[str] = frozenset()
+    """Fixed requests (canonical ``[query, params]``) of analyses not approved exact: DP only."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -266,6 +272,7 @@ class StudyPlan:
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
         fixed: dict[str, set[str]] = {}
+        dp_requests: set[str] = set()
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -329,8 +336,6 @@ class StudyPlan:
                 bins.update(int(v) for v in (b.values() if isinstance(b, dict) else [b]))
             elif a.kind == "gbdt":
                 edges.update(_gbdt_edges(a))
-                if a.get(EXACT_HISTOGRAMS_KEY) is not True:
-                    dp_required.add("gbdt_histograms")
             elif a.kind == "catalogue":
                 catalogue.add(_catalogue_key(a.get("group"), a.get("levels"), a.get("columns")))
                 if float(a.get("epsilon", 0) or 0) > 0:
@@ -356,11 +361,13 @@ class StudyPlan:
             for query, params in kind.requests(a) if kind.requests else ():
                 fixed.setdefault(query, set()).add(_canon(dict(params)))
                 columns.update(_named_columns(params))
-        quantiles = [a for a in spec.analyses if a.kind == "quantile"]
-        if quantiles and not any(a.get("exact") is True for a in quantiles):
-            # a pooled cumulative histogram is released only with DP unless the officer
-            # approved an exact one (``exact: true``, as boosting's ``exact_histograms``)
-            dp_required.add("quantile_cdf")
+            if kind.requests is not None and _dp_unless_exact(a):
+                # fixed requests: each analysis's own requests are DP-only (or exact) by its
+                # own option, so one exact analysis does not release another's exactly
+                dp_requests.update(_canon([q, dict(p)]) for q, p in kind.requests(a)
+                                   if q in kind.exact_queries)
+            else:
+                dp_required |= _dp_unless_exact(a)
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for v in declared:
@@ -378,7 +385,8 @@ class StudyPlan:
                    frozenset(bins or {20}), caps, frozenset(dp_required), frozenset(mappings),
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
-                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()})
+                   imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
+                   dp_requests=frozenset(dp_requests))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -396,7 +404,8 @@ class StudyPlan:
         if query not in self.queries:
             return "query", f"query {query!r} is not used by any analysis of study " \
                             f"{self.study_id!r} (plan: {', '.join(sorted(self.queries))})"
-        if query in self.dp_required and not dp:
+        if not dp and (query in self.dp_required
+                       or _canon([query, dict(params)]) in self.dp_requests):
             return "dp", f"query {query!r} is planned only as a differentially private release"
         problem = self._check_params(query, params)
         if problem is None and distinct_so_far >= self.cap(query):
@@ -599,6 +608,15 @@ class StudyPlan:
                                   or not 1 <= v <= MAX_FINE_BINS):
                 return key, f"{key} must be an integer in [1, {MAX_FINE_BINS}]"
         return None
+
+
+def _dp_unless_exact(a: Analysis) -> frozenset[str]:
+    """The queries of ``a`` released only with DP: its kind's ``exact_queries`` unless the
+    officer approved an exact release (the kind's ``exact_option`` set to ``true``)."""
+    kind = get_kind(a.kind)
+    if kind.exact_option is None or a.get(kind.exact_option) is True:
+        return frozenset()
+    return frozenset(kind.exact_queries)
 
 
 def on_public_lattice(grid: Iterable[float]) -> bool:
