@@ -80,7 +80,7 @@ from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
 __all__ = ["EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES", "LMM_CAP",
-           "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan", "on_public_lattice"]
+           "LATTICE_KINDS", "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan", "on_public_lattice"]
 
 MAX_PATIENTS = 1_000_000
 """The public cohort-size bound every request declares (the hub steps' default)."""
@@ -103,6 +103,10 @@ TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
 """Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
 (a coarser lattice reveals no finer timing than the daily one)."""
+
+LATTICE_KINDS = frozenset({"cox"})
+"""Kinds whose spec option ``lattice`` (one of :data:`COARSER_LATTICES`) fixes the fit's time
+grid at approval (:meth:`StudyPlan.on_plan_lattice`)."""
 
 FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
@@ -242,6 +246,8 @@ class StudyPlan:
     """query -> the only parameter sets (canonical JSON) its kinds' ``requests`` permit."""
     dp_requests: frozenset[str] = frozenset()
     """Fixed requests (canonical ``[query, params]``) of analyses not approved exact: DP only."""
+    lattices: frozenset[float] = frozenset()
+    """``steps_per_unit`` of the spec's ``lattice`` options (:meth:`on_plan_lattice`)."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -273,6 +279,7 @@ class StudyPlan:
         dp_required = set(DP_QUERIES)
         fixed: dict[str, set[str]] = {}
         dp_requests: set[str] = set()
+        lattices: set[float] = set()
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -356,6 +363,11 @@ class StudyPlan:
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
                                  a.get("max_obs", 50)))
+            if a.kind in LATTICE_KINDS and a.get("lattice") is not None:
+                # the fit's grid is the whole public lattice, each time moved up to its
+                # interval's end (the spec validated the value)
+                lattices.add(float(a.get("lattice")))
+                mappings.add("up")
             for query, n in kind.caps_for(a).items():
                 add(query, n)
             for query, params in kind.requests(a) if kind.requests else ():
@@ -386,11 +398,37 @@ class StudyPlan:
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
                    imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
-                   dp_requests=frozenset(dp_requests))
+                   dp_requests=frozenset(dp_requests), lattices=frozenset(lattices))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
         return self.caps.get(query, 0)
+
+    def on_plan_lattice(self, params: Mapping[str, Any]) -> float | None:
+        """The ``steps_per_unit`` of the plan lattice that is the request's time grid, else
+        ``None``.
+
+        A grid is on the plan lattice when it is exactly the whole lattice of one of the spec's
+        ``lattice`` options
+        (:func:`hemafed.analytics.survival_queries.lattice_grid`) with ``time_mapping: up``: every per-time cell is then one
+        interval ``((k - 1) / s, k / s]`` fixed at approval, whatever the hub sends. Only then
+        are per-time event counts outside the site's minimum-cell rule
+        (:func:`hemafed.privacy.disclosure.cell_rule_statistics`).
+        """
+        if not self.lattices or params.get("time_mapping") != "up":
+            return None
+        grid = params.get("grid")
+        if not isinstance(grid, list) or not all(
+                isinstance(g, int | float) and not isinstance(g, bool) for g in grid):
+            return None
+        from hemafed.analytics.survival_queries import lattice_grid
+
+        for spu in sorted(self.lattices):
+            want = lattice_grid(spu, MAX_TIME)
+            if len(grid) == len(want) and all(abs(float(g) - w) <= 1e-9 * max(1.0, w)
+                                              for g, w in zip(grid, want, strict=True)):
+                return spu
+        return None
 
     # --- the check --------------------------------------------------------------------------
 
