@@ -142,3 +142,43 @@ def test_a_lattice_finer_than_the_policy_cap_is_refused_naming_the_parameter(
     assert "max_lattice_steps_per_unit" in cox["error"], cox["error"]
     refusals = _refusals(fed)
     assert refusals and all("[policy:max_lattice_steps_per_unit" in r for r in refusals)
+
+
+def test_the_plan_lattice_is_the_whole_lattice_moved_up() -> None:
+    from hemafed.study.plan import StudyPlan
+
+    plan = StudyPlan.from_spec(_spec("lattice-plan", 12))
+    month = lattice_grid(12.0)
+    assert "up" in plan.time_mappings
+    assert plan.on_plan_lattice({"grid": month, "time_mapping": "up"}) == 12.0
+    # a part of the lattice, another public lattice, or another mapping is not the plan's
+    assert plan.on_plan_lattice({"grid": month[:-1], "time_mapping": "up"}) is None
+    assert plan.on_plan_lattice({"grid": month[::3], "time_mapping": "up"}) is None
+    assert plan.on_plan_lattice({"grid": lattice_grid(4.0), "time_mapping": "up"}) is None
+    assert plan.on_plan_lattice({"grid": month, "time_mapping": "exact"}) is None
+    assert plan.on_plan_lattice({"grid": "x", "time_mapping": "up"}) is None
+    # a spec without a lattice has none: per-time counts stay under the rule on any grid
+    bare = StudyPlan.from_spec(_spec("lattice-none", None))
+    assert bare.on_plan_lattice({"grid": month, "time_mapping": "up"}) is None
+    assert "up" not in bare.time_mappings
+
+
+@pytest.mark.parametrize("value", [7, 0.5, True, "12"])
+def test_a_lattice_must_be_a_public_one(value: Any) -> None:
+    from hemafed.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="lattice must be one of the public lattices"):
+        _spec("lattice-bad", value)
+
+
+def test_the_policy_cap_is_read_and_checked() -> None:
+    from hemafed.errors import InvalidInput
+
+    policy = site_policy.SitePolicy.from_mapping({"site_id": "s"})
+    assert policy.max_lattice_steps_per_unit == 12.0
+    weekly = site_policy.SitePolicy.from_mapping({"site_id": "s",
+                                                  "max_lattice_steps_per_unit": 52})
+    assert weekly.max_lattice_steps_per_unit == 52.0
+    assert site_policy.SitePolicy.from_mapping(weekly.to_mapping()) == weekly
+    with pytest.raises(InvalidInput, match="max_lattice_steps_per_unit"):
+        site_policy.SitePolicy.from_mapping({"site_id": "s", "max_lattice_steps_per_unit": 0})
