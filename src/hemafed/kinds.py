@@ -26,7 +26,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind", "get_kind",
+__all__ = ["COARSER_LATTICES", "LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind", "get_kind",
            "register_kind", "registered_kinds"]
 
 NEWTON_CAP = 60
@@ -34,6 +34,10 @@ NEWTON_CAP = 60
 
 LMM_CAP = 400
 """Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
+
+COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
+"""Public ``steps_per_unit`` a time histogram or a spec's ``lattice`` may use: days, weeks,
+months, quarters, years (a coarser lattice reveals no finer timing than the daily one)."""
 
 Runner = Callable[[Any, Any, Any], dict[str, Any]]
 """``run(federation, analysis, spec) -> result document`` (plain JSON)."""

@@ -75,12 +75,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
-from hemafed.kinds import get_kind, registered_kinds
+from hemafed.kinds import COARSER_LATTICES, get_kind, registered_kinds
 from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
-__all__ = ["EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES", "LMM_CAP",
-           "LATTICE_KINDS", "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan", "on_public_lattice"]
+__all__ = ["COARSER_LATTICES", "EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES",
+           "LATTICE_KINDS", "LMM_CAP", "MAX_PATIENTS", "NEWTON_CAP", "StudyPlan",
+           "on_public_lattice"]
 
 MAX_PATIENTS = 1_000_000
 """The public cohort-size bound every request declares (the hub steps' default)."""
@@ -99,10 +100,6 @@ MAX_FINE_BINS = 8192
 
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
-
-COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
-"""Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
-(a coarser lattice reveals no finer timing than the daily one)."""
 
 LATTICE_KINDS = frozenset({"cox"})
 """Kinds whose spec option ``lattice`` (one of :data:`COARSER_LATTICES`) fixes the fit's time

@@ -25,7 +25,7 @@ import yaml
 
 from hemafed.cohort.study_fields import StudyVariable, parse_variables
 from hemafed.errors import InvalidInput
-from hemafed.kinds import registered_kinds
+from hemafed.kinds import COARSER_LATTICES, registered_kinds
 from hemafed.study import kinds as _registrations  # noqa: F401  (registers the built-in kinds)
 
 
@@ -267,8 +267,6 @@ FORMULA_LEVEL_KINDS = frozenset({"cox", "logistic", "finegray", "cox_tv"})
 
 def _check_lattice(analysis: Analysis) -> list[str]:
     """A ``lattice`` option is one of the public lattices (steps per time unit)."""
-    from hemafed.study.plan import COARSER_LATTICES  # the plan reads this module
-
     value = analysis.get("lattice")
     if value is None:
         return []
