@@ -34,8 +34,11 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
   (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
   grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
-  :mod:`hemafed.analytics.survival_queries`); iterated parameters (Cox/logistic ``beta``) may
-  change from round to round but have the design's width and bounded entries (each query
+  :mod:`hemafed.analytics.survival_queries`); a ``cox`` analysis's ``lattice`` fixes its
+  grid to the whole lattice with ``time_mapping: up`` (:meth:`StudyPlan.on_plan_lattice`, for
+  the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
+  ``beta``) may change from round to round but have the design's width and bounded entries
+  (each query
   also bounds ``|beta_j|`` times covariate j's public half-width,
   :func:`hemafed.analytics.design.check_coefficients`);
 * **boosting histograms** (``gbdt_histograms``): differentially private unless every boosting
