@@ -38,8 +38,7 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   grid to the whole lattice with ``time_mapping: up`` (:meth:`StudyPlan.on_plan_lattice`, for
   the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
   ``beta``) may change from round to round but have the design's width and bounded entries
-  (each query
-  also bounds ``|beta_j|`` times covariate j's public half-width,
+  (each query also bounds ``|beta_j|`` times covariate j's public half-width,
   :func:`hemafed.analytics.design.check_coefficients`);
 * **boosting histograms** (``gbdt_histograms``): differentially private unless every boosting
   analysis of the spec sets ``exact_histograms: true``, and binned on the spec's fixed edges
