@@ -157,6 +157,8 @@ def test_the_plan_lattice_is_the_whole_lattice_moved_up() -> None:
     assert plan.on_plan_lattice({"grid": lattice_grid(4.0), "time_mapping": "up"}) is None
     assert plan.on_plan_lattice({"grid": month, "time_mapping": "exact"}) is None
     assert plan.on_plan_lattice({"grid": "x", "time_mapping": "up"}) is None
+    for junk in (10**400, float("nan"), True):
+        assert plan.on_plan_lattice({"grid": [junk] * len(month), "time_mapping": "up"}) is None
     # a spec without a lattice has none: per-time counts stay under the rule on any grid
     bare = StudyPlan.from_spec(_spec("lattice-none", None))
     assert bare.on_plan_lattice({"grid": month, "time_mapping": "up"}) is None

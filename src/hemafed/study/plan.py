@@ -418,13 +418,14 @@ class StudyPlan:
             return None
         grid = params.get("grid")
         if not isinstance(grid, list) or not all(
-                isinstance(g, int | float) and not isinstance(g, bool) for g in grid):
+                isinstance(g, int | float) and not isinstance(g, bool)
+                and abs(g) <= MAX_TIME for g in grid):
             return None
         from hemafed.analytics.survival_queries import lattice_grid
 
         for spu in sorted(self.lattices):
             want = lattice_grid(spu, MAX_TIME)
-            if len(grid) == len(want) and all(abs(float(g) - w) <= 1e-9 * max(1.0, w)
+            if len(grid) == len(want) and all(abs(g - w) <= 1e-9 * max(1.0, w)
                                               for g, w in zip(grid, want, strict=True)):
                 return spu
         return None
