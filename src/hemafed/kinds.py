@@ -26,8 +26,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["COARSER_LATTICES", "LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind", "get_kind",
-           "register_kind", "registered_kinds"]
+__all__ = ["COARSER_LATTICES", "LMM_CAP", "NEWTON_CAP", "AnalysisKind", "KindTable", "bind",
+           "get_kind", "register_kind", "registered_kinds"]
 
 NEWTON_CAP = 60
 """Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
