@@ -44,3 +44,38 @@ def test_a_kind_is_registered_once() -> None:
     with pytest.raises(ValueError, match="already registered differently"):
         register_kind(AnalysisKind("cox", {"duration"}))
     assert register_kind(get_kind("cox")) is get_kind("cox")
+
+
+@pytest.mark.parametrize(("kind", "entry"), [
+    ("gbdt", {"duration": "os_time", "event": "os_status", "features": "age"}),
+    ("quantile", {"column": "plt", "bounds": {"plt": [0, 1500]}})])
+def test_an_exact_release_needs_the_kinds_exact_option(kind: str, entry: dict) -> None:
+    k = get_kind(kind)
+    assert k.exact_option in k.optional and k.exact_queries
+
+    def dp_only(*exact: object) -> frozenset[str]:
+        analyses = [{"id": f"a{i}", "kind": kind, **entry} for i in range(len(exact))]
+        for a, e in zip(analyses, exact, strict=True):
+            if e is not None:
+                a[k.exact_option] = e
+        spec = StudySpec.from_mapping({"study_id": "s", "analyses": analyses})
+        plan = StudyPlan.from_spec(spec)
+        kind_ = get_kind(kind)
+        # the queries the plan refuses without DP for the last analysis of the spec
+        last = spec.analyses[-1]
+        sent = kind_.requests(last) if kind_.requests else [(q, {}) for q in k.exact_queries]
+        return frozenset(q for q, p in sent if q in k.exact_queries
+                         and (q in plan.dp_required or plan.check(q, p, False) == (
+                             "dp", f"query {q!r} is planned only as a differentially "
+                                   f"private release")))
+
+    assert dp_only(None) == dp_only("yes") == k.exact_queries  # only a literal true opts out
+    assert dp_only(True) == frozenset()
+    # one analysis approved exact does not release another analysis of the kind exactly
+    assert dp_only(True, None) == k.exact_queries
+
+
+def test_an_exact_option_must_be_a_spec_option() -> None:
+    with pytest.raises(ValueError, match="exact_option"):
+        AnalysisKind("demo_exact", {"column"}, exact_option="exact",
+                     exact_queries={"numeric_summary"})

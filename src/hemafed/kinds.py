@@ -26,8 +26,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LMM_CAP", "NEWTON_CAP", "OWN_TABLE_LATTICES", "AnalysisKind", "KindTable", "bind", "get_kind",
-           "register_kind", "registered_kinds"]
+__all__ = ["COARSER_LATTICES", "LMM_CAP", "NEWTON_CAP", "OWN_TABLE_LATTICES", "AnalysisKind",
+           "KindTable", "bind", "get_kind", "register_kind", "registered_kinds"]
 
 NEWTON_CAP = 60
 """Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
@@ -35,11 +35,15 @@ NEWTON_CAP = 60
 LMM_CAP = 400
 """Distinct REML evaluations per mixed model (the optimiser stops at 200 iterations)."""
 
-OWN_TABLE_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 2.0, 1.0})
+COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
+"""Public ``steps_per_unit`` a time histogram or a spec's ``lattice`` may use: days, weeks,
+months, quarters, years (a coarser lattice reveals no finer timing than the daily one)."""
+
+OWN_TABLE_LATTICES = COARSER_LATTICES | frozenset({2.0})
 """Public ``steps_per_unit`` of the time lattice of a site's own long table (a pinned
 lattice, ``AnalysisKind.pins``), in that table's time unit: the follow-up lattices of
-``hemafed.study.plan.COARSER_LATTICES`` and half-units (R's ``survival::heart`` counts days
-and puts a transplant and a death on the same day half a day apart)."""
+:data:`COARSER_LATTICES` and half-units (R's ``survival::heart`` counts days and puts a
+transplant and a death on the same day half a day apart)."""
 
 Runner = Callable[[Any, Any, Any], dict[str, Any]]
 """``run(federation, analysis, spec) -> result document`` (plain JSON)."""
@@ -85,6 +89,10 @@ class AnalysisKind:
       (``[steps_per_unit, max_time]`` in the time unit of the site's own table: a sent
       ``grid`` holds points ``k / steps_per_unit`` in ``[0, max_time]``; the plan admits the
       lattices of :data:`OWN_TABLE_LATTICES` and permits nothing else).
+    * ``exact_option`` / ``exact_queries``: the spec option by which the officer approves an
+      exact (non-DP) release of ``exact_queries`` (e.g. a boosting analysis's
+      ``exact_histograms``); those queries are DP-only unless every analysis of the kind in
+      the spec sets the option to ``true``. ``None``: the kind has no such rule.
     """
 
     name: str
@@ -100,9 +108,12 @@ class AnalysisKind:
     render: Renderer | None = field(default=None, compare=False)
     requests: Requests | None = field(default=None, compare=False)
     pins: Pins | None = field(default=None, compare=False)
+    exact_option: str | None = None
+    exact_queries: AbstractSet[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("required", "optional", "queries", "default_columns", "time_mappings"):
+        for name in ("required", "optional", "queries", "default_columns", "time_mappings",
+                     "exact_queries"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         if self.sends is None:
             object.__setattr__(self, "sends", tuple(sorted(self.queries)))
@@ -112,6 +123,10 @@ class AnalysisKind:
         if clash:
             raise ValueError(f"kind {self.name!r}: options both required and optional: "
                              f"{sorted(clash)}")
+        if (self.exact_option is None) != (not self.exact_queries) or (
+                self.exact_option is not None and self.exact_option not in self.optional):
+            raise ValueError(f"kind {self.name!r}: exact_option must be one of its optional "
+                             f"options and come with exact_queries (or neither)")
 
     @property
     def options(self) -> frozenset[str]:

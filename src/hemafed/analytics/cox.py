@@ -76,6 +76,7 @@ from hemafed.analytics.survival_queries import (
     cox_derivatives,
     event_means,
     expand_cox_sums,
+    lattice_grid,
     lp_bands,
     query_params,
 )
@@ -219,18 +220,29 @@ class FederatedCoxPH:
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, grid: Iterable[float] | None = None, time_mapping: str = "exact",
             steps_per_unit: float = 365.25, concordance: bool = True, lp_bins: int = 256,
-            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None
-            ) -> FederatedCoxPH:
+            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None,
+            lattice: float | None = None) -> FederatedCoxPH:
         """Fit by Newton-Raphson; ``formula`` is ``"age + hb + sex"``, a list, or a DesignSpec.
 
         ``levels``: ``{column: [reference, level2, ...]}`` of categorical covariates (public,
-        R's treatment coding; see :func:`~hemafed.analytics.design.parse_formula`)."""
+        R's treatment coding; see :func:`~hemafed.analytics.design.parse_formula`).
+
+        ``lattice``: steps per year of a public lattice fixed at the study's approval (the
+        spec's ``lattice``). The grid is then that whole lattice
+        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each time moved up to
+        its interval's end (``time_mapping="up"``), and no time histogram is asked: the fit is
+        the pooled Cox fit on times rounded up to the lattice, and its per-time event counts
+        are outside the sites' minimum-cell rule (docs/security.md)."""
         if not formula:
             raise InvalidInput("give the covariates: a formula such as 'age + hb' or a list")
         spec = parse_formula(formula, levels=levels)
         names = list(spec.names)
         grid_events = None
-        if grid is not None:
+        if lattice is not None:
+            if grid is not None:
+                raise InvalidInput("give a grid or a lattice, not both")
+            g, time_mapping = np.asarray(lattice_grid(float(lattice))), "up"
+        elif grid is not None:
             g = check_grid(list(grid))
         else:
             g, grid_events = time_grid_counts(federation, duration_col, event_col,

@@ -236,7 +236,7 @@ def _sums_declare(params: Params) -> dict[str, Statistic]:
     out = {"s0": stat((nb, mt), 0, top, e * math.sqrt(mt)),
            "s1": stat((nb, mt, p), -top * a, top * a, a * e * math.sqrt(mt * p)),
            "s2": stat((nb, mt, qq), -top * a * a, top * a * a, a * a * e * p * math.sqrt(mt)),
-           "d": Statistic((1, mt), 0, mp, is_count=True),
+           "d": Statistic((1, mt), 0, mp, is_count=True, per_time=True),
            "xsum": stat((1, mt, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}

@@ -170,6 +170,7 @@ def pooled_quantile(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
 KINDS = (
     AnalysisKind("quantile", {"column"}, {"probs", "bounds", "step", "epsilon", "exact"},
                  queries={QUANTILE_QUERY}, caps={QUANTILE_QUERY: 2}, run=run_quantile,
-                 pooled=pooled_quantile, requests=_requests),
+                 pooled=pooled_quantile, requests=_requests,
+                 exact_option="exact", exact_queries={QUANTILE_QUERY}),
 )
 """The registration of the ``quantile`` kind (listed in :data:`hemafed.study.kinds.CATALOGUE`)."""

@@ -88,6 +88,18 @@ def check_grid(grid: Any, name: str = "grid") -> np.ndarray:
     return g
 
 
+def lattice_grid(steps_per_unit: float, max_time: float = 60.0) -> list[float]:
+    """The whole public lattice ``k / steps_per_unit``, ``k = 0 .. max_time * steps_per_unit``:
+    the time grid of a fit whose study spec fixes a ``lattice`` (hub and site compute the same
+    list; with ``time_mapping: up`` each grid time counts one interval fixed at approval).
+
+    >>> lattice_grid(1.0, 3.0)
+    [0.0, 1.0, 2.0, 3.0]
+    """
+    return [k / float(steps_per_unit)
+            for k in range(math.floor(max_time * steps_per_unit + 1e-9) + 1)]
+
+
 def _mapping(params: Params) -> str:
     mode = params.get("time_mapping", "exact")
     if mode not in TIME_MAPPINGS:
@@ -659,7 +671,7 @@ def _cox_sums_declare(params: Params) -> dict[str, Statistic]:
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
     if params.get("event_sums", True):
-        out |= {"d": Statistic((k, m), 0, mp, is_count=True),
+        out |= {"d": Statistic((k, m), 0, mp, is_count=True, per_time=True),
                 "xsum": stat((k, m, p), -mp * a, mp * a, a * math.sqrt(p))}
     if params.get("ties", "efron") == "efron":
         out |= {"e0": stat((nb * k, me), 0, top, e),
@@ -792,7 +804,7 @@ def _site_deriv_declare(params: Params) -> dict[str, Statistic]:
             "grad": Statistic((p,), -2 * mp * a, 2 * mp * a, res, sensitivity=2 * a * mp),
             "hess": Statistic((p, p), -mp * a * a * 4, mp * a * a * 4, res,
                               sensitivity=4 * a * a * mp),
-            "d": Statistic((m,), 0, mp, is_count=True),
+            "d": Statistic((m,), 0, mp, is_count=True, per_time=True),
             "n": Statistic((1,), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 

@@ -382,6 +382,19 @@ class SiteNode:
         if self.policy.max_cells is not None and cells > self.policy.max_cells:
             raise self._refuse(request, f"the request asks for {cells} values; this site's "
                                         f"max_cells is {self.policy.max_cells}", name="max_cells")
+        spu = self._plan_lattice(request)
+        if request.dp is None and spu is not None \
+                and spu > self.policy.max_lattice_steps_per_unit:
+            raise self._refuse(request, f"the study's time lattice has {spu:g} steps per year; "
+                                        f"this site's max_lattice_steps_per_unit is "
+                                        f"{self.policy.max_lattice_steps_per_unit:g} and the "
+                                        f"release is not DP", name="max_lattice_steps_per_unit")
+
+    def _plan_lattice(self, request: SiteRequest) -> float | None:
+        """``steps_per_unit`` of the study plan's lattice when it is the request's time grid
+        (:meth:`~hemafed.study.plan.StudyPlan.on_plan_lattice`), else ``None``."""
+        plan = self.plans.get(request.study_id)
+        return None if plan is None else plan.on_plan_lattice(request.params)
 
     def _check_disclosure(self, request: SiteRequest, query: Query,
                           specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray]
@@ -391,7 +404,10 @@ class SiteNode:
         if request.dp is not None:
             return
         if self.policy.enforce_min_cell:
-            small = small_cells(values, cell_rule_statistics(specs), self.policy.min_cell_size)
+            # per-time Newton counts are outside the rule on the plan's own lattice only
+            on_lattice = self._plan_lattice(request) is not None
+            small = small_cells(values, cell_rule_statistics(specs, on_lattice),
+                                self.policy.min_cell_size)
             if small:
                 raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
                                             f"below min_cell_size {self.policy.min_cell_size} "

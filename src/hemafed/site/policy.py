@@ -112,6 +112,10 @@ def _matches(patterns: tuple[str, ...], name: str, version: str) -> bool:
 DEFAULT_TOTAL_BUDGET = Budget(10.0, 1e-5)
 DEFAULT_STUDY_BUDGET = Budget(1.0, 1e-6)
 
+DEFAULT_MAX_LATTICE_STEPS = 12.0
+"""Finest plan lattice (steps per year) whose per-time event counts a site releases outside
+the minimum-cell rule: monthly (:attr:`SitePolicy.max_lattice_steps_per_unit`)."""
+
 
 @dataclass(frozen=True)
 class SitePolicy:
@@ -121,6 +125,10 @@ class SitePolicy:
     (docs/security.md): ``require_plan`` (answer only studies whose specification is stored),
     ``enforce_min_cell`` and ``min_subgroup_size`` (default: ``min_cell_size``; 0 switches it
     off), so a hand-written policy that omits them is protected.
+
+    ``max_lattice_steps_per_unit``: the finest study-plan lattice (steps per year) on which
+    the site answers a non-DP request whose per-time event counts are outside the min-cell
+    rule (:func:`hemafed.privacy.disclosure.cell_rule_statistics`); a finer one is refused.
     """
 
     site_id: str
@@ -138,6 +146,7 @@ class SitePolicy:
     min_subgroup_size: int | None = None
     max_cells: int | None = None
     refuse_differencing: bool = True
+    max_lattice_steps_per_unit: float = DEFAULT_MAX_LATTICE_STEPS
 
     def __post_init__(self) -> None:
         if not _ID.match(self.site_id):
@@ -238,7 +247,7 @@ class SitePolicy:
                                   "privacy_budget", "studies", "synthetic_release",
                                   "federation", "require_plan", "require_dp",
                                   "enforce_min_cell", "min_subgroup_size", "max_cells",
-                                  "refuse_differencing"})
+                                  "refuse_differencing", "max_lattice_steps_per_unit"})
         site_id = r.string(top["site_id"], "site_id")
         queries = r.query_list(top.get("allowed_queries", []), "allowed_queries")
         min_cell = r.integer(top.get("min_cell_size", 5), "min_cell_size", low=1)
@@ -298,7 +307,10 @@ class SitePolicy:
                        max_cells=(None if top.get("max_cells") is None
                                   else r.integer(top["max_cells"], "max_cells", low=1)),
                        refuse_differencing=r.boolean(top.get("refuse_differencing", True),
-                                                     "refuse_differencing"))
+                                                     "refuse_differencing"),
+                       max_lattice_steps_per_unit=r.positive(
+                           top.get("max_lattice_steps_per_unit", DEFAULT_MAX_LATTICE_STEPS),
+                           "max_lattice_steps_per_unit"))
 
     def to_mapping(self) -> dict[str, Any]:
         """The policy as a plain mapping (the shape :meth:`from_mapping` reads)."""
@@ -334,6 +346,8 @@ class SitePolicy:
             out["max_cells"] = self.max_cells
         if not self.refuse_differencing:
             out["refuse_differencing"] = False
+        if self.max_lattice_steps_per_unit != DEFAULT_MAX_LATTICE_STEPS:
+            out["max_lattice_steps_per_unit"] = self.max_lattice_steps_per_unit
         if self.federation != MembershipRules():
             out["federation"] = dataclasses.asdict(self.federation)
         return out
@@ -384,6 +398,12 @@ class _Reader:
     def number(self, value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             self.fail(key, "a finite number", value)
+        return float(value)
+
+    def positive(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or value <= 0:
+            self.fail(key, "a finite number > 0", value)
         return float(value)
 
     def boolean(self, value: Any, key: str) -> bool:
@@ -472,6 +492,11 @@ min_cell_size: 5
 enforce_min_cell: true
 min_subgroup_size: 5
 max_cells: 500000
+# A study may let its Cox fits count events per interval of a public lattice fixed at approval
+# (the spec's `lattice`, steps per year); those per-time counts only feed the Newton step and
+# are then outside the min-cell rule. A lattice finer than this many steps per year (12:
+# monthly) is refused.
+max_lattice_steps_per_unit: 12
 require_dp: false
 # true: the same non-DP request is released over one set of sites only (a sum over another set
 # would give the difference by subtraction). Leave-one-site-out validation without DP needs false.

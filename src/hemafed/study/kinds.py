@@ -67,8 +67,9 @@ _BUILT_IN = (
     AnalysisKind("logrank", {"duration", "event", "group", "levels"}, set(),
                  queries={"time_histogram", "km_risk_table", "category_counts"},
                  sends=("time_histogram", "km_risk_table"), caps=_SURVIVAL_CAPS),
+    # lattice: the fit's grid is the whole public lattice k / lattice (hemafed.study.plan)
     AnalysisKind("cox", {"duration", "event", "formula"},
-                 {"ties", "strata", "strata_levels", "bounds", "levels"},
+                 {"ties", "strata", "strata_levels", "bounds", "levels", "lattice"},
                  queries={"time_histogram", "cox_risk_set_sums", "cox_concordance_histogram",
                           "cox_site_derivatives", "category_counts"},
                  sends=("time_histogram", "cox_risk_set_sums", "cox_concordance_histogram"),
@@ -98,7 +99,8 @@ _BUILT_IN = (
                           "km_risk_table", "learn_site_concordance", "learn_loso_concordance"},
                  sends=("gbdt_cox_risk_sets", "gbdt_histograms", "km_risk_table",
                         "learn_risk_histogram", "learn_eval_sums"),
-                 caps=_gbdt_caps, time_mappings={"up"}),
+                 caps=_gbdt_caps, time_mappings={"up"},
+                 exact_option=EXACT_HISTOGRAMS_KEY, exact_queries={"gbdt_histograms"}),
 )
 _LATER = (
     AnalysisKind("gwas", {"trait", "variant_list"},

@@ -42,9 +42,11 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
   (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
   grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
-  :mod:`hemafed.analytics.survival_queries`); iterated parameters (Cox/logistic ``beta``) may
-  change from round to round but have the design's width and bounded entries (each query
-  also bounds ``|beta_j|`` times covariate j's public half-width,
+  :mod:`hemafed.analytics.survival_queries`); a ``cox`` analysis's ``lattice`` fixes its
+  grid to the whole lattice with ``time_mapping: up`` (:meth:`StudyPlan.on_plan_lattice`, for
+  the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
+  ``beta``) may change from round to round but have the design's width and bounded entries
+  (each query also bounds ``|beta_j|`` times covariate j's public half-width,
   :func:`hemafed.analytics.design.check_coefficients`);
 * **boosting histograms** (``gbdt_histograms``): differentially private unless every boosting
   analysis of the spec sets ``exact_histograms: true``, and binned on the spec's fixed edges
@@ -54,7 +56,11 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   (Newton rounds, boosting rounds x tree depth, synthesis rounds, with room for one retry);
   the identical request asked again (a retry, a re-run) is not counted twice;
 * **DP**: a synthesis release (``marginal_counts``) must be differentially private, and so
-  must boosting histograms unless the spec opts out (above).
+  must a kind's ``exact_queries`` (boosting histograms, a quantile's cumulative histogram)
+  unless every analysis of that kind sets the kind's ``exact_option`` to ``true``
+  (:attr:`hemafed.kinds.AnalysisKind.exact_option`; the one check is :func:`_dp_unless_exact`);
+  for a kind with fixed requests the rule is per analysis: the requests of an analysis not
+  approved exact are DP-only (``dp_requests``).
 
 :meth:`StudyPlan.check` returns ``None`` for a request inside the plan, else the name of the
 plan element it breaks (for the refusal, :mod:`hemafed.privacy.refusal`) and the detail (for
@@ -79,12 +85,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
-from hemafed.kinds import OWN_TABLE_LATTICES, get_kind, registered_kinds
+from hemafed.kinds import COARSER_LATTICES, OWN_TABLE_LATTICES, get_kind, registered_kinds
 from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
-__all__ = ["EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES", "LMM_CAP",
-           "MAX_PATIENTS", "NEWTON_CAP", "OWN_TABLE_LATTICES", "StudyPlan",
+__all__ = ["COARSER_LATTICES", "EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES",
+           "LATTICE_KINDS", "LMM_CAP", "MAX_PATIENTS", "NEWTON_CAP", "OWN_TABLE_LATTICES",
+           "StudyPlan",
            "on_public_lattice"]
 
 MAX_PATIENTS = 1_000_000
@@ -105,9 +112,9 @@ MAX_FINE_BINS = 8192
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
 
-COARSER_LATTICES = frozenset({365.25, 52.0, 12.0, 4.0, 1.0})
-"""Public ``steps_per_unit`` a time histogram may use: days, weeks, months, quarters, years
-(a coarser lattice reveals no finer timing than the daily one)."""
+LATTICE_KINDS = frozenset({"cox"})
+"""Kinds whose spec option ``lattice`` (one of :data:`COARSER_LATTICES`) fixes the fit's time
+grid at approval (:meth:`StudyPlan.on_plan_lattice`)."""
 
 FIXED_WIDTHS = {"iptw_cox_sums": 1, "iptw_cox_robust": 1}
 """Iterated-coefficient widths of queries whose design is fixed by the query itself (the
@@ -248,6 +255,10 @@ class StudyPlan:
     pinned: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """query -> the pinned parts (canonical JSON) its kinds' ``pins`` permit (see
     :meth:`_pinned_request`)."""
+    dp_requests: frozenset[str] = frozenset()
+    """Fixed requests (canonical ``[query, params]``) of analyses not approved exact: DP only."""
+    lattices: frozenset[float] = frozenset()
+    """``steps_per_unit`` of the spec's ``lattice`` options (:meth:`on_plan_lattice`)."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -279,6 +290,8 @@ class StudyPlan:
         dp_required = set(DP_QUERIES)
         fixed: dict[str, set[str]] = {}
         pinned: dict[str, set[str]] = {}
+        dp_requests: set[str] = set()
+        lattices: set[float] = set()
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -342,8 +355,6 @@ class StudyPlan:
                 bins.update(int(v) for v in (b.values() if isinstance(b, dict) else [b]))
             elif a.kind == "gbdt":
                 edges.update(_gbdt_edges(a))
-                if a.get(EXACT_HISTOGRAMS_KEY) is not True:
-                    dp_required.add("gbdt_histograms")
             elif a.kind == "catalogue":
                 catalogue.add(_catalogue_key(a.get("group"), a.get("levels"), a.get("columns")))
                 if float(a.get("epsilon", 0) or 0) > 0:
@@ -364,6 +375,11 @@ class StudyPlan:
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
                                  a.get("max_obs", 50)))
+            if a.kind in LATTICE_KINDS and a.get("lattice") is not None:
+                # the fit's grid is the whole public lattice, each time moved up to its
+                # interval's end (the spec validated the value)
+                lattices.add(float(a.get("lattice")))
+                mappings.add("up")
             for query, n in kind.caps_for(a).items():
                 add(query, n)
             for query, params in kind.requests(a) if kind.requests else ():
@@ -375,11 +391,13 @@ class StudyPlan:
                     pinned[query].add(_canon(dict(part)))
                     columns.update(_named_columns(part))
                     designs.update(_canon(d) for d in _values_under(part, "design"))
-        quantiles = [a for a in spec.analyses if a.kind == "quantile"]
-        if quantiles and not any(a.get("exact") is True for a in quantiles):
-            # a pooled cumulative histogram is released only with DP unless the officer
-            # approved an exact one (``exact: true``, as boosting's ``exact_histograms``)
-            dp_required.add("quantile_cdf")
+            if kind.requests is not None and _dp_unless_exact(a):
+                # fixed requests: each analysis's own requests are DP-only (or exact) by its
+                # own option, so one exact analysis does not release another's exactly
+                dp_requests.update(_canon([q, dict(p)]) for q, p in kind.requests(a)
+                                   if q in kind.exact_queries)
+            else:
+                dp_required |= _dp_unless_exact(a)
         bounds = {}
         levels: dict[str, frozenset[tuple[str, ...]]] = {}
         for v in declared:
@@ -398,11 +416,39 @@ class StudyPlan:
                    frozenset(edges), frozenset(max_weights), frozenset(lmm), imaging_bounds,
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
                    imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
-                   pinned={q: frozenset(v) for q, v in pinned.items()})
+                   pinned={q: frozenset(v) for q, v in pinned.items()},
+                   dp_requests=frozenset(dp_requests), lattices=frozenset(lattices))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
         return self.caps.get(query, 0)
+
+    def on_plan_lattice(self, params: Mapping[str, Any]) -> float | None:
+        """The ``steps_per_unit`` of the plan lattice that is the request's time grid, else
+        ``None``.
+
+        A grid is on the plan lattice when it is exactly the whole lattice of one of the spec's
+        ``lattice`` options
+        (:func:`hemafed.analytics.survival_queries.lattice_grid`) with ``time_mapping: up``: every per-time cell is then one
+        interval ``((k - 1) / s, k / s]`` fixed at approval, whatever the hub sends. Only then
+        are per-time event counts outside the site's minimum-cell rule
+        (:func:`hemafed.privacy.disclosure.cell_rule_statistics`).
+        """
+        if not self.lattices or params.get("time_mapping") != "up":
+            return None
+        grid = params.get("grid")
+        if not isinstance(grid, list) or not all(
+                isinstance(g, int | float) and not isinstance(g, bool)
+                and abs(g) <= MAX_TIME for g in grid):
+            return None
+        from hemafed.analytics.survival_queries import lattice_grid
+
+        for spu in sorted(self.lattices):
+            want = lattice_grid(spu, MAX_TIME)
+            if len(grid) == len(want) and all(abs(g - w) <= 1e-9 * max(1.0, w)
+                                              for g, w in zip(grid, want, strict=True)):
+                return spu
+        return None
 
     # --- the check --------------------------------------------------------------------------
 
@@ -416,7 +462,8 @@ class StudyPlan:
         if query not in self.queries:
             return "query", f"query {query!r} is not used by any analysis of study " \
                             f"{self.study_id!r} (plan: {', '.join(sorted(self.queries))})"
-        if query in self.dp_required and not dp:
+        if not dp and (query in self.dp_required
+                       or _canon([query, dict(params)]) in self.dp_requests):
             return "dp", f"query {query!r} is planned only as a differentially private release"
         problem = self._check_params(query, params)
         if problem is None and distinct_so_far >= self.cap(query):
@@ -657,6 +704,15 @@ class StudyPlan:
                                   or not 1 <= v <= MAX_FINE_BINS):
                 return key, f"{key} must be an integer in [1, {MAX_FINE_BINS}]"
         return None
+
+
+def _dp_unless_exact(a: Analysis) -> frozenset[str]:
+    """The queries of ``a`` released only with DP: its kind's ``exact_queries`` unless the
+    officer approved an exact release (the kind's ``exact_option`` set to ``true``)."""
+    kind = get_kind(a.kind)
+    if kind.exact_option is None or a.get(kind.exact_option) is True:
+        return frozenset()
+    return frozenset(kind.exact_queries)
 
 
 def on_public_lattice(grid: Iterable[float]) -> bool:

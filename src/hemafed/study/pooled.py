@@ -47,6 +47,13 @@ def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> 
     frame = pd.DataFrame(x, columns=names)
     frame["T"] = extra[dur].astype(float).to_numpy()
     frame["E"] = extra[ev].astype(float).to_numpy()
+    if a.get("lattice") is not None:
+        # the federated fit's times: each moved up to the end of its lattice interval
+        from hemafed.analytics.survival_queries import effective_times, lattice_grid
+
+        grid = np.asarray(lattice_grid(float(a.get("lattice"))))
+        frame["T"] = effective_times(frame["T"].to_numpy(), frame["E"].to_numpy() > 0, grid,
+                                     "up")
     cph = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14, "r_precision": 1e-15})
     fed = frame_from_json(doc["tables"]["summary"]).set_index(pd.Index(names))
     return {"pooled engine": "lifelines CoxPHFitter (Efron ties)",

@@ -158,11 +158,17 @@ def run_cox(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
 
     cox = FederatedCoxPH(ties=a.get("ties", "efron"), strata=a.get("strata"),
                          strata_levels=a.get("strata_levels"))
-    cox.fit(fed, a.get("duration"), a.get("event"), _formula(a), study=spec.study_id)
-    return {"tables": {"summary": frame_json(cox.summary)},
-            "stats": {"concordance": cox.concordance_index_, "log_likelihood": cox.log_likelihood_,
-                      "newton_rounds": cox.rounds, "n": cox.n_, "events": cox.events_,
-                      "excluded": cox.excluded_}}
+    lattice = a.get("lattice")
+    # on the spec's lattice the fit skips the concordance: its histogram (per time and
+    # linear-predictor bin) is a released table, under the sites' minimum-cell rule
+    cox.fit(fed, a.get("duration"), a.get("event"), _formula(a), study=spec.study_id,
+            lattice=None if lattice is None else float(lattice), concordance=lattice is None)
+    stats = {"concordance": cox.concordance_index_, "log_likelihood": cox.log_likelihood_,
+             "newton_rounds": cox.rounds, "n": cox.n_, "events": cox.events_,
+             "excluded": cox.excluded_}
+    if lattice is not None:
+        del stats["concordance"]
+    return {"tables": {"summary": frame_json(cox.summary)}, "stats": stats}
 
 
 def run_logistic(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:

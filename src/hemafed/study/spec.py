@@ -25,7 +25,7 @@ import yaml
 
 from hemafed.cohort.study_fields import StudyVariable, parse_variables
 from hemafed.errors import InvalidInput
-from hemafed.kinds import registered_kinds
+from hemafed.kinds import COARSER_LATTICES, registered_kinds
 from hemafed.study import kinds as _registrations  # noqa: F401  (registers the built-in kinds)
 
 
@@ -166,6 +166,7 @@ class StudySpec:
         for a in analyses:
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a, declared)]
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_levels(a)]
+            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_lattice(a)]
         eps = raw.get("epsilon")
         if eps is not None and (not isinstance(eps, int | float) or eps <= 0):
             problems.append(f"epsilon must be > 0, got {eps!r}")
@@ -262,6 +263,18 @@ rows), not the patient schema."""
 
 FORMULA_LEVEL_KINDS = frozenset({"cox", "logistic", "finegray", "cox_tv"})
 """Kinds whose ``levels`` declare a formula's categorical levels (``{column: [reference, ...]}``)."""
+
+
+def _check_lattice(analysis: Analysis) -> list[str]:
+    """A ``lattice`` option is one of the public lattices (steps per time unit)."""
+    value = analysis.get("lattice")
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or float(value) not in COARSER_LATTICES:
+        return [f"lattice must be one of the public lattices (steps per year) "
+                f"{sorted(COARSER_LATTICES)}, got {value!r}"]
+    return []
 
 
 def _check_levels(analysis: Analysis) -> list[str]:
