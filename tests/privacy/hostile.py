@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hemafed.demo import LocalSites
@@ -21,6 +22,7 @@ from hemafed.privacy.anchors import MemoryAnchorStore
 from hemafed.privacy.refusal import PooledRefusal
 from hemafed.secure import SecureSumSession
 from hemafed.secure.codec import unpack_map
+from hemafed.site.audit import AuditLog
 from hemafed.site.request import SiteRequest
 
 DUMMY_SPECS = {"n": Statistic((1,), 0, 1)}
@@ -56,7 +58,8 @@ class HostileHub:
             try:
                 outcome.append(session.secure_sum(os.urandom(16), request.to_json(),
                                                   dict(specs or DUMMY_SPECS),
-                                                  quorum=len(site_ids)))
+                                                  quorum=len(site_ids),
+                                                  references=[request.request_id]))
             except Exception as exc:  # the hub's view of a refusal
                 outcome.append(exc)
                 if isinstance(getattr(exc, "pooled", None), PooledRefusal):
@@ -78,3 +81,14 @@ class HostileHub:
             if body.get("status") == b"refused":
                 out.append(body)
         return out
+
+
+def decision_entry(log: Path) -> dict[str, Any]:
+    """The site's last decision on a request (allowed or refused) in its audit log ``log``.
+
+    A site that refuses still takes part in the sum, so after its decision it may log the
+    participant list it confirmed (``participants ...``), as an answering site does: that
+    record follows the decision and is skipped here."""
+    entries = [e for e in AuditLog(log).entries()
+               if not str(e["reason"]).startswith("participants ")]
+    return entries[-1]

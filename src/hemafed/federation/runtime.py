@@ -15,6 +15,7 @@ before anything is masked and sent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -182,7 +183,13 @@ class _SiteRuntime:
             # sees every site's audit head)
             at = max(len(started) - 1, 0)
             exc.refusal_part = at  # type: ignore[attr-defined]
-            self.node.audit_unanswered(requests[at + 1:], at)
+            rest = requests[at + 1:]
+            if sites is not None:  # an answering site logs each later part's participants
+                for request in rest:
+                    with contextlib.suppress(Exception):  # a refusal here is audited already
+                        self.node.guard_participants(request.to_json(), sites, one_shot=True,
+                                                     stage="one-shot")
+            self.node.audit_unanswered(rest, at)
             raise
         return (merge_parts([a.values for a in answers]),
                 merge_parts([a.specs for a in answers]))
