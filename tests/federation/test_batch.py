@@ -117,8 +117,9 @@ def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> Non
     """A part outside the approved plan: the batch is refused with the rule's name (no value;
     how many sites refused, not which) and the sites' state equals that after the same requests
     sent one by one (the hub stops at the first refusal either way), but for one "not
-    answered" audit entry per part after the refused one (so a site's audit log grows by the
-    same number of entries, refusing or not); nothing is charged for the refused part."""
+    answered" audit entry and one participants record per part after the refused one (so a
+    site's audit log grows by the same number of entries, refusing or not); nothing is charged
+    for the refused part."""
     bad = ("cohort_size", {"where": {"column": "sex", "equals": "F"}}, None)
     parts: list[Any] = [("cohort_size", {}, DP), bad, ("time_histogram", GRID, None)]
     states, errors = [], []
@@ -141,6 +142,10 @@ def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> Non
             assert len(unanswered) == (1 if batched else 0)  # the part after the refused one
             assert not unanswered or unanswered[0][5] == ("not answered: the batch was "
                                                           "refused at part 1")
+            # and, before it, that part's participant list, as an answering site logs it
+            unanswered += [e for e in entries if e[5].startswith("participants ")
+                           and any(e[:2] == u[:2] for u in unanswered)]
+            assert len(unanswered) == (2 if batched else 0)
             new = [e[2] for e in entries if e not in unanswered]
             assert new[0] == "allowed" and new[-1] == "refused" and new.count("refused") == 1
             after[site] = ([e for e in after[site][0] if e not in unanswered], after[site][1])
