@@ -24,7 +24,6 @@ from hemafed.errors import PolicyRefused
 from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.queries import get_query
 from hemafed.federation.runtime import SecureFederation, site_handler
-from hemafed.privacy.refusal import FLAG_SLOTS
 from hemafed.secure.codec import unpack_map
 from hemafed.secure.encoding import FixedPointLayout
 from hemafed.site.audit import AuditLog
@@ -70,17 +69,23 @@ def _body(envelope: bytes) -> dict[str, bytes]:
     return unpack_map(unpack_map(envelope)["body"])
 
 
+def _federation(root: Any, cohorts: dict[str, Cohort], spec: StudySpec
+                ) -> tuple[Any, Recording, SecureFederation]:
+    fed = build_sites(root, cohorts, spec, store_plan=False,
+                      policy_overrides={"enforce_min_cell": True})
+    transport = Recording(InProcessSites(site_handler, fed.site_configs()))
+    hub = SecureFederation(transport.exchange, fed.manifest, spec_sha256=spec.sha256,
+                           requester="tester")
+    return fed, transport, hub
+
+
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory: pytest.TempPathFactory) -> Any:
     spec = StudySpec.from_mapping(SPEC)
     cohorts = _cohorts()
     young = {s: int((c.patients["age"] < 55).sum()) for s, c in cohorts.items()}
     assert young == {"site01": 20, "site02": 2}
-    fed = build_sites(tmp_path_factory.mktemp("refusal-sum"), cohorts, spec, store_plan=False,
-                      policy_overrides={"enforce_min_cell": True})
-    transport = Recording(InProcessSites(site_handler, fed.site_configs()))
-    hub = SecureFederation(transport.exchange, fed.manifest, spec_sha256=spec.sha256,
-                           requester="tester")
+    fed, transport, hub = _federation(tmp_path_factory.mktemp("refusal-sum"), cohorts, spec)
     errors = []
     for _ in range(ROUNDS):
         with pytest.raises(PolicyRefused) as info:
@@ -106,6 +111,8 @@ def test_the_hub_learns_how_many_sites_refused_and_the_rule_not_which(refused: A
 
 
 def test_the_unmasked_value_sum_is_uniformly_random(refused: Any) -> None:
+    from hemafed.privacy.refusal import FLAG_SLOTS  # here: the module imports on main, too
+
     fed, transport, _ = refused
     query = get_query("numeric_summary")
     layout = FixedPointLayout.from_specs(query.declare(HIST), 2)
@@ -144,3 +151,23 @@ def test_each_site_audits_its_decision_under_the_named_request(refused: Any) -> 
     lengths = [len(AuditLog(d / "audit.log").entries()) for d in fed.site_dirs.values()]
     assert lengths[0] == lengths[1]
 
+
+def test_a_batch_refused_by_one_site_leaves_audit_logs_of_equal_length(tmp_path: Any) -> None:
+    """A one-shot batch whose first part one site refuses: the hub reads "1 of 2 sites" and the
+    part; the refusing site logs the later part (its participant list and "not answered") so
+    both audit heads move by the same number of entries and the next reply tells nothing."""
+    spec = StudySpec.from_mapping(SPEC)
+    fed, _, hub = _federation(tmp_path, _cohorts(), spec)
+    start = {s: len(AuditLog(d / "audit.log").entries()) for s, d in fed.site_dirs.items()}
+    with pytest.raises(PolicyRefused) as info:
+        hub.secure_sums([("numeric_summary", HIST, None), ("cohort_size", {}, None)],
+                        study=spec.study_id)
+    assert str(info.value).startswith("1 of 2 sites refused: the site policy refused it (rule "
+                                      "'min_cell_size')"), str(info.value)
+    grown = {s: len(AuditLog(d / "audit.log").entries()) - start[s]
+             for s, d in fed.site_dirs.items()}
+    assert grown["site01"] == grown["site02"] > 2, grown
+    later = [e for e in AuditLog(fed.site_dirs["site02"] / "audit.log").entries()[start["site02"]:]
+             if e["query"].startswith("cohort_size")]
+    assert [e["decision"] for e in later] == ["allowed", "refused"]  # participants, not answered
+    assert later[-1]["reason"] == "not answered: the batch was refused at part 0"
