@@ -171,3 +171,51 @@ def test_a_batch_refused_by_one_site_leaves_audit_logs_of_equal_length(tmp_path:
              if e["query"].startswith("cohort_size")]
     assert [e["decision"] for e in later] == ["allowed", "refused"]  # participants, not answered
     assert later[-1]["reason"] == "not answered: the batch was refused at part 0"
+
+
+# --- the flag block alone: what sums of refusing and answering sites read as -----------------
+
+
+def _summed(*blocks: np.ndarray) -> np.ndarray:
+    total = np.zeros_like(blocks[0])
+    for block in blocks:
+        total += block  # uint64: wraps mod 2**64, as the masked sum does
+    return total
+
+
+def test_flag_blocks_of_different_rules_give_the_codes_and_counts_but_no_name() -> None:
+    from hemafed.privacy.refusal import Refusal, flag_block, read_flag_block
+
+    cell, budget = Refusal("policy", "min_cell_size"), Refusal("budget", "s1")
+    mixed = read_flag_block(_summed(flag_block(cell), flag_block(budget), flag_block(None),
+                                    flag_block(cell)), 4)
+    assert mixed is not None
+    assert (mixed.refused, mixed.sites, dict(mixed.codes)) == (3, 4, {"policy": 2, "budget": 1})
+    assert mixed.name == "" and mixed.part is None
+    assert mixed.text() == ("3 of 4 sites refused: for different reasons (codes: policy x2, "
+                            "budget x1)")
+    # one code, two names: the name is not readable (the sum of two names is no name)
+    names = read_flag_block(_summed(flag_block(cell), flag_block(Refusal("policy", "max_n"))), 2)
+    assert names is not None and names.codes == (("policy", 2),) and names.part is None
+    assert names.refusal == Refusal("policy", "")
+    # one code and name, two parts: the check word tells them apart
+    parts = read_flag_block(_summed(flag_block(cell, 0), flag_block(cell, 2)), 2)
+    assert parts is not None and parts.part is None
+    # all agree: name and part are read
+    agreed = read_flag_block(_summed(flag_block(cell, 1), flag_block(cell, 1)), 3)
+    assert agreed is not None and (agreed.name, agreed.part) == ("min_cell_size", 1)
+    assert read_flag_block(_summed(flag_block(None), flag_block(None)), 2) is None
+
+
+def test_a_flag_block_no_honest_sites_can_sum_to_is_rejected() -> None:
+    from hemafed.privacy.refusal import FLAG_SLOTS, Refusal, flag_block, read_flag_block
+
+    cell = flag_block(Refusal("policy", "min_cell_size"))
+    with pytest.raises(ValueError, match="counts 3 refusing sites of 2"):
+        read_flag_block(_summed(cell, cell, cell), 2)
+    named = np.zeros(FLAG_SLOTS, dtype=np.uint64)
+    named[-1] = 7  # a check word without any refusing site
+    with pytest.raises(ValueError, match="counts no refusing site"):
+        read_flag_block(named, 2)
+    with pytest.raises(ValueError, match="shape"):
+        read_flag_block(cell[:-1], 2)

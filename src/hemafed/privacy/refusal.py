@@ -214,8 +214,9 @@ class PooledRefusal:
         if self.part is not None:
             what = self.refusal.reason
         else:
-            what = "under several rules: " + ", ".join(
-                f"{CODES[code].format(name='-')} ({k})" for code, k in self.codes)
+            # sites refused under different codes, names or parts: the codes and their counts
+            what = "for different reasons (codes: " + ", ".join(
+                f"{code} x{k}" for code, k in self.codes) + ")"
         ref = (f" (the sites' audit logs hold the detail under request {reference})"
                if reference else "")
         return f"{what}{ref}"
