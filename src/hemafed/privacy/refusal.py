@@ -1,11 +1,13 @@
 """The fixed vocabulary of a site's refusal: what a hub may learn when a site says no.
 
-A site's reply to a request is either its masked input or a :class:`Refusal`: one ``code`` from a
-small fixed set, one ``name`` (a policy rule, a plan element, or a parameter name the hub itself
-sent) and an opaque ``audit_ref`` (random, so it says nothing about the data) that points to the
-site's audit entry, where the full detail lives. Nothing computed from patient data, no count,
-value or data-dependent wording is in a refusal: the hub reads the code and name only, and the
-text it shows is written from them at the hub (:meth:`Refusal.text`).
+A site's refusal is a :class:`Refusal`: one ``code`` from a small fixed set, one ``name`` (a
+policy rule, a plan element, or a parameter name the hub itself sent) and an opaque ``audit_ref``
+(random, so it says nothing about the data) that points to the site's audit entry, where the full
+detail lives. Nothing computed from patient data, no count, value or data-dependent wording is
+in a refusal. It reaches the hub through the secure sum (:func:`flag_block`, below): the hub
+reads how many sites refused, the code and the name, never which site
+(:meth:`PooledRefusal.text`). Only :data:`VISIBLE_CODES` are still a signed reply of the site's
+own, whose text the hub writes with :meth:`Refusal.text`.
 
 >>> r = Refusal("invalid_parameter", "epsilon", "0123456789abcdef")
 >>> Refusal.from_wire(r.to_wire()) == r
