@@ -52,12 +52,17 @@ class ValidationFailed(InvalidInput):
 
 
 class PolicyRefused(HemafedError):
-    """A site's policy refused a request. ``site`` and ``reason`` say which and why."""
+    """A site's policy refused a request. ``site`` and ``reason`` say which and why.
 
-    def __init__(self, site: str, reason: str) -> None:
+    A refusal read from a secure sum names no site (``site`` is ``""``): ``who`` then says how
+    many sites refused (``"1 of 3 sites"``).
+    """
+
+    def __init__(self, site: str, reason: str, *, who: str = "") -> None:
         self.site = site
         self.reason = reason
-        super().__init__(f"site {site!r} refused: {reason}")
+        self.who = who or f"site {site!r}"
+        super().__init__(f"{self.who} refused: {reason}")
 
 
 class BudgetExhausted(PolicyRefused):

@@ -114,9 +114,12 @@ def test_audit_and_ledger_after_a_batch_equal_the_separate_requests(tmp_path: Pa
 
 
 def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> None:
-    """A part outside the approved plan: the batch is refused with the rule's name (no count,
-    no value) and the sites' state equals that after the same requests sent one by one (the
-    hub stops at the first refusal either way); nothing is charged for the refused part."""
+    """A part outside the approved plan: the batch is refused with the rule's name (no value;
+    how many sites refused, not which) and the sites' state equals that after the same requests
+    sent one by one (the hub stops at the first refusal either way), but for one "not
+    answered" audit entry and one participants record per part after the refused one (so a
+    site's audit log grows by the same number of entries, refusing or not); nothing is charged
+    for the refused part."""
     bad = ("cohort_size", {"where": {"column": "sex", "equals": "F"}}, None)
     parts: list[Any] = [("cohort_size", {}, DP), bad, ("time_histogram", GRID, None)]
     states, errors = [], []
@@ -134,17 +137,27 @@ def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> Non
         after = _state(fed)
         for site in after:  # the DP part before the refused one is charged once, as alone
             assert len(after[site][1]) == len(start[site][1]) + 1
-            new = [e[2] for e in after[site][0][len(start[site][0]):]]
+            entries = after[site][0][len(start[site][0]):]
+            unanswered = [e for e in entries if e[5].startswith("not answered")]
+            assert len(unanswered) == (1 if batched else 0)  # the part after the refused one
+            assert not unanswered or unanswered[0][5] == ("not answered: the batch was "
+                                                          "refused at part 1")
+            # and, before it, that part's participant list, as an answering site logs it
+            unanswered += [e for e in entries if e[5].startswith("participants ")
+                           and any(e[:2] == u[:2] for u in unanswered)]
+            assert len(unanswered) == (2 if batched else 0)
+            new = [e[2] for e in entries if e not in unanswered]
             assert new[0] == "allowed" and new[-1] == "refused" and new.count("refused") == 1
+            after[site] = ([e for e in after[site][0] if e not in unanswered], after[site][1])
         states.append(after)
     assert states[0] == states[1]
     assert type(errors[0]) is type(errors[1])
     assert isinstance(errors[1], PolicyRefused)
-    text = [re.sub(r"reference [0-9a-f]+", "reference ref", str(e)) for e in errors]
+    text = [re.sub(r"request [0-9a-f]+", "request ref", str(e)) for e in errors]
     assert text[0] == text[1]
-    # the rule's name, never a count or value
-    assert text[1].endswith("refused: the request is outside the approved study plan "
-                            "('column') (site audit reference ref)")
+    # the rule's name and how many sites, never a site, a count of patients or a value
+    assert text[1] == ("5 of 5 sites refused: the request is outside the approved study plan "
+                       "('column') (the sites' audit logs hold the detail under request ref)")
 
 
 def test_a_site_dropping_during_a_batch_raises_sites_changed_like_a_single_sum(

@@ -1,5 +1,8 @@
 """A hostile hub for the privacy tests: sends any request through real site directories and
-keeps exactly the bytes every site replied, so a test can inspect what a hub would learn."""
+keeps exactly the bytes every site replied, so a test can inspect what a hub would learn.
+
+A refusal reaches the hub through the secure sum (the flag block: how many sites refused, the
+code and name), or, for the few codes a site still refuses visibly, as a signed refusal body."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hemafed.demo import LocalSites
@@ -15,8 +19,10 @@ from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import Statistic
 from hemafed.federation.runtime import site_handler
 from hemafed.privacy.anchors import MemoryAnchorStore
+from hemafed.privacy.refusal import PooledRefusal
 from hemafed.secure import SecureSumSession
 from hemafed.secure.codec import unpack_map
+from hemafed.site.audit import AuditLog
 from hemafed.site.request import SiteRequest
 
 DUMMY_SPECS = {"n": Statistic((1,), 0, 1)}
@@ -31,6 +37,7 @@ class HostileHub:
     spec_sha256: str
     replies: list[tuple[str, bytes]] = field(default_factory=list)
     anchors: MemoryAnchorStore = field(default_factory=MemoryAnchorStore)
+    pooled: list[PooledRefusal] = field(default_factory=list)
 
     def ask(self, query: str, params: Mapping[str, Any], *, version: str = "1",
             specs: Mapping[str, Statistic] | None = None, dp: DPRequest | None = None,
@@ -51,20 +58,37 @@ class HostileHub:
             try:
                 outcome.append(session.secure_sum(os.urandom(16), request.to_json(),
                                                   dict(specs or DUMMY_SPECS),
-                                                  quorum=len(site_ids)))
+                                                  quorum=len(site_ids),
+                                                  references=[request.request_id]))
             except Exception as exc:  # the hub's view of a refusal
                 outcome.append(exc)
+                if isinstance(getattr(exc, "pooled", None), PooledRefusal):
+                    self.pooled.append(exc.pooled)
 
         outcome: list[Any] = []
         run_in_process(hub, site_handler, configs, {}, raise_errors=True)
         return outcome[0]
 
     def refusal_bodies(self) -> list[dict[str, bytes]]:
-        """Every refusal body the sites sent (the status/code/name/ref map, and the audit head
-        every reply carries)."""
-        out = []
+        """Every refusal the hub learned: the signed refusal bodies sites sent (the
+        status/code/name/ref map, and the audit head every reply carries), then one body per
+        refusal read from a sum's flag block (status, code, name and how many sites)."""
+        out = [{"status": b"refused", "code": p.refusal.code.encode(),
+                "name": p.refusal.name.encode(), "sites": str(p.refused).encode()}
+               for p in self.pooled]
         for _, envelope in self.replies:
             body = unpack_map(unpack_map(envelope)["body"])
             if body.get("status") == b"refused":
                 out.append(body)
         return out
+
+
+def decision_entry(log: Path) -> dict[str, Any]:
+    """The site's last decision on a request (allowed or refused) in its audit log ``log``.
+
+    A site that refuses still takes part in the sum, so after its decision it may log the
+    participant list it confirmed (``participants ...``), as an answering site does: that
+    record follows the decision and is skipped here."""
+    entries = [e for e in AuditLog(log).entries()
+               if not str(e["reason"]).startswith("participants ")]
+    return entries[-1]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hostile import HostileHub
+from hostile import HostileHub, decision_entry
 
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
@@ -56,7 +56,7 @@ def _ask(fed: Any, spec: StudySpec, query: str, params: dict[str, Any],
 
 
 def _last(fed: Any, site: str) -> dict[str, Any]:
-    return AuditLog(fed.site_dirs[site] / "audit.log").entries()[-1]
+    return decision_entry(fed.site_dirs[site] / "audit.log")
 
 
 def test_hole5_km_risk_table_is_under_the_minimum_cell_rule(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hostile import HostileHub
+from hostile import HostileHub, decision_entry
 from typer.testing import CliRunner
 
 from hemafed.analytics.design import parse_formula
@@ -24,7 +24,6 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites
 from hemafed.errors import InvalidInput, PolicyRefused
 from hemafed.federation.queries import get_query
-from hemafed.site.audit import AuditLog
 from hemafed.site.request import SiteRequest
 from hemafed.site.store import init_site, load_cohort, open_node
 from hemafed.site.studies import spec_path
@@ -70,7 +69,7 @@ def test_the_planned_histogram_runs_and_a_finer_one_is_refused(sites: Any) -> No
     assert isinstance(out, PolicyRefused) and "outside the approved study plan" in str(out)
     assert _codes(hub) == {(b"outside_plan", b"bins")}
     for d in fed.site_dirs.values():
-        last = AuditLog(d / "audit.log").entries()[-1]
+        last = decision_entry(d / "audit.log")
         assert last["decision"] == "refused" and "10000" in last["reason"]
 
 

@@ -1,8 +1,9 @@
-"""What a hub learns from a refusal: a fixed code, a name and an opaque audit reference.
+"""What a hub learns from a refusal: a fixed code, a name and how many sites refused.
 
 Through real site directories (policy, ledger, audit log, the site node) and secure
 aggregation over the in-process transport, a hostile hub sends requests that make sites fail,
-and the tests inspect exactly the bytes the sites replied.
+and the tests inspect exactly the bytes the sites replied. A refusal travels through the sum
+(its flag block), so no reply is a refusal of its own and the hub cannot tell which site refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hostile import HostileHub
+from hostile import HostileHub, decision_entry
 
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
@@ -21,6 +22,7 @@ from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import get_query
 from hemafed.privacy.refusal import CODES
+from hemafed.secure.codec import unpack_map
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
 from hemafed.study.spec import StudySpec
@@ -45,17 +47,18 @@ def _hub(sites: Any) -> HostileHub:
 def _assert_fixed_vocabulary(hub: HostileHub) -> list[dict[str, bytes]]:
     bodies = hub.refusal_bodies()
     assert bodies, "expected at least one refusal"
-    for body in bodies:
-        assert set(body) == {"status", "code", "name", "ref", "audit_seq", "audit_head"}
+    for body in bodies:  # read from the flag block of the sum: code, name, how many sites
+        assert set(body) == {"status", "code", "name", "sites"}
         assert body["code"].decode() in CODES
-        assert re.fullmatch(rb"[0-9a-f]{16}|", body["ref"])
+    for _, envelope in hub.replies:  # every reply is a masked vector or session keys
+        assert unpack_map(unpack_map(envelope)["body"]).get("status") != b"refused"
     return bodies
 
 
 def _last(site_dir: Any) -> dict[str, Any]:
     log = AuditLog(site_dir / "audit.log")
     assert log.verify()
-    return log.entries()[-1]
+    return decision_entry(site_dir / "audit.log")
 
 
 def test_a_data_dependent_error_reaches_the_hub_as_a_code_only(sites: Any) -> None:
@@ -70,14 +73,16 @@ def test_a_data_dependent_error_reaches_the_hub_as_a_code_only(sites: Any) -> No
     assert "data do not fit" in str(outcome)
     bodies = _assert_fixed_vocabulary(hub)
     assert {b["code"] for b in bodies} == {b"data_do_not_fit"}
+    assert {b["sites"] for b in bodies} == {str(len(fed.site_dirs)).encode()}
     everything = b"".join(envelope for _, envelope in hub.replies)
     assert b"0/1" not in everything and b"event column" not in everything
-    # the detail, with the site's count, is in each site's audit log under the reference
-    refs = {b["ref"].decode() for b in bodies}
-    assert len(refs) == len(fed.site_dirs)
+    # the detail, with the site's count, is in each site's audit log under the request id
+    # the hub's message names
+    named = re.search(r"request ([0-9a-f]{32})", str(outcome))
+    assert named is not None, str(outcome)
     for d in fed.site_dirs.values():
         entry = _last(d)
-        assert any(r in entry["reason"] for r in refs)
+        assert entry["request_id"] == named.group(1)
         assert "event column 'age' must be 0/1" in entry["reason"], entry["reason"]
 
 
@@ -105,7 +110,7 @@ def test_crashing_parameters_are_audited_refusals_and_the_site_keeps_running(
     for s, d in fed.site_dirs.items():
         entries = AuditLog(d / "audit.log").entries()
         assert len(entries) > counts[s], "every site audits the refusal"
-        assert entries[-1]["decision"] == "refused"
+        assert decision_entry(d / "audit.log")["decision"] == "refused"
     # the same site process answers the next request
     ok = hub.ask("cohort_size", {}, specs=get_query("cohort_size").declare({}))
     assert not isinstance(ok, Exception), ok
@@ -117,5 +122,7 @@ def test_hub_side_errors_carry_no_number_but_the_reference(sites: Any) -> None:
     hub = _hub(sites)
     outcome = hub.ask("moments", {"column": "age", "low": 0, "high": 10})  # ages exceed 10
     assert isinstance(outcome, PolicyRefused)
-    text = re.sub(r"reference [0-9a-f]{16}", "", str(outcome))
-    assert not re.search(r"\d", re.sub(r"site0\d", "", text)), text
+    # the only numbers: how many of the sites refused, and the request id of the audit entries
+    text = re.sub(r"request [0-9a-f]{32}", "", str(outcome))
+    assert re.match(r"3 of 3 sites refused: ", text), text
+    assert not re.search(r"\d", text[len("3 of 3"):]), text

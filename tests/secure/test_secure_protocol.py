@@ -151,27 +151,30 @@ def test_policy_refusal_ends_the_aggregation(ten_identities) -> None:
     with pytest.raises(PolicyRefused) as err:
         sites.secure_sum(_agg_id(), b"", specs)
     # an exception without the site node's refusal code travels as a bare internal error:
-    # its text (which may quote data) never leaves the site
-    assert err.value.site == "site01" and "internal error" in err.value.reason
+    # its text (which may quote data) never leaves the site; the refusal goes through the sum,
+    # so the hub says how many sites refused, not which
+    assert str(err.value).startswith("1 of 3 sites refused: ") and err.value.site == ""
+    assert "internal error" in err.value.reason and "site01" not in str(err.value)
     assert "not approved" not in err.value.reason
     refusal = [r for r in sites.received if r.site == "site01" and r.round_no == MASKED_INPUT]
-    assert b"refused" in refusal[0].reply  # the refusal is a signed envelope like any reply
+    # the refusing site answered with a masked vector like every other site
+    assert b"refused" not in refusal[0].reply and b"vector" in refusal[0].reply
     assert b"not approved" not in refusal[0].reply
     sites = InProcessSites(ids, manifest, {"site00": ok, "site01": ok, "site02": broke})
-    with pytest.raises(PolicyRefused, match="site02") as err:
+    with pytest.raises(PolicyRefused, match="1 of 3 sites refused") as err:
         sites.secure_sum(_agg_id(), b"", specs)
-    assert "epsilon budget spent" not in str(err.value)
+    assert "epsilon budget spent" not in str(err.value) and "site02" not in str(err.value)
 
 
-def test_out_of_bound_value_raises_invalid_input_naming_the_site(ten_identities) -> None:
+def test_out_of_bound_value_is_refused_through_the_sum_naming_no_site(ten_identities) -> None:
     specs = {"n": Statistic((2,), 0, 10)}
     values = {s: {"n": np.array([1.0, 2.0])} for s in list(ten_identities)[:3]}
     values["site02"] = {"n": np.array([1.0, 10.5])}
     sites = build_sites(values, specs, threshold=2,
                         identities={s: ten_identities[s] for s in values})
-    with pytest.raises(PolicyRefused, match=r"site 'site02'.*data do not fit") as err:
+    with pytest.raises(PolicyRefused, match=r"^1 of 3 sites refused: .*data do not fit") as err:
         sites.secure_sum(_agg_id(), b"", specs)
-    assert "10.5" not in str(err.value)
+    assert "10.5" not in str(err.value) and "site02" not in str(err.value)
 
 
 def test_site_rejects_specs_that_differ_from_the_hubs(ten_identities) -> None:
@@ -197,7 +200,7 @@ def test_masked_inputs_look_uniform_and_reveal_no_single_input(ten_identities) -
     np.testing.assert_array_equal(out.values["x"], _reference(values, names, "x"))
     layout = FixedPointLayout.from_specs(specs, len(names))
     masked = {r.site: np.frombuffer(unpack_map(unpack_map(r.reply)["body"])
-                                    ["vector"], dtype="<u8")
+                                    ["vector"], dtype="<u8")[:layout.size]
               for r in sites.received if r.round_no == MASKED_INPUT}
     for site, y in masked.items():
         plain = layout.encode(values[site])

@@ -15,6 +15,7 @@ before anything is masked and sent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -165,14 +166,31 @@ class _SiteRuntime:
             except Exception as exc:
                 raise self.node.refuse_malformed(part, exc) from exc
         sites = deferred[1] if deferred is not None and deferred[0] == payload else None
+        started: list[Any] = []
 
         def guard(request: Any) -> None:  # the one-shot participants check, part by part
+            started.append(request)
             if sites is not None:
                 self.node.guard_participants(request.to_json(), sites, one_shot=True,
                                              stage="one-shot")
 
-        answers = self.node.answer_all(requests, guaranteed_contributors=quorum, before=guard,
-                                       after=self._effect)
+        try:
+            answers = self.node.answer_all(requests, guaranteed_contributors=quorum,
+                                           before=guard, after=self._effect)
+        except Exception as exc:
+            # the refusal goes through the sum with its part; the parts after it get an audit
+            # entry each, so this site's audit log grows as an answering site's does (the hub
+            # sees every site's audit head)
+            at = max(len(started) - 1, 0)
+            exc.refusal_part = at  # type: ignore[attr-defined]
+            rest = requests[at + 1:]
+            if sites is not None:  # an answering site logs each later part's participants
+                for request in rest:
+                    with contextlib.suppress(Exception):  # a refusal here is audited already
+                        self.node.guard_participants(request.to_json(), sites, one_shot=True,
+                                                     stage="one-shot")
+            self.node.audit_unanswered(rest, at)
+            raise
         return (merge_parts([a.values for a in answers]),
                 merge_parts([a.specs for a in answers]))
 
@@ -469,8 +487,9 @@ class SecureFederation:
             else:
                 payload, specs = requests[0].to_json(), part_specs[0]
             try:
-                outcome = self._sums.secure_sum(os.urandom(16), payload, specs,
-                                                quorum=quorum)  # members >= t: a session needs t
+                outcome = self._sums.secure_sum(  # members >= t: a session needs t
+                    os.urandom(16), payload, specs, quorum=quorum,
+                    references=[r.request_id for r in requests])
                 break
             except (ProtocolError, PolicyRefused) as exc:
                 if not any_dp:

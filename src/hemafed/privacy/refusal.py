@@ -1,11 +1,13 @@
 """The fixed vocabulary of a site's refusal: what a hub may learn when a site says no.
 
-A site's reply to a request is either its masked input or a :class:`Refusal`: one ``code`` from a
-small fixed set, one ``name`` (a policy rule, a plan element, or a parameter name the hub itself
-sent) and an opaque ``audit_ref`` (random, so it says nothing about the data) that points to the
-site's audit entry, where the full detail lives. Nothing computed from patient data, no count,
-value or data-dependent wording is in a refusal: the hub reads the code and name only, and the
-text it shows is written from them at the hub (:meth:`Refusal.text`).
+A site's refusal is a :class:`Refusal`: one ``code`` from a small fixed set, one ``name`` (a
+policy rule, a plan element, or a parameter name the hub itself sent) and an opaque ``audit_ref``
+(random, so it says nothing about the data) that points to the site's audit entry, where the full
+detail lives. Nothing computed from patient data, no count, value or data-dependent wording is
+in a refusal. It reaches the hub through the secure sum (:func:`flag_block`, below): the hub
+reads how many sites refused, the code and the name, never which site
+(:meth:`PooledRefusal.text`). Only :data:`VISIBLE_CODES` are still a signed reply of the site's
+own, whose text the hub writes with :meth:`Refusal.text`.
 
 >>> r = Refusal("invalid_parameter", "epsilon", "0123456789abcdef")
 >>> Refusal.from_wire(r.to_wire()) == r
@@ -16,10 +18,14 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused
 
@@ -131,3 +137,151 @@ def parameter_name(text: str, sent: Any) -> str:
         if match.group(1) in keys:
             return match.group(1)
     return "params"
+
+
+# --- refusals through the secure sum ------------------------------------------------------------
+#
+# A site that takes part in an aggregation never refuses in a reply of its own: it sends a masked
+# vector like every other site, with a *flag block* appended to its values (all zeros when it
+# answers). The hub reads the block from the unmasked sum, so it learns how many sites refused and
+# under which rule, never which ones. docs/security.md ("Refusals through the sum") gives the
+# argument.
+
+VISIBLE_CODES = frozenset({"rollback"})
+"""Codes a site still sends in a signed refusal of its own: its audit log or ledger is behind what
+the hub saw (the hub checks the same anchors per site; nothing about patients)."""
+
+NAME_SLOTS = 64
+"""One slot per character of the refusal's name (names are at most 64 ASCII characters)."""
+
+_CODE_ORDER = tuple(CODES)
+FLAG_SLOTS = len(_CODE_ORDER) + NAME_SLOTS + 2
+"""Length of the flag block: a count per code, the name's characters, the batch part and a check
+word binding the three (so sites refusing under different rules are told apart)."""
+
+_PART, _CHECK = len(_CODE_ORDER) + NAME_SLOTS, len(_CODE_ORDER) + NAME_SLOTS + 1
+
+
+def _check_word(code: str, name: str, part: int) -> int:
+    digest = hashlib.sha256(b"hemafed-refusal\0" + code.encode("ascii") + b"\0"
+                            + name.encode("ascii") + b"\0" + str(part).encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def flag_block(refusal: Refusal | None, part: int = 0) -> np.ndarray:
+    """A site's flag block (``uint64``): zeros when it answers, else its code, name and part.
+
+    >>> block = flag_block(Refusal("policy", "min_cell_size"))
+    >>> read_flag_block(block * np.uint64(2), 3)
+    PooledRefusal(refused=2, sites=3, codes=(('policy', 2),), name='min_cell_size', part=0)
+    >>> read_flag_block(flag_block(None), 3) is None
+    True
+    """
+    block = np.zeros(FLAG_SLOTS, dtype=np.uint64)
+    if refusal is None:
+        return block
+    if part < 0:
+        raise ValueError(f"a batch part is >= 0, got {part}")
+    block[_CODE_ORDER.index(refusal.code)] = 1
+    name = refusal.name.encode("ascii")
+    block[len(_CODE_ORDER):len(_CODE_ORDER) + len(name)] = np.frombuffer(name, dtype=np.uint8)
+    block[_PART] = part
+    block[_CHECK] = _check_word(refusal.code, refusal.name, part)
+    return block
+
+
+@dataclass(frozen=True)
+class PooledRefusal:
+    """What the hub learns from the flag block of an unmasked sum over ``sites`` sites.
+
+    ``refused`` sites refused (``codes``: how many under each code); when they all refused under
+    the same code, name and batch part, ``name`` and ``part`` say which (else ``""`` and
+    ``None``). Which sites refused is not in it: the block is a sum.
+    """
+
+    refused: int
+    sites: int
+    codes: tuple[tuple[str, int], ...]
+    name: str = ""
+    part: int | None = None
+
+    @property
+    def refusal(self) -> Refusal:
+        """The refusal the hub raises (the code of the most sites; the name when all agree)."""
+        code = max(self.codes, key=lambda c: c[1])[0]
+        return Refusal(code, self.name if self.part is not None else "")
+
+    def reason(self, reference: str = "") -> str:
+        """The hub's wording: the rule(s), how many of the sites, and where the detail is."""
+        if self.part is not None:
+            what = self.refusal.reason
+        else:
+            # sites refused under different codes, names or parts: the codes and their counts
+            what = "for different reasons (codes: " + ", ".join(
+                f"{code} x{k}" for code, k in self.codes) + ")"
+        ref = (f" (the sites' audit logs hold the detail under request {reference})"
+               if reference else "")
+        return f"{what}{ref}"
+
+    def text(self, reference: str = "") -> str:
+        """The one sentence the hub shows (no site named)."""
+        return f"{self.refused} of {self.sites} sites refused: {self.reason(reference)}"
+
+    def exception(self, reference: str = "") -> HemafedError:
+        """The exception the hub raises: the class follows the code, as for :class:`Refusal`."""
+        codes = {code for code, _ in self.codes}
+        exc: HemafedError
+        if codes == {"invalid_parameter"}:
+            exc = InvalidInput(self.text(reference))
+        else:
+            kind = BudgetExhausted if codes == {"budget"} else PolicyRefused
+            exc = kind("", self.reason(reference), who=f"{self.refused} of {self.sites} sites")
+        exc.refusal = self.refusal  # type: ignore[union-attr,attr-defined]
+        exc.pooled = self  # type: ignore[union-attr,attr-defined]
+        return exc
+
+
+def read_flag_block(block: np.ndarray, sites: int) -> PooledRefusal | None:
+    """The pooled refusal in the summed flag block of ``sites`` sites, or ``None`` (all answered).
+
+    A block no honest set of sites can sum to raises ``ValueError`` (the hub rejects the sum).
+    """
+    if block.shape != (FLAG_SLOTS,):
+        raise ValueError(f"flag block has shape {block.shape}, expected ({FLAG_SLOTS},)")
+    counts = [int(v) for v in block[:len(_CODE_ORDER)]]
+    refused = sum(counts)
+    if refused == 0:
+        if np.any(block):
+            raise ValueError("the flag block names a rule but counts no refusing site")
+        return None
+    if refused > sites:
+        raise ValueError(f"the flag block counts {refused} refusing sites of {sites}")
+    codes = tuple((c, k) for c, k in zip(_CODE_ORDER, counts, strict=True) if k)
+    pooled = PooledRefusal(refused, sites, codes)
+    if len(codes) != 1:
+        return pooled
+    chars = [int(v) for v in block[len(_CODE_ORDER):_PART]]
+    part_sum = int(block[_PART])
+    if any(c % refused for c in chars) or part_sum % refused:
+        return pooled
+    try:
+        name = bytes(c // refused for c in chars).rstrip(b"\0").decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return pooled
+    part = part_sum // refused
+    if (name and not _NAME.match(name)) or \
+            (refused * _check_word(codes[0][0], name, part)) % 2**64 != int(block[_CHECK]):
+        return pooled
+    return PooledRefusal(refused, sites, codes, name, part)
+
+
+def random_values(size: int) -> np.ndarray:
+    """Uniformly random ring elements (``uint64``): what a refusing site sends for its values."""
+    return np.frombuffer(secrets.token_bytes(8 * size), dtype="<u8").astype(np.uint64)
+
+
+def reference_of(references: Sequence[str], pooled: PooledRefusal) -> str:
+    """The request id the refusal's detail is audited under at every site (``""``: unknown)."""
+    if pooled.part is not None and 0 <= pooled.part < len(references):
+        return references[pooled.part]
+    return ""

@@ -20,7 +20,7 @@ import numpy as np
 
 from hemafed.errors import InvalidInput, ProtocolError
 from hemafed.privacy.anchors import Anchor, AnchorStore, MemoryAnchorStore
-from hemafed.privacy.refusal import Refusal
+from hemafed.privacy.refusal import FLAG_SLOTS, Refusal, read_flag_block, reference_of
 from hemafed.release import Statistic
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import field, pack_int, pack_map, pack_names, unpack_int, unpack_map
@@ -147,7 +147,8 @@ class HubAggregation:
 
     def __init__(self, session: HubSession, aggregation_id: bytes, payload: bytes,
                  specs: Mapping[str, Statistic], quorum: int | None = None,
-                 one_shot: bool = False, anchors: AnchorStore | None = None) -> None:
+                 one_shot: bool = False, anchors: AnchorStore | None = None,
+                 references: Sequence[str] = ()) -> None:
         if not session.ready:
             raise ProtocolError("the session has no keys yet: run its set-up first")
         _check_id(aggregation_id, "aggregation_id")
@@ -164,6 +165,8 @@ class HubAggregation:
         self.t, self.t_share = session.t, session.t_share
         self.layout = FixedPointLayout.from_specs(specs, len(self.participants))
         self.specs_json = specs_to_json(dict(self.layout.specs))
+        self.size = self.layout.size + FLAG_SLOTS  # the values, then the refusal flag block
+        self.references = tuple(references)  # request id of each part: where sites audit it
         if one_shot and not session.manifest.complete_graph(len(session.participants)):
             raise InvalidInput("a one-shot aggregation needs the complete graph (every site "
                                "masks with every other); this session's graph is sparse")
@@ -178,7 +181,7 @@ class HubAggregation:
         self.u2: list[str] = []
         self.u3: list[str] = []
         self.sealed: dict[str, dict[str, bytes]] = {}   # sender -> recipient -> ciphertext
-        self.masked_total = np.zeros(self.layout.size, dtype=np.uint64)
+        self.masked_total = np.zeros(self.size, dtype=np.uint64)
         self.confirmations: dict[str, bytes] = {}
         self.reveal_early = False  # sites reveal at the consistency step (two round trips)
         self._sent_keys: dict[str, set[str]] = {}
@@ -291,9 +294,9 @@ class HubAggregation:
                     raise ProtocolError(f"site {s!r} sent a malformed refusal: {exc}") from exc
                 raise refusal.exception(s)
             raw = field(reply, "vector")
-            if len(raw) != 8 * self.layout.size:
+            if len(raw) != 8 * self.size:
                 raise ProtocolError(f"site {s!r} sent a masked vector of {len(raw)} bytes, "
-                                    f"expected {8 * self.layout.size}")
+                                    f"expected {8 * self.size}")
             if not self.one_shot:
                 sealed = unpack_map(field(reply, "shares"), f"shares of site {s!r}")
                 if set(sealed) != self.graph[s] & set(self.u2):
@@ -308,7 +311,7 @@ class HubAggregation:
                     f"one-shot aggregation: sites {missing} did not answer, so their pairwise "
                     f"masks stay in the others' vectors and no sum can be recovered; nothing "
                     f"was revealed (repeat it as a recoverable aggregation)")
-            values = self.layout.decode_sum(self.masked_total, len(self.u2))
+            values = self._decode(self.masked_total, len(self.u2))
             self._outcome = SumOutcome(values, tuple(self.u2), tuple(
                 s for s in self.participants if s not in self.u2), self.round_trips)
             return None
@@ -377,18 +380,30 @@ class HubAggregation:
         total = self.masked_total.copy()
         for u in self.u3:
             b_seed = self._reconstruct(shares, u, "", "self-mask seed")
-            total -= crypto.mask(self_seed(b_seed, self.digest), self.layout.size)
+            total -= crypto.mask(self_seed(b_seed, self.digest), self.size)
             for w in sorted(self.graph[u] & dropped):
                 seed = self._reconstruct(shares, u, w, f"pairwise seed with dropped site {w!r}")
-                m = crypto.mask(seed, self.layout.size)
+                m = crypto.mask(seed, self.size)
                 if pairwise_sign(u, w) > 0:
                     total -= m
                 else:
                     total += m
-        values = self.layout.decode_sum(total, len(self.u3))
+        values = self._decode(total, len(self.u3))
         self._outcome = SumOutcome(values, tuple(self.u3),
                                    tuple(s for s in self.participants if s not in u3),
                                    self.round_trips)
+
+    def _decode(self, total: np.ndarray, n_sites: int) -> dict[str, np.ndarray]:
+        """The summed values, unless the flag block says some sites refused: then nothing is
+        released and the refusal is raised, naming the rule and how many sites, not which."""
+        try:
+            pooled = read_flag_block(total[self.layout.size:], n_sites)
+        except ValueError as exc:
+            raise ProtocolError(f"the sites' refusal flags do not add up: {exc}; nothing is "
+                                f"released") from exc
+        if pooled is not None:
+            raise pooled.exception(reference_of(self.references, pooled))
+        return self.layout.decode_sum(total[:self.layout.size], n_sites)
 
     def _reconstruct(self, shares: dict[tuple[str, str], dict[int, int]], owner: str,
                      peer: str, what: str) -> bytes:
@@ -445,11 +460,13 @@ class SecureSumSession:
         return session.members
 
     def secure_sum(self, aggregation_id: bytes, payload: bytes,
-                   specs: Mapping[str, Statistic], quorum: int | None = None) -> SumOutcome:
+                   specs: Mapping[str, Statistic], quorum: int | None = None,
+                   references: Sequence[str] = ()) -> SumOutcome:
         """One aggregation; raises what the hub raises (refusals, too few sites).
 
         ``quorum`` (default: the manifest threshold ``t``) is the least number of sites whose
-        inputs the sum must cover; sites refuse to reveal anything for fewer.
+        inputs the sum must cover; sites refuse to reveal anything for fewer. ``references``
+        (the request id of each batch part) name, in a refusal, where the sites audited it.
         """
         FixedPointLayout.from_specs(specs, len(self.participants))  # capacity, before any message
         session = self._session if self._session is not None else self._setup()
@@ -457,7 +474,7 @@ class SecureSumSession:
         try:
             one_shot = self.one_shot and self.manifest.complete_graph(len(session.participants))
             hub = HubAggregation(session, aggregation_id, payload, specs, quorum, one_shot,
-                                 anchors=self.anchors)
+                                 anchors=self.anchors, references=references)
             messages: dict[str, bytes] | None = hub.start()
             while messages is not None:
                 if hub.round_trips >= ROUND_TRIPS_PER_SUM:

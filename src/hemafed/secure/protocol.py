@@ -14,8 +14,10 @@ Then each aggregation costs two or three hub -> sites -> hub round trips:
    any released sum must cover); each site computes its statistics, draws a fresh self-mask
    seed ``b_u``, and sends ``x_u + PRG(b_u) + sum_v +/-PRG(s_uv)`` mod 2**64, where ``s_uv`` is
    derived from the pair's session key agreement *and this aggregation's digest*, together with
-   AEAD-encrypted Shamir shares of ``b_u`` and of the ``s_uv`` for its live neighbours (or a
-   signed refusal);
+   AEAD-encrypted Shamir shares of ``b_u`` and of the ``s_uv`` for its live neighbours; a
+   refusing site sends the same, with uniformly random values and its refusal in the flag
+   block that ends every input (:mod:`hemafed.privacy.refusal`), so the hub learns from the sum
+   how many sites refused, not which (only a ``rollback`` is a signed refusal of its own);
 2. *consistency check*: each site gets the shares addressed to it from the sites whose masked
    input arrived (the survivors) and signs the survivor list. When nobody dropped since step 1
    and every site shares with every other (the complete graph), the site reveals its self-mask

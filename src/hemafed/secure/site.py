@@ -21,7 +21,13 @@ from collections.abc import Callable, MutableMapping
 import numpy as np
 
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.privacy.refusal import Refusal, refusal_of
+from hemafed.privacy.refusal import (
+    VISIBLE_CODES,
+    Refusal,
+    flag_block,
+    random_values,
+    refusal_of,
+)
 from hemafed.release import Statistic
 from hemafed.secure import crypto, shamir
 from hemafed.secure.codec import (
@@ -77,11 +83,15 @@ def site_step(message: bytes, state: MutableMapping[str, bytes], identity: SiteI
 
     ``compute(payload, quorum)`` is called once per aggregation, at the masked-input step, and
     returns the site's values and their declared statistics. If it raises anything (a policy
-    refusal, an exhausted budget, invalid input, any other error), the reply is a signed refusal
-    carrying only the fixed code, name and audit reference of
+    refusal, an exhausted budget, invalid input, any other error), the site still follows the
+    whole protocol: its masked vector carries uniformly random elements in place of its values
+    and, in the flag block, the fixed code and name of the
     :class:`~hemafed.privacy.refusal.Refusal` that the site node attached (a bare
-    ``internal_error`` otherwise), never the exception's text. A forged, replayed, tampered or out-of-order message raises ``ProtocolError`` and
-    the site answers nothing.
+    ``internal_error`` otherwise), never the exception's text; the hub learns from the sum how
+    many sites refused and under which rule, not which ones. Only a refusal under
+    :data:`~hemafed.privacy.refusal.VISIBLE_CODES` (or of the hub's own malformed declarations)
+    is a signed refusal of the site's own. A forged, replayed, tampered or out-of-order message
+    raises ``ProtocolError`` and the site answers nothing.
     """
     msg = unpack_map(message, "hub message")
     if field(msg, "proto") != PROTOCOL:
@@ -271,38 +281,32 @@ class _Session:
         try:
             layout = FixedPointLayout.from_specs(specs_from_json(specs_json),
                                                  len(self.participants))
-            check_anchor = getattr(compute, "check_anchor", None)
-            if seen_seq is not None and callable(check_anchor):
-                check_anchor(payload, seen_seq, seen_head)
-            guard = getattr(compute, "guard_participants", None)
-            if one_shot and callable(guard):  # released over exactly this live list
-                guard(payload, live, True, "one-shot")
-            values, specs = compute(payload, quorum)
-            if specs_to_json(specs) != specs_json:
-                mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
-                                        f"from those the hub asked for; check that site and hub "
-                                        f"run the same query version")
-                mismatch.refusal = Refusal("invalid_parameter", "specs")  # type: ignore[attr-defined]
-                raise mismatch
-            encoded = layout.encode(values, where=f"site {self.me!r}")
-        except Exception as exc:  # any failure is a refusal; only its fixed code leaves the site
-            if not refusal_of(exc).audit_ref:
-                # not audited yet (it happened outside the site node): the compute's owner
-                # audits it, when it can (the site runtime does)
-                exc.refusal = Refusal(  # type: ignore[attr-defined]
-                    "data_do_not_fit" if "outside its declared bounds" in str(exc)
-                    else refusal_of(exc).code, refusal_of(exc).name)
-                report = getattr(compute, "audit_refusal", None)
-                if callable(report):
-                    exc = report(payload, exc)
-            log.info("site %s: refused aggregation: %s", self.me, exc)
-            refused = {**refusal_of(exc).to_wire(), **_audit_head(compute, seen_seq)}
-            return seal_reply(self.identity, MASKED_INPUT, digest, pack_map(refused)), None
+        except InvalidInput as exc:  # the hub's own declarations: nothing of this site's data
+            exc.refusal = Refusal("invalid_parameter", "specs")  # type: ignore[attr-defined]
+            return self._visible_refusal(exc, compute, payload, digest, seen_seq), None
+        refusal: Refusal | None = None
+        part = 0
+        try:
+            encoded = self._encoded(layout, specs_json, compute, payload, quorum, live,
+                                    bool(one_shot), seen_seq, seen_head)
+        except Exception as raised:  # any failure is a refusal; only its fixed code leaves
+            failure = _audited(raised, compute, payload)
+            log.info("site %s: refused aggregation: %s", self.me, failure)
+            refusal = refusal_of(failure)
+            if refusal.code in VISIBLE_CODES:
+                return self._visible_refusal(failure, compute, payload, digest, seen_seq), None
+            # the refusal travels in the flag block of the sum; in place of its values the site
+            # sends uniformly random ring elements, so the unmasked sum is uniformly random
+            encoded = random_values(layout.size)
+            part = _refused_part(failure)
+        block = flag_block(refusal, part)
+        encoded = np.concatenate([encoded, block])
+        size = encoded.size
         seeds = {v: pairwise_seed(self.peers[v]["s"], digest, self.me, v) for v in live_nb}
         if one_shot:
             # pairwise masks only: they cancel in the sum over everyone asked, and nothing is
             # ever revealed for this aggregation (it ends here at this site)
-            y = encoded + self._pairwise_masks(seeds, layout.size)
+            y = encoded + self._pairwise_masks(seeds, size)
             body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
                              **_audit_head(compute, seen_seq)})
             return seal_reply(self.identity, MASKED_INPUT, digest, body), None
@@ -320,14 +324,41 @@ class _Session:
         sealed = {v: crypto.seal(share_key(self.peers[v]["c"], digest, self.me, v), bundle(v),
                                  share_aad(digest, self.me, v))
                   for v in live_nb}
-        y = encoded + crypto.mask(self_seed(b_seed, digest), layout.size)
-        y += self._pairwise_masks(seeds, layout.size)
+        y = encoded + crypto.mask(self_seed(b_seed, digest), size)
+        y += self._pairwise_masks(seeds, size)
         body = pack_map({"status": b"ok", "vector": y.astype("<u8").tobytes(),
                          "shares": pack_map(sealed), **_audit_head(compute, seen_seq)})
         cur = {"agg": agg, "digest": digest, "next": pack_int(CONSISTENCY),
                "u2": pack_names(live), "quorum": pack_int(quorum), "payload": payload,
                "held": pack_map({self.me: bundle(self.me)})}
         return seal_reply(self.identity, MASKED_INPUT, digest, body), cur
+
+    def _encoded(self, layout: FixedPointLayout, specs_json: bytes, compute: Compute,
+                 payload: bytes, quorum: int, live: list[str], one_shot: bool,
+                 seen_seq: int | None, seen_head: str) -> np.ndarray:
+        """This site's encoded values for the request (raises whatever refuses it)."""
+        check_anchor = getattr(compute, "check_anchor", None)
+        if seen_seq is not None and callable(check_anchor):
+            check_anchor(payload, seen_seq, seen_head)
+        guard = getattr(compute, "guard_participants", None)
+        if one_shot and callable(guard):  # released over exactly this live list
+            guard(payload, live, True, "one-shot")
+        values, specs = compute(payload, quorum)
+        if specs_to_json(specs) != specs_json:
+            mismatch = InvalidInput(f"site {self.me!r}: the statistics it declares differ "
+                                    f"from those the hub asked for; check that site and hub "
+                                    f"run the same query version")
+            mismatch.refusal = Refusal("invalid_parameter", "specs")  # type: ignore[attr-defined]
+            raise mismatch
+        return layout.encode(values, where=f"site {self.me!r}")
+
+    def _visible_refusal(self, exc: BaseException, compute: Compute, payload: bytes,
+                         digest: bytes, seen_seq: int | None) -> bytes:
+        """A signed refusal of this site's own (only for :data:`VISIBLE_CODES` and the hub's
+        malformed declarations: nothing computed from patient data)."""
+        exc = _audited(exc, compute, payload)
+        refused = {**refusal_of(exc).to_wire(), **_audit_head(compute, seen_seq)}
+        return seal_reply(self.identity, MASKED_INPUT, digest, pack_map(refused))
 
     def _pairwise_masks(self, seeds: dict[str, bytes], size: int) -> np.ndarray:
         """Sum of this site's signed pairwise masks (mod 2**64)."""
@@ -416,6 +447,30 @@ class _Session:
             seeds = {w: v for w, v in unpack_map(bundle["s"]).items() if w in gone}
             out[u] = pack_map({"b": bundle["b"], "s": pack_map(seeds)})
         return pack_map(out)
+
+
+def _audited(exc: BaseException, compute: Compute, payload: bytes) -> BaseException:
+    """``exc`` with an audited refusal: one the site node did not audit yet (it happened outside
+    the node) is audited by the compute's owner, when it can (the site runtime does)."""
+    if refusal_of(exc).audit_ref or getattr(exc, "refusal_audited", False):
+        return exc
+    exc.refusal = Refusal(  # type: ignore[attr-defined]
+        "data_do_not_fit" if "outside its declared bounds" in str(exc)
+        else refusal_of(exc).code, refusal_of(exc).name)
+    report = getattr(compute, "audit_refusal", None)
+    if callable(report):
+        part = getattr(exc, "refusal_part", None)
+        exc = report(payload, exc)
+        if part is not None:
+            exc.refusal_part = part  # type: ignore[attr-defined]
+    exc.refusal_audited = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _refused_part(exc: BaseException) -> int:
+    """The batch part a refusal was made at (0 for a single request)."""
+    part = getattr(exc, "refusal_part", 0)
+    return part if isinstance(part, int) and part >= 0 else 0
 
 
 def _audit_head(compute: Compute, seen_seq: int | None) -> dict[str, bytes]:

@@ -306,6 +306,14 @@ class SiteNode:
                 after(request)
         return answers
 
+    def audit_unanswered(self, requests: Sequence[SiteRequest], refused_part: int) -> None:
+        """Audit the batch parts after a refused one as not answered (no plan mark, no charge):
+        one entry each, as an answered part writes, so the audit log's length does not tell
+        the hub which site refused the batch."""
+        for request in requests:
+            self._audit(request, False, f"not answered: the batch was refused at part "
+                                        f"{refused_part}")
+
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
         """Check, audit, compute, charge and noise one request (see the module docstring).

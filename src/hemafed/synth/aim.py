@@ -383,9 +383,10 @@ class FederatedAIM:
         try:
             result = federation.secure_sum(QUERY, params, study=study, dp=dp)
         except BudgetExhausted as exc:
-            log.warning("AIM stopped in round %d (%s): site %s refused", rnd, phase, exc.site)
+            log.warning("AIM stopped in round %d (%s): %s refused", rnd, phase, exc.who)
             raise BudgetExhausted(exc.site, f"{exc.reason}; the AIM {phase} release of round "
-                                            f"{rnd} was not made and the fit stopped") from exc
+                                            f"{rnd} was not made and the fit stopped",
+                                  who=exc.who) from exc
         stds = {clique_key(c): float(result.noise_std.get(clique_key(c), 0.0)) for c in cliques}
         if rho is not None and min(stds.values()) <= 0:
             raise InvalidInput("the federation returned a marginal without DP noise although "

@@ -319,9 +319,9 @@ class FederatedMST:
         try:
             result: AggregateResult = federation.secure_sum(QUERY, params, study=study, dp=dp)
         except BudgetExhausted as exc:
-            log.warning("MST stopped at the %s release: site %s refused", phase, exc.site)
+            log.warning("MST stopped at the %s release: %s refused", phase, exc.who)
             raise BudgetExhausted(exc.site, f"{exc.reason}; the MST {phase} release was not "
-                                            "made and the fit stopped") from exc
+                                            "made and the fit stopped", who=exc.who) from exc
         out = []
         for clique in cliques:
             key = clique_key(clique)
