@@ -195,3 +195,67 @@ def test_pca_drops_a_left_out_variant_and_equals_pooled_pca_on_the_rest(ruled: W
     z = standardise(pooled[pca.variants].astype(float), pca.freq)
     s = np.linalg.svd(z.T, compute_uv=False)
     np.testing.assert_allclose(pca.eigenvalues, s[:3] ** 2, rtol=1e-9)
+
+
+def test_logistic_under_the_rule_equals_plink2_on_the_kept_variants(
+        ruled: World, tmp_path: Path) -> None:
+    """Newton and Firth rounds over the kept variants only: the published rows are the kept
+    variants, equal to PLINK 2 ``--glm no-firth`` on the pooled file restricted to them (where
+    PLINK converges), and the dropped count is stated."""
+    expected = sites_below(ruled)
+    gwas = ruled.run(lambda fed: FederatedGWAS(model="logistic", n_pcs=0).fit(
+        fed, ruled.vlist, study=STUDY, trait="tcd_velocity", threshold=200.0, study_id=STUDY))
+    pooled = _pooled_dosage(ruled)
+    counts = np.stack([(pooled == v).sum(axis=1) for v in (0, 1, 2, -1)], axis=1)
+    tested = QCFilters().passing(VariantQC.from_counts(counts).frame()) & (expected == 0)
+    ids = ruled.vlist.frame["id"].to_numpy()
+    assert set(gwas.summary["id"]) == set(ids[tested])
+    assert gwas.disclosure_dropped == (expected > 0).sum()
+    cov = pooled_covariates(ruled, None, tmp_path / "cov.tsv")
+    phe = pooled_phenotypes(ruled, tmp_path / "pheno.tsv")
+    (tmp_path / "kept.snps").write_text("\n".join(ids[tested]) + "\n")
+    plink2("--bfile", str(ruled.files / "pooled"), "--extract", str(tmp_path / "kept.snps"),
+           "--pheno", str(phe), "--pheno-name", "tcd", "--covar", str(cov),
+           "--covar-variance-standardize", "--glm", "hide-covar", "omit-ref", "no-firth",
+           "--out", str(tmp_path / "plk"))
+    out = pd.read_csv(tmp_path / "plk.tcd.glm.logistic", sep="\t")
+    m = gwas.summary.merge(out, left_on="id", right_on="ID", validate="1:1")
+    assert len(m) == tested.sum() and (m["n"] == m["OBS_CT"]).all()
+    m = m[~m["OR"].isna() & ~m["firth"]]
+    assert len(m) > 0.9 * tested.sum()
+    np.testing.assert_allclose(m["beta"], np.log(m["OR"]), rtol=1e-4, atol=1e-5)
+    full = m[m["call_rate"] == 1]
+    np.testing.assert_allclose(full["se"], full["LOG(OR)_SE"], rtol=1e-4)
+
+
+class _DataChangedAfterRoundOne:
+    """The rule-enforcing federation, except that from the second logistic round on one site
+    reports a variant left out that it had summed in round 1 (as if its data had changed)."""
+
+    def __init__(self, fed: object) -> None:
+        self._fed, self._rounds = fed, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fed, name)
+
+    def secure_sum(self, query: str, params: dict[str, object], **kw: object) -> object:
+        res = self._fed.secure_sum(query, params, **kw)  # type: ignore[attr-defined]
+        if query == "gwas_logistic":
+            self._rounds += 1
+            if self._rounds == 2:
+                res.values["excluded"] = res.values["excluded"].copy()
+                res.values["excluded"][0] = 1.0
+        return res
+
+
+def test_a_later_round_with_another_excluded_set_fails_the_fit(ruled: World) -> None:
+    from hemafed.errors import ConvergenceError
+
+    def body(fed: object) -> object:
+        return FederatedGWAS(model="logistic", n_pcs=0, firth="no").fit(
+            _DataChangedAfterRoundOne(fed), ruled.vlist, study=STUDY,  # type: ignore[arg-type]
+            trait="tcd_velocity", threshold=200.0, study_id=STUDY)
+
+    with pytest.raises(ConvergenceError, match="site disclosure rule left out a variant in a "
+                                               "later round"):
+        ruled.run(body)

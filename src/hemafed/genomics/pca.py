@@ -92,7 +92,7 @@ def federated_pca(fed: Federation, base: dict[str, object], variants: np.ndarray
             raise InvalidInput(f"n_components must be in 1..{p - 1} for {p} PCA variants")
         res = fed.secure_sum(GRAM_QUERY, {**base, "variants": pack(variants, "<i4"),
                                           "freq": pack(freq)}, study=study, dp=dp)
-        left_out = excluded_count(res) > 0
+        left_out = excluded_count(res.values) > 0
         if not left_out.any():
             break
         if attempt:
