@@ -18,7 +18,7 @@ policy's ``min_cell_size`` when ``enforce_min_cell`` is on and the release is no
 a DP release), else 0 (the rule is off).
 
 >>> import numpy as np
->>> excluded_variants(np.array([[0, 0, 0, 1, 2, 0], [0, 1, 1, 0, 0, -1]]), 3).tolist()
+>>> excluded_variants(np.array([[0, 0, 0, 1, 2, 1], [0, 1, 1, 0, 0, 0]]), 3).tolist()
 [False, True]
 """
 
