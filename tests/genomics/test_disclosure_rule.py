@@ -259,3 +259,24 @@ def test_a_later_round_with_another_excluded_set_fails_the_fit(ruled: World) -> 
     with pytest.raises(ConvergenceError, match="site disclosure rule left out a variant in a "
                                                "later round"):
         ruled.run(body)
+
+
+def test_a_dp_request_is_not_under_the_rule(ruled: World) -> None:
+    """DP covers a DP release: the sites sum a variant they would leave out without DP, with
+    noise, and ``excluded`` (sensitivity 0: no site noises it) stays exactly zero."""
+    from hemafed.federation.api import DPRequest
+
+    expected = sites_below(ruled)
+    j = int(np.flatnonzero(expected == expected.max())[0])
+    base = {"study": STUDY, "variant_list": ruled.vlist.sha256, "max_patients": 1_000_000,
+            "trait": {"column": "hbf", "threshold": None}, "covariates": ["age", "sex"],
+            "variants": pack(np.array([j]), "<i4"), "missing_variants": pack(np.array([]), "<i4")}
+    exact = ruled.run(lambda fed: fed.secure_sum("gwas_linear", base, study=STUDY))
+    assert exact["excluded"][0] == expected[j] and exact["gg"][0] == 0.0
+    noisy = ruled.run(lambda fed: fed.secure_sum("gwas_linear", base, study=STUDY,
+                                                 dp=DPRequest(epsilon=0.5)))
+    assert noisy["excluded"][0] == 0.0
+    pooled = _pooled_dosage(ruled)[j]
+    gg = float((np.maximum(pooled, 0) ** 2).sum())
+    assert noisy.noise_std["gg"] > 0  # (the hub's noise_std lists every statistic alike)
+    assert abs(noisy["gg"][0] - gg) < 6 * noisy.noise_std["gg"]
