@@ -280,3 +280,26 @@ def test_a_dp_request_is_not_under_the_rule(ruled: World) -> None:
     gg = float((np.maximum(pooled, 0) ** 2).sum())
     assert noisy.noise_std["gg"] > 0  # (the hub's noise_std lists every statistic alike)
     assert abs(noisy["gg"][0] - gg) < 6 * noisy.noise_std["gg"]
+
+
+@pytest.mark.slow
+def test_study_report_states_the_variants_the_rule_dropped(ruled: World, tmp_path: Path) -> None:
+    """Through the study runner: every gwas analysis states the count, and the report's table
+    of the analysis shows it under its plain name; the GWAS-SSF metadata carries it too."""
+    import yaml
+
+    from hemafed.demo import run_study_on
+    from hemafed.genomics.release import write_study_ssf
+    from hemafed.study.report import write_report
+
+    expected = int((sites_below(ruled) > 0).sum())
+    results = run_study_on("inprocess", ruled.spec, ruled.sites)
+    by_id = {a["id"]: a for a in results["analyses"]}
+    for a in by_id.values():
+        assert a["status"] == "ok", a.get("error")
+        # (QC's count; the binary trait's complete cases are every patient, as for hbf)
+        assert a["stats"]["dropped_by_site_disclosure_rule"] == expected
+    _, meta = write_study_ssf(by_id["hbf"], tmp_path, STUDY)
+    assert yaml.safe_load(meta.read_text())["variants_dropped_by_site_disclosure_rule"] == expected
+    html = write_report(results, tmp_path / "report.html").read_text()
+    assert "Variants dropped (site disclosure rule)" in html
