@@ -165,31 +165,71 @@ def test_h_gwas_logistic_coefficients_are_bounded(
     assert codes == {"outside_plan"}, codes
 
 
-@pytest.mark.xfail(strict=True, reason="open (third review, I): non-DP per-variant association "
-                   "sums over a variant with fewer carriers than min_cell_size are answered; "
-                   "to build: the site's own-carrier minimum for gwas_linear/logistic/firth/"
-                   "ld_pairs without DP (docs/security.md)")
+def _own_rule_gy(cohort: Any, j: int, min_cell: int) -> tuple[float, int]:
+    """Independent reference from the raw cohort: ``gy`` of variant ``j`` summed over the sites
+    whose carrier, non-carrier and missing-call classes are each 0 or >= ``min_cell``, and the
+    number of sites that do not meet that (their contribution is left out)."""
+    import numpy as np
+
+    from hemafed.cohort.schema import FIELDS
+
+    f = FIELDS["tcd_velocity"]
+    center, half = (f.low + f.high) / 2, (f.high - f.low) / 2
+    total, excluded = 0.0, 0
+    for site in cohort.site_ids:
+        g, pts = cohort.site_part(site)
+        ok = pts["tcd_velocity"].notna() & pts["age"].notna() & pts["sex"].notna()
+        gj = g[j, ok.to_numpy()]
+        sizes = [int((gj > 0).sum()), int((gj == 0).sum()), int((gj < 0).sum())]
+        if any(0 < c < min_cell for c in sizes):
+            excluded += 1
+            continue
+        y = (pts.loc[ok, "tcd_velocity"].astype(float).to_numpy() - center) / half
+        total += float(np.maximum(gj, 0) @ y)
+    return total, excluded
+
+
 def test_i_gwas_rare_variant_sums_are_not_released_exactly(
         gwas_world: tuple[Any, LocalSites, Any, Any]) -> None:
-    """The hub picks the variants: a variant carried by two patients of the network gives
+    """The hub picks the variants: a variant carried by two patients of the network gave
     ``gy`` = the sum of those two patients' (scaled) traits, a cell of two, under a policy
-    whose min_cell_size is 5."""
+    whose min_cell_size is 5. Each site now applies its own class minimum (carriers,
+    non-carriers, missing calls among the analysed patients): a site below it contributes zeros
+    for that variant and a 1 in the secure ``excluded`` sum; nobody is refused by name."""
     import numpy as np
 
     from hemafed.genomics.queries import pack
+    from hemafed.site.store import load_policy
 
     cohort, fed, spec, vlist = gwas_world
+    policy = load_policy(next(iter(fed.site_dirs.values())))
+    assert policy.enforce_min_cell and policy.min_cell_size == 5
     carriers = (cohort.dosage > 0).sum(axis=1)
-    j = int(np.flatnonzero(carriers == carriers.min())[0])
+    j = int(np.flatnonzero(carriers == carriers[carriers > 0].min())[0])
+    assert carriers[j] < policy.min_cell_size  # a rare variant the hub chose
     params = _gwas_params(vlist, THRESHOLD, 1)
     params["variants"] = pack(np.array([j]), "<i4")
     del params["beta"]
     params["trait"] = {"column": "tcd_velocity", "threshold": None}
     hub = Probe(fed, spec.study_id, spec.sha256)
     outcome, codes = hub.send("gwas_linear", params)
-    assert not isinstance(outcome, SumOutcome), (
-        f"variant {j} with {carriers[j]} carriers: gy = {outcome.values['gy']} released exactly")
-    assert "data_do_not_fit" in codes or "policy" in codes
+    assert isinstance(outcome, SumOutcome), codes  # answered, never refused per variant
+    assert codes == {None}
+    expected, n_excluded = _own_rule_gy(cohort, j, policy.min_cell_size)
+    assert n_excluded >= 1
+    assert outcome.values["excluded"][0] == n_excluded
+    assert outcome.values["gy"][0] == pytest.approx(expected, abs=1e-9)
+    # the carriers' traits are not in the released sum: it holds no carrier's genotype at all
+    assert outcome.values["gg"][0] == 0.0 and outcome.values["gy"][0] == 0.0
+    # control: a common variant is summed in full at every site
+    common = int(np.flatnonzero(np.abs(carriers - cohort.dosage.shape[1] / 2)
+                                == np.abs(carriers - cohort.dosage.shape[1] / 2).min())[0])
+    params["variants"] = pack(np.array([common]), "<i4")
+    outcome, _ = hub.send("gwas_linear", params)
+    assert isinstance(outcome, SumOutcome)
+    full, n_common = _own_rule_gy(cohort, common, policy.min_cell_size)
+    assert n_common == 0 and outcome.values["excluded"][0] == 0
+    assert outcome.values["gy"][0] == pytest.approx(full, abs=1e-9)
 
 
 # --- J: the imaging screen's horizon -----------------------------------------------------------

@@ -21,10 +21,13 @@ from hemafed.privacy.calibration import release_noise_std
 
 
 class LocalSumFederation:
-    """Sites are cohorts in memory; ``secure_sum`` returns the plain sum of their query results."""
+    """Sites are cohorts in memory; ``secure_sum`` returns the plain sum of their query results.
+
+    ``min_cell``: the class minimum every in-memory site applies to a non-DP request, as a site
+    node under ``enforce_min_cell`` does (0, the default: none)."""
 
     def __init__(self, cohorts: Mapping[str, Cohort] | Sequence[Cohort],
-                 dp_seed: int | None = None) -> None:
+                 dp_seed: int | None = None, min_cell: int = 0) -> None:
         if not isinstance(cohorts, Mapping):
             cohorts = {f"site{i:02d}": c for i, c in enumerate(cohorts)}
         if not cohorts:
@@ -32,6 +35,7 @@ class LocalSumFederation:
         self._cohorts = dict(cohorts)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._rng = np.random.default_rng(dp_seed) if dp_seed is not None else None
+        self._min_cell = min_cell
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -47,7 +51,8 @@ class LocalSumFederation:
         self.calls.append((query, dict(params)))
         total: dict[str, np.ndarray] | None = None
         for site_id, cohort in self._cohorts.items():
-            out = q.run(cohort, params, site_id=site_id)
+            out = q.run(cohort, params, site_id=site_id,
+                        min_cell=self._min_cell if dp is None else 0)
             total = out if total is None else {k: total[k] + out[k] for k in total}
         assert total is not None
         noise_std: dict[str, float] = {}

@@ -39,6 +39,15 @@ SITE_ID_PARAM = "_site_id"
 """Reserved parameter under which a ``site_aware`` query's ``compute`` receives the answering
 site's id. The site supplies it; hub-supplied parameters holding it are refused."""
 
+SITE_MIN_CELL_PARAM = "_min_cell"
+"""Reserved parameter under which a ``site_aware`` query's ``compute`` receives the answering
+site's own class minimum for this request: the policy's ``min_cell_size`` when its
+``enforce_min_cell`` is on and the release is not DP, else 0 (no minimum). Queries that sum
+per-variant genotypes over patients apply it (:mod:`hemafed.genomics.disclosure`); the hub can
+neither set nor lower it."""
+
+RESERVED_PARAMS = (SITE_ID_PARAM, SITE_MIN_CELL_PARAM)
+
 
 @dataclass(frozen=True)
 class Query:
@@ -62,27 +71,32 @@ class Query:
         return f"{self.name}@{self.version}"
 
     def check(self, params: Params) -> None:
-        """Check the hub's parameters: the reserved site-id key is refused, then ``check_params``."""
-        if SITE_ID_PARAM in params:
-            raise InvalidInput(
-                f"query {self.key}: parameter {SITE_ID_PARAM!r} is reserved for the answering "
-                "site's own id, which the site adds itself; remove it from the request")
+        """Check the hub's parameters: the reserved site keys are refused, then ``check_params``."""
+        for name in RESERVED_PARAMS:
+            if name in params:
+                raise InvalidInput(
+                    f"query {self.key}: parameter {name!r} is reserved for the answering site, "
+                    "which adds it itself; remove it from the request")
         self.check_params(params)
 
-    def run(self, cohort: Cohort, params: Params, *,
-            site_id: str | None = None) -> dict[str, np.ndarray]:
+    def run(self, cohort: Cohort, params: Params, *, site_id: str | None = None,
+            min_cell: int = 0) -> dict[str, np.ndarray]:
         """Check parameters, compute, and check the result against the declaration.
 
         ``site_id``: the id of the site running the query (its own, never the hub's word);
-        required by ``site_aware`` queries, ignored by the others.
+        required by ``site_aware`` queries, ignored by the others. ``min_cell``: the site's own
+        class minimum for this request (:data:`SITE_MIN_CELL_PARAM`; 0: none), given to
+        ``site_aware`` queries.
         """
+        if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 0:
+            raise ValueError(f"min_cell must be an int >= 0, got {min_cell!r}")
         self.check(params)
         spec = self.declare(params)
         if self.site_aware:
             if not isinstance(site_id, str) or not site_id:
                 raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
                                    "site (SiteNode.answer) or pass site_id=")
-            params = {**params, SITE_ID_PARAM: site_id}
+            params = {**params, SITE_ID_PARAM: site_id, SITE_MIN_CELL_PARAM: min_cell}
         out = self.compute(cohort, params)
         if set(out) != set(spec):
             raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")

@@ -16,6 +16,16 @@ those patients exactly as PLINK does). Wald t test with ``n - k - 1`` degrees of
 Logistic: per-variant Newton-Raphson from the null fit; Wald z test (``test="wald"``), or the score
 test from the first round alone (``test="score"``, one round instead of ~5).
 
+The site disclosure rule (:mod:`hemafed.genomics.disclosure`): a site whose carriers,
+non-carriers or missing calls at a variant are too few contributes zeros for it and a 1 in the
+summed ``excluded`` flag. The hub drops every variant some site left out: at QC (the variant
+fails QC under that rule, before any other filter, as its pooled counts are incomplete) and in
+the association sums (their patients are the complete cases, so a variant can fall out there
+only). The published result is the pooled analysis of the variants every site contributes in
+full; ``disclosure_dropped`` says how many the rule dropped. The rule is a function of the data
+and the fixed variant list, so an iterative fit sees the same excluded set in every round: the
+hub asserts it.
+
 >>> FederatedGWAS(model="linear").model
 'linear'
 """
@@ -35,6 +45,7 @@ from scipy import stats
 
 from hemafed.errors import ConvergenceError, InvalidInput, SitesChanged
 from hemafed.federation.api import DPRequest, Federation
+from hemafed.genomics.disclosure import RULE_NAME, excluded_count
 from hemafed.genomics.ld import PruneRule, federated_indep_pairwise
 from hemafed.genomics.pca import PCAResult, cap_variants, choose_pca_variants, federated_pca
 from hemafed.genomics.qc import QCFilters, VariantQC
@@ -149,6 +160,10 @@ class FederatedGWAS:
     pca: PCAResult | None = field(init=False, default=None, repr=False)
     sites: tuple[str, ...] = field(init=False, default=())
     sites_without_store: tuple[str, ...] = field(init=False, default=())
+    # variants dropped by the site disclosure rule: at QC, and among QC-passing ones in the
+    # association sums
+    disclosure_dropped_qc: int = field(init=False, default=0)
+    disclosure_dropped_association: int = field(init=False, default=0)
     secure_sums: int = field(init=False, default=0)
     seconds: dict[str, float] = field(init=False, default_factory=dict)
     _study_id: str = field(init=False, default="default", repr=False)
@@ -177,12 +192,22 @@ class FederatedGWAS:
         self.secure_sums += 1
         return res
 
+    @property
+    def disclosure_dropped(self) -> int:
+        """Variants of the list dropped by the site disclosure rule (QC and association)."""
+        return self.disclosure_dropped_qc + self.disclosure_dropped_association
+
     def _qc(self, fed: Federation, base: dict[str, Any], m: int) -> pd.DataFrame:
-        parts = []
+        parts, excluded = [], []
         for start in range(0, m, max(self.chunk, 50_000)):
             stop = min(m, start + max(self.chunk, 50_000))
-            parts.append(self._sum(fed, COUNTS_QUERY, {**base, "start": start, "stop": stop})["counts"])
-        return VariantQC.from_counts(np.vstack(parts)).frame()
+            res = self._sum(fed, COUNTS_QUERY, {**base, "start": start, "stop": stop})
+            parts.append(res["counts"])
+            excluded.append(excluded_count(res))
+        frame = VariantQC.from_counts(np.vstack(parts)).frame()
+        # how many sites left the variant out (site disclosure rule); its counts are partial
+        frame["site_rule_excluded"] = np.concatenate(excluded)
+        return frame
 
     def fit(self, fed: Federation, variant_list: VariantList, *, study: str, trait: str,
             threshold: float | None = None, study_id: str = "default") -> FederatedGWAS:
@@ -208,7 +233,9 @@ class FederatedGWAS:
                                 "max_patients": self.max_patients}
         t0 = time.perf_counter()
         qc = self._qc(fed, base, len(variant_list))
-        passing = self.filters.passing(qc)
+        kept = qc["site_rule_excluded"].to_numpy() == 0
+        self.disclosure_dropped_qc = int((~kept).sum())
+        passing = self.filters.passing(qc) & kept
         qc["passing"] = passing
         self.qc = qc
         self.seconds["qc"] = time.perf_counter() - t0
@@ -239,13 +266,19 @@ class FederatedGWAS:
         else:
             est = self._logistic(fed, assoc, tested)
         self.seconds["association"] = time.perf_counter() - t0
+        dropped = est.pop("dropped")
+        self.disclosure_dropped_association = int(dropped.sum())
+        if dropped.any():
+            log.info("gwas: %d variant(s) dropped by the %s in the association sums",
+                     int(dropped.sum()), RULE_NAME)
         v = variant_list.frame.iloc[tested].reset_index(drop=True)
         q = qc.iloc[tested].reset_index(drop=True)
-        self.summary = pd.DataFrame({
+        summary = pd.DataFrame({
             "chrom": v["chrom"], "pos": v["pos"], "id": v["id"], "ref": v["ref"], "alt": v["alt"],
             "a1_freq": q["alt_freq"], "n": est["n"], "beta": est["beta"], "se": est["se"],
             "stat": est["stat"], "p": est["p"], "hwe_p": q["hwe_p"], "call_rate": q["call_rate"],
             "mac": q["mac"], "firth": est.get("firth", np.zeros(tested.size, dtype=bool))})
+        self.summary = summary[~dropped].reset_index(drop=True)
         return self
 
     def _linear(self, fed: Federation, assoc: dict[str, Any], tested: np.ndarray,
@@ -255,6 +288,7 @@ class FederatedGWAS:
         k = round((math.sqrt(8 * null["cc"].size + 1) - 1) / 2)
         a_mat, a_vec, yy, n = _sym(null["cc"], k), null["cy"], float(null["yy"][0]), null["n"][0]
         out = {name: np.full(tested.size, np.nan) for name in ("beta", "se", "stat", "p", "n")}
+        out["dropped"] = np.zeros(tested.size, dtype=bool)
         has_missing = qc["missing"].to_numpy() > 0
         for start in range(0, tested.size, self.chunk):
             idx = tested[start:start + self.chunk]
@@ -263,6 +297,7 @@ class FederatedGWAS:
                                                 "missing_variants": pack(miss, "<i4")})
             b, d, e = res["cg"], res["gg"], res["gy"]
             m = idx.size
+            drop = excluded_count(res) > 0  # some site left it out: no pooled fit of it
             am = np.broadcast_to(a_mat, (m, k, k)).copy()
             av = np.broadcast_to(a_vec, (m, k)).copy()
             yv = np.full(m, yy)
@@ -277,6 +312,7 @@ class FederatedGWAS:
             sol_b = np.linalg.solve(am, b[..., None])[..., 0]
             sol_a = np.linalg.solve(am, av[..., None])[..., 0]
             s = d - np.einsum("mk,mk->m", b, sol_b)
+            s[drop] = 1.0  # placeholders, discarded below
             gamma = (e - np.einsum("mk,mk->m", b, sol_a)) / s
             rss = yv - np.einsum("mk,mk->m", av, sol_a) - gamma ** 2 * s
             df = nv - k - 1
@@ -285,6 +321,7 @@ class FederatedGWAS:
             sl = slice(start, start + m)
             out["beta"][sl], out["se"][sl] = gamma * half, se * half
             out["stat"][sl], out["p"][sl], out["n"][sl] = t, 2 * stats.t.sf(np.abs(t), df), nv
+            out["dropped"][sl] = drop
         return out
 
     def _null_logistic(self, fed: Federation, assoc: dict[str, Any]) -> np.ndarray:
@@ -305,11 +342,13 @@ class FederatedGWAS:
         k1 = beta0.size + 1
         out = {name: np.full(tested.size, np.nan) for name in ("beta", "se", "stat", "p", "n")}
         out["firth"] = np.zeros(tested.size, dtype=bool)
+        out["dropped"] = np.zeros(tested.size, dtype=bool)
         for start in range(0, tested.size, self.chunk):
             idx = tested[start:start + self.chunk]
             rows = slice(start, start + idx.size)
             if self.firth == "always" and self.test == "wald":
-                self._firth_fit(fed, assoc, idx, beta0, out, start + np.arange(idx.size))
+                self._firth_fit(fed, assoc, idx, beta0, out, start + np.arange(idx.size),
+                                first=True)
                 continue
             beta = np.tile(np.append(beta0, 0.0), (idx.size, 1))
             active = np.arange(idx.size)
@@ -322,18 +361,26 @@ class FederatedGWAS:
                 res = self._sum(fed, LOGISTIC_QUERY, {**assoc, "variants": pack(idx[active], "<i4"),
                                                       "beta": pack(beta[active])})
                 h = _sym(res["hess"], k1)
+                grad = np.array(res["grad"])
+                left_out = excluded_count(res) > 0
+                if rounds == 1:
+                    drop = left_out  # every variant of the chunk is active in round 1
+                    h[drop], grad[drop] = np.eye(k1), 0.0  # placeholders, never released
+                elif left_out.any():
+                    raise _rule_changed(LOGISTIC_QUERY)
                 nobs[active] = res["n"]
                 if rounds == 1:
                     # PLINK's check: an allele absent from cases or from controls
                     case_ref = 2 * res["cases"] - res["case_alt"]
                     separated = ((res["case_alt"] == 0) | (res["case_alt"] == res["alt"])
-                                 | (case_ref == 0) | (case_ref == 2 * res["n"] - res["alt"]))
+                                 | (case_ref == 0) | (case_ref == 2 * res["n"] - res["alt"])
+                                 ) & ~drop
                 try:
                     inv = np.linalg.inv(h)
                 except np.linalg.LinAlgError:
                     inv = np.linalg.pinv(h)
                 if self.test == "score":
-                    u = res["grad"][:, -1]
+                    u = grad[:, -1]
                     cov_gg[active] = inv[:, -1, -1]
                     chi = u ** 2 * inv[:, -1, -1]
                     sl = start + active
@@ -341,16 +388,17 @@ class FederatedGWAS:
                     out["p"][sl] = stats.chi2.sf(chi, 1)
                     out["n"][sl] = nobs[active]
                     break
-                step = np.einsum("mij,mj->mi", inv, res["grad"])
+                step = np.einsum("mij,mj->mi", inv, grad)
                 beta[active] += step
                 cov_gg[active] = inv[:, -1, -1]
-                done = np.max(np.abs(step), axis=1) < self.tol
+                done = (np.max(np.abs(step), axis=1) < self.tol) | drop[active]
                 diverged = np.abs(beta[active, -1]) > 50
                 active = active[~(done | diverged)]
                 if self.firth == "fallback":
                     active = active[~separated[active]]  # straight to Firth, as PLINK
                 if active.size == 0:
                     break
+            out["dropped"][rows] = drop
             if self.test == "score":
                 continue
             se = np.sqrt(cov_gg)
@@ -366,16 +414,21 @@ class FederatedGWAS:
             out["p"][rows] = np.where(bad, np.nan, 2 * stats.norm.sf(np.abs(z)))
             out["n"][rows] = nobs
             if self.firth == "fallback":
-                redo = np.flatnonzero(bad | separated)
+                redo = np.flatnonzero((bad | separated) & ~drop)
                 if redo.size:
                     self._firth_fit(fed, assoc, idx[redo], beta0, out, start + redo)
         return out
 
     def _firth_fit(self, fed: Federation, assoc: dict[str, Any], idx: np.ndarray,
-                   beta0: np.ndarray, out: dict[str, np.ndarray], rows: np.ndarray) -> None:
+                   beta0: np.ndarray, out: dict[str, np.ndarray], rows: np.ndarray, *,
+                   first: bool = False) -> None:
         """Firth's penalised logistic regression of the variants ``idx`` (PLINK 2's ``firth``:
         Newton steps on ``l + 1/2 log det I`` capped at 5, halved while the penalised
-        log-likelihood falls; Wald z from ``I^-1`` at the estimate); each round one secure sum."""
+        log-likelihood falls; Wald z from ``I^-1`` at the estimate); each round one secure sum.
+
+        ``first``: these variants have not been summed before, so the first round's
+        ``excluded`` flags drop variants (the site disclosure rule); otherwise (and in every
+        later round) a left-out variant means the data changed, and the fit fails."""
         k1 = beta0.size + 1
         tw = np.where(np.equal(*np.triu_indices(k1)), 1.0, 2.0)  # upper-triangle weights
         beta = np.tile(np.append(beta0, 0.0), (idx.size, 1))
@@ -386,6 +439,16 @@ class FederatedGWAS:
         for _ in range(self.max_iter * 2):
             res = self._sum(fed, FIRTH_QUERY, {**assoc, "variants": pack(idx[active], "<i4"),
                                                "beta": pack(beta[active])})
+            left_out = excluded_count(res) > 0
+            if left_out.any():
+                if not first:
+                    raise _rule_changed(FIRTH_QUERY)
+                out["dropped"][rows[active[left_out]]] = True
+                res = {k: np.asarray(v)[~left_out] for k, v in res.values.items()}
+                active = active[~left_out]
+                if active.size == 0:
+                    return
+            first = False
             h = _sym(res["hess"], k1)
             sign, logdet = np.linalg.slogdet(h)
             pll = np.where(sign > 0, res["loglik"] + 0.5 * logdet, -np.inf)
@@ -432,7 +495,14 @@ class FederatedGWAS:
         return {"model": self.model, "test": self.test, "sites": list(self.sites),
                 "covariates": list(self.covariates), "n_pcs": self.n_pcs,
                 "secure_sums": self.secure_sums, "lambda_gc": self.genomic_lambda,
-                "n_tested": len(self.summary), "n_variants": len(self.qc)}
+                "n_tested": len(self.summary), "n_variants": len(self.qc),
+                "dropped_by_site_disclosure_rule": self.disclosure_dropped}
+
+
+def _rule_changed(query: str) -> ConvergenceError:
+    return ConvergenceError(f"{query}: the {RULE_NAME} left out a variant in a later round than "
+                            "the first; the excluded set is fixed by the data and the variant "
+                            "list, so the sites' data changed: restart the analysis")
 
 
 def genomic_inflation(p: np.ndarray) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.errors import InvalidInput
+from hemafed.errors import ConvergenceError, InvalidInput
 
 _EPS = 2.0**-44  # PLINK's kSmallEpsilon
 
@@ -153,6 +153,7 @@ def federated_indep_pairwise(secure_sum: Callable[[str, dict[str, object]], Any]
                              ) -> np.ndarray:
     """LD-prune ``candidates`` (variant-list indices, list order) over the federation: one
     secure sum of the pair sums per ``chunk`` windows' first variants; returns the kept ones."""
+    from hemafed.genomics.disclosure import RULE_NAME, excluded_count
     from hemafed.genomics.queries import LD_QUERY, pack
 
     candidates = np.asarray(candidates, dtype=np.int64)
@@ -165,5 +166,9 @@ def federated_indep_pairwise(secure_sum: Callable[[str, dict[str, object]], Any]
         used = np.unique(pairs[sel])
         res = secure_sum(LD_QUERY, {**base, "variants": pack(candidates[used], "<i4"),
                                     "pairs": pack(np.searchsorted(used, pairs[sel]), "<i4")})
+        if np.any(excluded_count(res) > 0):
+            # only QC's candidates reach here, and QC drops what any site leaves out
+            raise ConvergenceError(f"{LD_QUERY}: the {RULE_NAME} left out a variant that the QC "
+                                   f"counts had in full; the sites' data changed, restart")
         sums[sel] = res["pairs"]
     return prune_from_sums(variants, qc, candidates, pairs, sums, rule)

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from hemafed.errors import InvalidInput
+from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import DPRequest, Federation
+from hemafed.genomics.disclosure import excluded_count
 from hemafed.genomics.queries import GRAM_QUERY, pack, standardise
 
 
@@ -79,12 +80,25 @@ def cap_variants(idx: np.ndarray, max_variants: int) -> np.ndarray:
 def federated_pca(fed: Federation, base: dict[str, object], variants: np.ndarray,
                   freq: np.ndarray, n_components: int, *, study: str = "default",
                   dp: DPRequest | None = None) -> PCAResult:
-    """PCs from one secure sum of the PCA variants' standardised cross-product."""
-    p = variants.size
-    if not 0 < n_components < p:
-        raise InvalidInput(f"n_components must be in 1..{p - 1} for {p} PCA variants")
-    res = fed.secure_sum(GRAM_QUERY, {**base, "variants": pack(variants, "<i4"),
-                                      "freq": pack(freq)}, study=study, dp=dp)
+    """PCs from one secure sum of the PCA variants' standardised cross-product.
+
+    A variant some site leaves out (the site disclosure rule: its row and column of that
+    site's cross-product are zeros) is dropped and the sum asked again over the others, once,
+    so the PCs are those of the pooled PCA on the variants every site contributes in full
+    (QC's candidates never need this; a second exclusion means the data changed)."""
+    for attempt in range(2):
+        p = variants.size
+        if not 0 < n_components < p:
+            raise InvalidInput(f"n_components must be in 1..{p - 1} for {p} PCA variants")
+        res = fed.secure_sum(GRAM_QUERY, {**base, "variants": pack(variants, "<i4"),
+                                          "freq": pack(freq)}, study=study, dp=dp)
+        left_out = excluded_count(res.values) > 0
+        if not left_out.any():
+            break
+        if attempt:
+            raise ConvergenceError(f"{GRAM_QUERY}: the site disclosure rule left out PCA "
+                                   "variants twice; the sites' data changed, restart")
+        variants, freq = variants[~left_out], freq[~left_out]
     gram = np.zeros((p, p))
     iu = np.triu_indices(p)
     gram[iu] = res["gram"]

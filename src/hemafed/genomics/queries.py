@@ -16,6 +16,11 @@ and ``covariates`` (cohort columns with schema bounds; ``sex`` is 1 for female) 
 ``pca`` (``variants``, ``freq``, ``loadings``, ``eigenvalues``: public results of the federated
 PCA, from which each site computes its own patients' scores and nothing else).
 
+Every query that sums over patients per variant (counts, PCA cross-product, LD pairs, linear,
+logistic, Firth) applies the site's own class minimum (:mod:`hemafed.genomics.disclosure`): a
+variant whose carriers, non-carriers or missing calls among the analysed patients are too few
+at this site contributes zeros, and 1 in the per-variant ``excluded`` sum.
+
 Large numeric parameters travel as base64 of little-endian arrays (:func:`pack`).
 Covariates enter as ``z = (x - center) / half_width`` (``|z| <= 1``) behind an intercept; the
 quantitative trait likewise. Genotypes are ALT counts 0/1/2; a missing call is 0 in the sums
@@ -36,6 +41,13 @@ from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
 from hemafed.federation.runtime import register_site_opened
+from hemafed.genomics.disclosure import (
+    EXCLUDED,
+    excluded_statistic,
+    excluded_variants,
+    own_min_cell,
+    withhold,
+)
 from hemafed.genomics.store import (
     GenotypeStore,
     read_declaration,
@@ -257,7 +269,8 @@ def _counts_declare(params: Params) -> dict[str, Statistic]:
     start, stop = _range(params)
     n = float(_int(params, "max_patients", 1))
     return {"counts": Statistic((stop - start, 4), 0.0, n, 1.0,
-                                sensitivity=math.sqrt(stop - start))}
+                                sensitivity=math.sqrt(stop - start)),
+            EXCLUDED: excluded_statistic(stop - start)}
 
 
 def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -267,7 +280,8 @@ def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         raise InvalidInput("parameter 'stop' lies beyond the variant list")
     g = np.asarray(store.dosage[start:stop])[:, cols]
     counts = np.stack([(g == v).sum(axis=1) for v in (0, 1, 2, -1)], axis=1)
-    return {"counts": counts.astype(float)}
+    out = excluded_variants(g, own_min_cell(params))
+    return withhold({"counts": counts.astype(float)}, out) | {EXCLUDED: out.astype(float)}
 
 
 # --- gwas_pca_gram -----------------------------------------------------------------------------
@@ -290,15 +304,18 @@ def _gram_declare(params: Params) -> dict[str, Statistic]:
     zmax2 = _zmax(unpack(params["freq"], "<f8", "freq")) ** 2
     return {"gram": Statistic((tri(p),), -n * zmax2, n * zmax2, _FINE,
                               sensitivity=zmax2 * p),
-            "n": Statistic((1,), 0.0, n, 1.0)}
+            "n": Statistic((1,), 0.0, n, 1.0), EXCLUDED: excluded_statistic(p)}
 
 
 def _gram_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     store, cols, _, _ = analysis_rows(cohort, params)
     idx = unpack(params["variants"], "<i4", "variants")
-    z = standardise(_variant_rows(store, idx)[:, cols].astype(float),
-                    unpack(params["freq"], "<f8", "freq"))
-    return {"gram": _upper(z @ z.T), "n": np.array([float(cols.size)])}
+    g = _variant_rows(store, idx)[:, cols]
+    out = excluded_variants(g, own_min_cell(params))
+    z = standardise(g.astype(float), unpack(params["freq"], "<f8", "freq"))
+    z[out] = 0.0  # every cross-product entry with a left-out variant is zero
+    return {"gram": _upper(z @ z.T), "n": np.array([float(cols.size)]),
+            EXCLUDED: out.astype(float)}
 
 
 # --- gwas_ld_pairs ----------------------------------------------------------------------------
@@ -321,9 +338,11 @@ def _ld_check(params: Params) -> None:
 
 def _ld_declare(params: Params) -> dict[str, Statistic]:
     n = float(_int(params, "max_patients", 1))
-    m = _ld_sizes(params)[1].shape[0]
+    idx, pairs = _ld_sizes(params)
+    m = pairs.shape[0]
     # per pair (n, s_a, q_a, s_b, q_b, d): one patient adds at most (1, 2, 4, 2, 4, 4)
-    return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m))}
+    return {"pairs": Statistic((m, 6), 0.0, 4 * n, 1.0, sensitivity=math.sqrt(57 * m)),
+            EXCLUDED: excluded_statistic(idx.size)}
 
 
 def pair_sums(raw: np.ndarray, pairs: np.ndarray, *, max_span: int = 1024) -> np.ndarray:
@@ -359,10 +378,15 @@ def pair_sums(raw: np.ndarray, pairs: np.ndarray, *, max_span: int = 1024) -> np
 
 
 def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    """Per pair, sums over the patients called at both (PLINK's pairwise r^2)."""
+    """Per pair, sums over the patients called at both (PLINK's pairwise r^2); zeros for a
+    pair with a variant this site leaves out (``excluded``: per entry of ``variants``)."""
     store, cols, _, _ = analysis_rows(cohort, params)
     idx, pairs = _ld_sizes(params)
-    return {"pairs": pair_sums(_variant_rows(store, idx)[:, cols], pairs)}
+    g = _variant_rows(store, idx)[:, cols]
+    out = excluded_variants(g, own_min_cell(params))
+    sums = pair_sums(g, pairs)
+    sums[out[pairs[:, 0]] | out[pairs[:, 1]]] = 0.0
+    return {"pairs": sums, EXCLUDED: out.astype(float)}
 
 
 # --- gwas_null ---------------------------------------------------------------------------------
@@ -431,7 +455,8 @@ def _linear_declare(params: Params) -> dict[str, Statistic]:
             "gy": Statistic((m,), -2 * n, 2 * n, _FINE, sensitivity=2 * r(m)),
             "miss_cc": Statistic((mm, tri(k)), -n, n, _FINE, sensitivity=r(mm * tri(k))),
             "miss_cy": Statistic((mm, k), -n, n, _FINE, sensitivity=r(mm * k)),
-            "miss_yy": Statistic((mm,), 0, n, _FINE, sensitivity=r(mm))}
+            "miss_yy": Statistic((mm,), 0, n, _FINE, sensitivity=r(mm)),
+            EXCLUDED: excluded_statistic(m)}
 
 
 def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -439,19 +464,25 @@ def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     assert y is not None and c is not None
     idx = unpack(params["variants"], "<i4", "variants")
     g = _variant_rows(store, idx)[:, cols]
+    min_cell = own_min_cell(params)
+    out = excluded_variants(g, min_cell)
     g0 = np.where(g < 0, 0, g).astype(float)
     midx = unpack(params.get("missing_variants", ""), "<i4", "missing_variants")
     k = c.shape[1]
     miss_cc, miss_cy, miss_yy = (np.zeros((midx.size, tri(k))), np.zeros((midx.size, k)),
                                  np.zeros(midx.size))
+    miss_out = np.zeros(midx.size, dtype=bool)
     if midx.size:
-        miss = (_variant_rows(store, midx)[:, cols] < 0).astype(float)
+        gm = _variant_rows(store, midx)[:, cols]
+        miss_out = excluded_variants(gm, min_cell)
+        miss = (gm < 0).astype(float)
         iu = np.triu_indices(k)
         miss_cc = miss @ (c[:, iu[0]] * c[:, iu[1]])
         miss_cy = miss @ (c * y[:, None])
         miss_yy = miss @ (y * y)
-    return {"cg": g0 @ c, "gg": (g0 * g0).sum(axis=1), "gy": g0 @ y,
-            "miss_cc": miss_cc, "miss_cy": miss_cy, "miss_yy": miss_yy}
+    sums = withhold({"cg": g0 @ c, "gg": (g0 * g0).sum(axis=1), "gy": g0 @ y}, out)
+    missing = withhold({"miss_cc": miss_cc, "miss_cy": miss_cy, "miss_yy": miss_yy}, miss_out)
+    return sums | missing | {EXCLUDED: out.astype(float)}
 
 
 # --- gwas_logistic -----------------------------------------------------------------------------
@@ -476,7 +507,8 @@ def _logistic_declare(params: Params) -> dict[str, Statistic]:
             # check (an allele absent from cases or from controls -> Firth fallback)
             "case_alt": Statistic((m,), 0, 2 * n, 1.0, sensitivity=2 * math.sqrt(m)),
             "alt": Statistic((m,), 0, 2 * n, 1.0, sensitivity=2 * math.sqrt(m)),
-            "cases": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
+            "cases": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m)),
+            EXCLUDED: excluded_statistic(m)}
 
 
 def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -499,8 +531,10 @@ def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         xa = g0 if a == k1 - 1 else c[:, a][None, :]
         xb = g0 if b == k1 - 1 else c[:, b][None, :]
         hess[:, t] = (w * xa * xb).sum(axis=1)
-    return {"grad": grad, "hess": hess, "n": called.sum(axis=1), "case_alt": g0 @ y,
-            "alt": g0.sum(axis=1), "cases": called @ y}
+    out = excluded_variants(g, own_min_cell(params))
+    return withhold({"grad": grad, "hess": hess, "n": called.sum(axis=1), "case_alt": g0 @ y,
+                     "alt": g0.sum(axis=1), "cases": called @ y}, out) | {
+        EXCLUDED: out.astype(float)}
 
 
 # --- gwas_firth --------------------------------------------------------------------------------
@@ -515,7 +549,8 @@ def _firth_declare(params: Params) -> dict[str, Statistic]:
             # |w (1/2 - p) x_r x_a x_b| <= 1/4 * 1/2 * 2^3 = 1 per patient
             "third": Statistic((m, t), -n, n, _FINE, sensitivity=math.sqrt(m * t)),
             "loglik": Statistic((m,), -n * 1e3, 0.0, _FINE, sensitivity=1e3 * math.sqrt(m)),
-            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m))}
+            "n": Statistic((m,), 0, n, 1.0, sensitivity=math.sqrt(m)),
+            EXCLUDED: excluded_statistic(m)}
 
 
 def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
@@ -530,9 +565,12 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     beta_all = unpack(params["beta"], "<f8", "beta").reshape(idx.size, k1)
     iu = np.triu_indices(k1)
     floor = -float(_int(params, "max_patients", 1)) * 1e3
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("grad", "hess", "third", "loglik", "n")}
+    min_cell = own_min_cell(params)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("grad", "hess", "third", "loglik", "n",
+                                                        EXCLUDED)}
     for lo in range(0, idx.size, 256):
         g = _variant_rows(store, idx[lo:lo + 256])[:, cols]
+        out[EXCLUDED].append(excluded_variants(g, min_cell))
         called = (g >= 0).astype(float)
         x = np.concatenate([np.broadcast_to(c, (g.shape[0], *c.shape)),
                             np.where(g < 0, 0, g).astype(float)[..., None]], axis=2)
@@ -547,7 +585,9 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         ll = (called * (y[None, :] * eta - np.logaddexp(0.0, eta))).sum(axis=1)
         out["loglik"].append(np.maximum(ll, floor))
         out["n"].append(called.sum(axis=1))
-    return {k: np.concatenate(v) for k, v in out.items()}
+    flat = {k: np.concatenate(v) for k, v in out.items()}
+    left_out = flat.pop(EXCLUDED)
+    return withhold(flat, left_out) | {EXCLUDED: left_out.astype(float)}
 
 
 register_site_opened(register_site_dir)

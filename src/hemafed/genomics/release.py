@@ -109,6 +109,10 @@ def write_study_ssf(analysis: dict[str, object], out_dir: str | Path, study_id: 
     meta = ssf_metadata(name, text, trait=str(doc["trait"]), n=int(doc["n"]),
                         build=str(doc["build"]), study_id=study_id)
     meta["minimum_minor_allele_count"] = int(doc["min_mac"])
+    if "dropped_by_site_disclosure_rule" in doc:
+        # variants some site left out (its own class minimum): not in the file
+        meta["variants_dropped_by_site_disclosure_rule"] = int(
+            doc["dropped_by_site_disclosure_rule"])
     write_text(out / name, text)
     write_text(out / f"{name}-meta.yaml", yaml.safe_dump(meta, sort_keys=False))
     return [out / name, out / f"{name}-meta.yaml"]

@@ -7,6 +7,10 @@ sex), ``n_pcs`` (default 10), ``genotypes`` (store name, default the study id), 
 (release control, default 10), ``top`` (hits listed, default 10), ``test`` (wald or score),
 ``firth`` (no, fallback or always; default fallback, as plink2).
 
+Variants some site leaves out under its disclosure rule (:mod:`hemafed.genomics.disclosure`)
+are never tested or published; ``stats`` and the GWAS-SSF metadata state how many
+(``dropped_by_site_disclosure_rule``).
+
 The analysis covers the sites that declare a genotype store for the study (``genotype_sites``);
 when others of the federation do not, the study runner restarts it over those (its
 ``restarts`` record says so) before any genotype is summed.
@@ -46,6 +50,8 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "tested": len(gwas.summary), "released": len(released),
                       "genome_wide_hits": int((released["p"] < 5e-8).sum()),
                       "min_mac": min_mac, "n_pcs": gwas.n_pcs, "model": gwas.model,
+                      # variants some site left out (site disclosure rule): never published
+                      "dropped_by_site_disclosure_rule": gwas.disclosure_dropped,
                       "secure_sums": gwas.secure_sums},
             # the sites whose declared genotype stores the results cover (study.plan: a
             # site's store declaration is public; see genomics.gwas.store_sites)
@@ -54,6 +60,7 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
             "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT,
             # the released rows as GWAS-SSF; `hemafed study run` writes <id>.tsv + its YAML
             "ssf": {"text": ssf_text(gwas.summary, min_mac=min_mac), "min_mac": min_mac,
+                    "dropped_by_site_disclosure_rule": gwas.disclosure_dropped,
                     "trait": str(a.get("trait")) + ("" if threshold is None
                                                     else f" >= {threshold}"),
                     "n": int(gwas.summary["n"].max()) if len(gwas.summary) else 0,

@@ -457,7 +457,11 @@ class SiteNode:
 
         self._check_release(request, specs)
         try:
-            values = query.run(self.cohort, request.params, site_id=self.site_id)
+            # the site's own class minimum (genotype queries): off when DP covers the release
+            own_min = (self.policy.min_cell_size
+                       if self.policy.enforce_min_cell and request.dp is None else 0)
+            values = query.run(self.cohort, request.params, site_id=self.site_id,
+                               min_cell=own_min)
         except Exception as exc:
             rule = getattr(exc, "site_rule", None)
             if isinstance(rule, str) and rule:

@@ -486,7 +486,9 @@ min_cell_size: 5
 # Disclosure control at this site (as DataSHIELD's filters). enforce_min_cell: refuse to
 # contribute a count table (category counts, cross-tables, histograms) in which any of this
 # site's own non-zero cells is below min_cell_size, unless the release is differentially
-# private. min_subgroup_size: refuse a non-DP answer in which a subgroup (a level of a grouping
+# private; in genotype sums a variant whose carriers, non-carriers or missing calls here number
+# 1 .. min_cell_size - 1 is left out of this site's sums instead (zeros, never a refusal).
+# min_subgroup_size: refuse a non-DP answer in which a subgroup (a level of a grouping
 # column) has fewer patients than this (0: off). max_cells: most numbers one request may ask
 # for. require_dp: every release must be differentially private (per study: require_dp below).
 enforce_min_cell: true

@@ -51,6 +51,10 @@ MEASURES: dict[str, tuple[str, str]] = {
     "events": ("Events", "deaths (or the event analysed) among the patients analysed"),
     "excluded": ("Patients excluded", "left out because a covariate, the time or the event was "
                  "missing (a gene not sequenced counts as missing): complete-case analysis"),
+    "dropped_by_site_disclosure_rule": ("Variants dropped (site disclosure rule)", "left out "
+                                        "because at some site their carriers, non-carriers or "
+                                        "missing calls were fewer than that site's minimum "
+                                        "cell size; neither tested nor published"),
     "pseudo_r2": ("McFadden pseudo R-squared", "share of the outcome's log-likelihood the "
                   "covariates explain: 0 is none, higher is better; 0.2-0.4 is an excellent fit"),
     "chi2": ("Chi-squared", "association between the two variables; larger is stronger"),

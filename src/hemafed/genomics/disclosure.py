@@ -1,0 +1,83 @@
+"""The site's own class minimum for genotype sums (hole I of docs/security.md).
+
+The hub picks which variants a genotype query sums over. Without DP, a per-variant sum over a
+rare variant is a sum over its few carriers (their traits, covariates, genotypes at other
+variants), and since the totals over all patients are known too, a sum over a small class of
+non-carriers or of missing calls is as revealing. So every genotype query that sums over
+patients per variant applies one rule at the site, on its own patients, before anything is
+masked: for each requested variant, among the patients the query analyses, the carriers (ALT
+dosage > 0), the non-carriers and the missing calls are counted; if any class holds
+``1 .. min_cell - 1`` patients the site contributes zeros for that variant in every
+per-variant sum, and a 1 in the per-variant ``excluded`` statistic that travels in the same
+secure sum. The hub learns how many sites left a variant out, never which; no site refuses by
+name (a per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
+cross-product) is left out when either variant is.
+
+``min_cell`` is the site's: :data:`~hemafed.federation.queries.SITE_MIN_CELL_PARAM`, its
+policy's ``min_cell_size`` when ``enforce_min_cell`` is on and the release is not DP (DP covers
+a DP release), else 0 (the rule is off).
+
+>>> import numpy as np
+>>> excluded_variants(np.array([[0, 0, 0, 1, 2, 1], [0, 1, 1, 0, 0, 0]]), 3).tolist()
+[False, True]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hemafed.federation.queries import SITE_MIN_CELL_PARAM
+from hemafed.release import Statistic
+
+EXCLUDED = "excluded"
+"""Name of the per-variant statistic: 1 where this site left the variant out."""
+RULE_NAME = "site disclosure rule"
+"""How results and reports name the variants dropped because some site left them out."""
+
+
+def own_min_cell(params: Mapping[str, Any]) -> int:
+    """The answering site's class minimum for this request (0: none); the site sets it."""
+    value = params.get(SITE_MIN_CELL_PARAM, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def excluded_variants(g: np.ndarray, min_cell: int) -> np.ndarray:
+    """Per row of ``g`` (variants x analysed patients, ALT counts, -1 missing): whether its
+    carriers, non-carriers or missing calls number ``1 .. min_cell - 1``."""
+    g = np.asarray(g)
+    if min_cell <= 1 or g.size == 0:
+        return np.zeros(g.shape[0], dtype=bool)
+    sizes = np.stack([(g > 0).sum(axis=1), (g == 0).sum(axis=1), (g < 0).sum(axis=1)])
+    return np.asarray(np.any((sizes > 0) & (sizes < min_cell), axis=0))
+
+
+def excluded_statistic(m: int) -> Statistic:
+    """Declaration of ``excluded`` over ``m`` variants: 0/1 per site, summed over sites.
+
+    Sensitivity 0: under DP the rule is off and the vector is zeros whatever the patients; a
+    non-DP release is not noised. It is a flag per variant, not a frequency table, so the
+    minimum-cell rule does not apply to it (``cells=False``)."""
+    return Statistic((m,), 0.0, 1.0, 1.0, sensitivity=0.0, is_count=True, cells=False)
+
+
+def withhold(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``arrays`` with the ``rows`` (a boolean mask over the first axis) set to zero."""
+    out = {}
+    for name, arr in arrays.items():
+        arr = np.array(arr, dtype=float)
+        if arr.ndim and arr.shape[0] == rows.size:
+            arr[rows] = 0.0
+        out[name] = arr
+    return out
+
+
+def excluded_count(values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Hub side: per variant, how many sites left it out (rounded from the secure sum)."""
+    return np.rint(np.asarray(values[EXCLUDED], dtype=float)).astype(np.int64)
+
+
+__all__ = ["EXCLUDED", "RULE_NAME", "excluded_count", "excluded_statistic", "excluded_variants",
+           "own_min_cell", "withhold"]
