@@ -16,7 +16,9 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites
 from hemafed.errors import PolicyRefused, ProtocolError
 from hemafed.federation.api import DPRequest
+from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.queries import get_query
+from hemafed.federation.runtime import SecureFederation, site_handler
 from hemafed.privacy.anchors import Anchor, JsonAnchorStore
 from hemafed.privacy.calibration import noisy_specs
 from hemafed.site.store import audit_log, check_site
@@ -124,3 +126,27 @@ def test_the_json_anchor_store_keeps_the_last_head(tmp_path: Path) -> None:
     assert Anchor(1, "a" * 64).behind(Anchor(2, "a" * 64))
     assert Anchor(2, "c" * 64).behind(Anchor(2, "a" * 64))
     assert Anchor(3, "c" * 64).behind(Anchor(2, "a" * 64)) is None
+
+
+def test_a_restart_on_the_survivors_keeps_the_audit_heads_the_hub_saw(sites: Any,
+                                                                      tmp_path: Path) -> None:
+    """A fit that restarts (``restricted_to``) is a new federation object; the audit heads the
+    hub anchored before the restart must come with it, or a site restored to an older copy in
+    between would answer the restarted fit."""
+    fed, spec = sites
+    site = next(iter(fed.site_dirs.values()))
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(site, snapshot)
+    current = [InProcessSites(site_handler, fed.site_configs())]
+    secure = SecureFederation(lambda m: current[0].exchange(m), fed.manifest,
+                              site_ids=current[0].site_ids, spec_sha256=spec.sha256,
+                              requester="tester")
+    secure.secure_sum("cohort_size", {}, study=spec.study_id)
+    shutil.rmtree(site)
+    shutil.copytree(snapshot, site)  # consistently restored: only the hub's anchor can tell
+    current[0] = InProcessSites(site_handler, fed.site_configs())
+    restart = secure.restricted_to(current[0].site_ids)
+    with pytest.raises((PolicyRefused, ProtocolError)):
+        restart.secure_sum("cohort_size", {}, study=spec.study_id)
+    last = audit_log(site).entries()[-1]
+    assert last["decision"] == "refused" and "the hub last saw entry" in last["reason"]

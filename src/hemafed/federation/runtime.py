@@ -412,9 +412,11 @@ class SecureFederation:
                 f"only {len(ids)} site(s) {list(ids)} remain of {list(self._site_ids)}: below "
                 f"the federation's secure-aggregation threshold of {self.manifest.threshold}; "
                 "the analysis cannot restart on them (bring sites back online and run again)")
+        # the audit heads the hub has seen carry over: a site restored to an older copy while
+        # the analysis restarts is still caught
         fed = SecureFederation(self._exchange, self.manifest, site_ids=ids,
                                spec_sha256=self.spec_sha256, requester=self.requester,
-                               noise_shares=self.noise_shares)
+                               noise_shares=self.noise_shares, anchors=self._sums.anchors)
         fed._restarts_from = self._contributors or self._site_ids
         return fed
 
