@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.secure.identity import check_site_id
@@ -33,6 +33,7 @@ from hemafed.service.models import (
     CatalogueApproval,
     CataloguePlanRow,
     CatalogueRelease,
+    CatalogueSchedule,
     LoginFailure,
     ModelVersion,
     Result,
@@ -100,7 +101,11 @@ class HubService:
         self.session_ttl = session_ttl
         self.audit_log = AuditLog(self.data_dir / "hub-audit.jsonl", clock=self.clock)
         self._workers: dict[int, threading.Thread] = {}
+        self.instance = security.new_token()[:32]  # this process, for refresh claims
+        self._stop = threading.Event()
+        self._scheduler: threading.Thread | None = None
         self._interrupt_stale_runs()
+        self._release_stale_refresh()
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -262,9 +267,19 @@ class HubService:
         self._require(admin, "admin")
         plan = parse_plan(spec_text)
         with self.db.session() as s:
+            now = self.clock()
             row = CataloguePlanRow(spec_yaml=spec_text, spec_sha256=plan.spec.sha256,
-                                   created=self.clock())
+                                   created=now)
             s.add(row)
+            sched = s.get(CatalogueSchedule, 1)
+            if sched is None:
+                sched = CatalogueSchedule(id=1, spec_sha256=plan.spec.sha256)
+                s.add(sched)
+            # a new plan starts its own schedule (a refresh in flight keeps its claim)
+            sched.spec_sha256 = plan.spec.sha256
+            sched.next_due = None if plan.interval is None else now + plan.interval
+            sched.last_attempt = sched.last_trigger = sched.last_outcome = None
+            sched.last_reason = None
             s.commit()
         self.audit(admin.username, "set_catalogue_plan", "catalogue",
                    {"sha256": plan.spec.sha256})
@@ -334,29 +349,52 @@ class HubService:
         return [sid for sid in sorted(ids) if sid in approved]
 
     def refresh_catalogue(self, admin: User) -> dict[str, Any]:
+        """One refresh at the admin's request (:meth:`_refresh`)."""
+        self._require(admin, "admin")
+        return self._refresh(admin.username, "admin")
+
+    def _refresh(self, actor: str, trigger: str) -> dict[str, Any]:
         """One refresh through the secure path over the approving sites; stores only the
         rounded, suppressed releases. A site's refusal (e.g. its catalogue budget is spent)
-        refuses the refresh naming the rule, not the site."""
+        refuses the refresh naming the rule, not the site.
+
+        Restart-safe: the refresh is claimed in the schedule row first (one at a time, by this
+        process); the releases and the next due time are committed in one transaction, so a
+        hub killed at any point either published the refresh and moved the schedule on, or
+        did neither (its claim is released on the next start and the due refresh runs once).
+        An attempt that fails is recorded with its reason and rescheduled one interval on.
+        """
         from hemafed.privacy.refusal import CODES, Refusal
         from hemafed.service.catalogue import parse_plan, release
 
-        self._require(admin, "admin")
         row = self._current_plan()
-        if self.federation is None or not hasattr(self.federation, "run_catalogue"):
-            raise InvalidInput("this hub has no federation configured to count the catalogue")
-        sites = self.catalogue_sites()
-        if not sites:
-            raise InvalidInput("no site has approved the current catalogue plan")
         plan = parse_plan(row.spec_yaml)
+        if not self._claim_refresh(due_only=trigger == "schedule"):
+            if trigger == "schedule":
+                return {}
+            raise InvalidInput("a catalogue refresh is in progress; reload the page in a moment")
         try:
-            raw = self.federation.run_catalogue(row.spec_yaml, sites)
+            if self.federation is None or not hasattr(self.federation, "run_catalogue"):
+                raise InvalidInput("this hub has no federation configured to count the "
+                                   "catalogue")
+            sites = self.catalogue_sites()
+            if not sites:
+                raise InvalidInput("no site has approved the current catalogue plan")
+            try:
+                raw = self.federation.run_catalogue(row.spec_yaml, sites)
+            except HemafedError as exc:
+                ref = getattr(exc, "refusal", None)
+                why = (CODES[ref.code].format(name=ref.name or "-") if isinstance(ref, Refusal)
+                       else "the secure sum did not complete")
+                self.audit(actor, "refresh_catalogue", "catalogue", allowed=False, reason=why)
+                raise CatalogueRefused(why) from None
         except HemafedError as exc:
-            ref = getattr(exc, "refusal", None)
-            why = (CODES[ref.code].format(name=ref.name or "-") if isinstance(ref, Refusal)
-                   else "the secure sum did not complete")
-            self.audit(admin.username, "refresh_catalogue", "catalogue", allowed=False,
-                       reason=why)
-            raise CatalogueRefused(why) from None
+            self._end_refresh(plan, trigger, "failed", str(exc), moved_on=trigger == "schedule")
+            raise
+        except BaseException:
+            self._end_refresh(plan, trigger, "failed", "the refresh stopped unexpectedly",
+                              moved_on=trigger == "schedule")
+            raise
         released = release(plan, raw)
         now = self.clock()
         with self.db.session() as s:
@@ -365,11 +403,118 @@ class HubService:
                 s.add(CatalogueRelease(refresh=refresh, site_id=sid or None,
                                        spec_sha256=row.spec_sha256, epsilon=plan.epsilon,
                                        delta=plan.delta, counts=counts, time=now))
+            self._schedule_outcome(s, plan, trigger, "ok", "", moved_on=True)
             s.commit()
-        self.audit(admin.username, "refresh_catalogue", "catalogue",
-                   {"refresh": refresh, "sites": len(sites), "epsilon": plan.epsilon})
+        self.audit(actor, "refresh_catalogue", "catalogue",
+                   {"refresh": refresh, "sites": len(sites), "epsilon": plan.epsilon,
+                    "trigger": trigger})
         return {"refresh": refresh, "sites": list(raw.get("contributors", sites)),
                 "epsilon": plan.epsilon}
+
+    def _claim_refresh(self, *, due_only: bool) -> bool:
+        """Take the schedule row for this process (atomic on SQLite and PostgreSQL); with
+        ``due_only``, only when the next refresh is due."""
+        now = self.clock()
+        with self.db.session() as s:
+            if s.get(CatalogueSchedule, 1) is None:
+                if due_only:
+                    return False
+                plan = self._current_plan()
+                s.add(CatalogueSchedule(id=1, spec_sha256=plan.spec_sha256))
+                s.flush()
+            q = update(CatalogueSchedule).where(CatalogueSchedule.id == 1,
+                                                CatalogueSchedule.claimed_by.is_(None))
+            if due_only:
+                q = q.where(CatalogueSchedule.next_due.is_not(None),
+                            CatalogueSchedule.next_due <= now)
+            got = s.execute(q.values(claimed_by=self.instance, claimed_at=now)).rowcount
+            s.commit()
+        return bool(got)
+
+    def _schedule_outcome(self, s: Any, plan: Any, trigger: str, outcome: str, reason: str, *,
+                          moved_on: bool) -> None:
+        sched = s.get(CatalogueSchedule, 1)
+        if sched is None or sched.claimed_by != self.instance:
+            return
+        now = self.clock()
+        sched.claimed_by = sched.claimed_at = None
+        sched.last_attempt, sched.last_trigger = now, trigger
+        sched.last_outcome, sched.last_reason = outcome, reason[:2000] or None
+        if moved_on and sched.spec_sha256 == plan.spec.sha256:
+            sched.next_due = None if plan.interval is None else now + plan.interval
+
+    def _end_refresh(self, plan: Any, trigger: str, outcome: str, reason: str, *,
+                     moved_on: bool) -> None:
+        with self.db.session() as s:
+            self._schedule_outcome(s, plan, trigger, outcome, reason, moved_on=moved_on)
+            s.commit()
+        if trigger == "schedule":
+            log.warning("scheduled catalogue refresh %s: %s", outcome, reason)
+
+    def _release_stale_refresh(self) -> None:
+        """A refresh claimed by an earlier hub process (killed mid-refresh) published nothing
+        (the releases commit with the schedule): release the claim and record it; a due
+        refresh stays due and runs once."""
+        with self.db.session() as s:
+            sched = s.get(CatalogueSchedule, 1)
+            if sched is None or sched.claimed_by is None or sched.claimed_by == self.instance:
+                return
+            sched.claimed_by, sched.claimed_at = None, None
+            sched.last_attempt, sched.last_outcome = self.clock(), "interrupted"
+            sched.last_reason = ("the hub stopped during this refresh; nothing was published "
+                                 "(a due refresh runs again)")
+            s.commit()
+        self.audit("hub", "refresh_catalogue", "catalogue", allowed=False,
+                   reason="hub restarted during a refresh")
+
+    def catalogue_schedule(self) -> dict[str, Any] | None:
+        """The schedule of the current plan: next due time, last attempt and its reason."""
+        row = self.catalogue_plan()
+        with self.db.session() as s:
+            sched = s.get(CatalogueSchedule, 1)
+        if row is None or sched is None or sched.spec_sha256 != row.spec_sha256:
+            return None
+        return {"next_due": None if sched.next_due is None else aware(sched.next_due),
+                "running": sched.claimed_by is not None,
+                "last_attempt": None if sched.last_attempt is None else aware(sched.last_attempt),
+                "last_trigger": sched.last_trigger, "last_outcome": sched.last_outcome,
+                "last_reason": sched.last_reason}
+
+    def run_due_refresh(self) -> dict[str, Any] | None:
+        """The scheduler's step: run the refresh if it is due (``None`` when none was);
+        a refused refresh is recorded and rescheduled, not raised."""
+        sched = self.catalogue_schedule()
+        if sched is None or sched["next_due"] is None or sched["running"] \
+                or sched["next_due"] > self.clock():
+            return None
+        try:
+            return self._refresh("hub-scheduler", "schedule") or None
+        except HemafedError as exc:
+            return {"error": str(exc)}
+
+    def start_scheduler(self, poll: float = 30.0) -> None:
+        """Run due refreshes in a background thread until :meth:`dispose` (checks at least
+        every ``poll`` seconds, and at the due time when it is sooner)."""
+        if self._scheduler is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_due_refresh()
+                    sched = self.catalogue_schedule()
+                except Exception:  # a database hiccup must not end the schedule
+                    log.exception("catalogue scheduler")
+                    sched = None
+                wait = poll
+                if sched is not None and sched["next_due"] is not None:
+                    left = (sched["next_due"] - self.clock()).total_seconds()
+                    wait = min(poll, max(0.2, left))
+                self._stop.wait(wait)
+
+        self._scheduler = threading.Thread(target=loop, name="hemafed-catalogue-scheduler",
+                                           daemon=True)
+        self._scheduler.start()
 
     def catalogue(self, user: User) -> dict[str, Any]:
         """What any account sees for feasibility: the plan, each site's latest release under
@@ -397,7 +542,7 @@ class HubService:
                     "sha256": row.spec_sha256, "text": describe_plan(parse_plan(row.spec_yaml))},
                 "sites": [{"site_id": x.site_id, "name": x.name, "description": x.description,
                            "release": rel(x.site_id)} for x in sites],
-                "network": rel(None)}
+                "network": rel(None), "schedule": self.catalogue_schedule()}
 
     # --- studies --------------------------------------------------------------------------
 
@@ -568,7 +713,10 @@ class HubService:
             worker.join(timeout)
 
     def dispose(self) -> None:
-        """Wait for runs in flight, then close the database connections."""
+        """Stop the scheduler, wait for runs in flight, then close the database connections."""
+        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join(600)
         self.wait_for_workers()
         self.db.dispose()
 
