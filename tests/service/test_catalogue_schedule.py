@@ -121,6 +121,34 @@ def test_a_refused_scheduled_refresh_is_recorded_and_rescheduled(db_url: str,
     service.dispose()
 
 
+def test_a_site_offline_fails_the_scheduled_refresh_which_runs_again_later(
+        site_dirs: list[Path], tmp_path: Path) -> None:
+    clock = Clock()
+    service = make_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "hub", site_dirs,
+                       clock=clock)
+    client = app_client(service)
+    heads = onboard(client, service, site_dirs)
+    text = catalogue_spec_text(diseases=DISEASES, fields=FIELDS, epsilon=1.0,
+                               refresh_every_days=1)
+    client.put("/api/catalogue/plan", headers=heads["admin"], json={"spec_yaml": text})
+    _approve(client, heads, site_dirs[:2], text, budget=50.0)
+    away = site_dirs[1].with_name("site-b-away")
+    site_dirs[1].rename(away)  # site-b's node is not there
+    clock.now += dt.timedelta(days=1)
+    out = service.run_due_refresh()
+    assert out is not None and "error" in out
+    sched = service.catalogue_schedule()
+    assert sched is not None and sched["last_outcome"] == "failed" and sched["last_reason"]
+    assert sched["next_due"] == clock.now + dt.timedelta(days=1) and not sched["running"]
+    assert service.run_due_refresh() is None  # rescheduled, not retried at once
+    away.rename(site_dirs[1])
+    clock.now += dt.timedelta(days=1)
+    assert service.run_due_refresh() == {"refresh": 1, "sites": ["site-a", "site-b"],
+                                         "epsilon": 1.0}
+    assert service.catalogue_schedule()["last_outcome"] == "ok"  # type: ignore[index]
+    service.dispose()
+
+
 def test_a_claim_left_by_a_killed_hub_is_released_and_the_refresh_runs_once(
         site_dirs: list[Path], tmp_path: Path) -> None:
     clock = Clock()

@@ -491,6 +491,9 @@ class HubService:
             return self._refresh("hub-scheduler", "schedule") or None
         except HemafedError as exc:
             return {"error": str(exc)}
+        except Exception as exc:  # recorded by _refresh; the scheduler keeps going
+            log.exception("scheduled catalogue refresh")
+            return {"error": f"{type(exc).__name__}"}
 
     def start_scheduler(self, poll: float = 30.0) -> None:
         """Run due refreshes in a background thread until :meth:`dispose` (checks at least
