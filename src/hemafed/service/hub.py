@@ -380,6 +380,8 @@ class HubService:
             sites = self.catalogue_sites()
             if not sites:
                 raise InvalidInput("no site has approved the current catalogue plan")
+            if plan.epsilon == 0:
+                sites = self._exact_refresh_sites(sites)
             try:
                 raw = self.federation.run_catalogue(row.spec_yaml, sites)
             except HemafedError as exc:
@@ -410,6 +412,41 @@ class HubService:
                     "trigger": trigger})
         return {"refresh": refresh, "sites": list(raw.get("contributors", sites)),
                 "epsilon": plan.epsilon}
+
+    def exact_catalogue_sites(self) -> list[str] | None:
+        """The sites of the first no-noise (epsilon 0) release of the catalogue, under any
+        plan (``None``: there was none). Every later no-noise release is over this set."""
+        with self.db.session() as s:
+            first = s.scalar(select(CatalogueRelease).where(
+                CatalogueRelease.epsilon == 0, CatalogueRelease.site_id.is_(None))
+                .order_by(CatalogueRelease.refresh).limit(1))
+        return None if first is None else list(first.counts.get("sites", []))
+
+    def _exact_refresh_sites(self, approving: list[str]) -> list[str]:
+        """The sites a no-noise refresh asks: the set of the catalogue's first no-noise
+        release, whatever joined since.
+
+        Two exact releases of the study ``catalogue`` over different site sets give the
+        sites in their difference by subtraction; every site's ``refuse_differencing``
+        (on by default) refuses that, keyed on the study, not the plan, so the hub keeps an
+        exact catalogue over its first set: a site that approves later is not asked (not
+        published until a plan with epsilon > 0), and a refresh that would drop a site of the
+        set is refused here, naming the rule, before any site is asked. DP releases are not
+        restricted (each is charged), so a DP plan follows the network.
+        """
+        pinned = self.exact_catalogue_sites()
+        if pinned is None:
+            return approving
+        if not set(pinned) <= set(approving):
+            self.audit("hub", "refresh_catalogue", "catalogue", allowed=False,
+                       reason="refuse_differencing: exact catalogue site set")
+            raise CatalogueRefused(
+                "refuse_differencing: an exact (epsilon 0) catalogue is released over the "
+                "sites of its first release, and not all of them approved the current plan; "
+                "an exact release over another set would give the difference by subtraction. "
+                "Ways on: those sites approve the current plan, or the admin sets a plan with "
+                "epsilon > 0 (DP releases follow the network)")
+        return [sid for sid in approving if sid in set(pinned)]
 
     def _claim_refresh(self, *, due_only: bool) -> bool:
         """Take the schedule row for this process (atomic on SQLite and PostgreSQL); with
@@ -545,7 +582,9 @@ class HubService:
                     "sha256": row.spec_sha256, "text": describe_plan(parse_plan(row.spec_yaml))},
                 "sites": [{"site_id": x.site_id, "name": x.name, "description": x.description,
                            "release": rel(x.site_id)} for x in sites],
-                "network": rel(None), "schedule": self.catalogue_schedule()}
+                "network": rel(None), "schedule": self.catalogue_schedule(),
+                "exact_sites": self.exact_catalogue_sites() if row is not None and parse_plan(
+                    row.spec_yaml).epsilon == 0 else None}
 
     # --- studies --------------------------------------------------------------------------
 
