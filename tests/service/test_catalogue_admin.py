@@ -15,8 +15,16 @@ from typing import Any
 import pytest
 from hubkit import PASSWORD, app_client, bearer, make_hub, onboard
 
-from hemafed.privacy.accounting import noise_multiplier_for
-from hemafed.service.catalogue import approve_catalogue, noise_std, parse_plan
+from hemafed.privacy.accounting import composed_epsilon, noise_multiplier_for
+from hemafed.service.catalogue import (
+    DELTA,
+    EPSILON,
+    REFRESH_EVERY_DAYS,
+    TOTAL_BUDGET,
+    approve_catalogue,
+    noise_std,
+    parse_plan,
+)
 
 GOOD = {"diseases": "MDS, AML", "fields": "age, hb, plt", "epsilon": "1", "delta": "1e-6",
         "round_to": "5", "min_cell": "20", "refresh_every_days": "30"}
@@ -50,6 +58,10 @@ def test_noise_sd_is_the_release_noise(site_dirs: list[Path], tmp_path: Path) ->
     assert plan.noise_std == pytest.approx(math.sqrt(5) * noise_multiplier_for(1.0, 1e-6))
     # the default plan's figure the docs state: 12.8 at epsilon 1, 6.7 at epsilon 2 (6 fields)
     assert round(noise_std(1.0, 1e-6, 6), 1) == 12.8 and round(noise_std(2.0, 1e-6, 6), 1) == 6.7
+    # ... and the default's year: two refreshes fit the default catalogue budget, three do not
+    m = noise_multiplier_for(EPSILON, DELTA)
+    assert composed_epsilon([(m, 2)], DELTA) <= TOTAL_BUDGET < composed_epsilon([(m, 3)], DELTA)
+    assert 365 / REFRESH_EVERY_DAYS == pytest.approx(2, abs=0.01)
     text = client.get("/api/catalogue/noise", headers=heads["admin"],
                       params={"epsilon": "1", "delta": "1e-6", "fields": "age, hb, plt"}).json()
     assert f"noise s.d. {plan.noise_std:.1f} per count" in text["text"]
