@@ -15,10 +15,11 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import CursorResult
 
 from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.secure.identity import check_site_id
@@ -464,7 +465,9 @@ class HubService:
             if due_only:
                 q = q.where(CatalogueSchedule.next_due.is_not(None),
                             CatalogueSchedule.next_due <= now)
-            got = s.execute(q.values(claimed_by=self.instance, claimed_at=now)).rowcount
+            done = cast("CursorResult[Any]", s.execute(q.values(claimed_by=self.instance,
+                                                                 claimed_at=now)))
+            got = done.rowcount
             s.commit()
         return bool(got)
 
