@@ -104,6 +104,7 @@ class HubService:
         self._workers: dict[int, threading.Thread] = {}
         self.instance = security.new_token()[:32]  # this process, for refresh claims
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new plan: look at its due time now
         self._scheduler: threading.Thread | None = None
         self._interrupt_stale_runs()
         self._release_stale_refresh()
@@ -284,6 +285,7 @@ class HubService:
             s.commit()
         self.audit(admin.username, "set_catalogue_plan", "catalogue",
                    {"sha256": plan.spec.sha256})
+        self._wake.set()
         return row
 
     def catalogue_plan(self) -> CataloguePlanRow | None:
@@ -553,7 +555,8 @@ class HubService:
                 if sched is not None and sched["next_due"] is not None:
                     left = (sched["next_due"] - self.clock()).total_seconds()
                     wait = min(poll, max(0.2, left))
-                self._stop.wait(wait)
+                self._wake.wait(wait)
+                self._wake.clear()
 
         self._scheduler = threading.Thread(target=loop, name="hemafed-catalogue-scheduler",
                                            daemon=True)
@@ -760,6 +763,7 @@ class HubService:
     def dispose(self) -> None:
         """Stop the scheduler, wait for runs in flight, then close the database connections."""
         self._stop.set()
+        self._wake.set()
         if self._scheduler is not None:
             self._scheduler.join(600)
         self.wait_for_workers()
