@@ -9,6 +9,7 @@ what ``GET /api/catalogue/plan`` returns; CSRF and the admin role are enforced.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,10 @@ def test_admin_sets_the_plan_in_chromium(site_dirs: list[Path], tmp_path: Path) 
             assert row is not None and row.spec_yaml == api["spec_yaml"]
             assert "Next refresh due" in page.locator("#schedule").inner_text()
             assert form.locator("input[name=fields]").input_value() == "age, hb, plt"
+            shots = os.environ.get("HEMAFED_SCREENSHOTS")
+            if shots:  # docs/img to refresh the docs
+                page.screenshot(path=str(Path(shots) / "hub-admin-catalogue.png"),
+                                full_page=True)
         finally:
             browser.close()
     service.dispose()
