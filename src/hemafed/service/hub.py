@@ -522,6 +522,14 @@ class HubService:
                 "last_trigger": sched.last_trigger, "last_outcome": sched.last_outcome,
                 "last_reason": sched.last_reason}
 
+    def stop_scheduler(self, timeout: float = 5.0) -> None:
+        """Stop the scheduler thread (a refresh in flight past ``timeout`` is left to the
+        daemon thread; if the process then ends, the next start releases its claim)."""
+        self._stop.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout)
+
     def run_due_refresh(self) -> dict[str, Any] | None:
         """The scheduler's step: run the refresh if it is due (``None`` when none was);
         a refused refresh is recorded and rescheduled, not raised."""
@@ -762,10 +770,7 @@ class HubService:
 
     def dispose(self) -> None:
         """Stop the scheduler, wait for runs in flight, then close the database connections."""
-        self._stop.set()
-        self._wake.set()
-        if self._scheduler is not None:
-            self._scheduler.join(600)
+        self.stop_scheduler(600.0)
         self.wait_for_workers()
         self.db.dispose()
 

@@ -67,7 +67,7 @@ def serve_hub(data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0
     try:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
     finally:
-        service.dispose()
+        service.stop_scheduler()
 
 
 def serve_console(site_dir: Path, hub_url: str, token: str, *, host: str = "127.0.0.1",
