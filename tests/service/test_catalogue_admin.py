@@ -23,6 +23,8 @@ from hemafed.service.catalogue import (
     REFRESH_EVERY_DAYS,
     TOTAL_BUDGET,
     approve_catalogue,
+    catalogue_spec_text,
+    cost_text,
     noise_std,
     parse_plan,
 )
@@ -63,6 +65,9 @@ def test_noise_sd_is_the_release_noise(site_dirs: list[Path], tmp_path: Path) ->
     m = noise_multiplier_for(EPSILON, DELTA)
     assert composed_epsilon([(m, 2)], DELTA) <= TOTAL_BUDGET < composed_epsilon([(m, 3)], DELTA)
     assert abs(365 / REFRESH_EVERY_DAYS - 2) < 0.01
+    assert cost_text(parse_plan(catalogue_spec_text())) == (
+        "each refresh costs epsilon 2 (noise s.d. 6.7 per count); 2 scheduled refresh(es) a "
+        "year compose to epsilon 2.92 at delta 1e-06")
     text = client.get("/api/catalogue/noise", headers=heads["admin"],
                       params={"epsilon": "1", "delta": "1e-6", "fields": "age, hb, plt"}).json()
     assert f"noise s.d. {plan.noise_std:.1f} per count" in text["text"]
@@ -155,6 +160,7 @@ def test_admin_sets_the_plan_in_chromium(site_dirs: list[Path], tmp_path: Path) 
             row = service.catalogue_plan()
             assert row is not None and row.spec_yaml == api["spec_yaml"]
             assert "Next refresh due" in page.locator("#schedule").inner_text()
+            assert "12 scheduled refresh(es) a year" in page.locator("#cost").inner_text()
             assert form.locator("input[name=fields]").input_value() == "age, hb, plt"
             shots = os.environ.get("HEMAFED_SCREENSHOTS")
             if shots:  # docs/img to refresh the docs

@@ -427,7 +427,7 @@ def create_app(service: HubService) -> FastAPI:
 
     def _plan_page(request: Request, c: Caller, form: dict[str, str] | None = None,
                    problems: list[str] | None = None, status: int = 200) -> HTMLResponse:
-        from hemafed.service.catalogue import noise_text, parse_plan, plan_form
+        from hemafed.service.catalogue import cost_text, noise_text, parse_plan, plan_form
 
         if c.user.role != "admin":
             raise AccessDenied("the catalogue plan is set by the network admin")
@@ -437,6 +437,7 @@ def create_app(service: HubService) -> FastAPI:
         return page(request, "admin_catalogue.html", status, **ctx(
             c, form=form, problems=problems, plan_sha256=None if row is None else row.spec_sha256,
             noise=noise_text(form["epsilon"], form["delta"], form["fields"]),
+            cost=None if row is None else cost_text(parse_plan(row.spec_yaml)),
             schedule=service.catalogue_schedule()))
 
     @app.get("/admin/catalogue", response_class=HTMLResponse)

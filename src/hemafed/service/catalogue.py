@@ -163,6 +163,22 @@ def catalogue_spec_text(*, diseases: Sequence[str] = DISEASES, fields: Sequence[
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def cost_text(plan: CataloguePlan) -> str:
+    """The privacy cost of the plan's schedule, for the officer choosing a catalogue budget and
+    the admin setting the plan: the year's refreshes composed as the sites' ledgers do (RDP)."""
+    from hemafed.privacy.accounting import composed_epsilon, noise_multiplier_for
+
+    if plan.epsilon == 0:
+        return "no noise: each refresh releases exact counts (no epsilon is charged)"
+    per = f"each refresh costs epsilon {plan.epsilon:g} (noise s.d. {plan.noise_std:.1f} per count)"
+    if not plan.refresh_every_days:
+        return f"{per}; refreshed by the admin only"
+    k = max(1, math.floor(365.25 / plan.refresh_every_days))
+    year = composed_epsilon([(noise_multiplier_for(plan.epsilon, plan.delta), k)], plan.delta)
+    return (f"{per}; {k} scheduled refresh(es) a year compose to epsilon {year:.2f} at delta "
+            f"{plan.delta:g}")
+
+
 def noise_text(epsilon: str | float, delta: str | float, fields: str | int) -> str:
     """What the admin form shows next to the epsilon field (typed values, parsed leniently)."""
     try:
