@@ -169,3 +169,22 @@ def test_admin_sets_the_plan_in_chromium(site_dirs: list[Path], tmp_path: Path) 
         finally:
             browser.close()
     service.dispose()
+
+
+def test_form_fields_are_checked_one_by_one() -> None:
+    """Every bad field is named in one message; good values give the plan the API takes."""
+    from hemafed.errors import InvalidInput
+    from hemafed.service.catalogue import plan_text_from_form
+
+    with pytest.raises(InvalidInput) as exc:
+        plan_text_from_form({"diseases": "MDS, MDS", "fields": "age, h b", "epsilon": "-1",
+                             "delta": "", "round_to": "0", "min_cell": "1.5",
+                             "refresh_every_days": "5000"})
+    lines = str(exc.value).splitlines()[1:]
+    assert [ln.split(":")[0].strip(" -") for ln in lines] == [
+        "diseases", "fields", "epsilon", "delta", "round_to", "min_cell", "refresh_every_days"]
+    assert "the field is empty" in lines[3] and "'1.5' is not a number" in lines[5]
+    text = plan_text_from_form({**GOOD, "diseases": "MDS/MPN, AML", "refresh_every_days": "0"})
+    plan = parse_plan(text)
+    assert plan.diseases == ("MDS/MPN", "AML") and plan.interval is None
+    assert "refresh_every_days" not in text  # by hand only: no schedule key in the plan

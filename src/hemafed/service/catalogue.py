@@ -214,16 +214,19 @@ def plan_text_from_form(form: Mapping[str, str]) -> str:
     naming its field (the form shows them, never a traceback)."""
     problems: list[str] = []
 
-    def names(key: str, what: str) -> list[str]:
+    def names(key: str, what: str, *, column: bool) -> list[str]:
         out = [x.strip() for x in str(form.get(key, "")).replace("\n", ",").split(",")
                if x.strip()]
         if not out:
             problems.append(f"{key}: give at least one {what}, separated by commas")
         elif len(set(out)) != len(out):
             problems.append(f"{key}: each {what} once")
-        elif any(len(x) > 64 or not x.replace("_", "").replace("-", "").replace(".", "")
-                 .isalnum() for x in out):
-            problems.append(f"{key}: a {what} is 1-64 letters, digits, '_', '-' or '.'")
+        elif column and any(len(x) > 64 or not x.replace("_", "").replace(".", "").isalnum()
+                            for x in out):
+            problems.append(f"{key}: a {what} is a column name of 1-64 letters, digits, '_' "
+                            f"or '.'")
+        elif any(len(x) > 64 or not x.isprintable() for x in out):
+            problems.append(f"{key}: a {what} is 1-64 printable characters")
         return out
 
     def number(key: str, kind: type, ok: Any, rule: str) -> Any:
@@ -239,7 +242,8 @@ def plan_text_from_form(form: Mapping[str, str]) -> str:
             return None
         return v
 
-    diseases, fields = names("diseases", "disease area"), names("fields", "field")
+    diseases = names("diseases", "disease area", column=False)  # values, e.g. "MDS/MPN"
+    fields = names("fields", "field", column=True)
     if len(fields) > 64 - 2 or len(diseases) > 64:
         problems.append("fields, diseases: at most 62 fields and 64 disease areas")
     eps = number("epsilon", float, lambda v: 0 <= v <= 100,
