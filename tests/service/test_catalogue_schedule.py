@@ -281,3 +281,60 @@ def test_real_hub_killed_and_restarted_runs_the_due_refresh_once(site_dirs: list
             seconds=interval)
     # the sites' own audit logs: each approving site answered exactly twice; site-c never
     assert [_answered(d) for d in site_dirs] == [2, 2, 0]
+
+
+@pytest.mark.slow
+def test_real_hub_killed_during_a_refresh_publishes_it_once_after_restart(
+        site_dirs: list[Path], tmp_path: Path) -> None:
+    """SIGKILL while the scheduled refresh is in flight (claimed, not committed): nothing of it
+    is published; the restarted hub records the interruption and runs the due refresh once."""
+    from test_serve_cli import _Admin
+
+    from hemafed.site.audit import AuditLog
+
+    interval = 3.0
+    data = tmp_path / "hub"
+    text = catalogue_spec_text(diseases=DISEASES, fields=FIELDS, epsilon=1.0,
+                               refresh_every_days=interval / 86400)
+    heads: dict[str, Any] = {}
+
+    def catalogue(url: str) -> dict[str, Any]:
+        return dict(httpx.get(url + "/api/catalogue", headers=heads["alice"], timeout=10).json())
+
+    with hub_process(data, site_dirs) as (url, proc):
+        admin = _Admin(url)
+        heads.update(onboard(admin, admin, site_dirs))  # type: ignore[arg-type]
+        httpx.put(url + "/api/catalogue/plan", headers=heads["admin"], json={"spec_yaml": text})
+        _approve(admin.http, heads, site_dirs[:2], text, budget=50.0)
+        deadline = time.monotonic() + 40
+        while True:  # catch a refresh in flight (claimed in the database)
+            cat = catalogue(url)
+            if cat["schedule"]["running"]:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                break
+            assert time.monotonic() < deadline, "never saw a refresh in flight"
+            time.sleep(0.02)
+        published = 0 if cat["network"] is None else cat["network"]["refresh"]
+    engine = sa.create_engine(f"sqlite:///{data / 'hub.db'}")
+    with engine.connect() as conn:
+        claimed, n = conn.execute(sa.text(
+            "select claimed_by, (select count(distinct refresh) from catalogue_releases) "
+            "from catalogue_schedule")).one()
+    engine.dispose()
+    assert claimed is not None and n == published  # killed holding the claim; not committed
+    with hub_process(data, site_dirs) as (url, _):
+        deadline = time.monotonic() + 30
+        while (catalogue(url)["network"] or {}).get("refresh", 0) < published + 1:
+            assert time.monotonic() < deadline, "the due refresh did not run after restart"
+            time.sleep(0.1)
+        cat = catalogue(url)
+        assert cat["network"]["refresh"] == published + 1 and cat["schedule"]["last_outcome"] \
+            == "ok"
+    hub_audit = [e for e in AuditLog(data / "hub-audit.jsonl").entries()
+                 if e["query"] == "refresh_catalogue"]
+    assert any(e["reason"] == "hub restarted during a refresh" for e in hub_audit)
+    # the interrupted attempt may have been answered (and charged) at the sites; it published
+    # nothing: the sites answered at least once per published refresh, at most once more
+    answered = [_answered(d) for d in site_dirs[:2]]
+    assert all(published + 1 <= a <= published + 2 for a in answered), answered
