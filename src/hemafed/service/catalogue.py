@@ -25,6 +25,13 @@ release, its noise standard deviation and the date. Nothing unrounded is written
 not approved the current plan has no release: the portal shows it as "not published". The
 site's field list and disease areas are public metadata from its published description
 (:func:`check_description`), not counts.
+
+**Schedule and defaults.** A plan may state ``refresh_every_days``; the hub's scheduler
+(:meth:`hemafed.service.hub.HubService.start_scheduler`) refreshes when due, restart-safe. The
+default plan (epsilon 2 per refresh, every 182 days) and its numbers are argued in
+docs/service.md (:data:`EPSILON`). An exact (epsilon 0) catalogue stays over the sites of its
+first release, as the sites' ``refuse_differencing`` requires
+(:meth:`hemafed.service.hub.HubService._exact_refresh_sites`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The web layer (:mod:`hemafed.service.app`) only parses requests and renders answ
 (who may see or do what, rate limits, signature checks, run states) lives here, and every action
 is written to the hub's own hash-chained audit log (:class:`hemafed.site.audit.AuditLog`, the
 same chain the sites keep). On start, a run the database still calls queued or running cannot be
-running any more (runs live in this process): it is marked ``interrupted`` with the reason.
+running any more (runs live in this process): it is marked ``interrupted`` with the reason; a
+catalogue refresh a killed process had claimed is released, and a due one runs once.
 """
 
 from __future__ import annotations
