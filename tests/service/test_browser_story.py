@@ -171,7 +171,7 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             alice.goto(f"{hub.url}/catalogue")
             table = alice.locator("#catalogue").inner_text()
             assert alice.locator("#catalogue tr").count() == 5  # header, 3 sites, network
-            assert "MDS: about" in table and "DP, epsilon 1 " in table
+            assert "MDS: about" in table and "DP, epsilon 2 " in table  # the default
             site_c = alice.locator("#catalogue tr", has_text="site-c").inner_text()
             assert "not published" in site_c and "about" not in site_c
             assert "about" in alice.locator("#network").inner_text()

@@ -256,3 +256,59 @@ def test_cli_approves_the_catalogue_plan_once(site_dirs: list[Path], tmp_path: P
     approved = load_policy(site).study("catalogue")
     assert approved is not None and approved.spec_sha256 == sha
     assert approved.budget is not None and approved.budget.epsilon == 2.5
+
+
+def test_an_exact_catalogue_stays_over_the_sites_of_its_first_release(site_dirs: list[Path],
+                                                                      tmp_path: Path) -> None:
+    """A no-noise catalogue and the sites' ``refuse_differencing``: a site that approves later
+    is not asked (the exact catalogue stays over its first set, which the sites' release
+    registers pin); a refresh that would drop a site of that set is refused by the hub naming
+    the rule, before any site is asked; a DP plan follows the network again."""
+    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    service, client, heads = _setup(db_url, site_dirs, tmp_path, epsilon=0.0, approving=2)
+    assert client.post("/api/catalogue/refresh", headers=heads["admin"]).json()["sites"] == [
+        "site-a", "site-b"]
+    plan = parse_plan(service.catalogue_plan().spec_yaml).spec  # type: ignore[union-attr]
+    signed = approve_catalogue(site_dirs[2], plan, budget=3.0, officer="officer-site-c")
+    assert client.post("/api/site/catalogue/approval", headers=heads["site-c"], json={
+        "payload": signed.payload, "signature": signed.signature}).status_code == 200
+    # site-c joins: the exact catalogue is refreshed over site-a and site-b only
+    r = client.post("/api/catalogue/refresh", headers=heads["admin"])
+    assert r.status_code == 200, r.text
+    assert r.json()["sites"] == ["site-a", "site-b"]
+    cat = client.get("/api/catalogue", headers=heads["alice"]).json()
+    assert [s["release"] is None for s in cat["sites"]] == [False, False, True]
+    assert cat["network"]["sites"] == ["site-a", "site-b"] and cat["network"]["refresh"] == 2
+    # two answers each, and the participant set recorded once (the same set both times)
+    assert [len(_entries(d)) for d in site_dirs] == [3, 3, 0]
+    assert [sum("participants" in e["reason"] for e in _entries(d)) for d in site_dirs] == [
+        1, 1, 0]
+    assert all(e["decision"] == "allowed" for d in site_dirs for e in _entries(d))
+    page = client.get("/catalogue", headers=heads["alice"]).text
+    assert "refuse_differencing" in page
+    # a new exact plan that site-b has not approved: refused before any site is asked
+    text = catalogue_spec_text(diseases=DISEASES, fields=FIELDS, epsilon=0.0, min_cell=20)
+    assert client.put("/api/catalogue/plan", headers=heads["admin"],
+                      json={"spec_yaml": text}).status_code == 200
+    for d in (site_dirs[0], site_dirs[2]):
+        signed = approve_catalogue(d, parse_plan(text).spec, budget=3.0, officer="dpo")
+        client.post("/api/site/catalogue/approval", headers=heads[d.name],
+                    json={"payload": signed.payload, "signature": signed.signature})
+    before = [len(_entries(d)) for d in site_dirs]
+    r = client.post("/api/catalogue/refresh", headers=heads["admin"])
+    assert r.status_code == 403
+    error = r.json()["error"]
+    assert "refuse_differencing" in error and "epsilon > 0" in error
+    assert not any(s in error for s in ("site-a", "site-b", "site-c"))  # the rule only
+    assert [len(_entries(d)) for d in site_dirs] == before  # no site was asked
+    # a DP plan follows the network: all three sites
+    text = catalogue_spec_text(diseases=DISEASES, fields=FIELDS, epsilon=1.0)
+    client.put("/api/catalogue/plan", headers=heads["admin"], json={"spec_yaml": text})
+    for d in site_dirs:
+        signed = approve_catalogue(d, parse_plan(text).spec, budget=3.0, officer="dpo")
+        client.post("/api/site/catalogue/approval", headers=heads[d.name],
+                    json={"payload": signed.payload, "signature": signed.signature})
+    r = client.post("/api/catalogue/refresh", headers=heads["admin"])
+    assert r.status_code == 200, r.text
+    assert r.json()["sites"] == ["site-a", "site-b", "site-c"]
+    service.dispose()

@@ -91,6 +91,9 @@ def test_console_decides_and_reports(db_url: str, site_dirs: list[Path], tmp_pat
                    json={"spec_yaml": plan_text}).status_code == 200
     page = console.get("/catalogue")
     assert "epsilon 0.25" in page.text and 'id="approve"' in page.text
+    # the officer sees what the schedule costs a year before choosing the budget
+    assert "Privacy cost: each refresh costs epsilon 0.25" in page.text
+    assert "2 scheduled refresh(es) a year compose to epsilon" in page.text
     assert 'id="entry">not published' in page.text
     assert console.post("/catalogue/approve", data={"budget": "2"}).status_code == 403
     assert load_policy(site).study(CATALOGUE_ID) is None

@@ -44,9 +44,10 @@ def test_migration_from_an_empty_database(db_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     assert {"users", "sites", "studies", "study_versions", "approvals", "runs", "results",
             "model_versions", "sessions", "api_tokens", "catalogue_plans",
-            "catalogue_approvals", "catalogue_releases", "alembic_version"} <= tables
+            "catalogue_approvals", "catalogue_releases", "catalogue_schedule",
+            "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0004"
     upgrade(engine)  # a second upgrade is a no-op
     engine.dispose()
 
@@ -81,6 +82,7 @@ def test_migration_keeps_the_data_of_an_older_schema(db_url: str) -> None:
 
 def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> None:
     """`hemafed demo --serve`: accounts, sites onboarded, the study signed by every site."""
+    from hemafed.service.catalogue import EPSILON
     from hemafed.service.serve import prepare_demo_hub
 
     out = tmp_path / "demo"
@@ -91,7 +93,7 @@ def test_demo_hub_is_ready_to_click(site_dirs: list[Path], tmp_path: Path) -> No
     (study,) = client.get("/api/studies", headers=head).json()
     cat = client.get("/api/catalogue", headers=head).json()  # counted through the secure path
     assert cat["network"]["patients"] is not None
-    assert all(s["release"]["epsilon"] == 1.0 for s in cat["sites"])
+    assert all(s["release"]["epsilon"] == EPSILON for s in cat["sites"])
     assert {s: a["decision"] for s, a in study["approvals"].items()} == {
         d.name: "approved" for d in site_dirs}
     run = wait_run(client, head, client.post(f"/api/studies/{study['id']}/runs",

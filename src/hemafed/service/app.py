@@ -301,6 +301,15 @@ def create_app(service: HubService) -> FastAPI:
         row = service.set_catalogue_plan(c.user, str(b["spec_yaml"]))
         return {"spec_yaml": row.spec_yaml, "spec_sha256": row.spec_sha256}
 
+    @app.get("/api/catalogue/noise")
+    def api_catalogue_noise(request: Request, epsilon: str = "", delta: str = "",
+                            fields: str = "") -> dict[str, str]:
+        """The noise s.d. the admin form shows next to its epsilon field."""
+        from hemafed.service.catalogue import noise_text
+
+        caller(request)
+        return {"text": noise_text(epsilon, delta, fields)}
+
     @app.post("/api/catalogue/refresh")
     def api_refresh_catalogue(request: Request) -> dict[str, Any]:
         return service.refresh_catalogue(caller(request).user)
@@ -415,6 +424,46 @@ def create_app(service: HubService) -> FastAPI:
             return page(request, "admin.html", 400, **ctx(c, sites=service.sites(c.user),
                                                           users=service.users(), error=str(exc)))
         return RedirectResponse("/admin", status_code=303)
+
+    def _plan_page(request: Request, c: Caller, form: dict[str, str] | None = None,
+                   problems: list[str] | None = None, status: int = 200) -> HTMLResponse:
+        from hemafed.service.catalogue import cost_text, noise_text, parse_plan, plan_form
+
+        if c.user.role != "admin":
+            raise AccessDenied("the catalogue plan is set by the network admin")
+        row = service.catalogue_plan()
+        if form is None:
+            form = plan_form(None if row is None else parse_plan(row.spec_yaml))
+        return page(request, "admin_catalogue.html", status, **ctx(
+            c, form=form, problems=problems, plan_sha256=None if row is None else row.spec_sha256,
+            noise=noise_text(form["epsilon"], form["delta"], form["fields"]),
+            cost=None if row is None else cost_text(parse_plan(row.spec_yaml)),
+            schedule=service.catalogue_schedule()))
+
+    @app.get("/admin/catalogue", response_class=HTMLResponse)
+    def admin_catalogue(request: Request) -> HTMLResponse:
+        return _plan_page(request, caller(request))
+
+    @app.post("/admin/catalogue")
+    def admin_set_catalogue(request: Request, csrf: str = Form(""), diseases: str = Form(""),
+                            fields: str = Form(""), epsilon: str = Form(""),
+                            delta: str = Form(""), round_to: str = Form(""),
+                            min_cell: str = Form(""), refresh_every_days: str = Form("")
+                            ) -> Response:
+        from hemafed.service.catalogue import plan_text_from_form
+
+        c = caller(request)
+        _check_csrf(c, csrf)
+        form = {"diseases": diseases, "fields": fields, "epsilon": epsilon, "delta": delta,
+                "round_to": round_to, "min_cell": min_cell,
+                "refresh_every_days": refresh_every_days}
+        if c.user.role != "admin":
+            raise AccessDenied("the catalogue plan is set by the network admin")
+        try:
+            service.set_catalogue_plan(c.user, plan_text_from_form(form))
+        except InvalidInput as exc:
+            return _plan_page(request, c, form, _problems(exc), 400)
+        return RedirectResponse("/admin/catalogue", status_code=303)
 
     @app.get("/studies/new", response_class=HTMLResponse)
     def new_study(request: Request) -> HTMLResponse:

@@ -25,6 +25,13 @@ release, its noise standard deviation and the date. Nothing unrounded is written
 not approved the current plan has no release: the portal shows it as "not published". The
 site's field list and disease areas are public metadata from its published description
 (:func:`check_description`), not counts.
+
+**Schedule and defaults.** A plan may state ``refresh_every_days``; the hub's scheduler
+(:meth:`hemafed.service.hub.HubService.start_scheduler`) refreshes when due, restart-safe. The
+default plan (epsilon 2 per refresh, every 182 days) and its numbers are argued in
+docs/service.md (:data:`EPSILON`). An exact (epsilon 0) catalogue stays over the sites of its
+first release, as the sites' ``refuse_differencing`` requires
+(:meth:`hemafed.service.hub.HubService._exact_refresh_sites`).
 """
 
 from __future__ import annotations
@@ -48,9 +55,16 @@ QUERY = "catalogue_counts"
 QUERY_KEY = f"{QUERY}@1"
 ROUND_TO = 10
 MIN_CELL = 10
-EPSILON = 1.0
+EPSILON = 2.0
+"""The default epsilon of one refresh: per-site noise s.d. 6.7 with the default six fields
+(:func:`noise_std`; 12.8 at epsilon 1, large next to a 100-patient site), two refreshes a year
+(:data:`REFRESH_EVERY_DAYS`) compose (RDP) to epsilon 2.92 at delta 1e-6, within
+:data:`TOTAL_BUDGET`: the officer's default approval lasts one year (docs/service.md)."""
 DELTA = 1e-6
 TOTAL_BUDGET = 3.0
+REFRESH_EVERY_DAYS = 182.0
+"""The default schedule: a refresh every half year (0 in a plan: refreshed by hand only)."""
+MAX_REFRESH_DAYS = 3660.0
 BOUND_STDS = 5.0
 """The stated bound of a released count: within this many noise standard deviations of the
 noisy value before rounding (a Gaussian leaves it with probability 6e-7), plus half the base."""
@@ -74,6 +88,17 @@ class CataloguePlan:
     delta: float
     round_to: int
     min_cell: int
+    refresh_every_days: float = 0.0
+
+    @property
+    def interval(self) -> dt.timedelta | None:
+        """The time between scheduled refreshes (``None``: refreshed by hand only)."""
+        return dt.timedelta(days=self.refresh_every_days) if self.refresh_every_days else None
+
+    @property
+    def noise_std(self) -> float:
+        """Each site's noise standard deviation per released count of one refresh."""
+        return noise_std(self.epsilon, self.delta, len(self.fields))
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> CataloguePlan:
@@ -91,15 +116,20 @@ class CataloguePlan:
             eps, delta = float(a.get("epsilon", EPSILON)), float(a.get("delta", DELTA))
             round_to, min_cell = int(a.get("round_to", ROUND_TO)), int(a.get("min_cell",
                                                                              MIN_CELL))
+            every = float(a.get("refresh_every_days", 0.0))
         except (TypeError, ValueError):
-            raise InvalidInput("catalogue plan: epsilon, delta, round_to and min_cell must be "
-                               "numbers") from None
+            raise InvalidInput("catalogue plan: epsilon, delta, round_to, min_cell and "
+                               "refresh_every_days must be numbers") from None
         if not (math.isfinite(eps) and eps >= 0) or not 0 < delta < 1 or round_to < 1 \
                 or min_cell < 0:
             raise InvalidInput("catalogue plan: epsilon >= 0, 0 < delta < 1, round_to >= 1 and "
                                "min_cell >= 0")
+        if not (math.isfinite(every) and 0 <= every <= MAX_REFRESH_DAYS):
+            raise InvalidInput(f"catalogue plan: refresh_every_days must be between 0 (by hand "
+                               f"only) and {MAX_REFRESH_DAYS:g}")
         return cls(spec, group, tuple(str(d) for d in diseases),
-                   tuple(str(c) for c in a.get("columns") or ()), eps, delta, round_to, min_cell)
+                   tuple(str(c) for c in a.get("columns") or ()), eps, delta, round_to, min_cell,
+                   every)
 
     def params(self, sites: Sequence[str]) -> dict[str, Any]:
         """The one request of a refresh over ``sites`` (in this order)."""
@@ -108,17 +138,138 @@ class CataloguePlan:
                 "max_patients": MAX_PATIENTS}
 
 
+def noise_std(epsilon: float, delta: float, n_fields: int) -> float:
+    """The noise standard deviation of each released count of one site in one refresh.
+
+    One patient adds 1 to its site's patient count, to at most one disease area and to each of
+    the ``n_fields`` fields it has a value of: L2 sensitivity ``sqrt(2 + n_fields)`` (the
+    query's declaration), calibrated as the sites' ledgers do. 0 without noise.
+    """
+    from hemafed.privacy.accounting import gaussian_sigma
+
+    if epsilon == 0:
+        return 0.0
+    return gaussian_sigma(epsilon, delta, math.sqrt(2 + max(n_fields, 1)))
+
+
 def catalogue_spec_text(*, diseases: Sequence[str] = DISEASES, fields: Sequence[str] = FIELDS,
                         epsilon: float = EPSILON, delta: float = DELTA,
-                        round_to: int = ROUND_TO, min_cell: int = MIN_CELL) -> str:
-    """The YAML of a catalogue plan (the network admin sets it at the hub)."""
+                        round_to: int = ROUND_TO, min_cell: int = MIN_CELL,
+                        refresh_every_days: float = REFRESH_EVERY_DAYS) -> str:
+    """The YAML of a catalogue plan (the network admin sets it at the hub); ``0``: refreshed
+    by hand only (no ``refresh_every_days`` key)."""
+    analysis: dict[str, Any] = {
+        "id": "catalogue", "kind": "catalogue", "group": "disease",
+        "levels": {"disease": list(diseases)}, "columns": list(fields),
+        "epsilon": float(epsilon), "delta": float(delta), "round_to": int(round_to),
+        "min_cell": int(min_cell)}
+    if refresh_every_days:
+        analysis["refresh_every_days"] = float(refresh_every_days)
     doc = {"study_id": CATALOGUE_ID, "title": "Network catalogue (feasibility counts)",
-           "requester": "hub", "analyses": [{
-               "id": "catalogue", "kind": "catalogue", "group": "disease",
-               "levels": {"disease": list(diseases)}, "columns": list(fields),
-               "epsilon": float(epsilon), "delta": float(delta), "round_to": int(round_to),
-               "min_cell": int(min_cell)}]}
+           "requester": "hub", "analyses": [analysis]}
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def cost_text(plan: CataloguePlan) -> str:
+    """The privacy cost of the plan's schedule, for the officer choosing a catalogue budget and
+    the admin setting the plan: the year's refreshes composed as the sites' ledgers do (RDP)."""
+    from hemafed.privacy.accounting import composed_epsilon, noise_multiplier_for
+
+    if plan.epsilon == 0:
+        return "no noise: each refresh releases exact counts (no epsilon is charged)"
+    per = f"each refresh costs epsilon {plan.epsilon:g} (noise s.d. {plan.noise_std:.1f} per count)"
+    if not plan.refresh_every_days:
+        return f"{per}; refreshed by the admin only"
+    k = max(1, math.floor(365.25 / plan.refresh_every_days))
+    year = composed_epsilon([(noise_multiplier_for(plan.epsilon, plan.delta), k)], plan.delta)
+    return (f"{per}; {k} scheduled refresh(es) a year compose to epsilon {year:.2f} at delta "
+            f"{plan.delta:g}")
+
+
+def noise_text(epsilon: str | float, delta: str | float, fields: str | int) -> str:
+    """What the admin form shows next to the epsilon field (typed values, parsed leniently)."""
+    try:
+        eps, dlt = float(epsilon), float(delta)
+        n = fields if isinstance(fields, int) else len([x for x in str(fields).split(",")
+                                                        if x.strip()])
+        if not (math.isfinite(eps) and 0 <= eps <= 100 and 0 < dlt < 1e-3):
+            raise ValueError
+    except ValueError:
+        return "noise s.d.: give an epsilon from 0 to 100 and a delta below 0.001"
+    if eps == 0:
+        return "no noise: exact counts (each refresh releases them exactly)"
+    return (f"noise s.d. {noise_std(eps, dlt, n):.1f} per count of each site "
+            f"({max(n, 1)} field(s); a network total over k sites: times the square root of k)")
+
+
+FORM_FIELDS = ("diseases", "fields", "epsilon", "delta", "round_to", "min_cell",
+               "refresh_every_days")
+
+
+def plan_form(plan: CataloguePlan | None) -> dict[str, str]:
+    """The admin form's fields for ``plan`` (the defaults when there is none)."""
+    if plan is None:
+        plan = parse_plan(catalogue_spec_text())
+    return {"diseases": ", ".join(plan.diseases), "fields": ", ".join(plan.fields),
+            "epsilon": f"{plan.epsilon:g}", "delta": f"{plan.delta:g}",
+            "round_to": str(plan.round_to), "min_cell": str(plan.min_cell),
+            "refresh_every_days": f"{plan.refresh_every_days:g}"}
+
+
+def plan_text_from_form(form: Mapping[str, str]) -> str:
+    """The plan YAML from the admin form's fields; ``InvalidInput`` lists every problem, each
+    naming its field (the form shows them, never a traceback)."""
+    problems: list[str] = []
+
+    def names(key: str, what: str, *, column: bool) -> list[str]:
+        out = [x.strip() for x in str(form.get(key, "")).replace("\n", ",").split(",")
+               if x.strip()]
+        if not out:
+            problems.append(f"{key}: give at least one {what}, separated by commas")
+        elif len(set(out)) != len(out):
+            problems.append(f"{key}: each {what} once")
+        elif column and any(len(x) > 64 or not x.replace("_", "").replace(".", "").isalnum()
+                            for x in out):
+            problems.append(f"{key}: a {what} is a column name of 1-64 letters, digits, '_' "
+                            f"or '.'")
+        elif any(len(x) > 64 or not x.isprintable() for x in out):
+            problems.append(f"{key}: a {what} is 1-64 printable characters")
+        return out
+
+    def number(key: str, kind: type, ok: Any, rule: str) -> Any:
+        raw = str(form.get(key, "")).strip()
+        try:
+            v = kind(raw)
+        except ValueError:
+            problems.append(f"{key}: {rule}; {raw!r} is not a number" if raw
+                            else f"{key}: {rule}; the field is empty")
+            return None
+        if not (math.isfinite(v) and ok(v)):
+            problems.append(f"{key}: {rule}; got {raw}")
+            return None
+        return v
+
+    diseases = names("diseases", "disease area", column=False)  # values, e.g. "MDS/MPN"
+    fields = names("fields", "field", column=True)
+    if len(fields) > 64 - 2 or len(diseases) > 64:
+        problems.append("fields, diseases: at most 62 fields and 64 disease areas")
+    eps = number("epsilon", float, lambda v: 0 <= v <= 100,
+                 "epsilon per refresh must be a number from 0 (no noise) to 100")
+    delta = number("delta", float, lambda v: 0 < v < 1e-3, "delta must be above 0 and below 0.001")
+    round_to = number("round_to", int, lambda v: 1 <= v <= 1000,
+                      "the rounding base must be a whole number from 1 to 1000")
+    min_cell = number("min_cell", int, lambda v: 0 <= v <= 10_000,
+                      "the minimum cell must be a whole number from 0 to 10000")
+    every = number("refresh_every_days", float, lambda v: 0 <= v <= MAX_REFRESH_DAYS,
+                   f"the refresh schedule is a number of days from 0 (by hand only) to "
+                   f"{MAX_REFRESH_DAYS:g}")
+    if problems:
+        raise InvalidInput("the catalogue plan has problems:\n" + "\n".join(
+            f"  - {p}" for p in problems))
+    text = catalogue_spec_text(diseases=diseases, fields=fields, epsilon=eps, delta=delta,
+                               round_to=round_to, min_cell=min_cell, refresh_every_days=every)
+    parse_plan(text)  # the same checks as the API
+    return text
 
 
 def parse_plan(text: str) -> CataloguePlan:
@@ -133,10 +284,12 @@ def describe_plan(plan: CataloguePlan) -> str:
     """The plan in plain language (site console, portal)."""
     noise = (f"a differentially private release of epsilon {plan.epsilon:g} (delta "
              f"{plan.delta:g}) per refresh" if plan.epsilon > 0 else "exact counts (no noise)")
+    when = (f"; refreshed every {plan.refresh_every_days:g} days" if plan.refresh_every_days
+            else "; refreshed by the admin")
     return (f"patients, patients per disease area ({', '.join(plan.diseases)}) and patients "
             f"with a value of each of {', '.join(plan.fields)}; {noise}, through secure "
             f"aggregation; the hub keeps only counts rounded to {plan.round_to} and suppressed "
-            f"under {plan.min_cell}")
+            f"under {plan.min_cell}{when}")
 
 
 # --- at the site ---------------------------------------------------------------------------

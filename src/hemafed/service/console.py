@@ -235,7 +235,7 @@ def create_console_app(site_dir: str | Path, hub: httpx.Client, *,
         return doc, plan
 
     def _catalogue_page(request: Request, s: _Session, note: str | None = None) -> HTMLResponse:
-        from hemafed.service.catalogue import CATALOGUE_ID, TOTAL_BUDGET, describe_plan
+        from hemafed.service.catalogue import CATALOGUE_ID, TOTAL_BUDGET, cost_text, describe_plan
 
         try:
             _, plan = _catalogue_plan()
@@ -249,6 +249,7 @@ def create_console_app(site_dir: str | Path, hub: httpx.Client, *,
         entry = next((x for x in cat["sites"] if x["site_id"] == site_id), None)
         return page(request, "console_catalogue.html", **ctx(
             s, plan=plan, text=describe_plan(plan) if plan else None, approved=approved,
+            cost=cost_text(plan) if plan else None,
             spent=ledger.spent(CATALOGUE_ID) if approved else None,
             remaining=ledger.remaining(CATALOGUE_ID) if approved else None,
             entry=entry, default_budget=TOTAL_BUDGET, note=note))

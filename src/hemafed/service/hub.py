@@ -4,7 +4,8 @@ The web layer (:mod:`hemafed.service.app`) only parses requests and renders answ
 (who may see or do what, rate limits, signature checks, run states) lives here, and every action
 is written to the hub's own hash-chained audit log (:class:`hemafed.site.audit.AuditLog`, the
 same chain the sites keep). On start, a run the database still calls queued or running cannot be
-running any more (runs live in this process): it is marked ``interrupted`` with the reason.
+running any more (runs live in this process): it is marked ``interrupted`` with the reason; a
+catalogue refresh a killed process had claimed is released, and a due one runs once.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import CursorResult
 
 from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.secure.identity import check_site_id
@@ -33,6 +35,7 @@ from hemafed.service.models import (
     CatalogueApproval,
     CataloguePlanRow,
     CatalogueRelease,
+    CatalogueSchedule,
     LoginFailure,
     ModelVersion,
     Result,
@@ -100,7 +103,12 @@ class HubService:
         self.session_ttl = session_ttl
         self.audit_log = AuditLog(self.data_dir / "hub-audit.jsonl", clock=self.clock)
         self._workers: dict[int, threading.Thread] = {}
+        self.instance = security.new_token()[:32]  # this process, for refresh claims
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # a new plan: look at its due time now
+        self._scheduler: threading.Thread | None = None
         self._interrupt_stale_runs()
+        self._release_stale_refresh()
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -262,12 +270,23 @@ class HubService:
         self._require(admin, "admin")
         plan = parse_plan(spec_text)
         with self.db.session() as s:
+            now = self.clock()
             row = CataloguePlanRow(spec_yaml=spec_text, spec_sha256=plan.spec.sha256,
-                                   created=self.clock())
+                                   created=now)
             s.add(row)
+            sched = s.get(CatalogueSchedule, 1)
+            if sched is None:
+                sched = CatalogueSchedule(id=1, spec_sha256=plan.spec.sha256)
+                s.add(sched)
+            # a new plan starts its own schedule (a refresh in flight keeps its claim)
+            sched.spec_sha256 = plan.spec.sha256
+            sched.next_due = None if plan.interval is None else now + plan.interval
+            sched.last_attempt = sched.last_trigger = sched.last_outcome = None
+            sched.last_reason = None
             s.commit()
         self.audit(admin.username, "set_catalogue_plan", "catalogue",
                    {"sha256": plan.spec.sha256})
+        self._wake.set()
         return row
 
     def catalogue_plan(self) -> CataloguePlanRow | None:
@@ -334,29 +353,54 @@ class HubService:
         return [sid for sid in sorted(ids) if sid in approved]
 
     def refresh_catalogue(self, admin: User) -> dict[str, Any]:
+        """One refresh at the admin's request (:meth:`_refresh`)."""
+        self._require(admin, "admin")
+        return self._refresh(admin.username, "admin")
+
+    def _refresh(self, actor: str, trigger: str) -> dict[str, Any]:
         """One refresh through the secure path over the approving sites; stores only the
         rounded, suppressed releases. A site's refusal (e.g. its catalogue budget is spent)
-        refuses the refresh naming the rule, not the site."""
+        refuses the refresh naming the rule, not the site.
+
+        Restart-safe: the refresh is claimed in the schedule row first (one at a time, by this
+        process); the releases and the next due time are committed in one transaction, so a
+        hub killed at any point either published the refresh and moved the schedule on, or
+        did neither (its claim is released on the next start and the due refresh runs once).
+        An attempt that fails is recorded with its reason and rescheduled one interval on.
+        """
         from hemafed.privacy.refusal import CODES, Refusal
         from hemafed.service.catalogue import parse_plan, release
 
-        self._require(admin, "admin")
         row = self._current_plan()
-        if self.federation is None or not hasattr(self.federation, "run_catalogue"):
-            raise InvalidInput("this hub has no federation configured to count the catalogue")
-        sites = self.catalogue_sites()
-        if not sites:
-            raise InvalidInput("no site has approved the current catalogue plan")
         plan = parse_plan(row.spec_yaml)
+        if not self._claim_refresh(due_only=trigger == "schedule"):
+            if trigger == "schedule":
+                return {}
+            raise InvalidInput("a catalogue refresh is in progress; reload the page in a moment")
         try:
-            raw = self.federation.run_catalogue(row.spec_yaml, sites)
+            if self.federation is None or not hasattr(self.federation, "run_catalogue"):
+                raise InvalidInput("this hub has no federation configured to count the "
+                                   "catalogue")
+            sites = self.catalogue_sites()
+            if not sites:
+                raise InvalidInput("no site has approved the current catalogue plan")
+            if plan.epsilon == 0:
+                sites = self._exact_refresh_sites(sites)
+            try:
+                raw = self.federation.run_catalogue(row.spec_yaml, sites)
+            except HemafedError as exc:
+                ref = getattr(exc, "refusal", None)
+                why = (CODES[ref.code].format(name=ref.name or "-") if isinstance(ref, Refusal)
+                       else "the secure sum did not complete")
+                self.audit(actor, "refresh_catalogue", "catalogue", allowed=False, reason=why)
+                raise CatalogueRefused(why) from None
         except HemafedError as exc:
-            ref = getattr(exc, "refusal", None)
-            why = (CODES[ref.code].format(name=ref.name or "-") if isinstance(ref, Refusal)
-                   else "the secure sum did not complete")
-            self.audit(admin.username, "refresh_catalogue", "catalogue", allowed=False,
-                       reason=why)
-            raise CatalogueRefused(why) from None
+            self._end_refresh(plan, trigger, "failed", str(exc), moved_on=trigger == "schedule")
+            raise
+        except BaseException:
+            self._end_refresh(plan, trigger, "failed", "the refresh stopped unexpectedly",
+                              moved_on=trigger == "schedule")
+            raise
         released = release(plan, raw)
         now = self.clock()
         with self.db.session() as s:
@@ -365,11 +409,167 @@ class HubService:
                 s.add(CatalogueRelease(refresh=refresh, site_id=sid or None,
                                        spec_sha256=row.spec_sha256, epsilon=plan.epsilon,
                                        delta=plan.delta, counts=counts, time=now))
+            self._schedule_outcome(s, plan, trigger, "ok", "", moved_on=True)
             s.commit()
-        self.audit(admin.username, "refresh_catalogue", "catalogue",
-                   {"refresh": refresh, "sites": len(sites), "epsilon": plan.epsilon})
+        self.audit(actor, "refresh_catalogue", "catalogue",
+                   {"refresh": refresh, "sites": len(sites), "epsilon": plan.epsilon,
+                    "trigger": trigger})
         return {"refresh": refresh, "sites": list(raw.get("contributors", sites)),
                 "epsilon": plan.epsilon}
+
+    def exact_catalogue_sites(self) -> list[str] | None:
+        """The sites of the first no-noise (epsilon 0) release of the catalogue, under any
+        plan (``None``: there was none). Every later no-noise release is over this set."""
+        with self.db.session() as s:
+            first = s.scalar(select(CatalogueRelease).where(
+                CatalogueRelease.epsilon == 0, CatalogueRelease.site_id.is_(None))
+                .order_by(CatalogueRelease.refresh).limit(1))
+        return None if first is None else list(first.counts.get("sites", []))
+
+    def _exact_refresh_sites(self, approving: list[str]) -> list[str]:
+        """The sites a no-noise refresh asks: the set of the catalogue's first no-noise
+        release, whatever joined since.
+
+        Two exact releases of the study ``catalogue`` over different site sets give the
+        sites in their difference by subtraction; every site's ``refuse_differencing``
+        (on by default) refuses that, keyed on the study, not the plan, so the hub keeps an
+        exact catalogue over its first set: a site that approves later is not asked (not
+        published until a plan with epsilon > 0), and a refresh that would drop a site of the
+        set is refused here, naming the rule, before any site is asked. DP releases are not
+        restricted (each is charged), so a DP plan follows the network.
+        """
+        pinned = self.exact_catalogue_sites()
+        if pinned is None:
+            return approving
+        if not set(pinned) <= set(approving):
+            self.audit("hub", "refresh_catalogue", "catalogue", allowed=False,
+                       reason="refuse_differencing: exact catalogue site set")
+            raise CatalogueRefused(
+                "refuse_differencing: an exact (epsilon 0) catalogue is released over the "
+                "sites of its first release, and not all of them approved the current plan; "
+                "an exact release over another set would give the difference by subtraction. "
+                "Ways on: those sites approve the current plan, or the admin sets a plan with "
+                "epsilon > 0 (DP releases follow the network)")
+        return [sid for sid in approving if sid in set(pinned)]
+
+    def _claim_refresh(self, *, due_only: bool) -> bool:
+        """Take the schedule row for this process (atomic on SQLite and PostgreSQL); with
+        ``due_only``, only when the next refresh is due."""
+        now = self.clock()
+        with self.db.session() as s:
+            if s.get(CatalogueSchedule, 1) is None:
+                if due_only:
+                    return False
+                plan = self._current_plan()
+                s.add(CatalogueSchedule(id=1, spec_sha256=plan.spec_sha256))
+                s.flush()
+            q = update(CatalogueSchedule).where(CatalogueSchedule.id == 1,
+                                                CatalogueSchedule.claimed_by.is_(None))
+            if due_only:
+                q = q.where(CatalogueSchedule.next_due.is_not(None),
+                            CatalogueSchedule.next_due <= now)
+            done = cast("CursorResult[Any]", s.execute(q.values(claimed_by=self.instance,
+                                                                 claimed_at=now)))
+            got = done.rowcount
+            s.commit()
+        return bool(got)
+
+    def _schedule_outcome(self, s: Any, plan: Any, trigger: str, outcome: str, reason: str, *,
+                          moved_on: bool) -> None:
+        sched = s.get(CatalogueSchedule, 1)
+        if sched is None or sched.claimed_by != self.instance:
+            return
+        now = self.clock()
+        sched.claimed_by = sched.claimed_at = None
+        sched.last_attempt, sched.last_trigger = now, trigger
+        sched.last_outcome, sched.last_reason = outcome, reason[:2000] or None
+        if moved_on and sched.spec_sha256 == plan.spec.sha256:
+            sched.next_due = None if plan.interval is None else now + plan.interval
+
+    def _end_refresh(self, plan: Any, trigger: str, outcome: str, reason: str, *,
+                     moved_on: bool) -> None:
+        with self.db.session() as s:
+            self._schedule_outcome(s, plan, trigger, outcome, reason, moved_on=moved_on)
+            s.commit()
+        if trigger == "schedule":
+            log.warning("scheduled catalogue refresh %s: %s", outcome, reason)
+
+    def _release_stale_refresh(self) -> None:
+        """A refresh claimed by an earlier hub process (killed mid-refresh) published nothing
+        (the releases commit with the schedule): release the claim and record it; a due
+        refresh stays due and runs once."""
+        with self.db.session() as s:
+            sched = s.get(CatalogueSchedule, 1)
+            if sched is None or sched.claimed_by is None or sched.claimed_by == self.instance:
+                return
+            sched.claimed_by, sched.claimed_at = None, None
+            sched.last_attempt, sched.last_outcome = self.clock(), "interrupted"
+            sched.last_reason = ("the hub stopped during this refresh; nothing was published "
+                                 "(a due refresh runs again)")
+            s.commit()
+        self.audit("hub", "refresh_catalogue", "catalogue", allowed=False,
+                   reason="hub restarted during a refresh")
+
+    def catalogue_schedule(self) -> dict[str, Any] | None:
+        """The schedule of the current plan: next due time, last attempt and its reason."""
+        row = self.catalogue_plan()
+        with self.db.session() as s:
+            sched = s.get(CatalogueSchedule, 1)
+        if row is None or sched is None or sched.spec_sha256 != row.spec_sha256:
+            return None
+        return {"next_due": None if sched.next_due is None else aware(sched.next_due),
+                "running": sched.claimed_by is not None,
+                "last_attempt": None if sched.last_attempt is None else aware(sched.last_attempt),
+                "last_trigger": sched.last_trigger, "last_outcome": sched.last_outcome,
+                "last_reason": sched.last_reason}
+
+    def stop_scheduler(self, timeout: float = 5.0) -> None:
+        """Stop the scheduler thread (a refresh in flight past ``timeout`` is left to the
+        daemon thread; if the process then ends, the next start releases its claim)."""
+        self._stop.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout)
+
+    def run_due_refresh(self) -> dict[str, Any] | None:
+        """The scheduler's step: run the refresh if it is due (``None`` when none was);
+        a refused refresh is recorded and rescheduled, not raised."""
+        sched = self.catalogue_schedule()
+        if sched is None or sched["next_due"] is None or sched["running"] \
+                or sched["next_due"] > self.clock():
+            return None
+        try:
+            return self._refresh("hub-scheduler", "schedule") or None
+        except HemafedError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # recorded by _refresh; the scheduler keeps going
+            log.exception("scheduled catalogue refresh")
+            return {"error": f"{type(exc).__name__}"}
+
+    def start_scheduler(self, poll: float = 30.0) -> None:
+        """Run due refreshes in a background thread until :meth:`dispose` (checks at least
+        every ``poll`` seconds, and at the due time when it is sooner)."""
+        if self._scheduler is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_due_refresh()
+                    sched = self.catalogue_schedule()
+                except Exception:  # a database hiccup must not end the schedule
+                    log.exception("catalogue scheduler")
+                    sched = None
+                wait = poll
+                if sched is not None and sched["next_due"] is not None:
+                    left = (sched["next_due"] - self.clock()).total_seconds()
+                    wait = min(poll, max(0.2, left))
+                self._wake.wait(wait)
+                self._wake.clear()
+
+        self._scheduler = threading.Thread(target=loop, name="hemafed-catalogue-scheduler",
+                                           daemon=True)
+        self._scheduler.start()
 
     def catalogue(self, user: User) -> dict[str, Any]:
         """What any account sees for feasibility: the plan, each site's latest release under
@@ -397,7 +597,9 @@ class HubService:
                     "sha256": row.spec_sha256, "text": describe_plan(parse_plan(row.spec_yaml))},
                 "sites": [{"site_id": x.site_id, "name": x.name, "description": x.description,
                            "release": rel(x.site_id)} for x in sites],
-                "network": rel(None)}
+                "network": rel(None), "schedule": self.catalogue_schedule(),
+                "exact_sites": self.exact_catalogue_sites() if row is not None and parse_plan(
+                    row.spec_yaml).epsilon == 0 else None}
 
     # --- studies --------------------------------------------------------------------------
 
@@ -568,7 +770,8 @@ class HubService:
             worker.join(timeout)
 
     def dispose(self) -> None:
-        """Wait for runs in flight, then close the database connections."""
+        """Stop the scheduler, wait for runs in flight, then close the database connections."""
+        self.stop_scheduler(600.0)
         self.wait_for_workers()
         self.db.dispose()
 

@@ -172,6 +172,7 @@ __all__ = [
     "Approval",
     "Base",
     "BrowserSession",
+    "CatalogueSchedule",
     "LoginFailure",
     "ModelVersion",
     "Result",
@@ -220,3 +221,19 @@ class CatalogueRelease(Base):
     delta: Mapped[float] = mapped_column(Float)
     counts: Mapped[dict[str, Any]] = mapped_column()
     time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CatalogueSchedule(Base):
+    """The catalogue's refresh schedule (one row, id 1, for the current plan): the next due
+    time, the hub process holding a refresh in flight, and the last attempt's outcome."""
+
+    __tablename__ = "catalogue_schedule"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    next_due: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_trigger: Mapped[str | None] = mapped_column(String(16))
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    last_reason: Mapped[str | None] = mapped_column(Text)

@@ -52,8 +52,9 @@ def _check_host(host: str) -> None:
 def serve_hub(data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0.1",
               port: int = 8700, sites: Sequence[Path] = (), transport: str = "inprocess",
               admin_password: str | None = None, superlink: str | None = None,
-              ca: Path | None = None, manifest: Path | None = None) -> None:
-    """Run the hub service until interrupted."""
+              ca: Path | None = None, manifest: Path | None = None,
+              schedule_poll: float = 30.0) -> None:
+    """Run the hub service until interrupted, with the catalogue's refresh scheduler."""
     import uvicorn
 
     from hemafed.service.app import create_app
@@ -62,7 +63,11 @@ def serve_hub(data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0
     service = build_hub(data_dir, db_url, sites, transport, superlink, ca, manifest)
     if admin_password:
         service.ensure_admin("admin", admin_password)
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    service.start_scheduler(poll=schedule_poll)  # the catalogue's scheduled refreshes
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        service.stop_scheduler()
 
 
 def serve_console(site_dir: Path, hub_url: str, token: str, *, host: str = "127.0.0.1",
@@ -123,6 +128,7 @@ def serve_demo(out: Path, site_dirs: Sequence[Path], spec_yaml: str, *,
 
     password = secrets.token_urlsafe(9)
     service = prepare_demo_hub(out, site_dirs, spec_yaml, password)
+    service.start_scheduler()
     log.warning("portal on http://127.0.0.1:%d  (log in as 'researcher', 'admin' or "
                 "'officer-SITE' with password %s)", port, password)
     uvicorn.run(create_app(service), host="127.0.0.1", port=port, log_level="warning")

@@ -110,7 +110,7 @@ _LATER = (
     # the network catalogue's standing plan (hemafed.service.catalogue; never run as a study):
     # one distinct request per set of catalogue sites (a refresh repeats the same request)
     AnalysisKind("catalogue", {"columns", "group", "levels"},
-                 {"epsilon", "delta", "round_to", "min_cell"},
+                 {"epsilon", "delta", "round_to", "min_cell", "refresh_every_days"},
                  queries={"catalogue_counts"}, caps={"catalogue_counts": 64}),
     AnalysisKind("finegray", {"causes", "formula"},
                  {"cause", "cause_names", "bounds", "levels"},
