@@ -42,8 +42,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
   (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
   grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
-  :mod:`hemafed.analytics.survival_queries`); a ``cox`` analysis's ``lattice`` fixes its
-  grid to the whole lattice with ``time_mapping: up`` (:meth:`StudyPlan.on_plan_lattice`, for
+  :mod:`hemafed.analytics.survival_queries`); a ``cox``, ``finegray`` or ``cox_tv``
+  analysis's ``lattice`` fixes its grid to the whole lattice with ``time_mapping: up``
+  (:meth:`StudyPlan.on_plan_lattice`, for
   the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
   ``beta``) may change from round to round but have the design's width and bounded entries
   (each query also bounds ``|beta_j|`` times covariate j's public half-width,
@@ -112,7 +113,7 @@ MAX_FINE_BINS = 8192
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
 
-LATTICE_KINDS = frozenset({"cox"})
+LATTICE_KINDS = frozenset({"cox", "finegray", "cox_tv"})
 """Kinds whose spec option ``lattice`` (one of :data:`COARSER_LATTICES`) fixes the fit's time
 grid at approval (:meth:`StudyPlan.on_plan_lattice`)."""
 
