@@ -450,6 +450,9 @@ class FederatedFineGray:
         table = federation.secure_sum("finegray_table", base, study=study)
         exits, events = table["exits"], table["events"]
         g = censoring_survival(exits, events)
+        # past the last exit (the whole lattice runs on to max_time) nobody is at risk and
+        # G(t-) can reach 0; no sum weighs a patient at those times, so G is carried forward
+        g = np.maximum(g, g[g > 0].min())
         self._t_idx = np.flatnonzero(events[0] > 0)
         self.events_, self.competing_ = int(events[0].sum()), int(events[1].sum())
         if self.events_ < spec.width + 1:
