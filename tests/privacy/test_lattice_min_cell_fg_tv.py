@@ -37,7 +37,7 @@ from hemafed.site.store import load_cohort
 from hemafed.study.spec import StudySpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analytics"))
-from r_datasets import needs_r, run_r_batch  # noqa: E402
+from r_datasets import needs_r, run_r_batch
 
 FORMULA = ["age", "hb"]
 CAUSES = [["amlt_time", "amlt_status"], ["os_time", "os_status"]]
@@ -145,7 +145,7 @@ def monthly(tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow
 def test_fine_gray_on_the_plan_lattice_is_answered_and_equals_crr(
         monthly: tuple[LocalSites, StudySpec, dict[str, dict[str, Any]]]) -> None:
-    fed, _spec_, docs = monthly
+    fed, _, docs = monthly
     fg = docs["fg"]
     assert fg["status"] == "ok", fg.get("error")
 
@@ -208,7 +208,7 @@ def test_cox_tv_on_the_plan_lattice_is_answered_and_equals_lifelines(
 @pytest.mark.slow
 def test_cox_tv_on_the_plan_lattice_equals_r_coxph(
         monthly: tuple[LocalSites, StudySpec, dict[str, dict[str, Any]]]) -> None:
-    fed, _spec_, docs = monthly
+    fed, _, docs = monthly
     rows = _split_rows(_complete(fed))
     ref = run_r_batch({"coxph": (
         "m <- coxph(Surv(start, stop, event) ~ age + hb + z, data = d, ties = 'efron',\n"
@@ -230,7 +230,7 @@ def _hub_grid_requests(exchange: Any, site_ids: list[str], config: dict[str, Any
                                   requester=spec.requester)
     design = parse_formula(" + ".join(FORMULA)).to_params()
     week = lattice_grid(52.0)
-    requests = {
+    requests: dict[str, dict[str, Any]] = {
         "finegray_table": {"causes": CAUSES, "cause": 1, "design": design, "grid": week,
                            "time_mapping": "up"},
         "cox_start_stop_sums": {"duration_col": "os_time", "event_col": "os_status",
