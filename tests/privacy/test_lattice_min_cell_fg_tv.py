@@ -229,7 +229,7 @@ def _hub_grid_requests(exchange: Any, site_ids: list[str], config: dict[str, Any
                                   site_ids=site_ids, spec_sha256=spec.sha256,
                                   requester=spec.requester)
     design = parse_formula(" + ".join(FORMULA)).to_params()
-    week = lattice_grid(52.0)
+    week = lattice_grid(float(config.get("steps", 52.0)))
     requests: dict[str, dict[str, Any]] = {
         "finegray_table": {"causes": CAUSES, "cause": 1, "design": design, "grid": week,
                            "time_mapping": "up"},
@@ -239,6 +239,8 @@ def _hub_grid_requests(exchange: Any, site_ids: list[str], config: dict[str, Any
                                 "beta": [0.0] * (len(FORMULA) + 1)}}
     out = {}
     for query, params in requests.items():
+        if query not in config.get("queries", requests):
+            continue
         try:
             federation.secure_sum(query, params, study=spec.study_id)
             out[query] = "answered"
@@ -296,3 +298,42 @@ def test_a_fine_gray_or_cox_tv_lattice_must_be_a_public_one(value: Any) -> None:
 
     with pytest.raises(InvalidInput, match="lattice must be one of the public lattices"):
         _spec("lattice-bad-fg-tv", value)
+
+
+def test_a_lattice_frees_only_the_counts_of_the_analyses_that_fixed_it() -> None:
+    """A Cox analysis's lattice does not free the censoring table of a Fine-Gray analysis
+    without one (nor its sums): the officer approved monthly counts for the Cox model only."""
+    from hemafed.study.plan import StudyPlan
+
+    spec = StudySpec.from_mapping({"study_id": "lattice-cox-only", "requester": "tester",
+                                   "analyses": [
+                                       {"id": "cox", "kind": "cox", "duration": "os_time",
+                                        "event": "os_status", "formula": "age + hb",
+                                        "lattice": 12},
+                                       {"id": "fg", "kind": "finegray", "causes": CAUSES,
+                                        "formula": "age + hb"}]})
+    plan = StudyPlan.from_spec(spec)
+    month = {"grid": lattice_grid(12.0), "time_mapping": "up"}
+    assert plan.on_plan_lattice(month, "cox_risk_set_sums") == 12.0
+    assert plan.on_plan_lattice(month, "finegray_table") is None
+    assert plan.on_plan_lattice(month, "finegray_sums") is None
+    both = StudyPlan.from_spec(_spec("lattice-both", 12))
+    for query in ("finegray_table", "finegray_sums", "cox_start_stop_sums"):
+        assert both.on_plan_lattice(month, query) == 12.0, query
+
+
+@pytest.mark.slow
+def test_a_cox_lattice_does_not_free_a_fine_gray_table_through_the_site(
+        tmp_path: Path) -> None:
+    spec = StudySpec.from_mapping({"study_id": "lattice-cox-only-sites", "requester": "tester",
+                                   "analyses": [
+                                       {"id": "cox", "kind": "cox", "duration": "os_time",
+                                        "event": "os_status", "formula": " + ".join(FORMULA),
+                                        "lattice": 12},
+                                       {"id": "fg", "kind": "finegray", "causes": CAUSES,
+                                        "formula": " + ".join(FORMULA)}]})
+    fed = _template_sites(tmp_path, spec)
+    config = {"spec": dict(spec.raw), "manifest": fed.manifest.to_json(), "steps": 12.0,
+              "queries": ["finegray_table"]}
+    out = run_in_process(_hub_grid_requests, site_handler, fed.site_configs(), config)
+    assert "min_cell_size" in out["finegray_table"], out
