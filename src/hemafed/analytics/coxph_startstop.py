@@ -72,6 +72,7 @@ from hemafed.analytics.survival_queries import (
     fits_grid,
     grid_positions,
     keep_fitting,
+    lattice_grid,
     lp_bands,
     upper_index,
 )
@@ -130,6 +131,10 @@ def start_stop_rows(cohort: Cohort, params: Params
     x0, _ = design_matrix(cohort, spec, mask, values=values)
     x0 = x0 - spec.center
     s = num[tcol]
+    if mode == "up":
+        # a plan lattice: the switch time moves up to its interval's end too, so every row is
+        # one of lattice intervals (tmerge on the times rounded up to the lattice)
+        s = effective_times(s, np.ones(s.size, dtype=bool), grid, "up")
     tol = REL_TOL * np.maximum(1.0, np.abs(stop))
     switched = (num[scol] == 1) & (s < stop - tol)
     from_start = switched & (s <= 0)
@@ -297,21 +302,35 @@ class FederatedCoxTimeVarying:
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, switch: tuple[str, str] = ("amlt_time", "amlt_status"),
             steps_per_unit: float = 365.25, study: str = "default",
-            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedCoxTimeVarying:
+            levels: Mapping[str, Sequence[str]] | None = None,
+            lattice: float | None = None) -> FederatedCoxTimeVarying:
         """Fit by Newton-Raphson; ``formula`` gives the baseline covariates, ``switch`` the
         ``(time, status)`` columns of the event that switches ``z(t)`` on; ``levels`` the
-        declared levels of categorical covariates (``{column: [reference, ...]}``)."""
+        declared levels of categorical covariates (``{column: [reference, ...]}``).
+
+        ``lattice``: steps per year of a public lattice fixed at the study's approval (the
+        spec's ``lattice``). The grid is then that whole lattice
+        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each follow-up and
+        switch time moved up to its interval's end (``time_mapping: up``), and no time
+        histogram is asked: the fit is ``coxph(Surv(start, stop, event))`` on the pooled rows
+        split at the rounded times, and its per-time event counts are outside the sites'
+        minimum-cell rule (docs/security.md)."""
         if not formula:
             raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
         spec = parse_formula(formula, levels=levels)
-        grid, _ = time_grid_counts(federation, duration_col, event_col,
-                                   steps_per_unit=steps_per_unit, events_only=True, study=study)
+        mapping = "exact"
+        if lattice is not None:
+            grid, mapping = np.asarray(lattice_grid(float(lattice))), "up"
+        else:
+            grid, _ = time_grid_counts(federation, duration_col, event_col,
+                                       steps_per_unit=steps_per_unit, events_only=True,
+                                       study=study)
         self._federation, self._study, self._grid, self.spec = federation, study, grid, spec
         self._hw = _half_widths(spec)
         self.switch = (str(switch[0]), str(switch[1]))
         self._request: dict[str, Any] = {
             "duration_col": duration_col, "event_col": event_col,
-            "grid": [float(t) for t in grid], "time_mapping": "exact",
+            "grid": [float(t) for t in grid], "time_mapping": mapping,
             "design": spec.to_params(), "switch": list(self.switch), "ties": self.ties}
         self.duration_col, self.event_col, self.rounds = duration_col, event_col, 0
         self.sites_ = ()

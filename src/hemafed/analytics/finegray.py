@@ -10,7 +10,8 @@ Kaplan-Meier estimate of the censoring distribution; ties are handled as ``crr``
 Three site queries, every output a sum over patients:
 
 * ``finegray_table``: per public grid time (every exit time, from the secure lattice
-  histograms), the exit histogram and events per cause over the complete cases (covariates
+  histograms; or the whole plan lattice with every exit moved up to its interval's end, when
+  the study spec fixes a ``lattice``), the exit histogram and events per cause over the complete cases (covariates
   included, as ``crr`` drops incomplete rows before estimating ``G``); the hub derives ``G``.
 * ``finegray_sums`` (each Newton round, public ``beta`` and ``G``): the weighted risk-set sums
   ``S0, S1, S2`` at the cause's event times per linear-predictor band (see
@@ -61,6 +62,7 @@ from hemafed.analytics.survival_queries import (
     fits_grid,
     grid_positions,
     keep_fitting,
+    lattice_grid,
     lp_bands,
     upper_index,
 )
@@ -98,23 +100,41 @@ def _rows(cohort: Cohort, params: Params
     time, cause = first_cause(times, statuses)
     if time.size and time.min() < 0:
         raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
-    # every exit must be on the grid (the censoring distribution needs the censoring times);
-    # one that is not is excluded, not refused (hemafed.analytics.survival_queries)
+    # exact: every exit must be on the grid (the censoring distribution needs the censoring
+    # times); one that is not is excluded, not refused (hemafed.analytics.survival_queries).
+    # up (a plan lattice): every exit moves up to its interval's end, censorings included
+    mode = _fg_mapping(params)
     every = np.ones(time.size, dtype=bool)
-    fits = fits_grid(time, every, grid, "exact")
+    fits = fits_grid(time, every, grid, mode)
     mask, time, cause = keep_fitting(mask, fits), time[fits], cause[fits]
-    eff = effective_times(time, every[fits], grid, "exact")
+    eff = effective_times(time, every[fits], grid, mode)
     count, on_grid = grid_positions(eff, grid)
+    # up: an exit after the last grid point is at risk throughout, never an event
+    cause = np.where(on_grid >= 0, cause, 0)
     k = _cause_of_interest(params)
     status = np.where(cause == k, 1, np.where(cause > 0, 2, 0))
     x, _ = design_matrix(cohort, spec, mask, values=values)
     return count, on_grid, status, x - spec.center, int(len(cohort) - mask.sum())
 
 
+FG_MAPPINGS = ("exact", "up")
+"""Fine-Gray time mappings: ``exact`` (the grid holds every exit time, from the secure time
+histograms) or ``up`` (the whole plan lattice, each exit moved up to its interval's end: the
+pooled ``crr`` on times rounded up to the lattice)."""
+
+
+def _fg_mapping(params: Params) -> str:
+    mode = params.get("time_mapping", "exact")
+    if mode not in FG_MAPPINGS:
+        raise InvalidInput(f"parameter 'time_mapping' must be one of {FG_MAPPINGS}, got {mode!r}")
+    return str(mode)
+
+
 def _base_check(params: Params) -> DesignSpec:
     _causes(params)
     _cause_of_interest(params)
     check_grid(params.get("grid"))
+    _fg_mapping(params)
     return DesignSpec.from_params(params.get("design"))
 
 
@@ -132,8 +152,10 @@ def _table_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 def _table_declare(params: Params) -> dict[str, Statistic]:
     mp, m = _max_patients(params), check_grid(params.get("grid")).size
-    return {"exits": Statistic((m + 1,), 0, mp, is_count=True),
-            "events": Statistic((2, m), 0, mp, is_count=True),
+    # per-time counts that only feed the estimator (G and the cause's event times; the study
+    # releases neither): outside the min-cell rule on the plan's lattice only (docs/security.md)
+    return {"exits": Statistic((m + 1,), 0, mp, is_count=True, per_time=True),
+            "events": Statistic((2, m), 0, mp, is_count=True, per_time=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 
 
@@ -399,22 +421,38 @@ class FederatedFineGray:
     def fit(self, federation: Federation, formula: str | Iterable[str | Term] | DesignSpec,
             causes: Sequence[tuple[str, str]] = MDS_AML_VS_DEATH, cause: int = 1, *,
             steps_per_unit: float = 365.25, max_time: float = 60.0,
-            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None
-            ) -> FederatedFineGray:
+            study: str = "default", levels: Mapping[str, Sequence[str]] | None = None,
+            lattice: float | None = None) -> FederatedFineGray:
         """Fit by Newton-Raphson on the Breslow partial likelihood of the subdistribution
         hazard of ``cause`` (1-based in ``causes``); robust variance as ``crr``. ``levels``:
-        declared levels of categorical covariates (``{column: [reference, ...]}``)."""
+        declared levels of categorical covariates (``{column: [reference, ...]}``).
+
+        ``lattice``: steps per year of a public lattice fixed at the study's approval (the
+        spec's ``lattice``). The grid is then that whole lattice
+        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with every exit time
+        (events and censorings) moved up to its interval's end (``time_mapping: up``), and no
+        time histogram is asked: the fit is ``crr`` on the pooled times rounded up to the
+        lattice, and its per-time counts (the censoring table, the event counts) are outside
+        the sites' minimum-cell rule (docs/security.md)."""
         spec = parse_formula(formula, levels=levels)
         self._federation, self._study, self.spec = federation, study, spec
         self.causes, self.cause = [(str(t), str(s)) for t, s in causes], int(cause)
-        points = [time_grid(federation, t, s, steps_per_unit=steps_per_unit, max_time=max_time,
-                            study=study) for t, s in self.causes]
-        grid = np.unique(np.concatenate(points))
-        base = {"causes": [list(c) for c in self.causes], "cause": self.cause,
-                "grid": [float(t) for t in grid], "design": spec.to_params()}
+        base: dict[str, Any] = {"causes": [list(c) for c in self.causes], "cause": self.cause,
+                                "design": spec.to_params()}
+        if lattice is not None:
+            grid = np.asarray(lattice_grid(float(lattice), max_time))
+            base["time_mapping"] = "up"
+        else:
+            points = [time_grid(federation, t, s, steps_per_unit=steps_per_unit,
+                                max_time=max_time, study=study) for t, s in self.causes]
+            grid = np.unique(np.concatenate(points))
+        base["grid"] = [float(t) for t in grid]
         table = federation.secure_sum("finegray_table", base, study=study)
         exits, events = table["exits"], table["events"]
         g = censoring_survival(exits, events)
+        # past the last exit (the whole lattice runs on to max_time) nobody is at risk and
+        # G(t-) can reach 0; no sum weighs a patient at those times, so G is carried forward
+        g = np.maximum(g, g[g > 0].min())
         self._t_idx = np.flatnonzero(events[0] > 0)
         self.events_, self.competing_ = int(events[0].sum()), int(events[1].sum())
         if self.events_ < spec.width + 1:

@@ -402,7 +402,7 @@ class SiteNode:
         """``steps_per_unit`` of the study plan's lattice when it is the request's time grid
         (:meth:`~hemafed.study.plan.StudyPlan.on_plan_lattice`), else ``None``."""
         plan = self.plans.get(request.study_id)
-        return None if plan is None else plan.on_plan_lattice(request.params)
+        return None if plan is None else plan.on_plan_lattice(request.params, request.query)
 
     def _check_disclosure(self, request: SiteRequest, query: Query,
                           specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray]

@@ -494,9 +494,9 @@ min_cell_size: 5
 enforce_min_cell: true
 min_subgroup_size: 5
 max_cells: 500000
-# A study may let its Cox fits count events per interval of a public lattice fixed at approval
-# (the spec's `lattice`, steps per year); those per-time counts only feed the Newton step and
-# are then outside the min-cell rule. A lattice finer than this many steps per year (12:
+# A study may let its Cox, Fine-Gray and time-varying Cox fits count events per interval of a
+# public lattice fixed at approval (the spec's `lattice`, steps per year); those per-time counts
+# only feed the estimator and are then outside the min-cell rule. A lattice finer than this many steps per year (12:
 # monthly) is refused.
 max_lattice_steps_per_unit: 12
 require_dp: false

@@ -42,8 +42,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
   (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
   grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
-  :mod:`hemafed.analytics.survival_queries`); a ``cox`` analysis's ``lattice`` fixes its
-  grid to the whole lattice with ``time_mapping: up`` (:meth:`StudyPlan.on_plan_lattice`, for
+  :mod:`hemafed.analytics.survival_queries`); a ``cox``, ``finegray`` or ``cox_tv``
+  analysis's ``lattice`` fixes its grid to the whole lattice with ``time_mapping: up``
+  (:meth:`StudyPlan.on_plan_lattice`, for
   the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
   ``beta``) may change from round to round but have the design's width and bounded entries
   (each query also bounds ``|beta_j|`` times covariate j's public half-width,
@@ -112,7 +113,7 @@ MAX_FINE_BINS = 8192
 TIME_LATTICE = {"steps_per_unit": 365.25, "max_time": MAX_TIME}
 """The public time lattice of ``time_histogram`` (days in years, up to the horizon)."""
 
-LATTICE_KINDS = frozenset({"cox"})
+LATTICE_KINDS = frozenset({"cox", "finegray", "cox_tv"})
 """Kinds whose spec option ``lattice`` (one of :data:`COARSER_LATTICES`) fixes the fit's time
 grid at approval (:meth:`StudyPlan.on_plan_lattice`)."""
 
@@ -259,6 +260,9 @@ class StudyPlan:
     """Fixed requests (canonical ``[query, params]``) of analyses not approved exact: DP only."""
     lattices: frozenset[float] = frozenset()
     """``steps_per_unit`` of the spec's ``lattice`` options (:meth:`on_plan_lattice`)."""
+    lattice_queries: frozenset[tuple[float, str]] = frozenset()
+    """``(steps_per_unit, query)``: the queries of the analyses that fixed that lattice (a
+    lattice one analysis declares does not free another analysis's counts)."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -292,6 +296,7 @@ class StudyPlan:
         pinned: dict[str, set[str]] = {}
         dp_requests: set[str] = set()
         lattices: set[float] = set()
+        lattice_queries: set[tuple[float, str]] = set()
 
         def add(query: str, n: int) -> None:
             caps[query] = caps.get(query, 0) + n
@@ -379,6 +384,7 @@ class StudyPlan:
                 # the fit's grid is the whole public lattice, each time moved up to its
                 # interval's end (the spec validated the value)
                 lattices.add(float(a.get("lattice")))
+                lattice_queries.update((float(a.get("lattice")), q) for q in kind.queries)
                 mappings.add("up")
             for query, n in kind.caps_for(a).items():
                 add(query, n)
@@ -417,15 +423,21 @@ class StudyPlan:
                    frozenset(catalogue), frozenset(gwas_traits), frozenset(horizons),
                    imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
                    pinned={q: frozenset(v) for q, v in pinned.items()},
-                   dp_requests=frozenset(dp_requests), lattices=frozenset(lattices))
+                   dp_requests=frozenset(dp_requests), lattices=frozenset(lattices),
+                   lattice_queries=frozenset(lattice_queries))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
         return self.caps.get(query, 0)
 
-    def on_plan_lattice(self, params: Mapping[str, Any]) -> float | None:
+    def on_plan_lattice(self, params: Mapping[str, Any], query: str | None = None
+                        ) -> float | None:
         """The ``steps_per_unit`` of the plan lattice that is the request's time grid, else
         ``None``.
+
+        ``query``: the request's query; then only the lattices of the analyses using that
+        query count (a Fine-Gray analysis without ``lattice`` is not freed by a Cox analysis
+        that has one). ``None``: any of the spec's lattices.
 
         A grid is on the plan lattice when it is exactly the whole lattice of one of the spec's
         ``lattice`` options
@@ -443,7 +455,9 @@ class StudyPlan:
             return None
         from hemafed.analytics.survival_queries import lattice_grid
 
-        for spu in sorted(self.lattices):
+        spus = self.lattices if query is None else {
+            spu for spu, q in self.lattice_queries if q == query}
+        for spu in sorted(spus):
             want = lattice_grid(spu, MAX_TIME)
             if len(grid) == len(want) and all(abs(g - w) <= 1e-9 * max(1.0, w)
                                               for g, w in zip(grid, want, strict=True)):

@@ -214,8 +214,10 @@ def run_finegray(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
     """Fine-Gray subdistribution hazards (as cmprsk::crr, robust standard errors)."""
     from hemafed.analytics.finegray import FederatedFineGray
 
+    lattice = a.get("lattice")  # the spec's public lattice: the whole grid, times moved up
     fg = FederatedFineGray().fit(fed, _formula(a), [tuple(c) for c in a.get("causes")],
-                                 cause=int(a.get("cause", 1)), study=spec.study_id)
+                                 cause=int(a.get("cause", 1)), study=spec.study_id,
+                                 lattice=None if lattice is None else float(lattice))
     return {"tables": {"summary": frame_json(fg.summary)},
             "stats": {"newton_rounds": fg.rounds, "n": fg.n_, "events": fg.events_,
                       "competing events": fg.competing_, "excluded": fg.excluded_}}
@@ -225,9 +227,11 @@ def run_cox_tv(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """Cox with a covariate switched on at a patient-level event (start-stop rows)."""
     from hemafed.analytics.coxph_startstop import FederatedCoxTimeVarying
 
+    lattice = a.get("lattice")  # the spec's public lattice: the whole grid, times moved up
     tv = FederatedCoxTimeVarying(ties=a.get("ties", "efron")).fit(
         fed, a.get("duration"), a.get("event"), _formula(a),
-        switch=tuple(a.get("switch")), study=spec.study_id)
+        switch=tuple(a.get("switch")), study=spec.study_id,
+        lattice=None if lattice is None else float(lattice))
     return {"tables": {"summary": frame_json(tv.summary)},
             "stats": {"newton_rounds": tv.rounds, "n": tv.n_, "rows": tv.rows_,
                       "events": tv.events_, "excluded": tv.excluded_}}
