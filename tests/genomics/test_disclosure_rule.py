@@ -276,10 +276,43 @@ def test_a_dp_request_is_not_under_the_rule(ruled: World) -> None:
     noisy = ruled.run(lambda fed: fed.secure_sum("gwas_linear", base, study=STUDY,
                                                  dp=DPRequest(epsilon=0.5)))
     assert noisy["excluded"][0] == 0.0
+    assert noisy.noise_std["excluded"] == 0.0  # reported as not noised
     pooled = _pooled_dosage(ruled)[j]
     gg = float((np.maximum(pooled, 0) ** 2).sum())
-    assert noisy.noise_std["gg"] > 0  # (the hub's noise_std lists every statistic alike)
+    assert noisy.noise_std["gg"] > 0
     assert abs(noisy["gg"][0] - gg) < 6 * noisy.noise_std["gg"]
+
+
+def test_reported_noise_of_sensitivity_0_statistics_is_zero() -> None:
+    """``excluded`` and the ``gwas_store`` table are not noised (sensitivity 0, no site adds
+    noise to them): the hub's report says 0 for them, the calibrated sigma for the others, and
+    the sigma is the one the sites' noise shares sum to."""
+    import math
+
+    from hemafed.federation.api import DPRequest
+    from hemafed.federation.queries import get_query
+    from hemafed.privacy.calibration import (
+        noise_multiplier,
+        noise_share_std,
+        release_noise_std,
+        release_sensitivity,
+    )
+
+    dp = DPRequest(epsilon=1.0)
+    linear = get_query("gwas_linear").declare({
+        "study": STUDY, "variant_list": "x", "max_patients": 100,
+        "trait": {"column": "hbf", "threshold": None}, "covariates": ["age"],
+        "variants": pack(np.arange(3), "<i4"), "missing_variants": pack(np.array([]), "<i4")})
+    store = get_query("gwas_store").declare({"study": STUDY, "variant_list": "x",
+                                             "build": "GRCh38", "sites": ["a", "b"]})
+    sigma = noise_multiplier(dp) * release_sensitivity(linear)
+    reported = release_noise_std(linear, dp)
+    assert reported["excluded"] == 0.0
+    assert reported["gg"] == pytest.approx(sigma) and sigma > 0
+    shares = noise_share_std(linear, dp, 4)
+    for name, std in reported.items():
+        assert shares[name] * math.sqrt(4) == pytest.approx(std)
+    assert release_noise_std(store, dp) == {"store": 0.0}
 
 
 @pytest.mark.slow
