@@ -610,8 +610,8 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         out["loglik"].append(np.maximum(ll, floor))
         out["n"].append(called.sum(axis=1))
     flat = {k: np.concatenate(v) for k, v in out.items()}
-    left_out = flat.pop(EXCLUDED)
-    return withhold(flat, left_out) | {EXCLUDED: left_out.astype(float)}
+    dropped = flat.pop(EXCLUDED)
+    return withhold(flat, dropped) | {EXCLUDED: dropped.astype(float)}
 
 
 register_site_opened(register_site_dir)
