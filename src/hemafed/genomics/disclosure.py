@@ -16,8 +16,12 @@ and a 1 in the per-variant ``excluded`` statistic that travels in the same secur
 - Among the linked patients the query does *not* analyse (an association query analyses the
   complete cases of trait and covariates; QC, LD and PCA sums cover every linked patient):
   their carriers, non-carriers and missing calls. Otherwise a QC count minus an association
-  count of the same variant is a sum over the few carriers whose trait or covariate is missing. The hub learns how many sites left a variant out, never which; no site refuses by
-name (a per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
+  count of the same variant is a sum over the few carriers whose trait or covariate is
+  missing. (QC stays over all linked patients, as PLINK's own QC over all samples: the LD
+  sums over them would give the same counts anyway.)
+
+The hub learns how many sites left a variant out, never which; no site refuses by name (a
+per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
 cross-product) is left out when either variant is.
 
 ``min_cell`` is the site's: :data:`~hemafed.federation.queries.SITE_MIN_CELL_PARAM`, its

@@ -18,14 +18,14 @@ test from the first round alone (``test="score"``, one round instead of ~5).
 
 The site disclosure rule (:mod:`hemafed.genomics.disclosure`): a site whose carriers,
 non-carriers or missing calls at a variant are too few (split by case status under a binary
-trait; and, apart, among its linked patients outside the analysis) contributes zeros for it and
-a 1 in the summed ``excluded`` flag. The hub drops every variant some site left out: at QC (the variant
-fails QC under that rule, before any other filter, as its pooled counts are incomplete) and in
-the association sums (their patients are the complete cases, and a binary trait splits the
-classes, so a variant can fall out there only). The published result is the pooled analysis of the variants every site contributes in
-full; ``disclosure_dropped`` says how many the rule dropped. The rule is a function of the data
-and the fixed variant list, so an iterative fit sees the same excluded set in every round: the
-hub asserts it.
+trait; and, apart, among its linked patients outside the analysis) contributes zeros for it
+and a 1 in the summed ``excluded`` flag. The hub drops every variant some site left out: at QC
+(the variant fails QC under that rule, before any other filter, as its pooled counts are
+incomplete) and in the association sums (their patients are the complete cases, and a binary
+trait splits the classes, so a variant can fall out there only). The published result is the
+pooled analysis of the variants every site contributes in full; ``disclosure_dropped`` says
+how many the rule dropped. The rule is a function of the data and the fixed variant list, so
+an iterative fit sees the same excluded set in every round: the hub asserts it.
 
 >>> FederatedGWAS(model="linear").model
 'linear'
