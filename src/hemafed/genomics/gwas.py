@@ -316,6 +316,7 @@ class FederatedGWAS:
             s[drop] = 1.0  # placeholders, discarded below
             gamma = (e - np.einsum("mk,mk->m", b, sol_a)) / s
             rss = yv - np.einsum("mk,mk->m", av, sol_a) - gamma ** 2 * s
+            rss[drop] = 1.0  # (partial sums of a left-out variant need not fit)
             df = nv - k - 1
             se = np.sqrt(rss / df / s)
             t = gamma / se
