@@ -5,12 +5,23 @@ rare variant is a sum over its few carriers (their traits, covariates, genotypes
 variants), and since the totals over all patients are known too, a sum over a small class of
 non-carriers or of missing calls is as revealing. So every genotype query that sums over
 patients per variant applies one rule at the site, on its own patients, before anything is
-masked: for each requested variant, among the patients the query analyses, the carriers (ALT
-dosage > 0), the non-carriers and the missing calls are counted; if any class holds
-``1 .. min_cell - 1`` patients the site contributes zeros for that variant in every
-per-variant sum, and a 1 in the per-variant ``excluded`` statistic that travels in the same
-secure sum. The hub learns how many sites left a variant out, never which; no site refuses by
-name (a per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
+masked: for each requested variant, the site counts the classes below; if any holds
+``1 .. min_cell - 1`` patients it contributes zeros for that variant in every per-variant sum,
+and a 1 in the per-variant ``excluded`` statistic that travels in the same secure sum.
+
+- Among the patients the query analyses: the carriers (ALT dosage > 0), the non-carriers and
+  the missing calls. Under a binary trait the carriers and the non-carriers are split by case
+  status (carrier cases, carrier controls, non-carrier cases, non-carrier controls): the case
+  sums (``case_alt``, the score over cases) are sums over carrier cases, a cell of their own.
+- Among the linked patients the query does *not* analyse (an association query analyses the
+  complete cases of trait and covariates; QC, LD and PCA sums cover every linked patient):
+  their carriers, non-carriers and missing calls. Otherwise a QC count minus an association
+  count of the same variant is a sum over the few carriers whose trait or covariate is
+  missing. (QC stays over all linked patients, as PLINK's own QC over all samples: the LD
+  sums over them would give the same counts anyway.)
+
+The hub learns how many sites left a variant out, never which; no site refuses by name (a
+per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
 cross-product) is left out when either variant is.
 
 ``min_cell`` is the site's: :data:`~hemafed.federation.queries.SITE_MIN_CELL_PARAM`, its
@@ -18,8 +29,13 @@ policy's ``min_cell_size`` when ``enforce_min_cell`` is on and the release is no
 a DP release), else 0 (the rule is off).
 
 >>> import numpy as np
->>> excluded_variants(np.array([[0, 0, 0, 1, 2, 1], [0, 1, 1, 0, 0, 0]]), 3).tolist()
+>>> g = np.array([[0, 0, 0, 1, 2, 1], [0, 1, 1, 0, 0, 0]])
+>>> excluded_variants(g, 3).tolist()
 [False, True]
+>>> excluded_variants(g, 3, cases=np.array([1, 1, 1, 1, 0, 0], dtype=bool)).tolist()
+[True, True]
+>>> excluded_variants(g, 3, analysed=np.array([1, 1, 1, 1, 1, 0], dtype=bool)).tolist()
+[True, True]
 """
 
 from __future__ import annotations
@@ -44,13 +60,31 @@ def own_min_cell(params: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def excluded_variants(g: np.ndarray, min_cell: int) -> np.ndarray:
-    """Per row of ``g`` (variants x analysed patients, ALT counts, -1 missing): whether its
-    carriers, non-carriers or missing calls number ``1 .. min_cell - 1``."""
+def excluded_variants(g: np.ndarray, min_cell: int, *, analysed: np.ndarray | None = None,
+                      cases: np.ndarray | None = None) -> np.ndarray:
+    """Per row of ``g`` (variants x linked patients, ALT counts, -1 missing): whether some class
+    of the rule numbers ``1 .. min_cell - 1``.
+
+    ``analysed`` (boolean over the columns; ``None``: all) marks the patients the query sums
+    over; the others are counted as classes of their own. ``cases`` (boolean over the
+    *analysed* patients) is the binary trait: the analysed carriers and non-carriers are then
+    counted among cases and among controls apart."""
     g = np.asarray(g)
     if min_cell <= 1 or g.size == 0:
         return np.zeros(g.shape[0], dtype=bool)
-    sizes = np.stack([(g > 0).sum(axis=1), (g == 0).sum(axis=1), (g < 0).sum(axis=1)])
+    keep = np.ones(g.shape[1], dtype=bool) if analysed is None else np.asarray(analysed, bool)
+    if keep.shape != (g.shape[1],):
+        raise ValueError("'analysed' must mark each column of the genotypes")
+    ga, rest = g[:, keep], g[:, ~keep]
+    classes = [ga < 0, rest > 0, rest == 0, rest < 0]
+    if cases is None:
+        classes += [ga > 0, ga == 0]
+    else:
+        case = np.asarray(cases, dtype=bool)
+        if case.shape != (ga.shape[1],):
+            raise ValueError("'cases' must mark each analysed patient")
+        classes += [(ga > 0) & case, (ga > 0) & ~case, (ga == 0) & case, (ga == 0) & ~case]
+    sizes = np.stack([c.sum(axis=1) for c in classes])
     return np.asarray(np.any((sizes > 0) & (sizes < min_cell), axis=0))
 
 

@@ -17,14 +17,15 @@ Logistic: per-variant Newton-Raphson from the null fit; Wald z test (``test="wal
 test from the first round alone (``test="score"``, one round instead of ~5).
 
 The site disclosure rule (:mod:`hemafed.genomics.disclosure`): a site whose carriers,
-non-carriers or missing calls at a variant are too few contributes zeros for it and a 1 in the
-summed ``excluded`` flag. The hub drops every variant some site left out: at QC (the variant
-fails QC under that rule, before any other filter, as its pooled counts are incomplete) and in
-the association sums (their patients are the complete cases, so a variant can fall out there
-only). The published result is the pooled analysis of the variants every site contributes in
-full; ``disclosure_dropped`` says how many the rule dropped. The rule is a function of the data
-and the fixed variant list, so an iterative fit sees the same excluded set in every round: the
-hub asserts it.
+non-carriers or missing calls at a variant are too few (split by case status under a binary
+trait; and, apart, among its linked patients outside the analysis) contributes zeros for it
+and a 1 in the summed ``excluded`` flag. The hub drops every variant some site left out: at QC
+(the variant fails QC under that rule, before any other filter, as its pooled counts are
+incomplete) and in the association sums (their patients are the complete cases, and a binary
+trait splits the classes, so a variant can fall out there only). The published result is the
+pooled analysis of the variants every site contributes in full; ``disclosure_dropped`` says
+how many the rule dropped. The rule is a function of the data and the fixed variant list, so
+an iterative fit sees the same excluded set in every round: the hub asserts it.
 
 >>> FederatedGWAS(model="linear").model
 'linear'
@@ -315,6 +316,7 @@ class FederatedGWAS:
             s[drop] = 1.0  # placeholders, discarded below
             gamma = (e - np.einsum("mk,mk->m", b, sol_a)) / s
             rss = yv - np.einsum("mk,mk->m", av, sol_a) - gamma ** 2 * s
+            rss[drop] = 1.0  # (partial sums of a left-out variant need not fit)
             df = nv - k - 1
             se = np.sqrt(rss / df / s)
             t = gamma / se

@@ -18,8 +18,9 @@ PCA, from which each site computes its own patients' scores and nothing else).
 
 Every query that sums over patients per variant (counts, PCA cross-product, LD pairs, linear,
 logistic, Firth) applies the site's own class minimum (:mod:`hemafed.genomics.disclosure`): a
-variant whose carriers, non-carriers or missing calls among the analysed patients are too few
-at this site contributes zeros, and 1 in the per-variant ``excluded`` sum.
+variant whose carriers, non-carriers or missing calls among the analysed patients (split by
+case status under a binary trait), or among the linked patients left out of the analysis, are
+too few at this site contributes zeros, and 1 in the per-variant ``excluded`` sum.
 
 Large numeric parameters travel as base64 of little-endian arrays (:func:`pack`).
 Covariates enter as ``z = (x - center) / half_width`` (``|z| <= 1``) behind an intercept; the
@@ -163,6 +164,12 @@ def _variant_rows(store: GenotypeStore, idx: np.ndarray) -> np.ndarray:
     return np.asarray(store.dosage[idx], dtype=np.int8)
 
 
+def linked_columns(cohort: Cohort, store: GenotypeStore) -> np.ndarray:
+    """Store columns of the samples linked to a cohort patient (the patients of QC, LD, PCA)."""
+    ids = set(cohort.patients["patient_id"].astype(str))
+    return np.flatnonzero(np.array([s in ids for s in store.samples], dtype=bool))
+
+
 def analysis_rows(cohort: Cohort, params: Params
                   ) -> tuple[GenotypeStore, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The site's store, store columns of the analysis samples, trait vector and covariate matrix
@@ -170,8 +177,7 @@ def analysis_rows(cohort: Cohort, params: Params
     store = site_store(str(params[SITE_ID_PARAM]), str(params["study"]),
                        str(params["variant_list"]))
     pts = cohort.patients.set_index(cohort.patients["patient_id"].astype(str))
-    linked = np.array([s in pts.index for s in store.samples], dtype=bool)
-    cols = np.flatnonzero(linked)
+    cols = linked_columns(cohort, store)
     if "trait" not in params:
         return store, cols, None, None
     sub = pts.loc[[store.samples[i] for i in cols]]
@@ -202,6 +208,19 @@ def analysis_rows(cohort: Cohort, params: Params
         c = np.column_stack([c, np.clip(scores, -1.0, 1.0)])
     y = (y >= thr).astype(float) if thr is not None else (y - center) / half
     return store, cols, y, c
+
+
+def left_out(cohort: Cohort, params: Params, store: GenotypeStore, rows: np.ndarray,
+             cols: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """The site disclosure rule over the store ``rows`` (variants x all store columns) of a
+    query analysing the columns ``cols`` (trait ``y``, or ``None``): the classes of the
+    analysed patients and of the linked patients the query leaves out."""
+    linked = linked_columns(cohort, store)
+    cases = None
+    if y is not None and trait_spec(params)[1] is not None:
+        cases = y > 0.5
+    return excluded_variants(rows[:, linked], own_min_cell(params),
+                             analysed=np.isin(linked, cols), cases=cases)
 
 
 def _upper(m: np.ndarray) -> np.ndarray:
@@ -274,13 +293,14 @@ def _counts_declare(params: Params) -> dict[str, Statistic]:
 
 
 def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    store, cols, _, _ = analysis_rows(cohort, params)
+    store, cols, y, _ = analysis_rows(cohort, params)
     start, stop = _range(params)
     if stop > store.n_variants:
         raise InvalidInput("parameter 'stop' lies beyond the variant list")
-    g = np.asarray(store.dosage[start:stop])[:, cols]
+    rows = np.asarray(store.dosage[start:stop])
+    g = rows[:, cols]
     counts = np.stack([(g == v).sum(axis=1) for v in (0, 1, 2, -1)], axis=1)
-    out = excluded_variants(g, own_min_cell(params))
+    out = left_out(cohort, params, store, rows, cols, y)
     return withhold({"counts": counts.astype(float)}, out) | {EXCLUDED: out.astype(float)}
 
 
@@ -308,10 +328,11 @@ def _gram_declare(params: Params) -> dict[str, Statistic]:
 
 
 def _gram_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    store, cols, _, _ = analysis_rows(cohort, params)
+    store, cols, y, _ = analysis_rows(cohort, params)
     idx = unpack(params["variants"], "<i4", "variants")
-    g = _variant_rows(store, idx)[:, cols]
-    out = excluded_variants(g, own_min_cell(params))
+    rows = _variant_rows(store, idx)
+    g = rows[:, cols]
+    out = left_out(cohort, params, store, rows, cols, y)
     z = standardise(g.astype(float), unpack(params["freq"], "<f8", "freq"))
     z[out] = 0.0  # every cross-product entry with a left-out variant is zero
     return {"gram": _upper(z @ z.T), "n": np.array([float(cols.size)]),
@@ -380,10 +401,11 @@ def pair_sums(raw: np.ndarray, pairs: np.ndarray, *, max_span: int = 1024) -> np
 def _ld_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     """Per pair, sums over the patients called at both (PLINK's pairwise r^2); zeros for a
     pair with a variant this site leaves out (``excluded``: per entry of ``variants``)."""
-    store, cols, _, _ = analysis_rows(cohort, params)
+    store, cols, y, _ = analysis_rows(cohort, params)
     idx, pairs = _ld_sizes(params)
-    g = _variant_rows(store, idx)[:, cols]
-    out = excluded_variants(g, own_min_cell(params))
+    rows = _variant_rows(store, idx)
+    g = rows[:, cols]
+    out = left_out(cohort, params, store, rows, cols, y)
     sums = pair_sums(g, pairs)
     sums[out[pairs[:, 0]] | out[pairs[:, 1]]] = 0.0
     return {"pairs": sums, EXCLUDED: out.astype(float)}
@@ -463,9 +485,9 @@ def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     store, cols, y, c = analysis_rows(cohort, params)
     assert y is not None and c is not None
     idx = unpack(params["variants"], "<i4", "variants")
-    g = _variant_rows(store, idx)[:, cols]
-    min_cell = own_min_cell(params)
-    out = excluded_variants(g, min_cell)
+    rows = _variant_rows(store, idx)
+    g = rows[:, cols]
+    out = left_out(cohort, params, store, rows, cols, y)
     g0 = np.where(g < 0, 0, g).astype(float)
     midx = unpack(params.get("missing_variants", ""), "<i4", "missing_variants")
     k = c.shape[1]
@@ -473,8 +495,9 @@ def _linear_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
                                  np.zeros(midx.size))
     miss_out = np.zeros(midx.size, dtype=bool)
     if midx.size:
-        gm = _variant_rows(store, midx)[:, cols]
-        miss_out = excluded_variants(gm, min_cell)
+        rows_m = _variant_rows(store, midx)
+        gm = rows_m[:, cols]
+        miss_out = left_out(cohort, params, store, rows_m, cols, y)
         miss = (gm < 0).astype(float)
         iu = np.triu_indices(k)
         miss_cc = miss @ (c[:, iu[0]] * c[:, iu[1]])
@@ -515,7 +538,8 @@ def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     store, cols, y, c = analysis_rows(cohort, params)
     assert y is not None and c is not None
     idx = unpack(params["variants"], "<i4", "variants")
-    g = _variant_rows(store, idx)[:, cols]
+    rows = _variant_rows(store, idx)
+    g = rows[:, cols]
     called = (g >= 0).astype(float)
     g0 = np.where(g < 0, 0, g).astype(float)
     k1 = c.shape[1] + 1
@@ -531,7 +555,7 @@ def _logistic_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         xa = g0 if a == k1 - 1 else c[:, a][None, :]
         xb = g0 if b == k1 - 1 else c[:, b][None, :]
         hess[:, t] = (w * xa * xb).sum(axis=1)
-    out = excluded_variants(g, own_min_cell(params))
+    out = left_out(cohort, params, store, rows, cols, y)
     return withhold({"grad": grad, "hess": hess, "n": called.sum(axis=1), "case_alt": g0 @ y,
                      "alt": g0.sum(axis=1), "cases": called @ y}, out) | {
         EXCLUDED: out.astype(float)}
@@ -565,12 +589,12 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     beta_all = unpack(params["beta"], "<f8", "beta").reshape(idx.size, k1)
     iu = np.triu_indices(k1)
     floor = -float(_int(params, "max_patients", 1)) * 1e3
-    min_cell = own_min_cell(params)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("grad", "hess", "third", "loglik", "n",
                                                         EXCLUDED)}
     for lo in range(0, idx.size, 256):
-        g = _variant_rows(store, idx[lo:lo + 256])[:, cols]
-        out[EXCLUDED].append(excluded_variants(g, min_cell))
+        rows = _variant_rows(store, idx[lo:lo + 256])
+        g = rows[:, cols]
+        out[EXCLUDED].append(left_out(cohort, params, store, rows, cols, y))
         called = (g >= 0).astype(float)
         x = np.concatenate([np.broadcast_to(c, (g.shape[0], *c.shape)),
                             np.where(g < 0, 0, g).astype(float)[..., None]], axis=2)
@@ -586,8 +610,8 @@ def _firth_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         out["loglik"].append(np.maximum(ll, floor))
         out["n"].append(called.sum(axis=1))
     flat = {k: np.concatenate(v) for k, v in out.items()}
-    left_out = flat.pop(EXCLUDED)
-    return withhold(flat, left_out) | {EXCLUDED: left_out.astype(float)}
+    dropped = flat.pop(EXCLUDED)
+    return withhold(flat, dropped) | {EXCLUDED: dropped.astype(float)}
 
 
 register_site_opened(register_site_dir)

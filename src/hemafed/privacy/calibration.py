@@ -47,9 +47,11 @@ def noise_multiplier(dp: DPRequest) -> float:
 
 
 def release_noise_std(specs: Mapping[str, Statistic], dp: DPRequest) -> dict[str, float]:
-    """Noise standard deviation of the whole-federation release, per statistic."""
+    """Noise standard deviation of the whole-federation release, per statistic: 0 for a
+    statistic of sensitivity 0 (no site noises it, :func:`noise_share_std`), so a report never
+    states a noise level for a value released exactly."""
     sigma = noise_multiplier(dp) * release_sensitivity(specs)
-    return {name: sigma for name in specs}
+    return {name: (sigma if s.sensitivity > 0 else 0.0) for name, s in specs.items()}
 
 
 NOISE_BOUND_STDS = 12.0
