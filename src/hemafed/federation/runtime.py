@@ -142,7 +142,11 @@ class _SiteRuntime:
     def _effect(self, request: Any) -> None:
         effect = SITE_EFFECTS.get(request.query)
         if effect is not None and self.site_dir is not None:
-            effect(self.site_dir, self.node, request.params)
+            try:
+                effect(self.site_dir, self.node, request.params)
+            except Exception as exc:  # one audit entry, as on success (the hub sees heads)
+                raise self.node.audit_effect(request, exc) from exc
+            self.node.audit_effect(request, None)
             self.stamp = _stamp(self.site_dir)
 
     def _parts(self, payload: bytes) -> list[bytes] | None:

@@ -1,0 +1,156 @@
+"""Fourth attack review (issue 13): a curious hub sending protocol-valid requests against the
+code that landed without review (refusals through the secure sum, the min-cell lattice
+exemption, pinned ``cox_long`` requests, the GWAS site rule, ComBat at the site, the service's
+approvals), through real site directories under the shipped policy template, the real site
+node and secure aggregation (``Probe`` / ``make_sites`` of the second review).
+
+One test per attack, named by its letter in docs/security.md ("Fourth attack review"): a
+defended attack is a passing test (the defence shown); an open one is ``xfail(strict=True)``
+with what is left to build.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_attack_review_2 import Probe, make_sites
+from test_attack_review_3 import SCREEN_SPEC_MAP
+
+from hemafed.cohort.demo import generate
+from hemafed.cohort.partition import split_sites
+from hemafed.demo import LocalSites
+from hemafed.federation.queries import get_query
+from hemafed.secure.codec import unpack_int, unpack_map
+from hemafed.secure.hub import SumOutcome
+from hemafed.site.store import load_cohort
+from hemafed.study.plan import MAX_PATIENTS
+from hemafed.study.spec import StudySpec
+
+
+def _audit_seqs(hub: Probe, start: int) -> dict[str, int]:
+    """The audit sequence number each site's masked-input reply carried (the hub's view)."""
+    seqs: dict[str, int] = {}
+    for site, envelope in hub.replies[start:]:
+        body = unpack_map(unpack_map(envelope)["body"])
+        if "vector" in body and "audit_seq" in body:
+            seqs[site] = unpack_int(body["audit_seq"])
+    return seqs
+
+
+# --- K: refusals through the sum, and a site's audit head ----------------------------------------
+
+HARMONISE_SPEC = copy.deepcopy(SCREEN_SPEC_MAP)
+HARMONISE_SPEC["study_id"] = "ar4-combat"
+HARMONISE_SPEC["imaging"]["harmonise"]["covariates"] = ["age"]
+
+
+def _combat_params(sites: list[str]) -> dict[str, Any]:
+    """A ``combat_apply`` request with hub-chosen pooled parameters (finite, var > 0)."""
+    return {"features": ["hb", "plt"], "covariates": ["age"],
+            "bounds": {"hb": [0, 25], "plt": [0, 2000], "age": [0, 120]},
+            "alpha": [10.0, 200.0], "beta": [[0.0, 0.0]], "var_pooled": [4.0, 900.0],
+            "n": 200, "sites": sites, "max_patients": MAX_PATIENTS}
+
+
+def test_k_a_site_effect_failure_does_not_mark_the_refusing_site(tmp_path: Path) -> None:
+    """A refusal travels through the sum, but every reply also carries the site's audit head.
+    ``combat_apply`` is answered by the node (one "allowed" entry) and then runs a site effect
+    (storing the harmonised features), which fails at a site with fewer than two imaged
+    patients; the failure was audited as one entry more than an answering site writes, so the
+    refusing site's ``audit_seq`` was one above the others': the hub read which site refused
+    (and that it has fewer than two imaged patients). Every site's log must grow alike."""
+    from hemafed.imaging.runtime import load_imaging_queries
+
+    load_imaging_queries()
+    spec = StudySpec.from_mapping(HARMONISE_SPEC)
+    cohorts = split_sites(generate("MDS", 240, 5), 3, 5)
+    target = sorted(cohorts)[2]
+    p = cohorts[target].patients
+    keep = p.index[p["hb"].notna() & p["plt"].notna() & p["age"].notna()][0]
+    p.loc[p.index != keep, "hb"] = np.nan  # one imaged patient at this site
+    # an officer who switched the subgroup rule off (it would refuse n = 1 in the node)
+    fed = make_sites(tmp_path, cohorts, spec, require_dp=False, enforce_min_cell=False,
+                     min_subgroup_size=0)
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    # control: a refusal made in the node (the plan: a feature the spec does not name)
+    start = len(hub.replies)
+    outside = {**_combat_params(sorted(cohorts)), "features": ["hb", "bm_blast"],
+               "bounds": {"hb": [0, 25], "bm_blast": [0, 100], "age": [0, 120]}}
+    outcome, codes = hub.send("combat_apply", outside)
+    assert not isinstance(outcome, SumOutcome) and codes == {"outside_plan"}, codes
+    assert len(set(_audit_seqs(hub, start).values())) == 1
+    # the attack: the site effect fails at one site only
+    start = len(hub.replies)
+    outcome, codes = hub.send("combat_apply", _combat_params(sorted(cohorts)))
+    assert not isinstance(outcome, SumOutcome), outcome
+    assert outcome.pooled.refused == 1  # one of three, not which
+    seqs = _audit_seqs(hub, start)
+    assert sorted(seqs) == sorted(cohorts)
+    assert len(set(seqs.values())) == 1, f"the refusing site stands out: {seqs}"
+    # the site itself audits why it refused
+    from hemafed.site.audit import AuditLog
+
+    last = [str(e["reason"]) for e in AuditLog(fed.site_dirs[target] / "audit.log").entries()]
+    assert any("at least 2 patients" in r for r in last[-2:]), last[-2:]
+
+
+# --- L: the min-cell lattice exemption and the per-time event sums ------------------------------
+
+LATTICE_FORMULA = ["age", "hb"]
+
+
+@pytest.fixture(scope="module")
+def lattice_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSites, StudySpec]:
+    spec = StudySpec.from_mapping({"study_id": "ar4-lattice", "requester": "r", "analyses": [
+        {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
+         "formula": " + ".join(LATTICE_FORMULA), "lattice": 12}]})
+    cohorts = split_sites(generate("MDS", 120, 13), 3, 13)  # about 40 patients per site
+    return make_sites(tmp_path_factory.mktemp("ar4-lattice"), cohorts, spec), spec
+
+
+def _plan_lattice_cox(beta: list[float]) -> dict[str, Any]:
+    from hemafed.analytics.design import parse_formula
+    from hemafed.analytics.survival_queries import lattice_grid
+    from hemafed.study.plan import MAX_TIME
+
+    return {"beta": beta, "design": parse_formula(" + ".join(LATTICE_FORMULA), None).to_params(),
+            "duration_col": "os_time", "event_col": "os_status",
+            "grid": lattice_grid(12.0, MAX_TIME), "ties": "efron", "time_mapping": "up"}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open (fourth review, L): on the plan lattice the per-time event counts 'd' are exempt "
+    "from the min-cell rule, but the same request releases the per-time event covariate sums "
+    "'xsum' (and risk-set sums per time): a month with one pooled event is that patient's exact "
+    "covariate vector. To build: on the plan lattice release 'xsum' only summed over time (the "
+    "Newton step needs only the total; the robust variance needs per-time rows and would need "
+    "its own DP or cell-ruled request), or keep 'xsum' under the rule with 'd'"))
+def test_l_plan_lattice_cox_does_not_release_one_patients_covariates(
+        lattice_sites: tuple[LocalSites, StudySpec]) -> None:
+    """The plan's own first Newton request (beta = 0, the whole monthly lattice, mapping up),
+    non-DP under the template policy (min_cell_size 5): the hub reads, for each month with a
+    single pooled event, ``xsum`` = that patient's (age - 55, hb - 13.5), exactly."""
+    fed, spec = lattice_sites
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    params = _plan_lattice_cox([0.0, 0.0])
+    outcome = hub.ask("cox_risk_set_sums", params, version="3",
+                      specs=get_query("cox_risk_set_sums", "3").declare(params))
+    assert isinstance(outcome, SumOutcome), outcome  # answered: the grid is the plan's
+    d, xsum = outcome.values["d"][0], outcome.values["xsum"][0]
+    pooled = pd.concat([load_cohort(s).patients for s in fed.site_dirs.values()],
+                       ignore_index=True).dropna(subset=[*LATTICE_FORMULA, "os_time",
+                                                          "os_status"])
+    month = np.ceil(pooled["os_time"].astype(float).to_numpy() * 12 - 1e-7)
+    centre = np.array([55.0, 13.5])  # the public design bounds' midpoints
+    isolated = 0
+    for k in np.flatnonzero(d == 1):
+        who = pooled[(month == k) & (pooled["os_status"].astype(float) > 0)]
+        assert len(who) == 1  # the hub knows this from d alone
+        if np.allclose(xsum[k] + centre, who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
+            isolated += 1
+    assert isolated == 0, f"{isolated} patients' exact age and hb, with their event month"
