@@ -24,6 +24,7 @@ from test_attack_review_3 import SCREEN_SPEC_MAP
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites
+from hemafed.errors import HemafedError
 from hemafed.federation.queries import get_query
 from hemafed.secure.codec import unpack_int, unpack_map
 from hemafed.secure.hub import SumOutcome
@@ -123,34 +124,118 @@ def _plan_lattice_cox(beta: list[float]) -> dict[str, Any]:
             "grid": lattice_grid(12.0, MAX_TIME), "ties": "efron", "time_mapping": "up"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (fourth review, L): on the plan lattice the per-time event counts 'd' are exempt "
-    "from the min-cell rule, but the same request releases the per-time event covariate sums "
-    "'xsum' (and risk-set sums per time): a month with one pooled event is that patient's exact "
-    "covariate vector. To build: on the plan lattice release 'xsum' only summed over time (the "
-    "Newton step needs only the total; the robust variance needs per-time rows and would need "
-    "its own DP or cell-ruled request), or keep 'xsum' under the rule with 'd'"))
-def test_l_plan_lattice_cox_does_not_release_one_patients_covariates(
-        lattice_sites: tuple[LocalSites, StudySpec]) -> None:
+@pytest.fixture(scope="module")
+def lattice_release(lattice_sites: tuple[LocalSites, StudySpec]
+                    ) -> tuple[SumOutcome, pd.DataFrame, np.ndarray]:
     """The plan's own first Newton request (beta = 0, the whole monthly lattice, mapping up),
-    non-DP under the template policy (min_cell_size 5): the hub reads, for each month with a
-    single pooled event, ``xsum`` = that patient's (age - 55, hb - 13.5), exactly."""
+    non-DP under the template policy (min_cell_size 5), as the hub sees it; and the pooled
+    complete cases with their lattice index (the truth the tests compare with)."""
     fed, spec = lattice_sites
     hub = Probe(fed, spec.study_id, spec.sha256)
     params = _plan_lattice_cox([0.0, 0.0])
     outcome = hub.ask("cox_risk_set_sums", params, version="3",
                       specs=get_query("cox_risk_set_sums", "3").declare(params))
     assert isinstance(outcome, SumOutcome), outcome  # answered: the grid is the plan's
-    d, xsum = outcome.values["d"][0], outcome.values["xsum"][0]
     pooled = pd.concat([load_cohort(s).patients for s in fed.site_dirs.values()],
                        ignore_index=True).dropna(subset=[*LATTICE_FORMULA, "os_time",
                                                           "os_status"])
     month = np.ceil(pooled["os_time"].astype(float).to_numpy() * 12 - 1e-7)
-    centre = np.array([55.0, 13.5])  # the public design bounds' midpoints
+    return outcome, pooled, month
+
+
+CENTRE = np.array([55.0, 13.5])
+"""The public design bounds' midpoints (age 0-110, hb 2-25): the design's ``x`` is value minus
+centre."""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open (fourth review, L): on the plan lattice the per-time event counts 'd' are exempt "
+    "from the min-cell rule, but the same request releases the per-time event covariate sums "
+    "'xsum': a month with one pooled event is that patient's exact covariate vector. To build: "
+    "on the plan lattice release 'xsum' only summed over time (the Newton step needs only the "
+    "total; the robust variance needs per-time rows and would need its own DP or cell-ruled "
+    "request), or keep 'xsum' under the rule with 'd'"))
+def test_l_plan_lattice_cox_does_not_release_one_patients_covariates(
+        lattice_release: tuple[SumOutcome, pd.DataFrame, np.ndarray]) -> None:
+    """For each month with a single pooled event (``d`` = 1, exempt on the plan lattice), the
+    hub reads ``xsum`` = that patient's (age - 55, hb - 13.5), exactly, with the event month."""
+    outcome, pooled, month = lattice_release
+    d, xsum = outcome.values["d"][0], outcome.values["xsum"][0]
     isolated = 0
     for k in np.flatnonzero(d == 1):
         who = pooled[(month == k) & (pooled["os_status"].astype(float) > 0)]
         assert len(who) == 1  # the hub knows this from d alone
-        if np.allclose(xsum[k] + centre, who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
+        if np.allclose(xsum[k] + CENTRE, who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
             isolated += 1
     assert isolated == 0, f"{isolated} patients' exact age and hb, with their event month"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open (fourth review, M): the risk-set sums of consecutive grid points differ by the "
+    "patients who leave the risk set in between (events and censored alike): where s0 drops by "
+    "1 at beta = 0, the drop of s1 is one patient's covariates. Any exact Cox grid has this; "
+    "the plan lattice hands the hub every month of it without the min-cell rule. To build: a "
+    "site rule on its own risk-set decrements per grid interval (0 or >= min_cell_size, else "
+    "refuse or require DP), or DP (require_dp) for Cox sums"))
+def test_m_risk_set_differences_do_not_isolate_a_patient(
+        lattice_release: tuple[SumOutcome, pd.DataFrame, np.ndarray]) -> None:
+    """At beta = 0, ``s0[k]`` is the number at risk at month k and ``s1[k]`` their covariate
+    sum; ``s1[k] - s1[k+1]`` over a month where ``s0`` drops by one is the covariate vector of
+    the one patient (event or censored) whose follow-up ended in that month."""
+    outcome, pooled, month = lattice_release
+    s0, s1 = outcome.values["s0"][0], outcome.values["s1"][0]
+    isolated = 0
+    for k in np.flatnonzero(np.round(s0[:-1] - s0[1:]) == 1):
+        who = pooled[month == k]
+        assert len(who) == 1
+        if np.allclose(s1[k] - s1[k + 1] + CENTRE,
+                       who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
+            isolated += 1
+    assert isolated == 0, f"{isolated} patients' exact age and hb, with their last month"
+
+
+# --- N: the service's approval flow: a study id that is a path ----------------------------------
+
+
+@pytest.mark.parametrize("study_id", ["../released", "../federation.approved", "a/../../x"])
+def test_n_a_study_id_that_is_a_path_is_not_approved(
+        lattice_sites: tuple[LocalSites, StudySpec], study_id: str) -> None:
+    """The researcher writes the spec; the site stores an approved spec's text as
+    ``studies/<study_id>.json``. A study id ``../released`` would overwrite the site's release
+    register (the participants rule's memory: a dict, so read as an empty register) and
+    ``../federation.approved`` the pinned manifest. The site console's approval (and
+    ``site approve``) check the id before writing anything."""
+    from hemafed.service.approval import decide
+
+    fed, _ = lattice_sites
+    site = next(iter(fed.site_dirs.values()))
+    before = {p: p.read_bytes() for p in site.rglob("*.json")}
+    spec = StudySpec.from_mapping({"study_id": study_id, "requester": "r", "analyses": [
+        {"id": "d", "kind": "describe", "columns": ["age"]}]})
+    with pytest.raises((ValueError, HemafedError), match="study_id"):
+        decide(site, spec, "approved", officer="officer")
+    assert {p: p.read_bytes() for p in site.rglob("*.json")} == before
+    assert not (site / "released.json").exists() or before.get(site / "released.json") \
+        == (site / "released.json").read_bytes()
+
+
+# --- O: the GWAS class minimum's reserved parameter, and the site id ----------------------------
+
+
+@pytest.mark.parametrize("reserved", [{"_min_cell": 0}, {"_site_id": "site01"}])
+def test_o_a_hub_cannot_set_the_sites_class_minimum_or_its_id(
+        lattice_sites: tuple[LocalSites, StudySpec], reserved: dict[str, Any]) -> None:
+    """``Query.run`` gives site-aware queries (genotype sums, the catalogue) the site's own
+    class minimum and id as reserved parameters. A hub sending ``_min_cell: 0`` (the GWAS rule
+    off) or another site's ``_site_id`` (another site's slot) in its own parameters is refused,
+    by every site alike, before any query runs."""
+    fed, spec = lattice_sites
+    hub = Probe(fed, spec.study_id, spec.sha256)
+    params = {**_plan_lattice_cox([0.0, 0.0]), **reserved}
+    outcome = hub.ask("cox_risk_set_sums", params, version="3",
+                      specs=get_query("cox_risk_set_sums", "3").declare(
+                          _plan_lattice_cox([0.0, 0.0])))
+    assert not isinstance(outcome, SumOutcome), outcome
+    pooled = outcome.pooled
+    assert pooled.refused == len(fed.site_dirs), pooled
+    assert {c for c, _ in pooled.codes} <= {"outside_plan", "invalid_parameter"}, pooled
