@@ -239,3 +239,30 @@ def test_o_a_hub_cannot_set_the_sites_class_minimum_or_its_id(
     pooled = outcome.pooled
     assert pooled.refused == len(fed.site_dirs), pooled
     assert {c for c, _ in pooled.codes} <= {"outside_plan", "invalid_parameter"}, pooled
+
+
+# --- P: the approval binds the study: a changed study under the approved id ----------------------
+
+
+def test_p_a_changed_study_under_the_approved_id_is_not_answered(
+        lattice_sites: tuple[LocalSites, StudySpec]) -> None:
+    """A researcher or hub admin changes the approved study after the officers' approval (a
+    finer lattice, so that its per-time counts are exempt on a weekly grid) and sends the plan
+    request of the changed spec under the approved study id: its hash is not the one pinned at
+    the sites, so every site refuses, alike (no plan is derived from the hub's text)."""
+    fed, spec = lattice_sites
+    changed = dict(spec.raw)
+    changed["analyses"] = [{**spec.raw["analyses"][0], "lattice": 52}]
+    other = StudySpec.from_mapping(changed)
+    assert other.study_id == spec.study_id and other.sha256 != spec.sha256
+    from hemafed.analytics.survival_queries import lattice_grid
+    from hemafed.study.plan import MAX_TIME
+
+    hub = Probe(fed, other.study_id, other.sha256)
+    params = {**_plan_lattice_cox([0.0, 0.0]), "grid": lattice_grid(52.0, MAX_TIME)}
+    outcome = hub.ask("cox_risk_set_sums", params, version="3",
+                      specs=get_query("cox_risk_set_sums", "3").declare(params))
+    assert not isinstance(outcome, SumOutcome), outcome
+    assert outcome.pooled.refused == len(fed.site_dirs), outcome.pooled
+    assert {c for c, _ in outcome.pooled.codes} == {"policy"}, outcome.pooled
+    assert outcome.pooled.name == "spec_hash_mismatch", outcome.pooled
