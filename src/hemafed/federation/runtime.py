@@ -102,7 +102,9 @@ SITE_EFFECTS: dict[str, SiteEffect] = {}
 """Queries whose accepted request also updates the site's own stored tables (for example
 ``combat_apply``: the pooled ComBat parameters, with which the site stores its harmonised
 features). The effect runs after the node's policy and plan checks and audit, only on an
-answered request, and changes nothing the hub sees but the query's secure-summed reply."""
+answered request, and changes nothing the hub sees but the query's secure-summed reply. It is
+audited as one entry whether it succeeds or fails (:meth:`SiteNode.audit_effect`), so the audit
+head in every reply does not tell the hub which site's effect failed."""
 
 
 def register_site_effect(query: str, effect: SiteEffect) -> None:
