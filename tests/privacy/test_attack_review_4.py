@@ -266,3 +266,41 @@ def test_p_a_changed_study_under_the_approved_id_is_not_answered(
     assert outcome.pooled.refused == len(fed.site_dirs), outcome.pooled
     assert {c for c, _ in outcome.pooled.codes} == {"policy"}, outcome.pooled
     assert outcome.pooled.name == "spec_hash_mismatch", outcome.pooled
+
+
+# --- Q: a refused sum and the participants rule --------------------------------------------------
+
+
+def test_q_a_refusing_site_pins_the_same_participant_set(tmp_path: Path) -> None:
+    """The participants check is a protocol rejection the hub sees per site (an absence). If a
+    site that refused a sum (its own cell below ``min_cell_size``) did not record the set the
+    sum was over, a later non-DP request of the study over another set would be confirmed by
+    it alone and refused by the others: the hub would learn which site refused. The refusing
+    site records the same set as the answering ones, and the differencing request is refused
+    with nothing revealed."""
+    from hostile import HostileHub
+    from test_refusal_through_sum import HIST, SPEC, _subset
+
+    from hemafed.demo import build_sites
+
+    full = generate("MDS", 900, 11)
+    p = full.patients
+    young = list(p.loc[p["age"] < 55, "patient_id"])
+    old = list(p.loc[p["age"] >= 55, "patient_id"])
+    cohorts = {"site01": _subset(full, old[:150] + young[:20]),
+               "site02": _subset(full, old[150:300] + young[20:22]),  # 2 young: below 5
+               "site03": _subset(full, old[300:450] + young[22:42])}
+    spec = StudySpec.from_mapping(SPEC)
+    fed = build_sites(tmp_path, cohorts, spec, store_plan=False,
+                      policy_overrides={"enforce_min_cell": True})
+    hub = HostileHub(fed, spec.study_id, spec.sha256)
+    query = get_query("numeric_summary")
+    first = hub.ask("numeric_summary", HIST, specs=query.declare(HIST))
+    assert not isinstance(first, SumOutcome) and first.pooled.refused == 1, first
+    registers = {s: (d / "released.json").read_text() for s, d in fed.site_dirs.items()}
+    assert len(set(registers.values())) == 1, registers
+    other = {**HIST, "bins": 1}
+    second = hub.ask("numeric_summary", other, specs=query.declare(other),
+                     sites=["site01", "site02"])
+    assert not isinstance(second, SumOutcome), second
+    assert "participants" in str(second) and "nothing is revealed" in str(second), second
