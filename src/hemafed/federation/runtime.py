@@ -102,7 +102,9 @@ SITE_EFFECTS: dict[str, SiteEffect] = {}
 """Queries whose accepted request also updates the site's own stored tables (for example
 ``combat_apply``: the pooled ComBat parameters, with which the site stores its harmonised
 features). The effect runs after the node's policy and plan checks and audit, only on an
-answered request, and changes nothing the hub sees but the query's secure-summed reply."""
+answered request, and changes nothing the hub sees but the query's secure-summed reply. It is
+audited as one entry whether it succeeds or fails (:meth:`SiteNode.audit_effect`), so the audit
+head in every reply does not tell the hub which site's effect failed."""
 
 
 def register_site_effect(query: str, effect: SiteEffect) -> None:
@@ -142,7 +144,11 @@ class _SiteRuntime:
     def _effect(self, request: Any) -> None:
         effect = SITE_EFFECTS.get(request.query)
         if effect is not None and self.site_dir is not None:
-            effect(self.site_dir, self.node, request.params)
+            try:
+                effect(self.site_dir, self.node, request.params)
+            except Exception as exc:  # one audit entry, as on success (the hub sees heads)
+                raise self.node.audit_effect(request, exc) from exc
+            self.node.audit_effect(request, None)
             self.stamp = _stamp(self.site_dir)
 
     def _parts(self, payload: bytes) -> list[bytes] | None:

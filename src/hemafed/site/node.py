@@ -314,6 +314,20 @@ class SiteNode:
             self._audit(request, False, f"not answered: the batch was refused at part "
                                         f"{refused_part}")
 
+    def audit_effect(self, request: SiteRequest,
+                     failure: BaseException | None) -> HemafedError | None:
+        """Audit the site effect run after an answered request (e.g. ``combat_apply`` storing
+        the harmonised features): one entry whether it succeeded or failed, so the audit log
+        grows alike at every site and its head (in every reply) does not tell the hub which
+        site's effect failed. A failure (which may depend on the site's data) is returned as a
+        ``data_do_not_fit`` refusal to raise; it travels through the sum."""
+        if failure is None:
+            self._audit(request, True, "site effect applied")
+            return None
+        detail = "".join(traceback.format_exception_only(type(failure), failure)).strip()
+        return self._refuse(request, f"site effect failed: {detail}"[:1500],
+                            code="data_do_not_fit", kind=InvalidInput, cause=failure)
+
     def answer(self, request: SiteRequest, *,
                guaranteed_contributors: int | None = None) -> SiteAnswer:
         """Check, audit, compute, charge and noise one request (see the module docstring).
