@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics import results
-from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.cox import check_hessian, check_separation
 from hemafed.analytics.design import (
     CategoricalTerm,
     DesignSpec,
@@ -54,6 +54,7 @@ from hemafed.analytics.design import (
 )
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.mixed import LongitudinalCohort
+from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     REL_TOL,
@@ -326,29 +327,16 @@ class FederatedCoxTimeVarying:
             raise InvalidInput(f"too few events ({int(events)}) for {len(names)} covariate(s)")
         self.log_likelihood_null_ = ll
         scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / events)
-        while True:
-            bad = _singular_covariate(hess, names)
-            if bad is not None:
-                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
-                                       f"or collinear with others; drop or recode it")
-            step = np.linalg.solve(-hess, grad)
-            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
-            for _ in range(20):
-                cand = beta + step
-                effect = np.abs(cand) * scale
-                if effect.max() > SEPARATION_LIMIT:
-                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
-                                           f"diverges (monotone likelihood); drop that covariate")
-                ll_new, g_new, h_new, _ = self._round(cand)
-                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
-                    break
-                step = step / 2
-            beta, ll, grad, hess = cand, ll_new, g_new, h_new
-            if step_se < self.tol:
-                break
-            if self.rounds >= self.max_rounds:
-                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                       f"rounds")
+
+        fit = newton_maximise(lambda b, final: self._round(b)[:3], beta,
+                              NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
+                              first=(ll, grad, hess),
+                              check_beta=lambda b: check_separation(b, scale, names),
+                              check_hessian=lambda h: check_hessian(h, names))
+        if not fit.converged:
+            raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
+                                   f"rounds")
+        beta, ll, hess = fit.beta, fit.loglik, fit.hessian
         cov = np.linalg.inv(-hess)
         index = pd.Index(names, name="covariate")
         self.params_ = pd.Series(beta, index=index, name="coef")

@@ -38,7 +38,7 @@ import pandas as pd
 
 from hemafed.analytics import results
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
-from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.cox import check_hessian, check_separation
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
@@ -49,6 +49,7 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.km import time_grid
+from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     _max_patients,
@@ -429,29 +430,22 @@ class FederatedFineGray:
         ll, grad, hess, _ = self._round(beta)
         scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / self.events_)
         self.log_likelihood_null_ = ll
-        while True:
-            bad = _singular_covariate(hess, names)
-            if bad is not None:
-                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
-                                       f"or collinear with others; drop or recode it")
-            step = np.linalg.solve(-hess, grad)
-            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
-            for _ in range(20):
-                cand = beta + step
-                effect = np.abs(cand) * scale
-                if effect.max() > SEPARATION_LIMIT:
-                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
-                                           f"diverges (monotone likelihood); drop it")
-                ll_new, g_new, h_new, sums = self._round(cand, competing=step_se < self.tol)
-                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
-                    break
-                step = step / 2
-            beta, ll, grad, hess = cand, ll_new, g_new, h_new
-            if step_se < self.tol:
-                break
-            if self.rounds >= self.max_rounds:
-                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                       f"rounds")
+        last: dict[str, Any] = {}
+
+        def derivatives(b: np.ndarray, final: bool) -> tuple[float, np.ndarray, np.ndarray]:
+            # the last round also brings the competing-risk sums the robust variance needs
+            ll_b, g_b, h_b, last["sums"] = self._round(b, competing=final)
+            return ll_b, g_b, h_b
+
+        fit = newton_maximise(derivatives, beta,
+                              NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
+                              first=(ll, grad, hess),
+                              check_beta=lambda b: check_separation(b, scale, names),
+                              check_hessian=lambda h: check_hessian(h, names))
+        if not fit.converged:
+            raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
+                                   f"rounds")
+        beta, ll, hess, sums = fit.beta, fit.loglik, fit.hessian, last["sums"]
         info_inv = np.linalg.inv(-hess)
         v2 = self._robust_meat(beta, sums)
         cov = info_inv @ v2 @ info_inv
