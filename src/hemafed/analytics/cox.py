@@ -33,9 +33,10 @@ finest fixed-point step the encoding allows, so the secure sums keep float preci
 wide the bounds (schema ranges made ``exp(xb)`` span 1e30 and more, and the secure fit failed
 with a singular Hessian where the plain-sum fit converged). Divergence is judged on the data's
 spread of each covariate within the risk sets (:data:`SEPARATION_LIMIT`), not on the bounds.
-Newton stops once a step moved every coefficient by less than ``tol`` (1e-6) of its standard
-error, which leaves of the order of ``tol**2`` standard errors. The rule is scale-free: the former
-absolute step tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
+Newton (:mod:`hemafed.analytics.newton`, shared by every likelihood fitter) stops once a
+step moved every coefficient by less than ``tol`` (1e-6) of its standard error, which leaves
+of the order of ``tol**2`` standard errors. The rule is scale-free: the former absolute step
+tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
 steps of 5e-11 to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
 (The 3.4e-6 relative difference to lifelines once reported at 86 sites was lifelines': with
 ``precision=1e-10`` it stops on its Newton decrement and returns the point before that last
