@@ -231,7 +231,7 @@ class FederatedLogisticRegression:
 
     def fit(self, federation: Federation, outcome_col: str,
             covariates: str | Sequence[str | Term] | DesignSpec, *,
-            positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-6,
+            positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-5,
             study: str = "default", dp: DPRequest | None = None,
             levels: Mapping[str, Sequence[str]] | None = None) -> FederatedLogisticRegression:
         """Fit ``outcome_col ~ covariates`` on the complete cases of every site.
@@ -240,13 +240,18 @@ class FederatedLogisticRegression:
         :class:`DesignSpec`; numeric columns take the schema's public bounds, categorical ones
         their schema levels with the first as reference (see :mod:`hemafed.analytics.design`).
         ``levels``: ``{column: [reference, ...]}`` declared levels of categorical covariates.
-        ``positive`` lists the levels of a categorical outcome counted as 1. ``tol``: the fit has
-        converged once a full Newton step moved every coefficient by less than ``tol`` of its
-        standard error (the rule every fitter shares, :mod:`hemafed.analytics.newton`);
-        ``max_iter + 1`` caps the secure sums, halved steps included. With ``dp`` every
-        Newton step is a separately charged release, taken whole, and the fit never stops on
-        ``tol``: exactly ``max_iter + 1`` releases are made (Newton from zero needs about 6-8), the noisy Hessian
-        is made positive definite (post-processing), and ``converged`` is False.
+        ``positive`` lists the levels of a categorical outcome counted as 1.
+
+        ``tol``: the fit has converged once a full Newton step moved every coefficient by less
+        than ``tol`` of its standard error (the rule every fitter shares,
+        :mod:`hemafed.analytics.newton`). The default 1e-5 (Cox's is 1e-6) leaves ~1e-10
+        standard errors and stops where the former rule (a scaled step under 1e-10, or under
+        1e-5 with a flat log-likelihood) did: the same estimates and secure sums in every fit
+        of the tests. ``max_iter + 1`` caps the secure sums, halved steps included. With ``dp``
+        every Newton step is a separately charged release, taken whole, and the fit never
+        stops on ``tol``: exactly ``max_iter + 1`` releases are made (Newton from zero needs
+        about 6-8), the noisy Hessian is made positive definite (post-processing), and
+        ``converged`` is False.
         Raises ``InvalidInput`` for a non-binary outcome or a bad covariate, and
         ``ConvergenceError`` (naming the covariate) for separation or a singular Hessian.
         """
