@@ -71,7 +71,7 @@ from hemafed.analytics.concordance import (
 )
 from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
 from hemafed.analytics.km import time_grid_counts
-from hemafed.analytics.newton import NewtonRule, newton_maximise
+from hemafed.analytics.newton import Derivatives, NewtonFit, NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     check_grid,
     combine_bands,
@@ -134,6 +134,23 @@ def check_separation(beta: np.ndarray, data_scale: np.ndarray, names: list[str])
         raise ConvergenceError(
             f"coefficient of {names[int(np.argmax(effect))]!r} diverges (perfect "
             f"separation or monotone likelihood); drop or merge that covariate")
+
+
+def maximise_partial_likelihood(derivatives: Derivatives,
+                                first: tuple[float, np.ndarray, np.ndarray],
+                                data_scale: np.ndarray, names: list[str], tol: float,
+                                max_rounds: int) -> NewtonFit:
+    """Newton from ``beta = 0`` (whose ``first`` derivatives the caller has) with the Cox
+    family's checks: a singular Hessian, and separation on the data's scale, both named. The
+    fitters on Cox-type partial likelihoods (start-stop Cox, Fine-Gray) share this; raises
+    ``ConvergenceError`` when the fit does not converge in ``max_rounds`` secure sums."""
+    fit = newton_maximise(derivatives, np.zeros(len(names)),
+                          NewtonRule(tol=tol, max_rounds=max_rounds), first=first,
+                          check_beta=lambda b: check_separation(b, data_scale, names),
+                          check_hessian=lambda h: check_hessian(h, names))
+    if not fit.converged:
+        raise ConvergenceError(f"Newton-Raphson did not converge in {max_rounds} rounds")
+    return fit
 
 
 class FederatedCoxPH:

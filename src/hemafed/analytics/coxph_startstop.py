@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics import results
-from hemafed.analytics.cox import check_hessian, check_separation
+from hemafed.analytics.cox import maximise_partial_likelihood
 from hemafed.analytics.design import (
     CategoricalTerm,
     DesignSpec,
@@ -54,7 +54,6 @@ from hemafed.analytics.design import (
 )
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.mixed import LongitudinalCohort
-from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     REL_TOL,
@@ -327,15 +326,9 @@ class FederatedCoxTimeVarying:
             raise InvalidInput(f"too few events ({int(events)}) for {len(names)} covariate(s)")
         self.log_likelihood_null_ = ll
         scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / events)
-
-        fit = newton_maximise(lambda b, final: self._round(b)[:3], beta,
-                              NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
-                              first=(ll, grad, hess),
-                              check_beta=lambda b: check_separation(b, scale, names),
-                              check_hessian=lambda h: check_hessian(h, names))
-        if not fit.converged:
-            raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                   f"rounds")
+        fit = maximise_partial_likelihood(lambda b, final: self._round(b)[:3],
+                                          (ll, grad, hess), scale, names, self.tol,
+                                          self.max_rounds)
         beta, ll, hess = fit.beta, fit.loglik, fit.hessian
         cov = np.linalg.inv(-hess)
         index = pd.Index(names, name="covariate")

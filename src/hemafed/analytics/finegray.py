@@ -38,7 +38,7 @@ import pandas as pd
 
 from hemafed.analytics import results
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
-from hemafed.analytics.cox import check_hessian, check_separation
+from hemafed.analytics.cox import maximise_partial_likelihood
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
@@ -49,7 +49,6 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     _max_patients,
@@ -66,7 +65,7 @@ from hemafed.analytics.survival_queries import (
     upper_index,
 )
 from hemafed.cohort.model import Cohort
-from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
 
@@ -437,14 +436,8 @@ class FederatedFineGray:
             ll_b, g_b, h_b, last["sums"] = self._round(b, competing=final)
             return ll_b, g_b, h_b
 
-        fit = newton_maximise(derivatives, beta,
-                              NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
-                              first=(ll, grad, hess),
-                              check_beta=lambda b: check_separation(b, scale, names),
-                              check_hessian=lambda h: check_hessian(h, names))
-        if not fit.converged:
-            raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                   f"rounds")
+        fit = maximise_partial_likelihood(derivatives, (ll, grad, hess), scale, names,
+                                          self.tol, self.max_rounds)
         beta, ll, hess, sums = fit.beta, fit.loglik, fit.hessian, last["sums"]
         info_inv = np.linalg.inv(-hess)
         v2 = self._robust_meat(beta, sums)
