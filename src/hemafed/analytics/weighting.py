@@ -76,6 +76,10 @@ class FederatedIPTW:
     ``params_`` / ``standard_errors_`` (robust) / ``naive_standard_errors_``, ``summary``
     (lifelines' Cox columns with the robust SE, plus ``se(coef) naive``), ``n_``, ``events_``,
     ``rounds`` and ``sites`` (the sites every secure sum covered).
+
+    ``tol`` and ``max_rounds`` set the weighted Cox fit's Newton rule, the one every fitter
+    shares (:mod:`hemafed.analytics.newton`): converged once a full step is under ``tol``
+    standard errors, within ``max_rounds + 1`` secure sums (halved steps included).
     """
 
     def __init__(self, alpha: float = 0.05, stabilized: bool = True, ties: str = "efron",
