@@ -66,12 +66,6 @@ log-odds scale) signals separation. The standard deviation is the data's, from t
 round's Hessian at beta = 0 (``X'X / 4``: means and second moments of the complete cases), not
 the half-width of the public bounds: that rule refused ordinary fits with wide bounds."""
 
-LOGLIK_SLACK = 1e-9
-"""Step halving compares summed log-likelihoods only beyond this relative slack: the rounding
-of the fixed-point secure sum of ``logistic_newton``'s log-likelihood (declared over
-``m * (|beta|_1 + log 2)``) reaches ~1e-9 relative."""
-
-
 def data_scale(hess0: np.ndarray) -> np.ndarray:
     """Per covariate the complete cases' standard deviation (scaled units) from ``X'WX`` at
     beta = 0, where ``W = 1/4``: row 0 holds the intercept's sums."""
@@ -315,7 +309,7 @@ class FederatedLogisticRegression:
         # DP: every release is noisy, so log-likelihoods are not compared (no halving) and no
         # step is small enough to stop on (tol 0): exactly max_iter + 1 releases
         rule = NewtonRule(tol=tol if dp is None else 0.0, max_rounds=max_iter + 1,
-                          loglik_slack=LOGLIK_SLACK, halving=dp is None)
+                          halving=dp is None)
         fit = newton_maximise(derivatives, beta, rule, check_beta=check_beta,
                               check_hessian=check_hessian,
                               first=(float(res["loglik"][0]), res["gradient"],
