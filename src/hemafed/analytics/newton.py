@@ -125,9 +125,7 @@ def newton_maximise(derivatives: Derivatives, start: np.ndarray, rule: NewtonRul
     if first is None:
         first = derivatives(beta, False)
     ll, grad, hess = first
-    rounds = steps = 0
-    rounds += 1
-    converged = False
+    rounds, steps, converged = 1, 0, False
     while rounds < rule.max_rounds:
         if check_hessian is not None:
             check_hessian(hess)
