@@ -3,7 +3,8 @@
 The likelihoods here are computed directly in numpy (no federation), so each test pins the
 solver alone: its estimate and covariance (statsmodels' Logit and Poisson GLM, fitted
 independently), its stopping rule and round count, step halving, the DP mode (whole steps, a
-fixed number of rounds) and that divergence is refused before a further secure sum.
+fixed number of rounds) and that divergence is refused before a further secure sum. The last
+test runs the fitters that use it: each stops at its round cap with its own error.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from test_km import make_survival_frame, split_sites
+from test_weighting import treated_frame
 
+from hemafed.analytics.cox import FederatedCoxPH
+from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.analytics.newton import NewtonRule, newton_maximise, step_in_standard_errors
+from hemafed.analytics.weighting import FederatedIPTW
 from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation.local import LocalSumFederation
 
 
 def _logistic_data(n: int = 500, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -139,3 +146,29 @@ def test_flat_likelihood_hook_sees_the_moves() -> None:
 def test_bad_rule_is_refused(bad: dict) -> None:
     with pytest.raises(InvalidInput):
         NewtonRule(**bad)
+
+
+# --- every fitter on the solver: the round cap is the same rule, with each model's error ---
+
+def _sums_of(federation: LocalSumFederation, query: str) -> int:
+    return sum(name == query for name, _ in federation.calls)
+
+
+def test_fitters_stop_at_their_round_cap_with_their_own_error() -> None:
+    frame = make_survival_frame()
+    fed = LocalSumFederation(split_sites(frame))
+    with pytest.raises(ConvergenceError, match="did not converge in 3 rounds"):
+        FederatedCoxPH(max_rounds=3).fit(fed, "os_time", "os_status", "age + hb + sex")
+    assert _sums_of(fed, "cox_risk_set_sums") == 3
+    converged = FederatedCoxPH().fit(fed, "os_time", "os_status", "age + hb + sex")
+    assert 3 < converged.rounds < 50
+
+    fed = LocalSumFederation(split_sites(frame))
+    with pytest.raises(ConvergenceError, match="did not converge in 3 secure sums"):
+        FederatedLogisticRegression().fit(fed, "os_status", "age + hb + sex", max_iter=2)
+    assert _sums_of(fed, "logistic_newton") == 3
+
+    fed = LocalSumFederation(split_sites(treated_frame(), 4))
+    with pytest.raises(ConvergenceError, match="weighted Cox did not converge in 2 rounds"):
+        FederatedIPTW(max_rounds=2).fit(fed, "hma", "age + hb + sex")
+    assert _sums_of(fed, "iptw_cox_sums") == 3
