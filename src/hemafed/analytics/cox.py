@@ -36,15 +36,15 @@ spread of each covariate within the risk sets (:data:`SEPARATION_LIMIT`), not on
 Newton (:mod:`hemafed.analytics.newton`, shared by every likelihood fitter) stops once a
 step moved every coefficient by less than ``tol`` (1e-6) of its standard error, which leaves
 of the order of ``tol**2`` standard errors. The rule is scale-free: the former absolute step
-tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
-steps of 5e-11 to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
+tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final steps of 5e-11
+to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
 (The 3.4e-6 relative difference to lifelines once reported at 86 sites was lifelines': with
 ``precision=1e-10`` it stops on its Newton decrement and returns the point before that last
 step, ~2e-6 standard errors short, 3.4e-6 relative for a near-zero coefficient; see
 ``benchmarks/bench_cox_sites.py``.) Steps are halved when the log-likelihood falls, unless they
-are under :data:`WHOLE_STEP_SE` standard errors (where rounding noise in the sums could decide).
-A singular Hessian (a constant covariate, perfect collinearity) or diverging coefficients
-(perfect separation) raise ``ConvergenceError`` naming the covariate. ``penalizer`` adds
+are under :data:`~hemafed.analytics.newton.WHOLE_STEP_SE` standard errors (where rounding noise
+in the sums could decide). A singular Hessian (a constant covariate, perfect collinearity) or
+diverging coefficients (perfect separation) raise ``ConvergenceError`` naming the covariate. ``penalizer`` adds
 ``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises standardised
 covariates, so penalised fits differ).
 
@@ -93,13 +93,6 @@ diverges. The standard deviation is what the data imply, not the public bounds: 
 of the Hessian's diagonal at beta = 0 per event, i.e. the covariate's spread within the risk sets
 (from the first round's secure sums). The former rule multiplied |beta| by the half-width of the
 declared range, so wide public bounds (a schema's plausible range) refused ordinary fits."""
-
-WHOLE_STEP_SE = 0.01
-"""A Newton step under this many standard errors is taken whole, without comparing
-log-likelihoods: the quadratic model is accurate there, and the gain such a step predicts
-(below ``p * 5e-5``) can be smaller than the rounding noise of the fixed-point secure sums, so a
-comparison would only reject good steps (and halve them down to a false convergence)."""
-
 
 def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
     """Name the covariate a (near-)singular Hessian cannot identify, or None if it is fine."""
@@ -337,8 +330,7 @@ class FederatedCoxPH:
         self.data_scale_ = np.sqrt(np.maximum(info0, 0.0) / max(events, 1.0))
         fit = newton_maximise(
             lambda b, final: self._derivatives(b, lp_bins if final and concordance else 0)[:3],
-            beta, NewtonRule(tol=self.tol, max_rounds=self.max_rounds,
-                             whole_step_se=WHOLE_STEP_SE),
+            beta, NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
             first=(ll, grad, hess), check_hessian=lambda h: check_hessian(h, names),
             check_beta=lambda b: self._check_beta(b, names),
             flat_likelihood=lambda moved: self._check_flat(moved, names))
@@ -349,7 +341,7 @@ class FederatedCoxPH:
         bad = _singular_covariate(hess, names)
         if bad is not None:
             raise ConvergenceError(f"the Hessian is singular at the optimum for covariate {bad!r}")
-        cov = np.linalg.inv(-hess)
+        cov = fit.covariance
         self.params_ = pd.Series(beta, index=pd.Index(names, name="covariate"), name="coef")
         self.variance_matrix_ = pd.DataFrame(cov, index=names, columns=names)
         self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=self.params_.index,

@@ -329,8 +329,7 @@ class FederatedCoxTimeVarying:
         fit = maximise_partial_likelihood(lambda b, final: self._round(b)[:3],
                                           (ll, grad, hess), scale, names, self.tol,
                                           self.max_rounds)
-        beta, ll, hess = fit.beta, fit.loglik, fit.hessian
-        cov = np.linalg.inv(-hess)
+        beta, ll, cov = fit.beta, fit.loglik, fit.covariance
         index = pd.Index(names, name="covariate")
         self.params_ = pd.Series(beta, index=index, name="coef")
         self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=index, name="se")

@@ -41,6 +41,12 @@ import numpy as np
 
 from hemafed.errors import InvalidInput
 
+WHOLE_STEP_SE = 0.01
+"""A Newton step under this many standard errors is taken whole, without comparing
+log-likelihoods: the quadratic model is accurate there, and the gain such a step predicts
+(below ``p * 5e-5``) can be smaller than the rounding noise of the fixed-point secure sums, so a
+comparison would only reject good steps (and halve them down to a false convergence)."""
+
 Derivatives = Callable[[np.ndarray, bool], tuple[float, np.ndarray, np.ndarray]]
 """``derivatives(beta, final) -> (loglik, gradient, hessian)`` of the pooled log-likelihood at
 ``beta``: one secure sum. ``final`` is True when the step being evaluated is below ``tol``, so
@@ -65,7 +71,7 @@ class NewtonRule:
 
     tol: float = 1e-6
     max_rounds: int = 50
-    whole_step_se: float = 0.01
+    whole_step_se: float = WHOLE_STEP_SE
     max_halvings: int = 20
     loglik_slack: float = 1e-12
     halving: bool = True
