@@ -44,9 +44,9 @@ step, ~2e-6 standard errors short, 3.4e-6 relative for a near-zero coefficient; 
 ``benchmarks/bench_cox_sites.py``.) Steps are halved when the log-likelihood falls, unless they
 are under :data:`~hemafed.analytics.newton.WHOLE_STEP_SE` standard errors (where rounding noise
 in the sums could decide). A singular Hessian (a constant covariate, perfect collinearity) or
-diverging coefficients (perfect separation) raise ``ConvergenceError`` naming the covariate. ``penalizer`` adds
-``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises standardised
-covariates, so penalised fits differ).
+diverging coefficients (perfect separation) raise ``ConvergenceError`` naming the covariate.
+``penalizer`` adds ``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises
+standardised covariates, so penalised fits differ).
 
 >>> # cph = FederatedCoxPH(ties="efron").fit(federation, "os_time", "os_status", "age + hb")
 >>> # cph.summary  # the columns of lifelines' CoxPHFitter.summary
