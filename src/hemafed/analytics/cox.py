@@ -33,19 +33,20 @@ finest fixed-point step the encoding allows, so the secure sums keep float preci
 wide the bounds (schema ranges made ``exp(xb)`` span 1e30 and more, and the secure fit failed
 with a singular Hessian where the plain-sum fit converged). Divergence is judged on the data's
 spread of each covariate within the risk sets (:data:`SEPARATION_LIMIT`), not on the bounds.
-Newton stops once a step moved every coefficient by less than ``tol`` (1e-6) of its standard
-error, which leaves of the order of ``tol**2`` standard errors. The rule is scale-free: the former
-absolute step tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final
-steps of 5e-11 to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
+Newton (:mod:`hemafed.analytics.newton`, shared by every likelihood fitter) stops once a
+step moved every coefficient by less than ``tol`` (1e-6) of its standard error, which leaves
+of the order of ``tol**2`` standard errors. The rule is scale-free: the former absolute step
+tolerance (1e-10) sat at the noise floor of the fixed-point secure sums (final steps of 5e-11
+to 8e-11 on the MDS cohort), so the number of rounds depended on rounding noise.
 (The 3.4e-6 relative difference to lifelines once reported at 86 sites was lifelines': with
 ``precision=1e-10`` it stops on its Newton decrement and returns the point before that last
 step, ~2e-6 standard errors short, 3.4e-6 relative for a near-zero coefficient; see
 ``benchmarks/bench_cox_sites.py``.) Steps are halved when the log-likelihood falls, unless they
-are under :data:`WHOLE_STEP_SE` standard errors (where rounding noise in the sums could decide).
-A singular Hessian (a constant covariate, perfect collinearity) or diverging coefficients
-(perfect separation) raise ``ConvergenceError`` naming the covariate. ``penalizer`` adds
-``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises standardised
-covariates, so penalised fits differ).
+are under :data:`~hemafed.analytics.newton.WHOLE_STEP_SE` standard errors (where rounding noise
+in the sums could decide). A singular Hessian (a constant covariate, perfect collinearity) or
+diverging coefficients (perfect separation) raise ``ConvergenceError`` naming the covariate.
+``penalizer`` adds ``-penalizer/2 * |beta|^2`` on the covariates' own scale (lifelines penalises
+standardised covariates, so penalised fits differ).
 
 >>> # cph = FederatedCoxPH(ties="efron").fit(federation, "os_time", "os_status", "age + hb")
 >>> # cph.summary  # the columns of lifelines' CoxPHFitter.summary
@@ -70,6 +71,7 @@ from hemafed.analytics.concordance import (
 )
 from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
 from hemafed.analytics.km import time_grid_counts
+from hemafed.analytics.newton import Derivatives, NewtonFit, NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
     check_grid,
     combine_bands,
@@ -92,13 +94,6 @@ of the Hessian's diagonal at beta = 0 per event, i.e. the covariate's spread wit
 (from the first round's secure sums). The former rule multiplied |beta| by the half-width of the
 declared range, so wide public bounds (a schema's plausible range) refused ordinary fits."""
 
-WHOLE_STEP_SE = 0.01
-"""A Newton step under this many standard errors is taken whole, without comparing
-log-likelihoods: the quadratic model is accurate there, and the gain such a step predicts
-(below ``p * 5e-5``) can be smaller than the rounding noise of the fixed-point secure sums, so a
-comparison would only reject good steps (and halve them down to a false convergence)."""
-
-
 def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
     """Name the covariate a (near-)singular Hessian cannot identify, or None if it is fine."""
     if not np.all(np.isfinite(hess)):
@@ -112,6 +107,43 @@ def _singular_covariate(hess: np.ndarray, names: list[str]) -> str | None:
     if w[0] > 1e-10 * max(1.0, float(w[-1])):
         return None
     return names[int(np.argmax(np.abs(v[:, 0])))]
+
+
+def check_hessian(hess: np.ndarray, names: list[str]) -> None:
+    """Refuse a Newton step from a singular Hessian, naming the covariate at fault (shared by
+    the Cox-type fitters)."""
+    bad = _singular_covariate(hess, names)
+    if bad is not None:
+        raise ConvergenceError(
+            f"the Hessian is singular: covariate {bad!r} is constant or collinear with "
+            f"others in the pooled complete cases; drop or recode it")
+
+
+def check_separation(beta: np.ndarray, data_scale: np.ndarray, names: list[str]) -> None:
+    """Refuse a ``beta`` whose effect per data standard deviation (``data_scale``, from the
+    first round's Hessian) exceeds :data:`SEPARATION_LIMIT`, naming the covariate."""
+    effect = np.abs(beta) * data_scale
+    if effect.max() > SEPARATION_LIMIT:
+        raise ConvergenceError(
+            f"coefficient of {names[int(np.argmax(effect))]!r} diverges (perfect "
+            f"separation or monotone likelihood); drop or merge that covariate")
+
+
+def maximise_partial_likelihood(derivatives: Derivatives,
+                                first: tuple[float, np.ndarray, np.ndarray],
+                                data_scale: np.ndarray, names: list[str], tol: float,
+                                max_rounds: int) -> NewtonFit:
+    """Newton from ``beta = 0`` (whose ``first`` derivatives the caller has) with the Cox
+    family's checks: a singular Hessian, and separation on the data's scale, both named. The
+    fitters on Cox-type partial likelihoods (start-stop Cox, Fine-Gray) share this; raises
+    ``ConvergenceError`` when the fit does not converge in ``max_rounds`` secure sums."""
+    fit = newton_maximise(derivatives, np.zeros(len(names)),
+                          NewtonRule(tol=tol, max_rounds=max_rounds), first=first,
+                          check_beta=lambda b: check_separation(b, data_scale, names),
+                          check_hessian=lambda h: check_hessian(h, names))
+    if not fit.converged:
+        raise ConvergenceError(f"Newton-Raphson did not converge in {max_rounds} rounds")
+    return fit
 
 
 class FederatedCoxPH:
@@ -216,6 +248,26 @@ class FederatedCoxPH:
                 request["tie_index"] = [int(i) for i in tie_index]
         self._rows_request = request
 
+    def _check_beta(self, beta: np.ndarray, names: list[str]) -> None:
+        """Refuse a candidate ``beta`` that diverges: beyond the sites' coefficient bound, or
+        an effect per data standard deviation beyond :data:`SEPARATION_LIMIT`."""
+        beyond = beyond_coefficient_bound(beta, self.spec.half_width)
+        if beyond is not None:
+            raise ConvergenceError(
+                f"coefficient of {names[beyond]!r} diverges beyond the sites' bound "
+                f"(MAX_LP_TERM times its public half-width): separation, or public "
+                f"bounds too wide; drop that covariate or narrow its bounds")
+        check_separation(beta, self.data_scale_, names)
+
+    def _check_flat(self, moved: np.ndarray, names: list[str]) -> None:
+        """The likelihood did not change but a coefficient moved (in data standard
+        deviations): a monotone likelihood, refused naming the covariate."""
+        moved = moved * self.data_scale_
+        if float(moved.max()) > 1e-4:
+            raise ConvergenceError(
+                f"coefficient of {names[int(np.argmax(moved))]!r} diverges (perfect "
+                f"separation or monotone likelihood); drop or merge that covariate")
+
     def fit(self, federation: Federation, duration_col: str = "os_time",
             event_col: str = "os_status", formula: str | Iterable[str | Term] | DesignSpec = "",
             *, grid: Iterable[float] | None = None, time_mapping: str = "exact",
@@ -276,60 +328,20 @@ class FederatedCoxPH:
         # the covariates' spread within the risk sets (the data's, from this round's sums)
         info0 = -np.diag(hess) - self.penalizer
         self.data_scale_ = np.sqrt(np.maximum(info0, 0.0) / max(events, 1.0))
-        converged = False
-        while self.rounds < self.max_rounds:
-            bad = _singular_covariate(hess, names)
-            if bad is not None:
-                raise ConvergenceError(
-                    f"the Hessian is singular: covariate {bad!r} is constant or collinear with "
-                    f"others in the pooled complete cases; drop or recode it")
-            step = np.linalg.solve(-hess, grad)
-            # the full step in standard errors: the rounds' stopping rule (see the class docstring)
-            step_se = float(np.max(np.abs(step) / np.sqrt(np.abs(np.diag(np.linalg.inv(-hess))))))
-            halvings = 0
-            while True:
-                cand = beta + step
-                effect = np.abs(cand) * self.data_scale_
-                beyond = beyond_coefficient_bound(cand, spec.half_width)
-                if beyond is not None:
-                    raise ConvergenceError(
-                        f"coefficient of {names[beyond]!r} diverges beyond the sites' bound "
-                        f"(MAX_LP_TERM times its public half-width): separation, or public "
-                        f"bounds too wide; drop that covariate or narrow its bounds")
-                if effect.max() > SEPARATION_LIMIT:
-                    j = int(np.argmax(effect))
-                    raise ConvergenceError(
-                        f"coefficient of {names[j]!r} diverges (perfect separation or monotone "
-                        f"likelihood); drop or merge that covariate")
-                # a step this small is the last (taken whole, then converged): the
-                # concordance at its beta comes with this round
-                last = concordance and step_se < min(self.tol, WHOLE_STEP_SE)
-                ll_new, g_new, h_new, _ = self._derivatives(cand, lp_bins if last else 0)
-                if (step_se < WHOLE_STEP_SE or ll_new >= ll - 1e-12 * max(1.0, abs(ll))
-                        or halvings >= 20):
-                    break
-                step, halvings = step / 2, halvings + 1
-            moved = np.abs(cand - beta)
-            beta, ll_old, ll, grad, hess = cand, ll, ll_new, g_new, h_new
-            moved = moved * self.data_scale_
-            if abs(ll - ll_old) < 1e-10 * max(1.0, abs(ll)) and float(moved.max()) > 1e-4:
-                # the likelihood is flat but a coefficient keeps moving: monotone likelihood
-                raise ConvergenceError(
-                    f"coefficient of {names[int(np.argmax(moved))]!r} diverges (perfect "
-                    f"separation or monotone likelihood); drop or merge that covariate")
-            # (checked after the monotone-likelihood test: there the standard errors blow up)
-            if step_se < self.tol:
-                # a Newton step this small (in standard errors) leaves about its square: a
-                # scale-free rule, far above the fixed-point noise floor of secure sums
-                converged = True
-                break
-        if not converged:
+        fit = newton_maximise(
+            lambda b, final: self._derivatives(b, lp_bins if final and concordance else 0)[:3],
+            beta, NewtonRule(tol=self.tol, max_rounds=self.max_rounds),
+            first=(ll, grad, hess), check_hessian=lambda h: check_hessian(h, names),
+            check_beta=lambda b: self._check_beta(b, names),
+            flat_likelihood=lambda moved: self._check_flat(moved, names))
+        if not fit.converged:
             raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} rounds; "
                                    f"check the covariates for separation or raise max_rounds")
+        beta, ll, grad, hess = fit.beta, fit.loglik, fit.gradient, fit.hessian
         bad = _singular_covariate(hess, names)
         if bad is not None:
             raise ConvergenceError(f"the Hessian is singular at the optimum for covariate {bad!r}")
-        cov = np.linalg.inv(-hess)
+        cov = fit.covariance
         self.params_ = pd.Series(beta, index=pd.Index(names, name="covariate"), name="coef")
         self.variance_matrix_ = pd.DataFrame(cov, index=names, columns=names)
         self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=self.params_.index,

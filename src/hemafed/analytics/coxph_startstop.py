@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics import results
-from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.cox import maximise_partial_likelihood
 from hemafed.analytics.design import (
     CategoricalTerm,
     DesignSpec,
@@ -345,30 +345,10 @@ class FederatedCoxTimeVarying:
             raise InvalidInput(f"too few events ({int(events)}) for {len(names)} covariate(s)")
         self.log_likelihood_null_ = ll
         scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / events)
-        while True:
-            bad = _singular_covariate(hess, names)
-            if bad is not None:
-                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
-                                       f"or collinear with others; drop or recode it")
-            step = np.linalg.solve(-hess, grad)
-            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
-            for _ in range(20):
-                cand = beta + step
-                effect = np.abs(cand) * scale
-                if effect.max() > SEPARATION_LIMIT:
-                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
-                                           f"diverges (monotone likelihood); drop that covariate")
-                ll_new, g_new, h_new, _ = self._round(cand)
-                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
-                    break
-                step = step / 2
-            beta, ll, grad, hess = cand, ll_new, g_new, h_new
-            if step_se < self.tol:
-                break
-            if self.rounds >= self.max_rounds:
-                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                       f"rounds")
-        cov = np.linalg.inv(-hess)
+        fit = maximise_partial_likelihood(lambda b, final: self._round(b)[:3],
+                                          (ll, grad, hess), scale, names, self.tol,
+                                          self.max_rounds)
+        beta, ll, cov = fit.beta, fit.loglik, fit.covariance
         index = pd.Index(names, name="covariate")
         self.params_ = pd.Series(beta, index=index, name="coef")
         self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=index, name="se")

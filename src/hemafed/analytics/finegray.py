@@ -39,7 +39,7 @@ import pandas as pd
 
 from hemafed.analytics import results
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
-from hemafed.analytics.cox import SEPARATION_LIMIT, _singular_covariate
+from hemafed.analytics.cox import maximise_partial_likelihood
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
@@ -67,7 +67,7 @@ from hemafed.analytics.survival_queries import (
     upper_index,
 )
 from hemafed.cohort.model import Cohort
-from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
 
@@ -467,29 +467,16 @@ class FederatedFineGray:
         ll, grad, hess, _ = self._round(beta)
         scale = np.sqrt(np.maximum(-np.diag(hess), 0.0) / self.events_)
         self.log_likelihood_null_ = ll
-        while True:
-            bad = _singular_covariate(hess, names)
-            if bad is not None:
-                raise ConvergenceError(f"the Hessian is singular: covariate {bad!r} is constant "
-                                       f"or collinear with others; drop or recode it")
-            step = np.linalg.solve(-hess, grad)
-            step_se = float(np.max(np.abs(step) / np.sqrt(np.diag(np.linalg.inv(-hess)))))
-            for _ in range(20):
-                cand = beta + step
-                effect = np.abs(cand) * scale
-                if effect.max() > SEPARATION_LIMIT:
-                    raise ConvergenceError(f"coefficient of {names[int(np.argmax(effect))]!r} "
-                                           f"diverges (monotone likelihood); drop it")
-                ll_new, g_new, h_new, sums = self._round(cand, competing=step_se < self.tol)
-                if step_se < 0.01 or ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
-                    break
-                step = step / 2
-            beta, ll, grad, hess = cand, ll_new, g_new, h_new
-            if step_se < self.tol:
-                break
-            if self.rounds >= self.max_rounds:
-                raise ConvergenceError(f"Newton-Raphson did not converge in {self.max_rounds} "
-                                       f"rounds")
+        last: dict[str, Any] = {}
+
+        def derivatives(b: np.ndarray, final: bool) -> tuple[float, np.ndarray, np.ndarray]:
+            # the last round also brings the competing-risk sums the robust variance needs
+            ll_b, g_b, h_b, last["sums"] = self._round(b, competing=final)
+            return ll_b, g_b, h_b
+
+        fit = maximise_partial_likelihood(derivatives, (ll, grad, hess), scale, names,
+                                          self.tol, self.max_rounds)
+        beta, ll, hess, sums = fit.beta, fit.loglik, fit.hessian, last["sums"]
         info_inv = np.linalg.inv(-hess)
         v2 = self._robust_meat(beta, sums)
         cov = info_inv @ v2 @ info_inv

@@ -32,6 +32,7 @@ from hemafed.analytics import results
 from hemafed.analytics.design import DesignSpec, Term, parse_formula
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.logistic import FederatedLogisticRegression
+from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.weighting_queries import (
     TIES,
     public_params,
@@ -75,10 +76,14 @@ class FederatedIPTW:
     ``params_`` / ``standard_errors_`` (robust) / ``naive_standard_errors_``, ``summary``
     (lifelines' Cox columns with the robust SE, plus ``se(coef) naive``), ``n_``, ``events_``,
     ``rounds`` and ``sites`` (the sites every secure sum covered).
+
+    ``tol`` and ``max_rounds`` set the weighted Cox fit's Newton rule, the one every fitter
+    shares (:mod:`hemafed.analytics.newton`): converged once a full step is under ``tol``
+    standard errors, within ``max_rounds + 1`` secure sums (halved steps included).
     """
 
     def __init__(self, alpha: float = 0.05, stabilized: bool = True, ties: str = "efron",
-                 max_rounds: int = 30, tol: float = 1e-10) -> None:
+                 max_rounds: int = 30, tol: float = 1e-6) -> None:
         if ties not in TIES:
             raise InvalidInput(f"ties must be one of {TIES}, got {ties!r}")
         if not 0 < alpha < 1:
@@ -167,36 +172,36 @@ class FederatedIPTW:
 
     def _fit_cox(self) -> None:
         efron = self.ties == "efron"
-        beta, ll_old = 0.0, -math.inf
-        sums = self._sum("iptw_cox_sums", self._base | {"beta": [beta]})
-        self.events_ = int(sums["d"].sum())
-        if self.events_ < 2:
-            raise InvalidInput(f"too few events ({self.events_}) for a Cox model")
-        ll, score, info = weighted_cox_derivatives(sums, beta, efron)
-        self.log_likelihood_null_ = ll
-        converged = False
-        for _ in range(self.max_rounds):
-            if not info > 0:
+        last: dict[str, dict[str, np.ndarray]] = {}
+
+        def derivatives(b: np.ndarray, final: bool = False
+                        ) -> tuple[float, np.ndarray, np.ndarray]:
+            last["sums"] = self._sum("iptw_cox_sums", self._base | {"beta": [float(b[0])]})
+            ll_b, score, info = weighted_cox_derivatives(last["sums"], float(b[0]), efron)
+            return ll_b, np.array([score]), np.array([[-info]])
+
+        def check_information(hess: np.ndarray) -> None:
+            if not -hess[0, 0] > 0:
                 raise ConvergenceError(f"the weighted information of {self.treatment_col!r} is "
                                        "zero: every event is in one arm")
-            step = score / info
-            halvings = 0
-            while True:
-                cand = beta + step
-                if abs(cand) > 30:
-                    raise ConvergenceError(f"the coefficient of {self.treatment_col!r} diverges "
-                                           "(monotone likelihood: events in one arm only)")
-                new = self._sum("iptw_cox_sums", self._base | {"beta": [cand]})
-                ll_new, s_new, i_new = weighted_cox_derivatives(new, cand, efron)
-                if ll_new >= ll - 1e-12 * max(1.0, abs(ll)) or halvings >= 20:
-                    break
-                step, halvings = step / 2, halvings + 1
-            beta, ll_old, ll, score, info, sums = cand, ll, ll_new, s_new, i_new, new
-            if abs(step) * math.sqrt(info) < self.tol or abs(ll - ll_old) < 1e-15 * abs(ll):
-                converged = True
-                break
-        if not converged:
+
+        def check_beta(b: np.ndarray) -> None:
+            if abs(b[0]) > 30:
+                raise ConvergenceError(f"the coefficient of {self.treatment_col!r} diverges "
+                                       "(monotone likelihood: events in one arm only)")
+
+        first = derivatives(np.zeros(1))
+        self.events_ = int(last["sums"]["d"].sum())
+        if self.events_ < 2:
+            raise InvalidInput(f"too few events ({self.events_}) for a Cox model")
+        self.log_likelihood_null_ = first[0]
+        fit = newton_maximise(derivatives, np.zeros(1),
+                              NewtonRule(tol=self.tol, max_rounds=self.max_rounds + 1),
+                              first=first, check_beta=check_beta,
+                              check_hessian=check_information)
+        if not fit.converged:
             raise ConvergenceError(f"weighted Cox did not converge in {self.max_rounds} rounds")
+        beta, ll, info, sums = float(fit.beta[0]), fit.loglik, -fit.hessian[0, 0], last["sums"]
         terms = residual_terms(sums, beta, efron)
         rob = self._sum("iptw_cox_robust", self._base | {"beta": [beta], **terms})
         naive_var = 1.0 / info
