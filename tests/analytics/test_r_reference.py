@@ -203,13 +203,15 @@ LOGISTIC_MODELS = {
     "mgus2": MODELS["mgus2"],
 }
 """Death (``os_status``) on each dataset's covariates, factors included (sex as M/F; veteran's
-cell type and colon's treatment arm by declared levels). Over every split the one-patient site
-and the site without events are a site with a single patient and one without cases."""
+cell type and colon's treatment arm by declared levels). In every split ``split_uneven``'s
+one-patient site and its site without events are a one-patient site and a site without cases."""
 
 GLM = ("f <- glm(os_status ~ {rhs}, family = binomial, data = d, "
        "control = glm.control(epsilon = 1e-14, maxit = 100))\n"
        "out <- data.frame(coef = coef(f), se = sqrt(diag(vcov(f))))")
-"""R's fit with a tight convergence criterion (its default 1e-8 on the deviance stops short)."""
+"""R's fit with a tight criterion (its default epsilon is 1e-8 on the relative deviance change).
+``vcov`` takes the weights of the iteration before the last update, so R's SEs lag its
+coefficients by that step: up to ~5e-8 relative here (pbc), well inside the tolerance."""
 
 SEPARATED = "hma + sex + hb"
 """myeloid with a haemoglobin that separates death perfectly (see :func:`separated_myeloid`)."""
