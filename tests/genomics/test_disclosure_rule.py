@@ -112,6 +112,24 @@ def test_qc_counts_which_sites_left_each_variant_out(ruled: World, linear: Feder
     assert not linear.qc["passing"].to_numpy()[expected > 0].any()
 
 
+def test_the_hbf_positive_controls_survive_the_rule(ruled: World, linear: FederatedGWAS
+                                                  ) -> None:
+    """The planted HbF loci are common variants: every class at every site holds at least
+    ``MIN_CELL`` patients (from the raw genotypes), so the rule keeps them and they are still
+    genome-wide significant under it, while it drops hundreds of other variants."""
+    from hemafed.genomics.loci import HBF_LOCI
+    from hemafed.genomics.release import top_hits
+
+    frame = ruled.vlist.frame
+    leads = [int(np.flatnonzero((frame["chrom"].astype(str) == str(locus.chrom))
+                                & (frame["pos"] == locus.pos))[0]) for locus in HBF_LOCI]
+    assert (sites_below(ruled)[leads] == 0).all()
+    assert linear.disclosure_dropped > 100
+    hits = top_hits(linear.summary, 30)
+    genes = set(hits.loc[hits["genome_wide"], "nearest_gene"])
+    assert {"BCL11A", "HBG2"} <= genes and genes & {"HBS1L", "MYB"}
+
+
 def test_linear_under_the_rule_equals_plink2_on_the_kept_variants(
         ruled: World, linear: FederatedGWAS, tmp_path: Path) -> None:
     expected = sites_below(ruled)
