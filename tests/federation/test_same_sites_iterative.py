@@ -237,3 +237,30 @@ def test_fedavg_outside_the_runner_fails_clearly_on_a_changed_site_set(tmp_path:
                          drop=lambda i, s: s == gone and i >= 2)
     assert out is not None, "FedAvg continued over a changed site set"
     assert out["dropped"] == [gone] and f"dropped ['{gone}']" in out["text"]
+
+
+def test_fedavg_under_the_default_policy_fails_naming_the_rule(tmp_path: Path) -> None:
+    """FedAvg's rounds are exact (non-DP) sums: the default participants rule refuses the
+    restart over the survivors, and the runner's rule reports it as DropoutRefused."""
+    pytest.importorskip("torch")
+    from hemafed.errors import DropoutRefused
+
+    spec = StudySpec.from_mapping(NEURAL_SPEC)
+    fed = build_sites(tmp_path / "sites", _cohorts(47), spec, store_plan=False)
+    gone = sorted(fed.site_dirs)[3]
+
+    def hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) -> Any:
+        secure = SecureFederation(exchange, fed.manifest, site_ids=site_ids,
+                                  spec_sha256=spec.sha256, requester="tester")
+        try:
+            _on_fixed_sites(TrackingFederation(secure), spec.analyses[0], spec,
+                            lambda f, a, s: _deepsurv(f))
+        except DropoutRefused as exc:
+            return str(exc)
+        return None
+
+    error = run_in_process(hub, site_handler, fed.site_configs(), {},
+                           drop=lambda i, s: s == gone and i >= 2)
+    assert error is not None, "FedAvg went on after the site was lost"
+    assert f"lost site(s) ['{gone}']" in error and "'participants'" in error
+    assert "refuse_differencing: false" in error
