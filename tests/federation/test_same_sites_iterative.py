@@ -40,11 +40,13 @@ GBDT_SPEC = {"study_id": "same-sites-gbdt", "requester": "tester", "analyses": [
      "learning_rate": 0.3, "exact_histograms": True}]}
 SYNTH_COLUMNS = ["hb", "bm_blast", "os_status"]
 SYNTH_EPSILON = 2000.0  # noise of a few hundredths of a patient per cell: the counts show
-SYNTH_SPEC = {"study_id": "same-sites-synth", "requester": "tester", "epsilon": SYNTH_EPSILON,
+SYNTH_STUDY = "same-sites-synth"
+SYNTH_SPEC = {"study_id": SYNTH_STUDY, "requester": "tester", "epsilon": SYNTH_EPSILON,
               "delta": 1e-6, "analyses": [
                   {"id": "synth", "kind": "synth", "columns": SYNTH_COLUMNS,
                    "epsilon": SYNTH_EPSILON, "delta": 1e-6, "n": 200}]}
-NEURAL_SPEC = {"study_id": "same-sites-neural", "requester": "tester", "analyses": [
+NEURAL_STUDY = "same-sites-neural"
+NEURAL_SPEC = {"study_id": NEURAL_STUDY, "requester": "tester", "analyses": [
     {"id": "size", "kind": "describe", "columns": ["age"], "bounds": {"age": [0, 120]}}]}
 NEURAL_FORMULA = "age + hb + bm_blast"
 
@@ -142,7 +144,7 @@ def _mst(fed: Any) -> dict[str, Any]:
     # the study runner's synthesis (run_synth), with the released marginals kept for the test
     mst = FederatedMST(SYNTH_EPSILON, 1e-6, SYNTH_COLUMNS,
                        SynthDomain.for_columns(SYNTH_COLUMNS), iters=50)
-    mst.fit(fed, study=SYNTH_SPEC["study_id"])
+    mst.fit(fed, study=SYNTH_STUDY)
     return {"marginals": {"/".join(m.clique) + ":" + m.phase: m.values.tolist()
                           for m in mst.measurements}}
 
@@ -188,7 +190,7 @@ def _deepsurv(fed: Any) -> dict[str, Any]:
 
     model = FederatedDeepSurv(hidden=(4,), dropout=0.0, lr=0.05, rounds=4, seed=3,
                               optimizer="sgd", batch_size=None)
-    model.fit(fed, "os_time", "os_status", NEURAL_FORMULA, study=NEURAL_SPEC["study_id"])
+    model.fit(fed, "os_time", "os_status", NEURAL_FORMULA, study=NEURAL_STUDY)
     return {"weights": model.to_json()["weights"], "history": model.history}
 
 
