@@ -30,6 +30,7 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites
 from hemafed.federation.cli import _ProgressView
 from hemafed.federation.flower.apps import make_client_app, run_hub
+from hemafed.federation.flower.deployment import progress_events
 from hemafed.study.hub import study_hub_main
 from hemafed.study.spec import StudySpec
 
@@ -153,8 +154,8 @@ def test_every_exchange_is_logged_and_shown(sites: Any, tmp_path: Path,
             if r.levelno == logging.INFO and " site(s) answered in " in r.getMessage()]
     assert [int(m.split(":")[0].split()[1]) for m in info] == list(range(n))
     assert all(m.startswith(f"exchange {i}: 4 site(s) answered in ") for i, m in enumerate(info))
-    # one progress record per exchange, what the hub CLI reads while the run goes on
-    events = [json.loads(x) for x in progress.read_text().splitlines()]
+    # one progress record per exchange
+    events = progress_events(progress)  # what `hub run` reads while the run goes on
     assert [e["exchange"] for e in events] == list(range(n))
     assert all(e["answered"] == ids and e["dropped"] == [] for e in events)
     assert [e["seconds"] for e in events] == exchange.seconds
@@ -178,7 +179,7 @@ def test_a_dropped_site_is_logged_and_printed(sites: Any, tmp_path: Path,
     cox = result["analyses"][0]
     assert cox["status"] == "ok", cox.get("error")
     assert cox["provenance"]["sites covered"] == [s for s in sorted(fed.site_dirs) if s != gone]
-    events = [json.loads(x) for x in progress.read_text().splitlines()]
+    events = progress_events(progress)  # what `hub run` reads while the run goes on
     assert len(events) == exchange.round_trips
     lost = [e for e in events if e["dropped"]]
     assert lost and all(e["dropped"] == [gone] and len(e["answered"]) == 3 for e in lost)
@@ -191,3 +192,11 @@ def test_a_dropped_site_is_logged_and_printed(sites: Any, tmp_path: Path,
         in lines[3]
     # a dropout is printed above the status line, once per exchange that lost a site
     assert printed.count(f"dropped {gone}") == len(lost)
+
+
+def test_a_progress_line_still_being_written_waits_for_the_next_read(tmp_path: Path) -> None:
+    path = tmp_path / "progress.jsonl"
+    assert progress_events(path) == []  # the run has not made an exchange yet
+    first = {"exchange": 0, "answered": ["site01"], "dropped": [], "seconds": 0.5}
+    path.write_text(json.dumps(first) + "\n" + '{"exchange": 1, "answered": ["si')
+    assert progress_events(path) == [first]
