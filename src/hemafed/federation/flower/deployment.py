@@ -481,6 +481,18 @@ def register_keys(flwr_home: Path, public_keys: Sequence[str | os.PathLike[str]]
     return node_ids
 
 
+def progress_events(path: Path) -> list[dict[str, Any]]:
+    """The exchanges the ServerApp has reported so far in ``path`` (one JSON line each).
+
+    The file grows while the run goes on, so a last line still being written is left for the
+    next read rather than failing the run.
+    """
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(ln) for ln in lines if ln.endswith("}")]
+
+
 def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, config: Mapping[str, Any], *,
                expected_sites: int | None, timeout: float, connect_timeout: float,
                run_timeout: float, watch: list[subprocess.Popen[bytes]] | None = None,
@@ -505,12 +517,11 @@ def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, config: Mapping[st
     deadline = started + run_timeout
     seen = 0
     while time.monotonic() < deadline:
-        if on_progress is not None and (job_dir / PROGRESS_FILE).exists():
-            lines = (job_dir / PROGRESS_FILE).read_text(encoding="utf-8").splitlines()
-            complete = [ln for ln in lines if ln.endswith("}")]
-            for line in complete[seen:]:
-                on_progress(json.loads(line))
-            seen = len(complete)
+        if on_progress is not None:
+            events = progress_events(job_dir / PROGRESS_FILE)
+            for event in events[seen:]:
+                on_progress(event)
+            seen = len(events)
         if (job_dir / RESULT_FILE).exists():
             body = json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))
             body["result"] = decode_result(json.dumps(body["result"]))
