@@ -227,7 +227,7 @@ def _declare_sums(params: Params, hw: np.ndarray, rows_per_patient: int
     out = {"s0": stat((nb, m), 0, top, e * math.sqrt(m)),
            "s1": stat((nb, m, p), -top * a, top * a, a * e * math.sqrt(m * p)),
            "s2": stat((nb, m, q), -top * a * a, top * a * a, a * a * e * p * math.sqrt(m)),
-           "d": Statistic((1, m), 0, mp, is_count=True, per_time=True),
+           "d": Statistic((1, m), 0, mp, is_count=True),
            "xsum": stat((1, m, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "rows": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True),
