@@ -495,10 +495,10 @@ min_cell_size: 5
 enforce_min_cell: true
 min_subgroup_size: 5
 max_cells: 500000
-# A study may let its Cox, Fine-Gray and time-varying Cox fits count events per interval of a
-# public lattice fixed at approval (the spec's `lattice`, steps per year); those per-time counts
-# only feed the estimator and are then outside the min-cell rule. A lattice finer than this many steps per year (12:
-# monthly) is refused.
+# A study may fix the time grid of its Cox, Fine-Gray and time-varying Cox fits at approval to
+# a public lattice (the spec's `lattice`, steps per year; times rounded up to the interval end).
+# Their per-time event counts stay under the min-cell rule there too (small cohorts need DP).
+# A non-DP fit on a lattice finer than this many steps per year (12: monthly) is refused.
 max_lattice_steps_per_unit: 12
 require_dp: false
 # true: the same non-DP request is released over one set of sites only (a sum over another set
