@@ -1,6 +1,6 @@
 """Fourth attack review (issue 13): a curious hub sending protocol-valid requests against the
-code that landed without review (refusals through the secure sum, the plan lattice's
-per-time Cox sums, pinned ``cox_long`` requests, the GWAS site rule, ComBat at the site, the service's
+code that landed without review (refusals through the secure sum, the plan lattice's per-time
+Cox sums, pinned ``cox_long`` requests, the GWAS site rule, ComBat at the site, the service's
 approvals), through real site directories under the shipped policy template, the real site
 node and secure aggregation (``Probe`` / ``make_sites`` of the second review).
 

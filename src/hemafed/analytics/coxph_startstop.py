@@ -313,8 +313,8 @@ class FederatedCoxTimeVarying:
         (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each follow-up and
         switch time moved up to its interval's end (``time_mapping: up``), and no time
         histogram is asked: the fit is ``coxph(Surv(start, stop, event))`` on the pooled rows
-        split at the rounded times, and its per-time event counts are outside the sites'
-        minimum-cell rule (docs/security.md)."""
+        split at the rounded times. Its per-time event counts stay under the sites'
+        minimum-cell rule (docs/security.md, attack L): small cohorts need DP."""
         if not formula:
             raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
         spec = parse_formula(formula, levels=levels)

@@ -433,8 +433,8 @@ class FederatedFineGray:
         (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with every exit time
         (events and censorings) moved up to its interval's end (``time_mapping: up``), and no
         time histogram is asked: the fit is ``crr`` on the pooled times rounded up to the
-        lattice, and its per-time counts (the censoring table, the event counts) are outside
-        the sites' minimum-cell rule (docs/security.md)."""
+        lattice. Its per-time counts (the censoring table, the event counts) stay under the
+        sites' minimum-cell rule (docs/security.md, attack L): small cohorts need DP."""
         spec = parse_formula(formula, levels=levels)
         self._federation, self._study, self.spec = federation, study, spec
         self.causes, self.cause = [(str(t), str(s)) for t, s in causes], int(cause)
