@@ -45,13 +45,10 @@ class Statistic:
     at-risk count an estimator needs. Left ``None``, it follows from the declaration: a count of
     more than one cell that one patient changes by at most 1 in L2 (each patient in one cell)
     is a frequency table; a single total, or a count one patient enters many cells of (at-risk
-    and comparable counts, sensitivity above 1), is not (:attr:`min_cell_rule`).
-
-    ``per_time`` marks a count per grid time that only feeds an estimator's Newton step (the
-    event counts ``d`` of the Cox, Fine-Gray and time-varying Cox risk-set sums), not a table
-    the study releases. The hub still sees it pooled, so it stays under the minimum-cell rule
-    unless the request's grid is the study plan's public lattice, fixed at approval
-    (:func:`hemafed.privacy.disclosure.cell_rule_statistics`).
+    and comparable counts, sensitivity above 1), is not (:attr:`min_cell_rule`). The event
+    counts per grid time of the Cox-type estimators are such tables on any grid, the plan's
+    lattice included: the hub sees them pooled next to the events' covariate sums, so a time
+    with one event would give that patient's covariates (docs/security.md, attack L).
     """
 
     shape: tuple[int, ...]
@@ -61,7 +58,6 @@ class Statistic:
     sensitivity: float = 1.0
     is_count: bool = False
     cells: bool | None = field(default=None, compare=False)
-    per_time: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not all(isinstance(d, int) and d >= 0 for d in self.shape):

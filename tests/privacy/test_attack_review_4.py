@@ -1,6 +1,6 @@
 """Fourth attack review (issue 13): a curious hub sending protocol-valid requests against the
-code that landed without review (refusals through the secure sum, the min-cell lattice
-exemption, pinned ``cox_long`` requests, the GWAS site rule, ComBat at the site, the service's
+code that landed without review (refusals through the secure sum, the plan lattice's per-time
+Cox sums, pinned ``cox_long`` requests, the GWAS site rule, ComBat at the site, the service's
 approvals), through real site directories under the shipped policy template, the real site
 node and secure aggregation (``Probe`` / ``make_sites`` of the second review).
 
@@ -100,18 +100,19 @@ def test_k_a_site_effect_failure_does_not_mark_the_refusing_site(tmp_path: Path)
     assert any("at least 2 patients" in r for r in last[-2:]), last[-2:]
 
 
-# --- L: the min-cell lattice exemption and the per-time event sums ------------------------------
+# --- L and M: exact per-time Cox sums on the plan lattice ---------------------------------------
 
 LATTICE_FORMULA = ["age", "hb"]
+LATTICE_SPEC = StudySpec.from_mapping({"study_id": "ar4-lattice", "requester": "r", "analyses": [
+    {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
+     "formula": " + ".join(LATTICE_FORMULA), "lattice": 12}]})
 
 
 @pytest.fixture(scope="module")
 def lattice_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSites, StudySpec]:
-    spec = StudySpec.from_mapping({"study_id": "ar4-lattice", "requester": "r", "analyses": [
-        {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
-         "formula": " + ".join(LATTICE_FORMULA), "lattice": 12}]})
-    cohorts = split_sites(generate("MDS", 120, 13), 3, 13)  # about 40 patients per site
-    return make_sites(tmp_path_factory.mktemp("ar4-lattice"), cohorts, spec), spec
+    """Three small sites (about 40 patients each) under the template policy."""
+    cohorts = split_sites(generate("MDS", 120, 13), 3, 13)
+    return make_sites(tmp_path_factory.mktemp("ar4-lattice"), cohorts, LATTICE_SPEC), LATTICE_SPEC
 
 
 def _plan_lattice_cox(beta: list[float]) -> dict[str, Any]:
@@ -124,23 +125,30 @@ def _plan_lattice_cox(beta: list[float]) -> dict[str, Any]:
             "grid": lattice_grid(12.0, MAX_TIME), "ties": "efron", "time_mapping": "up"}
 
 
-@pytest.fixture(scope="module")
-def lattice_release(lattice_sites: tuple[LocalSites, StudySpec]
-                    ) -> tuple[SumOutcome, pd.DataFrame, np.ndarray]:
+def _ask_plan_lattice_cox(fed: LocalSites) -> tuple[Any, set[str | None], Probe]:
     """The plan's own first Newton request (beta = 0, the whole monthly lattice, mapping up),
-    non-DP under the template policy (min_cell_size 5), as the hub sees it; and the pooled
-    complete cases with their lattice index (the truth the tests compare with)."""
-    fed, spec = lattice_sites
-    hub = Probe(fed, spec.study_id, spec.sha256)
+    non-DP under the template policy (min_cell_size 5), as the hub sees it."""
+    hub = Probe(fed, LATTICE_SPEC.study_id, LATTICE_SPEC.sha256)
     params = _plan_lattice_cox([0.0, 0.0])
+    start = len(hub.replies)
     outcome = hub.ask("cox_risk_set_sums", params, version="3",
                       specs=get_query("cox_risk_set_sums", "3").declare(params))
-    assert isinstance(outcome, SumOutcome), outcome  # answered: the grid is the plan's
+    names: set[str | None] = set()
+    for _, envelope in hub.replies[start:]:
+        body = unpack_map(unpack_map(envelope)["body"])
+        if body.get("status") == b"refused":
+            names.add(body["name"].decode())
+    if getattr(outcome, "pooled", None) is not None:
+        names.add(outcome.pooled.name)
+    return outcome, names or {None}, hub
+
+
+def _pooled_months(fed: LocalSites) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pooled complete cases and their lattice index (the truth the tests compare with)."""
     pooled = pd.concat([load_cohort(s).patients for s in fed.site_dirs.values()],
                        ignore_index=True).dropna(subset=[*LATTICE_FORMULA, "os_time",
                                                           "os_status"])
-    month = np.ceil(pooled["os_time"].astype(float).to_numpy() * 12 - 1e-7)
-    return outcome, pooled, month
+    return pooled, np.ceil(pooled["os_time"].astype(float).to_numpy() * 12 - 1e-7)
 
 
 CENTRE = np.array([55.0, 13.5])
@@ -148,46 +156,69 @@ CENTRE = np.array([55.0, 13.5])
 centre."""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (fourth review, L): on the plan lattice the per-time event counts 'd' are exempt "
-    "from the min-cell rule, but the same request releases the per-time event covariate sums "
-    "'xsum': a month with one pooled event is that patient's exact covariate vector. To build: "
-    "on the plan lattice release 'xsum' only summed over time (the Newton step needs only the "
-    "total; the robust variance needs per-time rows and would need its own DP or cell-ruled "
-    "request), or keep 'xsum' under the rule with 'd'"))
 def test_l_plan_lattice_cox_does_not_release_one_patients_covariates(
-        lattice_release: tuple[SumOutcome, pd.DataFrame, np.ndarray]) -> None:
-    """For each month with a single pooled event (``d`` = 1, exempt on the plan lattice), the
-    hub reads ``xsum`` = that patient's (age - 55, hb - 13.5), exactly, with the event month."""
-    outcome, pooled, month = lattice_release
-    d, xsum = outcome.values["d"][0], outcome.values["xsum"][0]
-    isolated = 0
-    for k in np.flatnonzero(d == 1):
-        who = pooled[(month == k) & (pooled["os_status"].astype(float) > 0)]
-        assert len(who) == 1  # the hub knows this from d alone
-        if np.allclose(xsum[k] + CENTRE, who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
-            isolated += 1
-    assert isolated == 0, f"{isolated} patients' exact age and hb, with their event month"
+        lattice_sites: tuple[LocalSites, StudySpec]) -> None:
+    """On small sites (about 40 patients each, some month with 1 to 4 of a site's own events),
+    the plan-lattice request is refused ``min_cell_size``: the per-time event counts ``d`` are
+    under the rule on the lattice too. Before, they were exempt there, and for each month with
+    one pooled event the hub read ``xsum`` = that patient's exact (age - 55, hb - 13.5)."""
+    fed, _ = lattice_sites
+    pooled, month = _pooled_months(fed)
+    events = pd.Series(month[pooled["os_status"].astype(float).to_numpy() > 0]).value_counts()
+    assert (events == 1).any()  # months a released d and xsum would isolate a patient in
+    outcome, names, _ = _ask_plan_lattice_cox(fed)
+    assert not isinstance(outcome, SumOutcome)
+    assert names == {"min_cell_size"}, names
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (fourth review, M): the risk-set sums of consecutive grid points differ by the "
-    "patients who leave the risk set in between (events and censored alike): where s0 drops by "
-    "1 at beta = 0, the drop of s1 is one patient's covariates. Any exact Cox grid has this; "
-    "the plan lattice hands the hub every month of it without the min-cell rule. To build: a "
-    "site rule on its own risk-set decrements per grid interval (0 or >= min_cell_size, else "
-    "refuse or require DP), or DP (require_dp) for Cox sums"))
-def test_m_risk_set_differences_do_not_isolate_a_patient(
-        lattice_release: tuple[SumOutcome, pd.DataFrame, np.ndarray]) -> None:
+def _large_exit_cohorts() -> dict[str, Any]:
+    """Three sites of 200 patients whose own events come 5 to a month (so the min-cell rule on
+    ``d`` passes on the monthly lattice) and where each site has one patient censored alone in
+    a month of no other exit; everyone else is censored at 5 years. Demo covariates; the other
+    endpoints end with this follow-up."""
+    from hemafed.cohort.model import Cohort
+
+    out = {}
+    for i, (site, cohort) in enumerate(split_sites(generate("MDS", 600, 13), 3, 13).items()):
+        p = cohort.patients.reset_index(drop=True).copy()
+        month = np.full(len(p), 60.0)
+        status = np.zeros(len(p))
+        month[:50] = 2.0 * (1 + np.arange(50) // 5)  # 5 events each in months 2, 4, ..., 20
+        status[:50] = 1.0
+        month[50] = 30.0 + 3 * i  # the lone exit: a censoring in month 30, 33 or 36
+        p["os_time"] = (month - 0.5) / 12
+        p["os_status"] = pd.Series(status > 0, dtype=p["os_status"].dtype)
+        # the other endpoints end with this follow-up (the intake checks they do not pass it)
+        p["lfs_time"], p["lfs_status"] = p["os_time"], p["os_status"]
+        p["amlt_time"] = p["os_time"]
+        p["amlt_status"] = pd.Series(False, index=p.index, dtype=p["amlt_status"].dtype)
+        out[site] = Cohort(p, cohort.mutations, cohort.panels)
+    return out
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "open (fourth review, M): exact risk-set sums. The sums of consecutive grid points differ "
+    "by the patients who leave the risk set in between (events and censored alike): where s0 "
+    "drops by 1 at beta = 0, the drop of s1 is one patient's covariates. The min-cell rule on "
+    "the event counts does not see a lone censoring, so it holds on sites large enough that "
+    "the rule passes, on the lattice or any grid. To build: a site rule on its own at-risk "
+    "decrements per interval (0 or >= min_cell_size, else refuse or require DP), or DP"))
+def test_m_risk_set_differences_do_not_isolate_a_patient(tmp_path: Path) -> None:
     """At beta = 0, ``s0[k]`` is the number at risk at month k and ``s1[k]`` their covariate
     sum; ``s1[k] - s1[k+1]`` over a month where ``s0`` drops by one is the covariate vector of
-    the one patient (event or censored) whose follow-up ended in that month."""
-    outcome, pooled, month = lattice_release
+    the one patient (here censored) whose follow-up ended in that month. The request is
+    answered: every site's own per-month event counts are 0 or 5."""
+    fed = make_sites(tmp_path, _large_exit_cohorts(), LATTICE_SPEC)
+    outcome, names, _ = _ask_plan_lattice_cox(fed)
+    assert isinstance(outcome, SumOutcome), (outcome, names)  # the rule passed
+    pooled, month = _pooled_months(fed)
+    d = outcome.values["d"][0]
+    assert not np.any((d > 0) & (d < 5))  # no month with one pooled event: L is not the leak
     s0, s1 = outcome.values["s0"][0], outcome.values["s1"][0]
     isolated = 0
     for k in np.flatnonzero(np.round(s0[:-1] - s0[1:]) == 1):
         who = pooled[month == k]
-        assert len(who) == 1
+        assert len(who) == 1 and float(who["os_status"].iloc[0]) == 0  # a censoring
         if np.allclose(s1[k] - s1[k + 1] + CENTRE,
                        who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
             isolated += 1

@@ -2,10 +2,11 @@
 
 Through real site directories under the shipped policy template (minimum-cell rule on,
 ``min_cell_size`` 5, plans required), the real site node and secure aggregation: a non-DP Cox
-fit whose spec fixes a public ``lattice`` is answered on small cohorts (its per-time event
-counts only feed the Newton step, on intervals fixed at approval) and equals lifelines on the
-pooled rows with times rounded up to the lattice; the same fit on a grid the hub chose is
-refused under the minimum-cell rule, and a lattice finer than the site's
+fit whose spec fixes a public ``lattice`` is refused ``min_cell_size`` on small cohorts (its
+per-time event counts stay under the rule on the lattice too: the same reply carries the
+events' per-time covariate sums, attack L of the fourth review); with the rule off the lattice
+fit equals lifelines on the pooled rows with times rounded up to the lattice; the same fit on a
+grid the hub chose is refused under the minimum-cell rule, and a lattice finer than the site's
 ``max_lattice_steps_per_unit`` is refused naming that parameter.
 """
 
@@ -48,14 +49,15 @@ def _spec(study_id: str, lattice: float | None) -> StudySpec:
                                    "analyses": [cox]})
 
 
-def _template_sites(root: Path, spec: StudySpec) -> LocalSites:
-    """Three small sites (about 40 patients each) under the template's protective settings."""
+def _template_sites(root: Path, spec: StudySpec, **policy: Any) -> LocalSites:
+    """Three small sites (about 40 patients each) under the template's protective settings
+    (``policy`` replaces some of them)."""
     template = yaml.safe_load(site_policy._TEMPLATE.format(site_id="template"))
     assert template["enforce_min_cell"] is True and template["min_cell_size"] == 5
     assert template["max_lattice_steps_per_unit"] == 12
     cohorts = split_sites(generate("MDS", 120, 13), 3, 13)
     return build_sites(root, cohorts, spec,
-                       policy_overrides={k: template[k] for k in PROTECTIVE})
+                       policy_overrides={**{k: template[k] for k in PROTECTIVE}, **policy})
 
 
 def _run_study(fed: LocalSites, spec: StudySpec) -> dict[str, Any]:
@@ -76,24 +78,36 @@ def monthly(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSites, Study
     return _template_sites(tmp_path_factory.mktemp("lattice"), spec), spec
 
 
-def test_a_non_dp_cox_on_the_plan_lattice_is_answered_and_equals_lifelines(
+def test_a_non_dp_cox_on_the_plan_lattice_is_refused_on_small_template_sites(
         monthly: tuple[LocalSites, StudySpec]) -> None:
+    fed, spec = monthly
+    # each site's own events per month hold cells of 1 to 4 patients: the rule refuses them,
+    # on the lattice as on any grid
+    for d in fed.site_dirs.values():
+        p = load_cohort(d).patients.dropna(subset=[*FORMULA, "os_time", "os_status"])
+        months = np.ceil(p.loc[p["os_status"] > 0, "os_time"].astype(float) * 12 - 1e-7)
+        counts = months.value_counts()
+        assert ((counts > 0) & (counts < 5)).any()
+    before = len(_refusals(fed))
+    cox = _run_study(fed, spec)
+    assert cox["status"] == "failed"
+    assert "min_cell_size" in cox["error"], cox["error"]
+    new = _refusals(fed)[before:]
+    assert new and all("[policy:min_cell_size" in r for r in new), new
+
+
+def test_a_non_dp_cox_on_the_plan_lattice_equals_lifelines_with_the_rule_off(
+        tmp_path: Path) -> None:
     from lifelines import CoxPHFitter
 
-    fed, spec = monthly
+    spec = _spec("lattice-monthly-off", 12)
+    fed = _template_sites(tmp_path, spec, enforce_min_cell=False)
     cox = _run_study(fed, spec)
     assert cox["status"] == "ok", cox.get("error")
     summary = pd.DataFrame(**{k: cox["tables"]["summary"][k]
                               for k in ("data", "index", "columns")})
     pooled = pd.concat([load_cohort(d).patients for d in fed.site_dirs.values()],
                        ignore_index=True).dropna(subset=[*FORMULA, "os_time", "os_status"])
-    # each site's own events per month hold cells of 1 to 4 patients: the rule, had it applied
-    # to them, would have refused every site
-    for d in fed.site_dirs.values():
-        p = load_cohort(d).patients.dropna(subset=[*FORMULA, "os_time", "os_status"])
-        months = np.ceil(p.loc[p["os_status"] > 0, "os_time"].astype(float) * 12 - 1e-7)
-        counts = months.value_counts()
-        assert ((counts > 0) & (counts < 5)).any()
     frame = pooled[FORMULA].astype(float).copy()
     # each time moved up to the end of its month (computed here, not by hemafed)
     frame["T"] = np.ceil(pooled["os_time"].astype(float).to_numpy() * 12 - 1e-7) / 12
@@ -166,7 +180,7 @@ def test_the_plan_lattice_is_the_whole_lattice_moved_up() -> None:
     assert plan.on_plan_lattice({"grid": "x", "time_mapping": "up"}) is None
     for junk in (10**400, float("nan"), True):
         assert plan.on_plan_lattice({"grid": [junk] * len(month), "time_mapping": "up"}) is None
-    # a spec without a lattice has none: per-time counts stay under the rule on any grid
+    # a spec without a lattice has none (and no ``up`` mapping)
     bare = StudyPlan.from_spec(_spec("lattice-none", None))
     assert bare.on_plan_lattice({"grid": month, "time_mapping": "up"}) is None
     assert "up" not in bare.time_mappings

@@ -283,8 +283,9 @@ class FederatedCoxPH:
         spec's ``lattice``). The grid is then that whole lattice
         (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each time moved up to
         its interval's end (``time_mapping="up"``), and no time histogram is asked: the fit is
-        the pooled Cox fit on times rounded up to the lattice, and its per-time event counts
-        are outside the sites' minimum-cell rule (docs/security.md)."""
+        the pooled Cox fit on times rounded up to the lattice. Its per-time event counts stay
+        under the sites' minimum-cell rule (docs/security.md, attack L): small cohorts need
+        DP."""
         if not formula:
             raise InvalidInput("give the covariates: a formula such as 'age + hb' or a list")
         spec = parse_formula(formula, levels=levels)

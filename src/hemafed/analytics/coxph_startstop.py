@@ -227,7 +227,7 @@ def _declare_sums(params: Params, hw: np.ndarray, rows_per_patient: int
     out = {"s0": stat((nb, m), 0, top, e * math.sqrt(m)),
            "s1": stat((nb, m, p), -top * a, top * a, a * e * math.sqrt(m * p)),
            "s2": stat((nb, m, q), -top * a * a, top * a * a, a * a * e * p * math.sqrt(m)),
-           "d": Statistic((1, m), 0, mp, is_count=True, per_time=True),
+           "d": Statistic((1, m), 0, mp, is_count=True),
            "xsum": stat((1, m, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "rows": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True),
@@ -313,8 +313,8 @@ class FederatedCoxTimeVarying:
         (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each follow-up and
         switch time moved up to its interval's end (``time_mapping: up``), and no time
         histogram is asked: the fit is ``coxph(Surv(start, stop, event))`` on the pooled rows
-        split at the rounded times, and its per-time event counts are outside the sites'
-        minimum-cell rule (docs/security.md)."""
+        split at the rounded times. Its per-time event counts stay under the sites'
+        minimum-cell rule (docs/security.md, attack L): small cohorts need DP."""
         if not formula:
             raise InvalidInput("give the baseline covariates: a formula such as 'age + hb'")
         spec = parse_formula(formula, levels=levels)

@@ -152,10 +152,11 @@ def _table_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 def _table_declare(params: Params) -> dict[str, Statistic]:
     mp, m = _max_patients(params), check_grid(params.get("grid")).size
-    # per-time counts that only feed the estimator (G and the cause's event times; the study
-    # releases neither): outside the min-cell rule on the plan's lattice only (docs/security.md)
-    return {"exits": Statistic((m + 1,), 0, mp, is_count=True, per_time=True),
-            "events": Statistic((2, m), 0, mp, is_count=True, per_time=True),
+    # per-time counts that only feed the estimator (G and the cause's event times), still under
+    # the min-cell rule on any grid: the hub sees them pooled, and with the per-time xsum of
+    # finegray_sums a month with one event would give that patient's covariates (attack L)
+    return {"exits": Statistic((m + 1,), 0, mp, is_count=True),
+            "events": Statistic((2, m), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 
 
@@ -258,7 +259,7 @@ def _sums_declare(params: Params) -> dict[str, Statistic]:
     out = {"s0": stat((nb, mt), 0, top, e * math.sqrt(mt)),
            "s1": stat((nb, mt, p), -top * a, top * a, a * e * math.sqrt(mt * p)),
            "s2": stat((nb, mt, qq), -top * a * a, top * a * a, a * a * e * p * math.sqrt(mt)),
-           "d": Statistic((1, mt), 0, mp, is_count=True, per_time=True),
+           "d": Statistic((1, mt), 0, mp, is_count=True),
            "xsum": stat((1, mt, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
@@ -432,8 +433,8 @@ class FederatedFineGray:
         (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with every exit time
         (events and censorings) moved up to its interval's end (``time_mapping: up``), and no
         time histogram is asked: the fit is ``crr`` on the pooled times rounded up to the
-        lattice, and its per-time counts (the censoring table, the event counts) are outside
-        the sites' minimum-cell rule (docs/security.md)."""
+        lattice. Its per-time counts (the censoring table, the event counts) stay under the
+        sites' minimum-cell rule (docs/security.md, attack L): small cohorts need DP."""
         spec = parse_formula(formula, levels=levels)
         self._federation, self._study, self.spec = federation, study, spec
         self.causes, self.cause = [(str(t), str(s)) for t, s in causes], int(cause)

@@ -671,7 +671,7 @@ def _cox_sums_declare(params: Params) -> dict[str, Statistic]:
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
     if params.get("event_sums", True):
-        out |= {"d": Statistic((k, m), 0, mp, is_count=True, per_time=True),
+        out |= {"d": Statistic((k, m), 0, mp, is_count=True),
                 "xsum": stat((k, m, p), -mp * a, mp * a, a * math.sqrt(p))}
     if params.get("ties", "efron") == "efron":
         out |= {"e0": stat((nb * k, me), 0, top, e),
@@ -804,7 +804,7 @@ def _site_deriv_declare(params: Params) -> dict[str, Statistic]:
             "grad": Statistic((p,), -2 * mp * a, 2 * mp * a, res, sensitivity=2 * a * mp),
             "hess": Statistic((p, p), -mp * a * a * 4, mp * a * a * 4, res,
                               sensitivity=4 * a * a * mp),
-            "d": Statistic((m,), 0, mp, is_count=True, per_time=True),
+            "d": Statistic((m,), 0, mp, is_count=True),
             "n": Statistic((1,), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 

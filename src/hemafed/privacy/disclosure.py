@@ -18,8 +18,8 @@ After aggregation the hub still suppresses small pooled cells for display
 (:mod:`hemafed.analytics.describe`). Totals, at-risk counts and the other statistics of
 estimators (risk-set sums, gradients, Hessians) are outside the small-cell rule; for them a
 study's plan and DP are the protection (docs/security.md, docs/queries.md). Per-time event
-counts that only feed a Newton step (``per_time``) are under the rule unless the request's grid
-is the plan's public lattice (:func:`cell_rule_statistics`).
+counts that feed a Newton step are under the rule on every grid, the plan's public lattice
+included (:func:`cell_rule_statistics`).
 
 >>> import numpy as np
 >>> small_cells({"counts": np.array([0.0, 7.0, 3.0])}, ["counts"], 5)
@@ -35,21 +35,18 @@ import numpy as np
 from hemafed.release import Statistic
 
 
-def cell_rule_statistics(specs: Mapping[str, Statistic], on_lattice: bool = False) -> list[str]:
+def cell_rule_statistics(specs: Mapping[str, Statistic]) -> list[str]:
     """Names of the declared statistics the minimum-cell rule applies to.
 
-    ``on_lattice``: the request's time grid is its study plan's public lattice
-    (:meth:`hemafed.study.plan.StudyPlan.on_plan_lattice`). Then the per-time counts that only
-    feed a Newton step (``per_time``) are left out: each of their cells is an interval fixed at
-    approval, not one the hub chose around a patient's time. Released tables (risk tables,
-    histograms) are under the rule on any grid.
+    On any grid, the study plan's public lattice included: the per-time event counts of the
+    Cox-type estimators are under it, since their reply also carries the events' per-time
+    covariate sums (docs/security.md, attack L).
 
-    >>> d = Statistic((3,), 0, 9, is_count=True, per_time=True)
-    >>> cell_rule_statistics({"d": d}), cell_rule_statistics({"d": d}, on_lattice=True)
-    (['d'], [])
+    >>> d = Statistic((3,), 0, 9, is_count=True)
+    >>> cell_rule_statistics({"d": d, "n": Statistic((1,), 0, 9, is_count=True)})
+    ['d']
     """
-    return [name for name, s in specs.items()
-            if s.min_cell_rule and not (on_lattice and s.per_time)]
+    return [name for name, s in specs.items() if s.min_cell_rule]
 
 
 def small_cells(values: Mapping[str, np.ndarray], count_names: Iterable[str],

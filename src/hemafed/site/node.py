@@ -426,10 +426,8 @@ class SiteNode:
         if request.dp is not None:
             return
         if self.policy.enforce_min_cell:
-            # per-time Newton counts are outside the rule on the plan's own lattice only
-            on_lattice = self._plan_lattice(request) is not None
-            small = small_cells(values, cell_rule_statistics(specs, on_lattice),
-                                self.policy.min_cell_size)
+            # per-time event counts too, on the plan's lattice as well (attack L)
+            small = small_cells(values, cell_rule_statistics(specs), self.policy.min_cell_size)
             if small:
                 raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
                                             f"below min_cell_size {self.policy.min_cell_size} "

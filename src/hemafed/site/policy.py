@@ -113,8 +113,8 @@ DEFAULT_TOTAL_BUDGET = Budget(10.0, 1e-5)
 DEFAULT_STUDY_BUDGET = Budget(1.0, 1e-6)
 
 DEFAULT_MAX_LATTICE_STEPS = 12.0
-"""Finest plan lattice (steps per year) whose per-time event counts a site releases outside
-the minimum-cell rule: monthly (:attr:`SitePolicy.max_lattice_steps_per_unit`)."""
+"""Finest plan lattice (steps per year) on which a site answers a non-DP request: monthly
+(:attr:`SitePolicy.max_lattice_steps_per_unit`)."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,9 @@ class SitePolicy:
     off), so a hand-written policy that omits them is protected.
 
     ``max_lattice_steps_per_unit``: the finest study-plan lattice (steps per year) on which
-    the site answers a non-DP request whose per-time event counts are outside the min-cell
-    rule (:func:`hemafed.privacy.disclosure.cell_rule_statistics`); a finer one is refused.
+    the site answers a non-DP request. It bounds how finely the exact risk-set sums on the
+    lattice resolve patients' exits (docs/security.md, attack M); a finer one is refused. The
+    per-time event counts stay under the min-cell rule on the lattice too.
     """
 
     site_id: str
@@ -494,10 +495,10 @@ min_cell_size: 5
 enforce_min_cell: true
 min_subgroup_size: 5
 max_cells: 500000
-# A study may let its Cox, Fine-Gray and time-varying Cox fits count events per interval of a
-# public lattice fixed at approval (the spec's `lattice`, steps per year); those per-time counts
-# only feed the estimator and are then outside the min-cell rule. A lattice finer than this many steps per year (12:
-# monthly) is refused.
+# A study may fix the time grid of its Cox, Fine-Gray and time-varying Cox fits at approval to
+# a public lattice (the spec's `lattice`, steps per year; times rounded up to the interval end).
+# Their per-time event counts stay under the min-cell rule there too (small cohorts need DP).
+# A non-DP fit on a lattice finer than this many steps per year (12: monthly) is refused.
 max_lattice_steps_per_unit: 12
 require_dp: false
 # true: the same non-DP request is released over one set of sites only (a sum over another set

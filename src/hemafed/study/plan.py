@@ -45,7 +45,7 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   :mod:`hemafed.analytics.survival_queries`); a ``cox``, ``finegray`` or ``cox_tv``
   analysis's ``lattice`` fixes its grid to the whole lattice with ``time_mapping: up``
   (:meth:`StudyPlan.on_plan_lattice`, for
-  the site's minimum-cell rule; it also permits ``up``); iterated parameters (Cox/logistic
+  the site's ``max_lattice_steps_per_unit`` cap; it also permits ``up``); iterated parameters (Cox/logistic
   ``beta``) may change from round to round but have the design's width and bounded entries
   (each query also bounds ``|beta_j|`` times covariate j's public half-width,
   :func:`hemafed.analytics.design.check_coefficients`);
@@ -262,7 +262,7 @@ class StudyPlan:
     """``steps_per_unit`` of the spec's ``lattice`` options (:meth:`on_plan_lattice`)."""
     lattice_queries: frozenset[tuple[float, str]] = frozenset()
     """``(steps_per_unit, query)``: the queries of the analyses that fixed that lattice (a
-    lattice one analysis declares does not free another analysis's counts)."""
+    lattice one analysis declares is not another analysis's lattice)."""
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
@@ -436,15 +436,16 @@ class StudyPlan:
         ``None``.
 
         ``query``: the request's query; then only the lattices of the analyses using that
-        query count (a Fine-Gray analysis without ``lattice`` is not freed by a Cox analysis
-        that has one). ``None``: any of the spec's lattices.
+        query count (a Fine-Gray analysis without ``lattice`` is not on a Cox analysis's
+        lattice). ``None``: any of the spec's lattices.
 
         A grid is on the plan lattice when it is exactly the whole lattice of one of the spec's
         ``lattice`` options
         (:func:`hemafed.analytics.survival_queries.lattice_grid`) with ``time_mapping: up``: every per-time cell is then one
-        interval ``((k - 1) / s, k / s]`` fixed at approval, whatever the hub sends. Only then
-        are per-time event counts outside the site's minimum-cell rule
-        (:func:`hemafed.privacy.disclosure.cell_rule_statistics`).
+        interval ``((k - 1) / s, k / s]`` fixed at approval, whatever the hub sends. The site
+        then applies its ``max_lattice_steps_per_unit`` cap to a non-DP request; the per-time
+        event counts stay under its minimum-cell rule
+        (:func:`hemafed.privacy.disclosure.cell_rule_statistics`; attack L, docs/security.md).
         """
         if not self.lattices or params.get("time_mapping") != "up":
             return None
