@@ -10,6 +10,7 @@ reference model with R on the *pooled* frame hemafed's sites hold (the same floa
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -142,3 +143,36 @@ def run_r_batch(jobs: dict[str, tuple[str, pd.DataFrame]], timeout: float = 300
             raise RuntimeError(f"R failed:\n{res.stderr[-2000:]}")
         return {key: pd.read_csv(Path(tmp) / f"out{i}.csv", index_col=0)
                 for i, key in enumerate(jobs)}
+
+
+HEART_COX_R = """
+m <- coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, data = d,
+           ties = "{ties}", control = coxph.control(eps = 1e-13, iter.max = 100))
+out <- data.frame(coef = coef(m), se = sqrt(diag(vcov(m))), n = m$n, nevent = m$nevent,
+                  loglik = m$loglik[2])
+"""
+"""R's start-stop Cox on ``heart`` (``d``), the reference of the long-format fits; ``{ties}``
+is ``efron`` or ``breslow``."""
+
+
+@functools.cache
+def _heart() -> pd.DataFrame:
+    if RSCRIPT is None:
+        pytest.skip("Rscript is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "heart.csv"
+        res = subprocess.run([RSCRIPT, "-e", f"library(survival); d <- heart; "
+                              f"d$transplant <- as.integer(as.character(d$transplant)); "
+                              f"write.csv(d, '{out}', row.names = FALSE)"],
+                             capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            pytest.skip(f"R's survival::heart is unavailable: {res.stderr[-300:]}")
+        d = pd.read_csv(out)
+    d.insert(0, "patient_id", [f"heart{int(i):03d}" for i in d.pop("id")])
+    return d
+
+
+def r_heart() -> pd.DataFrame:
+    """R's ``survival::heart`` (start-stop rows, one id per patient as ``patient_id``), exported
+    once per session; skips when R or the dataset is unavailable."""
+    return _heart().copy()

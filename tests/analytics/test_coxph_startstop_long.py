@@ -9,16 +9,11 @@ aggregation. R fits the pooled rows as they are.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from fixed_point_federation import FixedPointFederation
-from r_datasets import needs_r, run_r_batch, split_uneven
+from r_datasets import HEART_COX_R, needs_r, r_heart, run_r_batch, split_uneven
 
 from hemafed.analytics.coxph_startstop import (
     LONG_QUERY,
@@ -34,30 +29,12 @@ pytestmark = needs_r
 FORMULA = "age + year + surgery + transplant"
 BOUNDS = {"age": [-50.0, 30.0], "year": [-1.0, 8.0], "surgery": [0.0, 1.0],
           "transplant": [0.0, 1.0]}
-R_FIT = """
-m <- coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, data = d,
-           ties = "{ties}", control = coxph.control(eps = 1e-13, iter.max = 100))
-out <- data.frame(coef = coef(m), se = sqrt(diag(vcov(m))), n = m$n, nevent = m$nevent,
-                  loglik = m$loglik[2])
-"""
+R_FIT = HEART_COX_R
 
 
 @pytest.fixture(scope="module")
 def heart() -> pd.DataFrame:
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        pytest.skip("Rscript is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "heart.csv"
-        res = subprocess.run([rscript, "-e", f"library(survival); d <- heart; "
-                              f"d$transplant <- as.integer(as.character(d$transplant)); "
-                              f"write.csv(d, '{out}', row.names = FALSE)"],
-                             capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            pytest.skip(f"R's survival::heart is unavailable: {res.stderr[-300:]}")
-        d = pd.read_csv(out)
-    d.insert(0, "patient_id", [f"heart{int(i):03d}" for i in d.pop("id")])
-    return d
+    return r_heart()
 
 
 def sites_of(heart: pd.DataFrame, n_sites: int) -> dict[str, LongitudinalCohort]:

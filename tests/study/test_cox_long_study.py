@@ -12,10 +12,7 @@ plan pins the half-day lattice: a request on another grid is refused naming the 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analytics"))
-from r_datasets import needs_r, run_r_batch, split_uneven
+from r_datasets import HEART_COX_R, needs_r, r_heart, run_r_batch, split_uneven
 
 from hemafed.analytics.coxph_startstop import LONG_QUERY
 from hemafed.analytics.mixed import (
@@ -48,30 +45,12 @@ SPEC = {"study_id": "heart-long", "requester": "tester", "analyses": [
     {"id": "levels", "title": "Surgery as a factor (Breslow)", **LONG, "ties": "breslow",
      "bounds": {k: v for k, v in BOUNDS.items() if k != "surgery"},
      "levels": {"surgery": [0, 1]}}]}
-R_FIT = """
-m <- coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, data = d,
-           ties = "{ties}", control = coxph.control(eps = 1e-13, iter.max = 100))
-out <- data.frame(coef = coef(m), se = sqrt(diag(vcov(m))), n = m$n, nevent = m$nevent,
-                  loglik = m$loglik[2])
-"""
+R_FIT = HEART_COX_R
 
 
 @pytest.fixture(scope="module")
 def heart() -> pd.DataFrame:
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        pytest.skip("Rscript is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "heart.csv"
-        res = subprocess.run([rscript, "-e", f"library(survival); d <- heart; "
-                              f"d$transplant <- as.integer(as.character(d$transplant)); "
-                              f"write.csv(d, '{out}', row.names = FALSE)"],
-                             capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            pytest.skip(f"R's survival::heart is unavailable: {res.stderr[-300:]}")
-        d = pd.read_csv(out)
-    d.insert(0, "patient_id", [f"heart{int(i):03d}" for i in d.pop("id")])
-    return d
+    return r_heart()
 
 
 def _cohorts(heart: pd.DataFrame) -> dict[str, LongitudinalCohort]:
