@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from hemafed.service.app import create_app
@@ -104,3 +111,51 @@ def assert_same_results(hub_results: dict[str, Any], cli_results: dict[str, Any]
         for name, table in cli_doc["tables"].items():
             got = np.array(hub_doc["tables"][name]["data"], dtype=float)
             np.testing.assert_allclose(got, np.array(table["data"], dtype=float), rtol=1e-9)
+
+
+@contextmanager
+def hub_process(data: Path, sites: list[Path], port: int | None = None
+                ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``hemafed hub serve`` as a real process on a loopback port (a free one by default); yields
+    its URL and process once it answers; stopped by its process group (SIGKILL) on exit."""
+    port = free_port() if port is None else port
+    cmd = [sys.executable, "-m", "hemafed.cli", "hub", "serve", "--data", str(data),
+           "--port", str(port)]
+    for d in sites:
+        cmd += ["--site", str(d)]
+    env = dict(os.environ, HEMAFED_ADMIN_PASSWORD=PASSWORD)
+    log_path = data.parent / f"hub-{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url + "/login", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(log_path.read_text()[-3000:])
+                time.sleep(0.2)
+            yield url, proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+class ProcessAdmin:
+    """The admin of a hub process: :func:`onboard` drives a hub through any httpx-like client;
+    here the real one, over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def post(self, path: str, **kw: object) -> httpx.Response:
+        return self.http.post(path, **kw)  # type: ignore[arg-type]
+
+    def ensure_admin(self, *_: object) -> None:
+        """The process made its admin from HEMAFED_ADMIN_PASSWORD."""

@@ -13,18 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from hubkit import PASSWORD, app_client, free_port, make_hub, onboard
+from hubkit import ProcessAdmin, app_client, hub_process, make_hub, onboard
 
 from hemafed.service.catalogue import approve_catalogue, catalogue_spec_text, parse_plan
 from hemafed.site.store import audit_log
@@ -186,37 +182,6 @@ def test_a_claim_left_by_a_killed_hub_is_released_and_the_refresh_runs_once(
     restarted.dispose()
 
 
-@contextmanager
-def hub_process(data: Path, sites: list[Path]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``hemafed hub serve`` on a free loopback port; yields its URL and process; stopped by
-    its process group on exit."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "hemafed.cli", "hub", "serve", "--data", str(data),
-           "--port", str(port)]
-    for d in sites:
-        cmd += ["--site", str(d)]
-    env = dict(os.environ, HEMAFED_ADMIN_PASSWORD=PASSWORD)
-    log_path = data.parent / f"hub-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "/login", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(log_path.read_text()[-3000:])
-                time.sleep(0.2)
-            yield url, proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.mark.slow
@@ -224,8 +189,6 @@ def test_real_hub_killed_and_restarted_runs_the_due_refresh_once(site_dirs: list
                                                                  tmp_path: Path) -> None:
     """`hemafed hub serve` as a process: its scheduler refreshes when due; killed by PID
     (SIGKILL) and restarted after two intervals were missed, it runs the due refresh once."""
-    from test_serve_cli import _Admin
-
     interval = 4.0
     data = tmp_path / "hub"
     text = catalogue_spec_text(diseases=DISEASES, fields=FIELDS, epsilon=1.0,
@@ -250,7 +213,7 @@ def test_real_hub_killed_and_restarted_runs_the_due_refresh_once(site_dirs: list
         raise AssertionError(f"refresh {n} did not run in {timeout} s")
 
     with hub_process(data, site_dirs) as (url, proc):
-        admin = _Admin(url)
+        admin = ProcessAdmin(url)
         heads.update(onboard(admin, admin, site_dirs))  # type: ignore[arg-type]
         r = httpx.put(url + "/api/catalogue/plan", headers=heads["admin"],
                       json={"spec_yaml": text})
@@ -288,8 +251,6 @@ def test_real_hub_killed_during_a_refresh_publishes_it_once_after_restart(
         site_dirs: list[Path], tmp_path: Path) -> None:
     """SIGKILL while the scheduled refresh is in flight (claimed, not committed): nothing of it
     is published; the restarted hub records the interruption and runs the due refresh once."""
-    from test_serve_cli import _Admin
-
     from hemafed.site.audit import AuditLog
 
     interval = 3.0
@@ -302,7 +263,7 @@ def test_real_hub_killed_during_a_refresh_publishes_it_once_after_restart(
         return dict(httpx.get(url + "/api/catalogue", headers=heads["alice"], timeout=10).json())
 
     with hub_process(data, site_dirs) as (url, proc):
-        admin = _Admin(url)
+        admin = ProcessAdmin(url)
         heads.update(onboard(admin, admin, site_dirs))  # type: ignore[arg-type]
         httpx.put(url + "/api/catalogue/plan", headers=heads["admin"], json={"spec_yaml": text})
         _approve(admin.http, heads, site_dirs[:2], text, budget=50.0)
