@@ -15,6 +15,15 @@ Only the pooled pieces need the other sites, and they are all sums:
    divided by ``n``, it is neuroCombat's ``var_pooled``.
 
 The hub thus learns only the pooled ``(alpha, beta, var_pooled)``, which go back to every site.
+A site accepts them only as a function of the approved study (:func:`check_pooled`, before it
+computes anything): the plan pins the features and covariates (the spec's, in its order), the
+arrays must be finite and of the planned shapes, ``0 < var_pooled <= max((high - low)^2 / 4, 1)``
+(a pooled within-site residual variance cannot exceed the largest variance a feature within its
+public bounds can have), ``alpha + x' beta`` must reach the feature's bounds for some covariate
+vector ``x`` within theirs (the grand mean at the pooled covariate mean does) and each covariate's
+effect over its public range at most :data:`MAX_EFFECT_SPAN` feature ranges. The harmonised
+values must lie within the public bounds of ``h_<feature>`` or nothing is stored, and they are
+stored for the requesting study only (:func:`hemafed.imaging.site_features.store_harmonisation`).
 Each site then standardises its own data, estimates its own ``gamma_hat``, ``delta_hat`` and
 their priors (ComBat's priors are per batch, across features) and runs the empirical-Bayes
 iteration locally (:func:`site_adjust`): no site-level effect is ever sent. The result equals
@@ -38,7 +47,8 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
-from hemafed.federation.runtime import register_site_effect, register_site_tables
+from hemafed.federation.runtime import (register_site_effect, register_site_tables,
+                                        register_study_tables)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,10 @@ RESIDUALS_QUERY = "combat_residuals"
 APPLY_QUERY = "combat_apply"
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
+MAX_EFFECT_SPAN = 1e3
+"""Largest ``|beta_kg| * range(covariate k) / range(feature g)`` a site accepts: a plausibility
+limit (an honest pooled slope is bounded only by how little a covariate varies within sites),
+far above real fits, which refuses a hub's arbitrary covariate effects by their parameter."""
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -195,8 +209,51 @@ def _check_residuals(params: Params) -> None:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
 
 
-def _check_apply(params: Params) -> None:
+def _pooled_array(params: Params, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        a = np.asarray(params[key], dtype=float)
+        if a.size == 0 and 0 in shape:
+            a = a.reshape(shape)
+    except (KeyError, TypeError, ValueError):
+        a = None
+    if a is None or a.shape != shape:
+        raise InvalidInput(f"parameter {key!r} must be a numeric array of shape {shape} (the "
+                           "planned features and covariates)")
+    if not np.all(np.isfinite(a)):
+        raise InvalidInput(f"parameter {key!r} must be finite")
+    return a
+
+
+def check_pooled(params: Params) -> None:
+    """Refuse pooled ComBat parameters no honest fit within the public bounds gives (see the
+    module docstring); the refusal names the parameter, never a value. Parameters alone decide,
+    so every site refuses alike."""
     _check(params)
+    feats, covs = list(params["features"]), list(params.get("covariates", []))
+    p, q = len(feats), len(covs)
+    b = _bounds(params, feats + covs)
+    by, bx = b[:p], b[p:]
+    _bounds(params, [f"h_{f}" for f in feats if f"h_{f}" in params["bounds"]])
+    alpha = _pooled_array(params, "alpha", (p,))
+    beta = _pooled_array(params, "beta", (q, p))
+    var = _pooled_array(params, "var_pooled", (p,))
+    ry, rx = by[:, 1] - by[:, 0], bx[:, 1] - bx[:, 0]
+    if not (np.all(var > 0) and np.all(var <= np.maximum(ry ** 2 / 4, 1.0))):
+        raise InvalidInput("parameter 'var_pooled' must be > 0 and at most the largest variance "
+                           "of each feature within its public bounds")
+    if q and not np.all(np.abs(beta) * rx[:, None] <= MAX_EFFECT_SPAN * ry[None, :]):
+        raise InvalidInput(f"parameter 'beta' must give each covariate an effect over its public "
+                           f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
+    # the range of alpha + x' beta over the covariate box must meet the feature's bounds
+    lo = alpha + (np.minimum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
+    hi = alpha + (np.maximum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
+    if not (np.all(hi >= by[:, 0]) and np.all(lo <= by[:, 1])):
+        raise InvalidInput("parameter 'alpha' must put each feature's grand mean within its "
+                           "public bounds for some covariate values within theirs")
+
+
+def _check_apply(params: Params) -> None:
+    check_pooled(params)
     FederatedComBat.from_parameters(params)
 
 
@@ -209,11 +266,12 @@ def _apply_declare(params: Params) -> dict[str, Statistic]:
     return {"n": Statistic((1,), 0, max_patients(params), is_count=True)}
 
 
-def _apply_effect(site_dir: Any, node: Any, params: Params) -> None:
-    """At the site, after it answered ``combat_apply``: store its harmonised features."""
+def _apply_effect(site_dir: Any, node: Any, params: Params, study: str) -> None:
+    """At the site, after it answered ``combat_apply`` of ``study``: store that study's
+    harmonised features (read by that study's later requests only, :func:`_study_tables`)."""
     from hemafed.imaging.site_features import store_harmonisation
 
-    node.cohort = store_harmonisation(site_dir, node.cohort, params)
+    store_harmonisation(site_dir, node.cohort, params, study=study)
 
 
 register(Query(APPLY_QUERY, "1", compute=_apply_compute, declare=_apply_declare,
@@ -224,13 +282,21 @@ register_site_effect(APPLY_QUERY, _apply_effect)
 
 
 def _join_site_tables(site_dir: Any, cohort: Any) -> Any:
-    """The site's stored imaging features, findings and harmonised features, joined."""
+    """The site's stored imaging features and findings, joined (no study's harmonised ones)."""
     from hemafed.imaging.site_features import imaging_cohort, imaging_table
 
     return imaging_cohort(cohort, imaging_table(site_dir))
 
 
+def _study_tables(site_dir: Any, cohort: Any, study: str) -> Any:
+    """The cohort of one study's requests: with that study's own harmonised features only."""
+    from hemafed.imaging.site_features import study_cohort
+
+    return study_cohort(site_dir, cohort, study)
+
+
 register_site_tables(_join_site_tables)
+register_study_tables(_study_tables)
 
 
 # --- pooled estimates from sums -----------------------------------------------------------------
@@ -352,11 +418,14 @@ class FederatedComBat:
     def apply(self, federation: Federation, bounds: Mapping[str, Sequence[float]], *,
               study: str = "default", max_patients: int = MAX_PATIENTS) -> int:
         """Send the pooled parameters to every site (``combat_apply``): each stores its own
-        harmonised ``h_<feature>`` columns. Returns the number of patients harmonised, a secure
+        harmonised ``h_<feature>`` columns, for ``study`` only. Returns the number of patients harmonised, a secure
         sum over the same sites as the fit."""
+        # the public bounds of the features, covariates and any declared h_<feature>: the
+        # harmonised values a site stores must lie within the latter (else the feature's own)
+        keep = {*self.features, *self.covariates, *(f"h_{f}" for f in self.features)}
         params = {**self.site_parameters(), "max_patients": int(max_patients),
                   "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
-                             if k in set(self.features) | set(self.covariates)}}
+                             if k in keep}}
         res = federation.secure_sum(APPLY_QUERY, params, study=study)
         if tuple(res.sites) != tuple(self.sites):
             raise InvalidInput(f"ComBat: the harmonisation reached sites {res.sites}, the fit "
@@ -377,10 +446,13 @@ class FederatedComBat:
             model.var_pooled_ = np.asarray(params["var_pooled"], dtype=float).reshape(p)
             model.n_ = int(params.get("n", 0))
             model.sites = tuple(str(s) for s in params.get("sites", ()))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"ComBat parameters are malformed ({exc})") from None
-        if not (np.all(np.isfinite(model.alpha_)) and np.all(model.var_pooled_ > 0)):
-            raise InvalidInput("ComBat parameters: alpha must be finite and var_pooled > 0")
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput("ComBat parameters are malformed: 'features', 'covariates', "
+                               "'alpha', 'beta' and 'var_pooled' of matching shapes") from None
+        if not (np.all(np.isfinite(model.alpha_)) and np.all(np.isfinite(model.beta_))
+                and np.all(np.isfinite(model.var_pooled_)) and np.all(model.var_pooled_ > 0)):
+            raise InvalidInput("ComBat parameters: 'alpha', 'beta' and 'var_pooled' must be "
+                               "finite and 'var_pooled' > 0")
         return model
 
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -193,6 +193,9 @@ class PlanParts:
     """Secure-sum caps of the boosting queries of ``model: gbdt`` analyses."""
     gbdt_exact: bool = True
     """False when a ``model: gbdt`` analysis has DP histograms: the plan then requires DP."""
+    harmonise: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    """The spec's ``harmonise`` features and covariates, in order: every ComBat request of the
+    study names exactly these (so the pooled parameters a site accepts are the study's)."""
 
 
     @property
@@ -241,16 +244,35 @@ def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
                 caps[q] = caps.get(q, 0) + n
     return PlanParts(frozenset(columns), bounds, tuple(designs), max(1, len(analyses)),
                      frozenset({*ispec.features, *ispec.covariates, *hbounds}),
-                     frozenset(edges), caps, exact)
+                     frozenset(edges), caps, exact, (ispec.features, ispec.covariates))
 
 
-def plan_problem(parts: PlanParts, params: Mapping[str, Any]) -> tuple[str, str] | None:
+COMBAT_QUERIES = frozenset({"combat_moments", "combat_residuals", "combat_apply"})
+
+
+def plan_problem(parts: PlanParts, params: Mapping[str, Any],
+                 query: str | None = None) -> tuple[str, str] | None:
     """An imaging request's ``features``/``covariates`` must be planned columns and its
-    ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values)."""
+    ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values); a
+    ComBat request's are exactly the spec's ``harmonise`` lists, its ``bounds`` exactly theirs."""
     for key in ("features", "covariates"):
         for col in params.get(key) or ():
             if col not in parts.features:
                 return "column", f"column {col!r} is not named by the study's imaging section"
+    if query in COMBAT_QUERIES:
+        feats, covs = parts.harmonise
+        for key, want in (("features", feats), ("covariates", covs)):
+            got = params.get(key, [])
+            if not isinstance(got, list | tuple) or tuple(got) != want:
+                return key, (f"ComBat {key} must be the spec's imaging.harmonise {key} "
+                             f"{list(want)}, in order")
+        raw = params.get("bounds")
+        # combat_apply may add the public bounds of h_<feature> (what the stored values obey)
+        extra = {f"h_{f}" for f in feats} if query == "combat_apply" else set()
+        if not isinstance(raw, Mapping) or not {*feats, *covs} <= set(raw) <= {*feats, *covs,
+                                                                              *extra}:
+            return "bounds", ("ComBat bounds must give exactly the harmonised features and "
+                              "covariates their public bounds")
     raw = params.get("bounds")
     if raw is None:
         return None
