@@ -209,6 +209,10 @@ def _check_residuals(params: Params) -> None:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
 
 
+class _Problem(Exception):
+    """A pooled-parameter problem: ``(parameter, detail)``, the detail naming no value."""
+
+
 def _pooled_array(params: Params, key: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         a = np.asarray(params[key], dtype=float)
@@ -217,39 +221,58 @@ def _pooled_array(params: Params, key: str, shape: tuple[int, ...]) -> np.ndarra
     except (KeyError, TypeError, ValueError):
         a = None
     if a is None or a.shape != shape:
-        raise InvalidInput(f"parameter {key!r} must be a numeric array of shape {shape} (the "
-                           "planned features and covariates)")
+        raise _Problem(key, f"parameter {key!r} must be a numeric array of shape {shape} (the "
+                            "planned features and covariates)")
     if not np.all(np.isfinite(a)):
-        raise InvalidInput(f"parameter {key!r} must be finite")
+        raise _Problem(key, f"parameter {key!r} must be finite")
     return a
 
 
-def check_pooled(params: Params) -> None:
-    """Refuse pooled ComBat parameters no honest fit within the public bounds gives (see the
-    module docstring); the refusal names the parameter, never a value. Parameters alone decide,
-    so every site refuses alike."""
-    _check(params)
+def pooled_problem(params: Params) -> tuple[str, str] | None:
+    """The first reason no honest fit within the public bounds gives these pooled ComBat
+    parameters (see the module docstring), as ``(parameter, detail)``; ``None`` if there is
+    none. Parameters alone decide, so every site finds the same; the detail names no value."""
+    from hemafed.privacy.refusal import parameter_name
+
+    try:
+        _check(params)
+    except InvalidInput as exc:
+        return parameter_name(str(exc), dict(params)), str(exc)
     feats, covs = list(params["features"]), list(params.get("covariates", []))
     p, q = len(feats), len(covs)
     b = _bounds(params, feats + covs)
     by, bx = b[:p], b[p:]
-    _bounds(params, [f"h_{f}" for f in feats if f"h_{f}" in params["bounds"]])
-    alpha = _pooled_array(params, "alpha", (p,))
-    beta = _pooled_array(params, "beta", (q, p))
-    var = _pooled_array(params, "var_pooled", (p,))
+    try:
+        _bounds(params, [f"h_{f}" for f in feats if f"h_{f}" in params["bounds"]])
+        alpha = _pooled_array(params, "alpha", (p,))
+        beta = _pooled_array(params, "beta", (q, p))
+        var = _pooled_array(params, "var_pooled", (p,))
+    except InvalidInput as exc:
+        return "bounds", str(exc)
+    except _Problem as exc:
+        return exc.args[0], exc.args[1]
     ry, rx = by[:, 1] - by[:, 0], bx[:, 1] - bx[:, 0]
     if not (np.all(var > 0) and np.all(var <= np.maximum(ry ** 2 / 4, 1.0))):
-        raise InvalidInput("parameter 'var_pooled' must be > 0 and at most the largest variance "
-                           "of each feature within its public bounds")
+        return "var_pooled", ("parameter 'var_pooled' must be > 0 and at most the largest "
+                              "variance of each feature within its public bounds")
     if q and not np.all(np.abs(beta) * rx[:, None] <= MAX_EFFECT_SPAN * ry[None, :]):
-        raise InvalidInput(f"parameter 'beta' must give each covariate an effect over its public "
-                           f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
+        return "beta", (f"parameter 'beta' must give each covariate an effect over its public "
+                        f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
     # the range of alpha + x' beta over the covariate box must meet the feature's bounds
     lo = alpha + (np.minimum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
     hi = alpha + (np.maximum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
     if not (np.all(hi >= by[:, 0]) and np.all(lo <= by[:, 1])):
-        raise InvalidInput("parameter 'alpha' must put each feature's grand mean within its "
-                           "public bounds for some covariate values within theirs")
+        return "alpha", ("parameter 'alpha' must put each feature's grand mean within its "
+                         "public bounds for some covariate values within theirs")
+    return None
+
+
+def check_pooled(params: Params) -> None:
+    """:func:`pooled_problem` as an ``InvalidInput`` (the query's own check, for a site
+    without a plan; a site with one refuses it in the plan check, :mod:`hemafed.study.plan`)."""
+    problem = pooled_problem(params)
+    if problem is not None:
+        raise InvalidInput(problem[1])
 
 
 def _check_apply(params: Params) -> None:
