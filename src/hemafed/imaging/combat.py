@@ -21,7 +21,7 @@ arrays must be finite and of the planned shapes, ``0 < var_pooled <= max((high -
 (a pooled within-site residual variance cannot exceed the largest variance a feature within its
 public bounds can have), ``alpha + x' beta`` must reach the feature's bounds for some covariate
 vector ``x`` within theirs (the grand mean at the pooled covariate mean does) and each covariate's
-effect over its public range at most :data:`MAX_EFFECT_SPAN` feature ranges. The harmonised
+effect over its public range at most :data:`~hemafed.imaging.combat_params.MAX_EFFECT_SPAN` feature ranges. The harmonised
 values must lie within the public bounds of ``h_<feature>`` or nothing is stored, and they are
 stored for the requesting study only (:func:`hemafed.imaging.site_features.store_harmonisation`).
 Each site then standardises its own data, estimates its own ``gamma_hat``, ``delta_hat`` and
@@ -47,8 +47,14 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
-from hemafed.federation.runtime import (register_site_effect, register_site_tables,
-                                        register_study_tables)
+from hemafed.federation.runtime import (
+    register_site_effect,
+    register_site_tables,
+    register_study_tables,
+)
+from hemafed.imaging.combat_params import check_columns as _check
+from hemafed.imaging.combat_params import column_bounds as _bounds
+from hemafed.imaging.combat_params import pooled_problem
 
 log = logging.getLogger(__name__)
 
@@ -57,50 +63,6 @@ RESIDUALS_QUERY = "combat_residuals"
 APPLY_QUERY = "combat_apply"
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
-MAX_EFFECT_SPAN = 1e3
-"""Largest ``|beta_kg| * range(covariate k) / range(feature g)`` a site accepts: a plausibility
-limit (an honest pooled slope is bounded only by how little a covariate varies within sites),
-far above real fits, which refuses a hub's arbitrary covariate effects by their parameter."""
-
-
-# --- parameters -------------------------------------------------------------------------------
-
-def _names(params: Params, key: str, allow_empty: bool) -> list[str]:
-    cols = params.get(key, [])
-    if not isinstance(cols, list) or not all(isinstance(c, str) and c for c in cols):
-        raise InvalidInput(f"parameter {key!r} must be a list of column names, got {cols!r}")
-    if not cols and not allow_empty:
-        raise InvalidInput(f"parameter {key!r} must name at least one column")
-    return cols
-
-
-def _bounds(params: Params, columns: Sequence[str]) -> np.ndarray:
-    raw = params.get("bounds")
-    if not isinstance(raw, Mapping):
-        raise InvalidInput("parameter 'bounds' must map every feature and covariate to its "
-                           "public [low, high]")
-    out = []
-    for c in columns:
-        b = raw.get(c)
-        if (not isinstance(b, Sequence) or len(b) != 2
-                or not all(isinstance(v, int | float) for v in b) or not b[0] < b[1]):
-            raise InvalidInput(f"parameter 'bounds' must give [low, high] with low < high for "
-                               f"column {c!r}, got {b!r}")
-        out.append((float(b[0]), float(b[1])))
-    return np.asarray(out, dtype=float).reshape(len(columns), 2)
-
-
-def _check(params: Params) -> None:
-    feats = _names(params, "features", allow_empty=False)
-    covs = _names(params, "covariates", allow_empty=True)
-    if set(feats) & set(covs) or len(set(feats)) != len(feats) or len(set(covs)) != len(covs):
-        raise InvalidInput("features and covariates must be distinct, each listed once")
-    _bounds(params, feats + covs)
-    if "beta" in params:
-        beta = np.asarray(params["beta"], dtype=float)
-        if beta.shape != (len(covs), len(feats)) or not np.all(np.isfinite(beta)):
-            raise InvalidInput(f"parameter 'beta' must be a finite {len(covs)} x {len(feats)} "
-                               "matrix (covariates x features)")
 
 
 def _site_arrays(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -207,64 +169,6 @@ def _check_residuals(params: Params) -> None:
     _check(params)
     if "beta" not in params:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
-
-
-class _Problem(Exception):
-    """A pooled-parameter problem: ``(parameter, detail)``, the detail naming no value."""
-
-
-def _pooled_array(params: Params, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        a = np.asarray(params[key], dtype=float)
-        if a.size == 0 and 0 in shape:
-            a = a.reshape(shape)
-    except (KeyError, TypeError, ValueError):
-        a = None
-    if a is None or a.shape != shape:
-        raise _Problem(key, f"parameter {key!r} must be a numeric array of shape {shape} (the "
-                            "planned features and covariates)")
-    if not np.all(np.isfinite(a)):
-        raise _Problem(key, f"parameter {key!r} must be finite")
-    return a
-
-
-def pooled_problem(params: Params) -> tuple[str, str] | None:
-    """The first reason no honest fit within the public bounds gives these pooled ComBat
-    parameters (see the module docstring), as ``(parameter, detail)``; ``None`` if there is
-    none. Parameters alone decide, so every site finds the same; the detail names no value."""
-    from hemafed.privacy.refusal import parameter_name
-
-    try:
-        _check(params)
-    except InvalidInput as exc:
-        return parameter_name(str(exc), dict(params)), str(exc)
-    feats, covs = list(params["features"]), list(params.get("covariates", []))
-    p, q = len(feats), len(covs)
-    b = _bounds(params, feats + covs)
-    by, bx = b[:p], b[p:]
-    try:
-        _bounds(params, [f"h_{f}" for f in feats if f"h_{f}" in params["bounds"]])
-        alpha = _pooled_array(params, "alpha", (p,))
-        beta = _pooled_array(params, "beta", (q, p))
-        var = _pooled_array(params, "var_pooled", (p,))
-    except InvalidInput as exc:
-        return "bounds", str(exc)
-    except _Problem as exc:
-        return exc.args[0], exc.args[1]
-    ry, rx = by[:, 1] - by[:, 0], bx[:, 1] - bx[:, 0]
-    if not (np.all(var > 0) and np.all(var <= np.maximum(ry ** 2 / 4, 1.0))):
-        return "var_pooled", ("parameter 'var_pooled' must be > 0 and at most the largest "
-                              "variance of each feature within its public bounds")
-    if q and not np.all(np.abs(beta) * rx[:, None] <= MAX_EFFECT_SPAN * ry[None, :]):
-        return "beta", (f"parameter 'beta' must give each covariate an effect over its public "
-                        f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
-    # the range of alpha + x' beta over the covariate box must meet the feature's bounds
-    lo = alpha + (np.minimum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
-    hi = alpha + (np.maximum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
-    if not (np.all(hi >= by[:, 0]) and np.all(lo <= by[:, 1])):
-        return "alpha", ("parameter 'alpha' must put each feature's grand mean within its "
-                         "public bounds for some covariate values within theirs")
-    return None
 
 
 def check_pooled(params: Params) -> None:

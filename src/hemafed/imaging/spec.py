@@ -274,7 +274,7 @@ def plan_problem(parts: PlanParts, params: Mapping[str, Any],
             return "bounds", ("ComBat bounds must give exactly the harmonised features and "
                               "covariates their public bounds")
         if query == "combat_apply":
-            from hemafed.imaging.combat import pooled_problem
+            from hemafed.imaging.combat_params import pooled_problem
 
             # the pooled parameters a site stores with: finite, planned shapes, plausible
             # within the public bounds (a function of the approved study, not the hub's choice)
