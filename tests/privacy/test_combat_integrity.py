@@ -42,7 +42,7 @@ BOUNDS = {"hb": [0.0, 25.0], "plt": [0.0, 2000.0], "age": [0.0, 120.0]}
 
 
 def _spec(study_id: str) -> StudySpec:
-    raw = copy.deepcopy(SCREEN_SPEC_MAP)
+    raw: dict[str, Any] = copy.deepcopy(SCREEN_SPEC_MAP)
     raw["study_id"] = study_id
     raw["imaging"]["harmonise"]["covariates"] = list(COVARIATES)
     return StudySpec.from_mapping(raw)

@@ -261,11 +261,11 @@ def plan_problem(parts: PlanParts, params: Mapping[str, Any],
                 return "column", f"column {col!r} is not named by the study's imaging section"
     if query in COMBAT_QUERIES:
         feats, covs = parts.harmonise
-        for key, want in (("features", feats), ("covariates", covs)):
-            got = params.get(key, [])
-            if not isinstance(got, list | tuple) or tuple(got) != want:
+        for key, planned in (("features", feats), ("covariates", covs)):
+            sent = params.get(key, [])
+            if not isinstance(sent, list | tuple) or tuple(sent) != planned:
                 return key, (f"ComBat {key} must be the spec's imaging.harmonise {key} "
-                             f"{list(want)}, in order")
+                             f"{list(planned)}, in order")
         raw = params.get("bounds")
         # combat_apply may add the public bounds of h_<feature> (what the stored values obey)
         extra = {f"h_{f}" for f in feats} if query == "combat_apply" else set()
