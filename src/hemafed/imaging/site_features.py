@@ -150,11 +150,13 @@ def without_harmonised(cohort: Cohort) -> Cohort:
 def study_cohort(site_dir: str | Path, cohort: Cohort, study: str) -> Cohort:
     """The cohort ``study``'s requests run on: ``cohort`` (features, findings) with that study's
     own harmonised features joined, and no other study's."""
-    base = without_harmonised(cohort)
     try:
         own = study_harmonised(site_dir, study)
     except InvalidInput:  # a study id no table can have: no harmonised features
         own = None
+    if own is None and not any(c.startswith(HARMONISED_PREFIX) for c in cohort.patients.columns):
+        return cohort  # the common case (no harmonised features anywhere): no copy per request
+    base = without_harmonised(cohort)
     return base if own is None else imaging_cohort(base, own)
 
 
