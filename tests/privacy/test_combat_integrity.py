@@ -157,3 +157,19 @@ def test_hostile_combat_parameters_are_refused_by_every_site_naming_the_paramete
     for d in sites.site_dirs.values():
         stored = sorted(p.name for p in (d / "imaging" / "harmonised").iterdir())
         assert stored == ["ci-b.combat.json", "ci-b.parquet"]
+
+
+def test_a_site_without_a_plan_refuses_the_same_parameters(sites: LocalSites) -> None:
+    """The query's own check (a site whose policy has ``require_plan: false``) refuses the same
+    parameter problems; only the spec's feature order is the plan's to pin."""
+    from hemafed.errors import InvalidInput
+    from hemafed.federation.queries import get_query
+
+    honest = _honest(sites)
+    query = get_query("combat_apply")
+    query.check(honest)
+    for case, (name, change) in _hostile(honest).items():
+        if name in ("features", "covariates"):
+            continue
+        with pytest.raises(InvalidInput, match=f"'{name}'"):
+            query.check({**honest, **change})
