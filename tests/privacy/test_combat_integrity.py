@@ -168,7 +168,7 @@ def test_a_site_without_a_plan_refuses_the_same_parameters(sites: LocalSites) ->
     honest = _honest(sites)
     query = get_query("combat_apply")
     query.check(honest)
-    for case, (name, change) in _hostile(honest).items():
+    for name, change in _hostile(honest).values():
         if name in ("features", "covariates"):
             continue
         with pytest.raises(InvalidInput, match=f"'{name}'"):
