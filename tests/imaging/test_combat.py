@@ -95,6 +95,34 @@ def test_secure_federated_combat_equals_neurocombat(scd_sites: ImagingSites,
     assert "combat_moments" in audit and "combat_residuals" in audit
 
 
+def test_secure_apply_stores_neurocombat_per_study_at_every_site(scd_sites: ImagingSites,
+                                                                 secure_run: Any) -> None:
+    """The whole path through the site node: secure fit, ``combat_apply`` accepted under the
+    plan, and what each site stored for the study (its own table) is pooled neuroCombat."""
+    from hemafed.imaging.site_features import harmonised_path, study_harmonised
+
+    frames = _site_frames(scd_sites)
+    bounds = scd_sites.spec.raw["imaging"]["bounds"]
+    study = scd_sites.spec.study_id
+
+    def body(fed: Any) -> int:
+        model = FederatedComBat().fit(fed, FEATURES, COVARIATES, bounds, study=study)
+        return model.apply(fed, bounds, study=study)
+
+    n = secure_run(scd_sites, body)
+    assert n == sum(len(f) for f in frames.values())
+    pooled = pd.concat([f.assign(site=s) for s, f in frames.items()], ignore_index=True)
+    ref = _neurocombat(frames).assign(patient_id=pooled["patient_id"].astype(str).to_numpy())
+    for site, d in scd_sites.sites.site_dirs.items():
+        stored = study_harmonised(d, study)
+        assert stored is not None and harmonised_path(d, study, ".combat.json").is_file()
+        want = ref[ref["site"] == site].set_index("patient_id")[FEATURES]
+        got = stored.set_index("patient_id").loc[want.index, ["h_" + f for f in FEATURES]]
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-8,
+                                   atol=1e-8 * np.abs(ref[FEATURES].to_numpy()).max())
+        assert study_harmonised(d, "another-study") is None
+
+
 def _site_auc(table: pd.DataFrame) -> float:
     x, y = table[FEATURES].to_numpy(), table["site"].to_numpy()
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))

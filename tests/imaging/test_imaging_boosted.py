@@ -30,8 +30,9 @@ def _harmonised(built: ImagingSites) -> tuple[dict[str, Cohort], ImagingSpec,
     combat = FederatedComBat().fit(LocalSumFederation(cohorts), ispec.features,
                                    ispec.covariates, ispec.bounds)
     for d in built.sites.site_dirs.values():
-        apply_harmonisation(d, combat.site_parameters())
-    cohorts = {s: imaging_cohort(load_cohort(d), imaging_table(d))
+        apply_harmonisation(d, {**combat.site_parameters(), "bounds": dict(ispec.bounds)},
+                            study="local-boosted")
+    cohorts = {s: imaging_cohort(load_cohort(d), imaging_table(d, study="local-boosted"))
                for s, d in built.sites.site_dirs.items()}
     return cohorts, ispec, {**ispec.bounds, **ispec.harmonised_bounds()}
 

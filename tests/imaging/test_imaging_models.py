@@ -19,8 +19,12 @@ FEATURES = list(HARMONISED_FEATURES)
 H = ["h_" + f for f in FEATURES]
 
 
-def _cohorts(built: ImagingSites) -> dict[str, Cohort]:
-    return {s: imaging_cohort(load_cohort(d), imaging_table(d))
+STUDY = "local-models"
+"""The study the local-sum harmonisation below is stored for (harmonised features are per study)."""
+
+
+def _cohorts(built: ImagingSites, study: str | None = None) -> dict[str, Cohort]:
+    return {s: imaging_cohort(load_cohort(d), imaging_table(d, study=study))
             for s, d in built.sites.site_dirs.items()}
 
 
@@ -31,8 +35,8 @@ def _harmonise(built: ImagingSites, covariates: list[str]) -> tuple[dict[str, Co
     bounds = dict(built.spec.raw["imaging"]["bounds"])
     combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, covariates, bounds)
     for d in built.sites.site_dirs.values():
-        apply_harmonisation(d, combat.site_parameters())
-    return _cohorts(built), {k: list(v) for k, v in
+        apply_harmonisation(d, {**combat.site_parameters(), "bounds": bounds}, study=STUDY)
+    return _cohorts(built, STUDY), {k: list(v) for k, v in
                              harmonised_bounds(combat, bounds).items()}
 
 
@@ -112,7 +116,8 @@ def test_report_pages_render_per_site_distributions(scd_sites: ImagingSites,
     bounds = {c: [float(pooled[c].min()) - 1e3, float(pooled[c].max()) + 1e3]
               for c in [*FEATURES, "age", "hb"]}
     combat = FederatedComBat().fit(LocalSumFederation(cohorts), FEATURES, ["age", "hb"], bounds)
-    path = write_site_report(next(iter(scd_sites.sites.site_dirs.values())), combat)
+    path = write_site_report(next(iter(scd_sites.sites.site_dirs.values())), combat,
+                             study=STUDY)
     assert "pooled grand mean" in path.read_text()
 
 

@@ -95,8 +95,9 @@ def install_manifest(site_dir: str | Path, manifest: FederationManifest, *,
     pin_manifest(site_dir, manifest, approved_by=approved_by)
 
 
-SiteEffect = Callable[[Path, Any, Mapping[str, Any]], None]
-"""``effect(site_dir, node, params)``: what a site does with a request it has just answered."""
+SiteEffect = Callable[[Path, Any, Mapping[str, Any], str], None]
+"""``effect(site_dir, node, params, study)``: what a site does with a request of ``study`` it
+has just answered (what it stores is that study's own, never another study's)."""
 
 SITE_EFFECTS: dict[str, SiteEffect] = {}
 """Queries whose accepted request also updates the site's own stored tables (for example
@@ -145,7 +146,7 @@ class _SiteRuntime:
         effect = SITE_EFFECTS.get(request.query)
         if effect is not None and self.site_dir is not None:
             try:
-                effect(self.site_dir, self.node, request.params)
+                effect(self.site_dir, self.node, request.params, request.study_id)
             except Exception as exc:  # one audit entry, as on success (the hub sees heads)
                 raise self.node.audit_effect(request, exc) from exc
             self.node.audit_effect(request, None)
@@ -242,14 +243,17 @@ _RUNTIMES: dict[str, _SiteRuntime] = {}
 _LOCK = threading.Lock()
 
 
-SITE_TABLES = ("features.parquet", "findings.parquet", "harmonised.parquet")
+SITE_TABLES = ("features.parquet", "findings.parquet")
 """The site's imaging tables (``<site>/imaging/``), joined to its cohort when present."""
+STUDY_TABLES_DIR = "harmonised"
+"""``<site>/imaging/harmonised/``: per-study tables (a study's harmonised features), joined to
+the cohort for that study's requests only (:func:`register_study_tables`)."""
 
 
 def _stamp(site_dir: Path) -> tuple[float, ...]:
     files = [site_dir / "cohort" / "patients.parquet", site_dir / "policy.yaml",
              site_dir / MANIFEST_FILE, site_dir / "federation.approved.json",
-             *(site_dir / "imaging" / f for f in SITE_TABLES)]
+             *(site_dir / "imaging" / f for f in (*SITE_TABLES, STUDY_TABLES_DIR))]
     return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
 
 
@@ -272,6 +276,28 @@ def with_site_tables(site_dir: Path, cohort: Any) -> Any:
     for hook in _SITE_TABLE_HOOKS:
         cohort = hook(site_dir, cohort)
     return cohort
+
+
+StudyTablesHook = Callable[[Path, Any, str], Any]
+_STUDY_TABLE_HOOKS: list[StudyTablesHook] = []
+
+
+def register_study_tables(hook: StudyTablesHook) -> None:
+    """Let a module join a study's own stored per-patient tables to the cohort that study's
+    requests run on (``hook(site_dir, cohort, study) -> cohort``; imaging joins the study's
+    harmonised features). Another study's tables never enter a study's view."""
+    if hook not in _STUDY_TABLE_HOOKS:
+        _STUDY_TABLE_HOOKS.append(hook)
+
+
+def study_view(site_dir: Path) -> Callable[[Any, str], Any]:
+    """The node's per-study cohort view at ``site_dir`` (:attr:`SiteNode.study_view`)."""
+    def view(cohort: Any, study: str) -> Any:
+        for hook in _STUDY_TABLE_HOOKS:
+            cohort = hook(site_dir, cohort, study)
+        return cohort
+
+    return view
 
 
 SiteOpenedHook = Callable[[str, Path], None]
@@ -315,6 +341,7 @@ def _open_cached_runtime(site_dir: Path) -> _SiteRuntime:
         require_pinned(site_dir, manifest)
         node = open_node(site_dir)
         node.cohort = with_site_tables(site_dir, with_derived_scores(node.cohort))
+        node.study_view = study_view(site_dir)
         rt = _SiteRuntime(node, SiteIdentity.load(site_id, site_dir / IDENTITY_FILE),
                           manifest, stamp, site_dir)
         _RUNTIMES[key] = rt

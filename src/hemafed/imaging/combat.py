@@ -15,6 +15,15 @@ Only the pooled pieces need the other sites, and they are all sums:
    divided by ``n``, it is neuroCombat's ``var_pooled``.
 
 The hub thus learns only the pooled ``(alpha, beta, var_pooled)``, which go back to every site.
+A site accepts them only as a function of the approved study (:func:`check_pooled`, before it
+computes anything): the plan pins the features and covariates (the spec's, in its order), the
+arrays must be finite and of the planned shapes, ``0 < var_pooled <= max((high - low)^2 / 4, 1)``
+(a pooled within-site residual variance cannot exceed the largest variance a feature within its
+public bounds can have), ``alpha + x' beta`` must reach the feature's bounds for some covariate
+vector ``x`` within theirs (the grand mean at the pooled covariate mean does) and each covariate's
+effect over its public range at most :data:`~hemafed.imaging.combat_params.MAX_EFFECT_SPAN` feature ranges. The harmonised
+values must lie within the public bounds of ``h_<feature>`` or nothing is stored, and they are
+stored for the requesting study only (:func:`hemafed.imaging.site_features.store_harmonisation`).
 Each site then standardises its own data, estimates its own ``gamma_hat``, ``delta_hat`` and
 their priors (ComBat's priors are per batch, across features) and runs the empirical-Bayes
 iteration locally (:func:`site_adjust`): no site-level effect is ever sent. The result equals
@@ -38,7 +47,14 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
-from hemafed.federation.runtime import register_site_effect, register_site_tables
+from hemafed.federation.runtime import (
+    register_site_effect,
+    register_site_tables,
+    register_study_tables,
+)
+from hemafed.imaging.combat_params import check_columns as _check
+from hemafed.imaging.combat_params import column_bounds as _bounds
+from hemafed.imaging.combat_params import pooled_problem
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +63,6 @@ RESIDUALS_QUERY = "combat_residuals"
 APPLY_QUERY = "combat_apply"
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
-
-
-# --- parameters -------------------------------------------------------------------------------
-
-def _names(params: Params, key: str, allow_empty: bool) -> list[str]:
-    cols = params.get(key, [])
-    if not isinstance(cols, list) or not all(isinstance(c, str) and c for c in cols):
-        raise InvalidInput(f"parameter {key!r} must be a list of column names, got {cols!r}")
-    if not cols and not allow_empty:
-        raise InvalidInput(f"parameter {key!r} must name at least one column")
-    return cols
-
-
-def _bounds(params: Params, columns: Sequence[str]) -> np.ndarray:
-    raw = params.get("bounds")
-    if not isinstance(raw, Mapping):
-        raise InvalidInput("parameter 'bounds' must map every feature and covariate to its "
-                           "public [low, high]")
-    out = []
-    for c in columns:
-        b = raw.get(c)
-        if (not isinstance(b, Sequence) or len(b) != 2
-                or not all(isinstance(v, int | float) for v in b) or not b[0] < b[1]):
-            raise InvalidInput(f"parameter 'bounds' must give [low, high] with low < high for "
-                               f"column {c!r}, got {b!r}")
-        out.append((float(b[0]), float(b[1])))
-    return np.asarray(out, dtype=float).reshape(len(columns), 2)
-
-
-def _check(params: Params) -> None:
-    feats = _names(params, "features", allow_empty=False)
-    covs = _names(params, "covariates", allow_empty=True)
-    if set(feats) & set(covs) or len(set(feats)) != len(feats) or len(set(covs)) != len(covs):
-        raise InvalidInput("features and covariates must be distinct, each listed once")
-    _bounds(params, feats + covs)
-    if "beta" in params:
-        beta = np.asarray(params["beta"], dtype=float)
-        if beta.shape != (len(covs), len(feats)) or not np.all(np.isfinite(beta)):
-            raise InvalidInput(f"parameter 'beta' must be a finite {len(covs)} x {len(feats)} "
-                               "matrix (covariates x features)")
 
 
 def _site_arrays(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +171,16 @@ def _check_residuals(params: Params) -> None:
         raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
 
 
+def check_pooled(params: Params) -> None:
+    """:func:`pooled_problem` as an ``InvalidInput`` (the query's own check, for a site
+    without a plan; a site with one refuses it in the plan check, :mod:`hemafed.study.plan`)."""
+    problem = pooled_problem(params)
+    if problem is not None:
+        raise InvalidInput(problem[1])
+
+
 def _check_apply(params: Params) -> None:
-    _check(params)
+    check_pooled(params)
     FederatedComBat.from_parameters(params)
 
 
@@ -209,11 +193,12 @@ def _apply_declare(params: Params) -> dict[str, Statistic]:
     return {"n": Statistic((1,), 0, max_patients(params), is_count=True)}
 
 
-def _apply_effect(site_dir: Any, node: Any, params: Params) -> None:
-    """At the site, after it answered ``combat_apply``: store its harmonised features."""
+def _apply_effect(site_dir: Any, node: Any, params: Params, study: str) -> None:
+    """At the site, after it answered ``combat_apply`` of ``study``: store that study's
+    harmonised features (read by that study's later requests only, :func:`_study_tables`)."""
     from hemafed.imaging.site_features import store_harmonisation
 
-    node.cohort = store_harmonisation(site_dir, node.cohort, params)
+    store_harmonisation(site_dir, node.cohort, params, study=study)
 
 
 register(Query(APPLY_QUERY, "1", compute=_apply_compute, declare=_apply_declare,
@@ -224,13 +209,21 @@ register_site_effect(APPLY_QUERY, _apply_effect)
 
 
 def _join_site_tables(site_dir: Any, cohort: Any) -> Any:
-    """The site's stored imaging features, findings and harmonised features, joined."""
+    """The site's stored imaging features and findings, joined (no study's harmonised ones)."""
     from hemafed.imaging.site_features import imaging_cohort, imaging_table
 
     return imaging_cohort(cohort, imaging_table(site_dir))
 
 
+def _study_tables(site_dir: Any, cohort: Any, study: str) -> Any:
+    """The cohort of one study's requests: with that study's own harmonised features only."""
+    from hemafed.imaging.site_features import study_cohort
+
+    return study_cohort(site_dir, cohort, study)
+
+
 register_site_tables(_join_site_tables)
+register_study_tables(_study_tables)
 
 
 # --- pooled estimates from sums -----------------------------------------------------------------
@@ -352,11 +345,14 @@ class FederatedComBat:
     def apply(self, federation: Federation, bounds: Mapping[str, Sequence[float]], *,
               study: str = "default", max_patients: int = MAX_PATIENTS) -> int:
         """Send the pooled parameters to every site (``combat_apply``): each stores its own
-        harmonised ``h_<feature>`` columns. Returns the number of patients harmonised, a secure
+        harmonised ``h_<feature>`` columns, for ``study`` only. Returns the number of patients harmonised, a secure
         sum over the same sites as the fit."""
+        # the public bounds of the features, covariates and any declared h_<feature>: the
+        # harmonised values a site stores must lie within the latter (else the feature's own)
+        keep = {*self.features, *self.covariates, *(f"h_{f}" for f in self.features)}
         params = {**self.site_parameters(), "max_patients": int(max_patients),
                   "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
-                             if k in set(self.features) | set(self.covariates)}}
+                             if k in keep}}
         res = federation.secure_sum(APPLY_QUERY, params, study=study)
         if tuple(res.sites) != tuple(self.sites):
             raise InvalidInput(f"ComBat: the harmonisation reached sites {res.sites}, the fit "
@@ -377,10 +373,13 @@ class FederatedComBat:
             model.var_pooled_ = np.asarray(params["var_pooled"], dtype=float).reshape(p)
             model.n_ = int(params.get("n", 0))
             model.sites = tuple(str(s) for s in params.get("sites", ()))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"ComBat parameters are malformed ({exc})") from None
-        if not (np.all(np.isfinite(model.alpha_)) and np.all(model.var_pooled_ > 0)):
-            raise InvalidInput("ComBat parameters: alpha must be finite and var_pooled > 0")
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput("ComBat parameters are malformed: 'features', 'covariates', "
+                               "'alpha', 'beta' and 'var_pooled' of matching shapes") from None
+        if not (np.all(np.isfinite(model.alpha_)) and np.all(np.isfinite(model.beta_))
+                and np.all(np.isfinite(model.var_pooled_)) and np.all(model.var_pooled_ > 0)):
+            raise InvalidInput("ComBat parameters: 'alpha', 'beta' and 'var_pooled' must be "
+                               "finite and 'var_pooled' > 0")
         return model
 
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

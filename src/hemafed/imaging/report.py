@@ -88,13 +88,14 @@ def site_report(site_id: str, before: pd.DataFrame, after: pd.DataFrame,
     return report
 
 
-def write_site_report(site_dir: str | Path, combat: FederatedComBat) -> Path:
-    """Render :func:`site_report` into ``<site>/imaging/harmonisation.html`` (stays at the site)."""
+def write_site_report(site_dir: str | Path, combat: FederatedComBat, *, study: str) -> Path:
+    """Render :func:`site_report` of ``study``'s harmonisation into
+    ``<site>/imaging/harmonisation.html`` (stays at the site)."""
     from hemafed.imaging.site_features import HARMONISED_PREFIX, imaging_cohort, imaging_table
     from hemafed.site.store import load_cohort, site_id_of
 
     site = Path(site_dir)
-    cohort = imaging_cohort(load_cohort(site), imaging_table(site))
+    cohort = imaging_cohort(load_cohort(site), imaging_table(site, study=study))
     p = cohort.patients
     before = p[combat.features]
     after = p[[HARMONISED_PREFIX + f for f in combat.features]].set_axis(combat.features, axis=1)

@@ -4,6 +4,13 @@
 their imported ROI and the settings that produced them (``settings.json`` beside it).
 ``<site>/imaging/findings.parquet``: radiology read-outs per patient (e.g. ``silent_infarct``
 from the MRI report), imported from a CSV of hospital ids and pseudonymised on import.
+``<site>/imaging/harmonised/<study>.parquet``: the harmonised ``h_<feature>`` columns one study's
+``combat_apply`` stored (with the pooled parameters it accepted in ``<study>.combat.json``).
+
+Harmonised features are kept **per study**: a study's requests read its own harmonised table
+and never another study's (:func:`study_cohort`), so one study's ComBat (whose parameters the
+hub computed) cannot change what another approved study's screen or model reads. A study that
+never applied ComBat has no ``h_`` columns; it reads raw features only where its spec names them.
 
 :func:`imaging_cohort` is the site's cohort with those columns added, which is what imaging
 site queries (ComBat, the univariate screen, logistic/Cox on features) run on.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,12 +39,13 @@ log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.parquet"
 FINDINGS_FILE = "findings.parquet"
-HARMONISED_FILE = "harmonised.parquet"
+HARMONISED_DIR = "harmonised"
+"""Per-study harmonised tables: ``harmonised/<study>.parquet`` and ``<study>.combat.json`` (the
+pooled ComBat parameters that study's hub sent and the site accepted)."""
 HARMONISED_PREFIX = "h_"
 """Harmonised copies of features are stored as ``h_<feature>`` beside the raw ones."""
 SETTINGS_FILE = "settings.json"
-COMBAT_FILE = "combat.json"
-"""The pooled ComBat parameters the site last harmonised with (what the hub sent)."""
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -85,11 +94,30 @@ def import_findings(site_dir: str | Path, frame: pd.DataFrame, *, study: str,
     return out
 
 
-def imaging_table(site_dir: str | Path) -> pd.DataFrame:
-    """Features and findings of the site's patients (``patient_id`` = pseudonym)."""
+def harmonised_path(site_dir: str | Path, study: str, suffix: str = ".parquet") -> Path:
+    """Where ``study``'s harmonised features (``.parquet``) or accepted parameters
+    (``.combat.json``) are kept at the site."""
+    if not isinstance(study, str) or not _STUDY_NAME.fullmatch(study):
+        raise InvalidInput("harmonised features: the study id must be a plain name "
+                           "(letters, digits, '.', '_', '-')")
+    return Path(site_dir) / IMAGING_DIR / HARMONISED_DIR / f"{study}{suffix}"
+
+
+def study_harmonised(site_dir: str | Path, study: str) -> pd.DataFrame | None:
+    """``study``'s own harmonised ``h_`` table at the site (``None``: it never applied ComBat)."""
+    path = harmonised_path(site_dir, study)
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def imaging_table(site_dir: str | Path, *, study: str | None = None) -> pd.DataFrame:
+    """Features and findings of the site's patients (``patient_id`` = pseudonym), with the
+    harmonised features of ``study`` when given and stored (never another study's)."""
     d = Path(site_dir) / IMAGING_DIR
-    frames = [pd.read_parquet(d / f) for f in (FEATURES_FILE, FINDINGS_FILE, HARMONISED_FILE)
+    frames = [pd.read_parquet(d / f) for f in (FEATURES_FILE, FINDINGS_FILE)
               if (d / f).is_file()]
+    own = study_harmonised(site_dir, study) if study is not None else None
+    if own is not None:
+        frames.append(own)
     if not frames:
         return pd.DataFrame({"patient_id": pd.Series(dtype="string")})
     table = frames[0]
@@ -112,40 +140,72 @@ def imaging_cohort(cohort: Cohort, table: pd.DataFrame) -> Cohort:
     return Cohort(p, cohort.mutations, dict(cohort.panels))
 
 
-def store_harmonisation(site_dir: str | Path, cohort: Cohort,
-                        params: Mapping[str, object]) -> Cohort:
-    """At a site: harmonise its own features in ``cohort`` with the pooled ComBat ``params``
-    the hub sent (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`), store them
-    as ``h_<feature>`` (atomically) and return ``cohort`` with the new harmonised columns.
-
-    The site's own ComBat estimates (gamma, delta and their EB posteriors) stay here.
-    """
-    from hemafed.imaging.combat import FederatedComBat
-
-    model = FederatedComBat.from_parameters(params)
+def without_harmonised(cohort: Cohort) -> Cohort:
+    """``cohort`` without any ``h_`` column (what no study's view may inherit)."""
     p = cohort.patients
-    base = Cohort(p.drop(columns=[c for c in p.columns if c.startswith(HARMONISED_PREFIX)]),
+    return Cohort(p.drop(columns=[c for c in p.columns if c.startswith(HARMONISED_PREFIX)]),
                   cohort.mutations, dict(cohort.panels))
+
+
+def study_cohort(site_dir: str | Path, cohort: Cohort, study: str) -> Cohort:
+    """The cohort ``study``'s requests run on: ``cohort`` (features, findings) with that study's
+    own harmonised features joined, and no other study's."""
+    try:
+        own = study_harmonised(site_dir, study)
+    except InvalidInput:  # a study id no table can have: no harmonised features
+        own = None
+    if own is None and not any(c.startswith(HARMONISED_PREFIX) for c in cohort.patients.columns):
+        return cohort  # the common case (no harmonised features anywhere): no copy per request
+    base = without_harmonised(cohort)
+    return base if own is None else imaging_cohort(base, own)
+
+
+def store_harmonisation(site_dir: str | Path, cohort: Cohort, params: Mapping[str, object], *,
+                        study: str) -> pd.DataFrame:
+    """At a site: harmonise its own features in ``cohort`` with the pooled ComBat ``params``
+    the hub sent for ``study`` (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`)
+    and store them as that study's ``h_<feature>`` table (atomically); return the table.
+
+    The parameters are checked first (:func:`~hemafed.imaging.combat.check_pooled`), and the
+    harmonised values must lie within the public bounds of ``h_<feature>`` (those declared in
+    ``params['bounds']``, else the feature's own): otherwise nothing is stored and the refusal
+    names the feature, never a value. The site's own ComBat estimates (gamma, delta and their
+    EB posteriors) stay here.
+    """
+    from hemafed.imaging.combat import FederatedComBat, check_pooled
+
+    check_pooled(params)
+    model = FederatedComBat.from_parameters(params)
+    base = without_harmonised(cohort)
     frame, _ = model.transform(base.patients)
     imaged = base.patients[model.features].notna().all(axis=1).to_numpy()
     out = pd.DataFrame({"patient_id": frame["patient_id"].astype(str)})
+    raw_bounds = params.get("bounds")
+    bounds: Mapping[str, Sequence[float]] = raw_bounds if isinstance(raw_bounds, Mapping) else {}
     for f in model.features:
-        out[HARMONISED_PREFIX + f] = frame[f].astype(float).to_numpy()
+        values = frame[f].astype(float).to_numpy()
+        low, high = bounds.get(HARMONISED_PREFIX + f, bounds[f])
+        v = values[imaged]
+        if not (np.all(np.isfinite(v)) and np.all(v >= float(low)) and np.all(v <= float(high))):
+            raise InvalidInput(f"ComBat: harmonised feature {HARMONISED_PREFIX + f!r} would lie "
+                               "outside its public bounds; nothing was stored")
+        out[HARMONISED_PREFIX + f] = values
     out = out[imaged].reset_index(drop=True)
-    d = Path(site_dir) / IMAGING_DIR
-    _write_parquet(d / HARMONISED_FILE, out)
-    atomic.write_text(d / COMBAT_FILE, json.dumps(dict(params), indent=1, default=str))
-    return imaging_cohort(base, out)
+    path = harmonised_path(site_dir, study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(path, out)
+    atomic.write_text(harmonised_path(site_dir, study, ".combat.json"),
+                      json.dumps(dict(params), indent=1, default=str))
+    log.info("stored harmonised features of %d features for one study", len(model.features))
+    return out
 
 
-def apply_harmonisation(site_dir: str | Path, params: Mapping[str, object]) -> pd.DataFrame:
+def apply_harmonisation(site_dir: str | Path, params: Mapping[str, object], *,
+                        study: str) -> pd.DataFrame:
     """:func:`store_harmonisation` on the site's stored cohort and features (an operator's or a
     test's direct call; in a study the site does it on answering ``combat_apply``)."""
     from hemafed.site.store import load_cohort
 
     site = Path(site_dir)
-    table = imaging_table(site)
-    table = table.drop(columns=[c for c in table.columns if c.startswith(HARMONISED_PREFIX)])
-    cohort = store_harmonisation(site, imaging_cohort(load_cohort(site), table), params)
-    h = [c for c in cohort.patients.columns if c.startswith(HARMONISED_PREFIX)]
-    return pd.read_parquet(site / IMAGING_DIR / HARMONISED_FILE, columns=["patient_id", *h])
+    return store_harmonisation(site, imaging_cohort(load_cohort(site), imaging_table(site)),
+                               params, study=study)

@@ -193,6 +193,9 @@ class PlanParts:
     """Secure-sum caps of the boosting queries of ``model: gbdt`` analyses."""
     gbdt_exact: bool = True
     """False when a ``model: gbdt`` analysis has DP histograms: the plan then requires DP."""
+    harmonise: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    """The spec's ``harmonise`` features and covariates, in order: every ComBat request of the
+    study names exactly these (so the pooled parameters a site accepts are the study's)."""
 
 
     @property
@@ -241,16 +244,43 @@ def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
                 caps[q] = caps.get(q, 0) + n
     return PlanParts(frozenset(columns), bounds, tuple(designs), max(1, len(analyses)),
                      frozenset({*ispec.features, *ispec.covariates, *hbounds}),
-                     frozenset(edges), caps, exact)
+                     frozenset(edges), caps, exact, (ispec.features, ispec.covariates))
 
 
-def plan_problem(parts: PlanParts, params: Mapping[str, Any]) -> tuple[str, str] | None:
+COMBAT_QUERIES = frozenset({"combat_moments", "combat_residuals", "combat_apply"})
+
+
+def plan_problem(parts: PlanParts, params: Mapping[str, Any],
+                 query: str | None = None) -> tuple[str, str] | None:
     """An imaging request's ``features``/``covariates`` must be planned columns and its
-    ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values)."""
+    ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values); a
+    ComBat request's are exactly the spec's ``harmonise`` lists, its ``bounds`` exactly theirs."""
     for key in ("features", "covariates"):
         for col in params.get(key) or ():
             if col not in parts.features:
                 return "column", f"column {col!r} is not named by the study's imaging section"
+    if query in COMBAT_QUERIES:
+        feats, covs = parts.harmonise
+        for key, planned in (("features", feats), ("covariates", covs)):
+            sent = params.get(key, [])
+            if not isinstance(sent, list | tuple) or tuple(sent) != planned:
+                return key, (f"ComBat {key} must be the spec's imaging.harmonise {key} "
+                             f"{list(planned)}, in order")
+        raw = params.get("bounds")
+        # combat_apply may add the public bounds of h_<feature> (what the stored values obey)
+        extra = {f"h_{f}" for f in feats} if query == "combat_apply" else set()
+        if not isinstance(raw, Mapping) or not {*feats, *covs} <= set(raw) <= {*feats, *covs,
+                                                                              *extra}:
+            return "bounds", ("ComBat bounds must give exactly the harmonised features and "
+                              "covariates their public bounds")
+        if query == "combat_apply":
+            from hemafed.imaging.combat_params import pooled_problem
+
+            # the pooled parameters a site stores with: finite, planned shapes, plausible
+            # within the public bounds (a function of the approved study, not the hub's choice)
+            problem = pooled_problem(params)
+            if problem is not None:
+                return problem
     raw = params.get("bounds")
     if raw is None:
         return None

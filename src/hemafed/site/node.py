@@ -160,6 +160,14 @@ class SiteNode:
         # on uses up a plan round as an answer does (see _refuse)
         self._past_plan: set[str] = set()
         self._rollback = LedgerAuditGuard(audit, ledger)
+        self.study_view: Callable[[Cohort, str], Cohort] | None = None
+        """The cohort a study's queries run on, from :attr:`cohort` and the study id (the
+        site runtime joins that study's own stored tables, e.g. its harmonised imaging
+        features); ``None``: :attr:`cohort` for every study."""
+
+    def cohort_for(self, study: str) -> Cohort:
+        """The cohort ``study``'s requests are computed on (see :attr:`study_view`)."""
+        return self.cohort if self.study_view is None else self.study_view(self.cohort, study)
 
     @property
     def site_id(self) -> str:
@@ -472,7 +480,8 @@ class SiteNode:
             # the site's own class minimum (genotype queries): off when DP covers the release
             own_min = (self.policy.min_cell_size
                        if self.policy.enforce_min_cell and request.dp is None else 0)
-            values = query.run(self.cohort, request.params, site_id=self.site_id,
+            values = query.run(self.cohort_for(request.study_id), request.params,
+                               site_id=self.site_id,
                                min_cell=own_min)
         except Exception as exc:
             rule = getattr(exc, "site_rule", None)

@@ -509,7 +509,7 @@ class StudyPlan:
         if query in IMAGING_QUERIES and self.imaging is not None:
             from hemafed.imaging.spec import plan_problem
 
-            problem = plan_problem(self.imaging, params)
+            problem = plan_problem(self.imaging, params, query)
             if problem is not None:
                 return problem
         if query in self.fixed and _canon(dict(params)) not in self.fixed[query]:
