@@ -216,6 +216,7 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             assert "epsilon 1" in a.locator("#epsilon").inner_text()
             assert a.locator("#analyses tr").count() == len(spec.analyses) + 1
             assert _plan_rows(a) == want
+            assert a.locator("#plan-genes").inner_text() == ", ".join(sorted(plan.genes))
             shots(a, "console-study")
             a.click("#approve")
             a.wait_for_load_state()

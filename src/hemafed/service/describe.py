@@ -99,13 +99,14 @@ class PlanView:
     bins: list[int]
     lattices: list[float]
     time_mappings: list[str]
+    genes: list[str]
 
     def to_json(self) -> dict[str, Any]:
         return {"requests": [r.__dict__ for r in self.requests],
                 "columns": [{"name": c.name, "bounds": list(c.bounds) if c.bounds else None,
                              "levels": c.levels} for c in self.columns],
                 "bins": self.bins, "lattices": self.lattices,
-                "time_mappings": self.time_mappings}
+                "time_mappings": self.time_mappings, "genes": self.genes}
 
 
 def plan_view(spec: StudySpec) -> PlanView:
@@ -117,4 +118,4 @@ def plan_view(spec: StudySpec) -> PlanView:
                           sorted(list(lv) for lv in plan.levels.get(c, frozenset())))
                for c in sorted(plan.columns)]
     return PlanView(requests, columns, sorted(plan.bins), sorted(plan.lattices),
-                    sorted(plan.time_mappings))
+                    sorted(plan.time_mappings), sorted(plan.genes))
