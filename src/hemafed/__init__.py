@@ -6,7 +6,7 @@ model training and synthetic-data generation across all of them through secure s
 
 __version__ = "0.1.0"
 
-__all__ = ["Connection", "__version__", "connect"]
+__all__ = ["Client", "Connection", "__version__", "connect"]
 
 
 def __getattr__(name: str) -> object:
@@ -15,4 +15,13 @@ def __getattr__(name: str) -> object:
         from hemafed import connection
 
         return getattr(connection, name)
+    if name == "Client":
+        # the hub service client needs the `service` extra (httpx); the core install does not
+        try:
+            from hemafed.service.client import Client
+        except ModuleNotFoundError as e:
+            raise ImportError(
+                f"hemafed.Client needs the service extra (missing module {e.name!r}): "
+                "pip install 'hemafed[service]'") from e
+        return Client
     raise AttributeError(f"module 'hemafed' has no attribute {name!r}")

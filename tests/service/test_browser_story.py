@@ -35,6 +35,7 @@ from hemafed.service.console import create_console_app, set_console_password
 from hemafed.service.db import Database
 from hemafed.service.hub import HubService
 from hemafed.service.runs import LocalFederation
+from hemafed.study.plan import StudyPlan
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,8 +98,14 @@ def _decide(page: Any, console: str, study_title: str, decision: str, reason: st
     page.wait_for_load_state()
 
 
-# SQLite here; the same flow runs on PostgreSQL through the API (test_hub_api, test_access)
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def _plan_rows(page: Any) -> dict[str, int]:
+    """query -> cap, as the page's ``#plan-requests`` table shows them."""
+    rows = page.locator("#plan-requests tr[data-query]")
+    return {rows.nth(i).get_attribute("data-query"): int(rows.nth(i).get_attribute("data-cap"))
+            for i in range(rows.count())}
+
+
+# on both databases (the db_url fixture: SQLite and the PostgreSQL server)
 def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, shots: Any) -> None:
     if CHROMIUM is None:
         pytest.skip("no Chromium on this machine (Debian package 'chromium'); .ci/run installs it")
@@ -190,6 +197,9 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             assert alice.locator("#sha256").inner_text() == spec.sha256
             assert "epsilon 1" in alice.locator("#epsilon").inner_text()
             assert alice.locator("#approvals .pending").count() == 3
+            plan = StudyPlan.from_spec(spec)  # what every site will enforce
+            want = {q: plan.cap(q) for q in plan.queries}
+            assert len(want) > 5 and _plan_rows(alice) == want
             shots(alice, "portal-study-submitted")
 
             # 3. the officers decide in their consoles: site-c refuses first
@@ -205,6 +215,8 @@ def test_the_whole_story(db_url: str, site_dirs: list[Path], tmp_path: Path, sho
             a.click(f"#pending a:has-text('{title[:30]}')")
             assert "epsilon 1" in a.locator("#epsilon").inner_text()
             assert a.locator("#analyses tr").count() == len(spec.analyses) + 1
+            assert _plan_rows(a) == want
+            assert a.locator("#plan-genes").inner_text() == ", ".join(sorted(plan.genes))
             shots(a, "console-study")
             a.click("#approve")
             a.wait_for_load_state()

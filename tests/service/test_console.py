@@ -119,3 +119,47 @@ def test_console_decides_and_reports(db_url: str, site_dirs: list[Path], tmp_pat
                            json={"diseases": ["MDS"], "fields": ["age"], "patients": n})
     assert bad.status_code == 400
     service.dispose()
+
+
+def _plan_rows(html: str) -> dict[str, int]:
+    """query -> cap, read from the rendered ``#plan-requests`` table."""
+    import re
+
+    table = html.split('id="plan-requests"')[1].split("</table>")[0]
+    return {q: int(c) for q, c in re.findall(r'data-query="([^"]+)" data-cap="(\d+)"', table)}
+
+
+def test_console_and_portal_list_the_plans_exact_requests(db_url: str, site_dirs: list[Path],
+                                                          tmp_path: Path) -> None:
+    """Both pages show the queries and caps the site enforces, derived independently here."""
+    from hemafed.study.plan import StudyPlan
+
+    service = make_hub(db_url, tmp_path / "hub", site_dirs)
+    hub = app_client(service)
+    heads = onboard(hub, service, site_dirs)
+    study = hub.post("/api/studies", headers=heads["alice"], json={"spec_yaml": SMALL_SPEC}).json()
+    plan = StudyPlan.from_spec(StudySpec.from_mapping(__import__("yaml").safe_load(SMALL_SPEC)))
+    want = {q: plan.cap(q) for q in plan.queries}
+    assert len(want) > 3 and all(c > 0 for c in want.values())
+
+    site = site_dirs[0]
+    set_console_password(site, "dpo", PASSWORD)
+    officer_hub = app_client(service)
+    officer_hub.headers.update(heads["site-a"])
+    console = TestClient(create_console_app(site, officer_hub))
+    assert console.post("/login", data={"username": "dpo", "password": PASSWORD}).status_code == 200
+    page = console.get(f"/studies/{study['id']}")
+    assert page.status_code == 200 and _plan_rows(page.text) == want
+    for col, (lo, hi) in plan.bounds.items():
+        assert f'data-column="{col}"><td><code>{col}</code></td><td>[{lo}, {hi}]' in page.text
+
+    portal = app_client(service)
+    assert portal.post("/login", data={"username": "alice", "password": PASSWORD},
+                       follow_redirects=False).status_code == 303
+    page = portal.get(f"/studies/{study['id']}")
+    assert page.status_code == 200 and _plan_rows(page.text) == want
+    doc = hub.get(f"/api/studies/{study['id']}", headers=heads["alice"]).json()
+    assert {r["query"]: r["cap"] for r in doc["plan"]["requests"]} == want
+    assert {r["query"] for r in doc["plan"]["requests"] if r["dp_only"]} == \
+        set(plan.dp_required) & set(plan.queries)
+    service.dispose()

@@ -30,7 +30,38 @@ def test_run_through_the_hub_equals_the_cli(db_url: str, site_dirs: list[Path], 
     models = hub.client.get("/api/models", headers=hub.heads["alice"]).json()
     assert [(m["name"], m["version"], m["run"]) for m in models] == [
         ("small-mds.cox_os", 1, hub.run["id"])]
+    _registered_model_is_an_object(hub)
     service.dispose()
+
+
+def _registered_model_is_an_object(hub: Any) -> None:
+    """``Client.model`` gives the Cox model's coefficients, hazard ratios, lineage and a linear
+    predictor, each checked against the run's results document read by hand."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from hemafed import Client
+    from hemafed.errors import InvalidInput
+
+    token = hub.heads["alice"]["Authorization"].split()[1]
+    model = Client("http://testserver", token, http=hub.client).model("small-mds.cox_os", 1)
+    assert model.lineage == {"spec_sha256": hub.study["spec_sha256"], "run": hub.run["id"],
+                             "name": "small-mds.cox_os", "version": 1}
+    cox = next(d for d in hub.results["analyses"] if d["id"] == "cox_os")["tables"]["summary"]
+    rows = dict(zip(cox["index"], cox["data"], strict=True))
+    coef = {k: v[cox["columns"].index("coef")] for k, v in rows.items()}
+    assert list(model.coefficients.index) == ["age", "hb", "plt"]
+    assert model.coefficients["coef"].to_dict() == coef
+    assert np.allclose(model.hazard_ratios["exp(coef)"], [np.exp(coef[k]) for k in coef])
+    design = pd.DataFrame({"age": [70.0, 55.0], "hb": [9.5, 12.0], "plt": [40.0, 210.0]})
+    want = [sum(coef[k] * design[k][i] for k in coef) for i in range(2)]
+    assert np.allclose(model.linear_predictor(design).to_numpy(), want)
+    assert model.to_dict()["payload"]["tables"]["summary"] == cox
+    with pytest.raises(InvalidInput, match="lacks column"):
+        model.linear_predictor(design.drop(columns="hb"))
+    with pytest.raises(InvalidInput, match="only a logistic"):
+        model.predict_proba(design)
 
 
 def test_migration_from_an_empty_database(db_url: str) -> None:

@@ -34,7 +34,8 @@ def test_client_and_kill_mid_run(site_dirs: list[Path], tmp_path: Path) -> None:
         cox = client.table(1, "cox_os")
         assert list(cox.index) == ["age", "hb", "plt"] and (cox["se(coef)"] > 0).all()
         model = client.model("small-mds.cox_os", 1)
-        assert model["spec_sha256"] == study["spec_sha256"] and model["run"] == 1
+        assert model.spec_sha256 == study["spec_sha256"] and model.run == 1
+        assert list(model.coefficients.index) == ["age", "hb", "plt"]
         running = client.run(study["id"])  # killed while in flight
         assert running["state"] in ("queued", "running")
     assert (data / "hub.db").exists()  # the default database: SQLite in --data

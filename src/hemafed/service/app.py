@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.service import security
 from hemafed.service.approval import SignedDecision
-from hemafed.service.describe import epsilon_per_site, plain_language
+from hemafed.service.describe import epsilon_per_site, plain_language, plan_view
 from hemafed.service.hub import AccessDenied, HubService, NotFound, parse_spec
 from hemafed.service.models import Run, Study, User
 from hemafed.service.web import SESSION_COOKIE, error_response, page
@@ -90,6 +90,7 @@ def study_json(service: HubService, user: User, study: Study) -> dict[str, Any]:
             "version": study.version, "spec_sha256": study.spec_sha256,
             "spec_yaml": study.spec_yaml, "epsilon_per_site": epsilon_per_site(spec),
             "analyses": [a.__dict__ for a in plain_language(spec)],
+            "plan": plan_view(spec).to_json(),
             "approvals": {sid: None if a is None else {"decision": a.decision, "reason": a.reason,
                                                        "officer": a.officer,
                                                        "time": a.time.isoformat()}

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from hemafed.errors import HemafedError, InvalidInput
+from hemafed.service.registered import RegisteredModel
 from hemafed.study.runner import frame_from_json
 
 TERMINAL = ("succeeded", "failed", "interrupted")
@@ -102,6 +103,7 @@ class Client:
     def models(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/models"))
 
-    def model(self, name: str, version: int) -> dict[str, Any]:
-        """A registered model (its tables, stats and lineage) by name and version."""
-        return dict(self._call("GET", f"/api/models/{name}/{version}"))
+    def model(self, name: str, version: int) -> RegisteredModel:
+        """A registered model by name and version: coefficients, lineage, linear predictor
+        (``.to_dict()`` is the stored document)."""
+        return RegisteredModel.from_document(self._call("GET", f"/api/models/{name}/{version}"))

@@ -28,7 +28,7 @@ from hemafed.errors import HemafedError, InvalidInput
 from hemafed.service import security
 from hemafed.service.app import LoginRequired
 from hemafed.service.approval import decide, identity_public_key
-from hemafed.service.describe import epsilon_per_site, plain_language
+from hemafed.service.describe import epsilon_per_site, plain_language, plan_view
 from hemafed.service.hub import AccessDenied, TooManyAttempts
 from hemafed.service.quality import cohort_quality
 from hemafed.site.ledger import PrivacyLedger
@@ -179,6 +179,7 @@ def create_console_app(site_dir: str | Path, hub: httpx.Client, *,
         doc, spec = _study(pk)
         return page(request, "console_study.html",
                     **ctx(s, doc=doc, analyses=plain_language(spec),
+                          plan=plan_view(spec).to_json(),
                           epsilon=epsilon_per_site(spec), mine=doc["approvals"].get(site_id),
                           policy=load_policy(site_dir)))
 
