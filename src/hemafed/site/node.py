@@ -412,9 +412,8 @@ class SiteNode:
         if self.policy.max_cells is not None and cells > self.policy.max_cells:
             raise self._refuse(request, f"the request asks for {cells} values; this site's "
                                         f"max_cells is {self.policy.max_cells}", name="max_cells")
-        spu = self._plan_lattice(request)
-        if request.dp is None and spu is not None \
-                and spu > self.policy.max_lattice_steps_per_unit:
+        spu = self._plan_lattice(request) if request.dp is None else None
+        if spu is not None and spu > self.policy.max_lattice_steps_per_unit:
             raise self._refuse(request, f"the study's time lattice has {spu:g} steps per year; "
                                         f"this site's max_lattice_steps_per_unit is "
                                         f"{self.policy.max_lattice_steps_per_unit:g} and the "

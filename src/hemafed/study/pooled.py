@@ -39,6 +39,16 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
 
 
+def _agreement(engine: str, coef: Any, se: Any, want_coef: Any, want_se: Any) -> dict[str, str]:
+    """How far the federated coefficients and standard errors are from the pooled engine's."""
+    def rel(a: Any, b: Any) -> str:
+        return f"{_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)):.2e}"
+
+    return {"pooled engine": engine,
+            "max relative difference, coefficients": rel(coef, want_coef),
+            "max relative difference, standard errors": rel(se, want_se)}
+
+
 def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any]:
     from lifelines import CoxPHFitter
 
@@ -56,11 +66,8 @@ def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> 
                                      "up")
     cph = CoxPHFitter().fit(frame, "T", "E", fit_options={"precision": 1e-14, "r_precision": 1e-15})
     fed = frame_from_json(doc["tables"]["summary"]).set_index(pd.Index(names))
-    return {"pooled engine": "lifelines CoxPHFitter (Efron ties)",
-            "max relative difference, coefficients":
-                f"{_rel(fed['coef'].astype(float).to_numpy(), cph.params_.to_numpy()):.2e}",
-            "max relative difference, standard errors":
-                f"{_rel(fed['se(coef)'].astype(float).to_numpy(), cph.standard_errors_.to_numpy()):.2e}",
+    return {**_agreement("lifelines CoxPHFitter (Efron ties)", fed["coef"], fed["se(coef)"],
+                         cph.params_, cph.standard_errors_),
             "pooled concordance": f"{cph.concordance_index_:.4f}"}
 
 
@@ -99,11 +106,8 @@ def compare_cox_tv(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
             fit_options={"precision": 1e-14, "step_size": 0.5})
     order = [*names, "z"]
     fed = frame_from_json(doc["tables"]["summary"])
-    return {"pooled engine": "lifelines CoxTimeVaryingFitter (Efron ties)",
-            "max relative difference, coefficients":
-                f"{_rel(fed['coef'].astype(float).to_numpy(), ctv.params_[order].to_numpy()):.2e}",
-            "max relative difference, standard errors":
-                f"{_rel(fed['se(coef)'].astype(float).to_numpy(), ctv.standard_errors_[order].to_numpy()):.2e}"}
+    return _agreement("lifelines CoxTimeVaryingFitter (Efron ties)", fed["coef"],
+                      fed["se(coef)"], ctv.params_[order], ctv.standard_errors_[order])
 
 
 def compare_km(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> dict[str, Any]:
@@ -133,11 +137,7 @@ def compare_logistic(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
     y = extra[outcome].astype(float).to_numpy()
     fit = sm.Logit(y, sm.add_constant(x, has_constant="add")).fit(disp=0, tol=1e-12)
     fed = frame_from_json(doc["tables"]["summary"])
-    return {"pooled engine": "statsmodels Logit",
-            "max relative difference, coefficients":
-                f"{_rel(fed['coef'].astype(float).to_numpy(), np.asarray(fit.params)):.2e}",
-            "max relative difference, standard errors":
-                f"{_rel(fed['std err'].astype(float).to_numpy(), np.asarray(fit.bse)):.2e}"}
+    return _agreement("statsmodels Logit", fed["coef"], fed["std err"], fit.params, fit.bse)
 
 
 def compare_describe(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
