@@ -12,6 +12,7 @@ plan pins the half-day lattice: a request on another grid is refused naming the 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from hemafed.analytics.mixed import (
 from hemafed.documents import frame_from_json
 from hemafed.errors import HemafedError
 from hemafed.study.plan import StudyPlan
-from hemafed.study.spec import StudySpec
+from hemafed.study.spec import Analysis, StudySpec
 
 FORMULA = "age + year + surgery + transplant"
 BOUNDS = {"age": [-50.0, 30.0], "year": [-1.0, 8.0], "surgery": [0.0, 1.0],
@@ -187,9 +188,14 @@ def test_the_plan_pins_columns_design_and_lattice() -> None:
                       False)[0] == "request"
     assert plan.check("cox_long_event_times", events | {"grid": [1.0]}, False)[0] == "request"
     assert plan.cap("cox_long_sums") == 3 * 60  # three analyses of NEWTON_CAP rounds
-    # a spec asking an unlisted lattice (a tenth of a day) is answered nothing
-    fine = StudyPlan.from_spec(StudySpec.from_mapping(
-        {"study_id": "fine", "analyses": [{"id": "c", **LONG, "steps_per_unit": 10}]}))
+    # a spec asking an unlisted lattice (a tenth of a day) no longer validates; a stored
+    # spec that bypassed validation is answered nothing all the same
+    with pytest.raises(HemafedError, match="steps_per_unit must be one of the public lattices"):
+        StudySpec.from_mapping(
+            {"study_id": "fine", "analyses": [{"id": "c", **LONG, "steps_per_unit": 10}]})
+    base = StudySpec.from_mapping({"study_id": "fine", "analyses": [{"id": "c", **LONG}]})
+    fine = StudyPlan.from_spec(dataclasses.replace(base, analyses=(
+        Analysis("c", "cox_long", "c", {**LONG, "steps_per_unit": 10}),)))
     assert fine.check("cox_long_event_times", events | {"steps_per_unit": 10.0},
                       False)[0] == "request"
     # the long table's own column names, pinned as the spec names them
@@ -207,8 +213,41 @@ def test_an_unlisted_lattice_fails_clearly_at_the_hub(federation: Any) -> None:
     from hemafed.federation.local import LocalSumFederation
     from hemafed.kinds import get_kind
 
-    spec = StudySpec.from_mapping({"study_id": "fine", "analyses": [
-        {"id": "c", **LONG, "steps_per_unit": 10}]})
+    spec = StudySpec.from_mapping({"study_id": "fine", "analyses": [{"id": "c", **LONG}]})
+    fine = Analysis("c", "cox_long", "c", {**LONG, "steps_per_unit": 10})  # bypasses validation
     _, cohorts, _ = federation
     with pytest.raises(HemafedError, match="steps_per_unit of a cox_long analysis must be one"):
-        get_kind("cox_long").run(LocalSumFederation(cohorts), spec.analyses[0], spec)
+        get_kind("cox_long").run(LocalSumFederation(cohorts), fine, spec)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"steps_per_unit": 10}, "steps_per_unit must be one of the public lattices"),
+    ({"steps_per_unit": "2"}, "steps_per_unit must be one of the public lattices"),
+    ({"max_time": -5}, "max_time must be a positive number"),
+    ({"steps_per_unit": 365.25, "max_time": 2000}, "may hold at most 21916 points"),
+])
+def test_study_validate_refuses_an_unlisted_cox_long_lattice(tmp_path: Path, option: dict,
+                                                             message: str) -> None:
+    """`hemafed study validate` rejects the lattice the site would refuse, with a message
+    naming the option and no traceback; the listed lattice validates."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from hemafed.cli import app
+    from hemafed.study.plan import MAX_GRID_POINTS
+    from hemafed.study.spec import OWN_LATTICE_MAX_POINTS
+
+    assert OWN_LATTICE_MAX_POINTS == MAX_GRID_POINTS
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump({"study_id": "s", "analyses": [{"id": "c", **LONG}]}))
+    bad.write_text(yaml.safe_dump({"study_id": "s", "analyses": [{"id": "c", **LONG,
+                                                                   **option}]}))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["study", "validate", str(good)])
+    assert ok.exit_code == 0, ok.output
+    res = runner.invoke(app, ["study", "validate", str(bad)])
+    assert res.exit_code == 1
+    assert message in res.output
+    assert "analysis 'c' (cox_long)" in res.output
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

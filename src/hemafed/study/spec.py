@@ -167,6 +167,7 @@ class StudySpec:
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in check_names(a, declared)]
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_levels(a)]
             problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_lattice(a)]
+            problems += [f"analysis {a.id!r} ({a.kind}): {p}" for p in _check_own_lattice(a)]
         eps = raw.get("epsilon")
         if eps is not None and (not isinstance(eps, int | float) or eps <= 0):
             problems.append(f"epsilon must be > 0, got {eps!r}")
@@ -274,6 +275,36 @@ def _check_lattice(analysis: Analysis) -> list[str]:
             or float(value) not in COARSER_LATTICES:
         return [f"lattice must be one of the public lattices (steps per year) "
                 f"{sorted(COARSER_LATTICES)}, got {value!r}"]
+    return []
+
+
+OWN_LATTICE_MAX_POINTS = 21_916
+"""Most points of a long table's own time lattice (one per day of the 60-year horizon, as
+:data:`hemafed.study.plan.MAX_GRID_POINTS`)."""
+
+
+def _check_own_lattice(analysis: Analysis) -> list[str]:
+    """A ``cox_long`` lattice (``steps_per_unit``, ``max_time``, in the long table's own time
+    unit) is one the plan admits (:data:`hemafed.kinds.OWN_TABLE_LATTICES`, at most
+    :data:`OWN_LATTICE_MAX_POINTS` points): a site answers nothing on another, so the spec is
+    refused here rather than at the hub step."""
+    if analysis.kind != "cox_long":
+        return []
+    from hemafed.analytics.study_kinds import COX_LONG_DEFAULTS
+    from hemafed.kinds import OWN_TABLE_LATTICES
+
+    spu = analysis.get("steps_per_unit", COX_LONG_DEFAULTS["steps_per_unit"])
+    top = analysis.get("max_time", COX_LONG_DEFAULTS["max_time"])
+    allowed = ", ".join(f"{v:g}" for v in sorted(OWN_TABLE_LATTICES))
+    if isinstance(spu, bool) or not isinstance(spu, int | float) \
+            or float(spu) not in OWN_TABLE_LATTICES:
+        return [f"steps_per_unit must be one of the public lattices {allowed} (steps per time "
+                f"unit of the long table), got {spu!r}"]
+    if isinstance(top, bool) or not isinstance(top, int | float) or not 0 < top < float("inf"):
+        return [f"max_time must be a positive number, got {top!r}"]
+    if int(float(top) * float(spu)) + 1 > OWN_LATTICE_MAX_POINTS:
+        return [f"the lattice steps_per_unit x max_time may hold at most "
+                f"{OWN_LATTICE_MAX_POINTS} points; lower max_time or steps_per_unit"]
     return []
 
 
