@@ -173,3 +173,75 @@ def test_a_site_without_a_plan_refuses_the_same_parameters(sites: LocalSites) ->
             continue
         with pytest.raises(InvalidInput, match=f"'{name}'"):
             query.check({**honest, **change})
+
+
+def _residuals_request(honest: dict[str, Any]) -> dict[str, Any]:
+    """The residual step's request as :meth:`FederatedComBat.fit` sends it."""
+    return {"features": list(FEATURES), "covariates": list(COVARIATES), "bounds": BOUNDS,
+            "max_patients": MAX_PATIENTS, "beta": honest["beta"]}
+
+
+def _hostile_residuals(beta: list[list[float]]) -> dict[str, tuple[str, Any]]:
+    """Hub-chosen residual-step coefficients (covariates x features), each with the parameter
+    every site must name."""
+    return {
+        # 1e5 x hb's range per unit age over age's range: no honest within-site slope
+        "huge covariate effect": ("beta", [[beta[0][0], 1e5]]),
+        "huge effect on hb": ("beta", [[-1e4, beta[0][1]]]),
+        "beta of the wrong shape": ("beta", [beta[0], beta[0]]),
+        "non-finite beta": ("beta", [["inf", beta[0][1]]]),
+        "no beta": ("beta", None),
+    }
+
+
+def test_hostile_combat_residuals_beta_is_refused_by_every_site(sites: LocalSites) -> None:
+    """``combat_residuals``: the hub-sent ``beta`` is bounded as ``combat_apply``'s (finite,
+    covariates x features, each covariate effect over its public range at most
+    ``MAX_EFFECT_SPAN`` feature ranges); every site refuses a hostile one alike, in the plan
+    check, naming ``beta``; the honest request is answered and equals the pooled residual sum
+    of squares computed by hand from the sites' data."""
+    hub = Probe(sites, SPEC_B.study_id, SPEC_B.sha256)
+    honest = _honest(sites)
+    request = _residuals_request(honest)
+    # (a wrong-shaped or non-finite beta has no declaration at the hub either: the query's
+    # own check refuses those, next test)
+    for case in ("huge covariate effect", "huge effect on hb", "no beta"):
+        name, beta = _hostile_residuals(honest["beta"])[case]
+        params = {k: v for k, v in request.items() if k != "beta"}
+        if beta is not None:
+            params["beta"] = beta
+        outcome, codes = hub.send("combat_residuals", params)
+        assert not isinstance(outcome, SumOutcome), case
+        pooled = hub.pooled[-1]
+        assert pooled.refused == pooled.sites == len(sites.site_dirs), (case, pooled)
+        assert pooled.name == name and codes == {"outside_plan"}, (case, pooled, codes)
+    outcome, codes = hub.send("combat_residuals", request)
+    assert isinstance(outcome, SumOutcome), (outcome, codes)
+    # by hand: within-site centred residuals at the honest beta, summed over sites
+    beta = np.asarray(honest["beta"], dtype=float)
+    want = np.zeros(len(FEATURES))
+    for d in sites.site_dirs.values():
+        cohort = load_cohort(d)
+        data = np.column_stack([cohort.numeric_column(c, "test") for c in FEATURES + COVARIATES])
+        data = data[~np.isnan(data).any(axis=1)]
+        y, x = data[:, :len(FEATURES)], data[:, len(FEATURES):]
+        want += (((y - y.mean(0)) - (x - x.mean(0)) @ beta) ** 2).sum(0)
+    np.testing.assert_allclose(np.asarray(outcome.values["rss"], dtype=float), want, rtol=1e-9)
+
+
+def test_a_site_without_a_plan_refuses_the_same_residuals_beta() -> None:
+    from hemafed.errors import InvalidInput
+    from hemafed.federation.queries import get_query
+    from hemafed.imaging.runtime import load_imaging_queries
+
+    load_imaging_queries()
+    query = get_query("combat_residuals")
+    honest = {"beta": [[0.01, 2.0]]}
+    query.check(_residuals_request(honest))
+    for case, (name, beta) in _hostile_residuals(honest["beta"]).items():
+        params = {k: v for k, v in _residuals_request(honest).items() if k != "beta"}
+        if beta is not None:
+            params["beta"] = beta
+        with pytest.raises(InvalidInput, match=f"'{name}'"):
+            query.check(params)
+        assert case

@@ -54,7 +54,7 @@ from hemafed.federation.runtime import (
 )
 from hemafed.imaging.combat_params import check_columns as _check
 from hemafed.imaging.combat_params import column_bounds as _bounds
-from hemafed.imaging.combat_params import pooled_problem
+from hemafed.imaging.combat_params import pooled_problem, residuals_problem
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,11 @@ register(Query(RESIDUALS_QUERY, "1", compute=_residuals_compute, declare=_residu
 
 
 def _check_residuals(params: Params) -> None:
-    _check(params)
-    if "beta" not in params:
-        raise InvalidInput("query combat_residuals needs the public 'beta' of the moments step")
+    """The hub-sent ``beta`` (:func:`~hemafed.imaging.combat_params.residuals_problem`; the
+    plan check refuses the same, naming ``beta``, at a site with a plan)."""
+    problem = residuals_problem(params)
+    if problem is not None:
+        raise InvalidInput(problem[1])
 
 
 def check_pooled(params: Params) -> None:

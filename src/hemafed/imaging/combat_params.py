@@ -64,6 +64,43 @@ def check_columns(params: Params) -> None:
                                "matrix (covariates x features)")
 
 
+def _effect_problem(beta: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> tuple[str, str] | None:
+    """Each covariate's effect over its public range at most :data:`MAX_EFFECT_SPAN` times
+    the feature's range (``beta``: covariates x features)."""
+    if beta.size and not np.all(np.abs(beta) * rx[:, None] <= MAX_EFFECT_SPAN * ry[None, :]):
+        return "beta", (f"parameter 'beta' must give each covariate an effect over its public "
+                        f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
+    return None
+
+
+def residuals_problem(params: Params) -> tuple[str, str] | None:
+    """Why a ``combat_residuals`` request's ``beta`` is not one an honest moments step gives:
+    missing, not finite, not of the planned shape (covariates x features), or a covariate
+    effect beyond :data:`MAX_EFFECT_SPAN` feature ranges (the bound ``combat_apply`` checks
+    too). Parameters alone decide, so every site finds the same; the detail names no value.
+
+    Nothing tighter is needed for privacy: the sum over sites of the residual sums of squares
+    at any ``beta`` is ``Syy - 2 beta' Sxy + beta' Sxx beta`` per feature, ``S`` the pooled
+    *within-site centred* cross-products (``Sxx``, ``Sxy`` are what ``combat_moments``
+    releases), so a hub's choice of ``beta`` yields pooled second moments, never one site's
+    or one patient's values; the bound keeps the declared range (and a DP request's
+    sensitivity) that of a plausible fit."""
+    try:
+        check_columns(params)
+    except InvalidInput as exc:
+        return parameter_name(str(exc), dict(params)), str(exc)
+    feats, covs = list(params["features"]), list(params.get("covariates", []))
+    if "beta" not in params:
+        return "beta", "query combat_residuals needs the public 'beta' of the moments step"
+    b = column_bounds(params, feats + covs)
+    try:
+        beta = _pooled_array(params, "beta", (len(covs), len(feats)))
+    except _Problem as exc:
+        return exc.args[0], exc.args[1]
+    return _effect_problem(beta, b[len(feats):, 1] - b[len(feats):, 0],
+                           b[:len(feats), 1] - b[:len(feats), 0])
+
+
 class _Problem(Exception):
     """A pooled-parameter problem: ``(parameter, detail)``, the detail naming no value."""
 
@@ -108,9 +145,9 @@ def pooled_problem(params: Params) -> tuple[str, str] | None:
     if not (np.all(var > 0) and np.all(var <= np.maximum(ry ** 2 / 4, 1.0))):
         return "var_pooled", ("parameter 'var_pooled' must be > 0 and at most the largest "
                               "variance of each feature within its public bounds")
-    if q and not np.all(np.abs(beta) * rx[:, None] <= MAX_EFFECT_SPAN * ry[None, :]):
-        return "beta", (f"parameter 'beta' must give each covariate an effect over its public "
-                        f"range of at most {MAX_EFFECT_SPAN:g} times the feature's range")
+    problem = _effect_problem(beta, rx, ry)
+    if problem is not None:
+        return problem
     # the range of alpha + x' beta over the covariate box must meet the feature's bounds
     lo = alpha + (np.minimum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)
     hi = alpha + (np.maximum(beta * bx[:, :1], beta * bx[:, 1:]).sum(axis=0) if q else 0.0)

@@ -273,6 +273,13 @@ def plan_problem(parts: PlanParts, params: Mapping[str, Any],
                                                                               *extra}:
             return "bounds", ("ComBat bounds must give exactly the harmonised features and "
                               "covariates their public bounds")
+        if query == "combat_residuals":
+            from hemafed.imaging.combat_params import residuals_problem
+
+            # the hub's beta: finite, of the planned shape, a plausible covariate effect
+            problem = residuals_problem(params)
+            if problem is not None:
+                return problem
         if query == "combat_apply":
             from hemafed.imaging.combat_params import pooled_problem
 
