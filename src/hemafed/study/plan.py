@@ -18,8 +18,9 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
 * **pinned constants**: the IPTW ``max_weight`` is the spec's and ``gamma`` bounded like
   ``beta``; a mixed model's columns, ``bounds`` and ``max_obs`` are its spec entry's; an
   ``imaging_screen`` screens the spec's imaging features within the spec's imaging bounds
-  at a horizon of the spec's imaging analyses; a GWAS trait's threshold is its analysis's
-  and GWAS coefficients are bounded by ``MAX_LP_TERM``; a catalogue counts the approved
+  at a horizon of the spec's imaging analyses; a GWAS trait's threshold and covariate list
+  are its analysis's (which fixes the analysed complete-case set) and GWAS coefficients
+  are bounded by ``MAX_LP_TERM``; a catalogue counts the approved
   column, disease areas and fields (:meth:`StudyPlan._pinned`);
 * **fixed requests**: a kind whose registration lists its exact requests
   (:attr:`hemafed.kinds.AnalysisKind.requests`, e.g. a quantile's column, bounds and lattice)
@@ -246,9 +247,10 @@ class StudyPlan:
     catalogue: frozenset[str] = frozenset()
     """A catalogue's pinned request part: counted column, its disease areas, counted fields."""
     gwas_traits: frozenset[str] = frozenset()
+    """The GWAS analyses' traits with their binary threshold (``None``: quantitative) and
+    their covariate lists (canonical ``[column, threshold, covariates]``)."""
     screen_horizons: frozenset[float | None] = frozenset()
     """The imaging analyses' screen horizons (``None``: a 0/1 outcome, no horizon)."""
-    """The GWAS analyses' traits with their binary threshold (``None``: quantitative)."""
     imaging: Any = None
     """The imaging section's part (:class:`hemafed.imaging.spec.PlanParts`), if any."""
     fixed: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -375,7 +377,12 @@ class StudyPlan:
                     horizons.add(float(a.get("horizon", 2.0)) if a.get("model") == "cox"
                                  else None)
             elif a.kind == "gwas":
-                gwas_traits.add(_gwas_trait_key(a.get("trait"), a.get("threshold")))
+                # the trait, its threshold and the covariates fix the analysed (complete-case)
+                # set: a hub-chosen covariate list would nest two sets (docs/genomics.md)
+                covs = a.get("covariates")
+                gwas_traits.add(_gwas_trait_key(
+                    a.get("trait"), a.get("threshold"),
+                    sorted(GWAS_DEFAULT_COVARIATES) if covs is None else covs))
             elif a.kind == "lmm":
                 lmm.add(_lmm_key(a.get("outcome"), a.get("time", "time"),
                                  a.get("covariates") or [], a.get("bounds"),
@@ -599,13 +606,19 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
-        if query.startswith("gwas_") and "trait" in params:
+        if query.startswith("gwas_") and ("trait" in params or "covariates" in params):
             t = params.get("trait")
-            key = _gwas_trait_key(*((t.get("column"), t.get("threshold"))
-                                    if isinstance(t, Mapping) else (None, None)))
-            if key not in self.gwas_traits:
+            column, threshold = (t.get("column"), t.get("threshold")) \
+                if isinstance(t, Mapping) else (None, None)
+            pairs = {_canon(json.loads(k)[:2]) for k in self.gwas_traits}
+            if _canon(json.loads(_gwas_trait_key(column, threshold, None))[:2]) not in pairs:
                 return "trait", ("the trait and its threshold must be those of one of the "
                                  "spec's gwas analyses")
+            if _gwas_trait_key(column, threshold, params.get("covariates", [])) \
+                    not in self.gwas_traits:
+                return "covariates", ("the covariates must be exactly those of the spec's gwas "
+                                      "analysis of this trait, in order (they fix the analysed "
+                                      "complete-case set)")
         if query in OWN_DESIGN_QUERIES and query.startswith("gwas_") and "beta" in params:
             import base64
 
@@ -818,10 +831,12 @@ def _lmm_key(outcome: Any, time: Any, covariates: Any, bounds: Any, max_obs: Any
     return _canon([outcome, time, covariates, pinned, max_obs])
 
 
-def _gwas_trait_key(column: Any, threshold: Any) -> str:
+def _gwas_trait_key(column: Any, threshold: Any, covariates: Any) -> str:
+    """The pinned part of a GWAS request: trait column, threshold and covariate list."""
     thr = float(threshold) if isinstance(threshold, int | float) \
         and not isinstance(threshold, bool) else threshold
-    return _canon([column, thr])
+    covs = list(covariates) if isinstance(covariates, list | tuple) else covariates
+    return _canon([column, thr, covs])
 
 
 def _catalogue_key(group: Any, levels: Any, columns: Any) -> str:
