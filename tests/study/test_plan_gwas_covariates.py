@@ -63,3 +63,17 @@ def test_a_gwas_without_covariates_pins_the_default_age_and_sex() -> None:
 def test_queries_without_trait_or_covariates_are_unaffected() -> None:
     plan = _plan({"trait": "hbf"})
     assert plan.check("gwas_counts", {**BASE, "start": 0, "stop": 10}, False) is None
+
+
+def test_the_genotype_store_is_the_specs() -> None:
+    """``study`` (the genotype store a request reads) is the spec's ``genotypes`` (default the
+    study id): under one approval a hub cannot read another store the site holds."""
+    plan = _plan({"trait": "hbf"})
+    assert plan.check("gwas_counts", {**BASE, "start": 0, "stop": 10}, False) is None
+    other = {**BASE, "study": "another-study", "start": 0, "stop": 10}
+    for query in ("gwas_counts", "gwas_store", "gwas_null"):
+        assert plan.check(query, other, False)[0] == "study", query
+    named = _plan({"trait": "hbf", "genotypes": "scd-array"})
+    assert named.check("gwas_counts", {**BASE, "study": "scd-array", "start": 0, "stop": 10},
+                       False) is None
+    assert named.check("gwas_counts", {**BASE, "start": 0, "stop": 10}, False)[0] == "study"

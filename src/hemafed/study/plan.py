@@ -262,6 +262,8 @@ class StudyPlan:
     """Fixed requests (canonical ``[query, params]``) of analyses not approved exact: DP only."""
     lattices: frozenset[float] = frozenset()
     """``steps_per_unit`` of the spec's ``lattice`` options (:meth:`on_plan_lattice`)."""
+    gwas_stores: frozenset[str] = frozenset()
+    """The genotype stores the GWAS analyses read (``genotypes``, default the study id)."""
     lattice_queries: frozenset[tuple[float, str]] = frozenset()
     """``(steps_per_unit, query)``: the queries of the analyses that fixed that lattice (a
     lattice one analysis declares is not another analysis's lattice)."""
@@ -291,6 +293,7 @@ class StudyPlan:
         lmm: set[str] = set()
         catalogue: set[str] = set()
         gwas_traits: set[str] = set()
+        gwas_stores: set[str] = set()
         horizons: set[float | None] = set()
         imaging_bounds: dict[str, tuple[float, float]] = {}
         dp_required = set(DP_QUERIES)
@@ -377,6 +380,7 @@ class StudyPlan:
                     horizons.add(float(a.get("horizon", 2.0)) if a.get("model") == "cox"
                                  else None)
             elif a.kind == "gwas":
+                gwas_stores.add(str(a.get("genotypes", spec.study_id)))
                 # the trait, its threshold and the covariates fix the analysed (complete-case)
                 # set: a hub-chosen covariate list would nest two sets (docs/genomics.md)
                 covs = a.get("covariates")
@@ -431,7 +435,8 @@ class StudyPlan:
                    imaging=imaging, fixed={q: frozenset(v) for q, v in fixed.items()},
                    pinned={q: frozenset(v) for q, v in pinned.items()},
                    dp_requests=frozenset(dp_requests), lattices=frozenset(lattices),
-                   lattice_queries=frozenset(lattice_queries))
+                   lattice_queries=frozenset(lattice_queries),
+                   gwas_stores=frozenset(gwas_stores))
 
     def cap(self, query: str) -> int:
         """Most distinct requests of ``query`` this study may send."""
@@ -606,6 +611,10 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
+        if query.startswith("gwas_") and "study" in params \
+                and params.get("study") not in self.gwas_stores:
+            return "study", ("the genotype store must be the one the spec's gwas analyses name "
+                             "(`genotypes`, default the study id)")
         if query.startswith("gwas_") and ("trait" in params or "covariates" in params):
             t = params.get("trait")
             column, threshold = (t.get("column"), t.get("threshold")) \
