@@ -77,3 +77,13 @@ def test_the_genotype_store_is_the_specs() -> None:
     assert named.check("gwas_counts", {**BASE, "study": "scd-array", "start": 0, "stop": 10},
                        False) is None
     assert named.check("gwas_counts", {**BASE, "start": 0, "stop": 10}, False)[0] == "study"
+
+
+def test_cox_tv_switch_columns_are_the_specs() -> None:
+    """``switch`` ([time, status] of the event that switches the covariate on) names columns:
+    before, the plan did not read it, so a hub could switch on at any column's event."""
+    plan = StudyPlan.from_spec(StudySpec.from_mapping({"study_id": "tv", "analyses": [
+        {"id": "tv", "kind": "cox_tv", "duration": "os_time", "event": "os_status",
+         "formula": "age + hb", "switch": ["amlt_time", "amlt_status"]}]}))
+    assert plan._columns({"switch": ["amlt_time", "amlt_status"]}) is None
+    assert plan._columns({"switch": ["lfs_time", "lfs_status"]})[0] == "column"

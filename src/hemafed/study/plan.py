@@ -170,7 +170,7 @@ GRID_KEYS = ("grid", "time_grid")
 _COLUMN_KEYS = frozenset({"column", "duration_col", "event_col", "group_col", "strata_col",
                           "row", "col", "treatment", "time", "illness_time", "illness_status",
                           "exit_time", "exit_status"})
-_COLUMN_LIST_KEYS = frozenset({"covariates", "features"})
+_COLUMN_LIST_KEYS = frozenset({"covariates", "features", "switch"})
 """Keys whose value lists column names (a list of strings; other shapes are not columns)."""
 _LEVEL_KEYS = {"levels": "column", "group_levels": "group_col", "strata_levels": "strata_col",
                "row_levels": "row", "col_levels": "col"}
@@ -197,6 +197,9 @@ def _analysis_columns(a: Analysis) -> set[str]:
             cols.add(v)
     for key in ("columns", "covariates"):
         cols.update(str(c) for c in a.get(key) or ())
+    switch = a.get("switch")  # cox_tv: [time column, status column] of the switching event
+    if isinstance(switch, list | tuple):
+        cols.update(str(c) for c in switch)
     for key in ("formula", "features"):
         cols.update(t for t in _terms(a.get(key)) if not t.startswith("gene:"))
     for pair in a.get("causes") or ():
