@@ -71,8 +71,11 @@ def test_the_genotype_store_is_the_specs() -> None:
     plan = _plan({"trait": "hbf"})
     assert plan.check("gwas_counts", {**BASE, "start": 0, "stop": 10}, False) is None
     other = {**BASE, "study": "another-study", "start": 0, "stop": 10}
-    for query in ("gwas_counts", "gwas_store", "gwas_null"):
+    for query in ("gwas_counts", "gwas_pca_gram", "gwas_null", "gwas_linear"):
         assert plan.check(query, other, False)[0] == "study", query
+    # the public store declaration may be asked of any store (sensitivity 0)
+    assert plan.check("gwas_store", {"study": "another-study", "variant_list": "0" * 64,
+                                     "build": "GRCh38", "sites": ["a"]}, False) is None
     named = _plan({"trait": "hbf", "genotypes": "scd-array"})
     assert named.check("gwas_counts", {**BASE, "study": "scd-array", "start": 0, "stop": 10},
                        False) is None

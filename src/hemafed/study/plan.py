@@ -614,7 +614,9 @@ class StudyPlan:
             if key not in self.lmm:
                 return "bounds", ("the mixed model's outcome, time, covariates, bounds and "
                                   "max_obs must be those of the spec's lmm analysis")
-        if query.startswith("gwas_") and "study" in params \
+        # (gwas_store answers only each site's public store declaration, sensitivity 0: the
+        # hub may ask it of any store name, as store discovery does)
+        if query.startswith("gwas_") and query != "gwas_store" and "study" in params \
                 and params.get("study") not in self.gwas_stores:
             return "study", ("the genotype store must be the one the spec's gwas analyses name "
                              "(`genotypes`, default the study id)")
