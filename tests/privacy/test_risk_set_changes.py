@@ -108,6 +108,16 @@ def test_the_concordance_cells_are_per_linear_predictor_bin() -> None:
     assert cells.tolist() == [[[1, 0, 0, 0], [1, 1, 0, 0]], [[3, 0, 0, 0], [0, 0, 1, 1]]]
 
 
+def test_iptw_weighted_risk_sets_have_the_cox_cells() -> None:
+    # a censored patient's weight and treatment leave s0/s1 between grid points
+    cohort = _cohort(t=T, e=E, age=[60.0] * 6, hma=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    params = {"design": parse_formula("age", None).to_params(), "treatment": "hma",
+              "gamma": [0.1, 0.0], "marginal": 0.5, "duration_col": "t", "event_col": "e",
+              "grid": GRID, "beta": [0.2]}
+    cells = get_query("iptw_cox_sums").risk_set_changes(cohort, params)
+    assert cells.tolist() == [[[5, 0, 0, 0], [1, 1, 1, 1]]]
+
+
 # --- through the real site runtime ----------------------------------------------------------
 
 def _run_study(fed: Any) -> dict[str, Any]:
