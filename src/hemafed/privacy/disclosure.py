@@ -133,9 +133,10 @@ def risk_set_changes(enter: np.ndarray, leave: np.ndarray, released: np.ndarray,
     leave = np.asarray(leave, dtype=np.intp)
     released = np.asarray(released, dtype=bool)
     g = np.zeros(enter.shape, dtype=np.intp) if group is None else np.asarray(group, np.intp)
-    out = np.zeros((n_groups, 2, m + 1))
     live = enter < leave
-    np.add.at(out, (g[live], 0, enter[live]), 1.0)
     gone = ~released & (live | (leave <= 0))
-    np.add.at(out, (g[gone], 1, leave[gone]), 1.0)
-    return out
+    # flat cell index (group, kind, interval) of each entry and each exit
+    cells = np.concatenate([(g[live] * 2) * (m + 1) + enter[live],
+                            (g[gone] * 2 + 1) * (m + 1) + leave[gone]])
+    counts = np.bincount(cells, minlength=n_groups * 2 * (m + 1)).astype(float)
+    return counts.reshape(n_groups, 2, m + 1)
