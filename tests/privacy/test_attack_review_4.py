@@ -196,21 +196,9 @@ def _large_exit_cohorts() -> dict[str, Any]:
     return out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "open (fourth review, M): exact risk-set sums. The sums of consecutive grid points differ "
-    "by the patients who leave the risk set in between (events and censored alike): where s0 "
-    "drops by 1 at beta = 0, the drop of s1 is one patient's covariates. The min-cell rule on "
-    "the event counts does not see a lone censoring, so it holds on sites large enough that "
-    "the rule passes, on the lattice or any grid. To build: a site rule on its own at-risk "
-    "decrements per interval (0 or >= min_cell_size, else refuse or require DP), or DP"))
-def test_m_risk_set_differences_do_not_isolate_a_patient(tmp_path: Path) -> None:
-    """At beta = 0, ``s0[k]`` is the number at risk at month k and ``s1[k]`` their covariate
-    sum; ``s1[k] - s1[k+1]`` over a month where ``s0`` drops by one is the covariate vector of
-    the one patient (here censored) whose follow-up ended in that month. The request is
-    answered: every site's own per-month event counts are 0 or 5."""
-    fed = make_sites(tmp_path, _large_exit_cohorts(), LATTICE_SPEC)
-    outcome, names, _ = _ask_plan_lattice_cox(fed)
-    assert isinstance(outcome, SumOutcome), (outcome, names)  # the rule passed
+def _isolated_by_differences(outcome: SumOutcome, fed: LocalSites) -> int:
+    """How many patients the hub reads exactly from ``s1[k] - s1[k + 1]`` where ``s0`` drops by
+    one (the truth: the pooled cohorts)."""
     pooled, month = _pooled_months(fed)
     d = outcome.values["d"][0]
     assert not np.any((d > 0) & (d < 5))  # no month with one pooled event: L is not the leak
@@ -222,7 +210,35 @@ def test_m_risk_set_differences_do_not_isolate_a_patient(tmp_path: Path) -> None
         if np.allclose(s1[k] - s1[k + 1] + CENTRE,
                        who[LATTICE_FORMULA].astype(float).to_numpy()[0]):
             isolated += 1
-    assert isolated == 0, f"{isolated} patients' exact age and hb, with their last month"
+    return isolated
+
+
+def test_m_risk_set_differences_do_not_isolate_a_patient(tmp_path: Path) -> None:
+    """At beta = 0, ``s0[k]`` is the number at risk at month k and ``s1[k]`` their covariate
+    sum; ``s1[k] - s1[k+1]`` over a month where ``s0`` drops by one is the covariate vector of
+    the one patient (here censored) whose follow-up ended in that month. Every site's own
+    per-month event counts are 0 or 5, so the rule on ``d`` passes; the rule on each site's own
+    risk-set changes (a lone censoring in month 30, 33 or 36) refuses, by name, every site
+    alike. Control: with the rule off the same request is answered and gives the 3 censored
+    patients' exact age and hb (the attack, so this test fails on the code without the rule)."""
+    fed = make_sites(tmp_path / "on", _large_exit_cohorts(), LATTICE_SPEC)
+    outcome, names, _ = _ask_plan_lattice_cox(fed)
+    assert not isinstance(outcome, SumOutcome), "answered: exact risk-set sums released"
+    assert names == {"min_cell_size"}, names
+    assert outcome.pooled.refused == 3
+    # the detail stays in the site's audit log, which names the table, never a count
+    from hemafed.site.audit import AuditLog
+
+    for site_dir in fed.site_dirs.values():
+        reasons = [str(e["reason"]) for e in AuditLog(site_dir / "audit.log").entries()]
+        refusal = [r for r in reasons if "[policy:" in r]
+        assert len(refusal) == 1 and "risk-set changes" in refusal[0], refusal
+        assert "[policy:min_cell_size" in refusal[0], refusal
+    off = make_sites(tmp_path / "off", _large_exit_cohorts(), LATTICE_SPEC,
+                     enforce_min_cell=False)
+    answered, names, _ = _ask_plan_lattice_cox(off)
+    assert isinstance(answered, SumOutcome), names
+    assert _isolated_by_differences(answered, off) == 3
 
 
 # --- N: the service's approval flow: a study id that is a path ----------------------------------

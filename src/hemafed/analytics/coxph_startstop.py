@@ -80,6 +80,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.privacy.disclosure import risk_set_changes
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,24 @@ def start_stop_rows(cohort: Cohort, params: Params
 def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     spec = DesignSpec.from_params(params["design"])
     return _risk_sums(*start_stop_rows(cohort, params), _half_widths(spec), params)
+
+
+def _changes(start: np.ndarray, stop: np.ndarray, event: np.ndarray, params: Params
+             ) -> np.ndarray:
+    """The site-only cells of start-stop risk-set changes (attack M) over rows ``(start,
+    stop]`` as :func:`_risk_sums` sees them: per interval the rows entering (a late entry, the
+    second row of a switch) and the rows leaving other than by an event on the grid (a
+    censoring, the first row of a switch), the first and last risk sets. One patient has at
+    most one row at risk at a grid point, so each cell counts distinct patients."""
+    grid = check_grid(params["grid"])
+    cnt_start, _ = grid_positions(start, grid)
+    cnt_stop, on_grid = grid_positions(stop, grid)
+    return risk_set_changes(cnt_start, cnt_stop, event & (on_grid >= 0), grid.size)
+
+
+def _tv_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    start, stop, event, *_ = start_stop_rows(cohort, params)
+    return _changes(start, stop, event, params)
 
 
 def _risk_sums(start: np.ndarray, stop: np.ndarray, event: np.ndarray, x: np.ndarray, n: int,
@@ -262,6 +281,7 @@ def _check_beta_ties(params: Params, hw: np.ndarray, names: Sequence[str], what:
 
 COX_START_STOP_SUMS = register(Query(
     QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+    risk_set_changes=_tv_changes,
     description="Cox risk-set sums over start-stop rows (a 0/1 covariate switched on at a "
                 "patient-level event time) per linear-predictor band and grid time at beta"))
 
@@ -516,18 +536,30 @@ def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
             int(len(frame) - len(checked)), ids)
 
 
-def _long_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _long_kept(cohort: Cohort, params: Params
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """``(start, stop, event, x, n, excluded)`` of the long rows the sums are over: a patient
+    with an event off the public grid is left out (counted in ``excluded``)."""
     spec = DesignSpec.from_params(params["design"])
     start, stop, event, x, n, excluded, ids = long_rows(cohort, params, spec)
     grid = check_grid(params["grid"])
-    # events off the public grid: the patient's rows are left out (counted in excluded)
     off = event & ~fits_grid(stop, event, grid, "exact")
     drop = np.isin(ids, ids[off])
     stop = effective_times(stop, event, grid, "exact")
     keep = ~drop
     n_drop = int(np.unique(ids[drop]).size)
-    return _risk_sums(start[keep], stop[keep], event[keep], x[keep], n - n_drop,
-                      excluded + int(drop.sum()), spec.half_width, params)
+    return (start[keep], stop[keep], event[keep], x[keep], n - n_drop,
+            excluded + int(drop.sum()))
+
+
+def _long_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+    spec = DesignSpec.from_params(params["design"])
+    return _risk_sums(*_long_kept(cohort, params), spec.half_width, params)
+
+
+def _long_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    start, stop, event, *_ = _long_kept(cohort, params)
+    return _changes(start, stop, event, params)
 
 
 def _long_declare(params: Params) -> dict[str, Statistic]:
@@ -549,6 +581,7 @@ def _long_check(params: Params) -> None:
 
 COX_LONG_SUMS = register(Query(
     LONG_QUERY, "1", compute=_long_compute, declare=_long_declare, check_params=_long_check,
+    risk_set_changes=_long_changes,
     description="Cox risk-set sums over the rows of a site's long-format start-stop table "
                 "(several time-varying covariates) per linear-predictor band and grid time"))
 

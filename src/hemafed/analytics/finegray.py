@@ -70,6 +70,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.privacy.disclosure import risk_set_changes
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +271,19 @@ def _sums_declare(params: Params) -> dict[str, Statistic]:
     return out
 
 
+def _sums_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    """The site-only cells of the Fine-Gray risk-set changes (whole grid): per interval the
+    censored exits and, separately, the competing exits (which stay in the risk set with the
+    weight ``G_j / G(T-)``: a hub-chosen ``G`` weights each exit point's competing patients
+    alike, so it separates them from the rest but not from each other), and the first and last
+    risk sets; the cause's events are the released ``d`` (attack M)."""
+    count, _, status, _, _ = _rows(cohort, params)
+    return risk_set_changes(np.zeros(count.size, dtype=np.intp), count, status == 1,
+                            check_grid(params["grid"]).size, (status == 2).astype(np.intp), 2)
+
+
 register(Query("finegray_sums", "1", compute=_sums_compute, declare=_sums_declare,
-               check_params=_sums_check,
+               check_params=_sums_check, risk_set_changes=_sums_changes,
                description="Fine-Gray weighted risk-set sums per linear-predictor band at the "
                            "cause's event times at beta and G; optionally the competing-event "
                            "sums C0, C1 per grid time"))

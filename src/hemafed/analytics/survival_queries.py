@@ -56,6 +56,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.checks import column, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.privacy.disclosure import risk_set_changes
 
 log = logging.getLogger(__name__)
 
@@ -680,9 +681,19 @@ def _cox_sums_declare(params: Params) -> dict[str, Statistic]:
     return out
 
 
+def _cox_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    """The site-only cells of risk-set changes of the Cox sums (per stratum, whole grid):
+    censorings (and, mapping ``up``, events after the last point) per interval, the first and
+    the last risk set (:func:`hemafed.privacy.disclosure.risk_set_changes`)."""
+    data = COX_SITE_CACHE.get(cohort, params)
+    released = data.rows.event & (data.on_grid >= 0)
+    return risk_set_changes(np.zeros(data.rows.time.size, dtype=np.intp), data.at_risk_count,
+                            released, data.grid.size, data.rows.group, data.n_strata)
+
+
 COX_RISK_SET_SUMS = register(Query(
     "cox_risk_set_sums", "3", compute=_cox_sums_compute, declare=_cox_sums_declare,
-    check_params=_cox_check,
+    check_params=_cox_check, risk_set_changes=_cox_changes,
     description="Cox risk-set sums S0, S1, S2 (upper triangle) per linear-predictor band "
                 "(lp_bands) and stratum at the requested grid times (time_index; Efron tie "
                 "sums at tie_index) at beta, and the event counts and covariate sums there "
@@ -856,9 +867,25 @@ def _conc_declare(params: Params) -> dict[str, Statistic]:
             "later": Statistic((m, nb), 0, mp, sensitivity=math.sqrt(m), is_count=True)}
 
 
+def _conc_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    """The site-only cells of the concordance table's risk-set changes: ``later[j] -
+    later[j+1]`` per linear-predictor bin is the events at ``t_{j+1}`` (the ``events`` table,
+    under the rule) plus the patients censored in between, so the censorings per (interval,
+    bin) are cells, and so are the first and last comparable sets per bin."""
+    data = COX_SITE_CACHE.get(cohort, params)
+    rows, beta = data.rows, np.asarray(params["beta"], dtype=float)
+    edges = lp_edges(params)
+    nb = edges.size - 1
+    lp_bin = np.clip(np.searchsorted(edges, rows.x @ beta, side="right") - 1, 0, nb - 1)
+    ev = rows.event & (data.on_grid >= 0)
+    later_count = np.where(ev, data.on_grid, data.at_risk_count)
+    return risk_set_changes(np.zeros(rows.time.size, dtype=np.intp), later_count, ev,
+                            data.grid.size, lp_bin, nb)
+
+
 COX_CONCORDANCE_HISTOGRAM = register(Query(
     "cox_concordance_histogram", "1", compute=_conc_compute, declare=_conc_declare,
-    check_params=_conc_check,
+    check_params=_conc_check, risk_set_changes=_conc_changes,
     description="events and comparable subjects per grid time and linear-predictor bin"))
 
 

@@ -48,6 +48,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.checks import column, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.privacy.disclosure import risk_set_changes
 
 DEFAULT_RESOLUTION = 1e-10
 TIES = ("efron", "breslow")
@@ -421,8 +422,21 @@ def _cox_declare(params: Params) -> dict[str, Statistic]:
             "e0": stat(mp * wm * r, wm * r), "e1": stat(mp * wm * r, wm * r)}
 
 
+def _cox_changes(cohort: Cohort, params: Params) -> np.ndarray:
+    """The site-only cells of the weighted risk-set changes (attack M): a censored patient's
+    weight and treatment leave ``s0``/``s1`` between two grid points, so the censorings per
+    interval, the first and the last risk sets are cells
+    (:func:`hemafed.privacy.disclosure.risk_set_changes`)."""
+    rows = weighted_rows(cohort, params, True)
+    grid = check_grid(params["grid"])
+    count, on_grid = grid_positions(rows.time, grid)
+    return risk_set_changes(np.zeros(count.size, dtype=np.intp), count,
+                            rows.event & (on_grid >= 0), grid.size)
+
+
 IPTW_COX_SUMS = register(Query(
     "iptw_cox_sums", "1", compute=_cox_compute, declare=_cox_declare, check_params=_cox_check,
+    risk_set_changes=_cox_changes,
     description="IPTW-weighted Cox risk-set and tied-event sums of the treatment at beta"))
 
 

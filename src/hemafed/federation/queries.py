@@ -56,6 +56,12 @@ class Query:
     ``site_aware``: ``compute`` also gets the answering site's id as ``params[SITE_ID_PARAM]``
     (``check_params`` and ``declare`` see only the hub's parameters, so every site and the hub
     agree on the declaration).
+
+    ``risk_set_changes``: for a query whose reply carries risk-set sums over a grid (Cox-type
+    estimators), the site-only count table of its own patients whose risk-set membership
+    changes between consecutive grid points other than by a released event (censorings,
+    competing exits, entries; :func:`hemafed.privacy.disclosure.risk_set_changes`). The site
+    checks it under the minimum-cell rule and never releases it (docs/security.md, attack M).
     """
 
     name: str
@@ -65,6 +71,7 @@ class Query:
     check_params: Callable[[Params], None] = field(default=lambda params: None)
     description: str = ""
     site_aware: bool = False
+    risk_set_changes: Callable[[Cohort, Params], np.ndarray] | None = None
 
     @property
     def key(self) -> str:

@@ -426,15 +426,22 @@ class SiteNode:
         return None if plan is None else plan.on_plan_lattice(request.params, request.query)
 
     def _check_disclosure(self, request: SiteRequest, query: Query,
-                          specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray]
-                          ) -> None:
+                          specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray],
+                          changes: np.ndarray | None = None) -> None:
         """Refuse a non-DP answer whose own cells or subgroups are below the policy minimums
-        (the detail, naming the statistic, stays in the audit log)."""
+        (the detail, naming the statistic, stays in the audit log). ``changes``: the query's
+        site-only cells of risk-set changes between grid points (attack M), under the same
+        rule; never released."""
         if request.dp is not None:
             return
         if self.policy.enforce_min_cell:
             # per-time event counts too, on the plan's lattice as well (attack L)
             small = small_cells(values, cell_rule_statistics(specs), self.policy.min_cell_size)
+            if changes is not None and small_cells({"risk-set changes": changes},
+                                                   ["risk-set changes"],
+                                                   self.policy.min_cell_size):
+                # censorings, competing exits, entries between grid points (attack M)
+                small.append("risk-set changes (not released)")
             if small:
                 raise self._refuse(request, f"count table {', '.join(small)} has a non-zero cell "
                                             f"below min_cell_size {self.policy.min_cell_size} "
@@ -479,9 +486,12 @@ class SiteNode:
             # the site's own class minimum (genotype queries): off when DP covers the release
             own_min = (self.policy.min_cell_size
                        if self.policy.enforce_min_cell and request.dp is None else 0)
-            values = query.run(self.cohort_for(request.study_id), request.params,
-                               site_id=self.site_id,
+            cohort = self.cohort_for(request.study_id)
+            values = query.run(cohort, request.params, site_id=self.site_id,
                                min_cell=own_min)
+            # the site-only cells of risk-set changes (attack M): checked, never released
+            changes = (query.risk_set_changes(cohort, request.params)
+                       if own_min and query.risk_set_changes is not None else None)
         except Exception as exc:
             rule = getattr(exc, "site_rule", None)
             if isinstance(rule, str) and rule:
@@ -494,7 +504,7 @@ class SiteNode:
                                code="data_do_not_fit", kind=InvalidInput, cause=exc,
                                name=public_rule(exc)) from exc
 
-        self._check_disclosure(request, query, specs, values)
+        self._check_disclosure(request, query, specs, values, changes)
 
         noise_std = dict.fromkeys(specs, 0.0)
         share_std = dict.fromkeys(specs, 0.0)
