@@ -98,3 +98,29 @@ def test_mds_aml_transformation_equals_crr(shared_data) -> None:
         "out <- data.frame(coef = f$coef, se = sqrt(diag(f$var)))", frame)})["mds"]
     np.testing.assert_allclose(fg.params_.to_numpy(), ref["coef"], rtol=1e-6)
     np.testing.assert_allclose(fg.standard_errors_.to_numpy(), ref["se"], rtol=1e-6)
+
+
+def test_score_outer_contributions_stay_declared_for_any_hub_arrays() -> None:
+    """``finegray_score_outer`` declares its DP sensitivity from the hub-sent ``events`` and
+    arrays; a hub that undercounts ``events`` and inflates ``p0`` must not get per-patient
+    terms above that declaration (the honest request gives the same answer as before)."""
+    from hemafed.analytics.finegray import BOUND_SLACK, influence_bound
+    from hemafed.cohort.demo import generate
+    from hemafed.cohort.partition import split_sites
+    from hemafed.federation.queries import get_query
+
+    cohorts = split_sites(generate("MDS", 300, 7), 3, 7)
+    fed = FixedPointFederation(cohorts)
+    FederatedFineGray().fit(fed, "age + hb", CAUSES)
+    params = next(p for q, p in fed.calls if q == "finegray_score_outer")
+    query = get_query("finegray_score_outer")
+    honest_b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    hostile = {**params, "events": 0, "p0": (np.asarray(params["p0"]) * 1e6).tolist()}
+    b = influence_bound(hostile) * (1.0 + BOUND_SLACK)
+    assert b < honest_b  # the undercount shrinks the declared bound
+    for site_id, cohort in cohorts.items():
+        honest = query.run(cohort, params, site_id=site_id)
+        assert np.all(np.abs(np.diag(honest["outer"])) <= len(cohort) * honest_b ** 2)
+        out = query.run(cohort, hostile, site_id=site_id)
+        assert np.all(np.abs(out["total"]) <= len(cohort) * b * (1 + 1e-12))
+        assert np.all(np.diag(out["outer"]) <= len(cohort) * b * b * (1 + 1e-12))

@@ -367,6 +367,13 @@ def _outer_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     count, on_grid, status, x, _ = _rows(cohort, params)
     u = influence(count, on_grid, status, x, np.asarray(params["beta"], dtype=float),
                   _g(params, m), _arrays(params, m, spec.width))
+    # The declaration bounds each element of a patient's term by ``influence_bound``, which
+    # holds for the honest pooled arrays and ``events``; the site computes as declared for any
+    # hub-sent values (as the KM and illness-death influences do), so a hub that undercounts
+    # ``events`` or inflates ``p0`` cannot push a patient's contribution above the declared
+    # DP sensitivity. Honest inputs are never clipped.
+    b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    u = np.clip(u, -b, b)
     return {"outer": u.T @ u, "total": u.sum(axis=0)}
 
 
