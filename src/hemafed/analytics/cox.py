@@ -70,6 +70,7 @@ from hemafed.analytics.concordance import (
     federated_concordance,
 )
 from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.newton import Derivatives, NewtonFit, NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
@@ -146,7 +147,7 @@ def maximise_partial_likelihood(derivatives: Derivatives,
     return fit
 
 
-class FederatedCoxPH:
+class FederatedCoxPH(FederatedFitter):
     """Cox regression over a federation, shaped like lifelines' ``CoxPHFitter``.
 
     ``strata``: None, ``"site"`` (each site its own baseline hazard) or a categorical cohort
@@ -472,12 +473,12 @@ class FederatedCoxPH:
             self.summary["coef"], ci.iloc[:, 0], ci.iloc[:, 1], ax=ax,
             xlabel=f"log(HR) ({100 * (1 - self.alpha):g}% CI)")
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({
+        return {
             "kind": "cox_ph", "ties": self.ties, "strata": self.strata,
             "penalizer": self.penalizer, "duration_col": self.duration_col,
             "event_col": self.event_col, "design": self.spec.to_params(),
             "summary": self.summary, "log_likelihood": self.log_likelihood_,
             "concordance_index": self.concordance_index_, "rounds": self.rounds,
-            "n": self.n_, "events": self.events_, "excluded": self.excluded_})
+            "n": self.n_, "events": self.events_, "excluded": self.excluded_}

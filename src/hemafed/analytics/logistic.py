@@ -45,8 +45,9 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.newton import NewtonRule, newton_maximise
-from hemafed.analytics.results import coefficient_plot, to_json
+from hemafed.analytics.results import coefficient_plot
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.cohort.validate import validate_cohort
@@ -207,7 +208,7 @@ def _singular_name(hessian: np.ndarray, names: Sequence[str]) -> str | None:
     return (["const", *names])[j]
 
 
-class FederatedLogisticRegression:
+class FederatedLogisticRegression(FederatedFitter):
     """Logistic regression fitted across sites by Newton-Raphson on secure sums.
 
     After :meth:`fit`: ``params_`` (Series, ``const`` first), ``cov_params_`` (DataFrame),
@@ -405,11 +406,11 @@ class FederatedLogisticRegression:
         p1[rows] = 1.0 / (1.0 + np.exp(-(b[0] + x @ b[1:])))
         return np.column_stack([1.0 - p1, p1])
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._check_fitted()
-        return to_json({"kind": "logistic_regression", "outcome": self.outcome_col,
+        return {"kind": "logistic_regression", "outcome": self.outcome_col,
                         "positive": self.positive, "summary": self.summary,
                         "cov_params": self.cov_params_, "llf": self.llf, "llnull": self.llnull,
                         "nobs": self.nobs, "n_positive": self.n_positive,
                         "excluded": self.excluded, "rounds": self.rounds,
-                        "converged": self.converged, "dp": self.noise.to_dict()})
+                        "converged": self.converged, "dp": self.noise.to_dict()}

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from hemafed.analytics import results
 from hemafed.analytics.describe import codec_resolution
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
@@ -357,7 +357,7 @@ def reml_criterion(sums: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
     return dev, grad
 
 
-class FederatedLinearMixedModel:
+class FederatedLinearMixedModel(FederatedFitter):
     """``y ~ t + x + (1 + t | patient)`` by REML on secure sums (lme4's parametrisation).
 
     After :meth:`fit`: ``params_`` (fixed effects), ``standard_errors_``, ``summary`` (estimate,
@@ -524,12 +524,12 @@ class FederatedLinearMixedModel:
                             index=pd.Index([f"patient {names[0]}", f"patient {names[1]}",
                                             "residual"], name="component"))
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({"kind": "linear_mixed_model", "method": "REML",
+        return {"kind": "linear_mixed_model", "method": "REML",
                                 "summary": self.summary,
                                 "variance_components": self.variance_components,
                                 "theta": self.theta_, "reml_criterion": self.reml_criterion_,
                                 "n_obs": self.n_obs_, "n_patients": self.n_patients_,
                                 "excluded": self.excluded_, "rounds": self.rounds,
-                                "sites": list(self.sites)})
+                                "sites": list(self.sites)}

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.errors import ConvergenceError, InvalidInput, SitesChanged
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.genomics.disclosure import RULE_NAME, excluded_count
@@ -127,7 +128,7 @@ def store_sites(fed: Federation, variant_list: VariantList, study: str,
 
 
 @dataclass
-class FederatedGWAS:
+class FederatedGWAS(FederatedFitter):
     """Federated GWAS; ``fit`` returns self with ``.summary`` (one row per tested variant).
 
     ``covariates``: cohort columns (``sex`` is 1 for female); ``n_pcs``: principal components
@@ -137,6 +138,8 @@ class FederatedGWAS:
     many variants have a large L2 sensitivity, so this is useful for large cohorts or few
     variants only (the exact, PLINK-equal path is ``dp=None``).
     """
+
+    _fitted_attribute = "summary"
 
     model: str = "linear"
     covariates: Sequence[str] = ("age", "sex")
@@ -493,7 +496,7 @@ class FederatedGWAS:
     def genomic_lambda(self) -> float:
         return genomic_inflation(self.summary["p"].to_numpy())
 
-    def to_json(self) -> dict[str, Any]:
+    def _payload(self) -> dict[str, Any]:
         return {"model": self.model, "test": self.test, "sites": list(self.sites),
                 "covariates": list(self.covariates), "n_pcs": self.n_pcs,
                 "secure_sums": self.secure_sums, "lambda_gc": self.genomic_lambda,
