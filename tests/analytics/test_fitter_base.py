@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import warnings
 from collections.abc import Callable
 from typing import Any
 

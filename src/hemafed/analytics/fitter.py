@@ -227,6 +227,27 @@ def deprecated_alias(new: str, old: str) -> property:
     return property(get, doc=f"Deprecated alias of ``{new}``.")
 
 
+T = TypeVar("T")
+
+
+def renamed_argument(fitter: str, new: str, value: T | None, old: str, old_value: T | None,
+                     default: T | None = None) -> T:
+    """The value of an argument renamed from ``old`` to ``new`` (the old keyword still works,
+    with a DeprecationWarning); giving both is an error, giving neither takes ``default``
+    (an error when there is none)."""
+    if old_value is not None:
+        if value is not None:
+            raise InvalidInput(f"{fitter}: give {new}=, not both {new}= and {old}=")
+        warnings.warn(f"{fitter}: {old}= is deprecated; use {new}=", DeprecationWarning,
+                      stacklevel=3)
+        return old_value
+    if value is None:
+        if default is None:
+            raise InvalidInput(f"{fitter}: give {new}=")
+        return default
+    return value
+
+
 def _dropping_federation(fit: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fit)
     def wrapped(self: FederatedFitter, *args: Any, **kwargs: Any) -> Any:

@@ -45,7 +45,7 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
-from hemafed.analytics.fitter import FederatedFitter
+from hemafed.analytics.fitter import FederatedFitter, deprecated_alias, renamed_argument
 from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.results import coefficient_plot
 from hemafed.cohort.model import Cohort
@@ -211,10 +211,13 @@ def _singular_name(hessian: np.ndarray, names: Sequence[str]) -> str | None:
 class FederatedLogisticRegression(FederatedFitter):
     """Logistic regression fitted across sites by Newton-Raphson on secure sums.
 
-    After :meth:`fit`: ``params_`` (Series, ``const`` first), ``cov_params_`` (DataFrame),
-    ``summary`` (statsmodels' coefficient columns), ``llf``, ``llnull``, ``prsquared``,
-    ``nobs``, ``n_positive``, ``excluded`` (incomplete cases), ``rounds`` (secure sums used),
-    ``converged`` and ``noise`` (DP calibration, when asked for).
+    After :meth:`fit` (lifelines' names, as every fitter): ``params_`` (Series, ``const``
+    first), ``variance_matrix_``, ``standard_errors_``, ``confidence_intervals_``, ``summary``
+    (statsmodels' coefficient columns), ``log_likelihood_``, ``log_likelihood_null_``,
+    ``prsquared``, ``n_``, ``n_positive_``, ``excluded_`` (incomplete cases), ``rounds``
+    (secure sums used), ``converged_`` and ``noise`` (DP calibration, when asked for). The
+    former statsmodels-style names (``cov_params_``, ``llf``, ``llnull``, ``nobs``,
+    ``n_positive``, ``excluded``, ``converged``) still read, with a DeprecationWarning.
     """
 
     def __init__(self, alpha: float = 0.05) -> None:
@@ -225,13 +228,15 @@ class FederatedLogisticRegression(FederatedFitter):
         self.rounds = 0
 
     def fit(self, federation: Federation, outcome_col: str,
-            covariates: str | Sequence[str | Term] | DesignSpec, *,
-            positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-5,
-            study: str = "default", dp: DPRequest | None = None,
-            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedLogisticRegression:
-        """Fit ``outcome_col ~ covariates`` on the complete cases of every site.
+            formula: str | Sequence[str | Term] | DesignSpec | None = None, *,
+            positive: Sequence[str] | None = None, max_rounds: int | None = None,
+            tol: float = 1e-5, study: str = "default", dp: DPRequest | None = None,
+            levels: Mapping[str, Sequence[str]] | None = None,
+            covariates: str | Sequence[str | Term] | DesignSpec | None = None,
+            max_iter: int | None = None) -> FederatedLogisticRegression:
+        """Fit ``outcome_col ~ formula`` on the complete cases of every site.
 
-        ``covariates``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
+        ``formula``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
         :class:`DesignSpec`; numeric columns take the schema's public bounds, categorical ones
         their schema levels with the first as reference (see :mod:`hemafed.analytics.design`).
         ``levels``: ``{column: [reference, ...]}`` declared levels of categorical covariates.
@@ -242,16 +247,23 @@ class FederatedLogisticRegression(FederatedFitter):
         :mod:`hemafed.analytics.newton`). The default 1e-5 (Cox's is 1e-6) leaves ~1e-10
         standard errors and stops where the former rule (a scaled step under 1e-10, or under
         1e-5 with a flat log-likelihood) did: the same estimates and secure sums in every fit
-        of the tests. ``max_iter + 1`` caps the secure sums, halved steps included. With ``dp``
+        of the tests. ``max_rounds`` (36) caps the secure sums, halved steps included. With ``dp``
         every Newton step is a separately charged release, taken whole, and the fit never
-        stops on ``tol``: exactly ``max_iter + 1`` releases are made (Newton from zero needs
+        stops on ``tol``: exactly ``max_rounds`` releases are made (Newton from zero needs
         about 6-8), the noisy Hessian is made positive definite (post-processing), and
-        ``converged`` is False.
+        ``converged_`` is False. (``covariates=`` and ``max_iter=`` are the former names of
+        ``formula=`` and of ``max_rounds - 1``; they still work, with a DeprecationWarning.)
         Raises ``InvalidInput`` for a non-binary outcome or a bad covariate, and
         ``ConvergenceError`` (naming the covariate) for separation or a singular Hessian.
         """
-        if max_iter < 1 or not tol > 0:
-            raise InvalidInput(f"max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
+        covariates = renamed_argument("FederatedLogisticRegression.fit", "formula", formula,
+                                      "covariates", covariates)
+        max_rounds = renamed_argument("FederatedLogisticRegression.fit", "max_rounds", max_rounds,
+                                      "max_iter", None if max_iter is None else max_iter + 1,
+                                      default=36)
+        if max_rounds < 2 or not tol > 0:
+            raise InvalidInput(f"max_rounds must be >= 2 and tol > 0, got {max_rounds}, {tol}")
+        max_iter = max_rounds - 1
         _check_outcome(outcome_col, positive)
         spec = (covariates if isinstance(covariates, DesignSpec) and not levels
                 else parse_formula(covariates, levels=levels))
@@ -321,7 +333,7 @@ class FederatedLogisticRegression(FederatedFitter):
                         "tol; the released sums are noisy, estimates carry that noise", max_iter)
         elif not converged:
             raise ConvergenceError(
-                f"Newton-Raphson did not converge in {fit.rounds} secure sums; raise max_iter "
+                f"Newton-Raphson did not converge in {fit.rounds} secure sums; raise max_rounds "
                 f"or check for separation")
         final = released[-1][1]
         hess = self._information(final, dp)
@@ -336,18 +348,27 @@ class FederatedLogisticRegression(FederatedFitter):
         self.outcome_col = outcome_col
         self.positive = None if positive is None else tuple(str(v) for v in positive)
         self.params_ = pd.Series(coef, index=labels, name="coef")
-        self.cov_params_ = pd.DataFrame(cov, index=labels, columns=labels)
-        self.llf = float(final["loglik"][0])
+        self.variance_matrix_ = pd.DataFrame(cov, index=labels, columns=labels)
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=labels, name="se")
+        self.log_likelihood_ = float(final["loglik"][0])
         p_bar = n_pos / n
-        self.llnull = n_pos * math.log(p_bar) + (n - n_pos) * math.log(1 - p_bar)
-        self.prsquared = 1.0 - self.llf / self.llnull
-        self.nobs, self.n_positive = n, n_pos
-        self.excluded = float(res["excluded"][0])
+        self.log_likelihood_null_ = n_pos * math.log(p_bar) + (n - n_pos) * math.log(1 - p_bar)
+        self.prsquared = 1.0 - self.log_likelihood_ / self.log_likelihood_null_
+        self.n_, self.n_positive_ = n, n_pos
+        self.excluded_ = float(res["excluded"][0])
         self.rounds = len(released)
-        self.converged = converged
+        self.converged_ = converged
         self.noise: NoiseRecord = noise_record(released, dp)
         log.info("logistic regression converged in %d secure sums", self.rounds)
         return self
+
+    nobs = deprecated_alias("n_", "nobs")
+    n_positive = deprecated_alias("n_positive_", "n_positive")
+    excluded = deprecated_alias("excluded_", "excluded")
+    llf = deprecated_alias("log_likelihood_", "llf")
+    llnull = deprecated_alias("log_likelihood_null_", "llnull")
+    cov_params_ = deprecated_alias("variance_matrix_", "cov_params_")
+    converged = deprecated_alias("converged_", "converged")
 
     @staticmethod
     def _information(result: AggregateResult, dp: DPRequest | None) -> np.ndarray:
@@ -365,7 +386,7 @@ class FederatedLogisticRegression(FederatedFitter):
         """Coefficient table with statsmodels' columns: coef, std err, z, P>|z|, [0.025, 0.975]."""
         self._check_fitted()
         b = self.params_.to_numpy()
-        se = np.sqrt(np.diag(self.cov_params_.to_numpy()))
+        se = self.standard_errors_.to_numpy()
         z = b / se
         crit = stats.norm.ppf(1 - self.alpha / 2)
         lo, hi = f"[{self.alpha / 2:g}", f"{1 - self.alpha / 2:g}]"
@@ -410,7 +431,8 @@ class FederatedLogisticRegression(FederatedFitter):
         self._check_fitted()
         return {"kind": "logistic_regression", "outcome": self.outcome_col,
                         "positive": self.positive, "summary": self.summary,
-                        "cov_params": self.cov_params_, "llf": self.llf, "llnull": self.llnull,
-                        "nobs": self.nobs, "n_positive": self.n_positive,
-                        "excluded": self.excluded, "rounds": self.rounds,
-                        "converged": self.converged, "dp": self.noise.to_dict()}
+                        "cov_params": self.variance_matrix_, "llf": self.log_likelihood_,
+                        "llnull": self.log_likelihood_null_, "nobs": self.n_,
+                        "n_positive": self.n_positive_, "excluded": self.excluded_,
+                        "rounds": self.rounds, "converged": self.converged_,
+                        "dp": self.noise.to_dict()}

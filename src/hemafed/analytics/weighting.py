@@ -129,7 +129,7 @@ class FederatedIPTW(FederatedFitter):
             federation, treatment_col, spec, study=study)
         self.rounds = self.propensity_.rounds
         gamma = self.propensity_.params_.to_numpy()
-        pi = self.propensity_.n_positive / self.propensity_.nobs
+        pi = self.propensity_.n_positive_ / self.propensity_.n_
         self.marginal_ = float(pi)
         g = np.asarray(grid, dtype=float) if grid is not None else time_grid(
             federation, duration_col, event_col, steps_per_unit=steps_per_unit,

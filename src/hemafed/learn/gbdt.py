@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics.design import MAX_LP_TERM, DesignSpec, Term
-from hemafed.analytics.fitter import FederatedFitter
+from hemafed.analytics.fitter import FederatedFitter, renamed_argument
 from hemafed.analytics.survival_queries import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
@@ -451,11 +451,17 @@ class FederatedGBDT(FederatedFitter):
         self.trees_: list[Tree] = []
 
     # --- training ---------------------------------------------------------------------------
-    def fit(self, federation: Federation, features: str | Iterable[str | Term] | DesignSpec,
-            outcome: str | Sequence[str], *, edges: BinEdges | None = None,
-            study: str = "default") -> FederatedGBDT:
-        """Train ``n_rounds`` trees; ``edges`` default to a federated quantile sketch."""
-        spec = feature_spec(features)
+    def fit(self, federation: Federation,
+            formula: str | Iterable[str | Term] | DesignSpec | None = None,
+            outcome: str | Sequence[str] | None = None, *, edges: BinEdges | None = None,
+            study: str = "default",
+            features: str | Iterable[str | Term] | DesignSpec | None = None) -> FederatedGBDT:
+        """Train ``n_rounds`` trees on the features ``formula``; ``edges`` default to a
+        federated quantile sketch. (``features=`` is the former name of ``formula=``.)"""
+        formula = renamed_argument("FederatedGBDT.fit", "formula", formula, "features", features)
+        if outcome is None:
+            raise InvalidInput("FederatedGBDT.fit: give the outcome")
+        spec = feature_spec(formula)
         out = _as_outcome(self.objective, outcome, self.grid)
         edges = edges if edges is not None else federated_bins(federation, spec, self.max_bins,
                                                                study=study)
