@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -195,3 +196,96 @@ def test_a_failed_fit_drops_the_federation_too(sites: dict) -> None:
     with pytest.raises(InvalidInput):
         model.fit(LocalSumFederation(sites), "age + hb", [("not_a_column", "os_status")])
     assert getattr(model, "_federation", None) is None
+
+
+def test_renamed_attributes_and_arguments_warn_and_agree(fitted: dict, sites: dict) -> None:
+    model = fitted["logistic"]
+    for old, new in [("nobs", "n_"), ("llf", "log_likelihood_"), ("excluded", "excluded_"),
+                     ("llnull", "log_likelihood_null_"), ("n_positive", "n_positive_"),
+                     ("converged", "converged_")]:
+        assert getattr(model, old) == getattr(model, new)
+    pd.testing.assert_frame_equal(model.cov_params_, model.variance_matrix_)
+    from hemafed.analytics import fitter
+
+    fitter._warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ = model.llf, model.llf
+    assert [str(w.message) for w in caught] == [
+        "FederatedLogisticRegression.llf is deprecated; use .log_likelihood_"]
+    with pytest.warns(DeprecationWarning, match="covariates= is deprecated"):
+        old = FederatedLogisticRegression().fit(LocalSumFederation(sites), "transplant",
+                                                covariates=COVARIATES, max_iter=35)
+    pd.testing.assert_frame_equal(old.summary, model.summary, check_exact=True)
+    assert old.rounds == model.rounds
+    with pytest.raises(InvalidInput, match="not both"):
+        FederatedLogisticRegression().fit(LocalSumFederation(sites), "transplant", COVARIATES,
+                                          covariates=COVARIATES)
+    for name in ("cox", "logistic", "finegray", "cox_tv", "iptw"):
+        m = fitted[name]
+        assert {"params_", "standard_errors_", "log_likelihood_", "n_"} <= set(vars(m)), name
+        assert isinstance(m.confidence_intervals_ if hasattr(m, "confidence_intervals_")
+                          else m.summary, pd.DataFrame)
+
+
+def test_cox_baseline_and_predictions_equal_lifelines(fitted: dict, pooled: pd.DataFrame
+                                                      ) -> None:
+    from lifelines import CoxPHFitter
+
+    cox = fitted["cox"]
+    data = pooled[[*COVARIATES, "os_time", "os_status"]].astype(float)
+    ref = CoxPHFitter().fit(data, "os_time", "os_status",
+                            fit_options={"precision": 1e-14, "r_precision": 1e-15})
+    beta = cox.params_.to_numpy()
+    np.testing.assert_allclose(beta, ref.params_.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cox.confidence_intervals_.to_numpy(),
+                               ref.confidence_intervals_.to_numpy(), rtol=1e-6)
+    # lifelines' baseline is at the data's means, ours at the public centres
+    shift = float((cox.baseline_covariates_.to_numpy() - data[COVARIATES].mean().to_numpy())
+                  @ beta)
+    times = cox.baseline_hazard_.index.to_numpy()
+    np.testing.assert_allclose(cox.baseline_hazard_.iloc[:, 0],
+                               ref.baseline_hazard_.loc[times].iloc[:, 0] * np.exp(shift),
+                               rtol=1e-6)
+    np.testing.assert_allclose(cox.baseline_cumulative_hazard_.iloc[:, 0],
+                               ref.baseline_cumulative_hazard_.loc[times].iloc[:, 0]
+                               * np.exp(shift), rtol=1e-6)
+    new = data[COVARIATES].iloc[:7]
+    np.testing.assert_allclose(cox.predict_partial_hazard(new),
+                               ref.predict_partial_hazard(new) * np.exp(-shift), rtol=1e-6)
+    at = [0.5, 1.0, 2.5, 4.0, 10.0]
+    # between event times the Breslow estimate is a step function (lifelines interpolates
+    # linearly when given times, so its curve at its own times is read as a step function)
+    steps = ref.predict_survival_function(new)
+    expect = steps.iloc[np.searchsorted(steps.index.to_numpy(), at, side="right") - 1]
+    np.testing.assert_allclose(cox.predict_survival_function(new, times=at).to_numpy(),
+                               expect.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cox.predict_survival_function(new).to_numpy(),
+                               ref.predict_survival_function(new, times=times).to_numpy(),
+                               rtol=1e-6)
+    again = FederatedCoxPH.from_json(cox.to_json())
+    pd.testing.assert_frame_equal(again.predict_survival_function(new, times=at),
+                                  cox.predict_survival_function(new, times=at))
+    with pytest.raises(InvalidInput, match="unstratified"):
+        fitted["cox_strata"].predict_survival_function(new)
+
+
+def test_logistic_predictions_equal_statsmodels(fitted: dict, pooled: pd.DataFrame) -> None:
+    import statsmodels.api as sm
+
+    model = fitted["logistic"]
+    x = sm.add_constant(pooled[COVARIATES].astype(float))
+    ref = sm.Logit(pooled["transplant"].astype(float), x).fit(disp=0, tol=1e-12)
+    np.testing.assert_allclose(model.params_.to_numpy(), ref.params.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.standard_errors_.to_numpy(), ref.bse.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.log_likelihood_, ref.llf, rtol=1e-9)
+    np.testing.assert_allclose(model.log_likelihood_null_, ref.llnull, rtol=1e-9)
+    new = pooled[COVARIATES].iloc[:9].copy()
+    new.iloc[2, 1] = np.nan
+    proba = model.predict_proba(new)
+    expect = ref.predict(sm.add_constant(new.astype(float), has_constant="add"))
+    np.testing.assert_allclose(proba[:, 1], expect.to_numpy(), rtol=1e-6)
+    assert np.isnan(proba[2]).all()
+    ax = model.plot()
+    drawn = np.asarray(ax.containers[0].lines[0].get_xdata(), dtype=float)
+    np.testing.assert_allclose(drawn, ref.params.to_numpy(), rtol=1e-6)

@@ -44,6 +44,10 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics import results
+from hemafed.analytics.design import DesignSpec, complete_case_mask, design_matrix
+from hemafed.cohort.model import Cohort
+from hemafed.cohort.schema import FIELDS
+from hemafed.cohort.validate import validate_cohort
 from hemafed.errors import InvalidInput
 
 F = TypeVar("F", bound="FederatedFitter")
@@ -228,6 +232,25 @@ def deprecated_alias(new: str, old: str) -> property:
 
 
 T = TypeVar("T")
+
+
+def new_rows_design(data: pd.DataFrame | Cohort, spec: DesignSpec, source: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The design matrix of new rows to predict for (a cohort, or a frame of schema columns;
+    ``patient_id`` and ``disease`` may be left out) and the mask of its complete rows: the
+    uncentred ``(complete rows, width)`` matrix and the ``(rows,)`` mask."""
+    if isinstance(data, Cohort):
+        cohort = data
+    else:
+        frame = data.reset_index(drop=True).copy()
+        if "patient_id" not in frame:
+            frame["patient_id"] = [f"row{i}" for i in range(len(frame))]
+        if "disease" not in frame:
+            frame["disease"] = "MDS"
+        cohort = validate_cohort(frame[[c for c in frame.columns if c in FIELDS]], source=source)
+    rows = complete_case_mask(cohort, spec)
+    x, _ = design_matrix(cohort, spec, rows)
+    return x, rows
 
 
 def renamed_argument(fitter: str, new: str, value: T | None, old: str, old_value: T | None,

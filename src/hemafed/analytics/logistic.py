@@ -45,12 +45,16 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
-from hemafed.analytics.fitter import FederatedFitter, deprecated_alias, renamed_argument
+from hemafed.analytics.fitter import (
+    FederatedFitter,
+    deprecated_alias,
+    new_rows_design,
+    renamed_argument,
+)
 from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.analytics.results import coefficient_plot
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
-from hemafed.cohort.validate import validate_cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
@@ -410,20 +414,9 @@ class FederatedLogisticRegression(FederatedFitter):
         """``(n, 2)`` array of ``[P(y=0), P(y=1)]`` (scikit-learn order); NaN for rows missing a
         covariate. ``data`` is a cohort or a frame of schema columns."""
         spec = self._check_fitted()
-        if isinstance(data, Cohort):
-            cohort = data
-        else:
-            frame = data.reset_index(drop=True).copy()
-            if "patient_id" not in frame:
-                frame["patient_id"] = [f"row{i}" for i in range(len(frame))]
-            if "disease" not in frame:
-                frame["disease"] = "MDS"
-            cohort = validate_cohort(frame[[c for c in frame.columns if c in FIELDS]],
-                                     source="predict_proba data")
-        rows = complete_case_mask(cohort, spec)
-        x, _ = design_matrix(cohort, spec, rows)
+        x, rows = new_rows_design(data, spec, "predict_proba data")
         b = self.params_.to_numpy()
-        p1 = np.full(len(cohort), np.nan)
+        p1 = np.full(len(rows), np.nan)
         p1[rows] = 1.0 / (1.0 + np.exp(-(b[0] + x @ b[1:])))
         return np.column_stack([1.0 - p1, p1])
 
