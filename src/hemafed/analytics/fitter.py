@@ -197,7 +197,7 @@ def decode_state(doc: Any) -> Any:
         return _hemafed_class(doc["__enum__"])(decode_state(doc["value"]))
     if "__dataclass__" in doc:
         cls = _hemafed_class(doc["__dataclass__"])
-        obj = object.__new__(cls)
+        obj: Any = object.__new__(cls)
         for name, v in doc["fields"].items():
             object.__setattr__(obj, name, decode_state(v))
         return obj
@@ -231,9 +231,6 @@ def deprecated_alias(new: str, old: str) -> property:
     return property(get, doc=f"Deprecated alias of ``{new}``.")
 
 
-T = TypeVar("T")
-
-
 def new_rows_design(data: pd.DataFrame | Cohort, spec: DesignSpec, source: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The design matrix of new rows to predict for (a cohort, or a frame of schema columns;
@@ -253,8 +250,8 @@ def new_rows_design(data: pd.DataFrame | Cohort, spec: DesignSpec, source: str
     return x, rows
 
 
-def renamed_argument(fitter: str, new: str, value: T | None, old: str, old_value: T | None,
-                     default: T | None = None) -> T:
+def renamed_argument(fitter: str, new: str, value: Any, old: str, old_value: Any,
+                     default: Any = None) -> Any:
     """The value of an argument renamed from ``old`` to ``new`` (the old keyword still works,
     with a DeprecationWarning); giving both is an error, giving neither takes ``default``
     (an error when there is none)."""

@@ -260,17 +260,17 @@ class FederatedLogisticRegression(FederatedFitter):
         Raises ``InvalidInput`` for a non-binary outcome or a bad covariate, and
         ``ConvergenceError`` (naming the covariate) for separation or a singular Hessian.
         """
-        covariates = renamed_argument("FederatedLogisticRegression.fit", "formula", formula,
-                                      "covariates", covariates)
-        max_rounds = renamed_argument("FederatedLogisticRegression.fit", "max_rounds", max_rounds,
+        design: str | Sequence[str | Term] | DesignSpec = renamed_argument(
+            "FederatedLogisticRegression.fit", "formula", formula, "covariates", covariates)
+        rounds_cap: int = renamed_argument("FederatedLogisticRegression.fit", "max_rounds", max_rounds,
                                       "max_iter", None if max_iter is None else max_iter + 1,
                                       default=36)
-        if max_rounds < 2 or not tol > 0:
-            raise InvalidInput(f"max_rounds must be >= 2 and tol > 0, got {max_rounds}, {tol}")
-        max_iter = max_rounds - 1
+        if rounds_cap < 2 or not tol > 0:
+            raise InvalidInput(f"max_rounds must be >= 2 and tol > 0, got {rounds_cap}, {tol}")
+        max_iter = rounds_cap - 1
         _check_outcome(outcome_col, positive)
-        spec = (covariates if isinstance(covariates, DesignSpec) and not levels
-                else parse_formula(covariates, levels=levels))
+        spec = (design if isinstance(design, DesignSpec) and not levels
+                else parse_formula(design, levels=levels))
         if outcome_col in spec.columns:
             raise InvalidInput(f"outcome {outcome_col!r} is also listed as a covariate")
         names = list(spec.names)

@@ -458,10 +458,11 @@ class FederatedGBDT(FederatedFitter):
             features: str | Iterable[str | Term] | DesignSpec | None = None) -> FederatedGBDT:
         """Train ``n_rounds`` trees on the features ``formula``; ``edges`` default to a
         federated quantile sketch. (``features=`` is the former name of ``formula=``.)"""
-        formula = renamed_argument("FederatedGBDT.fit", "formula", formula, "features", features)
+        design: str | Iterable[str | Term] | DesignSpec = renamed_argument(
+            "FederatedGBDT.fit", "formula", formula, "features", features)
         if outcome is None:
             raise InvalidInput("FederatedGBDT.fit: give the outcome")
-        spec = feature_spec(formula)
+        spec = feature_spec(design)
         out = _as_outcome(self.objective, outcome, self.grid)
         edges = edges if edges is not None else federated_bins(federation, spec, self.max_bins,
                                                                study=study)
