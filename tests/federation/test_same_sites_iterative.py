@@ -12,6 +12,7 @@ docs/operator-guide.md "Same sites, every round" states the rule: FedAvg restart
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,7 @@ def _deepsurv(fed: Any) -> dict[str, Any]:
     model = FederatedDeepSurv(hidden=(4,), dropout=0.0, lr=0.05, rounds=4, seed=3,
                               optimizer="sgd", batch_size=None)
     model.fit(fed, "os_time", "os_status", NEURAL_FORMULA, study=NEURAL_STUDY)
-    return {"weights": model.to_json()["weights"], "history": model.history}
+    return {"weights": json.loads(model.to_json())["weights"], "history": model.history}
 
 
 @pytest.mark.slow

@@ -68,6 +68,10 @@ def test_federated_combat_equals_pooled_neurocombat(scd_sites: ImagingSites) -> 
     np.testing.assert_allclose(fed[FEATURES].to_numpy(), ref[FEATURES].to_numpy(), rtol=1e-8,
                                atol=1e-8 * np.abs(ref[FEATURES].to_numpy()).max())
     assert model.sites == tuple(cohorts) and model.n_ == sum(len(f) for f in frames.values())
+    again = FederatedComBat.from_json(model.to_json())  # exactly, with no federation
+    pd.testing.assert_frame_equal(again.transform(frames[model.sites[0]])[0],
+                                  model.transform(frames[model.sites[0]])[0], check_exact=True)
+    assert again.site_parameters() == model.site_parameters()
 
 
 def test_secure_federated_combat_equals_neurocombat(scd_sites: ImagingSites,

@@ -224,6 +224,11 @@ def test_bad_inputs_give_clear_errors(make_federation, sites) -> None:
     with pytest.raises(InvalidInput, match="predict_survival"):
         model.predict_survival(np.zeros((1, 2)), [1.0])
     assert '"kind": "gbdt"' in model.to_json()
+    again = FederatedGBDT.from_json(model.to_json())  # exactly, and with no federation
+    x = np.array([[10.0, 60.0], [8.5, 80.0], [np.nan, 70.0]])
+    np.testing.assert_array_equal(again.predict_margin(x), model.predict_margin(x))
+    assert again.to_json() == model.to_json() and "_federation" not in vars(again)
+    assert repr(again) == repr(model) == "<FederatedGBDT: fitted>"
     assert isinstance(model.contributions(np.array([[10.0, 60.0]])), pd.DataFrame)
 
 

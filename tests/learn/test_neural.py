@@ -150,9 +150,16 @@ def test_training_is_deterministic_by_seed_and_serialises(mds: Cohort, holdout: 
                                             FORMULA)
     np.testing.assert_array_equal(a.weights_, b.weights_)
     assert not np.array_equal(a.weights_, c.weights_)
-    again = FederatedDeepSurv.from_json(json.loads(json.dumps(a.to_json())))
+    text = a.to_json()
+    assert isinstance(text, str) and "_federation" not in json.loads(text)["state"]
+    again = FederatedDeepSurv.from_json(text)
+    np.testing.assert_array_equal(again.weights_, a.weights_)
     np.testing.assert_array_equal(again.predict_risk(holdout), a.predict_risk(holdout))
-    assert again.history == a.history
+    assert again.history == a.history and again.to_json() == text
+    assert repr(again) == repr(a) == "<FederatedDeepSurv: fitted>"
+    with pytest.warns(DeprecationWarning, match="from_json"):  # the former dict document
+        former = FederatedDeepSurv.from_json(json.loads(text))
+    np.testing.assert_array_equal(former.predict_risk(holdout), a.predict_risk(holdout))
 
 
 def test_clipped_gradient_sum_matches_autograd_and_respects_the_clip(mds: Cohort) -> None:

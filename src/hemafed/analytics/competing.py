@@ -47,8 +47,8 @@ from hemafed.analytics.dp import (
     monotone_nonincreasing,
     noise_record,
 )
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.results import to_json
 from hemafed.analytics.survival_queries import (
     check_grid,
     effective_times,
@@ -252,13 +252,15 @@ class _Fit:
     noise: NoiseRecord = field(default_factory=NoiseRecord)
 
 
-class FederatedAalenJohansen:
+class FederatedAalenJohansen(FederatedFitter):
     """Cumulative incidence of competing events across sites, shaped like lifelines'
     ``AalenJohansenFitter``: ``fit`` returns self; ``cumulative_density_`` (the cause of interest,
     one column per group), ``variance_``, ``confidence_interval_``, ``event_table``,
     ``cumulative_incidence(cause, group)`` for every cause, ``summary``, ``plot()``,
     ``to_json()``.
     """
+
+    _fitted_attribute = "_fit"
 
     def __init__(self, alpha: float = 0.05) -> None:
         if not 0 < alpha < 1:
@@ -428,16 +430,16 @@ class FederatedAalenJohansen:
         ax.legend()
         return ax
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         fit = self._need()
-        return to_json({
+        return {
             "kind": "aalen_johansen", "causes": self.causes, "alpha": self.alpha,
             "event_of_interest": self.event_of_interest, "group_col": self.group_col,
             "excluded": fit.excluded, "timeline": self.grid_, "dp": fit.noise.to_dict(),
             "curves": {f"{lab}|cause{k}": {"cif": c.cif, "variance": c.variance,
                                            "lower": c.lower, "upper": c.upper,
                                            "at_risk": c.at_risk, "events": c.events}
-                       for (lab, k), c in fit.curves.items()}})
+                       for (lab, k), c in fit.curves.items()}}
 
 
 def _post_process(ci: CumulativeIncidence) -> CumulativeIncidence:

@@ -70,6 +70,7 @@ from hemafed.analytics.concordance import (
     federated_concordance,
 )
 from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound, parse_formula
+from hemafed.analytics.fitter import FederatedFitter, new_rows_design
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.newton import Derivatives, NewtonFit, NewtonRule, newton_maximise
 from hemafed.analytics.survival_queries import (
@@ -82,6 +83,7 @@ from hemafed.analytics.survival_queries import (
     lp_bands,
     query_params,
 )
+from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation, SumRequest, secure_sums
 
@@ -146,7 +148,7 @@ def maximise_partial_likelihood(derivatives: Derivatives,
     return fit
 
 
-class FederatedCoxPH:
+class FederatedCoxPH(FederatedFitter):
     """Cox regression over a federation, shaped like lifelines' ``CoxPHFitter``.
 
     ``strata``: None, ``"site"`` (each site its own baseline hazard) or a categorical cohort
@@ -172,6 +174,8 @@ class FederatedCoxPH:
         self.alpha, self.tol, self.max_rounds = alpha, tol, max_rounds
         self.rounds = 0
         self.params_: pd.Series | None = None
+        self.baseline_hazard_: pd.DataFrame | None = None
+        """Breslow's baseline hazard at the covariates' public centres (unstratified fits)."""
         self.numbers_per_round_: list[int] = []
         """Numbers each site returned in each round (the secure-sum payload size)."""
         self.at_risk_: np.ndarray | None = None
@@ -349,6 +353,7 @@ class FederatedCoxPH:
                                           name="se")
         self.log_likelihood_ = ll
         self.gradient_ = grad
+        self.baseline_hazard_ = self._breslow() if self.strata is None else None
         if not concordance:
             self.concordance_index_ = float("nan")
         elif self._concordance is not None:
@@ -465,6 +470,84 @@ class FederatedCoxPH:
         return pd.DataFrame({f"{level} lower-bound": summary[f"coef lower {level}"],
                              f"{level} upper-bound": summary[f"coef upper {level}"]})
 
+    def _breslow(self) -> pd.DataFrame:
+        """Breslow's baseline hazard at each grid time with an event, ``d_j / S0_j``, from the
+        last round's risk-set sums (at the fitted ``beta``; no further secure sum). The sums are
+        taken on covariates centred at their public centres, so this is the hazard of a patient
+        at those centres (lifelines' is at the data's means: see ``baseline_hazard_``)."""
+        sums = self._last_sums
+        if sums is None:
+            raise InvalidInput("the fit kept no risk-set sums")
+        d = np.asarray(sums["d"])[0]
+        scale = np.broadcast_to(np.asarray(sums.get("log_scale", 0.0)), np.shape(sums["d"]))[0]
+        has = d > 0
+        hazard = d[has] * np.exp(-scale[has]) / np.asarray(sums["s0"])[0][has]
+        return pd.DataFrame({"baseline hazard": hazard}, index=pd.Index(self._grid[has]))
+
+    @property
+    def baseline_covariates_(self) -> pd.Series:
+        """The covariate values the baseline hazard is for: the public centres of their bounds
+        (lifelines uses the data's means, which would cost one more secure sum; only the
+        baseline and ``predict_partial_hazard`` depend on the reference, by the constant factor
+        ``exp((mean - centre) @ beta)``, and survival predictions do not)."""
+        params = self._need_fit()
+        return pd.Series(np.asarray(self.spec.center, dtype=float), index=params.index,
+                         name="baseline")
+
+    def _need_baseline(self) -> pd.DataFrame:
+        self._need_fit()
+        if self.baseline_hazard_ is None:
+            raise InvalidInput("the baseline hazard is kept for unstratified fits only; refit "
+                               "without strata to predict survival")
+        return self.baseline_hazard_
+
+    @property
+    def baseline_cumulative_hazard_(self) -> pd.DataFrame:
+        """Breslow's cumulative baseline hazard (lifelines' column name), at the covariates'
+        public centres (:attr:`baseline_covariates_`)."""
+        return self._need_baseline().cumsum().set_axis(["baseline cumulative hazard"], axis=1)
+
+    @property
+    def baseline_survival_(self) -> pd.DataFrame:
+        return np.exp(-self.baseline_cumulative_hazard_).set_axis(["baseline survival"], axis=1)
+
+    def predict_log_partial_hazard(self, data: pd.DataFrame | Cohort) -> pd.Series:
+        """``(x - baseline_covariates_) @ beta`` per row (NaN where a covariate is missing)."""
+        params = self._need_fit()
+        x, rows = new_rows_design(data, self.spec, "prediction data")
+        out = np.full(rows.size, np.nan)
+        out[rows] = (x - self.baseline_covariates_.to_numpy()) @ params.to_numpy()
+        index = data.index if isinstance(data, pd.DataFrame) else pd.RangeIndex(rows.size)
+        return pd.Series(out, index=index)
+
+    def predict_partial_hazard(self, data: pd.DataFrame | Cohort) -> pd.Series:
+        """``exp((x - baseline_covariates_) @ beta)`` per row: lifelines' partial hazard times
+        ``exp((mean - centre) @ beta)``, one constant (see :attr:`baseline_covariates_`)."""
+        return np.exp(self.predict_log_partial_hazard(data))
+
+    def predict_cumulative_hazard(self, data: pd.DataFrame | Cohort,
+                                  times: Sequence[float] | None = None) -> pd.DataFrame:
+        """Cumulative hazard per row (columns) at ``times`` (rows; default the baseline's
+        times), a step function of time as lifelines'."""
+        base = self.baseline_cumulative_hazard_.iloc[:, 0]
+        if times is None:
+            at = base.to_numpy()
+            index = base.index
+        else:
+            t = np.asarray(list(times), dtype=float)
+            k = np.searchsorted(base.index.to_numpy(dtype=float), t, side="right")
+            at = np.where(k > 0, base.to_numpy()[np.maximum(k - 1, 0)], 0.0)
+            index = pd.Index(t)
+        partial = self.predict_partial_hazard(data)
+        return pd.DataFrame(np.outer(at, partial.to_numpy()), index=index, columns=partial.index)
+
+    def predict_survival_function(self, data: pd.DataFrame | Cohort,
+                                  times: Sequence[float] | None = None) -> pd.DataFrame:
+        """Survival ``exp(-H0(t) exp((x - centre) @ beta))`` per row (columns) at ``times``
+        (rows), as lifelines' ``predict_survival_function`` (it does not depend on the
+        baseline's reference point)."""
+        return np.exp(-self.predict_cumulative_hazard(data, times))
+
     def plot(self, ax: Any = None) -> Any:
         """Coefficients with their confidence intervals, like lifelines' ``CoxPHFitter.plot``."""
         ci = self.confidence_intervals_
@@ -472,12 +555,12 @@ class FederatedCoxPH:
             self.summary["coef"], ci.iloc[:, 0], ci.iloc[:, 1], ax=ax,
             xlabel=f"log(HR) ({100 * (1 - self.alpha):g}% CI)")
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({
+        return {
             "kind": "cox_ph", "ties": self.ties, "strata": self.strata,
             "penalizer": self.penalizer, "duration_col": self.duration_col,
             "event_col": self.event_col, "design": self.spec.to_params(),
             "summary": self.summary, "log_likelihood": self.log_likelihood_,
             "concordance_index": self.concordance_index_, "rounds": self.rounds,
-            "n": self.n_, "events": self.events_, "excluded": self.excluded_})
+            "n": self.n_, "events": self.events_, "excluded": self.excluded_}

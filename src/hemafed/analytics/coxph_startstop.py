@@ -52,6 +52,7 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.mixed import LongitudinalCohort
 from hemafed.analytics.survival_queries import (
@@ -286,7 +287,7 @@ COX_START_STOP_SUMS = register(Query(
                 "patient-level event time) per linear-predictor band and grid time at beta"))
 
 
-class FederatedCoxTimeVarying:
+class FederatedCoxTimeVarying(FederatedFitter):
     """Cox regression with one switch-on time-varying covariate, shaped like lifelines'
     ``CoxTimeVaryingFitter``; equal to ``coxph(Surv(start, stop, event) ~ ...)`` on the pooled
     split rows. After ``fit``: ``summary``, ``params_``, ``standard_errors_``,
@@ -390,13 +391,13 @@ class FederatedCoxTimeVarying:
             raise InvalidInput("call fit(...) first")
         return np.exp(self.params_).rename("exp(coef)")
 
-    def to_json(self) -> str:
-        return results.to_json({
+    def _payload(self) -> dict[str, Any]:
+        return {
             "kind": "cox_time_varying", "ties": self.ties, "switch": list(self.switch),
             "duration_col": self.duration_col, "event_col": self.event_col,
             "design": self.spec.to_params(), "summary": self.summary,
             "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
-            "rows": self.rows_, "events": self.events_, "excluded": self.excluded_})
+            "rows": self.rows_, "events": self.events_, "excluded": self.excluded_}
 
 
 def check_long_format(rows: pd.DataFrame, id_col: str = "patient_id", start_col: str = "start",
@@ -699,11 +700,11 @@ class CoxStartStopFitter(FederatedCoxTimeVarying):
         self._newton(list(spec.names))
         return self
 
-    def to_json(self) -> str:
-        return results.to_json({
+    def _payload(self) -> dict[str, Any]:
+        return {
             "kind": "cox_start_stop", "ties": self.ties, "start_col": self.start_col,
             "stop_col": self.duration_col, "event_col": self.event_col,
             "design": self.spec.to_params(), "summary": self.summary,
             "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
             "rows": self.rows_, "events": self.events_, "excluded": self.excluded_,
-            "sites": list(self.sites_)})
+            "sites": list(self.sites_)}

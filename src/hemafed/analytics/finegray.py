@@ -49,6 +49,7 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
@@ -407,7 +408,7 @@ def censoring_survival(exits: np.ndarray, events: np.ndarray) -> np.ndarray:
     return np.concatenate([[1.0], np.cumprod(factor)[:-1]])
 
 
-class FederatedFineGray:
+class FederatedFineGray(FederatedFitter):
     """Fine-Gray regression over a federation, as ``cmprsk::crr`` on the pooled complete cases.
 
     After ``fit``: ``summary`` (lifelines' columns; ``exp(coef)`` are subdistribution hazard
@@ -561,9 +562,9 @@ class FederatedFineGray:
             raise InvalidInput("call fit(...) first")
         return np.exp(self.params_).rename("exp(coef)")
 
-    def to_json(self) -> str:
-        return results.to_json({
+    def _payload(self) -> dict[str, Any]:
+        return {
             "kind": "fine_gray", "causes": [list(c) for c in self.causes], "cause": self.cause,
             "design": self.spec.to_params(), "summary": self.summary,
             "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
-            "events": self.events_, "competing": self.competing_, "excluded": self.excluded_})
+            "events": self.events_, "competing": self.competing_, "excluded": self.excluded_}

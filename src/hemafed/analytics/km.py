@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hemafed.analytics import results
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.survival_queries import check_grid, query_params
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
@@ -124,13 +124,15 @@ def km_curve(label: str, times: np.ndarray, observed: np.ndarray, censored: np.n
                    pd.Series(upper, idx), pd.Series(var, idx))
 
 
-class FederatedKaplanMeier:
+class FederatedKaplanMeier(FederatedFitter):
     """Kaplan-Meier over a federation, shaped like lifelines' ``KaplanMeierFitter``.
 
     ``fit`` returns self; then ``survival_function_`` (one column per group),
     ``confidence_interval_``, ``event_table``, ``median_survival_time_``, ``at_risk_table``,
     ``plot()`` and ``to_json()``.
     """
+
+    _fitted_attribute = "curves_"
 
     def __init__(self, alpha: float = 0.05, label: str = "KM_estimate") -> None:
         if not 0 < alpha < 1:
@@ -202,6 +204,11 @@ class FederatedKaplanMeier:
         return pd.DataFrame(cols).sort_index().ffill()
 
     @property
+    def summary(self) -> pd.DataFrame:
+        """The survival function beside its confidence limits, one row per grid time."""
+        return pd.concat([self.survival_function_, self.confidence_interval_], axis=1)
+
+    @property
     def event_table(self) -> pd.DataFrame:
         self._need_fit()
         if len(self.curves_) == 1:
@@ -245,9 +252,9 @@ class FederatedKaplanMeier:
         ax.legend()
         return ax
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({
+        return {
             "kind": "kaplan_meier", "duration_col": self.duration_col,
             "event_col": self.event_col, "group_col": self.group_col, "alpha": self.alpha,
             "excluded": self.excluded_,
@@ -256,4 +263,4 @@ class FederatedKaplanMeier:
                              "timeline": c.survival.index.to_numpy(),
                              "ci_lower": c.ci_lower.to_numpy(), "ci_upper": c.ci_upper.to_numpy(),
                              "median": c.median}
-                       for lab, c in self.curves_.items()}})
+                       for lab, c in self.curves_.items()}}

@@ -45,11 +45,16 @@ from hemafed.analytics.design import (
     parse_formula,
 )
 from hemafed.analytics.dp import NoiseRecord, nearest_psd, noise_record
+from hemafed.analytics.fitter import (
+    FederatedFitter,
+    deprecated_alias,
+    new_rows_design,
+    renamed_argument,
+)
 from hemafed.analytics.newton import NewtonRule, newton_maximise
-from hemafed.analytics.results import coefficient_plot, to_json
+from hemafed.analytics.results import coefficient_plot
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
-from hemafed.cohort.validate import validate_cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
 from hemafed.federation.queries import Params, Query, Statistic, register
@@ -207,13 +212,16 @@ def _singular_name(hessian: np.ndarray, names: Sequence[str]) -> str | None:
     return (["const", *names])[j]
 
 
-class FederatedLogisticRegression:
+class FederatedLogisticRegression(FederatedFitter):
     """Logistic regression fitted across sites by Newton-Raphson on secure sums.
 
-    After :meth:`fit`: ``params_`` (Series, ``const`` first), ``cov_params_`` (DataFrame),
-    ``summary`` (statsmodels' coefficient columns), ``llf``, ``llnull``, ``prsquared``,
-    ``nobs``, ``n_positive``, ``excluded`` (incomplete cases), ``rounds`` (secure sums used),
-    ``converged`` and ``noise`` (DP calibration, when asked for).
+    After :meth:`fit` (lifelines' names, as every fitter): ``params_`` (Series, ``const``
+    first), ``variance_matrix_``, ``standard_errors_``, ``confidence_intervals_``, ``summary``
+    (statsmodels' coefficient columns), ``log_likelihood_``, ``log_likelihood_null_``,
+    ``prsquared``, ``n_``, ``n_positive_``, ``excluded_`` (incomplete cases), ``rounds``
+    (secure sums used), ``converged_`` and ``noise`` (DP calibration, when asked for). The
+    former statsmodels-style names (``cov_params_``, ``llf``, ``llnull``, ``nobs``,
+    ``n_positive``, ``excluded``, ``converged``) still read, with a DeprecationWarning.
     """
 
     def __init__(self, alpha: float = 0.05) -> None:
@@ -224,13 +232,15 @@ class FederatedLogisticRegression:
         self.rounds = 0
 
     def fit(self, federation: Federation, outcome_col: str,
-            covariates: str | Sequence[str | Term] | DesignSpec, *,
-            positive: Sequence[str] | None = None, max_iter: int = 35, tol: float = 1e-5,
-            study: str = "default", dp: DPRequest | None = None,
-            levels: Mapping[str, Sequence[str]] | None = None) -> FederatedLogisticRegression:
-        """Fit ``outcome_col ~ covariates`` on the complete cases of every site.
+            formula: str | Sequence[str | Term] | DesignSpec | None = None, *,
+            positive: Sequence[str] | None = None, max_rounds: int | None = None,
+            tol: float = 1e-5, study: str = "default", dp: DPRequest | None = None,
+            levels: Mapping[str, Sequence[str]] | None = None,
+            covariates: str | Sequence[str | Term] | DesignSpec | None = None,
+            max_iter: int | None = None) -> FederatedLogisticRegression:
+        """Fit ``outcome_col ~ formula`` on the complete cases of every site.
 
-        ``covariates``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
+        ``formula``: a formula (``"age + hb + sex"``), a list of schema columns/terms or a
         :class:`DesignSpec`; numeric columns take the schema's public bounds, categorical ones
         their schema levels with the first as reference (see :mod:`hemafed.analytics.design`).
         ``levels``: ``{column: [reference, ...]}`` declared levels of categorical covariates.
@@ -241,19 +251,26 @@ class FederatedLogisticRegression:
         :mod:`hemafed.analytics.newton`). The default 1e-5 (Cox's is 1e-6) leaves ~1e-10
         standard errors and stops where the former rule (a scaled step under 1e-10, or under
         1e-5 with a flat log-likelihood) did: the same estimates and secure sums in every fit
-        of the tests. ``max_iter + 1`` caps the secure sums, halved steps included. With ``dp``
+        of the tests. ``max_rounds`` (36) caps the secure sums, halved steps included. With ``dp``
         every Newton step is a separately charged release, taken whole, and the fit never
-        stops on ``tol``: exactly ``max_iter + 1`` releases are made (Newton from zero needs
+        stops on ``tol``: exactly ``max_rounds`` releases are made (Newton from zero needs
         about 6-8), the noisy Hessian is made positive definite (post-processing), and
-        ``converged`` is False.
+        ``converged_`` is False. (``covariates=`` and ``max_iter=`` are the former names of
+        ``formula=`` and of ``max_rounds - 1``; they still work, with a DeprecationWarning.)
         Raises ``InvalidInput`` for a non-binary outcome or a bad covariate, and
         ``ConvergenceError`` (naming the covariate) for separation or a singular Hessian.
         """
-        if max_iter < 1 or not tol > 0:
-            raise InvalidInput(f"max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
+        design: str | Sequence[str | Term] | DesignSpec = renamed_argument(
+            "FederatedLogisticRegression.fit", "formula", formula, "covariates", covariates)
+        rounds_cap: int = renamed_argument("FederatedLogisticRegression.fit", "max_rounds", max_rounds,
+                                      "max_iter", None if max_iter is None else max_iter + 1,
+                                      default=36)
+        if rounds_cap < 2 or not tol > 0:
+            raise InvalidInput(f"max_rounds must be >= 2 and tol > 0, got {rounds_cap}, {tol}")
+        max_iter = rounds_cap - 1
         _check_outcome(outcome_col, positive)
-        spec = (covariates if isinstance(covariates, DesignSpec) and not levels
-                else parse_formula(covariates, levels=levels))
+        spec = (design if isinstance(design, DesignSpec) and not levels
+                else parse_formula(design, levels=levels))
         if outcome_col in spec.columns:
             raise InvalidInput(f"outcome {outcome_col!r} is also listed as a covariate")
         names = list(spec.names)
@@ -320,7 +337,7 @@ class FederatedLogisticRegression:
                         "tol; the released sums are noisy, estimates carry that noise", max_iter)
         elif not converged:
             raise ConvergenceError(
-                f"Newton-Raphson did not converge in {fit.rounds} secure sums; raise max_iter "
+                f"Newton-Raphson did not converge in {fit.rounds} secure sums; raise max_rounds "
                 f"or check for separation")
         final = released[-1][1]
         hess = self._information(final, dp)
@@ -335,18 +352,27 @@ class FederatedLogisticRegression:
         self.outcome_col = outcome_col
         self.positive = None if positive is None else tuple(str(v) for v in positive)
         self.params_ = pd.Series(coef, index=labels, name="coef")
-        self.cov_params_ = pd.DataFrame(cov, index=labels, columns=labels)
-        self.llf = float(final["loglik"][0])
+        self.variance_matrix_ = pd.DataFrame(cov, index=labels, columns=labels)
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(cov)), index=labels, name="se")
+        self.log_likelihood_ = float(final["loglik"][0])
         p_bar = n_pos / n
-        self.llnull = n_pos * math.log(p_bar) + (n - n_pos) * math.log(1 - p_bar)
-        self.prsquared = 1.0 - self.llf / self.llnull
-        self.nobs, self.n_positive = n, n_pos
-        self.excluded = float(res["excluded"][0])
+        self.log_likelihood_null_ = n_pos * math.log(p_bar) + (n - n_pos) * math.log(1 - p_bar)
+        self.prsquared = 1.0 - self.log_likelihood_ / self.log_likelihood_null_
+        self.n_, self.n_positive_ = n, n_pos
+        self.excluded_ = float(res["excluded"][0])
         self.rounds = len(released)
-        self.converged = converged
+        self.converged_ = converged
         self.noise: NoiseRecord = noise_record(released, dp)
         log.info("logistic regression converged in %d secure sums", self.rounds)
         return self
+
+    nobs = deprecated_alias("n_", "nobs")
+    n_positive = deprecated_alias("n_positive_", "n_positive")
+    excluded = deprecated_alias("excluded_", "excluded")
+    llf = deprecated_alias("log_likelihood_", "llf")
+    llnull = deprecated_alias("log_likelihood_null_", "llnull")
+    cov_params_ = deprecated_alias("variance_matrix_", "cov_params_")
+    converged = deprecated_alias("converged_", "converged")
 
     @staticmethod
     def _information(result: AggregateResult, dp: DPRequest | None) -> np.ndarray:
@@ -364,7 +390,7 @@ class FederatedLogisticRegression:
         """Coefficient table with statsmodels' columns: coef, std err, z, P>|z|, [0.025, 0.975]."""
         self._check_fitted()
         b = self.params_.to_numpy()
-        se = np.sqrt(np.diag(self.cov_params_.to_numpy()))
+        se = self.standard_errors_.to_numpy()
         z = b / se
         crit = stats.norm.ppf(1 - self.alpha / 2)
         lo, hi = f"[{self.alpha / 2:g}", f"{1 - self.alpha / 2:g}]"
@@ -388,28 +414,18 @@ class FederatedLogisticRegression:
         """``(n, 2)`` array of ``[P(y=0), P(y=1)]`` (scikit-learn order); NaN for rows missing a
         covariate. ``data`` is a cohort or a frame of schema columns."""
         spec = self._check_fitted()
-        if isinstance(data, Cohort):
-            cohort = data
-        else:
-            frame = data.reset_index(drop=True).copy()
-            if "patient_id" not in frame:
-                frame["patient_id"] = [f"row{i}" for i in range(len(frame))]
-            if "disease" not in frame:
-                frame["disease"] = "MDS"
-            cohort = validate_cohort(frame[[c for c in frame.columns if c in FIELDS]],
-                                     source="predict_proba data")
-        rows = complete_case_mask(cohort, spec)
-        x, _ = design_matrix(cohort, spec, rows)
+        x, rows = new_rows_design(data, spec, "predict_proba data")
         b = self.params_.to_numpy()
-        p1 = np.full(len(cohort), np.nan)
+        p1 = np.full(len(rows), np.nan)
         p1[rows] = 1.0 / (1.0 + np.exp(-(b[0] + x @ b[1:])))
         return np.column_stack([1.0 - p1, p1])
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._check_fitted()
-        return to_json({"kind": "logistic_regression", "outcome": self.outcome_col,
+        return {"kind": "logistic_regression", "outcome": self.outcome_col,
                         "positive": self.positive, "summary": self.summary,
-                        "cov_params": self.cov_params_, "llf": self.llf, "llnull": self.llnull,
-                        "nobs": self.nobs, "n_positive": self.n_positive,
-                        "excluded": self.excluded, "rounds": self.rounds,
-                        "converged": self.converged, "dp": self.noise.to_dict()})
+                        "cov_params": self.variance_matrix_, "llf": self.log_likelihood_,
+                        "llnull": self.log_likelihood_null_, "nobs": self.n_,
+                        "n_positive": self.n_positive_, "excluded": self.excluded_,
+                        "rounds": self.rounds, "converged": self.converged_,
+                        "dp": self.noise.to_dict()}

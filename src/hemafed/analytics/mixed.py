@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from hemafed.analytics import results
 from hemafed.analytics.describe import codec_resolution
+from hemafed.analytics.fitter import FederatedFitter, deprecated_alias, renamed_argument
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation
@@ -357,7 +357,7 @@ def reml_criterion(sums: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
     return dev, grad
 
 
-class FederatedLinearMixedModel:
+class FederatedLinearMixedModel(FederatedFitter):
     """``y ~ t + x + (1 + t | patient)`` by REML on secure sums (lme4's parametrisation).
 
     After :meth:`fit`: ``params_`` (fixed effects), ``standard_errors_``, ``summary`` (estimate,
@@ -397,10 +397,16 @@ class FederatedLinearMixedModel:
         return dev, grad
 
     def fit(self, federation: Federation, outcome: str, time: str = "time",
-            covariates: Sequence[str] = (), *, bounds: Mapping[str, Sequence[float]],
+            formula: Sequence[str] = (), *, bounds: Mapping[str, Sequence[float]],
             max_obs: int = 50, start: Sequence[float] = (1.0, 0.0, 1.0),
-            study: str = "default") -> FederatedLinearMixedModel:
-        """Fit by REML. ``bounds`` holds public [low, high] for the outcome, time and covariates."""
+            study: str = "default",
+            covariates: Sequence[str] | None = None) -> FederatedLinearMixedModel:
+        """Fit by REML. ``formula``: the fixed-effect covariates (column names) besides the
+        time; ``bounds`` holds public [low, high] for the outcome, time and covariates.
+        (``covariates=`` is the former name of ``formula=``, still read with a warning.)"""
+        covariates = renamed_argument("FederatedLinearMixedModel.fit", "formula",
+                                      tuple(formula) or None, "covariates", covariates,
+                                      default=())
         self._federation, self._study, self.sites, self.rounds = federation, study, (), 0
         self._cache: dict[tuple[float, ...], tuple[float, np.ndarray, dict[str, np.ndarray]]] = {}
         self._base: dict[str, Any] = {
@@ -481,7 +487,7 @@ class FederatedLinearMixedModel:
         self.reml_criterion_ = dev
         self.sigma_ = math.sqrt(sigma2)
         self.params_ = pd.Series(beta, index=pd.Index(names, name="term"), name="estimate")
-        self.cov_params_ = pd.DataFrame(sigma2 * ainv, index=names, columns=names)
+        self.variance_matrix_ = pd.DataFrame(sigma2 * ainv, index=names, columns=names)
         self.standard_errors_ = pd.Series(np.sqrt(np.diag(sigma2 * ainv)), index=names,
                                           name="std_error")
         self.random_effects_cov_ = pd.DataFrame(sigma2 * lam @ lam.T,
@@ -491,6 +497,8 @@ class FederatedLinearMixedModel:
         self.excluded_ = int(sums["excluded"][0])
         log.info("federated LMM: REML %.6f after %d secure sums over %d sites", dev,
                  self.rounds, len(self.sites))
+
+    cov_params_ = deprecated_alias("variance_matrix_", "cov_params_")
 
     def _need_fit(self) -> pd.Series:
         if self.params_ is None:
@@ -524,12 +532,12 @@ class FederatedLinearMixedModel:
                             index=pd.Index([f"patient {names[0]}", f"patient {names[1]}",
                                             "residual"], name="component"))
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({"kind": "linear_mixed_model", "method": "REML",
+        return {"kind": "linear_mixed_model", "method": "REML",
                                 "summary": self.summary,
                                 "variance_components": self.variance_components,
                                 "theta": self.theta_, "reml_criterion": self.reml_criterion_,
                                 "n_obs": self.n_obs_, "n_patients": self.n_patients_,
                                 "excluded": self.excluded_, "rounds": self.rounds,
-                                "sites": list(self.sites)})
+                                "sites": list(self.sites)}

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.analytics import results
 from hemafed.analytics.describe import codec_resolution
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.survival_queries import REL_TOL, check_grid, grid_positions
 from hemafed.cohort.model import Cohort
@@ -308,13 +308,15 @@ def transition_grid(federation: Federation, columns: dict[str, str] | None = Non
     return np.union1d(*grids)
 
 
-class FederatedIllnessDeath:
+class FederatedIllnessDeath(FederatedFitter):
     """Aalen-Johansen state probabilities of the illness-death model across sites.
 
     After :meth:`fit`: ``state_probabilities_`` (DataFrame indexed by grid time, one column per
     state), ``standard_errors_`` (the infinitesimal-jackknife SEs ``survival::survfit`` gives),
     ``event_table`` (at risk and transitions), ``n_``, ``excluded_``, ``sites``, ``rounds``.
     """
+
+    _fitted_attribute = "state_probabilities_"
 
     def __init__(self, states: Sequence[str] = ("MDS", "AML", "death"), alpha: float = 0.05
                  ) -> None:
@@ -403,10 +405,10 @@ class FederatedIllnessDeath:
         ax.legend()
         return ax
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         prob = self._need_fit()
-        return results.to_json({"kind": "illness_death", "states": list(self.states),
+        return {"kind": "illness_death", "states": list(self.states),
                                 "state_probabilities": prob,
                                 "standard_errors": self.standard_errors_,
                                 "n": self.n_, "excluded": self.excluded_,
-                                "sites": list(self.sites), "rounds": self.rounds})
+                                "sites": list(self.sites), "rounds": self.rounds}

@@ -30,6 +30,7 @@ from scipy import stats
 
 from hemafed.analytics import results
 from hemafed.analytics.design import DesignSpec, Term, parse_formula
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.analytics.newton import NewtonRule, newton_maximise
@@ -66,7 +67,7 @@ def standardised_differences(sums: dict[str, np.ndarray], names: Sequence[str]) 
                          "weighted_smd": wsmd}, index=pd.Index(list(names), name="covariate"))
 
 
-class FederatedIPTW:
+class FederatedIPTW(FederatedFitter):
     """IPTW estimate of a binary treatment's effect on survival, fitted across sites.
 
     After :meth:`fit`: ``propensity_`` (the fitted logistic model), ``marginal_`` (pooled treated
@@ -128,7 +129,7 @@ class FederatedIPTW:
             federation, treatment_col, spec, study=study)
         self.rounds = self.propensity_.rounds
         gamma = self.propensity_.params_.to_numpy()
-        pi = self.propensity_.n_positive / self.propensity_.nobs
+        pi = self.propensity_.n_positive_ / self.propensity_.n_
         self.marginal_ = float(pi)
         g = np.asarray(grid, dtype=float) if grid is not None else time_grid(
             federation, duration_col, event_col, steps_per_unit=steps_per_unit,
@@ -259,10 +260,10 @@ class FederatedIPTW:
         ax.legend()
         return ax
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         params = self._need_fit()
         z = float(params.iloc[0] / self.standard_errors_.iloc[0])
-        return results.to_json({
+        return {
             "kind": "iptw_cox", "treatment": self.treatment_col, "ties": self.ties,
             "stabilized": self.stabilized, "marginal": self.marginal_,
             "duration_col": self.duration_col, "event_col": self.event_col,
@@ -270,4 +271,4 @@ class FederatedIPTW:
             "balance": self.balance_, "ess": self.effective_sample_size_,
             "propensity": self.propensity_.summary, "n": self.n_, "events": self.events_,
             "rounds": self.rounds, "sites": list(self.sites),
-            "p_value": float(2 * stats.norm.sf(abs(z)))})
+            "p_value": float(2 * stats.norm.sf(abs(z)))}

@@ -32,7 +32,6 @@ pooled neuroCombat (parametric, EB) on the same data to rounding.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
@@ -297,7 +297,7 @@ def site_adjust(y: np.ndarray, x: np.ndarray, alpha: np.ndarray, beta: np.ndarra
 
 # --- hub ---------------------------------------------------------------------------------------
 
-class FederatedComBat:
+class FederatedComBat(FederatedFitter):
     """ComBat fitted across sites by two secure sums; the sites finish it locally.
 
     After :meth:`fit`: ``alpha_`` (grand mean per feature), ``beta_`` (covariate effects,
@@ -305,6 +305,8 @@ class FederatedComBat:
     :meth:`site_parameters` is what every site receives; :meth:`transform` is run by a site on
     its own data.
     """
+
+    _fitted_attribute = "beta_"
 
     def __init__(self) -> None:
         self.features: list[str] = []
@@ -422,5 +424,5 @@ class FederatedComBat:
             table[f"beta_{c}"] = beta[k]
         return table
 
-    def to_json(self) -> str:
-        return json.dumps({"model": "FederatedComBat", **self.site_parameters()})
+    def _payload(self) -> dict[str, Any]:
+        return {"model": "FederatedComBat", **self.site_parameters()}

@@ -78,7 +78,7 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
         tables["feature_importance"] = frame_json(
             m.feature_importances_.rename("total gain").sort_values(ascending=False).to_frame())
     elif isinstance(m, FederatedLogisticRegression):
-        stats |= {"newton_rounds": m.rounds, "n": m.nobs, "pseudo_r2": m.prsquared}
+        stats |= {"newton_rounds": m.rounds, "n": m.n_, "pseudo_r2": m.prsquared}
     else:
         stats |= {"log_likelihood": m.log_likelihood_, "newton_rounds": m.rounds, "n": m.n_,
                   "events": m.events_, "excluded": m.excluded_}

@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.analytics import results
 from hemafed.analytics.design import MAX_LP_TERM, DesignSpec, Term
+from hemafed.analytics.fitter import FederatedFitter, renamed_argument
 from hemafed.analytics.survival_queries import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
@@ -422,7 +422,7 @@ def _as_outcome(objective: str, outcome: str | Sequence[str], grid: Sequence[flo
                    grid=tuple(float(t) for t in (grid if grid is not None else default_grid())))
 
 
-class FederatedGBDT:
+class FederatedGBDT(FederatedFitter):
     """Histogram gradient-boosted trees trained over a federation.
 
     ``objective``: ``"binary:logistic"`` (outcome: a 0/1 column) or ``"survival:cox"`` (outcome:
@@ -432,6 +432,8 @@ class FederatedGBDT:
     log partial likelihood before each round and after the last), ``round_seconds_``,
     ``secure_sums_``, ``baseline_cumulative_hazard_`` (Cox, Breslow, on the grid).
     """
+
+    _fitted_attribute = "trees_"
 
     def __init__(self, objective: str = "binary:logistic", n_rounds: int = 50,
                  learning_rate: float = 0.1, max_depth: int = 3, reg_lambda: float = 1.0,
@@ -449,11 +451,18 @@ class FederatedGBDT:
         self.trees_: list[Tree] = []
 
     # --- training ---------------------------------------------------------------------------
-    def fit(self, federation: Federation, features: str | Iterable[str | Term] | DesignSpec,
-            outcome: str | Sequence[str], *, edges: BinEdges | None = None,
-            study: str = "default") -> FederatedGBDT:
-        """Train ``n_rounds`` trees; ``edges`` default to a federated quantile sketch."""
-        spec = feature_spec(features)
+    def fit(self, federation: Federation,
+            formula: str | Iterable[str | Term] | DesignSpec | None = None,
+            outcome: str | Sequence[str] | None = None, *, edges: BinEdges | None = None,
+            study: str = "default",
+            features: str | Iterable[str | Term] | DesignSpec | None = None) -> FederatedGBDT:
+        """Train ``n_rounds`` trees on the features ``formula``; ``edges`` default to a
+        federated quantile sketch. (``features=`` is the former name of ``formula=``.)"""
+        design: str | Iterable[str | Term] | DesignSpec = renamed_argument(
+            "FederatedGBDT.fit", "formula", formula, "features", features)
+        if outcome is None:
+            raise InvalidInput("FederatedGBDT.fit: give the outcome")
+        spec = feature_spec(design)
         out = _as_outcome(self.objective, outcome, self.grid)
         edges = edges if edges is not None else federated_bins(federation, spec, self.max_bins,
                                                                study=study)
@@ -608,10 +617,10 @@ class FederatedGBDT:
         return pd.Series(total, index=pd.Index(self.spec_.names, name="feature"),
                          name="total_gain")
 
-    def to_json(self) -> str:
+    def _payload(self) -> dict[str, Any]:
         self._need_fit()
-        return results.to_json({
+        return {
             "kind": "gbdt", "objective": self.objective, "outcome": self.outcome_.to_params(),
             "design": self.spec_.to_params(), "edges": self.edges_.to_params(),
             "base_score": self.base_score_, "params": vars(self.tree_params),
-            "trees": [t.to_params() for t in self.trees_]})
+            "trees": [t.to_params() for t in self.trees_]}

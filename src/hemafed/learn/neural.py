@@ -69,6 +69,7 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
+from hemafed.analytics.fitter import FederatedFitter
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import ConvergenceError, InvalidInput
@@ -625,7 +626,7 @@ def _check_outcome_column(name: str, key: str) -> None:
                            f"'os_status')")
 
 
-class FederatedDeepSurv:
+class FederatedDeepSurv(FederatedFitter):
     """A DeepSurv-style neural survival model trained across sites (see the module docstring).
 
     ``hidden``: layer widths; ``lr``: local (or, with DP, hub Adam) learning rate;
@@ -641,6 +642,8 @@ class FederatedDeepSurv:
     ``n`` and the ``epsilon`` spent so far, since loss and C-index releases would cost budget),
     and with DP ``noise_multiplier_`` and ``epsilon_`` (Opacus' RDP accountant).
     """
+
+    _fitted_attribute = "weights_"
 
     def __init__(self, hidden: Sequence[int] = (32, 16), dropout: float = 0.1, lr: float = 1e-3,
                  local_epochs: int = 1, rounds: int = 20, mu: float = 0.0, seed: int = 0, *,
@@ -802,7 +805,7 @@ class FederatedDeepSurv:
             out[ok] = self.network()(xs)[:, 0].numpy()
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def _payload(self) -> dict[str, Any]:
         """Everything needed to rebuild and explain the model (JSON-serialisable)."""
         self._need_fit()
         return {"model": "FederatedDeepSurv", "version": 1, "net": self.config_.to_params(),
@@ -819,8 +822,14 @@ class FederatedDeepSurv:
                 "history": self.history}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> FederatedDeepSurv:
-        """Rebuild a fitted model from :meth:`to_json`."""
+    def from_json(cls, text: str | Mapping[str, Any]) -> FederatedDeepSurv:
+        """Rebuild a fitted model from :meth:`to_json` (a string; the dict the former
+        ``to_json`` returned is still read, with a DeprecationWarning)."""
+        if isinstance(text, str):
+            return super().from_json(text)
+        warnings.warn("FederatedDeepSurv.from_json(dict) is deprecated; pass the to_json() "
+                      "string", DeprecationWarning, stacklevel=2)
+        obj = text
         if obj.get("model") != "FederatedDeepSurv":
             raise InvalidInput("not a FederatedDeepSurv JSON document")
         cfg = NetConfig.from_params(obj["net"])

@@ -177,7 +177,7 @@ def run_logistic(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
     lr = FederatedLogisticRegression().fit(fed, a.get("outcome"), _formula(a),
                                            positive=a.get("positive"), study=spec.study_id)
     return {"tables": {"summary": frame_json(lr.summary)},
-            "stats": {"newton_rounds": lr.rounds, "n": lr.nobs, "pseudo_r2": lr.prsquared}}
+            "stats": {"newton_rounds": lr.rounds, "n": lr.n_, "pseudo_r2": lr.prsquared}}
 
 
 def run_competing(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
