@@ -75,7 +75,9 @@ def ibsi_table() -> str:
 
 
 def _cohorts(built: Any) -> dict[str, Cohort]:
-    return {s: imaging_cohort(load_cohort(d), imaging_table(d))
+    """Every site's cohort with its features and the study's own harmonised ``h_`` table
+    (once :func:`combat_section` stored it)."""
+    return {s: imaging_cohort(load_cohort(d), imaging_table(d, study=built.spec.study_id))
             for s, d in built.sites.site_dirs.items()}
 
 
@@ -122,7 +124,7 @@ def combat_section(built: Any, covariates: list[str]) -> tuple[str, FederatedCom
     before = _site_auc(pooled[FEATURES].to_numpy(dtype=float), y)
     after = _site_auc(fed, y)
     for d in built.sites.site_dirs.values():
-        apply_harmonisation(d, model.site_parameters())
+        apply_harmonisation(d, model.site_parameters(), study=built.spec.study_id)
     text = (f"| patients | sites | features | covariates | max relative difference vs "
             f"neuroCombat | federated s | neuroCombat s | site-classifier AUC before | after |\n"
             f"| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n"
