@@ -27,6 +27,7 @@ from hemafed.imaging.site_features import (
 )
 from hemafed.imaging.spec import ImagingSpec, plan_parts
 from hemafed.imaging.store import IMAGING_DIR
+from hemafed.site.studies import store_spec
 from hemafed.study.plan import StudyPlan
 from hemafed.study.spec import StudySpec
 
@@ -77,8 +78,7 @@ def test_plan_refuses_a_request_naming_another_library_or_settings() -> None:
 def _site_with_table(tmp: Path, provenance: dict[str, Any] | None, spec: StudySpec) -> Path:
     site = tmp / "site"
     (site / IMAGING_DIR).mkdir(parents=True)
-    (site / "studies").mkdir()
-    (site / "studies" / f"{spec.study_id}.json").write_text(json.dumps(dict(spec.raw)))
+    store_spec(site, spec)  # where the site keeps the approved text
     pd.DataFrame({"patient_id": ["p1"], "image_id": ["i1"], "firstorder_mean": [1.0]}) \
         .to_parquet(site / IMAGING_DIR / "features.parquet")
     if provenance is not None:

@@ -113,41 +113,43 @@ def stored_provenance(site_dir: str | Path) -> dict[str, object] | None:
     return {"library": library, "settings": settings}
 
 
-def _study_imaging(site_dir: str | Path, study: str) -> object | None:
-    """The stored (approved) spec's imaging section of ``study`` as an ``ImagingSpec``, or
-    ``None`` (no stored spec, or no imaging section)."""
-    from hemafed.imaging.spec import ImagingSpec
-    from hemafed.site.studies import spec_path
+STUDIES_DIR = "studies"
+"""Where a site keeps its approved specs' text (:func:`hemafed.site.studies.spec_path`; read
+here by path, because the site package imports the plan, which imports this package)."""
 
-    try:
-        path = spec_path(site_dir, study)
-    except (TypeError, ValueError):
+
+def study_pins(site_dir: str | Path, study: str) -> dict[str, object] | None:
+    """``{"library", "settings"}`` the stored (approved) spec of ``study`` pins for its
+    features, or ``None`` (no stored spec, none readable, or no imaging section). The node
+    checks the stored text against the approved hash before any request runs."""
+    if not isinstance(study, str) or not _STUDY_NAME.fullmatch(study):
         return None
+    path = Path(site_dir) / STUDIES_DIR / f"{study}.json"
     if not path.is_file():
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        section = raw["imaging"] if isinstance(raw, dict) and "imaging" in raw else None
+        if section is None:
+            return None
+        library = check_library((section.get("features") or {}).get("library",
+                                                                    DEFAULT_LIBRARY))
+        settings = FeatureSettings.from_dict(dict(section.get("settings") or {}))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, InvalidInput):
         return None  # the node refuses a stored spec it cannot read (plan_mismatch)
-    if not isinstance(raw, dict) or "imaging" not in raw:
-        return None
-    try:
-        return ImagingSpec.from_mapping(raw["imaging"])
-    except InvalidInput:
-        return None
+    return {"library": library, "settings": settings.to_dict()}
 
 
 def check_study_provenance(site_dir: str | Path, study: str) -> None:
     """Refuse (rule :data:`PROVENANCE_RULE`) when ``study`` has an imaging section and the
     site's stored features were computed with another library or other settings than the
     study pins. The message names the library and the settings, never a patient's value."""
-    ispec = _study_imaging(site_dir, study)
-    if ispec is None:
+    want = study_pins(site_dir, study)
+    if want is None:
         return
     stored = stored_provenance(site_dir)
     if stored is None:
         return  # no features yet: the study's requests find no feature columns
-    want = ispec.provenance()  # type: ignore[attr-defined]
     if stored != want:
         raise FeatureProvenanceError(
             f"study {study!r} pins feature library {want['library']!r} with settings "
@@ -158,13 +160,14 @@ def check_study_provenance(site_dir: str | Path, study: str) -> None:
 def extract_study_features(site_dir: str | Path, study: str) -> pd.DataFrame:
     """:func:`extract_site_features` with the library and settings ``study``'s approved spec
     pins (its stored text at the site)."""
-    from hemafed.imaging.spec import ImagingSpec
-
-    ispec = _study_imaging(site_dir, study)
-    if not isinstance(ispec, ImagingSpec):
+    want = study_pins(site_dir, study)
+    if want is None:
         raise InvalidInput(f"study {study!r}: no approved spec with an imaging section is "
                            f"stored at this site (hemafed site approve)")
-    return extract_site_features(site_dir, ispec.settings, ispec.library)
+    settings = want["settings"]
+    assert isinstance(settings, dict)
+    return extract_site_features(site_dir, FeatureSettings.from_dict(settings),
+                                 str(want["library"]))
 
 
 def import_findings(site_dir: str | Path, frame: pd.DataFrame, *, study: str,
