@@ -19,7 +19,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 # tests also need the test tools and every optional extra (each is tested in CI too)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch,service,imaging,genomics]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,service,imaging,imaging-crosscheck,genomics]"
 	touch $(VENV)/.core $(VENV)/.service $@
 
 install: $(VENV)/.installed

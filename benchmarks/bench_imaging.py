@@ -14,6 +14,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def ibsi_table() -> str:
 
 
 def _cohorts(built: Any) -> dict[str, Cohort]:
-    return {s: imaging_cohort(load_cohort(d), imaging_table(d))
+    """Every site's cohort with its features and the study's own harmonised ``h_`` table
+    (once :func:`combat_section` stored it)."""
+    return {s: imaging_cohort(load_cohort(d), imaging_table(d, study=built.spec.study_id))
             for s, d in built.sites.site_dirs.items()}
 
 
@@ -121,8 +124,15 @@ def combat_section(built: Any, covariates: list[str]) -> tuple[str, FederatedCom
     y = pooled["site"].to_numpy()
     before = _site_auc(pooled[FEATURES].to_numpy(dtype=float), y)
     after = _site_auc(fed, y)
+    # what the sites store is checked against public h_ bounds: the spec's where declared,
+    # else the fit's bounds widened by 10 spans (a gate only: the stored values are the same)
+    wide = {f"h_{f}": [lo - 10 * (hi - lo), hi + 10 * (hi - lo)]
+            for f, (lo, hi) in bounds.items() if f in FEATURES}
+    store = {**bounds, **wide, **{k: v for k, v in spec_bounds(built).items()
+                                  if k.startswith("h_")}}
     for d in built.sites.site_dirs.values():
-        apply_harmonisation(d, model.site_parameters())
+        apply_harmonisation(d, {**model.site_parameters(), "bounds": store},
+                            study=built.spec.study_id)
     text = (f"| patients | sites | features | covariates | max relative difference vs "
             f"neuroCombat | federated s | neuroCombat s | site-classifier AUC before | after |\n"
             f"| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n"
@@ -389,7 +399,8 @@ def plain_nifti_pipeline(paths: list[tuple[Path, Path]], out: Path) -> None:
     atomic.write_with(out, lambda fh: table.to_parquet(fh, index=False))
 
 
-def throughput(built: Any, repeats: int = 3, with_mirp: bool = True) -> str:
+def throughput(built: Any, repeats: int = 3, with_mirp: bool = True,
+               mirp_repeats: int = 1) -> str:
     from hemafed.imaging.store import nifti_bytes
 
     site = next(iter(built.sites.site_dirs.values()))
@@ -441,7 +452,7 @@ def throughput(built: Any, repeats: int = 3, with_mirp: bool = True) -> str:
         except ImportError:
             rows.append("| mirp (optional cross-check) | - | not installed | - | - |")
         else:
-            rows.append(mirp_row(vols))
+            rows += mirp_rows(site, vols, mirp_repeats)
     shape = vols[0][0].shape
     return (f"Volumes {shape[0]}x{shape[1]}x{shape[2]} voxels, ROI about "
             f"{int(np.mean([m.array.sum() for _, m in vols]))} voxels; settings "
@@ -459,23 +470,54 @@ def nifti_bytes_volume_of(path: Path) -> Any:
     return nifti_bytes_volume(path.read_bytes(), path)
 
 
-def mirp_row(vols: list[Any]) -> str:
+def mirp_rows(site: Path, vols: list[Any], repeats: int) -> list[str]:
+    """mirp as the study's library: called directly on the same volumes (one
+    ``extract_features`` call on the arrays in memory, with their spacing), per volume through
+    hemafed's backend (``extract_mirp``: same names), and the site pipeline
+    (``extract_site_features(..., "mirp")``: vault decrypt, mirp, table written atomically)."""
     from mirp import extract_features
 
-    images = [v[0].array.astype(np.float32) for v in vols]
-    masks = [v[1].array.astype(np.uint8) for v in vols]
-    t0, c0 = time.perf_counter(), time.process_time()
-    logging.disable(logging.INFO)
-    extract_features(image=images, mask=masks, image_modality="ct",
-                     resegmentation_intensity_range=[0.0, 1e5],
-                     base_discretisation_method="fixed_bin_size",
-                     base_discretisation_bin_width=DEFAULT_SETTINGS.bin_width,
-                     base_feature_families=["statistics", "morphology", "glcm", "glrlm",
-                                            "glszm"], num_cpus=1)
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    logging.disable(logging.NOTSET)
-    return (f"| mirp 2 `extract_features` (same families) | {len(vols)} | {dt:.2f} | "
-            f"{cpu:.2f} | {60 * len(vols) / cpu:.0f} |")
+    from hemafed.imaging.radiomics.mirp_backend import (
+        _register_spaced_arrays,
+        _SpacedArray,
+        extract_mirp,
+        mirp_arguments,
+    )
+
+    n = len(vols)
+    _register_spaced_arrays()
+    images = [_SpacedArray(v[0].array.astype(np.float32), v[0].spacing) for v in vols]
+    masks = [_SpacedArray(v[1].array.astype(np.uint8), v[0].spacing) for v in vols]
+    # DEFAULT_SETTINGS bins from the ROI minimum: mirp takes it per volume as the lower
+    # bound of its resegmentation range, so the direct call runs one volume at a time too
+    args = [mirp_arguments(DEFAULT_SETTINGS, float(v[0].array[v[1].array > 0].min()))
+            for v in vols]
+
+    def direct() -> None:
+        logging.disable(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for im, mk, a in zip(images, masks, args, strict=True):
+                extract_features(image=im, mask=mk, **a)
+        logging.disable(logging.NOTSET)
+
+    def backend() -> None:
+        for img, msk in vols:
+            extract_mirp(img.array, msk.array, img.spacing, DEFAULT_SETTINGS)
+
+    t = _best({"direct": direct, "backend": backend,
+               "vault": lambda: extract_site_features(site, DEFAULT_SETTINGS, "mirp")}, repeats)
+    extract_site_features(site, DEFAULT_SETTINGS)  # leave the site with hemafed's table
+
+    def row(what: str, key: str) -> str:
+        w, c = t[key]
+        return f"| {what} | {n} | {w:.2f} | {c:.2f} | {60 * n / c:,.0f} |"
+
+    return [row("mirp `extract_features` on arrays in memory (library alone, one call per "
+                "volume)", "direct"),
+            row("mirp through hemafed's backend (`extract_mirp`: same feature names)", "backend"),
+            row("site pipeline with library mirp, Crypt4GH vault (`extract_site_features(..., "
+                "'mirp')`)", "vault")]
 
 
 def main() -> None:
@@ -484,8 +526,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--repeats", type=int, default=3, help="throughput: best of this many runs")
     ap.add_argument("--no-mirp", action="store_true", help="skip the (slow) mirp throughput row")
+    ap.add_argument("--mirp-repeats", type=int, default=1, help="mirp rows: best of this many")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="build the SCD sites and measure extraction throughput only")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.throughput_only:
+        with tempfile.TemporaryDirectory(prefix="hemafed-bench-imaging-") as tmp:
+            sizes = [args.per_site * k // 4 for k in (4, 3, 6, 4, 5)]
+            scd = build_imaging_sites(Path(tmp) / "scd", "SCD", 5, sizes, args.seed)
+            print(f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+                  f"load average {os.getloadavg()[0]:.1f} at start.\n\n"
+                  + throughput(scd, args.repeats, not args.no_mirp, args.mirp_repeats)
+                  + f"\n\nLoad average {os.getloadavg()[0]:.1f} at the end.")
+        return
     out = [f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
            f"load average {os.getloadavg()[0]:.1f} at start.", "", "### IBSI digital phantom",
            "", ibsi_table()]

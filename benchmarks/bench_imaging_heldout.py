@@ -132,6 +132,67 @@ def comparison_table(held: HeldOut, fits: Mapping[str, tuple[int, np.ndarray | N
             f"resamples.\n\n" + "\n".join(lines))
 
 
+def site_rows(test: Mapping[str, Cohort]) -> dict[str, np.ndarray]:
+    """Each site's rows in :class:`HeldOut`'s pooled held-out frame (sites in ``test`` order)."""
+    out, start = {}, 0
+    for s, c in test.items():
+        out[s] = np.arange(start, start + len(c))
+        start += len(c)
+    return out
+
+
+def own_site_table(held: HeldOut, rows: Mapping[str, np.ndarray],
+                   fits: Mapping[str, tuple[int, np.ndarray | None, str]], seed: int,
+                   reps: int) -> str:
+    """What a hospital asks: on *its own* held-out patients, the federated model vs the model
+    it would fit alone, with a paired 95% CI (resamples of that site's held-out patients,
+    both models scored on each); and the average over sites of ``federated - own model``
+    weighted by each site's held-out patients, its CI from the same per-site resamples
+    (stratified by site). A site whose own model failed to fit is listed and left out of
+    the average (it has no model of its own to compare)."""
+    fed = fits[FEDERATED][1]
+    assert fed is not None
+    sites = [s for s in rows if fits[f"site-alone {s}"][1] is not None]
+    rng = np.random.default_rng(seed + 7)
+    diffs: dict[str, list[float]] = {s: [] for s in sites}
+    for _ in range(reps):
+        draw = {s: rng.choice(rows[s], len(rows[s])) for s in sites}
+        try:
+            d = {s: held.metric(fed, draw[s]) - held.metric(fits[f"site-alone {s}"][1], draw[s])
+                 for s in sites}
+        except (ValueError, ZeroDivisionError):
+            continue
+        for s in sites:
+            diffs[s].append(d[s])
+    lines = [f"| site | held-out patients of the site | federated {held.name} | own model "
+             f"{held.name} | federated - own [paired 95% CI] | share of resamples "
+             "federated <= own |", "| --- | ---: | --- | --- | --- | ---: |"]
+    for s in rows:
+        own = fits[f"site-alone {s}"][1]
+        f_pt = held.metric(fed, rows[s])
+        if own is None:
+            lines.append(f"| {s} | {len(rows[s])} | {f_pt:.3f} | "
+                         f"{fits[f'site-alone {s}'][2]} | | |")
+            continue
+        o_pt = held.metric(own, rows[s])
+        d = np.asarray(diffs[s])
+        lines.append(f"| {s} | {len(rows[s])} | {f_pt:.3f} | {o_pt:.3f} | "
+                     f"{f_pt - o_pt:+.3f} {_ci(d)} | {np.mean(d <= 0):.3f} |")
+    if sites:
+        w = np.asarray([len(rows[s]) for s in sites], float)
+        w /= w.sum()
+        point = sum(wi * (held.metric(fed, rows[s])
+                          - held.metric(fits[f"site-alone {s}"][1], rows[s]))
+                    for wi, s in zip(w, sites, strict=True))
+        boot = np.asarray([diffs[s] for s in sites]).T @ w
+        lines.append(f"| **patient-weighted average ({len(sites)} sites)** | "
+                     f"{sum(len(rows[s]) for s in sites)} | | | **{point:+.3f} {_ci(boot)}** | "
+                     f"{np.mean(boot <= 0):.3f} |")
+    n_boot = len(next(iter(diffs.values()))) if diffs else 0
+    return (f"Each site's own held-out patients; {n_boot} paired bootstrap resamples "
+            f"(stratified by site).\n\n" + "\n".join(lines))
+
+
 def _names(features: Sequence[str]) -> str:
     return ", ".join(f.removeprefix("h_") for f in features)
 
@@ -325,9 +386,12 @@ def disease_section(disease: str, root: Path, sizes: list[int], scale: float, se
            f"{t_build:.0f} s), {sum(len(c) for c in train.values())} training "
            f"({', '.join(str(len(c)) for c in train.values())}), {held.n} held out", ""]
     linear = "logistic on age + hb" if disease == "SCD" else "Cox on age + b2m"
-    out += [f"#### {linear} + 2 screened features", "",
-            comparison_table(held, fit_all(train, lambda f: linear_risk(disease, f, held, spec)),
-                             seed, reps)]
+    rows = site_rows(test)
+    fits = fit_all(train, lambda f: linear_risk(disease, f, held, spec))
+    out += [f"#### {linear} + 2 screened features", "", comparison_table(held, fits, seed, reps)]
+    if fits[FEDERATED][1] is not None:
+        out += ["", f"#### {linear}: federated vs each site's own model on its own held-out "
+                "patients", "", own_site_table(held, rows, fits, seed, reps)]
     bins = BOOSTED_MODELS[disease]["bins"]
     fits = fit_all(train, lambda f: boosted_risk(disease, f, held, spec, bins))
     if fits[FEDERATED][1] is not None:
@@ -336,6 +400,9 @@ def disease_section(disease: str, root: Path, sizes: list[int], scale: float, se
                 **{k: v for k, v in fits.items() if k != FEDERATED}}
     out += ["", f"#### boosted trees (`model: gbdt`, options of `BOOSTED_MODELS`: {bins} bins "
             "over the spec's bounds)", "", comparison_table(held, fits, seed, reps)]
+    if fits[FEDERATED][1] is not None:
+        out += ["", "#### boosted trees: federated vs each site's own model on its own held-out "
+                "patients", "", own_site_table(held, rows, fits, seed, reps)]
     if with_bins:
         out += ["", "#### boosted trees: bins and bounds", "",
                 bins_table(disease, cohorts, train, held, spec, seed, min(reps, 500))]

@@ -1,4 +1,5 @@
-"""Every shipped radiomic feature against the IBSI digital-phantom reference values."""
+"""Every shipped radiomic feature against the IBSI digital-phantom reference values, computed by
+hemafed and by mirp (the two libraries a study may pin)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from hemafed.imaging.radiomics.ibsi_phantom import (
     texture_reference,
     within_tolerance,
 )
+from hemafed.imaging.radiomics.library import extract_with
 
 
-@pytest.fixture(scope="module", params=["averaged", "merged"])
+@pytest.fixture(scope="module", params=[("hemafed", "averaged"), ("hemafed", "merged"),
+                                        ("mirp", "averaged"), ("mirp", "merged")],
+                ids=lambda p: "-".join(p))
 def phantom_features(request: pytest.FixtureRequest) -> tuple[str, dict[str, float]]:
+    """The phantom's features computed by both libraries a study may pin (mirp: when the
+    ``imaging-crosscheck`` extra is installed, as ``make install`` does)."""
+    library, aggregation = request.param
+    if library == "mirp":
+        pytest.importorskip("mirp")
     image, mask = phantom()
-    settings = FeatureSettings(bin_width=1.0, aggregation=request.param)
-    return request.param, extract(image, mask, SPACING, settings)
+    settings = FeatureSettings(bin_width=1.0, aggregation=aggregation)
+    return aggregation, extract_with(library, image, mask, SPACING, settings)
 
 
 def test_phantom_has_74_roi_voxels_with_levels_1_to_6() -> None:

@@ -67,12 +67,30 @@ def extract_features_cmd(
         resample: Annotated[str | None, typer.Option(
             help="target spacing z,y,x in mm, e.g. 1,1,1 (default: native grid)")] = None,
         aggregation: Annotated[str, typer.Option(help="averaged or merged")] = "averaged",
+        library: Annotated[str, typer.Option(
+            help="feature library: hemafed or mirp (hemafed[imaging-crosscheck])")] = "hemafed",
+        study: Annotated[str | None, typer.Option(
+            help="take the library and settings the approved study pins (its imaging section); "
+                 "no other option then")] = None,
 ) -> None:
     """Compute IBSI radiomic features of every imported image (stored at the site)."""
     from hemafed.imaging.radiomics import FeatureSettings
-    from hemafed.imaging.site_features import extract_site_features
+    from hemafed.imaging.site_features import (
+        extract_site_features,
+        extract_study_features,
+        stored_provenance,
+    )
 
     try:
+        if study is not None:
+            if (bin_width, bin_count, resample, aggregation, library) != (
+                    None, None, None, "averaged", "hemafed"):
+                raise InvalidInput("--study takes the library and settings from the approved "
+                                   "study; give no other option with it")
+            table = extract_study_features(site_dir, study)
+            typer.echo(f"{len(table)} patient(s), {table.shape[1] - 2} features; "
+                       f"{json.dumps(stored_provenance(site_dir))}")
+            return
         spacing = None
         if resample:
             try:
@@ -84,11 +102,11 @@ def extract_features_cmd(
             spacing = (parts[0], parts[1], parts[2])
         settings = FeatureSettings(bin_width=bin_width, bin_count=bin_count,
                                    resample_spacing=spacing, aggregation=aggregation)
-        table = extract_site_features(site_dir, settings)
+        table = extract_site_features(site_dir, settings, library)
     except HemafedError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{len(table)} patient(s), {table.shape[1] - 2} features; settings "
-               f"{json.dumps(settings.to_dict())}")
+    typer.echo(f"{len(table)} patient(s), {table.shape[1] - 2} features; library {library}, "
+               f"settings {json.dumps(settings.to_dict())}")
 
 
 def mount(site_app: typer.Typer) -> None:

@@ -219,8 +219,9 @@ def _join_site_tables(site_dir: Any, cohort: Any) -> Any:
 
 def _study_tables(site_dir: Any, cohort: Any, study: str) -> Any:
     """The cohort of one study's requests: with that study's own harmonised features only."""
-    from hemafed.imaging.site_features import study_cohort
+    from hemafed.imaging.site_features import check_study_provenance, study_cohort
 
+    check_study_provenance(site_dir, study)
     return study_cohort(site_dir, cohort, study)
 
 
@@ -320,13 +321,17 @@ class FederatedComBat(FederatedFitter):
 
     def fit(self, federation: Federation, features: Sequence[str], covariates: Sequence[str],
             bounds: Mapping[str, Sequence[float]], *, study: str = "default",
-            max_patients: int = MAX_PATIENTS) -> FederatedComBat:
-        """Two secure sums over the same sites: moments, then residual sums of squares."""
+            max_patients: int = MAX_PATIENTS, library: str | None = None) -> FederatedComBat:
+        """Two secure sums over the same sites: moments, then residual sums of squares.
+        ``library``: the study's feature library, named in the requests (the sites' plan
+        refuses another)."""
         base: dict[str, Any] = {
             "features": list(features), "covariates": list(covariates),
             "bounds": {k: [float(v[0]), float(v[1])] for k, v in bounds.items()
                        if k in set(features) | set(covariates)},
             "max_patients": int(max_patients)}
+        if library is not None:
+            base["library"] = str(library)
         _check(base)
         first = federation.secure_sum(MOMENTS_QUERY, base, study=study)
         beta, alpha, n = pooled_estimates(first.values)

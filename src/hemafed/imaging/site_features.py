@@ -1,7 +1,10 @@
 """Radiomic feature tables and imaging findings kept at the site, joined to its cohort.
 
 ``<site>/imaging/features.parquet``: one row per patient (pseudonym) with the IBSI features of
-their imported ROI and the settings that produced them (``settings.json`` beside it).
+their imported ROI and the library and settings that produced them (``settings.json`` beside
+it: the IBSI settings plus ``library`` and ``library_version``). A study pins the library and
+settings (``imaging.features``, ``imaging.settings``); its requests are refused at a site whose
+stored table was computed otherwise (:func:`check_study_provenance`).
 ``<site>/imaging/findings.parquet``: radiology read-outs per patient (e.g. ``silent_infarct``
 from the MRI report), imported from a CSV of hospital ids and pseudonymised on import.
 ``<site>/imaging/harmonised/<study>.parquet``: the harmonised ``h_<feature>`` columns one study's
@@ -30,7 +33,13 @@ import pandas as pd
 from hemafed import atomic
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.imaging.radiomics import FeatureSettings, extract
+from hemafed.imaging.radiomics import FeatureSettings
+from hemafed.imaging.radiomics.library import (
+    DEFAULT_LIBRARY,
+    check_library,
+    extract_with,
+    library_version,
+)
 from hemafed.imaging.store import IMAGING_DIR, load_image, read_index
 from hemafed.site.pseudonym import Pseudonymiser
 from hemafed.site.store import site_secret
@@ -52,9 +61,23 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic.write_with(path, lambda fh: frame.to_parquet(fh, index=False))
 
 
-def extract_site_features(site_dir: str | Path, settings: FeatureSettings) -> pd.DataFrame:
-    """Features of every imported image (first image per patient), stored atomically."""
+PROVENANCE_RULE = "imaging.features"
+"""The rule a site names when its stored features are not the study's library and settings."""
+
+
+class FeatureProvenanceError(InvalidInput):
+    """The site's stored features were not computed with the study's library and settings."""
+
+    site_rule = PROVENANCE_RULE
+
+
+def extract_site_features(site_dir: str | Path, settings: FeatureSettings,
+                          library: str = DEFAULT_LIBRARY) -> pd.DataFrame:
+    """Features of every imported image (first image per patient) computed by ``library``
+    (``hemafed`` or ``mirp``), stored atomically with the library and settings."""
     site = Path(site_dir)
+    check_library(library)
+    version = library_version(library)  # refuses mirp when it is not installed
     index = read_index(site)
     if index.empty:
         raise InvalidInput(f"{site}: no images imported yet (hemafed site import-images)")
@@ -62,14 +85,89 @@ def extract_site_features(site_dir: str | Path, settings: FeatureSettings) -> pd
     for pseudonym, image_id in index[["pseudonym", "image_id"]].drop_duplicates(
             "pseudonym").itertuples(index=False):
         image, mask = load_image(site, str(pseudonym), str(image_id))
-        feats = extract(image.array, mask.array, image.spacing, settings)
+        feats = extract_with(library, image.array, mask.array, image.spacing, settings)
         rows.append({"patient_id": str(pseudonym), "image_id": str(image_id), **feats})
     table = pd.DataFrame(rows)
     _write_parquet(site / IMAGING_DIR / FEATURES_FILE, table)
     atomic.write_text(site / IMAGING_DIR / SETTINGS_FILE,
-                      json.dumps(settings.to_dict(), indent=1))
-    log.info("extracted %d features for %d patients", table.shape[1] - 2, len(table))
+                      json.dumps({**settings.to_dict(), "library": library,
+                                  "library_version": version}, indent=1))
+    log.info("extracted %d features for %d patients with %s", table.shape[1] - 2, len(table),
+             library)
     return table
+
+
+def stored_provenance(site_dir: str | Path) -> dict[str, object] | None:
+    """``{"library", "settings"}`` of the site's stored feature table (``None``: no table).
+    A table of earlier versions (settings only) was computed by hemafed."""
+    d = Path(site_dir) / IMAGING_DIR
+    if not (d / FEATURES_FILE).is_file():
+        return None
+    try:
+        raw = json.loads((d / SETTINGS_FILE).read_text(encoding="utf-8"))
+        library = raw.pop("library", DEFAULT_LIBRARY)
+        raw.pop("library_version", None)
+        settings = FeatureSettings.from_dict(raw).to_dict()
+    except (OSError, ValueError, TypeError, AttributeError, InvalidInput):
+        return {"library": None, "settings": None}  # unreadable: matches no study
+    return {"library": library, "settings": settings}
+
+
+STUDIES_DIR = "studies"
+"""Where a site keeps its approved specs' text (:func:`hemafed.site.studies.spec_path`; read
+here by path, because the site package imports the plan, which imports this package)."""
+
+
+def study_pins(site_dir: str | Path, study: str) -> dict[str, object] | None:
+    """``{"library", "settings"}`` the stored (approved) spec of ``study`` pins for its
+    features, or ``None`` (no stored spec, none readable, or no imaging section). The node
+    checks the stored text against the approved hash before any request runs."""
+    if not isinstance(study, str) or not _STUDY_NAME.fullmatch(study):
+        return None
+    path = Path(site_dir) / STUDIES_DIR / f"{study}.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        section = raw["imaging"] if isinstance(raw, dict) and "imaging" in raw else None
+        if section is None:
+            return None
+        library = check_library((section.get("features") or {}).get("library",
+                                                                    DEFAULT_LIBRARY))
+        settings = FeatureSettings.from_dict(dict(section.get("settings") or {}))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, InvalidInput):
+        return None  # the node refuses a stored spec it cannot read (plan_mismatch)
+    return {"library": library, "settings": settings.to_dict()}
+
+
+def check_study_provenance(site_dir: str | Path, study: str) -> None:
+    """Refuse (rule :data:`PROVENANCE_RULE`) when ``study`` has an imaging section and the
+    site's stored features were computed with another library or other settings than the
+    study pins. The message names the library and the settings, never a patient's value."""
+    want = study_pins(site_dir, study)
+    if want is None:
+        return
+    stored = stored_provenance(site_dir)
+    if stored is None:
+        return  # no features yet: the study's requests find no feature columns
+    if stored != want:
+        raise FeatureProvenanceError(
+            f"study {study!r} pins feature library {want['library']!r} with settings "
+            f"{json.dumps(want['settings'], sort_keys=True)}; this site's features were "
+            f"computed otherwise: run `hemafed site extract-features SITE --study {study}`")
+
+
+def extract_study_features(site_dir: str | Path, study: str) -> pd.DataFrame:
+    """:func:`extract_site_features` with the library and settings ``study``'s approved spec
+    pins (its stored text at the site)."""
+    want = study_pins(site_dir, study)
+    if want is None:
+        raise InvalidInput(f"study {study!r}: no approved spec with an imaging section is "
+                           f"stored at this site (hemafed site approve)")
+    settings = want["settings"]
+    assert isinstance(settings, dict)
+    return extract_site_features(site_dir, FeatureSettings.from_dict(settings),
+                                 str(want["library"]))
 
 
 def import_findings(site_dir: str | Path, frame: pd.DataFrame, *, study: str,

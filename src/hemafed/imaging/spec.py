@@ -5,6 +5,7 @@ Example (YAML)::
     imaging:
       modality: MR
       settings: {bin_width: 8.0, aggregation: averaged}     # IBSI processing, see FeatureSettings
+      features: {library: hemafed}                          # or mirp (hemafed[imaging-crosscheck])
       harmonise:
         features: [firstorder_mean, glcm_contrast]
         covariates: [age, hb]                               # biology ComBat preserves
@@ -20,8 +21,13 @@ Example (YAML)::
       - {id: pfs, kind: imaging, model: cox, duration: relapse_time, event: relapse_status,
          covariates: [age, b2m], horizon: 2.0, top_k: 2}
 
-The section is part of the spec the sites approve (its hash covers it), so the settings and
-bounds are fixed before any site computes anything. An ``imaging`` analysis harmonises the
+The section is part of the spec the sites approve (its hash covers it), so the settings, the
+feature library (``features.library``: ``hemafed``, the default, or ``mirp``) and the bounds
+are fixed before any site computes anything. Every site computes its features with that
+library and those settings (``hemafed site extract-features SITE --study S``); a site whose
+stored features were computed otherwise refuses the study's requests (rule
+``imaging.features``), and a request naming another library or settings is outside the plan
+(rules ``library``, ``settings``). An ``imaging`` analysis harmonises the
 features (federated ComBat), screens them (``candidates``, default all harmonised features)
 and fits the model on its clinical ``covariates`` plus the ``top_k`` features of the screen
 (:mod:`hemafed.imaging.study`). The harmonised copy ``h_<feature>`` has the bounds declared
@@ -44,8 +50,10 @@ from typing import Any
 from hemafed.errors import InvalidInput
 from hemafed.imaging.intake import SUPPORTED_MODALITIES
 from hemafed.imaging.radiomics import FeatureSettings
+from hemafed.imaging.radiomics.library import DEFAULT_LIBRARY, LIBRARIES
 
-_KEYS = {"modality", "settings", "harmonise", "bounds"}
+_KEYS = {"modality", "settings", "features", "harmonise", "bounds"}
+_FEATURE_KEYS = {"library"}
 MODELS = ("logistic", "cox", "gbdt")
 GBDT_DEFAULTS: dict[str, Any] = {"rounds": 20, "depth": 3, "bins": 16, "learning_rate": 0.1}
 """Boosting options of a ``model: gbdt`` imaging analysis (:mod:`hemafed.learn.gbdt`)."""
@@ -62,6 +70,8 @@ class ImagingSpec:
     features: tuple[str, ...]
     covariates: tuple[str, ...]
     bounds: Mapping[str, tuple[float, float]]
+    library: str = DEFAULT_LIBRARY
+    """The feature library every site computes with (``imaging.features.library``)."""
 
     @classmethod
     def from_mapping(cls, raw: Any) -> ImagingSpec:
@@ -71,7 +81,12 @@ class ImagingSpec:
         h = raw.get("harmonise") or {}
         return cls(str(raw.get("modality", "MR")), FeatureSettings.from_dict(raw["settings"]),
                    tuple(h.get("features", ())), tuple(h.get("covariates", ())),
-                   {k: (float(v[0]), float(v[1])) for k, v in (raw.get("bounds") or {}).items()})
+                   {k: (float(v[0]), float(v[1])) for k, v in (raw.get("bounds") or {}).items()},
+                   str((raw.get("features") or {}).get("library", DEFAULT_LIBRARY)))
+
+    def provenance(self) -> dict[str, Any]:
+        """What a site's stored feature table must have been computed with."""
+        return {"library": self.library, "settings": self.settings.to_dict()}
 
 
     def harmonised_bounds(self) -> dict[str, tuple[float, float]]:
@@ -94,6 +109,16 @@ def imaging_problems(raw: Any, analyses: Any = None) -> list[str]:
         FeatureSettings.from_dict(dict(raw.get("settings") or {}))
     except (InvalidInput, TypeError) as exc:
         out.append(f"imaging.settings: {exc}")
+    feats_section = raw.get("features") or {}
+    if not isinstance(feats_section, Mapping):
+        out.append("imaging.features must be a mapping, e.g. {library: hemafed}")
+    else:
+        out += [f"imaging.features: unknown key {k!r}"
+                for k in sorted(set(feats_section) - _FEATURE_KEYS)]
+        lib = feats_section.get("library", DEFAULT_LIBRARY)
+        if lib not in LIBRARIES:
+            out.append(f"imaging.features.library must be one of {', '.join(LIBRARIES)}, "
+                       f"got {lib!r}")
     h = raw.get("harmonise") or {}
     bounds = raw.get("bounds") or {}
     if not isinstance(h, Mapping) or not isinstance(bounds, Mapping):
@@ -196,6 +221,10 @@ class PlanParts:
     harmonise: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     """The spec's ``harmonise`` features and covariates, in order: every ComBat request of the
     study names exactly these (so the pooled parameters a site accepts are the study's)."""
+    library: str = DEFAULT_LIBRARY
+    """The feature library the study pins (``imaging.features.library``)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The IBSI settings the study pins (``imaging.settings``, canonical)."""
 
 
     @property
@@ -244,7 +273,8 @@ def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
                 caps[q] = caps.get(q, 0) + n
     return PlanParts(frozenset(columns), bounds, tuple(designs), max(1, len(analyses)),
                      frozenset({*ispec.features, *ispec.covariates, *hbounds}),
-                     frozenset(edges), caps, exact, (ispec.features, ispec.covariates))
+                     frozenset(edges), caps, exact, (ispec.features, ispec.covariates),
+                     ispec.library, ispec.settings.to_dict())
 
 
 COMBAT_QUERIES = frozenset({"combat_moments", "combat_residuals", "combat_apply"})
@@ -254,7 +284,19 @@ def plan_problem(parts: PlanParts, params: Mapping[str, Any],
                  query: str | None = None) -> tuple[str, str] | None:
     """An imaging request's ``features``/``covariates`` must be planned columns and its
     ``bounds`` their public bounds (a hub cannot narrow a bound to probe a site's values); a
-    ComBat request's are exactly the spec's ``harmonise`` lists, its ``bounds`` exactly theirs."""
+    ComBat request's are exactly the spec's ``harmonise`` lists, its ``bounds`` exactly theirs.
+    A request that names a feature ``library`` or ``settings`` names the study's own."""
+    if "library" in params and params["library"] != parts.library:
+        return "library", (f"the study's feature library is {parts.library!r} "
+                           "(imaging.features.library); a request may not name another")
+    if "settings" in params:
+        try:
+            sent = FeatureSettings.from_dict(dict(params["settings"])).to_dict()
+        except (InvalidInput, TypeError, ValueError):
+            sent = None
+        if sent != dict(parts.settings):
+            return "settings", ("the feature settings are fixed by the spec's "
+                                "imaging.settings; a request may not name others")
     for key in ("features", "covariates"):
         for col in params.get(key) or ():
             if col not in parts.features:

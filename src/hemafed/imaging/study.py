@@ -39,7 +39,7 @@ def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[
     ispec = ImagingSpec.from_mapping(spec.raw["imaging"])
     study = spec.study_id
     combat = FederatedComBat().fit(fed, ispec.features, ispec.covariates, ispec.bounds,
-                                   study=study)
+                                   study=study, library=ispec.library)
     harmonised = combat.apply(fed, ispec.bounds, study=study)
     bounds = {**ispec.bounds, **ispec.harmonised_bounds()}
     candidates = [HARMONISED_PREFIX + f for f in a.get("candidates", ispec.features)]
