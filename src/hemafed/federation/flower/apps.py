@@ -398,17 +398,28 @@ class GridExchange:
             return list(self.grid.pull_messages(waiting))
         return self.keep_warm.collect(self.grid.pull_messages(waiting | self.keep_warm.ids()))
 
-    def finish(self) -> None:
-        """Collect the hold replies already at the SuperLink; drop the rest (see KeepWarm)."""
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` (default: a hold, plus 2.5 s for the SuperNode's tick and its
+        calls) for the replies to the holds still out, then drop the rest.
+
+        Called once the run's result is written: a reply that reaches the SuperLink after the
+        run has finished is refused there (one ``Run is finished`` ERROR line in its log per
+        site) and discarded by the SuperNode; nothing else happens, but an operator should not
+        have to read that after every run."""
         if self.keep_warm is None:
             return
+        keep_warm = self.keep_warm
+        deadline = time.monotonic() + (keep_warm.seconds + 2.5 if timeout is None else timeout)
         try:
-            if self.keep_warm.ids():
+            while keep_warm.ids():
                 self._pull(set())
+                if not keep_warm.pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         except Exception as exc:  # never mask the run's own outcome
             log.debug("collecting holds at the end of the run failed: %s", exc)
         log.info("holds: %d sent, %d collected, %d dropped at the end of the run",
-                 self.keep_warm.sent, self.keep_warm.collected, len(self.keep_warm.pending))
+                 keep_warm.sent, keep_warm.collected, len(keep_warm.pending))
 
 
 def discover_sites(grid: Grid, *, expected: int | None, timeout: float,
@@ -487,17 +498,15 @@ def run_hub(grid: Grid, hub_main: HubMain, config: dict[str, Any], *, expected: 
     """Discover the sites, then run ``hub_main`` over a :class:`GridExchange`.
 
     ``hold`` > 0 sends a hold of that many seconds behind every message (:class:`KeepWarm`;
-    deployment only: in simulation nothing sleeps between polls, and a hold only delays)."""
+    deployment only: in simulation nothing sleeps between polls, and a hold only delays);
+    the caller drains the last holds (:meth:`GridExchange.drain`) once it has the result."""
     if hold < 0:
         raise InvalidInput(f"hold must be >= 0 seconds (0: no holds), got {hold}")
     keep_warm = KeepWarm(hold) if hold > 0 else None
     node_of_site = discover_sites(grid, expected=expected, timeout=connect_timeout,
                                   keep_warm=keep_warm)
     exchange = GridExchange(grid, node_of_site, timeout, progress, keep_warm)
-    try:
-        result = hub_main(exchange, sorted(node_of_site), config)
-    finally:
-        exchange.finish()
+    result = hub_main(exchange, sorted(node_of_site), config)
     return result, exchange
 
 
@@ -521,6 +530,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
     if not (job_dir / REQUEST_FILE).is_file():
         raise InvalidInput(f"run config 'job-dir' ({job_dir}) has no {REQUEST_FILE}; submit runs "
                            "with hemafed.federation.flower.deployment.submit_run")
+    exchange: GridExchange | None = None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
         result, exchange = run_hub(
@@ -531,6 +541,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
         body = {"result": json.loads(encode_result(result)), "exchange_seconds": exchange.seconds,
                 "sites": sorted(exchange.node_of_site)}
         atomic.write_text(job_dir / RESULT_FILE, json.dumps(body))
+        exchange.drain()  # after the result: the hub's caller does not wait for it
     except Exception as err:
         atomic.write_text(job_dir / ERROR_FILE, json.dumps({
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}))
