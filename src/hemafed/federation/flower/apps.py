@@ -69,8 +69,8 @@ PROGRESS_FILE = "progress.jsonl"
 HOLD_KIND = "hold"
 DEFAULT_HOLD_SECONDS = 0.8
 """The hub's hold (``tau``) in deployment, from ``benchmarks/bench_deploy.py`` (docs/benchmarks.md):
-it must cover the spread of the sites' replies (up to one 0.5 s SuperNode tick) and the hub's
-turnaround to the next message (0.05-0.3 s)."""
+it must cover the hub's turnaround from the last site's reply to its next message (0.05-0.3 s
+quiet) and, under load, the SuperNode's slower steps; 0.4 s was too short at load 9-14."""
 HOLD_TTL_SECONDS = 30.0
 """How long a hold waits at the SuperLink behind the exchange message it follows: a stale hold
 is only a short pause at that site, and one that expires is only a missed keep-warm."""
@@ -191,9 +191,10 @@ class KeepWarm:
     The site worker answers a hold (empty) after its seconds; the SuperNode then pulls the hub's
     next message at its next tick. If that message is later than the hold, the SuperNode sleeps
     as it would have anyway. The hub collects (pulls and drops) hold replies with its next pulls
-    (:meth:`collect`), so nothing piles up at the SuperLink; holds still out when a run ends
-    are dropped: the SuperLink refuses the SuperNode's push of their reply to a finished run,
-    and the SuperNode discards it and goes on (tested).
+    (:meth:`collect`), so nothing piles up at the SuperLink, and waits for the last ones after
+    writing the run's result (:meth:`GridExchange.drain`, bounded); a hold reply that still
+    comes after the run has finished is refused by the SuperLink and discarded by the
+    SuperNode, which goes on (tested).
     """
 
     lead = 0.3
