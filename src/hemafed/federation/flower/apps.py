@@ -197,6 +197,11 @@ class KeepWarm:
     SuperNode, which goes on (tested).
     """
 
+    rearm_for = 10.0
+    """Seconds into an exchange after which no more spares are sent: a wait that long is a slow or
+    gone site (up to the exchange timeout), next to which a 3 s sleep is small, while a spare
+    every hold at every live site would cost the SuperNodes and workers CPU all along."""
+
     lead = 0.3
     """Seconds before a hold's estimated end that the next one is pushed: the hub sees a reply
     up to one poll (0.1 s) late, and a site's hold starts up to ~0.2 s after its reply."""
@@ -375,7 +380,8 @@ class GridExchange:
             waiting = set(self.grid.push_messages(messages))
         else:
             waiting = set(keep_warm.push(self.grid, messages, group_id))
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
         replies: list[Message] = []
         pause = self.poll_min
         while waiting:
@@ -385,7 +391,7 @@ class GridExchange:
             left = deadline - time.monotonic()
             if not waiting or left <= 0:
                 break
-            if keep_warm is not None:
+            if keep_warm is not None and time.monotonic() - started < keep_warm.rearm_for:
                 keep_warm.rearm(self.grid, group_id)
             time.sleep(min(pause, left))
             pause = min(pause * 1.5, self.poll_max)
