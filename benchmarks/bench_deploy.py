@@ -13,6 +13,10 @@ Three deployments on 127.0.0.1 (SuperLink with TLS and SuperNode authentication,
 4. *after*: ``--isolation process`` SuperNodes with hemafed's long-running site worker:
    seconds per secure sum, then a whole KM + Cox study.
 
+Arms 3 and 4 send the hub's hold messages (keep-warm, ``--hold`` seconds, default the
+deployment's :data:`~hemafed.federation.flower.apps.DEFAULT_HOLD_SECONDS`; ``--hold 0``: none, as
+before holds existed); arm 2 never does (Flower's SuperNodes would start a process per hold).
+
     python benchmarks/bench_deploy.py --sites 3 --patients 1018 --out /tmp/bench_deploy.json
 """
 
@@ -49,6 +53,8 @@ def main() -> None:
     ap.add_argument("--sums", type=int, default=5)
     ap.add_argument("--before-sums", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of arms to skip: floor,worker-floor,before,after")
+    ap.add_argument("--hold", type=float, default=None,
+                    help="hold seconds for the worker arms (default: the deployment's; 0: none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -63,7 +69,8 @@ def main() -> None:
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE / "flower_floor_app")])}
     out: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, "
                                       f"{os.cpu_count()} cores", "sites": args.sites,
-                           "patients": args.patients}
+                           "patients": args.patients, "hold": args.hold,
+                           "load average at start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         root = Path(tmp)
         spec = StudySpec.from_mapping(STUDY)
@@ -94,7 +101,8 @@ def main() -> None:
                 dep.add_sites(probe_sites,
                               handler_factory="hemafed.federation.flower.probe:probe_handler")
                 body = dep.run("hemafed.federation.flower.probe:probe_hub", {"rounds": 5},
-                               expected_sites=args.sites, timeout=120, run_timeout=600)
+                               expected_sites=args.sites, timeout=120, run_timeout=600,
+                               hold=args.hold)
             out["flower floor with the site worker"] = _summary(body["exchange_seconds"])
             print("worker floor", out["flower floor with the site worker"], file=sys.stderr)
 
@@ -102,7 +110,8 @@ def main() -> None:
             with Deployment.start(root / "before", extra_env=env) as dep:
                 dep.add_sites(list(fed.site_dirs.values()), isolation="subprocess")
                 body = dep.run("deploy_hubs:secure_sums_hub", config | {"sums": args.before_sums},
-                               expected_sites=args.sites, timeout=120, run_timeout=900)
+                               expected_sites=args.sites, timeout=120, run_timeout=900,
+                               hold=0)
             out["before: secure sum"] = _summary(body["result"]["seconds"])
             out["before: exchange"] = _summary(body["exchange_seconds"])
             print("before", out["before: secure sum"], file=sys.stderr)
@@ -111,13 +120,15 @@ def main() -> None:
             with Deployment.start(root / "after", extra_env=env) as dep:
                 dep.add_sites(list(fed.site_dirs.values()))
                 body = dep.run("deploy_hubs:secure_sums_hub", config | {"sums": args.sums},
-                               expected_sites=args.sites, timeout=120, run_timeout=900)
+                               expected_sites=args.sites, timeout=120, run_timeout=900,
+                               hold=args.hold)
                 out["after: secure sum"] = _summary(body["result"]["seconds"])
                 out["after: exchange"] = _summary(body["exchange_seconds"])
                 print("after", out["after: secure sum"], file=sys.stderr)
                 start = time.perf_counter()
                 body = dep.run("hemafed.study.hub:study_hub_main", config,
-                               expected_sites=args.sites, timeout=120, run_timeout=900)
+                               expected_sites=args.sites, timeout=120, run_timeout=900,
+                               hold=args.hold)
                 wall = time.perf_counter() - start
             analyses = {a["id"]: a for a in body["result"]["analyses"]}
             assert all(a["status"] == "ok" for a in analyses.values()), analyses
@@ -129,6 +140,7 @@ def main() -> None:
                 "cox secure sums": analyses["cox"]["provenance"]["secure sums"],
                 "km seconds": analyses["km"]["provenance"]["seconds"]}
             print("study", out["after: KM + Cox study"], file=sys.stderr)
+    out["load average at end"] = os.getloadavg()[0]
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:

@@ -229,3 +229,71 @@ def test_stop_ends_every_process_by_pid(deployment: Deployment) -> None:
         time.sleep(0.1)
     assert not [p for p in started + children if pid_alive(p)]
     assert all(p.poll() is not None for p in deployment.processes)
+
+
+def test_a_study_with_holds_gives_the_in_process_numbers_and_no_hold_is_audited(
+        tmp_path: Path) -> None:
+    """Deployed with the hub's holds (on by default), twice in a row (the first run's last
+    holds are still out when the second starts): the same Cox fit and the same audit entries
+    as in-process; the SuperNodes drop a hold's reply to a finished run and carry on."""
+    from hemafed.cohort.demo import generate
+    from hemafed.cohort.partition import split_sites
+    from hemafed.demo import build_sites
+    from hemafed.federation.flower.apps import DEFAULT_HOLD_SECONDS
+    from hemafed.federation.inprocess import run_in_process
+    from hemafed.study.spec import StudySpec
+
+    hub = "hemafed.study.hub:study_hub_main"
+    spec = StudySpec.from_mapping({"study_id": "holds", "requester": "tester", "analyses": [
+        {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
+         "formula": "age + hb"}]})
+    fed = build_sites(tmp_path / "sites", split_sites(generate("MDS", 240, 3), 3, 3), spec,
+                      policy_overrides={"refuse_differencing": False})
+    config = {"spec": dict(spec.raw), "manifest": fed.manifest.to_json()}
+
+    def audited() -> dict[str, list[tuple[str, str]]]:
+        return {s: [(e["query"], e["decision"]) for e in audit_log(d).entries()]
+                for s, d in fed.site_dirs.items()}
+
+    def coef(result: dict[str, Any]) -> list[Any]:
+        cox = result["analyses"][0]
+        assert cox["status"] == "ok", cox.get("error")
+        assert cox["provenance"]["sites covered"] == sorted(fed.site_dirs)
+        return [row[0] for row in cox["tables"]["summary"]["data"]]
+
+    handler = "hemafed.federation.runtime:site_handler"
+    reference = coef(run_in_process(hub, handler, fed.site_configs(), config))  # + first use
+    seen: list[int] = []
+    runs = []
+    with Deployment.start(tmp_path / "hub") as dep:
+        dep.add_sites(list(fed.site_dirs.values()), max_wait_time=60)
+        for _ in range(2):
+            before = audited()
+            body = dep.run(hub, config, expected_sites=3, timeout=90, connect_timeout=90,
+                           run_timeout=400)
+            runs.append((body, {s: e[len(before[s]):] for s, e in audited().items()}))
+        time.sleep(2 * DEFAULT_HOLD_SECONDS + 3.0)  # the last holds are answered and dropped
+        assert all(p.poll() is None for p in dep.processes)  # no SuperNode or worker died
+        for proc in dep.processes:
+            seen += [proc.pid, *descendants(proc.pid)]
+    logs = {p.name: p.read_text() for p in (dep.workdir / "logs").glob("*.log")}
+    before = audited()
+    alone = run_in_process(hub, handler, fed.site_configs(), config)
+    in_process = {s: e[len(before[s]):] for s, e in audited().items()}
+    assert coef(alone) == reference
+    for body, entries in runs:
+        assert coef(body["result"]) == pytest.approx(reference, rel=1e-12)
+        assert entries == in_process  # holds wrote no audit entry; every request did
+        assert all(entries.values())
+    for name, text in logs.items():
+        if name.startswith("worker-"):
+            assert "task failed" not in text and "Traceback" not in text, name
+            held = [ln for ln in text.splitlines() if "of them holds" in ln]
+            assert held and " 0 of them holds" not in held[-1], name  # holds were answered
+        if name.startswith("supernode-"):
+            assert "Failed to send message" not in text, name
+            assert "Traceback" not in text, name
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in seen):
+        time.sleep(0.1)
+    assert not [p for p in seen if pid_alive(p)]

@@ -5,7 +5,10 @@ with one ConfigRecord ``"hemafed"``:
 
 * ``{"kind": "hello"}`` -> reply ``{"site_id": str}``: the hub learns which Flower node is which
   site (used in simulation and deployment alike, so node ids never leak into the protocol);
-* ``{"kind": "exchange", "payload": bytes}`` -> reply ``{"payload": bytes}``.
+* ``{"kind": "exchange", "payload": bytes}`` -> reply ``{"payload": bytes}``;
+* ``{"kind": "hold", "seconds": float}`` -> an empty reply, sent only after ``seconds`` (capped
+  by the site): deployment only, see :class:`KeepWarm`. It carries and returns nothing derived
+  from data and is not an analysis request (no handler, no audit entry, no ledger, no plan round).
 
 Site state lives in ``context.state["hemafed.site-state"]`` (a ConfigRecord of bytes), which Flower
 keeps per node across the messages of a run, so the handler is rebuilt for every message.
@@ -32,9 +35,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import traceback
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,14 @@ REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 PROGRESS_FILE = "progress.jsonl"
+HOLD_KIND = "hold"
+DEFAULT_HOLD_SECONDS = 0.8
+"""The hub's hold (``tau``) in deployment, from ``benchmarks/bench_deploy.py`` (docs/benchmarks.md):
+it must cover the hub's turnaround from the last site's reply to its next message (0.05-0.3 s
+quiet) and, under load, the SuperNode's slower steps; 0.4 s was too short at load 9-14."""
+HOLD_TTL_SECONDS = 30.0
+"""How long a hold waits at the SuperLink behind the exchange message it follows: a stale hold
+is only a short pause at that site, and one that expires is only a missed keep-warm."""
 
 
 # ---------------------------------------------------------------------------------------- site
@@ -99,16 +111,31 @@ def _reply(message: Message, **fields: Any) -> Message:
 DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
 
 
+def hold_seconds(requested: object, cap: float) -> float:
+    """How long the site holds a hold message: the hub's ``seconds``, at most ``cap``."""
+    if (isinstance(requested, bool) or not isinstance(requested, int | float)
+            or not math.isfinite(requested) or requested < 0):
+        raise ProtocolError(f"hold message: 'seconds' must be a number >= 0, got {requested!r}")
+    return min(float(requested), cap)
+
+
 def make_client_app(*, sites: Sequence[Mapping[str, Any]] | None = None,
                     site: Mapping[str, Any] | None = None,
-                    handler_factory: str | None = None) -> ClientApp:
+                    handler_factory: str | None = None, hold_cap: float = 0.0,
+                    wait: Callable[[float], object] = time.sleep) -> ClientApp:
     """A ClientApp answering hello and exchange messages with the site's handler.
 
     With ``sites`` (simulation) the site is picked by partition id; with ``site`` (the site
     worker) it is that one; with neither it comes from the node config. ``handler_factory``
     defaults to ``node_config["handler-factory"]`` or :data:`DEFAULT_SITE_HANDLER`: a site
     setting, never the hub's run config.
+
+    A hold message is answered with an empty reply after ``wait(min(seconds, hold_cap))``,
+    before any site, state or handler is touched (the site worker passes its cap and a wait
+    that its shutdown interrupts; a ClientApp Flower starts per message answers at once).
     """
+    if not 0 <= hold_cap < math.inf:
+        raise InvalidInput(f"hold cap must be >= 0 seconds, got {hold_cap}")
     site_list = [dict(s) for s in sites] if sites is not None else None
     fixed_site = dict(site) if site is not None else None
     app = ClientApp()
@@ -116,8 +143,11 @@ def make_client_app(*, sites: Sequence[Mapping[str, Any]] | None = None,
     @app.query("hemafed")
     def _query(message: Message, context: Context) -> Message:
         record = message.content.config_records[RECORD]
-        site = fixed_site if fixed_site is not None else _site_of(context, site_list)
         kind = record.get("kind")
+        if kind == HOLD_KIND:
+            wait(hold_seconds(record.get("seconds"), hold_cap))
+            return Message(RecordDict(), reply_to=message)
+        site = fixed_site if fixed_site is not None else _site_of(context, site_list)
         if kind == "hello":
             return _reply(message, site_id=site["site_id"])
         if kind != "exchange":
@@ -143,19 +173,151 @@ def make_client_app(*, sites: Sequence[Mapping[str, Any]] | None = None,
 # ---------------------------------------------------------------------------------------- hub
 
 
+class KeepWarm:
+    """Hold messages that keep each site's SuperNode busy while the hub is not ready for it.
+
+    Flower 1.42's SuperNode pulls one message, waits (0.5 s ticks) for its reply, pushes it and
+    pulls again at once; if that pull finds nothing it sleeps 3 s
+    (``flwr/supernode/start_client_internal.py``). The hub's next message comes after the last
+    site's reply plus its own turnaround, i.e. after the earlier sites' empty pulls, so without
+    holds nearly every exchange pays the 3 s. Holds keep every site's SuperNode in a pull:
+
+    * each message the hub sends is followed by a hold of :attr:`seconds` to the same node
+      (pushed with it, so that it is there when the SuperNode pulls right after its reply);
+    * while the hub still waits for other sites, a site whose hold is about to end (its reply
+      seen, plus :attr:`seconds`, less :attr:`lead`) gets one more (:meth:`rearm`): sites do not
+      fall asleep because another site is slow, and never hold more than one spare each.
+
+    The site worker answers a hold (empty) after its seconds; the SuperNode then pulls the hub's
+    next message at its next tick. If that message is later than the hold, the SuperNode sleeps
+    as it would have anyway. The hub collects (pulls and drops) hold replies with its next pulls
+    (:meth:`collect`), so nothing piles up at the SuperLink, and waits for the last ones after
+    writing the run's result (:meth:`GridExchange.drain`, bounded); a hold reply that still
+    comes after the run has finished is refused by the SuperLink and discarded by the
+    SuperNode, which goes on (tested).
+    """
+
+    rearm_for = 10.0
+    """Seconds into an exchange after which no more spares are sent: a wait that long is a slow or
+    gone site (up to the exchange timeout), next to which a 3 s sleep is small, while a spare
+    every hold at every live site would cost the SuperNodes and workers CPU all along."""
+
+    lead = 0.3
+    """Seconds before a hold's estimated end that the next one is pushed: the hub sees a reply
+    up to one poll (0.1 s) late, and a site's hold starts up to ~0.2 s after its reply."""
+
+    def __init__(self, seconds: float, ttl: float = HOLD_TTL_SECONDS) -> None:
+        if not 0 < seconds < math.inf or not 0 < ttl < math.inf:
+            raise InvalidInput(f"hold seconds and TTL must be > 0, got {seconds} and {ttl}")
+        self.seconds = float(seconds)
+        self.ttl = float(ttl)
+        self.pending: dict[str, float] = {}  # hold id -> when to forget it (monotonic)
+        self.queue: dict[int, list[str]] = {}  # node -> ids of what it has yet to answer
+        self.due: dict[int, float] = {}  # node -> when to push its next hold (monotonic)
+        self.sent = 0
+        self.collected = 0
+
+    def _holds(self, nodes: Iterable[int], group_id: str,
+               after: Sequence[Message]) -> list[Message]:
+        # Created after ``after``: the SQLite linkstate hands a node its messages in
+        # ``created_at`` order (the in-memory one in insertion order).
+        latest = max((m.metadata.created_at for m in after), default=-math.inf)
+        holds = []
+        for node in nodes:
+            hold = Message(RecordDict({RECORD: ConfigRecord({"kind": HOLD_KIND,
+                                                             "seconds": self.seconds})}),
+                           dst_node_id=node, message_type=MESSAGE_TYPE, ttl=self.ttl,
+                           group_id=group_id)
+            if hold.metadata.created_at <= latest:
+                hold.metadata.created_at = math.nextafter(latest, math.inf)
+            holds.append(hold)
+        return holds
+
+    def push(self, grid: Grid, messages: list[Message], group_id: str) -> list[str]:
+        """Push ``messages``, each followed by a hold to its node; return the messages' ids."""
+        holds = self._holds([m.metadata.dst_node_id for m in messages], group_id, messages)
+        ids = list(grid.push_messages(messages + holds))
+        for message, message_id in zip(messages, ids, strict=False):
+            if message_id:
+                self.queue.setdefault(message.metadata.dst_node_id, []).append(message_id)
+        self._track(holds, ids[len(messages):])
+        return ids[:len(messages)]
+
+    def _track(self, holds: Sequence[Message], ids: Iterable[str]) -> None:
+        forget = time.monotonic() + self.ttl + 5.0
+        for hold, message_id in zip(holds, ids, strict=True):
+            if message_id:  # "" / None: the SuperLink did not store it
+                self.pending[message_id] = forget
+                self.queue.setdefault(hold.metadata.dst_node_id, []).append(message_id)
+                self.sent += 1
+
+    def ids(self) -> set[str]:
+        """The holds whose replies are still to be collected (forgotten after their TTL)."""
+        now = time.monotonic()
+        stale = {m for m, forget in self.pending.items() if forget < now}
+        for message_id in stale:
+            del self.pending[message_id]
+        if stale:
+            for node, queued in self.queue.items():
+                self.queue[node] = [m for m in queued if m not in stale]
+        return set(self.pending)
+
+    def collect(self, replies: Iterable[Message]) -> list[Message]:
+        """Drop the replies (or errors, e.g. expired) to holds; return the other replies.
+
+        A node answers in the order it was sent to: after a reply it works on the next thing
+        queued for it. If that is its last hold, its next hold is due :attr:`seconds` -
+        :attr:`lead` from now (not after a hold that failed: the node is likely gone)."""
+        now = time.monotonic()
+        rest = []
+        for reply in replies:
+            answered = reply.metadata.reply_to_message_id
+            is_hold = self.pending.pop(answered, None) is not None
+            if is_hold:
+                self.collected += 1
+            else:
+                rest.append(reply)
+            for node, queued in self.queue.items():
+                if answered in queued:
+                    del queued[:queued.index(answered) + 1]
+                    if (queued and queued[-1] in self.pending and len(queued) == 1
+                            and not (is_hold and reply.has_error())):
+                        self.due[node] = now + self.seconds - self.lead
+                    else:
+                        self.due.pop(node, None)
+                    break
+        return rest
+
+    def rearm(self, grid: Grid, group_id: str) -> None:
+        """Push one more hold to each node whose current (last) hold is about to end."""
+        now = time.monotonic()
+        nodes = sorted(node for node, when in self.due.items() if when <= now)
+        if not nodes:
+            return
+        for node in nodes:
+            del self.due[node]  # set again when the reply to its current hold comes
+        holds = self._holds(nodes, group_id, ())
+        self._track(holds, list(grid.push_messages(holds)))
+
+    def stop(self) -> None:
+        """No more spares (the exchange is complete: the hub's next message is what counts)."""
+        self.due.clear()
+
+
 class GridExchange:
     """The hub's :data:`~hemafed.federation.transport.Exchange` over a Flower ``Grid``.
 
     Replies are pulled with a short, growing interval (``poll_min`` up to ``poll_max`` seconds)
     rather than ``Grid.send_and_receive``'s fixed one (0.1 s in simulation), because a secure
-    aggregation is several short round trips in a row and the wait is paid on each.
+    aggregation is several short round trips in a row and the wait is paid on each. With
+    ``keep_warm`` (deployment) each exchange message is followed by a hold (:class:`KeepWarm`).
     """
 
     poll_min = 0.005
     poll_max = 0.1
 
     def __init__(self, grid: Grid, node_of_site: Mapping[str, int], timeout: float,
-                 progress: Path | None = None) -> None:
+                 progress: Path | None = None, keep_warm: KeepWarm | None = None) -> None:
         if timeout <= 0:
             raise InvalidInput(f"exchange timeout must be > 0 seconds, got {timeout}")
         self.grid = grid
@@ -165,6 +327,7 @@ class GridExchange:
         self.round_trips = 0
         self.seconds: list[float] = []
         self.progress = progress
+        self.keep_warm = keep_warm
 
     def __call__(self, messages: dict[str, bytes]) -> dict[str, bytes]:
         unknown = sorted(set(messages) - set(self.node_of_site))
@@ -210,30 +373,70 @@ class GridExchange:
         self.round_trips += 1
         return result
 
-
     def _send_and_receive(self, messages: list[Message]) -> list[Message]:
-        waiting = set(self.grid.push_messages(messages))
-        deadline = time.monotonic() + self.timeout
+        keep_warm = self.keep_warm
+        group_id = f"hold-{self.round_trips}"
+        if keep_warm is None:
+            waiting = set(self.grid.push_messages(messages))
+        else:
+            waiting = set(keep_warm.push(self.grid, messages, group_id))
+        started = time.monotonic()
+        deadline = started + self.timeout
         replies: list[Message] = []
         pause = self.poll_min
         while waiting:
-            got = list(self.grid.pull_messages(waiting))
+            got = self._pull(waiting)
             replies.extend(got)
             waiting -= {m.metadata.reply_to_message_id for m in got}
             left = deadline - time.monotonic()
             if not waiting or left <= 0:
                 break
+            if keep_warm is not None and time.monotonic() - started < keep_warm.rearm_for:
+                keep_warm.rearm(self.grid, group_id)
             time.sleep(min(pause, left))
             pause = min(pause * 1.5, self.poll_max)
+        if keep_warm is not None:
+            keep_warm.stop()
         return replies
 
+    def _pull(self, waiting: set[str]) -> list[Message]:
+        """Pull the replies to ``waiting``, and collect (drop) those to earlier holds."""
+        if self.keep_warm is None:
+            return list(self.grid.pull_messages(waiting))
+        return self.keep_warm.collect(self.grid.pull_messages(waiting | self.keep_warm.ids()))
 
-def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[str, int]:
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` (default: a hold, plus 2.5 s for the SuperNode's tick and its
+        calls) for the replies to the holds still out, then drop the rest.
+
+        Called once the run's result is written: a reply that reaches the SuperLink after the
+        run has finished is refused there (one ``Run is finished`` ERROR line in its log per
+        site) and discarded by the SuperNode; nothing else happens, but an operator should not
+        have to read that after every run."""
+        if self.keep_warm is None:
+            return
+        keep_warm = self.keep_warm
+        deadline = time.monotonic() + (keep_warm.seconds + 2.5 if timeout is None else timeout)
+        try:
+            while keep_warm.ids():
+                self._pull(set())
+                if not keep_warm.pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        except Exception as exc:  # never mask the run's own outcome
+            log.debug("collecting holds at the end of the run failed: %s", exc)
+        log.info("holds: %d sent, %d collected, %d dropped at the end of the run",
+                 keep_warm.sent, keep_warm.collected, len(keep_warm.pending))
+
+
+def discover_sites(grid: Grid, *, expected: int | None, timeout: float,
+                   keep_warm: KeepWarm | None = None) -> dict[str, int]:
     """Map site ids to Flower node ids: wait for ``expected`` nodes, then ask each its site id.
 
     Stops as soon as ``expected`` sites identified themselves (a node the SuperLink still lists
     but that was killed would otherwise hold the run for the whole ``timeout``); without
-    ``expected``, waits for every listed node up to ``timeout``.
+    ``expected``, waits for every listed node up to ``timeout``. With ``keep_warm``, each hello
+    is followed by a hold, collected by the first exchange.
     """
     deadline = time.monotonic() + timeout
     nodes = sorted(grid.get_node_ids())
@@ -253,10 +456,15 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
         hello = [Message(RecordDict({RECORD: ConfigRecord({"kind": "hello"})}), dst_node_id=node,
                          message_type=MESSAGE_TYPE, ttl=wait, group_id="hello")
                  for node in sorted(waiting)]
-        pending = set(grid.push_messages(hello))
+        if keep_warm is None:
+            pending = set(grid.push_messages(hello))
+        else:
+            pending = set(keep_warm.push(grid, hello, "hold"))
         failed = False
         while pending and time.monotonic() < deadline:
-            for reply in grid.pull_messages(pending):
+            got = (grid.pull_messages(pending) if keep_warm is None
+                   else keep_warm.collect(grid.pull_messages(pending | keep_warm.ids())))
+            for reply in got:
                 pending.discard(reply.metadata.reply_to_message_id)
                 node = reply.metadata.src_node_id
                 if reply.has_error():
@@ -273,7 +481,11 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
             if expected is not None and len(node_of_site) >= expected:
                 waiting.clear()
                 break
+            if keep_warm is not None:
+                keep_warm.rearm(grid, "hold")
             time.sleep(0.05)
+        if keep_warm is not None:
+            keep_warm.stop()
         if not failed:
             break
         time.sleep(0.5)
@@ -288,11 +500,19 @@ def discover_sites(grid: Grid, *, expected: int | None, timeout: float) -> dict[
 
 
 def run_hub(grid: Grid, hub_main: HubMain, config: dict[str, Any], *, expected: int | None,
-            timeout: float, connect_timeout: float,
-            progress: Path | None = None) -> tuple[Any, GridExchange]:
-    """Discover the sites, then run ``hub_main`` over a :class:`GridExchange`."""
-    node_of_site = discover_sites(grid, expected=expected, timeout=connect_timeout)
-    exchange = GridExchange(grid, node_of_site, timeout, progress)
+            timeout: float, connect_timeout: float, progress: Path | None = None,
+            hold: float = 0.0) -> tuple[Any, GridExchange]:
+    """Discover the sites, then run ``hub_main`` over a :class:`GridExchange`.
+
+    ``hold`` > 0 sends a hold of that many seconds behind every message (:class:`KeepWarm`;
+    deployment only: in simulation nothing sleeps between polls, and a hold only delays);
+    the caller drains the last holds (:meth:`GridExchange.drain`) once it has the result."""
+    if hold < 0:
+        raise InvalidInput(f"hold must be >= 0 seconds (0: no holds), got {hold}")
+    keep_warm = KeepWarm(hold) if hold > 0 else None
+    node_of_site = discover_sites(grid, expected=expected, timeout=connect_timeout,
+                                  keep_warm=keep_warm)
+    exchange = GridExchange(grid, node_of_site, timeout, progress, keep_warm)
     result = hub_main(exchange, sorted(node_of_site), config)
     return result, exchange
 
@@ -317,15 +537,18 @@ def _deployment_main(grid: Grid, context: Context) -> None:
     if not (job_dir / REQUEST_FILE).is_file():
         raise InvalidInput(f"run config 'job-dir' ({job_dir}) has no {REQUEST_FILE}; submit runs "
                            "with hemafed.federation.flower.deployment.submit_run")
+    exchange: GridExchange | None = None
     try:
         request = json.loads((job_dir / REQUEST_FILE).read_text(encoding="utf-8"))
         result, exchange = run_hub(
             grid, load_hub_main(request["hub_main"]), dict(request["config"]),
             expected=request.get("expected_sites"), timeout=float(request["timeout"]),
-            connect_timeout=float(request["connect_timeout"]), progress=job_dir / PROGRESS_FILE)
+            connect_timeout=float(request["connect_timeout"]), progress=job_dir / PROGRESS_FILE,
+            hold=float(request.get("hold", DEFAULT_HOLD_SECONDS)))
         body = {"result": json.loads(encode_result(result)), "exchange_seconds": exchange.seconds,
                 "sites": sorted(exchange.node_of_site)}
         atomic.write_text(job_dir / RESULT_FILE, json.dumps(body))
+        exchange.drain()  # after the result: the hub's caller does not wait for it
     except Exception as err:
         atomic.write_text(job_dir / ERROR_FILE, json.dumps({
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -47,7 +48,13 @@ from typing import IO, Any
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput, ProtocolError
-from hemafed.federation.flower.apps import ERROR_FILE, PROGRESS_FILE, REQUEST_FILE, RESULT_FILE
+from hemafed.federation.flower.apps import (
+    DEFAULT_HOLD_SECONDS,
+    ERROR_FILE,
+    PROGRESS_FILE,
+    REQUEST_FILE,
+    RESULT_FILE,
+)
 from hemafed.federation.flower.certificates import (
     NodeAuthKeys,
     ServerCertificates,
@@ -348,13 +355,15 @@ class Deployment:
     def run(self, hub_main: str = DEFAULT_HUB_MAIN,
             config: Mapping[str, Any] | None = None, *, expected_sites: int | None = None,
             timeout: float = 30.0, connect_timeout: float = 30.0,
-            run_timeout: float = 300.0) -> dict[str, Any]:
-        """Submit one run and wait for it; return ``{"result", "exchange_seconds", "sites"}``."""
+            run_timeout: float = 300.0, hold: float | None = None) -> dict[str, Any]:
+        """Submit one run and wait for it; return ``{"result", "exchange_seconds", "sites"}``
+        (``hold``: see :func:`submit_run`)."""
         job_dir = self.workdir / "jobs" / uuid.uuid4().hex[:12]
         return submit_run(self.flwr_home, job_dir, hub_main, config or {},
                           expected_sites=expected_sites, timeout=timeout,
                           connect_timeout=connect_timeout, run_timeout=run_timeout,
-                          watch=[self.superlink] if self.superlink is not None else [])
+                          watch=[self.superlink] if self.superlink is not None else [],
+                          hold=hold)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -395,8 +404,10 @@ def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
                    handler_factory: str = DEFAULT_HANDLER_FACTORY,
                    trusted_app_sha256: Sequence[str] = (),
                    supernode_pid: int | None = None,
-                   auth_secret_file: Path | None = None) -> list[str]:
-    """The site worker's command line (see :mod:`hemafed.federation.flower.site_worker`)."""
+                   auth_secret_file: Path | None = None,
+                   hold_cap: float | None = None) -> list[str]:
+    """The site worker's command line (see :mod:`hemafed.federation.flower.site_worker`;
+    ``hold_cap``: its ``--hold-cap``, default 2 s)."""
     command = [sys.executable, "-m", "hemafed.federation.flower.site_worker", "--runtime-api",
                runtime_api, "--site-dir", str(site_dir), "--site-id", site_id,
                "--handler-factory", handler_factory]
@@ -406,6 +417,8 @@ def worker_command(runtime_api: str, site_dir: Path, site_id: str, *,
         command += ["--supernode-pid", str(supernode_pid)]
     if auth_secret_file is not None:
         command += ["--superexec-auth-secret-file", str(auth_secret_file)]
+    if hold_cap is not None:
+        command += ["--hold-cap", str(hold_cap)]
     return command
 
 
@@ -497,18 +510,25 @@ def submit_run(flwr_home: Path, job_dir: Path, hub_main: str, config: Mapping[st
                expected_sites: int | None, timeout: float, connect_timeout: float,
                run_timeout: float, watch: list[subprocess.Popen[bytes]] | None = None,
                app_dir: Path = APP_DIR,
-               on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               on_progress: Callable[[dict[str, Any]], None] | None = None,
+               hold: float | None = None) -> dict[str, Any]:
     """``flwr run`` the shipped Flower App for one hub protocol and wait for its result file.
 
     ``on_progress`` gets one dict per exchange (``exchange``, ``answered``, ``dropped``,
-    ``seconds``) as the ServerApp reports it."""
+    ``seconds``) as the ServerApp reports it. ``hold``: seconds of the hold message sent behind
+    every message to keep the sites' SuperNodes from their 3 s idle sleep (default
+    :data:`~hemafed.federation.flower.apps.DEFAULT_HOLD_SECONDS`; 0: none, e.g. for Flower's
+    default SuperNodes, which would start a process per hold)."""
     load_object(hub_main, what="hub_main")
+    hold = DEFAULT_HOLD_SECONDS if hold is None else float(hold)
+    if not 0 <= hold < math.inf:
+        raise InvalidInput(f"hold must be >= 0 seconds (0: no holds), got {hold}")
     if "'" in str(job_dir):
         raise InvalidInput(f"{str(job_dir)!r} contains a single quote; the run config cannot "
                            "carry it")
     job_dir = job_dir.resolve()
     request = {"hub_main": hub_main, "config": dict(config), "expected_sites": expected_sites,
-               "timeout": timeout, "connect_timeout": connect_timeout}
+               "timeout": timeout, "connect_timeout": connect_timeout, "hold": hold}
     atomic.write_text(job_dir / REQUEST_FILE, json.dumps(request))
     started = time.monotonic()
     out = _flwr(flwr_home, ["run", str(app_dir), CONNECTION, "--run-config",

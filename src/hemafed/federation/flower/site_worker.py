@@ -19,7 +19,9 @@ client functions, and then:
   (:func:`hemafed.federation.flower.apps.make_client_app`) and the site handler fixed here at
   start-up (``--handler-factory``, default :func:`hemafed.federation.runtime.site_handler`),
   never one named by the hub's run config. The handler's site runtime (cohort, keys, manifest)
-  stays loaded between messages.
+  stays loaded between messages. A hold message (the hub's keep-warm,
+  :class:`~hemafed.federation.flower.apps.KeepWarm`) is answered empty after the seconds it
+  asks, at most ``--hold-cap`` (default 2 s): it reaches no handler and writes no audit entry.
 
 Only this worker may take the SuperNode's tasks: both are started with the site's
 ``keys/superexec.secret`` (:func:`hemafed.site.store.superexec_secret`; Flower's
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+HOLD_CAP_SECONDS = 2.0
+"""The longest this site holds a hub's hold message (``--hold-cap``), whatever the hub asks."""
 REFUSAL_REASON = "the site does not run this Flower app (its hash is not pinned by the site)"
 AUTHENTICATED_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
 """The Runtime API calls Flower 1.42's SuperNode authenticates with the SuperExec secret
@@ -132,6 +136,55 @@ def _audit_refusal(site_dir: Path, run: Any, fab_hash: str) -> str:
     return str(entry["seq"])
 
 
+LOCAL_PULL_BACKOFF = 0.02
+"""First retry (seconds, doubling up to :data:`LOCAL_PULL_BACKOFF_CAP`) when a task's message
+objects are not yet in the SuperNode's store. The SuperNode creates the task before it has pulled
+the objects from the SuperLink, so a worker polling every 5-100 ms often asks too early; Flower's
+own ``pull_task_input`` then waits its default 1 s (``flwr/supercore/constant.py``,
+``PULL_INITIAL_BACKOFF``) for what arrives a few milliseconds later."""
+LOCAL_PULL_BACKOFF_CAP = 0.2
+
+
+def pull_task_input(client: Any) -> tuple[Any, Any, Any, Any]:
+    """Flower 1.42's ``flwr.supernode.runtime.run_clientapp.pull_task_input`` (task context,
+    run, FAB, then the message from the local Runtime API), retrying a message object that is
+    not there yet after :data:`LOCAL_PULL_BACKOFF` instead of 1 s."""
+    from flwr.app import Message
+    from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+    from flwr.proto.node_pb2 import Node  # type: ignore[attr-defined]
+    from flwr.proto.runtime_pb2 import (  # type: ignore[attr-defined]
+        PullAppMessagesRequest,
+        PullTaskInputRequest,
+    )
+    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+        make_confirm_message_received_fn_protobuf,
+        make_pull_object_fn_protobuf,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+    from flwr.supercore.task_identity import TaskIdentity
+
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context = context_from_proto(res.context)
+    run = run_from_proto(res.run)
+    fab = fab_from_proto(res.fab)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("No messages received from Runtime API")
+    node = Node(node_id=context.node_id)
+    object_tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        object_tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node,
+                                                  context.run_id),
+        return_type=Message, initial_backoff=LOCAL_PULL_BACKOFF,
+        backoff_cap=LOCAL_PULL_BACKOFF_CAP)
+    message.metadata.__dict__["_message_id"] = object_tree.object_id
+    return message, context, run, fab
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -148,19 +201,26 @@ class SiteWorker:
 
     def __init__(self, runtime_api: str, site: Mapping[str, Any], handler_factory: str,
                  trusted: frozenset[str], supernode_pid: int | None = None,
-                 auth_secret: bytes | None = None) -> None:
+                 auth_secret: bytes | None = None, hold_cap: float = HOLD_CAP_SECONDS) -> None:
         from hemafed.federation.flower.apps import make_client_app
 
         self.runtime_api = runtime_api
         self.auth_secret = auth_secret
         self.site = dict(site)
         self.trusted = trusted
-        self.client_app = make_client_app(site=self.site, handler_factory=handler_factory)
         self.stopping = threading.Event()
+        self.client_app = make_client_app(site=self.site, handler_factory=handler_factory,
+                                          hold_cap=hold_cap, wait=self._hold)
         self.supernode_pid = supernode_pid
         self.answered = 0
         self.refused = 0
+        self.held = 0
         self.failed = False
+
+    def _hold(self, seconds: float) -> None:
+        """Wait out a hold message; a stopping worker answers it at once."""
+        self.held += 1
+        self.stopping.wait(seconds)
 
     def _client(self, token: str | None = None, *, retry: bool = True) -> Any:
         """A Runtime API client: with ``token``, for one task's calls; without, the poller
@@ -233,11 +293,7 @@ class SiteWorker:
         from flwr.app.error import Error
         from flwr.common.constant import SubStatus
         from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-        from flwr.supernode.runtime.run_clientapp import (
-            pull_task_input,
-            push_message,
-            push_task_output,
-        )
+        from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
         client = self._client(token)
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
@@ -286,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop when this SuperNode process is gone")
     parser.add_argument("--superexec-auth-secret-file", type=Path, default=None,
                         help="the secret shared with the SuperNode (same flag there)")
+    parser.add_argument("--hold-cap", type=float, default=HOLD_CAP_SECONDS,
+                        help="hold a hub's keep-warm message at most this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -300,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         secret_file = args.superexec_auth_secret_file
         worker = SiteWorker(args.runtime_api, site_config(site_dir, sid), args.handler_factory,
                             pinned_app_hashes(site_dir, args.app_sha256), args.supernode_pid,
-                            secret_file.read_bytes() if secret_file is not None else None)
+                            secret_file.read_bytes() if secret_file is not None else None,
+                            args.hold_cap)
     except OSError as exc:
         log.error("cannot read the SuperExec auth secret: %s", exc)
         return 2
@@ -315,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     started = time.monotonic()
     worker.serve()
-    log.info("site worker stopped after %.0f s: %d task(s) answered, %d refused",
-             time.monotonic() - started, worker.answered, worker.refused)
+    log.info("site worker stopped after %.0f s: %d task(s) answered (%d of them holds), "
+             "%d refused", time.monotonic() - started, worker.answered, worker.held,
+             worker.refused)
     return 2 if worker.failed else 0
 
 
