@@ -178,10 +178,9 @@ class Query:
             raise ValueError(f"min_cell must be an int >= 0, got {min_cell!r}")
         checked_params = self.check(params)
         spec = self.declare(checked_params)
-        if self.site_aware:
-            if not isinstance(site_id, str) or not site_id:
-                raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
-                                   "site (SiteNode.answer) or pass site_id=")
+        if self.site_aware and (not isinstance(site_id, str) or not site_id):
+            raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
+                               "site (SiteNode.answer) or pass site_id=")
         if self.params_type is not None:
             site = [SiteContext(site_id, min_cell)] if self.site_aware and site_id else []
             out = self.compute(cohort, checked_params, *site)
