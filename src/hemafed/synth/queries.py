@@ -96,7 +96,11 @@ class MarginalParams(QueryParams):
     @classmethod
     def from_mapping(cls, params: Params) -> MarginalParams:
         cls.known(params)
-        domain = SynthDomain.from_params(params.get("domain") or {})
+        raw = params.get("domain") or {}
+        if not isinstance(raw, Mapping):
+            raise InvalidInput("parameter 'domain' must be a synthesis domain "
+                               "(SynthDomain.to_params())")
+        domain = SynthDomain.from_params(raw)
         coarsen = _coarsen(params, domain)
         cliques = _cliques(params)
         for clique in cliques:
