@@ -24,6 +24,7 @@ for _module in (*QUERY_MODULES, "hemafed.learn.neural", "hemafed.learn.validatio
     importlib.import_module(_module)
 
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
+from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
@@ -45,6 +46,10 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "learn_feature_histogram": {"design": DESIGN, "fine_bins": 64},
     "competing_risk_table": competing_params(MDS_AML_VS_DEATH, [1.0, 2.0, 3.0],
                                              group_col="sex", group_levels=["F", "M"]),
+    "illness_death_counts": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0]},
+    "illness_death_influence": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0],
+                                "at_risk": [[5.0, 4.0], [1.0, 1.0]],
+                                "transitions": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]},
 }
 """One valid request per migrated query, as the hub sends it."""
 
@@ -60,6 +65,9 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "learn_feature_histogram": [("fine_bins", 1), ("fine_bins", 100_001)],
     "competing_risk_table": [("grid", [2.0, 1.0]), ("time_mapping", "sideways"),
                              ("group_levels", [])],
+    "illness_death_counts": [("grid", [-1.0, 2.0]), ("exit_time", "")],
+    "illness_death_influence": [("at_risk", [[5.0, 4.0]]), ("transitions", [[-1.0, 0.0]] * 3),
+                                ("resolution", -1.0)],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -69,7 +77,7 @@ NOT_MIGRATED = {
     "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
     "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
-    "gwas_pca_gram@1", "gwas_store@1", "illness_death_counts@1", "illness_death_influence@1",
+    "gwas_pca_gram@1", "gwas_store@1",
     "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
