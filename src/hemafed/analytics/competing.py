@@ -59,8 +59,9 @@ from hemafed.analytics.survival_queries import (
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 QUERY = "competing_risk_table"
 MDS_AML_VS_DEATH: tuple[tuple[str, str], ...] = (("amlt_time", "amlt_status"),
@@ -96,22 +97,43 @@ def _causes(params: Params) -> list[tuple[str, str]]:
     return out
 
 
-def _group_levels(params: Params) -> list[str] | None:
-    if params.get("group_col") is None:
-        return None
-    levels = params.get("group_levels")
-    if not isinstance(levels, list | tuple) or not levels or len(set(levels)) != len(levels):
-        raise InvalidInput(f"group_col {params['group_col']!r} needs distinct public group_levels")
-    return [str(v) for v in levels]
+TIME_MAPPINGS = ("exact", "up", "down")
 
 
-def _check(params: Params) -> None:
-    _causes(params)
-    check_grid(params.get("grid"))
-    if params.get("time_mapping", "exact") not in ("exact", "up", "down"):
-        raise InvalidInput(f"parameter 'time_mapping' must be exact, up or down, "
-                           f"got {params.get('time_mapping')!r}")
-    _group_levels(params)
+@dataclass(frozen=True)
+class CompetingParams(QueryParams):
+    """``competing_risk_table``: the (time, status) column pair of each cause, the public grid,
+    how times map onto it, and an optional grouping column with its public levels."""
+
+    QUERY = QUERY
+    causes: tuple[tuple[str, str], ...]
+    grid: tuple[float, ...]
+    time_mapping: str = "exact"
+    group_col: str | None = None
+    group_levels: tuple[str, ...] | None = None
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> CompetingParams:
+        cls.known(params)
+        causes = _causes(params)
+        grid = check_grid(params.get("grid"))
+        if params.get("time_mapping", "exact") not in TIME_MAPPINGS:
+            raise InvalidInput(f"parameter 'time_mapping' must be exact, up or down, "
+                               f"got {params.get('time_mapping')!r}")
+        group_col = None if params.get("group_col") is None else \
+            checks.column(params, "group_col")
+        levels = None if group_col is None else checks.levels(params, "group_levels")
+        return cls(tuple(causes), tuple(float(t) for t in grid),
+                   str(params.get("time_mapping", "exact")), group_col,
+                   None if levels is None else tuple(levels), checks.max_patients(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = super().to_mapping()
+        for key in ("group_col", "group_levels"):
+            if out[key] is None:
+                del out[key]
+        return out
 
 
 def _numeric(cohort: Cohort, col: str) -> np.ndarray:
@@ -130,9 +152,9 @@ def first_cause(times: np.ndarray, statuses: np.ndarray) -> tuple[np.ndarray, np
     return time, cause
 
 
-def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    causes = _causes(params)
-    grid = check_grid(params["grid"])
+def _compute(cohort: Cohort, params: CompetingParams) -> dict[str, np.ndarray]:
+    causes = params.causes
+    grid = np.asarray(params.grid, dtype=float)
     m, k = grid.size, len(causes)
     times = np.column_stack([_numeric(cohort, t) for t, _ in causes])
     statuses = np.column_stack([_numeric(cohort, s) for _, s in causes])
@@ -141,10 +163,10 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
         col = causes[int(np.flatnonzero(bad.any(axis=0))[0])][1]
         raise InvalidInput(f"status column {col!r} must be 0/1")
     ok = ~(np.isnan(times).any(axis=1) | np.isnan(statuses).any(axis=1))
-    levels = _group_levels(params)
+    levels = params.group_levels
     group = np.zeros(len(cohort), dtype=int)
-    if levels is not None:
-        gcol = str(params["group_col"])
+    if levels is not None and params.group_col is not None:
+        gcol = params.group_col
         if gcol not in cohort.patients.columns:
             raise InvalidInput(f"group column {gcol!r} is not in the site's cohort")
         values = cohort.patients[gcol].astype("string")
@@ -155,7 +177,7 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     time, cause = first_cause(times[ok], statuses[ok])
     if time.size and time.min() < 0:
         raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
-    mode = str(params.get("time_mapping", "exact"))
+    mode = params.time_mapping
     fits = fits_grid(time, cause > 0, grid, mode)  # the others are excluded, not refused
     ok, time, cause = keep_fitting(ok, fits), time[fits], cause[fits]
     eff = effective_times(time, cause > 0, grid, mode)
@@ -171,18 +193,15 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
             "excluded": np.array([float(len(cohort) - ok.sum())])}
 
 
-def _declare(params: Params) -> dict[str, Statistic]:
-    mp = int(params.get("max_patients", 1_000_000))
-    m = check_grid(params.get("grid")).size
-    k = len(params.get("causes", ()))
-    levels = _group_levels(params)
-    g = 1 if levels is None else len(levels)
+def _declare(params: CompetingParams) -> dict[str, Statistic]:
+    mp, m, k = params.max_patients, len(params.grid), len(params.causes)
+    g = 1 if params.group_levels is None else len(params.group_levels)
     return {"events": Statistic((g, k, m), 0, mp, is_count=True),
             "exits": Statistic((g, m + 1), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 
 
-register(Query(QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+register(Query(QUERY, "1", compute=_compute, declare=_declare, params_type=CompetingParams,
                description="per group: events of each competing cause per grid time and the "
                            "histogram of grid points at risk (competing-risks table)"))
 

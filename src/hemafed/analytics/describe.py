@@ -43,9 +43,16 @@ from hemafed.analytics.dp import NoiseRecord, clamp_counts, noise_record
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
+from hemafed.federation.queries import (
+    Params,
+    Query,
+    QueryParams,
+    Statistic,
+    encodable_resolution,
+    register,
+)
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
 NUMERIC_QUERY = "numeric_summary"
@@ -109,49 +116,58 @@ def _site_column(cohort: Cohort, column: str) -> pd.Series:
     return cohort.patients[column]
 
 
-def _max_patients(params: Params) -> int:
-    return max_patients(params)
-
-
-
-
 codec_resolution = encodable_resolution
 """Kept for callers: the one rule lives in :func:`hemafed.federation.queries.encodable_resolution`."""
 
 # --- site query: numeric summary with histogram ------------------------------------------------
+# Migrated: both site queries of this module have typed parameters (a ``params_type``).
 
-def _numeric_check(params: Params) -> None:
-    col = params.get("column")
-    if not isinstance(col, str) or not col:
-        raise InvalidInput(f"parameter 'column' must name a cohort column, got {col!r}")
-    low, high, bins = params.get("low"), params.get("high"), params.get("bins")
-    if not isinstance(low, int | float) or not isinstance(high, int | float) or not low < high:
-        raise InvalidInput("parameters 'low' < 'high' must bound the column's values "
-                           "(public bounds)")
-    if not isinstance(bins, int) or not 1 <= bins <= 10_000:
-        raise InvalidInput(f"parameter 'bins' must be an int in 1..10000, got {bins!r}")
+MAX_BINS = 10_000
+"""Most histogram bins one ``numeric_summary`` request may ask for."""
 
 
-def _numeric_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    col = str(params["column"])
+@dataclass(frozen=True)
+class NumericParams(QueryParams):
+    """``numeric_summary``: a numeric column, its public bounds and the number of bins."""
+
+    QUERY = NUMERIC_QUERY
+    column: str
+    low: float
+    high: float
+    bins: int
+    resolution: float = 1e-6
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> NumericParams:
+        cls.known(params)
+        column = checks.column(params, "column")
+        low, high = checks.bounds(params)
+        bins = params.get("bins")
+        if not isinstance(bins, int) or isinstance(bins, bool) or not 1 <= bins <= MAX_BINS:
+            raise InvalidInput(f"parameter 'bins' must be an int in 1..{MAX_BINS}, got {bins!r}")
+        return cls(column, low, high, bins, checks.resolution(params),
+                   checks.max_patients(params))
+
+
+def _numeric_compute(cohort: Cohort, p: NumericParams) -> dict[str, np.ndarray]:
+    col = p.column
     values = pd.to_numeric(_site_column(cohort, col), errors="coerce").astype("Float64")
     missing = float(values.isna().sum())
     x = values.dropna().to_numpy(dtype=float)
-    low, high = float(params["low"]), float(params["high"])
+    low, high = p.low, p.high
     if x.size and (x.min() < low or x.max() > high):
         raise InvalidInput(f"column {col!r} has values outside the declared bounds "
                            f"[{low:g}, {high:g}]; widen the bounds, nothing is clipped")
-    edges = np.linspace(low, high, int(params["bins"]) + 1)
+    edges = np.linspace(low, high, p.bins + 1)
     hist = np.histogram(x, bins=edges)[0].astype(float)
     return {"n": np.array([x.size], dtype=float), "missing": np.array([missing]),
             "sum": np.array([x.sum()]), "sum_sq": np.array([np.square(x).sum()]), "hist": hist}
 
 
-def _numeric_declare(params: Params) -> dict[str, Statistic]:
-    m = _max_patients(params)
-    low, high = float(params.get("low", 0.0)), float(params.get("high", 1.0))
+def _numeric_declare(p: NumericParams) -> dict[str, Statistic]:
+    m, low, high, res = p.max_patients, p.low, p.high, p.resolution
     amax = max(abs(low), abs(high))
-    res = float(params.get("resolution", 1e-6))
     return {
         "n": Statistic((1,), 0, m, is_count=True, cells=True),
         "missing": Statistic((1,), 0, m, is_count=True, cells=True),
@@ -160,33 +176,41 @@ def _numeric_declare(params: Params) -> dict[str, Statistic]:
                          sensitivity=amax),
         "sum_sq": Statistic((1,), 0.0, amax**2 * m, codec_resolution(0.0, amax**2 * m, res),
                             sensitivity=amax**2),
-        "hist": Statistic((int(params.get("bins", 1)),), 0, m, is_count=True, cells=True),
+        "hist": Statistic((p.bins,), 0, m, is_count=True, cells=True),
     }
 
 
 register(Query(NUMERIC_QUERY, "1", compute=_numeric_compute, declare=_numeric_declare,
-               check_params=_numeric_check,
+               params_type=NumericParams,
                description="n, missing, sum, sum of squares and histogram on public bins "
                            "of a numeric column"))
 
 
 # --- site query: two-way contingency table -----------------------------------------------------
 
-def _crosstab_check(params: Params) -> None:
-    for key in ("row", "col"):
-        if not isinstance(params.get(key), str) or not params.get(key):
-            raise InvalidInput(f"parameter {key!r} must name a cohort column, "
-                               f"got {params.get(key)!r}")
-        levels = params.get(f"{key}_levels")
-        if not isinstance(levels, list | tuple) or not levels or len(set(levels)) != len(levels):
-            raise InvalidInput(f"parameter '{key}_levels' must be a non-empty list of "
-                               f"distinct levels")
+@dataclass(frozen=True)
+class CrosstabParams(QueryParams):
+    """``crosstab``: two categorical columns and the declared levels of each."""
+
+    QUERY = CROSSTAB_QUERY
+    row: str
+    col: str
+    row_levels: tuple[str, ...]
+    col_levels: tuple[str, ...]
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> CrosstabParams:
+        cls.known(params)
+        return cls(checks.column(params, "row"), checks.column(params, "col"),
+                   checks.levels(params, "row_levels"), checks.levels(params, "col_levels"),
+                   checks.max_patients(params))
 
 
-def _crosstab_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    a = _site_column(cohort, str(params["row"])).astype("string")
-    b = _site_column(cohort, str(params["col"])).astype("string")
-    la, lb = [str(v) for v in params["row_levels"]], [str(v) for v in params["col_levels"]]
+def _crosstab_compute(cohort: Cohort, p: CrosstabParams) -> dict[str, np.ndarray]:
+    a = _site_column(cohort, p.row).astype("string")
+    b = _site_column(cohort, p.col).astype("string")
+    la, lb = p.row_levels, p.col_levels
     ia = a.map({v: i for i, v in enumerate(la)}).to_numpy(dtype=float, na_value=np.nan)
     ib = b.map({v: i for i, v in enumerate(lb)}).to_numpy(dtype=float, na_value=np.nan)
     ok = ~(np.isnan(ia) | np.isnan(ib))
@@ -195,15 +219,15 @@ def _crosstab_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"table": table, "excluded": np.array([float((~ok).sum())])}
 
 
-def _crosstab_declare(params: Params) -> dict[str, Statistic]:
-    m = _max_patients(params)
-    shape = (len(params.get("row_levels", ())), len(params.get("col_levels", ())))
+def _crosstab_declare(p: CrosstabParams) -> dict[str, Statistic]:
+    m = p.max_patients
+    shape = (len(p.row_levels), len(p.col_levels))
     return {"table": Statistic(shape, 0, m, is_count=True, cells=True),
             "excluded": Statistic((1,), 0, m, is_count=True, cells=True)}
 
 
 register(Query(CROSSTAB_QUERY, "1", compute=_crosstab_compute, declare=_crosstab_declare,
-               check_params=_crosstab_check,
+               params_type=CrosstabParams,
                description="contingency table of two categorical columns on declared levels; "
                            "rows missing either value (or outside the levels) are counted apart"))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,9 @@ from hemafed.analytics.results import coefficient_plot
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import AggregateResult, DPRequest, Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +107,45 @@ def outcome_vector(cohort: Cohort, outcome: str, positive: Sequence[str] | None)
     raise InvalidInput(f"outcome {outcome!r} is categorical; pass positive=[levels counted as 1]")
 
 
-def _newton_check(params: Params) -> None:
-    DesignSpec.from_params(params.get("design"))
-    if not isinstance(params.get("outcome"), str):
-        raise InvalidInput(f"parameter 'outcome' must name a column, got {params.get('outcome')!r}")
-    width = len(DesignSpec.from_params(params["design"]).names) + 1
-    beta = params.get("beta")
-    if not isinstance(beta, list | tuple) or len(beta) != width:
-        raise InvalidInput(f"parameter 'beta' must list {width} coefficients (intercept first)")
-    if not all(isinstance(b, int | float) and math.isfinite(b) for b in beta):
-        raise InvalidInput("parameter 'beta' must hold finite numbers")
-    # the covariates are scaled to [-1, 1] (scaled_design): each half-width is 1
-    spec = DesignSpec.from_params(params["design"])
-    check_coefficients(beta[1:], np.ones(spec.width), spec.names)
+@dataclass(frozen=True)
+class NewtonParams(QueryParams):
+    """``logistic_newton``: the public design, the outcome (and its positive levels, if
+    categorical) and the coefficients the sums are taken at (intercept first)."""
+
+    QUERY = NEWTON_QUERY
+    design: DesignSpec
+    outcome: str
+    beta: tuple[float, ...]
+    positive: tuple[str, ...] | None = None
+    resolution: float = 1e-12
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> NewtonParams:
+        cls.known(params)
+        spec = DesignSpec.from_params(params.get("design"))
+        if not isinstance(params.get("outcome"), str):
+            raise InvalidInput(f"parameter 'outcome' must name a column, got "
+                               f"{params.get('outcome')!r}")
+        width = len(spec.names) + 1
+        beta = params.get("beta")
+        if not isinstance(beta, list | tuple) or len(beta) != width:
+            raise InvalidInput(f"parameter 'beta' must list {width} coefficients "
+                               "(intercept first)")
+        if not all(isinstance(b, int | float) and math.isfinite(b) for b in beta):
+            raise InvalidInput("parameter 'beta' must hold finite numbers")
+        # the covariates are scaled to [-1, 1] (scaled_design): each half-width is 1
+        check_coefficients(beta[1:], np.ones(spec.width), spec.names)
+        positive = None if params.get("positive") is None else checks.levels(params, "positive")
+        return cls(spec, params["outcome"], tuple(float(b) for b in beta), positive,
+                   checks.resolution(params, default=1e-12), checks.max_patients(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = super().to_mapping()
+        out["design"] = self.design.to_params()
+        if self.positive is None:
+            del out["positive"]
+        return out
 
 
 def scaled_design(cohort: Cohort, spec: DesignSpec, rows: np.ndarray) -> np.ndarray:
@@ -127,15 +155,13 @@ def scaled_design(cohort: Cohort, spec: DesignSpec, rows: np.ndarray) -> np.ndar
     return np.column_stack([np.ones(len(z)), z])
 
 
-def _newton_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    outcome = str(params["outcome"])
-    positive = params.get("positive")
-    y_all = outcome_vector(cohort, outcome, positive)
+def _newton_compute(cohort: Cohort, params: NewtonParams) -> dict[str, np.ndarray]:
+    spec = params.design
+    y_all = outcome_vector(cohort, params.outcome, params.positive)
     rows = complete_case_mask(cohort, spec) & ~np.isnan(y_all)
     z = scaled_design(cohort, spec, rows)
     y = y_all[rows]
-    eta = z @ np.asarray(params["beta"], dtype=float)
+    eta = z @ np.asarray(params.beta, dtype=float)
     p = 1.0 / (1.0 + np.exp(-eta))
     w = p * (1.0 - p)
     return {
@@ -148,11 +174,11 @@ def _newton_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     }
 
 
-def _newton_declare(params: Params) -> dict[str, Statistic]:
-    m = int(params.get("max_patients", 1_000_000))
-    k = len(DesignSpec.from_params(params.get("design")).names) + 1
-    res = float(params.get("resolution", 1e-12))
-    eta_max = float(np.sum(np.abs(np.asarray(params.get("beta", [0.0] * k), dtype=float))))
+def _newton_declare(params: NewtonParams) -> dict[str, Statistic]:
+    m = params.max_patients
+    k = len(params.design.names) + 1
+    res = params.resolution
+    eta_max = float(np.sum(np.abs(np.asarray(params.beta, dtype=float))))
     ll_max = eta_max + math.log(2.0)
     return {
         "gradient": Statistic((k,), -m, m, codec_resolution(-m, m, res),
@@ -168,7 +194,7 @@ def _newton_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query(NEWTON_QUERY, "1", compute=_newton_compute, declare=_newton_declare,
-               check_params=_newton_check,
+               params_type=NewtonParams,
                description="gradient, Hessian and log-likelihood of a logistic model at public "
                            "coefficients (complete cases, covariates scaled by public bounds)"))
 

@@ -30,7 +30,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,9 @@ from hemafed.analytics.km import time_grid
 from hemafed.analytics.survival_queries import REL_TOL, check_grid, grid_positions
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,36 @@ def _columns(params: Params) -> dict[str, str]:
     return out
 
 
-def _check(params: Params) -> None:
-    _columns(params)
-    check_grid(params.get("grid"))
+# Migrated: both site queries of this module have typed parameters (a ``params_type``).
 
+@dataclass(frozen=True)
+class CountsParams(QueryParams):
+    """``illness_death_counts``: the four outcome columns (defaults :data:`DEFAULT_COLUMNS`)
+    and the public grid."""
 
-def _max_patients(params: Params) -> int:
-    return max_patients(params)
+    QUERY = "illness_death_counts"
+    grid: tuple[float, ...]
+    illness_time: str = DEFAULT_COLUMNS["illness_time"]
+    illness_status: str = DEFAULT_COLUMNS["illness_status"]
+    exit_time: str = DEFAULT_COLUMNS["exit_time"]
+    exit_status: str = DEFAULT_COLUMNS["exit_status"]
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> Self:
+        cls.known(params)
+        cols = _columns(params)
+        grid = tuple(float(t) for t in check_grid(params.get("grid")))
+        return cls(grid=grid, max_patients=checks.max_patients(params), **cols,
+                   **cls._more(params, len(grid)))
+
+    @classmethod
+    def _more(cls, params: Params, m: int) -> dict[str, Any]:
+        return {}
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return {key: getattr(self, key) for key in COLUMN_KEYS}
 
 
 @dataclass(frozen=True)
@@ -142,9 +165,10 @@ def paths_on_grid(paths: IllnessDeathPaths, grid: np.ndarray) -> IllnessDeathPat
                              paths.dies_in_1[keep], paths.excluded + int((~keep).sum()))
 
 
-def _counts(cohort: Cohort, params: Params) -> tuple[IllnessDeathPaths, dict[str, np.ndarray]]:
-    grid = check_grid(params["grid"])
-    paths = paths_on_grid(illness_death_paths(cohort, params), grid)
+def _counts(cohort: Cohort, params: CountsParams
+            ) -> tuple[IllnessDeathPaths, dict[str, np.ndarray]]:
+    grid = np.asarray(params.grid, dtype=float)
+    paths = paths_on_grid(illness_death_paths(cohort, params.columns), grid)
     m = grid.size
     c0, on0 = _on_grid(paths.t0, grid, paths.to > 0)
     in1 = ~np.isnan(paths.t1)
@@ -172,12 +196,12 @@ def _counts(cohort: Cohort, params: Params) -> tuple[IllnessDeathPaths, dict[str
                    "excluded": np.array([float(paths.excluded)])}
 
 
-def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _counts_compute(cohort: Cohort, params: CountsParams) -> dict[str, np.ndarray]:
     return _counts(cohort, params)[1]
 
 
-def _counts_declare(params: Params) -> dict[str, Statistic]:
-    mp, m = _max_patients(params), check_grid(params.get("grid")).size
+def _counts_declare(params: CountsParams) -> dict[str, Statistic]:
+    mp, m = params.max_patients, len(params.grid)
     return {"at_risk": Statistic((2, m), 0, mp, sensitivity=math.sqrt(2 * m), is_count=True),
             # a patient who falls ill and then dies makes two transitions (0->1, 1->2): the
             # L2 change is sqrt(2), not 1 (a frequency table still: the min-cell rule applies)
@@ -189,7 +213,7 @@ def _counts_declare(params: Params) -> dict[str, Statistic]:
 
 ILLNESS_DEATH_COUNTS = register(Query(
     "illness_death_counts", "1", compute=_counts_compute, declare=_counts_declare,
-    check_params=_check,
+    params_type=CountsParams,
     description="illness-death model: number at risk in states 0 and 1 and transition counts "
                 "0->1, 0->2, 1->2 per grid time"))
 
@@ -219,27 +243,41 @@ def aalen_johansen(at_risk: np.ndarray, transitions: np.ndarray) -> np.ndarray:
     return out
 
 
-def _influence_check(params: Params) -> None:
-    _check(params)
-    m = check_grid(params.get("grid")).size
-    for key, shape in (("at_risk", (2, m)), ("transitions", (3, m))):
-        try:
-            arr = np.asarray(params.get(key), dtype=float)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"parameter {key!r} must be the pooled {shape} counts") from None
-        if arr.shape != shape or not np.all(np.isfinite(arr)) or arr.min() < 0:
-            raise InvalidInput(f"parameter {key!r} must be the pooled non-negative {shape} counts")
+@dataclass(frozen=True)
+class InfluenceParams(CountsParams):
+    """``illness_death_influence``: those of the counts, and the pooled counts the hub got back
+    (``at_risk`` ``(2, m)``, ``transitions`` ``(3, m)``, non-negative), as nested tuples."""
+
+    QUERY = "illness_death_influence"
+    at_risk: tuple[tuple[float, ...], ...] = ()
+    transitions: tuple[tuple[float, ...], ...] = ()
+    resolution: float = 1e-14
+
+    @classmethod
+    def _more(cls, params: Params, m: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"resolution": checks.resolution(params, default=1e-14)}
+        for key, shape in (("at_risk", (2, m)), ("transitions", (3, m))):
+            try:
+                arr = np.asarray(params.get(key), dtype=float)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"parameter {key!r} must be the pooled {shape} counts") \
+                    from None
+            if arr.shape != shape or not np.all(np.isfinite(arr)) or arr.min() < 0:
+                raise InvalidInput(f"parameter {key!r} must be the pooled non-negative {shape} "
+                                   "counts")
+            out[key] = tuple(tuple(float(v) for v in row) for row in arr)
+        return out
 
 
-def _influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _influence_compute(cohort: Cohort, params: InfluenceParams) -> dict[str, np.ndarray]:
     paths, _ = _counts(cohort, params)
-    grid = check_grid(params["grid"])
+    grid = np.asarray(params.grid, dtype=float)
     m = grid.size
     # an honest pooled at-risk count is >= 1 wherever a patient is at risk, and a hazard is at
     # most 1: flooring and capping here makes the declared 4 / max(Y, 1) bound hold for any
     # arrays the hub sends (it is declared from the same floored counts)
-    at_risk = np.maximum(np.asarray(params["at_risk"], dtype=float), 1.0)
-    trans = np.asarray(params["transitions"], dtype=float)
+    at_risk = np.maximum(np.asarray(params.at_risk, dtype=float), 1.0)
+    trans = np.asarray(params.transitions, dtype=float)
     trans = np.minimum(trans, at_risk[[src for src, _ in TRANSITIONS]])
     out0 = trans[:2].sum(axis=0)
     trans[:2] *= np.where(out0 > at_risk[0], at_risk[0] / np.where(out0 > 0, out0, 1.0), 1.0)
@@ -274,15 +312,11 @@ def _influence_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"influence_sq": out}
 
 
-def _influence_declare(params: Params) -> dict[str, Statistic]:
-    mp, m = _max_patients(params), check_grid(params.get("grid")).size
-    res = float(params.get("resolution", 1e-14))
+def _influence_declare(params: InfluenceParams) -> dict[str, Statistic]:
+    mp, m, res = params.max_patients, len(params.grid), params.resolution
     # a patient's influence on a probability is at most 2 * sum_j 2 / Y_j over the grid
-    try:
-        y = np.asarray(params.get("at_risk"), dtype=float)
-        bound = float(np.sum(4.0 / np.maximum(y, 1.0)))
-    except (TypeError, ValueError):
-        bound = 4.0 * m
+    y = np.asarray(params.at_risk, dtype=float)
+    bound = float(np.sum(4.0 / np.maximum(y, 1.0)))
     hi = mp * bound**2
     return {"influence_sq": Statistic((m, 3), 0.0, hi, codec_resolution(0.0, hi, res),
                                       sensitivity=bound**2 * math.sqrt(3 * m))}
@@ -290,7 +324,7 @@ def _influence_declare(params: Params) -> dict[str, Statistic]:
 
 ILLNESS_DEATH_INFLUENCE = register(Query(
     "illness_death_influence", "1", compute=_influence_compute, declare=_influence_declare,
-    check_params=_influence_check,
+    params_type=InfluenceParams,
     description="sum over the site's patients of their squared infinitesimal-jackknife "
                 "influence on the Aalen-Johansen state probabilities at each grid time"))
 

@@ -31,36 +31,32 @@ points counts from the next point up.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.checks import column, max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation import checks
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
-__all__ = ["MAX_LATTICE_POINTS", "QUANTILE_QUERY", "QUANTILE_QUERY_DEF", "lattice_size"]
+__all__ = ["MAX_LATTICE_POINTS", "QUANTILE_QUERY", "QUANTILE_QUERY_DEF", "QuantileParams",
+           "lattice_size"]
 
 QUANTILE_QUERY = "quantile_cdf"
 MAX_LATTICE_POINTS = 10_001
 """Most lattice points one request may ask for (counts released per request)."""
 
 
-def _number(params: Params, key: str) -> float:
-    value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value):
-        raise InvalidInput(f"parameter {key!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def lattice_size(params: Params) -> int:
     """Number of lattice points ``(high - low) / step + 1``; refuses a lattice that is not one."""
-    low, high, step = (_number(params, k) for k in ("low", "high", "step"))
-    if not low < high:
-        raise InvalidInput("parameters 'low' < 'high' must bound the column's values "
-                           "(public bounds)")
+    low, high = checks.bounds(params)
+    step = checks.number(params, "step")
+    return _lattice_size(low, high, step)
+
+
+def _lattice_size(low: float, high: float, step: float) -> int:
     if not step > 0:
         raise InvalidInput("parameter 'step' must be > 0")
     steps = (high - low) / step
@@ -71,16 +67,36 @@ def lattice_size(params: Params) -> int:
     return k + 1
 
 
-def _check(params: Params) -> None:
-    column(params, "column")
-    max_patients(params)
-    lattice_size(params)
+@dataclass(frozen=True)
+class QuantileParams(QueryParams):
+    """``quantile_cdf``: a numeric column, its public bounds and the lattice step.
+
+    ``size``: the number of lattice points, derived once from the other three.
+    """
+
+    QUERY = QUANTILE_QUERY
+    column: str
+    low: float
+    high: float
+    step: float
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> QuantileParams:
+        cls.known(params)
+        low, high = checks.bounds(params)
+        p = cls(checks.column(params, "column"), low, high, checks.number(params, "step"),
+                checks.max_patients(params))
+        p.size  # noqa: B018  (refuses a step that does not divide the bounds)
+        return p
+
+    @property
+    def size(self) -> int:
+        return _lattice_size(self.low, self.high, self.step)
 
 
-def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    col = column(params, "column")
-    low, high, step = (_number(params, k) for k in ("low", "high", "step"))
-    size = lattice_size(params)
+def _compute(cohort: Cohort, p: QuantileParams) -> dict[str, np.ndarray]:
+    col, low, high, step, size = p.column, p.low, p.high, p.step, p.size
     raw = cohort.patients[col] if col in cohort.patients else \
         pd.Series(pd.NA, index=cohort.patients.index, dtype="object")
     values = pd.to_numeric(raw, errors="coerce").astype("Float64")
@@ -95,18 +111,14 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"cdf": np.cumsum(cells), "missing": np.array([float(values.isna().sum())])}
 
 
-def _declare(params: Params) -> dict[str, Statistic]:
-    m = max_patients(params)
-    try:
-        size = lattice_size(params)
-    except InvalidInput:
-        size = 1  # declared before the check refuses the request; the shape is moot
+def _declare(p: QuantileParams) -> dict[str, Statistic]:
+    m, size = p.max_patients, p.size
     return {"cdf": Statistic((size,), 0, m, is_count=True, sensitivity=math.sqrt(size),
                              cells=False),
             "missing": Statistic((1,), 0, m, is_count=True, cells=False)}
 
 
 QUANTILE_QUERY_DEF = register(Query(
-    QUANTILE_QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+    QUANTILE_QUERY, "1", compute=_compute, declare=_declare, params_type=QuantileParams,
     description="number of patients with a value <= each point of a public lattice "
                 "(low, low + step, ..., high) of a numeric column, and the missing count"))

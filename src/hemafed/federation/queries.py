@@ -27,7 +27,8 @@ import numpy as np
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.checks import max_patients
+from hemafed.federation import checks
+from hemafed.federation.checks import QueryParams as QueryParams
 from hemafed.release import MAX_STEPS as MAX_STEPS
 from hemafed.release import Statistic as Statistic
 from hemafed.release import encodable_resolution as encodable_resolution
@@ -50,12 +51,76 @@ RESERVED_PARAMS = (SITE_ID_PARAM, SITE_MIN_CELL_PARAM)
 
 
 @dataclass(frozen=True)
-class Query:
-    """A registered site query. ``check_params`` raises ``InvalidInput`` for bad parameters.
+class SiteContext:
+    """What the answering site adds to a ``site_aware`` query's parameters: its own id and its
+    class minimum for this request (:data:`SITE_ID_PARAM`, :data:`SITE_MIN_CELL_PARAM`)."""
 
-    ``site_aware``: ``compute`` also gets the answering site's id as ``params[SITE_ID_PARAM]``
-    (``check_params`` and ``declare`` see only the hub's parameters, so every site and the hub
-    agree on the declaration).
+    site_id: str
+    min_cell: int = 0
+
+
+def _site_context(params: Params) -> SiteContext | None:
+    if SITE_ID_PARAM not in params:
+        return None
+    return SiteContext(str(params[SITE_ID_PARAM]), int(params.get(SITE_MIN_CELL_PARAM, 0)))
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """``declare``/``compute``/``check_params`` of a migrated query (one with a ``params_type``).
+
+    The query's own function takes the typed parameters; this accepts those or the hub's mapping
+    (parsed by ``params_type.from_mapping``, the one check), so every caller of
+    ``query.declare(mapping)`` keeps working. ``compute`` of a ``site_aware`` query also gets the
+    :class:`SiteContext` (from the mapping's reserved keys when called with a mapping).
+    """
+
+    typed: Callable[..., Any]
+    params_type: type[QueryParams]
+    role: str
+
+    def parse(self, params: Params | QueryParams) -> QueryParams:
+        if isinstance(params, self.params_type):
+            return params
+        if not isinstance(params, Mapping):
+            raise InvalidInput(f"parameters of query {self.params_type.QUERY} must be a mapping, "
+                               f"got {type(params).__name__}")
+        return self.params_type.from_mapping(
+            {k: v for k, v in params.items() if k not in RESERVED_PARAMS})
+
+    def __call__(self, *args: Any) -> Any:
+        if self.role == "check":
+            self.parse(args[0])
+            return None
+        if self.role == "declare":
+            return self.typed(self.parse(args[0]))
+        cohort, params, *site = args
+        if not site and isinstance(params, Mapping):
+            site = [ctx] if (ctx := _site_context(params)) is not None else []
+        return self.typed(cohort, self.parse(params), *site)
+
+
+def _no_check(params: Params) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Query:
+    """A registered site query.
+
+    A **migrated** query has a ``params_type``: a frozen :class:`QueryParams` dataclass whose
+    ``from_mapping`` checks the hub's parameters once (:meth:`check` builds it); its ``declare``
+    takes that object, and its ``compute`` takes ``(cohort, params)``, or ``(cohort, params,
+    site)`` with the :class:`SiteContext` when ``site_aware``. Defaults live in the dataclass
+    only. Called with the hub's mapping, ``declare``/``compute``/``check_params`` of a migrated
+    query parse it first, so both forms work.
+
+    A query not yet migrated (no ``params_type``) reads the mapping itself: ``check_params``
+    raises ``InvalidInput`` for bad parameters; ``declare``/``compute`` take the mapping.
+
+    ``site_aware``: ``compute`` also gets the answering site's id (``check_params`` and
+    ``declare`` see only the hub's parameters, so every site and the hub agree on the
+    declaration); an unmigrated query gets it as ``params[SITE_ID_PARAM]``.
 
     ``risk_set_changes``: for a query whose reply carries risk-set sums over a grid (Cox-type
     estimators), the site-only count table of its own patients whose risk-set membership
@@ -66,25 +131,46 @@ class Query:
 
     name: str
     version: str
-    compute: Callable[[Cohort, Params], dict[str, np.ndarray]]
-    declare: Callable[[Params], dict[str, Statistic]]
-    check_params: Callable[[Params], None] = field(default=lambda params: None)
+    compute: Callable[..., dict[str, np.ndarray]]
+    declare: Callable[..., dict[str, Statistic]]
+    check_params: Callable[[Params], None] = field(default=_no_check)
     description: str = ""
     site_aware: bool = False
     risk_set_changes: Callable[[Cohort, Params], np.ndarray] | None = None
+    params_type: type[QueryParams] | None = None
+
+    def __post_init__(self) -> None:
+        if self.params_type is None:
+            return
+        if self.check_params is not _no_check:
+            raise ValueError(f"query {self.key}: a params_type is the check; drop check_params")
+        for role, attr in (("compute", "compute"), ("declare", "declare"),
+                           ("check", "check_params")):
+            fn = getattr(self, attr) if role != "check" else None
+            object.__setattr__(self, attr, _Typed(fn or _no_check, self.params_type, role))
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def check(self, params: Params) -> None:
-        """Check the hub's parameters: the reserved site keys are refused, then ``check_params``."""
+    @property
+    def migrated(self) -> bool:
+        """Whether the query has typed parameters (a ``params_type``)."""
+        return self.params_type is not None
+
+    def check(self, params: Params) -> Params | QueryParams:
+        """Check the hub's parameters: the reserved site keys are refused, then the typed
+        parameters are built (a migrated query) or ``check_params`` runs; returns what
+        ``declare``/``compute`` take (the typed parameters, or the mapping itself)."""
         for name in RESERVED_PARAMS:
             if name in params:
                 raise InvalidInput(
                     f"query {self.key}: parameter {name!r} is reserved for the answering site, "
                     "which adds it itself; remove it from the request")
+        if self.params_type is not None:
+            return self.params_type.from_mapping(params)
         self.check_params(params)
+        return params
 
     def run(self, cohort: Cohort, params: Params, *, site_id: str | None = None,
             min_cell: int = 0) -> dict[str, np.ndarray]:
@@ -97,14 +183,19 @@ class Query:
         """
         if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 0:
             raise ValueError(f"min_cell must be an int >= 0, got {min_cell!r}")
-        self.check(params)
-        spec = self.declare(params)
-        if self.site_aware:
-            if not isinstance(site_id, str) or not site_id:
-                raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
-                                   "site (SiteNode.answer) or pass site_id=")
-            params = {**params, SITE_ID_PARAM: site_id, SITE_MIN_CELL_PARAM: min_cell}
-        out = self.compute(cohort, params)
+        checked_params = self.check(params)
+        spec = self.declare(checked_params)
+        if self.site_aware and (not isinstance(site_id, str) or not site_id):
+            raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
+                               "site (SiteNode.answer) or pass site_id=")
+        if self.params_type is not None:
+            site = [SiteContext(site_id, min_cell)] if self.site_aware and site_id else []
+            out = self.compute(cohort, checked_params, *site)
+        elif self.site_aware:
+            out = self.compute(cohort, {**params, SITE_ID_PARAM: site_id,
+                                        SITE_MIN_CELL_PARAM: min_cell})
+        else:
+            out = self.compute(cohort, params)
         if set(out) != set(spec):
             raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")
         checked: dict[str, np.ndarray] = {}
@@ -150,136 +241,161 @@ def registered() -> list[Query]:
 
 
 # --- the first queries: size, counts by category, sums for means and variances ---------------
+# Migrated: every query of this module has typed parameters (a ``params_type``).
 
-def _max_patients(params: Params) -> int:
-    return max_patients(params)
+@dataclass(frozen=True)
+class SizeParams(QueryParams):
+    """``cohort_size``: only the public bound on the count."""
+
+    QUERY = "cohort_size"
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> SizeParams:
+        cls.known(params)
+        return cls(checks.max_patients(params))
 
 
-def _size_declare(params: Params) -> dict[str, Statistic]:
-    return {"n": Statistic((1,), 0, _max_patients(params), is_count=True)}
+def _size_declare(p: SizeParams) -> dict[str, Statistic]:
+    return {"n": Statistic((1,), 0, p.max_patients, is_count=True)}
 
 
 register(Query(
     "cohort_size", "1",
-    compute=lambda cohort, params: {"n": np.array([len(cohort)], dtype=float)},
-    declare=_size_declare,
+    compute=lambda cohort, p: {"n": np.array([len(cohort)], dtype=float)},
+    declare=_size_declare, params_type=SizeParams,
     description="number of patients at the site",
 ))
 
 
-def _check_column(params: Params, key: str = "column") -> str:
-    col = params.get(key)
-    if not isinstance(col, str) or not col:
-        raise InvalidInput(f"parameter {key!r} must name a cohort column, got {col!r}")
-    return col
+@dataclass(frozen=True)
+class CountsParams(QueryParams):
+    """``category_counts``: a categorical column and its declared levels."""
+
+    QUERY = "category_counts"
+    column: str
+    levels: tuple[str, ...]
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> CountsParams:
+        cls.known(params)
+        return cls(checks.column(params, "column"), checks.levels(params),
+                   checks.max_patients(params))
 
 
-def _counts_check(params: Params) -> None:
-    _check_column(params)
-    levels = params.get("levels")
-    if not isinstance(levels, list | tuple) or not levels or len(set(map(str, levels))) != len(levels):
-        raise InvalidInput("parameter 'levels' must be a non-empty list of distinct category levels")
-
-
-def _counts_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    col = _check_column(params)
-    if col not in cohort.patients:
-        raise InvalidInput(f"column {col!r} is not in the site's cohort")
-    values = cohort.patients[col].astype("string")
-    levels = [str(v) for v in params["levels"]]
-    counts = np.array([(values == lv).fillna(False).sum() for lv in levels], dtype=float)
+def _counts_compute(cohort: Cohort, p: CountsParams) -> dict[str, np.ndarray]:
+    if p.column not in cohort.patients:
+        raise InvalidInput(f"column {p.column!r} is not in the site's cohort")
+    values = cohort.patients[p.column].astype("string")
+    counts = np.array([(values == lv).fillna(False).sum() for lv in p.levels], dtype=float)
     missing = float(values.isna().sum())
     other = float(len(values)) - counts.sum() - missing
     return {"counts": counts, "missing": np.array([missing]), "other": np.array([other])}
 
 
-def _counts_declare(params: Params) -> dict[str, Statistic]:
-    m = _max_patients(params)
-    k = len(params.get("levels", ()))
+def _counts_declare(p: CountsParams) -> dict[str, Statistic]:
+    m = p.max_patients
     return {
-        "counts": Statistic((k,), 0, m, is_count=True, cells=True),
+        "counts": Statistic((len(p.levels),), 0, m, is_count=True, cells=True),
         "missing": Statistic((1,), 0, m, is_count=True, cells=True),
         "other": Statistic((1,), 0, m, is_count=True, cells=True),
     }
 
 
 register(Query("category_counts", "1", compute=_counts_compute, declare=_counts_declare,
-               check_params=_counts_check,
+               params_type=CountsParams,
                description="counts of each declared level of a categorical column, missing, other"))
 
 
-def _moments_check(params: Params) -> None:
-    _check_column(params)
-    low, high = params.get("low"), params.get("high")
-    if not isinstance(low, int | float) or not isinstance(high, int | float) or not low < high:
-        raise InvalidInput("parameters 'low' < 'high' must bound the column's values (public bounds)")
+@dataclass(frozen=True)
+class MomentsParams(QueryParams):
+    """``moments``: a numeric column within public bounds ``low < high``."""
+
+    QUERY = "moments"
+    column: str
+    low: float
+    high: float
+    resolution: float = 1e-6
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> MomentsParams:
+        cls.known(params)
+        low, high = checks.bounds(params)
+        return cls(checks.column(params, "column"), low, high, checks.resolution(params),
+                   checks.max_patients(params))
 
 
-def _moments_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    col = _check_column(params)
+def _moments_compute(cohort: Cohort, p: MomentsParams) -> dict[str, np.ndarray]:
+    col = p.column
     if col not in cohort.patients:
         raise InvalidInput(f"column {col!r} is not in the site's cohort")
     x = cohort.patients[col].astype("Float64").dropna().to_numpy(dtype=float)
-    low, high = float(params["low"]), float(params["high"])
-    if x.size and (x.min() < low or x.max() > high):
-        raise InvalidInput(f"column {col!r} has values outside the declared bounds [{low:g}, {high:g}]")
+    if x.size and (x.min() < p.low or x.max() > p.high):
+        raise InvalidInput(f"column {col!r} has values outside the declared bounds "
+                           f"[{p.low:g}, {p.high:g}]")
     return {"n": np.array([x.size], dtype=float), "sum": np.array([x.sum()]),
             "sum_sq": np.array([np.square(x).sum()])}
 
 
-def _moments_declare(params: Params) -> dict[str, Statistic]:
-    m = _max_patients(params)
-    low, high = float(params.get("low", 0.0)), float(params.get("high", 1.0))
+def _moments_declare(p: MomentsParams) -> dict[str, Statistic]:
+    m, low, high = p.max_patients, p.low, p.high
     amax = max(abs(low), abs(high))
-    res = float(params.get("resolution", 1e-6))
     return {
         "n": Statistic((1,), 0, m, is_count=True),
-        "sum": Statistic((1,), min(0.0, low) * m, max(0.0, high) * m, res, sensitivity=amax),
-        "sum_sq": Statistic((1,), 0.0, amax**2 * m, res, sensitivity=amax**2),
+        "sum": Statistic((1,), min(0.0, low) * m, max(0.0, high) * m, p.resolution,
+                         sensitivity=amax),
+        "sum_sq": Statistic((1,), 0.0, amax**2 * m, p.resolution, sensitivity=amax**2),
     }
 
 
 register(Query("moments", "1", compute=_moments_compute, declare=_moments_declare,
-               check_params=_moments_check,
+               params_type=MomentsParams,
                description="n, sum and sum of squares of a numeric column within public bounds"))
 
 
 # --- the network catalogue: each site's counts in its own row of one secure sum ---------------
 
-def _catalogue_check(params: Params) -> None:
-    _counts_check(params)
-    for key in ("features", "sites"):
-        v = params.get(key)
-        if not isinstance(v, list | tuple) or not v or not all(
-                isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
-            raise InvalidInput(f"parameter {key!r} must be a non-empty list of distinct names")
-    _max_patients(params)
+@dataclass(frozen=True)
+class CatalogueParams(QueryParams):
+    """``catalogue_counts``: the disease-area column and levels, the fields, the sites."""
+
+    QUERY = "catalogue_counts"
+    column: str
+    levels: tuple[str, ...]
+    features: tuple[str, ...]
+    sites: tuple[str, ...]
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> CatalogueParams:
+        cls.known(params)
+        return cls(checks.column(params, "column"), checks.levels(params),
+                   checks.names(params, "features"), checks.names(params, "sites"),
+                   checks.max_patients(params))
 
 
-def _catalogue_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    sites = [str(s) for s in params["sites"]]
-    me = str(params[SITE_ID_PARAM])
-    if me not in sites:
-        raise InvalidInput(f"site {me!r} is not among the catalogue request's sites")
-    row = sites.index(me)
-    col = _check_column(params)
+def _catalogue_compute(cohort: Cohort, p: CatalogueParams,
+                       site: SiteContext) -> dict[str, np.ndarray]:
+    if site.site_id not in p.sites:
+        raise InvalidInput(f"site {site.site_id!r} is not among the catalogue request's sites")
+    row = p.sites.index(site.site_id)
     patients = cohort.patients
-    levels = [str(v) for v in params["levels"]]
-    features = [str(f) for f in params["features"]]
-    out = {"patients": np.zeros(len(sites)), "areas": np.zeros((len(sites), len(levels))),
-           "fields": np.zeros((len(sites), len(features)))}
+    out = {"patients": np.zeros(len(p.sites)), "areas": np.zeros((len(p.sites), len(p.levels))),
+           "fields": np.zeros((len(p.sites), len(p.features)))}
     out["patients"][row] = len(patients)
-    if col in patients:
-        values = patients[col].astype("string")
-        out["areas"][row] = [float((values == lv).fillna(False).sum()) for lv in levels]
+    if p.column in patients:
+        values = patients[p.column].astype("string")
+        out["areas"][row] = [float((values == lv).fillna(False).sum()) for lv in p.levels]
     out["fields"][row] = [float(patients[f].notna().sum()) if f in patients else 0.0
-                          for f in features]
+                          for f in p.features]
     return out
 
 
-def _catalogue_declare(params: Params) -> dict[str, Statistic]:
-    m = _max_patients(params)
-    s, k, f = (len(params.get(key, ())) for key in ("sites", "levels", "features"))
+def _catalogue_declare(p: CatalogueParams) -> dict[str, Statistic]:
+    m = p.max_patients
+    s, k, f = len(p.sites), len(p.levels), len(p.features)
     # one patient is in one site's row: +1 to its patient count, to at most one disease area
     # and to each field it has a value of (L2 sqrt(f))
     return {"patients": Statistic((s,), 0, m, is_count=True, cells=False),
@@ -289,6 +405,6 @@ def _catalogue_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query("catalogue_counts", "1", compute=_catalogue_compute, declare=_catalogue_declare,
-               check_params=_catalogue_check, site_aware=True,
+               params_type=CatalogueParams, site_aware=True,
                description="the network catalogue: patients, patients per disease area and "
                            "values per field, each site in its own row of the secure sum"))

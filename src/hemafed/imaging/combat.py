@@ -109,7 +109,7 @@ def _moments_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 def _declare_common(params: Params) -> tuple[int, float, np.ndarray, np.ndarray]:
     feats, covs = list(params["features"]), list(params.get("covariates", []))
     b = _bounds(params, feats + covs)
-    m = int(params.get("max_patients", 100_000))
+    m = max_patients(params)
     return m, float(params.get("resolution", 1e-10)), b[:len(feats)], b[len(feats):]
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
 
 SCREEN_QUERY = "imaging_screen"
@@ -74,7 +75,7 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 def _declare(params: Params) -> dict[str, Statistic]:
     feats = list(params["features"])
-    m = int(params.get("max_patients", 100_000))
+    m = max_patients(params)
     b = np.asarray([params["bounds"][f] for f in feats], dtype=float)
     amax = float(np.abs(b).max())
     res = float(params.get("resolution", 1e-9))

@@ -32,8 +32,9 @@ import numpy as np
 from hemafed.analytics.design import DesignSpec, NumericTerm, Term, design_values, parse_formula
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 
 def feature_spec(features: str | Iterable[str | Term] | DesignSpec) -> DesignSpec:
@@ -171,11 +172,30 @@ def _check_max_bins(max_bins: int) -> None:
 
 # --- quantile sketch through a secure histogram ---------------------------------------------
 
-def _hist_check(params: Params) -> None:
-    DesignSpec.from_params(params.get("design"))
-    fine = params.get("fine_bins")
-    if isinstance(fine, bool) or not isinstance(fine, int) or not 2 <= fine <= 100_000:
-        raise InvalidInput("parameter 'fine_bins' must be an int in [2, 100000]")
+MAX_FINE_BINS = 100_000
+"""Most cells of the fine public grid of ``learn_feature_histogram``."""
+
+
+@dataclass(frozen=True)
+class FeatureHistogramParams(QueryParams):
+    """``learn_feature_histogram``: the public design and the fine grid's number of cells."""
+
+    QUERY = "learn_feature_histogram"
+    design: DesignSpec
+    fine_bins: int
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> FeatureHistogramParams:
+        cls.known(params)
+        design = DesignSpec.from_params(params.get("design"))
+        fine = params.get("fine_bins")
+        if isinstance(fine, bool) or not isinstance(fine, int) or not 2 <= fine <= MAX_FINE_BINS:
+            raise InvalidInput("parameter 'fine_bins' must be an int in [2, 100000]")
+        return cls(design, fine, checks.max_patients(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**super().to_mapping(), "design": self.design.to_params()}
 
 
 def fine_cell(x: np.ndarray, low: float, high: float, fine_bins: int) -> np.ndarray:
@@ -184,9 +204,8 @@ def fine_cell(x: np.ndarray, low: float, high: float, fine_bins: int) -> np.ndar
     return np.clip(pos, 0, fine_bins - 1).astype(np.int64)
 
 
-def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    fine = int(params["fine_bins"])
+def _hist_compute(cohort: Cohort, params: FeatureHistogramParams) -> dict[str, np.ndarray]:
+    spec, fine = params.design, params.fine_bins
     x = feature_matrix(cohort, spec)
     counts = np.zeros((spec.width, fine))
     for j, (lo, hi) in enumerate(spec.bounds):
@@ -196,10 +215,8 @@ def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"counts": counts, "missing": np.isnan(x).sum(axis=0).astype(float)}
 
 
-def _hist_declare(params: Params) -> dict[str, Statistic]:
-    mp = int(params.get("max_patients", 1_000_000))
-    p = DesignSpec.from_params(params.get("design")).width
-    fine = int(params.get("fine_bins", 2))
+def _hist_declare(params: FeatureHistogramParams) -> dict[str, Statistic]:
+    mp, p, fine = params.max_patients, params.design.width, params.fine_bins
     # p histograms (one per feature; a patient in one cell of each): frequency tables
     return {"counts": Statistic((p, fine), 0, mp, sensitivity=math.sqrt(p), is_count=True,
                                 cells=True),
@@ -209,7 +226,7 @@ def _hist_declare(params: Params) -> dict[str, Statistic]:
 
 FEATURE_HISTOGRAM = register(Query(
     "learn_feature_histogram", "1", compute=_hist_compute, declare=_hist_declare,
-    check_params=_hist_check,
+    params_type=FeatureHistogramParams,
     description="counts of each feature on a fine public grid over its bounds, and missing"))
 
 

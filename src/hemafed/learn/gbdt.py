@@ -66,6 +66,7 @@ from hemafed.analytics.survival_queries import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 from hemafed.learn.features import (
     BinEdges,
@@ -242,7 +243,7 @@ def _common(params: Params) -> tuple[DesignSpec, Outcome]:
 
 
 def _max_patients(params: Params) -> int:
-    return int(params.get("max_patients", 1_000_000))
+    return max_patients(params)
 
 
 def _check(params: Params) -> None:

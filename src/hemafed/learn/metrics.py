@@ -42,6 +42,7 @@ from hemafed.analytics.survival_queries import check_grid, query_params
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.queries import Params, Query, Statistic, register
 from hemafed.learn.features import (
     feature_matrix,
@@ -186,7 +187,7 @@ def _risk_hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 
 def _risk_hist_declare(params: Params) -> dict[str, Statistic]:
-    mp = int(params.get("max_patients", 1_000_000))
+    mp = max_patients(params)
     return {"counts": Statistic((int(params.get("fine_bins", 4096)),), 0, mp, is_count=True)}
 
 
@@ -268,7 +269,7 @@ def _eval_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
 
 
 def _eval_declare(params: Params) -> dict[str, Statistic]:
-    mp = int(params.get("max_patients", 1_000_000))
+    mp = max_patients(params)
     m = len(params.get("grid", ()))
     nb, nd = len(params.get("risk_cuts", ())) + 1, len(params.get("decile_cuts", ())) + 1
     k = len(params.get("brier_index", ()))

@@ -57,6 +57,7 @@ from hemafed.analytics.survival_queries import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
+from hemafed.federation.checks import max_patients
 from hemafed.federation.local import LocalSumFederation
 from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
 from hemafed.learn.features import feature_matrix, feature_spec
@@ -120,7 +121,7 @@ def _concordance_check(params: Params) -> None:
 
 
 def _concordance_declare(params: Params) -> dict[str, Statistic]:
-    mp = float(params.get("max_patients", 1_000_000))
+    mp = float(max_patients(params))
     # one patient takes part in at most 2 (n - 1) pairs
     return {"concordant2": Statistic((1,), 0, 2 * mp * mp, sensitivity=4 * mp, is_count=True),
             "comparable": Statistic((1,), 0, mp * mp, sensitivity=2 * mp, is_count=True),

@@ -99,7 +99,8 @@ def query_catalogue() -> list[dict[str, Any]]:
             privacy.append("uses the answering site's own id (never sent back)")
         out.append({"key": q.key, "name": q.name, "version": q.version,
                     "description": q.description,
-                    "parameters": _parameters(q.compute, q.declare, q.check_params),
+                    "parameters": (sorted(q.params_type.keys()) if q.params_type is not None
+                                   else _parameters(q.compute, q.declare, q.check_params)),
                     "privacy": "; ".join(privacy)})
     return out
 

@@ -16,13 +16,22 @@ level -> group) for cheaper screening tables.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.queries import Params, Query, Statistic, get_query, register
+from hemafed.federation import checks
+from hemafed.federation.queries import (
+    Params,
+    Query,
+    QueryParams,
+    Statistic,
+    get_query,
+    register,
+)
 from hemafed.synth.domain import SynthDomain
 
 QUERY = "marginal_counts"
@@ -69,23 +78,59 @@ def _sizes(domain: SynthDomain, coarsen: Mapping[str, np.ndarray],
     return tuple(int(coarsen[c].max()) + 1 if c in coarsen else domain[c].size for c in clique)
 
 
-def _check(params: Params) -> None:
-    domain = SynthDomain.from_params(params.get("domain") or {})
-    coarsen = _coarsen(params, domain)
-    for clique in _cliques(params):
-        for c in clique:
-            domain[c]
-        if int(np.prod(_sizes(domain, coarsen, clique), dtype=np.int64)) > 1_000_000:
-            raise InvalidInput(f"clique {list(clique)} has more than 10^6 cells; coarsen it")
+MAX_CELLS = 1_000_000
+"""Most cells one clique's table may have (coarsen a wider one)."""
 
 
-def _declare(params: Params) -> dict[str, Statistic]:
-    domain = SynthDomain.from_params(params.get("domain") or {})
-    coarsen = _coarsen(params, domain)
-    m = int(params.get("max_patients", 1_000_000))
-    return {clique_key(c): Statistic((int(np.prod(_sizes(domain, coarsen, c))),), 0, m,
-                                     sensitivity=1.0, is_count=True)
-            for c in _cliques(params)}
+@dataclass(frozen=True)
+class MarginalParams(QueryParams):
+    """``marginal_counts``: the public domain, the cliques and an optional coarsening
+    (``coarsen``: column -> group of each level, as pairs so the object is hashable)."""
+
+    QUERY = QUERY
+    domain: SynthDomain
+    cliques: tuple[tuple[str, ...], ...]
+    coarsen: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> MarginalParams:
+        cls.known(params)
+        raw = params.get("domain") or {}
+        if not isinstance(raw, Mapping):
+            raise InvalidInput("parameter 'domain' must be a synthesis domain "
+                               "(SynthDomain.to_params())")
+        domain = SynthDomain.from_params(raw)
+        coarsen = _coarsen(params, domain)
+        cliques = _cliques(params)
+        for clique in cliques:
+            for c in clique:
+                domain[c]
+            if int(np.prod(_sizes(domain, coarsen, clique), dtype=np.int64)) > MAX_CELLS:
+                raise InvalidInput(f"clique {list(clique)} has more than 10^6 cells; coarsen it")
+        return cls(domain, tuple(cliques),
+                   tuple((c, tuple(int(x) for x in g)) for c, g in coarsen.items()),
+                   checks.max_patients(params))
+
+    @property
+    def groups(self) -> dict[str, np.ndarray]:
+        """The coarsening as arrays: column -> group index of each level."""
+        return {c: np.asarray(g, dtype=np.int64) for c, g in self.coarsen}
+
+    def to_mapping(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"domain": self.domain.to_params(),
+                               "cliques": [list(c) for c in self.cliques],
+                               "max_patients": self.max_patients}
+        if self.coarsen:
+            out["coarsen"] = {c: list(g) for c, g in self.coarsen}
+        return out
+
+
+def _declare(p: MarginalParams) -> dict[str, Statistic]:
+    groups = p.groups
+    return {clique_key(c): Statistic((int(np.prod(_sizes(p.domain, groups, c))),), 0,
+                                     p.max_patients, sensitivity=1.0, is_count=True)
+            for c in p.cliques}
 
 
 def marginal_tables(codes: np.ndarray, domain: SynthDomain,
@@ -104,19 +149,19 @@ def marginal_tables(codes: np.ndarray, domain: SynthDomain,
     return out
 
 
-def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    domain = SynthDomain.from_params(params["domain"])
+def _compute(cohort: Cohort, p: MarginalParams) -> dict[str, np.ndarray]:
+    domain = p.domain
     missing = [c for c in domain.names if c not in cohort.patients]
     if missing:
         raise InvalidInput(f"columns {missing} of the synthesis domain are not in the site's "
                            "cohort")
     codes = domain.encode(cohort.patients)
-    return marginal_tables(codes, domain, _cliques(params), _coarsen(params, domain))
+    return marginal_tables(codes, domain, p.cliques, p.groups)
 
 
 def query_params(domain: SynthDomain, cliques: Sequence[Sequence[str]],
                  coarsen: Mapping[str, Sequence[int]] | None = None,
-                 max_patients: int = 1_000_000) -> dict[str, Any]:
+                 max_patients: int = checks.MAX_PATIENTS) -> dict[str, Any]:
     """Parameters of ``marginal_counts`` (JSON-able)."""
     params: dict[str, Any] = {"domain": domain.to_params(),
                               "cliques": [list(c) for c in cliques],
@@ -130,7 +175,8 @@ def _register() -> Query:
     try:
         return get_query(QUERY, "1")
     except InvalidInput:
-        return register(Query(QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+        return register(Query(QUERY, "1", compute=_compute, declare=_declare,
+                              params_type=MarginalParams,
                               description="contingency tables of cliques of columns over a "
                                           "public discretisation (NA its own level)"))
 
