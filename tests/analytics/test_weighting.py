@@ -192,7 +192,8 @@ def test_secure_runtime_equals_plain_sums(frame: pd.DataFrame, tmp_path_factory,
                                           make_federation) -> None:
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "iptw-test", "requester": "tester",

@@ -31,7 +31,7 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
-from hemafed.analytics.mixed import import_measurements, longitudinal_site_handler
+from hemafed.analytics.mixed import import_measurements
 from hemafed.analytics.multistate import illness_death_paths
 from hemafed.analytics.weighting_queries import propensity_weights
 from hemafed.cohort.demo import generate
@@ -50,6 +50,7 @@ from hemafed.secure.hub import SumOutcome
 from hemafed.site import policy as site_policy
 from hemafed.site.request import SiteRequest
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import longitudinal_site_handler
 from hemafed.study.spec import StudySpec
 
 TEMPLATE_KEYS = (

@@ -23,11 +23,12 @@ from hemafed.demo import build_sites
 from hemafed.errors import PolicyRefused
 from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.queries import get_query
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.secure.codec import unpack_map
 from hemafed.secure.encoding import FixedPointLayout
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 SPEC = {"study_id": "refusal-sum", "requester": "tester", "analyses": [

@@ -17,7 +17,7 @@ client functions, and then:
   site's audit log (query ``flower-app``, the run id, FAB id, version and hash);
 * otherwise answers it with hemafed's own ClientApp
   (:func:`hemafed.federation.flower.apps.make_client_app`) and the site handler fixed here at
-  start-up (``--handler-factory``, default :func:`hemafed.federation.runtime.site_handler`),
+  start-up (``--handler-factory``, default :func:`hemafed.study.site_runtime.site_handler`),
   never one named by the hub's run config. The handler's site runtime (cohort, keys, manifest)
   stays loaded between messages.
 
@@ -50,7 +50,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "app"
-DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+DEFAULT_SITE_HANDLER = "hemafed.study.site_runtime:site_handler"
 REFUSAL_REASON = "the site does not run this Flower app (its hash is not pinned by the site)"
 AUTHENTICATED_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
 """The Runtime API calls Flower 1.42's SuperNode authenticates with the SuperExec secret
