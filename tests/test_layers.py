@@ -219,3 +219,16 @@ def test_only_the_cli_and_the_demos_import_the_demo() -> None:
                  if any(t == "hemafed.demo" or t.startswith("hemafed.demo.") for t, _ in targets)}
     assert importers <= DEMO_IMPORTERS, sorted(importers - DEMO_IMPORTERS)
     assert "hemafed.cli" in importers  # the check reads the graph the demo is really in
+
+
+def test_test_modules_import_no_test_modules() -> None:
+    """Shared builders live in helper modules and fixtures, never in another test module."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(tests)} imports {n}" for n in names
+                      if n.split(".")[-1].startswith("test_")]
+    assert not found, "\n".join(found)

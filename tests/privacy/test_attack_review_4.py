@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_attack_review_2 import Probe, make_sites
-from test_attack_review_3 import SCREEN_SPEC_MAP
+from attack_sites import SCREEN_SPEC_MAP, Probe, make_sites
 
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
@@ -310,7 +309,7 @@ def test_q_a_refusing_site_pins_the_same_participant_set(tmp_path: Path) -> None
     site records the same set as the answering ones, and the differencing request is refused
     with nothing revealed."""
     from hostile import HostileHub
-    from test_refusal_through_sum import HIST, SPEC, _subset
+    from refusal_world import HIST, SPEC, _subset
 
     from hemafed.demo import build_sites
 
