@@ -80,10 +80,12 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, float]:
 def arm_federated(work: Path, pcs: int) -> dict[str, Any]:
     from hemafed.demo import LocalSites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import MANIFEST_FILE, SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
     from hemafed.genomics.gwas import FederatedGWAS
     from hemafed.genomics.variants import VariantList
     from hemafed.secure import FederationManifest
+    from hemafed.site.runtime import MANIFEST_FILE
+    from hemafed.study.site_runtime import site_handler
 
     meta = json.loads((work / "sites.json").read_text())
     dirs = {k: Path(v) for k, v in meta["sites"].items()}

@@ -96,7 +96,7 @@ def run_one(n_sites: int, args: argparse.Namespace) -> dict[str, Any]:
         with PeakMemory() as memory:
             try:
                 body = run_in_simulation("deploy_hubs:scale_hub",
-                                         "hemafed.federation.runtime:site_handler",
+                                         "hemafed.study.site_runtime:site_handler",
                                          fed.site_configs(), config, timeout=args.timeout,
                                          connect_timeout=args.timeout, stats=stats,
                                          run_timeout=args.run_timeout)

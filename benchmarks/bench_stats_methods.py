@@ -116,7 +116,8 @@ def main() -> None:
     from hemafed.cohort.public import read_mds_ipssm
     from hemafed.demo import build_sites, on_day_lattice
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
     from hemafed.study.spec import StudySpec
 
     cohort = on_day_lattice(read_mds_ipssm(args.data).cohort)
@@ -222,12 +223,12 @@ def bench_lmm(n_patients: int, n_sites: int) -> None:
     from hemafed.analytics.mixed import (
         FederatedLinearMixedModel,
         import_measurements,
-        longitudinal_site_handler,
     )
     from hemafed.cohort.validate import validate_cohort
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
     from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import longitudinal_site_handler
     from hemafed.study.spec import StudySpec
 
     patients, long = mprotein(n_patients)

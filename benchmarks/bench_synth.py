@@ -75,7 +75,8 @@ from hemafed.cohort.public import read_mds_ipssm
 from hemafed.demo import LocalSites, build_sites
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.local import LocalSumFederation
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 from hemafed.synth import FederatedAIM, FederatedMST
 from hemafed.synth.copula import GaussianCopulaSynthesizer

@@ -2,7 +2,7 @@
 
 The tables are: what the sum contains (and the DP sensitivity), the plan rule of each query,
 and which counts fall under the minimum-cell rule. A query registered by any module the site
-runtime loads (:data:`hemafed.federation.runtime.SITE_QUERY_MODULES`) must be named in the
+runtime serves (:mod:`hemafed.study.catalogue`) must be named in the
 first column of each (``name``, ``name@version`` or a pattern such as ``gwas_*``); a name there
 that is not a registered query is a stale row.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hemafed.federation.queries import registered
-from hemafed.federation.runtime import _load_analyses
+from hemafed.study.catalogue import catalogued
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "queries.md"
 TABLES = {
@@ -42,7 +42,7 @@ def _first_column(header: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def queries() -> list[str]:
-    _load_analyses()
+    catalogued()  # importing the catalogue registers every site query
     return sorted({q.name for q in registered()})
 
 

@@ -46,21 +46,19 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
     ("hemafed.federation.cli", "hemafed.study.spec"),
-    # the site runtime still lives in federation/ (issue 14 item 2 moves it to site/)
+    # site-side commands and the Flower site worker still live in federation/; the hub
+    # runtime builds the site's request type (hemafed.site.request)
     ("hemafed.federation.flower.site_worker", "hemafed.site.store"),
     ("hemafed.federation.membership_cli", "hemafed.site.membership"),
+    ("hemafed.federation.membership_cli", "hemafed.site.runtime"),
     ("hemafed.federation.membership_cli", "hemafed.site.store"),
-    ("hemafed.federation.runtime", "hemafed.site.membership"),
     ("hemafed.federation.runtime", "hemafed.site.request"),
-    ("hemafed.federation.runtime", "hemafed.site.store"),
-    ("hemafed.federation.runtime", "hemafed.study.derived"),
     # the site derives its plans from the approved spec, which lives in study/
     ("hemafed.site.cli", "hemafed.study.plan"),
     ("hemafed.site.cli", "hemafed.study.spec"),
     ("hemafed.site.node", "hemafed.study.plan"),
     ("hemafed.site.studies", "hemafed.study.plan"),
     ("hemafed.site.studies", "hemafed.study.spec"),
-    ("hemafed.study.cli", "hemafed.demo"),
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
@@ -74,14 +72,13 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
     # site steps reach back to the site store (the plan should move below site/: issue 14)
     frozenset({"hemafed.site.store", "hemafed.site.node", "hemafed.study.plan",
                "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
-               "hemafed.federation.runtime"}),
-    frozenset({"hemafed.site.store", "hemafed.site.node", "hemafed.study.plan",
+               "hemafed.imaging.site_features", "hemafed.imaging.store"}),
+    frozenset({"hemafed.site.store", "hemafed.site.studies", "hemafed.study.plan",
                "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
                "hemafed.imaging.site_features", "hemafed.imaging.store"}),
-    frozenset({"hemafed.site.store", "hemafed.site.node", "hemafed.study.plan",
+    frozenset({"hemafed.site.store", "hemafed.site.studies", "hemafed.study.spec",
                "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
-               "hemafed.imaging.site_features"}),
-    frozenset({"hemafed.imaging.spec", "hemafed.study.spec"}),
+               "hemafed.imaging.site_features", "hemafed.imaging.store"}),
 })
 
 
@@ -189,3 +186,49 @@ def test_no_import_cycles() -> None:
     assert not new, "import cycles:\n" + "\n".join(" -> ".join(c) for c in new)
     gone = sorted(sorted(c) for c in KNOWN_CYCLES - found)
     assert not gone, f"these known cycles are gone: delete them from KNOWN_CYCLES: {gone}"
+
+
+SITE_STUDY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
+    # the site derives its plans from the approved spec (hemafed.study.plan, .spec)
+    ("hemafed.site.cli", "hemafed.study.plan"),
+    ("hemafed.site.cli", "hemafed.study.spec"),
+    ("hemafed.site.node", "hemafed.study.plan"),
+    ("hemafed.site.studies", "hemafed.study.plan"),
+    ("hemafed.site.studies", "hemafed.study.spec"),
+})
+"""The only imports of study/ from site/: the approved spec and its plan. Cohort enrichment
+(the derived scores) is a hook the site runtime is given, never an import."""
+
+DEMO_IMPORTERS = frozenset({"hemafed.cli", "hemafed.demo", "hemafed.imaging.demo"})
+"""The modules that may import :mod:`hemafed.demo`: the CLI and the demos themselves."""
+
+
+def test_site_does_not_import_study() -> None:
+    edges = {(m, t) for m, targets in _graph().items() for t, _ in targets
+             if (m == "hemafed.site" or m.startswith("hemafed.site."))
+             and (t == "hemafed.study" or t.startswith("hemafed.study."))}
+    assert not edges - SITE_STUDY_IMPORTS, (
+        "site/ imports study/ (pass it in as a hook instead):\n"
+        + "\n".join(f"  {a} -> {b}" for a, b in sorted(edges - SITE_STUDY_IMPORTS)))
+    assert not SITE_STUDY_IMPORTS - edges, f"gone: {sorted(SITE_STUDY_IMPORTS - edges)}"
+    assert not {e for e in edges if e[1] == "hemafed.study.derived"}
+
+
+def test_only_the_cli_and_the_demos_import_the_demo() -> None:
+    importers = {m for m, targets in _graph().items()
+                 if any(t == "hemafed.demo" or t.startswith("hemafed.demo.") for t, _ in targets)}
+    assert importers <= DEMO_IMPORTERS, sorted(importers - DEMO_IMPORTERS)
+    assert "hemafed.cli" in importers  # the check reads the graph the demo is really in
+
+
+def test_test_modules_import_no_test_modules() -> None:
+    """Shared builders live in helper modules and fixtures, never in another test module."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(tests)} imports {n}" for n in names
+                      if n.split(".")[-1].startswith("test_")]
+    assert not found, "\n".join(found)

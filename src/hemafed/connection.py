@@ -29,9 +29,11 @@ from typing import Any
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.inprocess import InProcessSites
-from hemafed.federation.runtime import MANIFEST_FILE, SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.secure import FederationManifest
+from hemafed.site.runtime import MANIFEST_FILE
 from hemafed.site.store import site_id_of
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 __all__ = ["Connection", "connect"]

@@ -30,8 +30,11 @@ from hemafed.atomic import write_text
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import registered
-from hemafed.federation.runtime import _load_analyses, ensure_identity, install_manifest
 from hemafed.secure import FederationManifest
+from hemafed.site.runtime import ensure_identity, install_manifest
+from hemafed.study import catalogue as _catalogue  # noqa: F401  (registers every site query)
+from hemafed.study.local import LocalSites as LocalSites
+from hemafed.study.local import run_study_on as run_study_on
 from hemafed.study.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -94,17 +97,6 @@ def site_policy(site_id: str, spec: StudySpec, *, today: dt.date,
     }
 
 
-@dataclass(frozen=True)
-class LocalSites:
-    """Site directories on this machine and the manifest pinning their identities."""
-
-    site_dirs: dict[str, Path]
-    manifest: FederationManifest
-
-    def site_configs(self) -> list[dict[str, Any]]:
-        return [{"site_dir": str(d), "site_id": s} for s, d in self.site_dirs.items()]
-
-
 def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
                 today: dt.date | None = None, name: str = "hemafed-demo",
                 store_plan: bool = True,
@@ -119,7 +111,6 @@ def build_sites(root: Path, cohorts: Mapping[str, Cohort], spec: StudySpec, *,
     from hemafed.site.store import import_into_site, init_site
     from hemafed.site.studies import store_spec
 
-    _load_analyses()
     today = today or dt.date.today()
     root.mkdir(parents=True, exist_ok=True)
     site_dirs: dict[str, Path] = {}
@@ -250,33 +241,6 @@ def run_demo(out_dir: str | Path = "hemafed-demo", *, disease: str = "MDS",
                          "wrote it to its hash-chained audit log. The hub received only "
                          "secure sums.")})
     return DemoOutcome(report, results, fed.site_dirs, time.perf_counter() - start)
-
-
-def run_study_on(transport: str, spec: StudySpec, fed: LocalSites) -> dict[str, Any]:
-    """Run ``spec`` over the federation's sites with the named transport."""
-    config = {"spec": dict(spec.raw), "manifest": fed.manifest.to_json()}
-    hub, handler = "hemafed.study.hub:study_hub_main", "hemafed.federation.runtime:site_handler"
-    if transport == "sim":
-        from hemafed.federation.flower.simulation import run_in_simulation
-
-        result = run_in_simulation(hub, handler, fed.site_configs(), config, timeout=300.0,
-                                   connect_timeout=300.0)
-    elif transport == "inprocess":
-        from hemafed.federation.inprocess import run_in_process
-
-        result = run_in_process(hub, handler, fed.site_configs(), config)
-    elif transport == "deploy":
-        from hemafed.federation.flower.deployment import local_deployment
-
-        with tempfile.TemporaryDirectory(prefix="hemafed-deploy-") as work, \
-                local_deployment(Path(work), list(fed.site_dirs.values())) as dep:
-            result = dep.run(hub, config, expected_sites=len(fed.site_dirs),
-                             timeout=120.0)["result"]
-    else:
-        raise InvalidInput(f"unknown transport {transport!r}; expected sim, inprocess or deploy")
-    if not isinstance(result, dict):
-        raise InvalidInput(f"the hub returned {type(result).__name__}, expected a results document")
-    return result
 
 
 def _json(doc: Any) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
 from lifelines.utils import concordance_index
-from test_km import make_survival_frame, split_sites
+from survival_frames import make_survival_frame, split_sites
 
 from hemafed.analytics.cox import FederatedCoxPH
 from hemafed.analytics.design import parse_formula

@@ -143,7 +143,8 @@ def test_site_outside_declared_levels_refuses_through_secure_aggregation(tmp_pat
     rule and the column, never the value or a count."""
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
 
     df = r_frames()["veteran"]
     sites = split(df, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lifelines.statistics import logrank_test, multivariate_logrank_test
-from test_km import CYTO, make_survival_frame, split_sites
+from survival_frames import CYTO, make_survival_frame, split_sites
 
 from hemafed.analytics.logrank import federated_logrank_test
 from hemafed.errors import InvalidInput

@@ -193,10 +193,11 @@ def test_bad_input_is_refused(mm, make_federation) -> None:
 
 @pytest.mark.slow
 def test_secure_runtime_equals_plain_sums(mm, make_federation, tmp_path_factory) -> None:
-    from hemafed.analytics.mixed import import_measurements, longitudinal_site_handler
+    from hemafed.analytics.mixed import import_measurements
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
     from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import longitudinal_site_handler
     from hemafed.study.spec import StudySpec
 
     patients, long, ref = mm

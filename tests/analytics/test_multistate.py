@@ -123,7 +123,8 @@ def test_secure_runtime_equals_r(mgus: pd.DataFrame, r_ref: dict[str, Any],
                                  tmp_path_factory) -> None:
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "ms-test", "requester": "tester",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
-from test_km import make_survival_frame, split_sites
-from test_weighting import treated_frame
+from survival_frames import make_survival_frame, split_sites, treated_frame
 
 from hemafed.analytics.cox import FederatedCoxPH
 from hemafed.analytics.logistic import FederatedLogisticRegression

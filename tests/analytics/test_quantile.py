@@ -126,7 +126,7 @@ def _other_grid_hub(exchange: Any, site_ids: list[str], config: dict[str, Any]) 
 def test_sites_refuse_another_lattice(study: Any) -> None:
     _cohorts, spec, fed, _results = study
     config = {"spec": dict(spec.raw), "manifest": fed.manifest.to_json()}
-    out = run_in_process(_other_grid_hub, "hemafed.federation.runtime:site_handler",
+    out = run_in_process(_other_grid_hub, "hemafed.study.site_runtime:site_handler",
                          fed.site_configs(), config)
     assert "outside the approved study plan ('request')" in out["refused"], out
 

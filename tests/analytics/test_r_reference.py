@@ -289,7 +289,8 @@ def secure_fits(name: str, n_sites: int, sites: dict, tmp_path_factory: Any) -> 
     from hemafed.analytics.logistic import FederatedLogisticRegression
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
 
     spec = study_spec(name, n_sites)
     local = build_sites(tmp_path_factory.mktemp(f"{name}-{n_sites}"), sites, spec)
@@ -368,7 +369,8 @@ def test_logistic_separation_r_cannot_fit_is_named(glm_refs, tmp_path: Path) -> 
     from hemafed.analytics.logistic import FederatedLogisticRegression
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "r-separated", "requester": "tester",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from r_reference import require_r, run_r, uneven_sites
+from survival_frames import treated_frame
 
 from hemafed.analytics.design import DesignSpec, term
 from hemafed.analytics.weighting import FederatedIPTW
@@ -20,26 +21,6 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.queries import get_query
 
 CONFOUNDERS = "age + hb + sex"
-
-
-def treated_frame(n: int = 700, seed: int = 11) -> pd.DataFrame:
-    """Seeded MDS-like patients: treatment more likely when older and anaemic, OS times on a
-    30-day lattice (ties), censoring, a few missing haemoglobin values."""
-    rng = np.random.default_rng(seed)
-    age = np.round(rng.normal(70, 9, n).clip(25, 100), 1)
-    hb = np.round(rng.normal(10, 1.7, n).clip(4, 16), 1)
-    sex = rng.choice(["M", "F"], n, p=[0.6, 0.4])
-    eta = -0.3 + 0.04 * (age - 70) - 0.25 * (hb - 10) + 0.3 * (sex == "M")
-    hma = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(int)
-    lp = 0.03 * (age - 70) - 0.15 * (hb - 10) - 0.35 * hma
-    t = rng.exponential(3.5 * np.exp(-lp))
-    c = rng.uniform(0.3, 9, n)
-    steps = np.maximum(1, np.ceil(np.minimum(t, c) * 365.25 / 30))
-    df = pd.DataFrame({"patient_id": [f"p{i:04d}" for i in range(n)], "disease": "MDS",
-                       "sex": sex, "age": age, "hb": hb, "hma": hma,
-                       "os_time": steps * 30 / 365.25, "os_status": (t <= c).astype(int)})
-    df.loc[rng.choice(n, 10, replace=False), "hb"] = np.nan
-    return df
 
 
 R_IPTW = """
@@ -192,7 +173,8 @@ def test_secure_runtime_equals_plain_sums(frame: pd.DataFrame, tmp_path_factory,
                                           make_federation) -> None:
     from hemafed.demo import build_sites
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
     from hemafed.study.spec import StudySpec
 
     spec = StudySpec.from_mapping({"study_id": "iptw-test", "requester": "tester",

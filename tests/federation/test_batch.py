@@ -25,11 +25,12 @@ from hemafed.errors import HemafedError, PolicyRefused, SitesChanged
 from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.local import LocalSumFederation
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.policy import SitePolicy
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 FORMULA = ["age", "hb", "bm_blast"]

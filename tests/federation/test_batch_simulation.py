@@ -27,7 +27,7 @@ from hemafed.site.store import load_cohort
 from hemafed.study.spec import StudySpec
 
 HERE = Path(__file__).parent
-HUB, HANDLER = "batch_hub:batch_hub", "hemafed.federation.runtime:site_handler"
+HUB, HANDLER = "batch_hub:batch_hub", "hemafed.study.site_runtime:site_handler"
 
 
 @pytest.mark.slow

@@ -98,7 +98,7 @@ def test_study_survives_killed_sites_and_a_superlink_restart(tmp_path: Path) -> 
         assert cox["provenance"]["sites covered"] == survivors
         assert cox["restarts"] and cox["restarts"][0]["to sites"] == survivors
         # exactly the fit over the survivors, computed apart (in-process, same sites)
-        alone = run_in_process(HUB, "hemafed.federation.runtime:site_handler",
+        alone = run_in_process(HUB, "hemafed.study.site_runtime:site_handler",
                                [c for c in fed.site_configs() if c["site_id"] in survivors],
                                config)
         assert _coef(results) == pytest.approx(_coef(alone), rel=1e-9)

@@ -261,7 +261,7 @@ def test_a_study_with_holds_gives_the_in_process_numbers_and_no_hold_is_audited(
         assert cox["provenance"]["sites covered"] == sorted(fed.site_dirs)
         return [row[0] for row in cox["tables"]["summary"]["data"]]
 
-    handler = "hemafed.federation.runtime:site_handler"
+    handler = "hemafed.study.site_runtime:site_handler"
     reference = coef(run_in_process(hub, handler, fed.site_configs(), config))  # + first use
     seen: list[int] = []
     runs = []

@@ -21,12 +21,13 @@ from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.local import LocalSumFederation
 from hemafed.federation.queries import get_query
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
 from hemafed.site.policy import SitePolicy
 from hemafed.site.store import load_cohort
 from hemafed.site.studies import store_spec
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 SPEC = {

@@ -14,8 +14,9 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites
 from hemafed.errors import SitesChanged
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 FORMULA = ["age", "hb", "bm_blast"]

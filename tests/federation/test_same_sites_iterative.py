@@ -25,8 +25,9 @@ from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites, build_sites
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.study.runner import TrackingFederation, _on_fixed_sites
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 Drop = Callable[[int, str], bool] | None

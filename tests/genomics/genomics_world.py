@@ -18,10 +18,11 @@ import pytest
 from hemafed.cohort.validate import validate_cohort
 from hemafed.demo import LocalSites, build_sites
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.genomics.intake import import_genotypes
 from hemafed.genomics.simulate import CohortDesign, VirtualGenotypes, simulate_cohort, write_cohort
 from hemafed.genomics.variants import VariantList
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 STUDY = "gwas-test"

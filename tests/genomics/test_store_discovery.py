@@ -22,7 +22,7 @@ from hemafed.demo import LocalSites, build_sites, run_study_on
 from hemafed.errors import HemafedError, InvalidInput, PolicyRefused
 from hemafed.federation.api import AggregateResult, DPRequest
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.genomics.gwas import FederatedGWAS, store_sites
 from hemafed.genomics.intake import import_genotypes
 from hemafed.genomics.queries import COUNTS_QUERY
@@ -31,6 +31,7 @@ from hemafed.genomics.variants import VariantList
 from hemafed.site.audit import AuditLog
 from hemafed.site.request import SiteRequest
 from hemafed.site.store import open_node
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 SITES = ("gs1", "gs2", "gs3", "gs4")

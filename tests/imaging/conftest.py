@@ -25,7 +25,8 @@ def mm_sites(tmp_path_factory: pytest.TempPathFactory) -> ImagingSites:
 def secure_run() -> Any:
     """``secure_run(sites, body)``: run ``body(federation)`` over SecureFederation in-process."""
     from hemafed.federation.inprocess import run_in_process
-    from hemafed.federation.runtime import SecureFederation, site_handler
+    from hemafed.federation.runtime import SecureFederation
+    from hemafed.study.site_runtime import site_handler
 
     def run(built: ImagingSites, body: Any) -> Any:
         fed = built.sites

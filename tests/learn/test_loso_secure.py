@@ -17,7 +17,7 @@ from hemafed.demo import LocalSites, build_sites
 from hemafed.errors import InvalidInput
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import SITE_ID_PARAM
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.learn.gbdt import default_grid
 from hemafed.learn.metrics import column_predictor
 from hemafed.learn.validation import (
@@ -28,6 +28,7 @@ from hemafed.learn.validation import (
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
 from hemafed.study.derived import with_derived_scores
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 FEATURES = ["age", "hb", "plt", "bm_blast", "gene:TP53"]

@@ -17,13 +17,13 @@ from hemafed.demo import LocalSites
 from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import Statistic
-from hemafed.federation.runtime import site_handler
 from hemafed.privacy.anchors import MemoryAnchorStore
 from hemafed.privacy.refusal import PooledRefusal
 from hemafed.secure import SecureSumSession
 from hemafed.secure.codec import unpack_map
 from hemafed.site.audit import AuditLog
 from hemafed.site.request import SiteRequest
+from hemafed.study.site_runtime import site_handler
 
 DUMMY_SPECS = {"n": Statistic((1,), 0, 1)}
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from hostile import HostileHub
+from attack_sites import Probe, make_sites
 
 from hemafed.analytics.design import (
     DesignSpec,
@@ -31,70 +29,25 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
-from hemafed.analytics.mixed import import_measurements, longitudinal_site_handler
+from hemafed.analytics.mixed import import_measurements
 from hemafed.analytics.multistate import illness_death_paths
 from hemafed.analytics.weighting_queries import propensity_weights
 from hemafed.cohort.demo import generate
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.partition import split_sites
-from hemafed.demo import LocalSites, build_sites, on_day_lattice
+from hemafed.demo import LocalSites, on_day_lattice
 from hemafed.errors import HemafedError, InvalidInput
 from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import get_query
 from hemafed.imaging.runtime import imaging_site_handler, load_imaging_queries
-from hemafed.privacy.calibration import noisy_specs, release_sensitivity
+from hemafed.privacy.calibration import release_sensitivity
 from hemafed.secure import SecureSumSession
-from hemafed.secure.codec import unpack_map
 from hemafed.secure.hub import SumOutcome
-from hemafed.site import policy as site_policy
 from hemafed.site.request import SiteRequest
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import longitudinal_site_handler
 from hemafed.study.spec import StudySpec
-
-TEMPLATE_KEYS = (
-    "min_cell_size",
-    "enforce_min_cell",
-    "min_subgroup_size",
-    "max_cells",
-    "require_dp",
-    "refuse_differencing",
-    "allow_non_secure",
-    "privacy_budget",
-    "require_plan",
-)
-
-
-def make_sites(
-    root: Path, cohorts: Mapping[str, Any], spec: StudySpec, **policy: Any
-) -> LocalSites:
-    """Site directories under the protective settings of the shipped ``site init`` template."""
-    template = yaml.safe_load(site_policy._TEMPLATE.format(site_id="template"))
-    overrides = {**{k: template[k] for k in TEMPLATE_KEYS}, **policy}
-    return build_sites(root, cohorts, spec, policy_overrides=overrides)
-
-
-class Probe(HostileHub):
-    """A hub sending one request at a time with the declarations the sites expect."""
-
-    def send(
-        self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None
-    ) -> tuple[Any, set[str | None]]:
-        """The hub's outcome, and the refusal codes it learned (``{None}``: every site
-        answered). A refusal comes through the sum: the hub learns codes, not sites."""
-        n = len(self.fed.site_dirs)
-        specs = noisy_specs(get_query(query).declare(params), dp, n)
-        start = len(self.replies)
-        outcome = self.ask(query, params, specs=specs, dp=dp, divisor=n if dp else 1)
-        codes: set[str | None] = set()
-        for _, envelope in self.replies[start:]:
-            body = unpack_map(unpack_map(envelope)["body"])
-            if body.get("status") == b"refused":
-                codes.add(body["code"].decode())
-        pooled = getattr(outcome, "pooled", None)
-        if pooled is not None:
-            codes |= {code for code, _ in pooled.codes}
-        return outcome, codes or {None}
 
 
 def _without(cohort: Cohort, i: int) -> Cohort:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_attack_review_2 import Probe, make_sites
+from attack_sites import SCREEN_SPEC_MAP, Probe, make_sites
 
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
@@ -233,17 +233,6 @@ def test_i_gwas_rare_variant_sums_are_not_released_exactly(
 
 
 # --- J: the imaging screen's horizon -----------------------------------------------------------
-
-SCREEN_SPEC_MAP = {
-    "study_id": "ar3-screen", "requester": "r",
-    "imaging": {"modality": "MR", "settings": {"bin_width": 8.0, "aggregation": "averaged"},
-                # a clinical column stands in for an imaging feature: the screen treats both
-                # alike, and the standard site runtime needs no imaging store for it
-                "harmonise": {"features": ["hb", "plt"], "covariates": []},
-                "bounds": {"hb": [0, 25], "plt": [0, 2000], "age": [0, 120]}},
-    "analyses": [{"id": "pfs", "kind": "imaging", "model": "cox", "duration": "os_time",
-                  "event": "os_status", "covariates": ["age"], "horizon": 2.0, "top_k": 1}]}
-
 
 def test_j_imaging_screen_horizon_is_the_specs(tmp_path: Path) -> None:
     """Two screens whose horizons bracket one patient's follow-up time (known to the hub

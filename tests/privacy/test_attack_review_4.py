@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_attack_review_2 import Probe, make_sites
-from test_attack_review_3 import SCREEN_SPEC_MAP
+from attack_sites import SCREEN_SPEC_MAP, Probe, make_sites
+from lattice_world import LATTICE_FORMULA, LATTICE_SPEC, _large_exit_cohorts
 
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
@@ -102,12 +102,6 @@ def test_k_a_site_effect_failure_does_not_mark_the_refusing_site(tmp_path: Path)
 
 # --- L and M: exact per-time Cox sums on the plan lattice ---------------------------------------
 
-LATTICE_FORMULA = ["age", "hb"]
-LATTICE_SPEC = StudySpec.from_mapping({"study_id": "ar4-lattice", "requester": "r", "analyses": [
-    {"id": "cox", "kind": "cox", "duration": "os_time", "event": "os_status",
-     "formula": " + ".join(LATTICE_FORMULA), "lattice": 12}]})
-
-
 @pytest.fixture(scope="module")
 def lattice_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSites, StudySpec]:
     """Three small sites (about 40 patients each) under the template policy."""
@@ -169,31 +163,6 @@ def test_l_plan_lattice_cox_does_not_release_one_patients_covariates(
     outcome, names, _ = _ask_plan_lattice_cox(fed)
     assert not isinstance(outcome, SumOutcome)
     assert names == {"min_cell_size"}, names
-
-
-def _large_exit_cohorts() -> dict[str, Any]:
-    """Three sites of 200 patients whose own events come 5 to a month (so the min-cell rule on
-    ``d`` passes on the monthly lattice) and where each site has one patient censored alone in
-    a month of no other exit; everyone else is censored at 5 years. Demo covariates; the other
-    endpoints end with this follow-up."""
-    from hemafed.cohort.model import Cohort
-
-    out = {}
-    for i, (site, cohort) in enumerate(split_sites(generate("MDS", 600, 13), 3, 13).items()):
-        p = cohort.patients.reset_index(drop=True).copy()
-        month = np.full(len(p), 60.0)
-        status = np.zeros(len(p))
-        month[:50] = 2.0 * (1 + np.arange(50) // 5)  # 5 events each in months 2, 4, ..., 20
-        status[:50] = 1.0
-        month[50] = 30.0 + 3 * i  # the lone exit: a censoring in month 30, 33 or 36
-        p["os_time"] = (month - 0.5) / 12
-        p["os_status"] = pd.Series(status > 0, dtype=p["os_status"].dtype)
-        # the other endpoints end with this follow-up (the intake checks they do not pass it)
-        p["lfs_time"], p["lfs_status"] = p["os_time"], p["os_status"]
-        p["amlt_time"] = p["os_time"]
-        p["amlt_status"] = pd.Series(False, index=p.index, dtype=p["amlt_status"].dtype)
-        out[site] = Cohort(p, cohort.mutations, cohort.panels)
-    return out
 
 
 def _isolated_by_differences(outcome: SumOutcome, fed: LocalSites) -> int:
@@ -326,7 +295,7 @@ def test_q_a_refusing_site_pins_the_same_participant_set(tmp_path: Path) -> None
     site records the same set as the answering ones, and the differencing request is refused
     with nothing revealed."""
     from hostile import HostileHub
-    from test_refusal_through_sum import HIST, SPEC, _subset
+    from refusal_world import HIST, SPEC, _subset
 
     from hemafed.demo import build_sites
 

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from test_attack_review_2 import Probe, make_sites
-from test_attack_review_3 import SCREEN_SPEC_MAP
+from attack_sites import SCREEN_SPEC_MAP, Probe, make_sites
 
 from hemafed.atomic import write_text
 from hemafed.cohort.demo import generate

@@ -19,9 +19,10 @@ from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import build_sites
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 FORMULA = ["age", "hb", "bm_blast"]

@@ -23,7 +23,6 @@ from hemafed.cohort.demo import generate
 from hemafed.errors import HemafedError
 from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import registered
-from hemafed.federation.runtime import _load_analyses
 from hemafed.privacy.refusal import CODES, Refusal
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger
@@ -31,9 +30,9 @@ from hemafed.site.node import SiteNode
 from hemafed.site.policy import SitePolicy
 from hemafed.site.request import SiteRequest
 from hemafed.site.store import import_into_site, init_site
+from hemafed.study import catalogue as _catalogue  # noqa: F401  (registers every site query)
 from hemafed.study.derived import with_derived_scores
 
-_load_analyses()
 QUERIES = sorted(q.key for q in registered())
 SHA = "c" * 64
 

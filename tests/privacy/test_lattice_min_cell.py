@@ -27,11 +27,12 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites, build_sites
 from hemafed.errors import HemafedError
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.secure.identity import FederationManifest
 from hemafed.site import policy as site_policy
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 FORMULA = ["age", "hb"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from refusal_world import HIST, SPEC, _subset
 from scipy import stats
 
 from hemafed.cohort.demo import generate
@@ -23,23 +24,15 @@ from hemafed.demo import build_sites
 from hemafed.errors import PolicyRefused
 from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.queries import get_query
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.secure.codec import unpack_map
 from hemafed.secure.encoding import FixedPointLayout
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
-SPEC = {"study_id": "refusal-sum", "requester": "tester", "analyses": [
-    {"id": "d", "kind": "describe", "columns": ["age"]}]}
-HIST = {"column": "age", "low": 0.0, "high": 110.0, "bins": 2}  # cells [0, 55) and [55, 110]
 ROUNDS = 12
-
-
-def _subset(cohort: Cohort, ids: list[str]) -> Cohort:
-    patients = cohort.patients[cohort.patients["patient_id"].isin(ids)].reset_index(drop=True)
-    mutations = cohort.mutations[cohort.mutations["patient_id"].isin(ids)]
-    return Cohort(patients, mutations.reset_index(drop=True), cohort.panels)
 
 
 def _cohorts() -> dict[str, Cohort]:

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_attack_review_2 import make_sites
-from test_attack_review_4 import LATTICE_FORMULA, LATTICE_SPEC, _large_exit_cohorts
+from attack_sites import make_sites
+from lattice_world import LATTICE_FORMULA, LATTICE_SPEC, _large_exit_cohorts
 
 from hemafed.analytics.design import parse_formula
 from hemafed.cohort.model import Cohort
 from hemafed.federation.inprocess import run_in_process
 from hemafed.federation.queries import get_query
-from hemafed.federation.runtime import site_handler
 from hemafed.site.audit import AuditLog
 from hemafed.site.store import load_cohort
+from hemafed.study.site_runtime import site_handler
 
 GRID = [1.0, 2.0, 3.0]
 

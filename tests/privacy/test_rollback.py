@@ -18,10 +18,11 @@ from hemafed.errors import PolicyRefused, ProtocolError
 from hemafed.federation.api import DPRequest
 from hemafed.federation.inprocess import InProcessSites
 from hemafed.federation.queries import get_query
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.privacy.anchors import Anchor, JsonAnchorStore
 from hemafed.privacy.calibration import noisy_specs
 from hemafed.site.store import audit_log, check_site
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 
 SPEC = {"study_id": "rollback", "requester": "tester", "analyses": [

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_browser import OVERFLOW_JS, report_page
+from chromium_page import OVERFLOW_JS, report_page
 
 from hemafed.analytics.mixed import LongitudinalCohort
 from hemafed.cohort.demo import generate

@@ -12,7 +12,7 @@ from hemafed.scores.cli import app
 
 
 def write_example(tmp_path: Path) -> Path:
-    from test_scores_ipssm import EXAMPLE as text
+    from ipssm_example import EXAMPLE as text
 
     path = tmp_path / "ipssm_input.csv"
     path.write_text(text)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from hubkit import PASSWORD, free_port
+from browserkit import CHROMIUM, FLAGS, Server, _login
+from hubkit import PASSWORD
 from typer.testing import CliRunner
 
 from hemafed.cli import app as cli_app
@@ -37,36 +35,7 @@ from hemafed.service.hub import HubService
 from hemafed.service.runs import LocalFederation
 from hemafed.study.plan import StudyPlan
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-class Server:
-    """A uvicorn server on 127.0.0.1 in a thread of this process, stopped on exit."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -77,14 +46,6 @@ def shots(tmp_path: Path) -> Iterator[Any]:
     def shot(page: Any, name: str, full_page: bool = True) -> None:
         page.screenshot(path=str(out / f"{name}.png"), full_page=full_page)
     yield shot
-
-
-def _login(page: Any, url: str, username: str, password: str = PASSWORD) -> None:
-    page.goto(f"{url}/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
 
 
 def _decide(page: Any, console: str, study_title: str, decision: str, reason: str = "") -> None:

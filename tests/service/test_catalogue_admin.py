@@ -110,7 +110,7 @@ def _csrf(client: Any) -> str:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_admin_sets_the_plan_in_chromium(site_dirs: list[Path], tmp_path: Path) -> None:
-    from test_browser_story import CHROMIUM, FLAGS, Server, _login
+    from browserkit import CHROMIUM, FLAGS, Server, _login
 
     from hemafed.service.app import create_app
 

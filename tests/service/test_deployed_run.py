@@ -12,11 +12,11 @@ import pytest
 from hubkit import app_client, assert_same_results, onboard
 
 from hemafed.federation.flower.deployment import descendants, local_deployment, pid_alive
-from hemafed.federation.runtime import MANIFEST_FILE
 from hemafed.service.catalogue import approve_catalogue, catalogue_spec_text, parse_plan
 from hemafed.service.db import Database
 from hemafed.service.hub import HubService
 from hemafed.service.runs import DeployedFederation
+from hemafed.site.runtime import MANIFEST_FILE
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from hemafed.cli import app
 from hemafed.errors import InvalidInput
-from hemafed.federation.runtime import MANIFEST_FILE, ensure_identity, site_handler
 from hemafed.secure import FederationManifest, SiteIdentity
 from hemafed.site.membership import PIN_FILE
+from hemafed.site.runtime import MANIFEST_FILE, ensure_identity
 from hemafed.site.store import init_site
+from hemafed.study.site_runtime import site_handler
 
 
 def _site(tmp_path: Path) -> tuple[Path, SiteIdentity]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_site_store import tree_digest
+from site_trees import tree_digest
 
 from hemafed.errors import CryptoError, HemafedError
 from hemafed.site.store import import_into_site, init_site, vault

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from site_trees import tree_digest
 
 from hemafed.errors import InvalidInput, ValidationFailed
 from hemafed.site.node import SiteRequest
@@ -26,17 +26,6 @@ from hemafed.site.store import (
 
 NOW = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
 SHA = "ab" * 32
-
-
-def tree_digest(root: Path) -> str:
-    """SHA-256 over every path, mode and content under ``root``."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(oct(p.stat().st_mode).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _csv(tmp_path: Path, name: str, rows: list[str]) -> Path:

@@ -28,11 +28,11 @@ from hemafed.analytics.coxph_startstop import LONG_QUERY
 from hemafed.analytics.mixed import (
     LongitudinalCohort,
     import_measurements,
-    longitudinal_site_handler,
 )
 from hemafed.documents import frame_from_json
 from hemafed.errors import HemafedError
 from hemafed.study.plan import StudyPlan
+from hemafed.study.site_runtime import longitudinal_site_handler
 from hemafed.study.spec import Analysis, StudySpec
 
 FORMULA = "age + year + surgery + transplant"

@@ -263,11 +263,11 @@ def test_cox_on_spec_variables_through_the_runner_equals_lifelines(tmp_path: Pat
 
 def _federation(root: Path, spec: StudySpec, parts: dict[str, pd.DataFrame]) -> Any:
     from hemafed.demo import LocalSites, threshold_for
-    from hemafed.federation.runtime import _load_analyses, ensure_identity, install_manifest
     from hemafed.secure import FederationManifest
+    from hemafed.site.runtime import ensure_identity, install_manifest
     from hemafed.site.store import import_into_site
+    from hemafed.study import catalogue as _catalogue  # noqa: F401  (registers every site query)
 
-    _load_analyses()
     site_dirs = {}
     for site_id, rows in parts.items():
         site_dir = _site(root, site_id, spec)

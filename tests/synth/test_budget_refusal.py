@@ -29,10 +29,11 @@ from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites, build_sites
 from hemafed.errors import BudgetExhausted
 from hemafed.federation.inprocess import run_in_process
-from hemafed.federation.runtime import SecureFederation, site_handler
+from hemafed.federation.runtime import SecureFederation
 from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.policy import SitePolicy
+from hemafed.study.site_runtime import site_handler
 from hemafed.study.spec import StudySpec
 from hemafed.synth import FederatedAIM, FederatedMST, accounting
 

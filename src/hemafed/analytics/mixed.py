@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,14 +118,17 @@ def import_measurements(site_dir: str | Path, measurements: pd.DataFrame, study:
     return len(table)
 
 
-def longitudinal_site_handler(config: Mapping[str, Any]) -> Any:
-    """Site-handler factory (as :func:`hemafed.federation.runtime.site_handler`) whose cohort
-    also holds the site's measurement table, so ``lmm_reml_sums`` can run there."""
-    from hemafed.federation import runtime
+def longitudinal_site_handler(config: Mapping[str, Any], *,
+                              enrich: Callable[[Cohort], Cohort] | None = None) -> Any:
+    """Site-handler factory (as :func:`hemafed.site.runtime.site_handler`, ``enrich`` its
+    cohort enrichment hook) whose cohort also holds the site's measurement table, so
+    ``lmm_reml_sums`` can run there. The standard one, with every catalogued query and the
+    derived scores, is :func:`hemafed.study.site_runtime.longitudinal_site_handler`."""
+    from hemafed.site import runtime
 
-    handle = runtime.site_handler(config)
+    handle = runtime.site_handler(config, enrich=enrich)
     site_dir = Path(str(config["site_dir"]))
-    rt = runtime._open_runtime(site_dir)
+    rt = runtime.open_runtime(site_dir, enrich)
     if not isinstance(rt.node.cohort, LongitudinalCohort):
         rt.node.cohort = LongitudinalCohort.attach(rt.node.cohort, read_measurements(site_dir))
     return handle

@@ -29,7 +29,7 @@ def _fail(exc: HemafedError) -> typer.Exit:
 def site_identity(site_dir: SiteDir) -> None:
     """Create the site's signing key if needed and print its public key for the hub."""
     from hemafed.atomic import write_text
-    from hemafed.federation.runtime import ensure_identity
+    from hemafed.site.runtime import ensure_identity
     from hemafed.site.store import site_id_of
 
     try:
@@ -55,9 +55,9 @@ def site_join(site_dir: SiteDir,
     its fingerprint at this site (a later, different manifest needs a new approval)."""
     import json
 
-    from hemafed.federation.runtime import MANIFEST_FILE, ensure_identity, install_manifest
     from hemafed.secure import FederationManifest
     from hemafed.site.membership import PIN_FILE, check_manifest, describe_manifest
+    from hemafed.site.runtime import MANIFEST_FILE, ensure_identity, install_manifest
     from hemafed.site.store import load_policy, site_id_of
 
     try:

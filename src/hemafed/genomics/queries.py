@@ -41,7 +41,6 @@ from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.errors import InvalidInput
 from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
-from hemafed.federation.runtime import register_site_opened
 from hemafed.genomics.disclosure import (
     EXCLUDED,
     excluded_statistic,
@@ -56,6 +55,7 @@ from hemafed.genomics.store import (
     site_dir_of,
     site_store,
 )
+from hemafed.site.runtime import register_site_opened
 
 STORE_QUERY = "gwas_store"
 STORE_COLUMNS = ("declared", "same_build", "same_variant_list")

@@ -11,8 +11,8 @@ Layout inside the site directory (written by :func:`hemafed.genomics.intake.impo
                                    a patient count); the only file the ``gwas_store`` query reads
 
 A site query finds the store of the site that runs it through :func:`site_store`: the site dirs
-registered with :func:`register_site_dir`. The federation runtime registers each site directory
-it opens (``hemafed.federation.runtime.register_site_opened``), in the site's own process, which
+registered with :func:`register_site_dir`. The site runtime registers each site directory
+it opens (``hemafed.site.runtime.register_site_opened``), in the site's own process, which
 is how the in-process, Flower simulation and Flower deployment transports reach it; nothing
 reads the runtime's tables. The hub learns which sites hold a store only from the sites'
 answers to ``gwas_store`` (:func:`hemafed.genomics.gwas.store_sites`).

@@ -47,14 +47,14 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.federation.checks import MAX_PATIENTS, max_patients
 from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
-from hemafed.federation.runtime import (
+from hemafed.imaging.combat_params import check_columns as _check
+from hemafed.imaging.combat_params import column_bounds as _bounds
+from hemafed.imaging.combat_params import pooled_problem, residuals_problem
+from hemafed.site.runtime import (
     register_site_effect,
     register_site_tables,
     register_study_tables,
 )
-from hemafed.imaging.combat_params import check_columns as _check
-from hemafed.imaging.combat_params import column_bounds as _bounds
-from hemafed.imaging.combat_params import pooled_problem, residuals_problem
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from hemafed.errors import InvalidInput, PolicyRefused
-from hemafed.federation.runtime import IDENTITY_FILE
 from hemafed.secure.identity import SiteIdentity, verify_signature
 from hemafed.site.policy import ApprovedStudy, Budget
+from hemafed.site.runtime import IDENTITY_FILE
 from hemafed.site.store import SitePaths, load_policy, site_id_of
 from hemafed.site.studies import store_spec
 from hemafed.study.spec import StudySpec

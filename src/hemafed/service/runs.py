@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import AggregateResult, DPRequest, Federation, SumRequest, secure_sums
-from hemafed.federation.runtime import MANIFEST_FILE, SecureFederation
+from hemafed.federation.runtime import SecureFederation
 from hemafed.federation.transport import Exchange
 from hemafed.secure import FederationManifest
+from hemafed.site.runtime import MANIFEST_FILE
 from hemafed.site.store import site_id_of
+from hemafed.study import catalogue as _catalogue  # noqa: F401  (registers every site query)
 from hemafed.study.runner import run_study
 from hemafed.study.spec import StudySpec
 
@@ -133,7 +135,7 @@ class LocalFederation:
                   "progress_key": key}
         sites = [{"site_dir": str(d), "site_id": s} for s, d in self.site_dirs.items()]
         hub = "hemafed.service.runs:service_hub_main"
-        handler = "hemafed.federation.runtime:site_handler"
+        handler = "hemafed.study.site_runtime:site_handler"
         if progress is not None:
             with _PROGRESS_LOCK:
                 _PROGRESS[key] = progress
@@ -163,7 +165,7 @@ class LocalFederation:
 
         config = {"plan": plan_text, "sites": list(sites), "manifest": self.manifest.to_json()}
         members = [{"site_dir": str(self.site_dirs[s]), "site_id": s} for s in sites]
-        handler = "hemafed.federation.runtime:site_handler"
+        handler = "hemafed.study.site_runtime:site_handler"
         if self.transport == "inprocess":
             from hemafed.federation.inprocess import run_in_process
 

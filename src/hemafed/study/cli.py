@@ -113,10 +113,10 @@ def run(spec: Spec, sites: SiteDirs = None, sites_dir: SitesDir = None,
         ) -> None:
     """Run a study over local site directories (simulation, in-process or localhost deployment)."""
     from hemafed.atomic import write_text
-    from hemafed.demo import LocalSites, run_study_on
-    from hemafed.federation.runtime import MANIFEST_FILE
     from hemafed.secure import FederationManifest
+    from hemafed.site.runtime import MANIFEST_FILE
     from hemafed.site.store import site_id_of
+    from hemafed.study.local import LocalSites, run_study_on
     from hemafed.study.report import write_report
     from hemafed.study.spec import StudySpec
 

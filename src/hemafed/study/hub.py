@@ -13,6 +13,7 @@ from typing import Any
 from hemafed.federation.runtime import SecureFederation
 from hemafed.federation.transport import Exchange
 from hemafed.secure import FederationManifest
+from hemafed.study import catalogue as _catalogue  # noqa: F401  (registers every site query)
 from hemafed.study.runner import run_study
 from hemafed.study.spec import StudySpec
 

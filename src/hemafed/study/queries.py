@@ -8,7 +8,6 @@ lists, for a study spec, the ``name@version`` of every query its analyses send, 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -17,17 +16,6 @@ from typing import Any
 from hemafed.kinds import get_kind, registered_kinds
 from hemafed.study import kinds as _registrations  # noqa: F401  (the kinds and their queries)
 from hemafed.study.spec import StudySpec
-
-# Modules whose import registers site queries (hemafed.federation.queries.register).
-QUERY_MODULES = ("hemafed.federation.queries", "hemafed.analytics.describe",
-                 "hemafed.analytics.survival_queries", "hemafed.analytics.km",
-                 "hemafed.analytics.logrank", "hemafed.analytics.cox",
-                 "hemafed.analytics.logistic", "hemafed.analytics.competing",
-                 "hemafed.learn.features", "hemafed.learn.gbdt", "hemafed.learn.metrics",
-                 "hemafed.synth.queries", "hemafed.analytics.finegray",
-                 "hemafed.analytics.coxph_startstop", "hemafed.analytics.weighting_queries",
-                 "hemafed.analytics.multistate", "hemafed.analytics.mixed",
-                 "hemafed.genomics.queries", "hemafed.analytics.quantile_query")
 
 
 class _KindSends(Mapping[str, tuple[str, ...]]):
@@ -58,9 +46,9 @@ _PARAM = re.compile(r"""params(?:\.get\(|\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"
 
 
 def _registered() -> list[Any]:
-    for module in QUERY_MODULES:
-        importlib.import_module(module)
+    """Every site query (:mod:`hemafed.study.catalogue` registers them all)."""
     from hemafed.federation.queries import registered
+    from hemafed.study import catalogue  # noqa: F401  (its import registers every site query)
 
     return registered()
 

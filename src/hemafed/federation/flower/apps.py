@@ -22,7 +22,7 @@ Which site a ClientApp is:
   optional ``node_config["site-id"]``, default: the directory name).
 
 The site handler factory is fixed at the site (the worker's ``--handler-factory``, or
-``node_config["handler-factory"]``, default :func:`hemafed.federation.runtime.site_handler`);
+``node_config["handler-factory"]``, default :func:`hemafed.study.site_runtime.site_handler`);
 the hub's run config cannot name it.
 
 The module-level :data:`server_app` and :data:`client_app` are the deployment components named in
@@ -108,7 +108,7 @@ def _reply(message: Message, **fields: Any) -> Message:
     return Message(RecordDict({RECORD: ConfigRecord(fields)}), reply_to=message)
 
 
-DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+DEFAULT_SITE_HANDLER = "hemafed.study.site_runtime:site_handler"
 
 
 def hold_seconds(requested: object, cap: float) -> float:

@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 APP_DIR = Path(__file__).resolve().parent / "app"
 CONNECTION = "hemafed"
 DEFAULT_HUB_MAIN = "hemafed.federation.flower.probe:probe_hub"
-DEFAULT_HANDLER_FACTORY = "hemafed.federation.runtime:site_handler"
+DEFAULT_HANDLER_FACTORY = "hemafed.study.site_runtime:site_handler"
 PROBE_HANDLER_FACTORY = "hemafed.federation.flower.probe:probe_handler"
 
 

@@ -17,7 +17,7 @@ client functions, and then:
   site's audit log (query ``flower-app``, the run id, FAB id, version and hash);
 * otherwise answers it with hemafed's own ClientApp
   (:func:`hemafed.federation.flower.apps.make_client_app`) and the site handler fixed here at
-  start-up (``--handler-factory``, default :func:`hemafed.federation.runtime.site_handler`),
+  start-up (``--handler-factory``, default :func:`hemafed.study.site_runtime.site_handler`),
   never one named by the hub's run config. The handler's site runtime (cohort, keys, manifest)
   stays loaded between messages. A hold message (the hub's keep-warm,
   :class:`~hemafed.federation.flower.apps.KeepWarm`) is answered empty after the seconds it
@@ -52,7 +52,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "app"
-DEFAULT_SITE_HANDLER = "hemafed.federation.runtime:site_handler"
+DEFAULT_SITE_HANDLER = "hemafed.study.site_runtime:site_handler"
 HOLD_CAP_SECONDS = 2.0
 """The longest this site holds a hub's hold message (``--hold-cap``), whatever the hub asks."""
 REFUSAL_REASON = "the site does not run this Flower app (its hash is not pinned by the site)"
