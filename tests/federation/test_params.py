@@ -8,7 +8,6 @@ there is one), so a change of the wire format shows here.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import Any
 
@@ -17,11 +16,10 @@ import pytest
 from hemafed.errors import InvalidInput
 from hemafed.federation import checks
 from hemafed.federation.queries import SITE_ID_PARAM, QueryParams, get_query, registered
-from hemafed.study.queries import QUERY_MODULES, query_catalogue
+from hemafed.study.catalogue import catalogued
+from hemafed.study.queries import query_catalogue
 
-for _module in (*QUERY_MODULES, "hemafed.learn.neural", "hemafed.learn.validation",
-                "hemafed.imaging.combat", "hemafed.imaging.screen"):
-    importlib.import_module(_module)
+catalogued()  # importing the catalogue registers every site query
 
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
