@@ -7,7 +7,7 @@ above (no module names as strings). Every query an analysis kind names
 (:class:`hemafed.kinds.AnalysisKind` ``queries`` and ``sends``, and the queries a spec's imaging
 section implies, :data:`hemafed.study.plan.IMAGING_CAPS`) must be registered by them, and every
 query they register must be named by some kind or listed in :data:`STANDALONE`
-(``tests/study/test_catalogue.py`` checks both in a fresh interpreter).
+(``tests/study/test_query_catalogue.py`` checks both in a fresh interpreter).
 
 It lives in the study layer because the query modules live above the site runtime
 (:mod:`hemafed.site.runtime`, which answers whatever is registered);
