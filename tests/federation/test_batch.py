@@ -121,7 +121,9 @@ def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> Non
     answered" audit entry and one participants record per part after the refused one (so a
     site's audit log grows by the same number of entries, refusing or not); nothing is charged
     for the refused part."""
-    bad = ("cohort_size", {"where": {"column": "sex", "equals": "F"}}, None)
+    # a valid request the plan does not imply (an unknown key such as a filter is already
+    # refused by the hub's own typed check, before anything is sent)
+    bad = ("cohort_size", {"max_patients": 12345}, None)
     parts: list[Any] = [("cohort_size", {}, DP), bad, ("time_histogram", GRID, None)]
     states, errors = [], []
     for name, batched in (("separate", False), ("batched", True)):
@@ -158,7 +160,7 @@ def test_a_refused_part_refuses_the_batch_naming_the_rule(tmp_path: Path) -> Non
     assert text[0] == text[1]
     # the rule's name and how many sites, never a site, a count of patients or a value
     assert text[1] == ("5 of 5 sites refused: the request is outside the approved study plan "
-                       "('column') (the sites' audit logs hold the detail under request ref)")
+                       "('max_patients') (the sites' audit logs hold the detail under request ref)")
 
 
 def test_a_site_dropping_during_a_batch_raises_sites_changed_like_a_single_sum(
