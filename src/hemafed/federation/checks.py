@@ -33,7 +33,7 @@ Params = Mapping[str, Any]
 
 __all__ = ["MAX_BOUND", "MAX_PATIENTS", "MAX_PATIENTS_LIMIT", "Params", "QueryParams", "bounds",
            "choice", "column", "delta", "epsilon", "flag", "known_keys", "levels", "max_patients",
-           "names", "number", "positive_int", "resolution"]
+           "names", "number", "numbers", "positive_int", "resolution"]
 
 MAX_PATIENTS = 1_000_000
 """Default public bound on one site's cohort size, the one default of every query's
@@ -88,6 +88,32 @@ def number(params: Params, key: str, default: float | None = None, *,
         span = f"{'(' if open_low else '['}{low:g}, {high:g}]"
         raise InvalidInput(f"parameter {key!r} must be a finite number in {span}, got {value!r}")
     return float(value)
+
+
+def numbers(params: Params, key: str, *, length: int | None = None, allow_empty: bool = False,
+            low: float = -math.inf, high: float = math.inf, increasing: bool = False,
+            default: Any = None) -> tuple[float, ...]:
+    """``params[key]``: a list of finite numbers in ``[low, high]`` (the coefficients, grids and
+    thresholds a request carries), of exactly ``length`` items when given, non-empty unless
+    ``allow_empty``, strictly increasing when ``increasing``.
+
+    >>> numbers({"grid": [1, 2.5]}, "grid", increasing=True)
+    (1.0, 2.5)
+    """
+    value = params.get(key, default)
+    ok = isinstance(value, list | tuple) and (bool(value) or allow_empty) \
+        and all(_is_number(v) and math.isfinite(v) and low <= v <= high for v in value)
+    if ok and length is not None and len(value) != length:
+        raise InvalidInput(f"parameter {key!r} must be a list of {length} numbers, "
+                           f"got {len(value)}")
+    if ok and increasing:
+        ok = all(a < b for a, b in zip(value, value[1:], strict=False))
+    if not ok:
+        span = "" if (low, high) == (-math.inf, math.inf) else f" in [{low:g}, {high:g}]"
+        order = ", strictly increasing" if increasing else ""
+        raise InvalidInput(f"parameter {key!r} must be a {'' if allow_empty else 'non-empty '}"
+                           f"list of finite numbers{span}{order}")
+    return tuple(float(v) for v in value)
 
 
 def resolution(params: Params, key: str = "resolution", default: float | None = 1e-6) -> float:
