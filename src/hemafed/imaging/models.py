@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from hemafed.analytics.cox import FederatedCoxPH
-from hemafed.analytics.design import DesignSpec, NumericTerm, term
+from hemafed.analytics.design import DesignSpec
 from hemafed.analytics.logistic import FederatedLogisticRegression
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.screen import federated_screen
-from hemafed.imaging.site_features import HARMONISED_PREFIX
+from hemafed.imaging.spec import HARMONISED_PREFIX, design
 from hemafed.learn.features import fixed_bins
 from hemafed.learn.gbdt import FederatedGBDT
 
@@ -51,17 +51,6 @@ def harmonised_bounds(combat: FederatedComBat, bounds: Mapping[str, Sequence[flo
     return {HARMONISED_PREFIX + f: (float(alpha[k] + low_eff[k] - width * sd[k]),
                                     float(alpha[k] + high_eff[k] + width * sd[k]))
             for k, f in enumerate(params["features"])}
-
-
-def design(clinical: Sequence[str], features: Sequence[str],
-           bounds: Mapping[str, Sequence[float]]) -> DesignSpec:
-    """Clinical schema terms plus imaging features as numeric terms with public bounds."""
-    terms = [term(c) for c in clinical]
-    for f in features:
-        if f not in bounds:
-            raise InvalidInput(f"feature {f!r} has no declared bounds")
-        terms.append(NumericTerm(f, float(bounds[f][0]), float(bounds[f][1])))
-    return DesignSpec(tuple(terms))
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ def site_report(site_id: str, before: pd.DataFrame, after: pd.DataFrame,
 def write_site_report(site_dir: str | Path, combat: FederatedComBat, *, study: str) -> Path:
     """Render :func:`site_report` of ``study``'s harmonisation into
     ``<site>/imaging/harmonisation.html`` (stays at the site)."""
-    from hemafed.imaging.site_features import HARMONISED_PREFIX, imaging_cohort, imaging_table
+    from hemafed.imaging.site_features import imaging_cohort, imaging_table
+    from hemafed.imaging.spec import HARMONISED_PREFIX
     from hemafed.site.store import load_cohort, site_id_of
 
     site = Path(site_dir)

@@ -40,6 +40,7 @@ from hemafed.imaging.radiomics.library import (
     extract_with,
     library_version,
 )
+from hemafed.imaging.spec import HARMONISED_PREFIX
 from hemafed.imaging.store import IMAGING_DIR, load_image, read_index
 from hemafed.site.pseudonym import Pseudonymiser
 from hemafed.site.store import site_secret
@@ -51,8 +52,6 @@ FINDINGS_FILE = "findings.parquet"
 HARMONISED_DIR = "harmonised"
 """Per-study harmonised tables: ``harmonised/<study>.parquet`` and ``<study>.combat.json`` (the
 pooled ComBat parameters that study's hub sent and the site accepted)."""
-HARMONISED_PREFIX = "h_"
-"""Harmonised copies of features are stored as ``h_<feature>`` beside the raw ones."""
 SETTINGS_FILE = "settings.json"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

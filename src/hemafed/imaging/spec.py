@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hemafed.analytics.design import DesignSpec, NumericTerm, term
 from hemafed.errors import InvalidInput
 from hemafed.imaging.intake import SUPPORTED_MODALITIES
 from hemafed.imaging.radiomics import FeatureSettings
@@ -54,6 +55,8 @@ from hemafed.imaging.radiomics.library import DEFAULT_LIBRARY, LIBRARIES
 
 _KEYS = {"modality", "settings", "features", "harmonise", "bounds"}
 _FEATURE_KEYS = {"library"}
+HARMONISED_PREFIX = "h_"
+"""Harmonised copies of features are stored as ``h_<feature>`` beside the raw ones."""
 MODELS = ("logistic", "cox", "gbdt")
 GBDT_DEFAULTS: dict[str, Any] = {"rounds": 20, "depth": 3, "bins": 16, "learning_rate": 0.1}
 """Boosting options of a ``model: gbdt`` imaging analysis (:mod:`hemafed.learn.gbdt`)."""
@@ -91,8 +94,6 @@ class ImagingSpec:
 
     def harmonised_bounds(self) -> dict[str, tuple[float, float]]:
         """Public bounds of every ``h_<feature>`` (declared, else the feature's own)."""
-        from hemafed.imaging.site_features import HARMONISED_PREFIX
-
         return {HARMONISED_PREFIX + f: self.bounds.get(HARMONISED_PREFIX + f, self.bounds[f])
                 for f in self.features}
 
@@ -237,11 +238,21 @@ class PlanParts:
         return {c: b for c, b in self.bounds.items() if c not in FIELDS}
 
 
+def design(clinical: Sequence[str], features: Sequence[str],
+           bounds: Mapping[str, Sequence[float]]) -> DesignSpec:
+    """Clinical schema terms plus imaging features as numeric terms with public bounds: the
+    design of an imaging model, derived from the spec alone (the plan lists every one the
+    screen can lead to)."""
+    terms = [term(c) for c in clinical]
+    for f in features:
+        if f not in bounds:
+            raise InvalidInput(f"feature {f!r} has no declared bounds")
+        terms.append(NumericTerm(f, float(bounds[f][0]), float(bounds[f][1])))
+    return DesignSpec(tuple(terms))
+
+
 def plan_parts(raw_spec: Mapping[str, Any]) -> PlanParts:
     """The imaging part of a study's plan, derived from the spec text alone."""
-    from hemafed.imaging.models import design
-    from hemafed.imaging.site_features import HARMONISED_PREFIX
-
     ispec = ImagingSpec.from_mapping(raw_spec["imaging"])
     hbounds = ispec.harmonised_bounds()
     bounds = {**ispec.bounds, **hbounds}
