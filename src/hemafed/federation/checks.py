@@ -23,6 +23,7 @@ hemafed.errors.InvalidInput: parameters 'low' < 'high' must bound the column's v
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Self
@@ -107,7 +108,7 @@ def numbers(params: Params, key: str, *, length: int | None = None, allow_empty:
         raise InvalidInput(f"parameter {key!r} must be a list of {length} numbers, "
                            f"got {len(value)}")
     if ok and increasing:
-        ok = all(a < b for a, b in zip(value, value[1:], strict=False))
+        ok = all(a < b for a, b in itertools.pairwise(value))
     if not ok:
         span = "" if (low, high) == (-math.inf, math.inf) else f" in [{low:g}, {high:g}]"
         order = ", strictly increasing" if increasing else ""

@@ -17,7 +17,6 @@ import pandas as pd
 from hemafed.analytics.cox import FederatedCoxPH
 from hemafed.analytics.design import DesignSpec
 from hemafed.analytics.logistic import FederatedLogisticRegression
-from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.screen import federated_screen

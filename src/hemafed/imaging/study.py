@@ -24,8 +24,7 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.models import fit_boosted_model, fit_infarct_model, fit_pfs_model
-from hemafed.imaging.spec import HARMONISED_PREFIX
-from hemafed.imaging.spec import EXACT_HISTOGRAMS_KEY, ImagingSpec, gbdt_options
+from hemafed.imaging.spec import EXACT_HISTOGRAMS_KEY, HARMONISED_PREFIX, ImagingSpec, gbdt_options
 from hemafed.learn.gbdt import FederatedGBDT
 from hemafed.study.spec import Analysis, StudySpec
 
