@@ -18,6 +18,7 @@ from r_datasets import HEART_COX_R, needs_r, r_heart, run_r_batch, split_uneven
 from hemafed.analytics.coxph_startstop import (
     LONG_QUERY,
     CoxStartStopFitter,
+    LongColumns,
     long_rows,
 )
 from hemafed.analytics.design import DesignSpec
@@ -92,17 +93,17 @@ def test_bad_long_tables_are_refused_without_naming_a_patient(heart: pd.DataFram
     i = int(np.flatnonzero(bad["patient_id"].duplicated(keep="last"))[0])
     bad.loc[i, "event"] = 1  # an event on a patient's first of two rows
     with pytest.raises(InvalidInput, match="last interval") as err:
-        long_rows(LongitudinalCohort.attach(site, bad), params, None)
+        long_rows(LongitudinalCohort.attach(site, bad), LongColumns(), None)
     assert "heart" not in str(err.value)
     wide = site.measurements.copy()
     wide.loc[0, "age"] = 99.0
     with pytest.raises(InvalidInput, match="'age' has values outside"):
-        long_rows(LongitudinalCohort.attach(site, wide), params,
+        long_rows(LongitudinalCohort.attach(site, wide), LongColumns(),
                   DesignSpec.from_params(params["design"]))
     with pytest.raises(InvalidInput, match="max_rows_per_patient"):
-        long_rows(site, params | {"max_rows_per_patient": 1}, None)
+        long_rows(site, LongColumns(max_rows_per_patient=1), None)
     with pytest.raises(InvalidInput, match="no long table"):
-        long_rows(validate_cohort(site.patients), params, None)
+        long_rows(validate_cohort(site.patients), LongColumns(), None)
     with pytest.raises(InvalidInput, match="bounds"):
         CoxStartStopFitter().fit(FixedPointFederation({"a": site}), formula=FORMULA,
                                  bounds={"age": [-50, 30]})

@@ -104,7 +104,7 @@ def test_score_outer_contributions_stay_declared_for_any_hub_arrays() -> None:
     """``finegray_score_outer`` declares its DP sensitivity from the hub-sent ``events`` and
     arrays; a hub that undercounts ``events`` and inflates ``p0`` must not get per-patient
     terms above that declaration (the honest request gives the same answer as before)."""
-    from hemafed.analytics.finegray import BOUND_SLACK, influence_bound
+    from hemafed.analytics.finegray import BOUND_SLACK, OuterParams, influence_bound
     from hemafed.cohort.demo import generate
     from hemafed.cohort.partition import split_sites
     from hemafed.federation.queries import get_query
@@ -114,9 +114,9 @@ def test_score_outer_contributions_stay_declared_for_any_hub_arrays() -> None:
     FederatedFineGray().fit(fed, "age + hb", CAUSES)
     params = next(p for q, p in fed.calls if q == "finegray_score_outer")
     query = get_query("finegray_score_outer")
-    honest_b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    honest_b = influence_bound(OuterParams.from_mapping(params)) * (1.0 + BOUND_SLACK)
     hostile = {**params, "events": 0, "p0": (np.asarray(params["p0"]) * 1e6).tolist()}
-    b = influence_bound(hostile) * (1.0 + BOUND_SLACK)
+    b = influence_bound(OuterParams.from_mapping(hostile)) * (1.0 + BOUND_SLACK)
     assert b < honest_b  # the undercount shrinks the declared bound
     for site_id, cohort in cohorts.items():
         honest = query.run(cohort, params, site_id=site_id)
@@ -124,3 +124,34 @@ def test_score_outer_contributions_stay_declared_for_any_hub_arrays() -> None:
         out = query.run(cohort, hostile, site_id=site_id)
         assert np.all(np.abs(out["total"]) <= len(cohort) * b * (1 + 1e-12))
         assert np.all(np.diag(out["outer"]) <= len(cohort) * b * b * (1 + 1e-12))
+
+
+class _Dropping(FixedPointFederation):
+    """A federation whose last site stops answering after ``keep`` secure sums."""
+
+    def __init__(self, cohorts, keep: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(cohorts)
+        self.keep = keep
+
+    def secure_sum(self, query, params, *, study="default", dp=None):  # type: ignore[no-untyped-def]
+        res = super().secure_sum(query, params, study=study, dp=dp)
+        if len(self.calls) > self.keep:
+            res = type(res)(res.values, res.sites[:-1])
+        return res
+
+
+def test_a_site_dropping_out_between_rounds_fails_clearly() -> None:
+    """The table and every Newton round (and the robust variance) must cover the same sites:
+    sums over another cohort do not belong to the same fit. The fit over stable sites records
+    them."""
+    from hemafed.cohort.demo import generate
+    from hemafed.cohort.partition import split_sites
+    from hemafed.errors import ConvergenceError
+
+    cohorts = split_sites(generate("MDS", 300, 7), 3, 7)
+    fg = FederatedFineGray().fit(FixedPointFederation(cohorts), "age + hb", CAUSES)
+    assert fg.sites_ == tuple(sorted(cohorts)) and '"sites"' in fg.to_json()
+    calls = 2 + 1 + fg.rounds  # two time histograms, the table, the Newton rounds
+    for keep in (3, 4, calls):  # after the table, in Newton, before the robust variance
+        with pytest.raises(ConvergenceError, match="sites changed between rounds"):
+            FederatedFineGray().fit(_Dropping(cohorts, keep), "age + hb", CAUSES)

@@ -27,6 +27,11 @@ from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
 DESIGN = [{"kind": "numeric", "column": "age", "low": 0.0, "high": 100.0}]
+LONG_COLUMNS = {"id_col": "patient_id", "start_col": "start", "stop_col": "stop",
+                "event_col": "event", "max_rows_per_patient": 20}
+FG_TABLE = {"causes": [list(c) for c in MDS_AML_VS_DEATH], "cause": 1, "design": DESIGN,
+            "grid": [1.0, 2.0, 3.0]}
+FG_WEIGHTED = {**FG_TABLE, "cens_surv": [1.0, 0.9, 0.8], "time_index": [0, 2]}
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -48,8 +53,23 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "illness_death_influence": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0],
                                 "at_risk": [[5.0, 4.0], [1.0, 1.0]],
                                 "transitions": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]},
+    "cox_start_stop_sums": {"duration_col": "os_time", "event_col": "os_status",
+                            "grid": [1.0, 2.0], "time_mapping": "exact", "design": DESIGN,
+                            "switch": ["amlt_time", "amlt_status"], "ties": "efron",
+                            "beta": [0.01, 0.2]},
+    "cox_long_event_times": {**LONG_COLUMNS, "steps_per_unit": 1.0, "max_time": 10_000.0},
+    "cox_long_sums": {**LONG_COLUMNS, "grid": [1.0, 2.0], "design": DESIGN, "ties": "breslow",
+                      "beta": [0.01]},
+    "finegray_table": FG_TABLE,
+    "finegray_sums": {**FG_WEIGHTED, "beta": [0.01], "competing_sums": True},
+    "finegray_score_outer": {**FG_WEIGHTED, "beta": [0.01], "events": 12,
+                             "p0": [0.1, 0.2, 0.3], "p1": [[1.0], [2.0], [3.0]],
+                             "q0": [0.3, 0.1, 0.0], "q1": [[0.5], [0.2], [0.0]],
+                             "e1": [[0.4], [0.0], [0.6]], "ss2": [[0.0], [-0.1], [-0.2]],
+                             "qn": [[0.0], [0.05], [0.0]]},
 }
-"""One valid request per migrated query, as the hub sends it."""
+"""One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
+Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
 
 OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "category_counts": [("levels", []), ("levels", ["F", "F"])],
@@ -66,13 +86,29 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "illness_death_counts": [("grid", [-1.0, 2.0]), ("exit_time", "")],
     "illness_death_influence": [("at_risk", [[5.0, 4.0]]), ("transitions", [[-1.0, 0.0]] * 3),
                                 ("resolution", -1.0)],
+    "cox_start_stop_sums": [("beta", [0.01]), ("beta", [10.0, 0.0]), ("switch", ["amlt_time"]),
+                            ("ties", "exact"), ("time_mapping", "sideways"),
+                            ("grid", [2.0, 1.0]), ("duration_col", "")],
+    "cox_long_event_times": [("steps_per_unit", 0.0), ("steps_per_unit", math.inf),
+                             ("max_time", 1e9), ("max_time", -1.0), ("event_col", ""),
+                             ("max_rows_per_patient", 0)],
+    "cox_long_sums": [("max_rows_per_patient", 10_001), ("max_rows_per_patient", 2.5),
+                      ("beta", [math.inf]), ("beta", [0.0, 0.0]), ("start_col", "")],
+    "finegray_table": [("cause", 3), ("cause", 0), ("cause", True), ("time_mapping", "down"),
+                       ("grid", [-1.0, 2.0, 3.0]), ("causes", [])],
+    "finegray_sums": [("cens_surv", [1.0, 0.0, 0.5]), ("cens_surv", [1.0, 0.9]),
+                      ("cens_surv", [1.0, 1.5, 0.5]), ("cens_surv", [1.0, math.nan, 0.5]),
+                      ("time_index", [2, 0]), ("time_index", [0, 3]), ("time_index", [0.5]),
+                      ("time_index", []), ("beta", [0.01, 0.02]), ("beta", [5.0])],
+    "finegray_score_outer": [("events", -1), ("events", 2.5), ("p0", [0.0, math.inf, 0.0]),
+                             ("q0", [0.0]), ("p1", [[0.0]] * 2), ("qn", [[0.0, 1.0]] * 3),
+                             ("e1", [[math.nan]] * 3), ("cens_surv", [0.5] * 4)],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
 NOT_MIGRATED = {
     "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_concordance_histogram@1",
-    "cox_long_event_times@1", "cox_long_sums@1", "cox_risk_set_sums@3", "cox_site_derivatives@1",
-    "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
+    "cox_risk_set_sums@3", "cox_site_derivatives@1",
     "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
     "gwas_pca_gram@1", "gwas_store@1",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,18 +53,16 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
-from hemafed.analytics.fitter import FederatedFitter
+from hemafed.analytics.fitter import FederatedFitter, same_sites
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.mixed import LongitudinalCohort
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
     REL_TOL,
-    _col,
+    TIME_MAPPINGS,
     _hist_check,
     _hist_size,
-    _max_patients,
     _outcome,
-    _survival_check,
     check_grid,
     combine_bands,
     cox_derivatives,
@@ -78,9 +77,10 @@ from hemafed.analytics.survival_queries import (
     upper_index,
 )
 from hemafed.cohort.model import Cohort
-from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 from hemafed.privacy.disclosure import risk_set_changes
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,72 @@ def _half_widths(spec: DesignSpec) -> np.ndarray:
     return np.r_[spec.half_width, 0.5]
 
 
-def start_stop_rows(cohort: Cohort, params: Params
+TIES = ("efron", "breslow")
+
+
+def _grid(params: Params) -> tuple[float, ...]:
+    return tuple(float(t) for t in check_grid(params.get("grid")))
+
+
+def _beta(params: Params, hw: np.ndarray, names: Sequence[str]) -> tuple[float, ...]:
+    """``beta``: one finite number per covariate within the coefficient bound."""
+    beta = checks.numbers(params, "beta", length=len(names))
+    check_coefficients(beta, hw, tuple(names))
+    return beta
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoxSumsParams(QueryParams):
+    """What every start-stop risk-set sum reads: the public design, grid (the event times),
+    the coefficients the sums are taken at and the tie method."""
+
+    design: DesignSpec
+    grid: tuple[float, ...]
+    beta: tuple[float, ...]
+    ties: str = "efron"
+    max_patients: int = checks.MAX_PATIENTS
+
+    @staticmethod
+    def _sums(params: Params, spec: DesignSpec, hw: np.ndarray, names: Sequence[str]
+              ) -> dict[str, Any]:
+        return {"design": spec, "grid": _grid(params), "beta": _beta(params, hw, names),
+                "ties": checks.choice(params, "ties", TIES, "efron"),
+                "max_patients": checks.max_patients(params)}
+
+    def to_mapping(self) -> dict[str, Any]:
+        return super().to_mapping() | {"design": self.design.to_params()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartStopParams(CoxSumsParams):
+    """``cox_start_stop_sums``: those of the sums (``beta`` the design's coefficients, then the
+    time-varying covariate's), the outcome columns, the ``switch`` column pair and how times
+    map onto the grid."""
+
+    QUERY = QUERY
+    switch: tuple[str, str]
+    duration_col: str = "os_time"
+    event_col: str = "os_status"
+    time_mapping: str = "exact"
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> StartStopParams:
+        cls.known(params)
+        spec = DesignSpec.from_params(params.get("design"))
+        return cls(**cls._sums(params, spec, _half_widths(spec), (*spec.names, "z")),
+                   switch=_switch(params),
+                   duration_col=checks.column(params, "duration_col", "os_time"),
+                   event_col=checks.column(params, "event_col", "os_status"),
+                   time_mapping=checks.choice(params, "time_mapping", TIME_MAPPINGS, "exact"))
+
+
+def start_stop_rows(cohort: Cohort, params: StartStopParams
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
     """``(start, stop, event, x, n_patients, excluded)`` of the site's split rows; ``x`` is
     centred (design centres, 0.5 for ``z``) and its last column is ``z``."""
-    spec = DesignSpec.from_params(params["design"])
-    dcol, ecol = _col(params, "duration_col", "os_time"), _col(params, "event_col", "os_status")
-    tcol, scol = _switch(params)
+    spec = params.design
+    dcol, ecol = params.duration_col, params.event_col
+    tcol, scol = params.switch
     for c, kind in ((dcol, "duration"), (ecol, "event"), (tcol, "switch time"),
                     (scol, "switch status")):
         _outcome(cohort, c, kind)
@@ -123,8 +182,8 @@ def start_stop_rows(cohort: Cohort, params: Params
     for c in (dcol, tcol):
         if num[c].size and num[c].min() < 0:
             raise InvalidInput(f"column {c!r} has negative times")
-    grid = check_grid(params["grid"])
-    mode = str(params.get("time_mapping", "exact"))
+    grid = np.asarray(params.grid)
+    mode = params.time_mapping
     fits = fits_grid(num[dcol], num[ecol] == 1, grid, mode)  # the others are excluded
     mask = keep_fitting(mask, fits)
     num = {c: v[fits] for c, v in num.items()}
@@ -154,36 +213,35 @@ def start_stop_rows(cohort: Cohort, params: Params
     return start, stops, events, x, int(mask.sum()), int(len(cohort) - mask.sum())
 
 
-def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    return _risk_sums(*start_stop_rows(cohort, params), _half_widths(spec), params)
+def _compute(cohort: Cohort, params: StartStopParams) -> dict[str, np.ndarray]:
+    return _risk_sums(*start_stop_rows(cohort, params), _half_widths(params.design), params)
 
 
-def _changes(start: np.ndarray, stop: np.ndarray, event: np.ndarray, params: Params
+def _changes(start: np.ndarray, stop: np.ndarray, event: np.ndarray, params: CoxSumsParams
              ) -> np.ndarray:
     """The site-only cells of start-stop risk-set changes (attack M) over rows ``(start,
     stop]`` as :func:`_risk_sums` sees them: per interval the rows entering (a late entry, the
     second row of a switch) and the rows leaving other than by an event on the grid (a
     censoring, the first row of a switch), the first and last risk sets. One patient has at
     most one row at risk at a grid point, so each cell counts distinct patients."""
-    grid = check_grid(params["grid"])
+    grid = np.asarray(params.grid)
     cnt_start, _ = grid_positions(start, grid)
     cnt_stop, on_grid = grid_positions(stop, grid)
     return risk_set_changes(cnt_start, cnt_stop, event & (on_grid >= 0), grid.size)
 
 
-def _tv_changes(cohort: Cohort, params: Params) -> np.ndarray:
+def _tv_changes(cohort: Cohort, params: StartStopParams) -> np.ndarray:
     start, stop, event, *_ = start_stop_rows(cohort, params)
     return _changes(start, stop, event, params)
 
 
 def _risk_sums(start: np.ndarray, stop: np.ndarray, event: np.ndarray, x: np.ndarray, n: int,
-               excluded: int, hw: np.ndarray, params: Params) -> dict[str, np.ndarray]:
-    """The sums at ``params['beta']`` over rows ``(start, stop]`` (``x`` centred, ``hw`` its
-    public half-widths); events lie on ``params['grid']``."""
-    grid = check_grid(params["grid"])
-    beta = np.asarray(params["beta"], dtype=float)
-    efron = params.get("ties", "efron") == "efron"
+               excluded: int, hw: np.ndarray, params: CoxSumsParams) -> dict[str, np.ndarray]:
+    """The sums at ``params.beta`` over rows ``(start, stop]`` (``x`` centred, ``hw`` its
+    public half-widths); events lie on ``params.grid``."""
+    grid = np.asarray(params.grid)
+    beta = np.asarray(params.beta)
+    efron = params.ties == "efron"
     m, p = grid.size, x.shape[1]
     centres, half = lp_bands(hw, beta)
     nb = centres.size
@@ -222,21 +280,20 @@ def _risk_sums(start: np.ndarray, stop: np.ndarray, event: np.ndarray, x: np.nda
     return out
 
 
-def _declare(params: Params) -> dict[str, Statistic]:
-    spec = DesignSpec.from_params(params.get("design"))
-    return _declare_sums(params, _half_widths(spec), 2)
+def _declare(params: StartStopParams) -> dict[str, Statistic]:
+    return _declare_sums(params, _half_widths(params.design), 2)
 
 
-def _declare_sums(params: Params, hw: np.ndarray, rows_per_patient: int
+def _declare_sums(params: CoxSumsParams, hw: np.ndarray, rows_per_patient: int
                   ) -> dict[str, Statistic]:
     """Declarations of :func:`_risk_sums`: per-patient bounds (a patient is at risk in at most
     one of its rows at any time and has at most one event), ``rows_per_patient`` rows each."""
-    mp = _max_patients(params)
+    mp = params.max_patients
     k = rows_per_patient
-    m, p = check_grid(params.get("grid")).size, hw.size
+    m, p = len(params.grid), hw.size
     q = p * (p + 1) // 2
     a = float(hw.max())
-    centres, half = lp_bands(hw, np.asarray(params["beta"], dtype=float))
+    centres, half = lp_bands(hw, np.asarray(params.beta))
     nb, e = centres.size, math.exp(half)
     top = mp * e * (1.0 + BOUND_SLACK)
 
@@ -252,36 +309,15 @@ def _declare_sums(params: Params, hw: np.ndarray, rows_per_patient: int
            "n": Statistic((1,), 0, mp, is_count=True),
            "rows": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
-    if params.get("ties", "efron") == "efron":
+    if params.ties == "efron":
         out |= {"e0": stat((nb, m), 0, top, e),
                 "e1": stat((nb, m, p), -top * a, top * a, a * e * math.sqrt(p)),
                 "e2": stat((nb, m, q), -top * a * a, top * a * a, a * a * e * p)}
     return out
 
 
-def _check(params: Params) -> None:
-    _survival_check(params)
-    _switch(params)
-    spec = DesignSpec.from_params(params.get("design"))
-    _check_beta_ties(params, _half_widths(spec), (*spec.names, "z"),
-                     " (the design's, then the time-varying covariate's)")
-
-
-def _check_beta_ties(params: Params, hw: np.ndarray, names: Sequence[str], what: str = ""
-                     ) -> None:
-    """``beta``: one finite number per covariate within the coefficient bound; ``ties``."""
-    beta = params.get("beta")
-    if (not isinstance(beta, list | tuple) or len(beta) != len(names)
-            or not all(isinstance(b, int | float) and not isinstance(b, bool)
-                       and math.isfinite(b) for b in beta)):
-        raise InvalidInput(f"parameter 'beta' must list {len(names)} finite coefficients{what}")
-    check_coefficients(beta, hw, tuple(names))
-    if params.get("ties", "efron") not in ("efron", "breslow"):
-        raise InvalidInput("parameter 'ties' must be 'efron' or 'breslow'")
-
-
 COX_START_STOP_SUMS = register(Query(
-    QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+    QUERY, "1", compute=_compute, declare=_declare, params_type=StartStopParams,
     risk_set_changes=_tv_changes,
     description="Cox risk-set sums over start-stop rows (a 0/1 covariate switched on at a "
                 "patient-level event time) per linear-predictor band and grid time at beta"))
@@ -306,11 +342,7 @@ class FederatedCoxTimeVarying(FederatedFitter):
     def _round(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
         request = self._request | {"beta": [float(b) for b in beta]}
         agg = self._federation.secure_sum(self._query, request, study=self._study)
-        sites = tuple(sorted(agg.sites))
-        if self.sites_ and sites != self.sites_:
-            raise ConvergenceError(f"the contributing sites changed between rounds "
-                                   f"({self.sites_} then {sites}); rerun on a stable set of sites")
-        self.sites_ = sites
+        self.sites_ = same_sites(self.sites_, agg.sites)
         sums = combine_bands(expand_cox_sums(agg.values, self._grid.size),
                              lp_bands(self._hw, beta))
         ll, g, h = cox_derivatives(sums, beta, self.ties == "efron")
@@ -467,20 +499,73 @@ LONG_EVENTS_QUERY = "cox_long_event_times"
 MAX_ROWS_PER_PATIENT = 20
 
 
-def _long_cols(params: Params) -> tuple[str, str, str, str]:
-    return (_col(params, "id_col", "patient_id"), _col(params, "start_col", "start"),
-            _col(params, "stop_col", "stop"), _col(params, "event_col", "event"))
+@dataclass(frozen=True, kw_only=True)
+class LongColumns(QueryParams):
+    """The columns of a site's long table a request names (the defaults of
+    :data:`~hemafed.analytics.study_kinds.COX_LONG_DEFAULTS`), and the public cap on a
+    patient's rows, which bounds each patient's part of a row count."""
+
+    id_col: str = "patient_id"
+    start_col: str = "start"
+    stop_col: str = "stop"
+    event_col: str = "event"
+    max_rows_per_patient: int = MAX_ROWS_PER_PATIENT
+
+    @staticmethod
+    def _columns(params: Params) -> dict[str, Any]:
+        return {"id_col": checks.column(params, "id_col", "patient_id"),
+                "start_col": checks.column(params, "start_col", "start"),
+                "stop_col": checks.column(params, "stop_col", "stop"),
+                "event_col": checks.column(params, "event_col", "event"),
+                "max_rows_per_patient": checks.positive_int(
+                    params, "max_rows_per_patient", MAX_ROWS_PER_PATIENT, cap=10_000)}
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> LongColumns:
+        cls.known(params)
+        return cls(**cls._columns(params))
 
 
-def _rows_cap(params: Params) -> int:
-    k = params.get("max_rows_per_patient", MAX_ROWS_PER_PATIENT)
-    if (isinstance(k, bool) or not isinstance(k, int | float) or not 1 <= k <= 10_000
-            or k != int(k)):
-        raise InvalidInput("parameter 'max_rows_per_patient' must be a whole number in 1...10000")
-    return int(k)
+@dataclass(frozen=True, kw_only=True)
+class LongSumsParams(LongColumns, CoxSumsParams):
+    """``cox_long_sums``: the long table's columns and those of the sums (``beta`` the
+    design's coefficients; the grid the pooled event times)."""
+
+    QUERY = LONG_QUERY
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> LongSumsParams:
+        cls.known(params)
+        spec = DesignSpec.from_params(params.get("design"))
+        return cls(**cls._columns(params), **cls._sums(params, spec, spec.half_width, spec.names))
 
 
-def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
+@dataclass(frozen=True, kw_only=True)
+class LongEventsParams(LongColumns):
+    """``cox_long_event_times``: the long table's columns and the public lattice
+    ``k / steps_per_unit`` up to ``max_time`` (time_histogram's lattice rule)."""
+
+    QUERY = LONG_EVENTS_QUERY
+    steps_per_unit: float
+    max_time: float
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> LongEventsParams:
+        cls.known(params)
+        spu = checks.number(params, "steps_per_unit", low=0.0, open_low=True)
+        top = checks.number(params, "max_time", low=0.0, open_low=True)
+        _hist_check({"steps_per_unit": spu, "max_time": top})
+        return cls(**cls._columns(params), steps_per_unit=spu, max_time=top,
+                   max_patients=checks.max_patients(params))
+
+    @property
+    def size(self) -> int:
+        """The number of lattice points."""
+        return _hist_size({"steps_per_unit": self.steps_per_unit, "max_time": self.max_time})
+
+
+def long_rows(cohort: Cohort, params: LongColumns, spec: DesignSpec | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:
     """``(start, stop, event, x, n_patients, excluded_rows, patient_ids)`` of the site's long table
     (:class:`~hemafed.analytics.mixed.LongitudinalCohort`'s ``measurements``): the rows with
@@ -490,7 +575,7 @@ def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
     query maps them to the grid."""
     if not isinstance(cohort, LongitudinalCohort):
         raise InvalidInput("this site holds no long table (cohort/measurements.parquet)")
-    idc, sc, tc, ec = _long_cols(params)
+    idc, sc, tc, ec = params.id_col, params.start_col, params.stop_col, params.event_col
     table = cohort.measurements
     if idc not in table.columns:
         raise InvalidInput(f"column {idc!r} is not in the site's long table")
@@ -524,7 +609,7 @@ def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
         checked = check_long_format(frame[complete], idc, sc, tc, ec)
     except InvalidInput as e:  # the site's intake text names a patient: the hub gets the rule
         raise InvalidInput(str(e).split(" (patient ")[0]) from None
-    k = _rows_cap(params)
+    k = params.max_rows_per_patient
     if len(checked) and int(checked.groupby(idc).size().max()) > k:
         raise InvalidInput("a patient has more rows than parameter 'max_rows_per_patient'")
     x = checked[xcols].to_numpy(dtype=float)
@@ -537,13 +622,12 @@ def long_rows(cohort: Cohort, params: Params, spec: DesignSpec | None
             int(len(frame) - len(checked)), ids)
 
 
-def _long_kept(cohort: Cohort, params: Params
+def _long_kept(cohort: Cohort, params: LongSumsParams
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
     """``(start, stop, event, x, n, excluded)`` of the long rows the sums are over: a patient
     with an event off the public grid is left out (counted in ``excluded``)."""
-    spec = DesignSpec.from_params(params["design"])
-    start, stop, event, x, n, excluded, ids = long_rows(cohort, params, spec)
-    grid = check_grid(params["grid"])
+    start, stop, event, x, n, excluded, ids = long_rows(cohort, params, params.design)
+    grid = np.asarray(params.grid)
     off = event & ~fits_grid(stop, event, grid, "exact")
     drop = np.isin(ids, ids[off])
     stop = effective_times(stop, event, grid, "exact")
@@ -553,69 +637,48 @@ def _long_kept(cohort: Cohort, params: Params
             excluded + int(drop.sum()))
 
 
-def _long_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    return _risk_sums(*_long_kept(cohort, params), spec.half_width, params)
+def _long_compute(cohort: Cohort, params: LongSumsParams) -> dict[str, np.ndarray]:
+    return _risk_sums(*_long_kept(cohort, params), params.design.half_width, params)
 
 
-def _long_changes(cohort: Cohort, params: Params) -> np.ndarray:
+def _long_changes(cohort: Cohort, params: LongSumsParams) -> np.ndarray:
     start, stop, event, *_ = _long_kept(cohort, params)
     return _changes(start, stop, event, params)
 
 
-def _long_declare(params: Params) -> dict[str, Statistic]:
-    spec = DesignSpec.from_params(params.get("design"))
-    k = _rows_cap(params)
-    out = _declare_sums(params, spec.half_width, k)
-    out["excluded"] = Statistic((1,), 0, k * _max_patients(params), sensitivity=float(k),
+def _long_declare(params: LongSumsParams) -> dict[str, Statistic]:
+    k = params.max_rows_per_patient
+    out = _declare_sums(params, params.design.half_width, k)
+    out["excluded"] = Statistic((1,), 0, k * params.max_patients, sensitivity=float(k),
                                 is_count=True)
     return out
 
 
-def _long_check(params: Params) -> None:
-    _long_cols(params)
-    _rows_cap(params)
-    check_grid(params.get("grid"))
-    spec = DesignSpec.from_params(params.get("design"))
-    _check_beta_ties(params, spec.half_width, spec.names)
-
-
 COX_LONG_SUMS = register(Query(
-    LONG_QUERY, "1", compute=_long_compute, declare=_long_declare, check_params=_long_check,
+    LONG_QUERY, "1", compute=_long_compute, declare=_long_declare, params_type=LongSumsParams,
     risk_set_changes=_long_changes,
     description="Cox risk-set sums over the rows of a site's long-format start-stop table "
                 "(several time-varying covariates) per linear-predictor band and grid time"))
 
 
-def _events_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _events_compute(cohort: Cohort, params: LongEventsParams) -> dict[str, np.ndarray]:
     _, stop, event, _, _, excluded, _ = long_rows(cohort, params, None)
-    spu, size = float(params["steps_per_unit"]), _lattice_size(params)
+    spu, size = params.steps_per_unit, params.size
     k = np.rint(stop[event] * spu)
     fits = (np.abs(k - stop[event] * spu) <= 1e-6) & (k < size)
     return {"events": np.bincount(k[fits].astype(int), minlength=size).astype(float),
             "excluded": np.array([float(excluded + int((~fits).sum()))])}
 
 
-def _lattice_size(params: Params) -> int:
-    _hist_check(params)  # the public lattice of time_histogram
-    return _hist_size(params)
-
-
-def _events_declare(params: Params) -> dict[str, Statistic]:
-    mp, k = _max_patients(params), _rows_cap(params)
-    return {"events": Statistic((_lattice_size(params),), 0, mp, is_count=True),
+def _events_declare(params: LongEventsParams) -> dict[str, Statistic]:
+    mp, k = params.max_patients, params.max_rows_per_patient
+    return {"events": Statistic((params.size,), 0, mp, is_count=True),
             "excluded": Statistic((1,), 0, k * mp, sensitivity=float(k), is_count=True)}
-
-
-def _events_check(params: Params) -> None:
-    _long_cols(params)
-    _rows_cap(params)
-    _lattice_size(params)
 
 
 COX_LONG_EVENT_TIMES = register(Query(
     LONG_EVENTS_QUERY, "1", compute=_events_compute, declare=_events_declare,
-    check_params=_events_check,
+    params_type=LongEventsParams,
     description="events of a site's long-format start-stop table on the public lattice "
                 "k/steps_per_unit (the event-time grid of cox_long_sums)"))
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,11 +50,10 @@ from hemafed.analytics.design import (
     design_values,
     parse_formula,
 )
-from hemafed.analytics.fitter import FederatedFitter
+from hemafed.analytics.fitter import FederatedFitter, same_sites
 from hemafed.analytics.km import time_grid
 from hemafed.analytics.survival_queries import (
     BOUND_SLACK,
-    _max_patients,
     check_grid,
     combine_bands,
     cox_derivatives,
@@ -69,30 +69,146 @@ from hemafed.analytics.survival_queries import (
 )
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 from hemafed.privacy.disclosure import risk_set_changes
 
 log = logging.getLogger(__name__)
 
 
+# --- parameters --------------------------------------------------------------------------------
+
+FG_MAPPINGS = ("exact", "up")
+"""Fine-Gray time mappings: ``exact`` (the grid holds every exit time, from the secure time
+histograms) or ``up`` (the whole plan lattice, each exit moved up to its interval's end: the
+pooled ``crr`` on times rounded up to the lattice)."""
+
+INFLUENCE_ARRAYS = ("p0", "p1", "q0", "q1", "e1", "ss2", "qn")
+"""Public per-grid-time arrays the hub sends for the robust variance (see :func:`influence`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineGrayParams(QueryParams):
+    """``finegray_table``: the (time, status) column pair of each cause, the cause of interest
+    (1-based), the public design and grid, and how exit times map onto the grid."""
+
+    QUERY = "finegray_table"
+    causes: tuple[tuple[str, str], ...]
+    design: DesignSpec
+    grid: tuple[float, ...]
+    cause: int = 1
+    time_mapping: str = "exact"
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def _base(cls, params: Params) -> dict[str, Any]:
+        causes = tuple(_causes(params))
+        return {"causes": causes, "design": DesignSpec.from_params(params.get("design")),
+                "grid": tuple(float(t) for t in check_grid(params.get("grid"))),
+                "cause": checks.positive_int(params, "cause", 1, cap=len(causes)),
+                "time_mapping": checks.choice(params, "time_mapping", FG_MAPPINGS, "exact"),
+                "max_patients": checks.max_patients(params)}
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> FineGrayParams:
+        cls.known(params)
+        return cls(**cls._base(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return super().to_mapping() | {"design": self.design.to_params()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightedParams(FineGrayParams):
+    """Those of the table and what the hub derived from it: ``cens_surv`` (``G(t-)`` in
+    ``(0, 1]`` per grid time), ``time_index`` (the grid positions of the cause's event times,
+    increasing) and the coefficients ``beta`` (one per design column)."""
+
+    cens_surv: tuple[float, ...]
+    time_index: tuple[int, ...]
+    beta: tuple[float, ...]
+
+    @classmethod
+    def _weighted(cls, params: Params) -> dict[str, Any]:
+        base = cls._base(params)
+        m, spec = len(base["grid"]), base["design"]
+        g = checks.numbers(params, "cens_surv", length=m, low=0.0, high=1.0)
+        if min(g) == 0:
+            raise InvalidInput("parameter 'cens_surv' must hold G(t-) in (0, 1] at every grid "
+                               "time")
+        idx = checks.numbers(params, "time_index", low=0, high=m - 1, increasing=True)
+        if any(i != int(i) for i in idx):
+            raise InvalidInput("parameter 'time_index' must list increasing grid positions of "
+                               "the cause's event times")
+        beta = checks.numbers(params, "beta", length=spec.width)
+        check_coefficients(beta, spec.half_width, spec.names)
+        return base | {"cens_surv": g, "time_index": tuple(int(i) for i in idx), "beta": beta}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SumsParams(WeightedParams):
+    """``finegray_sums``: the weighted ones, and whether to add the competing-event sums."""
+
+    QUERY = "finegray_sums"
+    competing_sums: bool = False
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> SumsParams:
+        cls.known(params)
+        return cls(**cls._weighted(params),
+                   competing_sums=checks.flag(params, "competing_sums", False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OuterParams(WeightedParams):
+    """``finegray_score_outer``: the weighted ones (``time_index`` comes with the fit's fixed
+    request and is not read), the pooled number of the cause's ``events``, and the public
+    arrays :data:`INFLUENCE_ARRAYS` (``p0``, ``q0`` one number per grid time, the others one
+    row of ``width`` numbers per grid time)."""
+
+    QUERY = "finegray_score_outer"
+    p0: tuple[float, ...]
+    p1: tuple[tuple[float, ...], ...]
+    q0: tuple[float, ...]
+    q1: tuple[tuple[float, ...], ...]
+    e1: tuple[tuple[float, ...], ...]
+    ss2: tuple[tuple[float, ...], ...]
+    qn: tuple[tuple[float, ...], ...]
+    events: int = 0
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> OuterParams:
+        cls.known(params)
+        out = cls._weighted(params)
+        m, p = len(out["grid"]), out["design"].width
+        arrays: dict[str, Any] = {}
+        for name in INFLUENCE_ARRAYS:
+            if name in ("p0", "q0"):
+                arrays[name] = checks.numbers(params, name, length=m)
+                continue
+            rows = params.get(name)
+            if not isinstance(rows, list | tuple) or len(rows) != m:
+                raise InvalidInput(f"parameter {name!r} must be a finite array of shape "
+                                   f"{(m, p)}")
+            arrays[name] = tuple(checks.numbers({name: r}, name, length=p) for r in rows)
+        return cls(**out, **arrays, events=checks.positive_int(params, "events", 0, low=0))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The public arrays as float arrays, ``(m,)`` or ``(m, width)``."""
+        return {name: np.asarray(getattr(self, name), dtype=float) for name in INFLUENCE_ARRAYS}
+
+
 # --- the site's rows ---------------------------------------------------------------------------
 
-def _cause_of_interest(params: Params) -> int:
-    k = params.get("cause", 1)
-    if not isinstance(k, int) or not 1 <= k <= len(_causes(params)):
-        raise InvalidInput(f"parameter 'cause' must be 1..{len(_causes(params))}, got {k!r}")
-    return k
-
-
-def _rows(cohort: Cohort, params: Params
+def _rows(cohort: Cohort, params: FineGrayParams
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """``(at_risk_count, grid_index, status, x, excluded)``: per complete case the number of
     grid points ``<= T``, the grid point of ``T``, status (1 cause of interest, 2 competing,
     0 censored) and the centred design row."""
-    causes = _causes(params)
-    grid = check_grid(params["grid"])
-    spec = DesignSpec.from_params(params["design"])
+    causes = params.causes
+    grid = np.asarray(params.grid)
+    spec = params.design
     values = design_values(cohort, spec)
     mask = complete_case_mask(cohort, spec, [c for pair in causes for c in pair], values=values)
     times = np.column_stack([cohort.numeric_column(t)[mask] for t, _ in causes])
@@ -105,7 +221,7 @@ def _rows(cohort: Cohort, params: Params
     # exact: every exit must be on the grid (the censoring distribution needs the censoring
     # times); one that is not is excluded, not refused (hemafed.analytics.survival_queries).
     # up (a plan lattice): every exit moves up to its interval's end, censorings included
-    mode = _fg_mapping(params)
+    mode = params.time_mapping
     every = np.ones(time.size, dtype=bool)
     fits = fits_grid(time, every, grid, mode)
     mask, time, cause = keep_fitting(mask, fits), time[fits], cause[fits]
@@ -113,38 +229,17 @@ def _rows(cohort: Cohort, params: Params
     count, on_grid = grid_positions(eff, grid)
     # up: an exit after the last grid point is at risk throughout, never an event
     cause = np.where(on_grid >= 0, cause, 0)
-    k = _cause_of_interest(params)
+    k = params.cause
     status = np.where(cause == k, 1, np.where(cause > 0, 2, 0))
     x, _ = design_matrix(cohort, spec, mask, values=values)
     return count, on_grid, status, x - spec.center, int(len(cohort) - mask.sum())
 
 
-FG_MAPPINGS = ("exact", "up")
-"""Fine-Gray time mappings: ``exact`` (the grid holds every exit time, from the secure time
-histograms) or ``up`` (the whole plan lattice, each exit moved up to its interval's end: the
-pooled ``crr`` on times rounded up to the lattice)."""
-
-
-def _fg_mapping(params: Params) -> str:
-    mode = params.get("time_mapping", "exact")
-    if mode not in FG_MAPPINGS:
-        raise InvalidInput(f"parameter 'time_mapping' must be one of {FG_MAPPINGS}, got {mode!r}")
-    return str(mode)
-
-
-def _base_check(params: Params) -> DesignSpec:
-    _causes(params)
-    _cause_of_interest(params)
-    check_grid(params.get("grid"))
-    _fg_mapping(params)
-    return DesignSpec.from_params(params.get("design"))
-
-
 # --- finegray_table ----------------------------------------------------------------------------
 
-def _table_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _table_compute(cohort: Cohort, params: FineGrayParams) -> dict[str, np.ndarray]:
     count, on_grid, status, _, excluded = _rows(cohort, params)
-    m = check_grid(params["grid"]).size
+    m = len(params.grid)
     events = np.zeros((2, m))
     for s in (1, 2):
         np.add.at(events[s - 1], on_grid[status == s], 1.0)
@@ -152,8 +247,8 @@ def _table_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
             "events": events, "excluded": np.array([float(excluded)])}
 
 
-def _table_declare(params: Params) -> dict[str, Statistic]:
-    mp, m = _max_patients(params), check_grid(params.get("grid")).size
+def _table_declare(params: FineGrayParams) -> dict[str, Statistic]:
+    mp, m = params.max_patients, len(params.grid)
     # per-time counts that only feed the estimator (G and the cause's event times), still under
     # the min-cell rule on any grid: the hub sees them pooled, and with the per-time xsum of
     # finegray_sums a month with one event would give that patient's covariates (attack L)
@@ -162,44 +257,13 @@ def _table_declare(params: Params) -> dict[str, Statistic]:
             "excluded": Statistic((1,), 0, mp, is_count=True)}
 
 
-def _table_check(params: Params) -> None:
-    _base_check(params)
-
-
 register(Query("finegray_table", "1", compute=_table_compute, declare=_table_declare,
-               check_params=_table_check,
+               params_type=FineGrayParams,
                description="exit histogram and events of the cause of interest and of the "
                            "competing causes per grid time, over the design's complete cases"))
 
 
 # --- finegray_sums -----------------------------------------------------------------------------
-
-def _g(params: Params, m: int) -> np.ndarray:
-    g = np.asarray(params.get("cens_surv", []), dtype=float)
-    if g.shape != (m,) or not np.all((g > 0) & (g <= 1)):
-        raise InvalidInput("parameter 'cens_surv' must hold G(t-) in (0, 1] at every grid time")
-    return g
-
-
-def _time_index(params: Params, m: int) -> np.ndarray:
-    idx = np.asarray(params.get("time_index", []), dtype=np.intp)
-    if idx.ndim != 1 or idx.size == 0 or idx[0] < 0 or idx[-1] >= m or np.any(np.diff(idx) <= 0):
-        raise InvalidInput("parameter 'time_index' must list increasing grid positions of the "
-                           "cause's event times")
-    return idx
-
-
-def _sums_check(params: Params) -> None:
-    spec = _base_check(params)
-    m = check_grid(params.get("grid")).size
-    _g(params, m)
-    _time_index(params, m)
-    beta = params.get("beta")
-    if (not isinstance(beta, list | tuple) or len(beta) != spec.width
-            or not np.all(np.isfinite(np.asarray(beta, dtype=float)))):
-        raise InvalidInput(f"parameter 'beta' must list {spec.width} finite coefficients")
-    check_coefficients(beta, spec.half_width, spec.names)
-
 
 def _banded(x: np.ndarray, beta: np.ndarray, half_width: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -214,11 +278,11 @@ def _banded(x: np.ndarray, beta: np.ndarray, half_width: np.ndarray
     return band, vals, centres.size
 
 
-def _sums_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    m = check_grid(params["grid"]).size
-    g, t_idx = _g(params, m), _time_index(params, m)
-    beta = np.asarray(params["beta"], dtype=float)
+def _sums_compute(cohort: Cohort, params: SumsParams) -> dict[str, np.ndarray]:
+    spec = params.design
+    m = len(params.grid)
+    g, t_idx = np.asarray(params.cens_surv), np.asarray(params.time_index, dtype=np.intp)
+    beta = np.asarray(params.beta)
     count, on_grid, status, x, excluded = _rows(cohort, params)
     p = x.shape[1]
     band, vals, nb = _banded(x, beta, spec.half_width)
@@ -237,20 +301,20 @@ def _sums_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     out = {"s0": total[..., 0], "s1": total[..., 1:1 + p], "s2": total[..., 1 + p:],
            "d": d[None, t_idx], "xsum": xsum[None, t_idx], "n": np.array([float(x.shape[0])]),
            "excluded": np.array([float(excluded)])}
-    if params.get("competing_sums", False):
+    if params.competing_sums:
         out |= {"c0": comp[..., 0], "c1": comp[..., 1:1 + p]}
     return out
 
 
-def _sums_declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
-    spec = DesignSpec.from_params(params.get("design"))
-    m = check_grid(params.get("grid")).size
-    mt = _time_index(params, m).size
-    g_min = float(np.min(np.asarray(params.get("cens_surv", [1.0]), dtype=float)))
+def _sums_declare(params: SumsParams) -> dict[str, Statistic]:
+    mp = params.max_patients
+    spec = params.design
+    m = len(params.grid)
+    mt = len(params.time_index)
+    g_min = min(params.cens_surv)
     p, a = spec.width, float(spec.half_width.max())
     qq = p * (p + 1) // 2
-    centres, half = lp_bands(spec.half_width, np.asarray(params["beta"], dtype=float))
+    centres, half = lp_bands(spec.half_width, np.asarray(params.beta))
     nb, e = centres.size, math.exp(half)
     top = mp * e * (1.0 + BOUND_SLACK)
 
@@ -265,14 +329,14 @@ def _sums_declare(params: Params) -> dict[str, Statistic]:
            "xsum": stat((1, mt, p), -mp * a, mp * a, a * math.sqrt(p)),
            "n": Statistic((1,), 0, mp, is_count=True),
            "excluded": Statistic((1,), 0, mp, is_count=True)}
-    if params.get("competing_sums", False):
+    if params.competing_sums:
         c = top / g_min
         out |= {"c0": stat((nb, m), 0, c, e / g_min * math.sqrt(m)),
                 "c1": stat((nb, m, p), -c * a, c * a, a * e / g_min * math.sqrt(m * p))}
     return out
 
 
-def _sums_changes(cohort: Cohort, params: Params) -> np.ndarray:
+def _sums_changes(cohort: Cohort, params: SumsParams) -> np.ndarray:
     """The site-only cells of the Fine-Gray risk-set changes (whole grid): per interval the
     censored exits and, separately, the competing exits (which stay in the risk set with the
     weight ``G_j / G(T-)``: a hub-chosen ``G`` weights each exit point's competing patients
@@ -280,11 +344,11 @@ def _sums_changes(cohort: Cohort, params: Params) -> np.ndarray:
     risk sets; the cause's events are the released ``d`` (attack M)."""
     count, _, status, _, _ = _rows(cohort, params)
     return risk_set_changes(np.zeros(count.size, dtype=np.intp), count, status == 1,
-                            check_grid(params["grid"]).size, (status == 2).astype(np.intp), 2)
+                            len(params.grid), (status == 2).astype(np.intp), 2)
 
 
 register(Query("finegray_sums", "1", compute=_sums_compute, declare=_sums_declare,
-               check_params=_sums_check, risk_set_changes=_sums_changes,
+               params_type=SumsParams, risk_set_changes=_sums_changes,
                description="Fine-Gray weighted risk-set sums per linear-predictor band at the "
                            "cause's event times at beta and G; optionally the competing-event "
                            "sums C0, C1 per grid time"))
@@ -292,35 +356,16 @@ register(Query("finegray_sums", "1", compute=_sums_compute, declare=_sums_declar
 
 # --- finegray_score_outer ----------------------------------------------------------------------
 
-INFLUENCE_ARRAYS = ("p0", "p1", "q0", "q1", "e1", "ss2", "qn")
-"""Public per-grid-time arrays the hub sends for the robust variance (see :func:`influence`)."""
-
-
-def _arrays(params: Params, m: int, p: int) -> dict[str, np.ndarray]:
-    out = {}
-    for name in INFLUENCE_ARRAYS:
-        v = np.asarray(params.get(name, []), dtype=float)
-        shape = (m,) if name in ("p0", "q0") else (m, p)
-        if v.shape != shape or not np.all(np.isfinite(v)):
-            raise InvalidInput(f"parameter {name!r} must be a finite array of shape {shape}")
-        out[name] = v
-    return out
-
-
-def influence_bound(params: Params) -> float:
+def influence_bound(params: OuterParams) -> float:
     """A public bound on every element of a patient's ``eta_i + psi_i`` (from the parameters).
 
     A patient in a risk set weighs at most that risk set's ``S0``, so each event time adds at
     most ``d_j * 2a`` to ``|eta_i|`` (``a`` the largest covariate half-width); the ``psi`` terms
     are bounded by the public arrays themselves.
     """
-    spec = DesignSpec.from_params(params["design"])
-    m, p = check_grid(params["grid"]).size, spec.width
-    arr = _arrays(params, m, p)
-    a = float(spec.half_width.max())
-    events = float(params.get("events", 0))
-    if not events >= 0:
-        raise InvalidInput("parameter 'events' must be the pooled number of events")
+    arr = params.arrays()
+    a = float(params.design.half_width.max())
+    events = params.events
     psi = float(np.abs(arr["ss2"]).max()) + float(np.abs(arr["qn"]).max())
     return 2 * a + 4 * a * events + psi
 
@@ -351,23 +396,10 @@ def influence(count: np.ndarray, on_grid: np.ndarray, status: np.ndarray, x: np.
     return eta + psi
 
 
-def _outer_check(params: Params) -> None:
-    spec = _base_check(params)
-    m = check_grid(params.get("grid")).size
-    _g(params, m)
-    _arrays(params, m, spec.width)
-    beta = params.get("beta")
-    if not isinstance(beta, list | tuple) or len(beta) != spec.width:
-        raise InvalidInput(f"parameter 'beta' must list {spec.width} coefficients")
-    check_coefficients(beta, spec.half_width, spec.names)
-
-
-def _outer_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec = DesignSpec.from_params(params["design"])
-    m = check_grid(params["grid"]).size
+def _outer_compute(cohort: Cohort, params: OuterParams) -> dict[str, np.ndarray]:
     count, on_grid, status, x, _ = _rows(cohort, params)
-    u = influence(count, on_grid, status, x, np.asarray(params["beta"], dtype=float),
-                  _g(params, m), _arrays(params, m, spec.width))
+    u = influence(count, on_grid, status, x, np.asarray(params.beta),
+                  np.asarray(params.cens_surv), params.arrays())
     # The declaration bounds each element of a patient's term by ``influence_bound``, which
     # holds for the honest pooled arrays and ``events``; the site computes as declared for any
     # hub-sent values (as the KM and illness-death influences do), so a hub that undercounts
@@ -378,9 +410,9 @@ def _outer_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return {"outer": u.T @ u, "total": u.sum(axis=0)}
 
 
-def _outer_declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
-    p = DesignSpec.from_params(params.get("design")).width
+def _outer_declare(params: OuterParams) -> dict[str, Statistic]:
+    mp = params.max_patients
+    p = params.design.width
     b = influence_bound(params) * (1.0 + BOUND_SLACK)
     hi = mp * b * b
     return {"outer": Statistic((p, p), -hi, hi, finest_resolution(-hi, hi),
@@ -390,7 +422,7 @@ def _outer_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query("finegray_score_outer", "1", compute=_outer_compute, declare=_outer_declare,
-               check_params=_outer_check,
+               params_type=OuterParams,
                description="sum over patients of the outer products of their Fine-Gray "
                            "influence terms (robust variance), at public pooled arrays"))
 
@@ -420,9 +452,13 @@ class FederatedFineGray(FederatedFitter):
         self.alpha, self.tol, self.max_rounds = alpha, tol, max_rounds
         self.params_: pd.Series | None = None
         self.rounds = 0
+        self.sites_: tuple[str, ...] = ()
 
     def _sum(self, query: str, extra: dict[str, Any]) -> Any:
-        return self._federation.secure_sum(query, self._request | extra, study=self._study)
+        """One secure sum of the fit; every one covers the sites of its table."""
+        agg = self._federation.secure_sum(query, self._request | extra, study=self._study)
+        self.sites_ = same_sites(self.sites_, agg.sites)
+        return agg
 
     def _round(self, beta: np.ndarray, competing: bool = False
                ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -469,6 +505,7 @@ class FederatedFineGray(FederatedFitter):
             grid = np.unique(np.concatenate(points))
         base["grid"] = [float(t) for t in grid]
         table = federation.secure_sum("finegray_table", base, study=study)
+        self.sites_ = same_sites((), table.sites)
         exits, events = table["exits"], table["events"]
         g = censoring_survival(exits, events)
         # past the last exit (the whole lattice runs on to max_time) nobody is at risk and
@@ -567,4 +604,5 @@ class FederatedFineGray(FederatedFitter):
             "kind": "fine_gray", "causes": [list(c) for c in self.causes], "cause": self.cause,
             "design": self.spec.to_params(), "summary": self.summary,
             "log_likelihood": self.log_likelihood_, "rounds": self.rounds, "n": self.n_,
-            "events": self.events_, "competing": self.competing_, "excluded": self.excluded_}
+            "events": self.events_, "competing": self.competing_, "excluded": self.excluded_,
+            "sites": list(self.sites_)}

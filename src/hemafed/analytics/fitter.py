@@ -37,7 +37,7 @@ import importlib
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -48,7 +48,7 @@ from hemafed.analytics.design import DesignSpec, complete_case_mask, design_matr
 from hemafed.cohort.model import Cohort
 from hemafed.cohort.schema import FIELDS
 from hemafed.cohort.validate import validate_cohort
-from hemafed.errors import InvalidInput
+from hemafed.errors import ConvergenceError, InvalidInput
 
 F = TypeVar("F", bound="FederatedFitter")
 
@@ -229,6 +229,25 @@ def deprecated_alias(new: str, old: str) -> property:
         return getattr(self, new)
 
     return property(get, doc=f"Deprecated alias of ``{new}``.")
+
+
+def same_sites(before: tuple[str, ...], sites: Iterable[str]) -> tuple[str, ...]:
+    """The sites of this round's secure sum, sorted; refused if an iterative fit's earlier
+    rounds (``before``, empty in the first) had others: sums over different cohorts do not
+    belong to one likelihood, so the fit stops (the study runner restarts it on a stable set).
+
+    >>> same_sites((), ["b", "a"])
+    ('a', 'b')
+    >>> same_sites(("a", "b"), ["a"])
+    Traceback (most recent call last):
+    ...
+    hemafed.errors.ConvergenceError: the contributing sites changed between rounds (('a', 'b') then ('a',)); rerun on a stable set of sites
+    """
+    now = tuple(sorted(sites))
+    if before and now != before:
+        raise ConvergenceError(f"the contributing sites changed between rounds ({before} then "
+                               f"{now}); rerun on a stable set of sites")
+    return now
 
 
 def new_rows_design(data: pd.DataFrame | Cohort, spec: DesignSpec, source: str

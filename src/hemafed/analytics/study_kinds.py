@@ -156,11 +156,11 @@ def run_cox_long(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
 
 def _pooled_rows(a: Analysis, cohorts: Sequence[Cohort]) -> pd.DataFrame:
     """The pooled complete start-stop rows of the sites' long tables (validation only)."""
-    from hemafed.analytics.coxph_startstop import long_design, long_rows
+    from hemafed.analytics.coxph_startstop import LongColumns, long_design, long_rows
     from hemafed.analytics.mixed import LongitudinalCohort
 
     spec = long_design(a.get("formula") or "", a.get("bounds"), a.get("levels"))
-    params = _long_columns(a)
+    params = LongColumns.from_mapping(_long_columns(a))
     frames = []
     for i, c in enumerate(cohorts):
         if not isinstance(c, LongitudinalCohort):
