@@ -48,6 +48,9 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "illness_death_influence": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0],
                                 "at_risk": [[5.0, 4.0], [1.0, 1.0]],
                                 "transitions": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]},
+    "imaging_screen": {"features": ["f1", "f2"], "outcome": "os_status",
+                       "bounds": {"f1": [0.0, 1.0], "f2": [-2.0, 2.0]},
+                       "time": "os_time", "horizon": 2.0},
 }
 """One valid request per migrated query, as the hub sends it."""
 
@@ -66,6 +69,9 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "illness_death_counts": [("grid", [-1.0, 2.0]), ("exit_time", "")],
     "illness_death_influence": [("at_risk", [[5.0, 4.0]]), ("transitions", [[-1.0, 0.0]] * 3),
                                 ("resolution", -1.0)],
+    "imaging_screen": [("features", []), ("outcome", ""), ("bounds", {"f1": [1.0, 0.0]}),
+                       ("bounds", {"f1": [0.0, math.inf], "f2": [0.0, 1.0]}),
+                       ("time", ""), ("horizon", 0.0)],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -76,7 +82,7 @@ NOT_MIGRATED = {
     "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
     "gwas_pca_gram@1", "gwas_store@1",
-    "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
+    "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
     "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",

@@ -8,6 +8,7 @@ can use it. Every problem names the parameter, never a value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,9 +44,10 @@ def column_bounds(params: Params, columns: Sequence[str]) -> np.ndarray:
     for c in columns:
         b = raw.get(c)
         if (not isinstance(b, Sequence) or len(b) != 2
-                or not all(isinstance(v, int | float) for v in b) or not b[0] < b[1]):
-            raise InvalidInput(f"parameter 'bounds' must give [low, high] with low < high for "
-                               f"column {c!r}, got {b!r}")
+                or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in b) or not b[0] < b[1]):
+            raise InvalidInput(f"parameter 'bounds' must give finite [low, high] with "
+                               f"low < high for column {c!r}, got {b!r}")
         out.append((float(b[0]), float(b[1])))
     return np.asarray(out, dtype=float).reshape(len(columns), 2)
 
