@@ -16,6 +16,7 @@ from r_reference import r_dataset, require_r, run_r
 from hemafed.analytics.mixed import (
     FederatedLinearMixedModel,
     LongitudinalCohort,
+    RemlParams,
     patient_blocks,
     reml_criterion,
     reml_sums,
@@ -156,10 +157,11 @@ def test_sleepstudy_equals_lme4_pooled(make_federation) -> None:
 def test_gradient_is_exact(mm) -> None:
     patients, long, _ = mm
     cohort = LongitudinalCohort.attach(validate_cohort(patients), long)
-    params = {"outcome": "mprotein", "time": "time", "covariates": ["age"],
-              "bounds": MM_BOUNDS}
-    blocks = patient_blocks(cohort, params)
     theta = np.array([2.0, -0.3, 1.1])
+    params = RemlParams.from_mapping({"outcome": "mprotein", "time": "time",
+                                      "covariates": ["age"], "bounds": MM_BOUNDS,
+                                      "theta": theta.tolist()})
+    blocks = patient_blocks(cohort, params)
     _, grad = reml_criterion(reml_sums(blocks, theta))
     for k in range(3):
         e = np.zeros(3)

@@ -51,6 +51,9 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "imaging_screen": {"features": ["f1", "f2"], "outcome": "os_status",
                        "bounds": {"f1": [0.0, 1.0], "f2": [-2.0, 2.0]},
                        "time": "os_time", "horizon": 2.0},
+    "lmm_reml_sums": {"outcome": "hb", "time": "time", "covariates": ["age"],
+                      "bounds": {"hb": [0.0, 20.0], "time": [0.0, 10.0], "age": [0.0, 100.0]},
+                      "max_obs": 50, "theta": [1.0, 0.0, 1.0]},
 }
 """One valid request per migrated query, as the hub sends it."""
 
@@ -72,6 +75,11 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "imaging_screen": [("features", []), ("outcome", ""), ("bounds", {"f1": [1.0, 0.0]}),
                        ("bounds", {"f1": [0.0, math.inf], "f2": [0.0, 1.0]}),
                        ("time", ""), ("horizon", 0.0)],
+    # 'resolution' was formerly unchecked (a string reached the codec)
+    "lmm_reml_sums": [("theta", [1.0, 0.0]), ("theta", [1.0, math.inf, 1.0]), ("max_obs", 0),
+                      ("max_obs", 10_001), ("bounds", {"hb": [1.0, 0.0]}),
+                      ("covariates", ["age", "age"]), ("resolution", 0.0),
+                      ("resolution", "1e-6")],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -85,7 +93,7 @@ NOT_MIGRATED = {
     "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
-    "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
+    "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""
