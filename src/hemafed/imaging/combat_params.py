@@ -60,10 +60,11 @@ def check_columns(params: Params) -> None:
         raise InvalidInput("features and covariates must be distinct, each listed once")
     column_bounds(params, feats + covs)
     if "beta" in params:
-        beta = np.asarray(params["beta"], dtype=float)
-        if beta.shape != (len(covs), len(feats)) or not np.all(np.isfinite(beta)):
+        try:  # a non-numeric or ragged beta is refused like a misshapen one, never a traceback
+            _pooled_array(params, "beta", (len(covs), len(feats)))
+        except _Problem:
             raise InvalidInput(f"parameter 'beta' must be a finite {len(covs)} x {len(feats)} "
-                               "matrix (covariates x features)")
+                               "matrix (covariates x features)") from None
 
 
 def _effect_problem(beta: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> tuple[str, str] | None:
