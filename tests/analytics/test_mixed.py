@@ -136,8 +136,8 @@ def test_mprotein_equals_lme4_pooled(mm, make_federation, n_sites: int) -> None:
     # lme4's default stopping rule leaves its optimum ~1e-6 relative away; ours is tighter
     _compare(fit, ref, "default", 1e-4)
     assert fit.reml_criterion_ <= ref["default_reml"][0] + 1e-9
-    assert fit.n_patients_ == len(patients) and fit.n_obs_ == len(long)
-    assert fit.sites == tuple(sorted(fed.site_ids))
+    assert fit.n_ == len(patients) and fit.rows_ == len(long)
+    assert fit.sites_ == tuple(sorted(fed.site_ids))
     assert json.loads(fit.to_json())["n_obs"] == len(long)
 
 
@@ -220,7 +220,7 @@ def test_secure_runtime_equals_plain_sums(mm, make_federation, tmp_path_factory)
                                               bounds=MM_BOUNDS, study=spec.study_id)
         return {"beta": fit.params_.tolist(), "se": fit.standard_errors_.tolist(),
                 "sd": fit.variance_components["std_dev"].tolist(), "rounds": fit.rounds,
-                "sites": list(fit.sites)}
+                "sites": list(fit.sites_)}
 
     out = run_in_process(hub, longitudinal_site_handler, sites.site_configs(), {})
     assert out["sites"] == sorted(cohorts)

@@ -373,7 +373,9 @@ class FederatedLinearMixedModel(FederatedFitter):
     After :meth:`fit`: ``params_`` (fixed effects), ``standard_errors_``, ``summary`` (estimate,
     SE, t, p from the normal), ``theta_``, ``sigma_`` (residual SD), ``random_effects_cov_``
     (``D``), ``variance_components`` (SDs and correlation, as ``VarCorr``), ``reml_criterion_``,
-    ``n_obs_``, ``n_patients_``, ``excluded_``, ``rounds``, ``sites``.
+    ``rows_`` (measurements used), ``n_`` (patients), ``excluded_``, ``rounds``, ``sites_``:
+    the names every fitter uses (issue 14). The former ``n_obs_``, ``n_patients_`` and
+    ``sites`` still read, with a DeprecationWarning, and a model saved under them loads.
     """
 
     def __init__(self, alpha: float = 0.05, max_rounds: int = 300, gtol: float = 1e-9) -> None:
@@ -381,7 +383,7 @@ class FederatedLinearMixedModel(FederatedFitter):
             raise InvalidInput(f"alpha must be in (0, 1), got {alpha}")
         self.alpha, self.max_rounds, self.gtol = alpha, max_rounds, gtol
         self.params_: pd.Series | None = None
-        self.sites: tuple[str, ...] = ()
+        self.sites_: tuple[str, ...] = ()
         self.rounds = 0
 
     def _sums(self, theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -392,10 +394,10 @@ class FederatedLinearMixedModel(FederatedFitter):
             "theta": [float(v) for v in theta]}, study=self._study)
         self.rounds += 1
         sites = tuple(sorted(res.sites))
-        if self.sites and sites != self.sites:
-            raise ConvergenceError(f"the contributing sites changed between rounds ({self.sites} "
-                                   f"then {sites}); rerun on a stable set of sites")
-        self.sites = sites
+        if self.sites_ and sites != self.sites_:
+            raise ConvergenceError(f"the contributing sites changed between rounds "
+                                   f"({self.sites_} then {sites}); rerun on a stable set of sites")
+        self.sites_ = sites
         return {k: np.asarray(v, dtype=float) for k, v in res.values.items()}
 
     def _eval(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -406,18 +408,23 @@ class FederatedLinearMixedModel(FederatedFitter):
         dev, grad, _ = self._cache[key]
         return dev, grad
 
-    def fit(self, federation: Federation, outcome: str, time: str = "time",
-            formula: Sequence[str] = (), *, bounds: Mapping[str, Sequence[float]],
-            max_obs: int = 50, start: Sequence[float] = (1.0, 0.0, 1.0),
-            study: str = "default",
-            covariates: Sequence[str] | None = None) -> FederatedLinearMixedModel:
+    def fit(self, federation: Federation, outcome_col: str | None = None,
+            time_col: str | None = None, formula: Sequence[str] = (), *,
+            bounds: Mapping[str, Sequence[float]], max_obs: int = 50,
+            start: Sequence[float] = (1.0, 0.0, 1.0), study: str = "default",
+            covariates: Sequence[str] | None = None, outcome: str | None = None,
+            time: str | None = None) -> FederatedLinearMixedModel:
         """Fit by REML. ``formula``: the fixed-effect covariates (column names) besides the
-        time; ``bounds`` holds public [low, high] for the outcome, time and covariates.
-        (``covariates=`` is the former name of ``formula=``, still read with a warning.)"""
-        covariates = renamed_argument("FederatedLinearMixedModel.fit", "formula",
-                                      tuple(formula) or None, "covariates", covariates,
-                                      default=())
-        self._federation, self._study, self.sites, self.rounds = federation, study, (), 0
+        time column ``time_col`` (default ``"time"``); ``bounds`` holds public [low, high] for
+        the outcome, time and covariates. (``covariates=``, ``outcome=`` and ``time=`` are the
+        former names of ``formula=``, ``outcome_col=`` and ``time_col=``, still read with a
+        warning.)"""
+        name = "FederatedLinearMixedModel.fit"
+        covariates = renamed_argument(name, "formula", tuple(formula) or None, "covariates",
+                                      covariates, default=())
+        outcome = renamed_argument(name, "outcome_col", outcome_col, "outcome", outcome)
+        time = renamed_argument(name, "time_col", time_col, "time", time, default="time")
+        self._federation, self._study, self.sites_, self.rounds = federation, study, (), 0
         self._cache: dict[tuple[float, ...], tuple[float, np.ndarray, dict[str, np.ndarray]]] = {}
         self._base: dict[str, Any] = {
             "outcome": outcome, "time": time, "covariates": list(covariates),
@@ -503,12 +510,15 @@ class FederatedLinearMixedModel(FederatedFitter):
         self.random_effects_cov_ = pd.DataFrame(sigma2 * lam @ lam.T,
                                                 index=["(Intercept)", time],
                                                 columns=["(Intercept)", time])
-        self.n_obs_, self.n_patients_ = int(n), int(sums["n_patients"][0])
+        self.rows_, self.n_ = int(n), int(sums["n_patients"][0])
         self.excluded_ = int(sums["excluded"][0])
         log.info("federated LMM: REML %.6f after %d secure sums over %d sites", dev,
-                 self.rounds, len(self.sites))
+                 self.rounds, len(self.sites_))
 
     cov_params_ = deprecated_alias("variance_matrix_", "cov_params_")
+    n_obs_ = deprecated_alias("rows_", "n_obs_")
+    n_patients_ = deprecated_alias("n_", "n_patients_")
+    sites = deprecated_alias("sites_", "sites")
 
     def _need_fit(self) -> pd.Series:
         if self.params_ is None:
@@ -548,6 +558,6 @@ class FederatedLinearMixedModel(FederatedFitter):
                                 "summary": self.summary,
                                 "variance_components": self.variance_components,
                                 "theta": self.theta_, "reml_criterion": self.reml_criterion_,
-                                "n_obs": self.n_obs_, "n_patients": self.n_patients_,
+                                "n_obs": self.rows_, "n_patients": self.n_,
                                 "excluded": self.excluded_, "rounds": self.rounds,
-                                "sites": list(self.sites)}
+                                "sites": list(self.sites_)}
