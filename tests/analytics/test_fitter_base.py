@@ -228,6 +228,37 @@ def test_renamed_attributes_and_arguments_warn_and_agree(fitted: dict, sites: di
                           else m.summary, pd.DataFrame)
 
 
+def test_mixed_model_renames_warn_and_old_documents_load(fitted: dict) -> None:
+    """Issue 14: the mixed model's ``n_obs_``, ``n_patients_``, ``sites`` and the ``outcome=`` /
+    ``time=`` keywords are now ``rows_``, ``n_``, ``sites_``, ``outcome_col=`` / ``time_col=``."""
+    from hemafed.analytics import fitter
+
+    model = fitted["mixed"]
+    renames = {"n_obs_": "rows_", "n_patients_": "n_", "sites": "sites_"}
+    assert model.rows_ == sum(len(c.measurements) for c in _longitudinal_sites())
+    assert model.n_ == 90 and model.sites_ == ("site00", "site01", "site02")
+    fitter._warned.clear()
+    for old, new in renames.items():
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated; use .{new}"):
+            assert getattr(model, old) == getattr(model, new)
+    # a document saved before the renames (the state under the former names) loads
+    doc = json.loads(model.to_json())
+    former = {new: old for old, new in renames.items()}
+    doc["state"] = {former.get(k, k): v for k, v in doc["state"].items()}
+    again = FederatedLinearMixedModel.from_json(json.dumps(doc))
+    assert_same(dict(vars(again)), {k: v for k, v in vars(model).items() if k != "_federation"},
+                "mixed")
+    assert again.to_json() == model.to_json()
+    with pytest.warns(DeprecationWarning, match="outcome= is deprecated; use outcome_col="):
+        old_kw = FederatedLinearMixedModel().fit(
+            LocalSumFederation(_longitudinal_sites()), outcome="mprotein", time="time",
+            formula=["age"], bounds=MM_BOUNDS)
+    pd.testing.assert_frame_equal(old_kw.summary, model.summary, check_exact=True)
+    with pytest.raises(InvalidInput, match="give outcome_col="):
+        FederatedLinearMixedModel().fit(LocalSumFederation(_longitudinal_sites()),
+                                        bounds=MM_BOUNDS)
+
+
 def test_cox_baseline_and_predictions_equal_lifelines(fitted: dict, pooled: pd.DataFrame
                                                       ) -> None:
     from lifelines import CoxPHFitter

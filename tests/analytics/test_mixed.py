@@ -16,6 +16,7 @@ from r_reference import r_dataset, require_r, run_r
 from hemafed.analytics.mixed import (
     FederatedLinearMixedModel,
     LongitudinalCohort,
+    RemlParams,
     patient_blocks,
     reml_criterion,
     reml_sums,
@@ -135,8 +136,8 @@ def test_mprotein_equals_lme4_pooled(mm, make_federation, n_sites: int) -> None:
     # lme4's default stopping rule leaves its optimum ~1e-6 relative away; ours is tighter
     _compare(fit, ref, "default", 1e-4)
     assert fit.reml_criterion_ <= ref["default_reml"][0] + 1e-9
-    assert fit.n_patients_ == len(patients) and fit.n_obs_ == len(long)
-    assert fit.sites == tuple(sorted(fed.site_ids))
+    assert fit.n_ == len(patients) and fit.rows_ == len(long)
+    assert fit.sites_ == tuple(sorted(fed.site_ids))
     assert json.loads(fit.to_json())["n_obs"] == len(long)
 
 
@@ -156,10 +157,11 @@ def test_sleepstudy_equals_lme4_pooled(make_federation) -> None:
 def test_gradient_is_exact(mm) -> None:
     patients, long, _ = mm
     cohort = LongitudinalCohort.attach(validate_cohort(patients), long)
-    params = {"outcome": "mprotein", "time": "time", "covariates": ["age"],
-              "bounds": MM_BOUNDS}
-    blocks = patient_blocks(cohort, params)
     theta = np.array([2.0, -0.3, 1.1])
+    params = RemlParams.from_mapping({"outcome": "mprotein", "time": "time",
+                                      "covariates": ["age"], "bounds": MM_BOUNDS,
+                                      "theta": theta.tolist()})
+    blocks = patient_blocks(cohort, params)
     _, grad = reml_criterion(reml_sums(blocks, theta))
     for k in range(3):
         e = np.zeros(3)
@@ -218,7 +220,7 @@ def test_secure_runtime_equals_plain_sums(mm, make_federation, tmp_path_factory)
                                               bounds=MM_BOUNDS, study=spec.study_id)
         return {"beta": fit.params_.tolist(), "se": fit.standard_errors_.tolist(),
                 "sd": fit.variance_components["std_dev"].tolist(), "rounds": fit.rounds,
-                "sites": list(fit.sites)}
+                "sites": list(fit.sites_)}
 
     out = run_in_process(hub, longitudinal_site_handler, sites.site_configs(), {})
     assert out["sites"] == sorted(cohorts)

@@ -67,6 +67,12 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
                              "q0": [0.3, 0.1, 0.0], "q1": [[0.5], [0.2], [0.0]],
                              "e1": [[0.4], [0.0], [0.6]], "ss2": [[0.0], [-0.1], [-0.2]],
                              "qn": [[0.0], [0.05], [0.0]]},
+    "imaging_screen": {"features": ["f1", "f2"], "outcome": "os_status",
+                       "bounds": {"f1": [0.0, 1.0], "f2": [-2.0, 2.0]},
+                       "time": "os_time", "horizon": 2.0},
+    "lmm_reml_sums": {"outcome": "hb", "time": "time", "covariates": ["age"],
+                      "bounds": {"hb": [0.0, 20.0], "time": [0.0, 10.0], "age": [0.0, 100.0]},
+                      "max_obs": 50, "theta": [1.0, 0.0, 1.0]},
 }
 """One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
 Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
@@ -103,6 +109,14 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "finegray_score_outer": [("events", -1), ("events", 2.5), ("p0", [0.0, math.inf, 0.0]),
                              ("q0", [0.0]), ("p1", [[0.0]] * 2), ("qn", [[0.0, 1.0]] * 3),
                              ("e1", [[math.nan]] * 3), ("cens_surv", [0.5] * 4)],
+    "imaging_screen": [("features", []), ("outcome", ""), ("bounds", {"f1": [1.0, 0.0]}),
+                       ("bounds", {"f1": [0.0, math.inf], "f2": [0.0, 1.0]}),
+                       ("time", ""), ("horizon", 0.0)],
+    # 'resolution' was formerly unchecked (a string reached the codec)
+    "lmm_reml_sums": [("theta", [1.0, 0.0]), ("theta", [1.0, math.inf, 1.0]), ("max_obs", 0),
+                      ("max_obs", 10_001), ("bounds", {"hb": [1.0, 0.0]}),
+                      ("covariates", ["age", "age"]), ("resolution", 0.0),
+                      ("resolution", "1e-6")],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -112,10 +126,10 @@ NOT_MIGRATED = {
     "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
     "gwas_pca_gram@1", "gwas_store@1",
-    "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
+    "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
-    "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
+    "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

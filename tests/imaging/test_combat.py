@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from hemafed.errors import InvalidInput
 from hemafed.federation.local import LocalSumFederation
+from hemafed.federation.queries import get_query
 from hemafed.imaging.combat import FederatedComBat, site_adjust
 from hemafed.imaging.demo import HARMONISED_FEATURES, ImagingSites
 from hemafed.imaging.site_features import imaging_cohort, imaging_table
@@ -179,3 +180,15 @@ def test_bad_parameters_are_refused(scd_sites: ImagingSites) -> None:
         FederatedComBat().fit(fed, FEATURES, COVARIATES, tight)
     with pytest.raises(InvalidInput, match="not fitted"):
         FederatedComBat().site_parameters()
+
+
+@pytest.mark.parametrize("query", ["combat_moments", "combat_residuals", "combat_apply"])
+@pytest.mark.parametrize("beta", ["x", [["a", 1.0]], [[1.0], [1.0, 2.0]], {"age": 1.0}])
+def test_a_non_numeric_beta_is_refused_naming_it(query: str, beta: Any) -> None:
+    """Formerly a ValueError traceback at the site (``np.asarray(beta, dtype=float)``)."""
+    params = {"features": ["f1", "f2"], "covariates": ["age"],
+              "bounds": {"f1": [0.0, 1.0], "f2": [0.0, 1.0], "age": [0.0, 100.0]},
+              "alpha": [0.5, 0.5], "var_pooled": [0.01, 0.01], "beta": beta}
+    with pytest.raises(InvalidInput, match="parameter 'beta'"):
+        get_query(query).check(params)
+    get_query(query).check({**params, "beta": [[0.001, 0.0]]})  # the same, well formed

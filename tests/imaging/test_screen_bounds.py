@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hemafed.errors import HemafedError
+import pytest
+
+from hemafed.errors import HemafedError, InvalidInput
+from hemafed.federation.queries import get_query
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.demo import ImagingSites
 from hemafed.imaging.screen import federated_screen
@@ -75,3 +78,12 @@ def test_sites_refuse_a_screen_with_moved_harmonised_bounds(scd_sites: ImagingSi
         # the refusal names the rule ('bounds'), not a count or a value
         assert "'bounds'" in msg and f"{bounds[feats[0]][0]:g}" not in msg, msg
 
+
+
+def test_a_horizon_without_its_time_column_is_refused_naming_time() -> None:
+    """Formerly a KeyError at the site: the time-to-event groups need the duration column."""
+    params = {"features": ["f1"], "outcome": "os_status", "bounds": {"f1": [0.0, 1.0]},
+              "horizon": 2.0}
+    with pytest.raises(InvalidInput, match="parameter 'time'"):
+        get_query("imaging_screen").check(params)
+    assert get_query("imaging_screen").check({**params, "time": "os_time"}).time == "os_time"

@@ -216,19 +216,11 @@ def _hashable(key: Any) -> Any:
 _warned: set[tuple[str, str]] = set()
 
 
-def deprecated_alias(new: str, old: str) -> property:
-    """A read-only property ``old`` returning attribute ``new``, with one DeprecationWarning per
-    class and name (the renames of issue 14: every fitter spells a thing the same way)."""
-
-    def get(self: Any) -> Any:
-        key = (type(self).__qualname__, old)
-        if key not in _warned:
-            _warned.add(key)
-            warnings.warn(f"{type(self).__name__}.{old} is deprecated; use .{new}",
-                          DeprecationWarning, stacklevel=2)
-        return getattr(self, new)
-
-    return property(get, doc=f"Deprecated alias of ``{new}``.")
+def deprecated_alias(new: str, old: str) -> _Alias:
+    """A read-only attribute ``old`` returning attribute ``new``, with one DeprecationWarning
+    per class and name (the renames of issue 14: every fitter spells a thing the same way); a
+    document :meth:`FederatedFitter.to_json` saved under ``old`` loads into ``new``."""
+    return _Alias(new, old)
 
 
 def same_sites(before: tuple[str, ...], sites: Iterable[str]) -> tuple[str, ...]:
@@ -352,7 +344,10 @@ class FederatedFitter:
         if not issubclass(named, cls):
             raise InvalidInput(f"the document holds a {named.__name__}, not a {cls.__name__}")
         obj = object.__new__(named)
-        obj.__dict__.update(decode_state(doc["state"]))
+        # an attribute saved before a rename (its former name is an _Alias) takes the new name
+        obj.__dict__.update({
+            alias.new if isinstance(alias := getattr(named, k, None), _Alias) else k: v
+            for k, v in decode_state(doc["state"]).items()})
         return obj  # type: ignore[return-value]
 
     def plot(self, ax: Any = None) -> Any:
@@ -381,3 +376,27 @@ class FederatedFitter:
         if isinstance(params, pd.Series):
             parts.append(f"{len(params)} coefficients")
         return f"<{name}: fitted" + "".join(f", {p}" for p in parts) + ">"
+
+
+class _Alias:
+    """The former name of a renamed fitter attribute (:func:`deprecated_alias`): reading it
+    warns once per class and name and returns the new attribute; ``from_json`` moves a value
+    saved under it to the new name."""
+
+    def __init__(self, new: str, old: str) -> None:
+        self.new, self.old = new, old
+        self.__doc__ = f"Deprecated alias of ``{new}``."
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        key = (type(obj).__qualname__, self.old)
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"{type(obj).__name__}.{self.old} is deprecated; use .{self.new}",
+                          DeprecationWarning, stacklevel=2)
+        return getattr(obj, self.new)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(f"{type(obj).__name__}.{self.old} is a deprecated alias of "
+                             f".{self.new}; set that")

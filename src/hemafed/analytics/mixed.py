@@ -45,9 +45,9 @@ from hemafed.analytics.describe import codec_resolution
 from hemafed.analytics.fitter import FederatedFitter, deprecated_alias, renamed_argument
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 log = logging.getLogger(__name__)
 
@@ -148,50 +148,60 @@ def _unit(k: int) -> np.ndarray:
     return e
 
 
-def _name(params: Params, key: str) -> str:
-    v = params.get(key)
-    if not isinstance(v, str) or not v:
-        raise InvalidInput(f"parameter {key!r} must name a column, got {v!r}")
-    return v
-
-
-def _covariates(params: Params) -> list[str]:
-    cov = params.get("covariates", [])
-    if not isinstance(cov, list | tuple) or not all(isinstance(c, str) and c for c in cov):
-        raise InvalidInput("parameter 'covariates' must list column names")
-    return list(cov)
-
-
-def _bounds(params: Params) -> dict[str, tuple[float, float]]:
+def _bounds(params: Params, columns: Sequence[str]) -> tuple[tuple[float, float], ...]:
     raw = params.get("bounds")
     if not isinstance(raw, Mapping):
         raise InvalidInput("parameter 'bounds' must map the outcome, time and covariate columns "
                            "to public [low, high] bounds")
-    out = {}
-    for col in [_name(params, "outcome"), _name(params, "time"), *_covariates(params)]:
+    out = []
+    for col in columns:
         b = raw.get(col)
         if (not isinstance(b, list | tuple) or len(b) != 2
-                or not all(isinstance(v, int | float) and math.isfinite(v) for v in b)
+                or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in b)
                 or not b[0] < b[1]):
             raise InvalidInput(f"parameter 'bounds' needs finite [low, high] for column {col!r}")
-        out[col] = (float(b[0]), float(b[1]))
-    return out
+        out.append((float(b[0]), float(b[1])))
+    return tuple(out)
 
 
-def _check(params: Params) -> None:
-    _bounds(params)
-    theta = params.get("theta")
-    if (not isinstance(theta, list | tuple) or len(theta) != N_THETA
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in theta)):
-        raise InvalidInput(f"parameter 'theta' must list {N_THETA} finite numbers (L11, L21, L22)")
-    mo = params.get("max_obs", 50)
-    if not isinstance(mo, int) or not 1 <= mo <= 10_000:
-        raise InvalidInput("parameter 'max_obs' (most measurements per patient) must be an int "
-                           "in [1, 10000]")
+@dataclass(frozen=True)
+class RemlParams(QueryParams):
+    """``lmm_reml_sums``: the outcome, time and covariate columns with their public bounds,
+    the most measurements per patient and the relative factor ``theta`` the sums are taken at."""
 
+    QUERY = REML_QUERY
+    outcome: str
+    time: str
+    theta: tuple[float, ...]
+    bounds: tuple[tuple[float, float], ...]
+    """``(low, high)`` of the outcome, the time and each covariate, in that order."""
+    covariates: tuple[str, ...] = ()
+    max_obs: int = 50
+    resolution: float = DEFAULT_RESOLUTION
+    max_patients: int = checks.MAX_PATIENTS
 
-def _max_patients(params: Params) -> int:
-    return max_patients(params)
+    @classmethod
+    def from_mapping(cls, params: Params) -> RemlParams:
+        cls.known(params)
+        ycol, tcol = checks.column(params, "outcome"), checks.column(params, "time")
+        covs = () if params.get("covariates") is None else \
+            checks.names(params, "covariates", allow_empty=True)
+        return cls(ycol, tcol, checks.numbers(params, "theta", length=N_THETA),
+                   _bounds(params, [ycol, tcol, *covs]), covs,
+                   checks.positive_int(params, "max_obs", 50, cap=10_000),
+                   checks.resolution(params, default=DEFAULT_RESOLUTION),
+                   checks.max_patients(params))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The outcome, the time and the covariates (the order of ``bounds``)."""
+        return (self.outcome, self.time, *self.covariates)
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = super().to_mapping()
+        out["bounds"] = {c: list(b) for c, b in zip(self.columns, self.bounds, strict=True)}
+        return out
 
 
 # --- the site's per-patient cross-products -----------------------------------------------------
@@ -210,13 +220,12 @@ class PatientBlocks:
     excluded: int
 
 
-def patient_blocks(cohort: Cohort, params: Params) -> PatientBlocks:
+def patient_blocks(cohort: Cohort, params: RemlParams) -> PatientBlocks:
     """Build ``X = [1, t, x]``, ``Z = [1, t]`` per patient from the complete rows and sum the
     cross-products patient by patient."""
     if not isinstance(cohort, LongitudinalCohort):
         raise InvalidInput("this site holds no measurement table (cohort/measurements.parquet)")
-    ycol, tcol, covs = _name(params, "outcome"), _name(params, "time"), _covariates(params)
-    bounds = _bounds(params)
+    ycol, tcol, covs = params.outcome, params.time, list(params.covariates)
     m = cohort.measurements
     if m.empty:  # a site without measurements contributes nothing
         p = 2 + len(covs)
@@ -238,14 +247,14 @@ def patient_blocks(cohort: Cohort, params: Params) -> PatientBlocks:
         except (TypeError, ValueError):
             raise InvalidInput(f"column {col!r} is not numeric") from None
     complete = frame.dropna()
-    for col, (lo, hi) in bounds.items():
+    for col, (lo, hi) in zip(params.columns, params.bounds, strict=True):
         v = complete[col].to_numpy()
         if v.size and (v.min() < lo or v.max() > hi):
             raise InvalidInput(f"column {col!r} has values outside its declared bounds "
                                f"[{lo:g}, {hi:g}]; widen them (nothing is clipped)")
     ids, inverse = np.unique(complete["patient_id"].to_numpy(), return_inverse=True)
     per = np.bincount(inverse, minlength=ids.size)
-    if per.size and per.max() > int(params.get("max_obs", 50)):
+    if per.size and per.max() > params.max_obs:
         raise InvalidInput("a patient has more measurements than the declared max_obs; raise it")
     y = complete[ycol].to_numpy()
     t = complete[tcol].to_numpy()
@@ -298,21 +307,19 @@ def reml_sums(blocks: PatientBlocks, theta: Sequence[float] | np.ndarray) -> dic
             "excluded": np.array([float(b.excluded)])}
 
 
-def _reml_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    return reml_sums(patient_blocks(cohort, params), params["theta"])
+def _reml_compute(cohort: Cohort, params: RemlParams) -> dict[str, np.ndarray]:
+    return reml_sums(patient_blocks(cohort, params), params.theta)
 
 
-def _reml_declare(params: Params) -> dict[str, Statistic]:
-    mp, mo = _max_patients(params), int(params.get("max_obs", 50))
-    bounds = _bounds(params)
-    ycol, tcol, covs = _name(params, "outcome"), _name(params, "time"), _covariates(params)
-    ax = np.array([1.0, *(max(abs(v) for v in bounds[c]) for c in [tcol, *covs])])
-    ay = max(abs(v) for v in bounds[ycol])
+def _reml_declare(params: RemlParams) -> dict[str, Statistic]:
+    mp, mo = params.max_patients, params.max_obs
+    ay, *rest = (max(abs(lo), abs(hi)) for lo, hi in params.bounds)
+    ax = np.array([1.0, *rest])
     p = ax.size
-    lam_f = float(np.linalg.norm(np.asarray(params.get("theta", [0.0] * N_THETA), dtype=float)))
+    lam_f = float(np.linalg.norm(np.asarray(params.theta, dtype=float)))
     s = mo * (1.0 + ax[1] ** 2)  # ||Z_i||_F^2 bound
     g = 2.0 * lam_f  # ||G_k||_F bound
-    res = float(params.get("resolution", DEFAULT_RESOLUTION))
+    res = params.resolution
     # one patient's X'V^-1X has Frobenius norm <= ||X||_F^2 <= mo ||ax||^2 (V >= I), and
     # ||X'V^-1y|| <= ||X||_F ||y|| <= mo ||ax|| ay: the whole matrix/vector, not its largest
     # entry (which understated the sensitivity by up to a factor p)
@@ -335,7 +342,7 @@ def _reml_declare(params: Params) -> dict[str, Statistic]:
 
 
 LMM_REML_SUMS = register(Query(
-    REML_QUERY, "1", compute=_reml_compute, declare=_reml_declare, check_params=_check,
+    REML_QUERY, "1", compute=_reml_compute, declare=_reml_declare, params_type=RemlParams,
     description="REML pieces of a random-intercept-and-slope linear mixed model at public theta: "
                 "log|V|, X'V^-1X, X'V^-1y, y'V^-1y and their theta-derivatives"))
 
@@ -366,7 +373,9 @@ class FederatedLinearMixedModel(FederatedFitter):
     After :meth:`fit`: ``params_`` (fixed effects), ``standard_errors_``, ``summary`` (estimate,
     SE, t, p from the normal), ``theta_``, ``sigma_`` (residual SD), ``random_effects_cov_``
     (``D``), ``variance_components`` (SDs and correlation, as ``VarCorr``), ``reml_criterion_``,
-    ``n_obs_``, ``n_patients_``, ``excluded_``, ``rounds``, ``sites``.
+    ``rows_`` (measurements used), ``n_`` (patients), ``excluded_``, ``rounds``, ``sites_``:
+    the names every fitter uses (issue 14). The former ``n_obs_``, ``n_patients_`` and
+    ``sites`` still read, with a DeprecationWarning, and a model saved under them loads.
     """
 
     def __init__(self, alpha: float = 0.05, max_rounds: int = 300, gtol: float = 1e-9) -> None:
@@ -374,7 +383,7 @@ class FederatedLinearMixedModel(FederatedFitter):
             raise InvalidInput(f"alpha must be in (0, 1), got {alpha}")
         self.alpha, self.max_rounds, self.gtol = alpha, max_rounds, gtol
         self.params_: pd.Series | None = None
-        self.sites: tuple[str, ...] = ()
+        self.sites_: tuple[str, ...] = ()
         self.rounds = 0
 
     def _sums(self, theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -385,10 +394,10 @@ class FederatedLinearMixedModel(FederatedFitter):
             "theta": [float(v) for v in theta]}, study=self._study)
         self.rounds += 1
         sites = tuple(sorted(res.sites))
-        if self.sites and sites != self.sites:
-            raise ConvergenceError(f"the contributing sites changed between rounds ({self.sites} "
-                                   f"then {sites}); rerun on a stable set of sites")
-        self.sites = sites
+        if self.sites_ and sites != self.sites_:
+            raise ConvergenceError(f"the contributing sites changed between rounds "
+                                   f"({self.sites_} then {sites}); rerun on a stable set of sites")
+        self.sites_ = sites
         return {k: np.asarray(v, dtype=float) for k, v in res.values.items()}
 
     def _eval(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -399,24 +408,29 @@ class FederatedLinearMixedModel(FederatedFitter):
         dev, grad, _ = self._cache[key]
         return dev, grad
 
-    def fit(self, federation: Federation, outcome: str, time: str = "time",
-            formula: Sequence[str] = (), *, bounds: Mapping[str, Sequence[float]],
-            max_obs: int = 50, start: Sequence[float] = (1.0, 0.0, 1.0),
-            study: str = "default",
-            covariates: Sequence[str] | None = None) -> FederatedLinearMixedModel:
+    def fit(self, federation: Federation, outcome_col: str | None = None,
+            time_col: str | None = None, formula: Sequence[str] = (), *,
+            bounds: Mapping[str, Sequence[float]], max_obs: int = 50,
+            start: Sequence[float] = (1.0, 0.0, 1.0), study: str = "default",
+            covariates: Sequence[str] | None = None, outcome: str | None = None,
+            time: str | None = None) -> FederatedLinearMixedModel:
         """Fit by REML. ``formula``: the fixed-effect covariates (column names) besides the
-        time; ``bounds`` holds public [low, high] for the outcome, time and covariates.
-        (``covariates=`` is the former name of ``formula=``, still read with a warning.)"""
-        covariates = renamed_argument("FederatedLinearMixedModel.fit", "formula",
-                                      tuple(formula) or None, "covariates", covariates,
-                                      default=())
-        self._federation, self._study, self.sites, self.rounds = federation, study, (), 0
+        time column ``time_col`` (default ``"time"``); ``bounds`` holds public [low, high] for
+        the outcome, time and covariates. (``covariates=``, ``outcome=`` and ``time=`` are the
+        former names of ``formula=``, ``outcome_col=`` and ``time_col=``, still read with a
+        warning.)"""
+        name = "FederatedLinearMixedModel.fit"
+        covariates = renamed_argument(name, "formula", tuple(formula) or None, "covariates",
+                                      covariates, default=())
+        outcome = renamed_argument(name, "outcome_col", outcome_col, "outcome", outcome)
+        time = renamed_argument(name, "time_col", time_col, "time", time, default="time")
+        self._federation, self._study, self.sites_, self.rounds = federation, study, (), 0
         self._cache: dict[tuple[float, ...], tuple[float, np.ndarray, dict[str, np.ndarray]]] = {}
         self._base: dict[str, Any] = {
             "outcome": outcome, "time": time, "covariates": list(covariates),
             "bounds": {k: [float(v) for v in b] for k, b in bounds.items()},
             "max_obs": int(max_obs)}
-        _check(self._base | {"theta": list(start)})
+        RemlParams.from_mapping(self._base | {"theta": list(start)})
         first = self._sums(np.asarray(start, dtype=float))
         p = 2 + len(covariates)
         n, k = float(first["n_obs"][0]), float(first["n_patients"][0])
@@ -496,12 +510,15 @@ class FederatedLinearMixedModel(FederatedFitter):
         self.random_effects_cov_ = pd.DataFrame(sigma2 * lam @ lam.T,
                                                 index=["(Intercept)", time],
                                                 columns=["(Intercept)", time])
-        self.n_obs_, self.n_patients_ = int(n), int(sums["n_patients"][0])
+        self.rows_, self.n_ = int(n), int(sums["n_patients"][0])
         self.excluded_ = int(sums["excluded"][0])
         log.info("federated LMM: REML %.6f after %d secure sums over %d sites", dev,
-                 self.rounds, len(self.sites))
+                 self.rounds, len(self.sites_))
 
     cov_params_ = deprecated_alias("variance_matrix_", "cov_params_")
+    n_obs_ = deprecated_alias("rows_", "n_obs_")
+    n_patients_ = deprecated_alias("n_", "n_patients_")
+    sites = deprecated_alias("sites_", "sites")
 
     def _need_fit(self) -> pd.Series:
         if self.params_ is None:
@@ -541,6 +558,6 @@ class FederatedLinearMixedModel(FederatedFitter):
                                 "summary": self.summary,
                                 "variance_components": self.variance_components,
                                 "theta": self.theta_, "reml_criterion": self.reml_criterion_,
-                                "n_obs": self.n_obs_, "n_patients": self.n_patients_,
+                                "n_obs": self.rows_, "n_patients": self.n_,
                                 "excluded": self.excluded_, "rounds": self.rounds,
-                                "sites": list(self.sites)}
+                                "sites": list(self.sites_)}

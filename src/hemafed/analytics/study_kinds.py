@@ -85,8 +85,8 @@ def run_lmm(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
         bounds=a.get("bounds"), max_obs=int(a.get("max_obs", 50)), study=spec.study_id)
     return {"tables": {"fixed_effects": _frame(fit.summary),
                        "variance_components": _frame(fit.variance_components)},
-            "stats": {"reml_criterion": fit.reml_criterion_, "n_obs": fit.n_obs_,
-                      "n_patients": fit.n_patients_, "secure_sums": fit.rounds}}
+            "stats": {"reml_criterion": fit.reml_criterion_, "n_obs": fit.rows_,
+                      "n_patients": fit.n_, "secure_sums": fit.rounds}}
 
 
 # --- cox_long: Cox regression on the sites' long-format start-stop tables ----------------------

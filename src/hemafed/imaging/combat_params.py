@@ -8,6 +8,7 @@ can use it. Every problem names the parameter, never a value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,9 +44,10 @@ def column_bounds(params: Params, columns: Sequence[str]) -> np.ndarray:
     for c in columns:
         b = raw.get(c)
         if (not isinstance(b, Sequence) or len(b) != 2
-                or not all(isinstance(v, int | float) for v in b) or not b[0] < b[1]):
-            raise InvalidInput(f"parameter 'bounds' must give [low, high] with low < high for "
-                               f"column {c!r}, got {b!r}")
+                or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in b) or not b[0] < b[1]):
+            raise InvalidInput(f"parameter 'bounds' must give finite [low, high] with "
+                               f"low < high for column {c!r}, got {b!r}")
         out.append((float(b[0]), float(b[1])))
     return np.asarray(out, dtype=float).reshape(len(columns), 2)
 
@@ -58,10 +60,11 @@ def check_columns(params: Params) -> None:
         raise InvalidInput("features and covariates must be distinct, each listed once")
     column_bounds(params, feats + covs)
     if "beta" in params:
-        beta = np.asarray(params["beta"], dtype=float)
-        if beta.shape != (len(covs), len(feats)) or not np.all(np.isfinite(beta)):
+        try:  # a non-numeric or ragged beta is refused like a misshapen one, never a traceback
+            _pooled_array(params, "beta", (len(covs), len(feats)))
+        except _Problem:
             raise InvalidInput(f"parameter 'beta' must be a finite {len(covs)} x {len(feats)} "
-                               "matrix (covariates x features)")
+                               "matrix (covariates x features)") from None
 
 
 def _effect_problem(beta: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> tuple[str, str] | None:

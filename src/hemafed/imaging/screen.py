@@ -10,6 +10,7 @@ Features are then ranked by ``|t|`` and the top ``k`` enter the federated model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,45 +18,76 @@ import pandas as pd
 
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
+from hemafed.federation.queries import (
+    Params,
+    Query,
+    QueryParams,
+    Statistic,
+    encodable_resolution,
+    register,
+)
+from hemafed.imaging.combat_params import column_bounds
 
 SCREEN_QUERY = "imaging_screen"
 
 
-def _check(params: Params) -> None:
-    feats = params.get("features")
-    if not isinstance(feats, list) or not feats or not all(isinstance(f, str) for f in feats):
-        raise InvalidInput("parameter 'features' must list feature columns")
-    if not isinstance(params.get("outcome"), str):
-        raise InvalidInput("parameter 'outcome' must name a 0/1 (or event) column")
-    bounds = params.get("bounds")
-    if not isinstance(bounds, Mapping) or any(
-            not (isinstance(bounds.get(f), Sequence) and len(bounds[f]) == 2
-                 and float(bounds[f][0]) < float(bounds[f][1])) for f in feats):
-        raise InvalidInput("parameter 'bounds' must give [low, high] for every feature")
-    h = params.get("horizon")
-    if h is not None and not (isinstance(h, int | float) and h > 0):
-        raise InvalidInput(f"parameter 'horizon' must be a positive time, got {h!r}")
+@dataclass(frozen=True)
+class ScreenParams(QueryParams):
+    """``imaging_screen``: the features with their public bounds, the 0/1 (or event) outcome
+    and, for a time-to-event screen, the duration column and the horizon."""
+
+    QUERY = SCREEN_QUERY
+    features: tuple[str, ...]
+    outcome: str
+    bounds: tuple[tuple[float, float], ...]
+    """``(low, high)`` of each feature, in the order of ``features``."""
+    time: str | None = None
+    horizon: float | None = None
+    resolution: float = 1e-9
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> ScreenParams:
+        cls.known(params)
+        feats = checks.names(params, "features")
+        bounds = column_bounds(params, feats)
+        horizon = None if params.get("horizon") is None else \
+            checks.number(params, "horizon", low=0.0, open_low=True)
+        if horizon is not None and params.get("time") is None:
+            # the groups are "event before the horizon" and "event-free beyond it"
+            raise InvalidInput("parameter 'time' must name the duration column of a screen "
+                               "with a 'horizon'")
+        time = None if params.get("time") is None else checks.column(params, "time")
+        return cls(feats, checks.column(params, "outcome"),
+                   tuple((float(lo), float(hi)) for lo, hi in bounds), time, horizon,
+                   checks.resolution(params, default=1e-9), checks.max_patients(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = super().to_mapping()
+        out["bounds"] = {f: list(b) for f, b in zip(self.features, self.bounds, strict=True)}
+        for key in ("time", "horizon"):
+            if out[key] is None:
+                del out[key]
+        return out
 
 
-def _groups(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
+def _groups(cohort: Cohort, params: ScreenParams) -> tuple[np.ndarray, np.ndarray]:
     """``(X n x p, g n)`` complete cases; ``g`` is 1 for the outcome group, 0 for the other."""
-    feats = list(params["features"])
-    y = cohort.numeric_column(str(params["outcome"]), "outcome")
-    x = np.column_stack([cohort.numeric_column(f, "feature") for f in feats])
-    h = params.get("horizon")
-    if h is not None:
-        t = cohort.numeric_column(str(params["time"]), "duration")
+    y = cohort.numeric_column(params.outcome, "outcome")
+    x = np.column_stack([cohort.numeric_column(f, "feature") for f in params.features])
+    h = params.horizon
+    if h is not None and params.time is not None:
+        t = cohort.numeric_column(params.time, "duration")
         # event before the horizon vs event-free beyond it; censored earlier: unknown
         g = np.where((y == 1) & (t <= h), 1.0, np.where(t > h, 0.0, np.nan))
     else:
         if not np.isin(y[~np.isnan(y)], (0.0, 1.0)).all():
-            raise InvalidInput(f"outcome {params['outcome']!r} is not 0/1")
+            raise InvalidInput(f"outcome {params.outcome!r} is not 0/1")
         g = y
     ok = ~np.isnan(g) & ~np.isnan(x).any(axis=1)
-    b = np.asarray([params["bounds"][f] for f in feats], dtype=float)
+    b = np.asarray(params.bounds, dtype=float)
     if ((x[ok] < b[:, 0]) | (x[ok] > b[:, 1])).any():
         # the sensitivity is declared from these bounds (pinned by the plan to the spec's
         # imaging bounds): nothing is clipped
@@ -63,7 +95,7 @@ def _groups(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], g[ok]
 
 
-def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _compute(cohort: Cohort, params: ScreenParams) -> dict[str, np.ndarray]:
     x, g = _groups(cohort, params)
     out = {}
     for k, sel in (("1", g == 1), ("0", g == 0)):
@@ -73,13 +105,11 @@ def _compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return out
 
 
-def _declare(params: Params) -> dict[str, Statistic]:
-    feats = list(params["features"])
-    m = max_patients(params)
-    b = np.asarray([params["bounds"][f] for f in feats], dtype=float)
-    amax = float(np.abs(b).max())
-    res = float(params.get("resolution", 1e-9))
-    p = len(feats)
+def _declare(params: ScreenParams) -> dict[str, Statistic]:
+    m = params.max_patients
+    amax = float(np.abs(np.asarray(params.bounds, dtype=float)).max())
+    res = params.resolution
+    p = len(params.features)
     out: dict[str, Statistic] = {}
     for k in ("1", "0"):
         out[f"n{k}"] = Statistic((1,), 0, m, is_count=True)
@@ -93,7 +123,7 @@ def _declare(params: Params) -> dict[str, Statistic]:
     return out
 
 
-register(Query(SCREEN_QUERY, "1", compute=_compute, declare=_declare, check_params=_check,
+register(Query(SCREEN_QUERY, "1", compute=_compute, declare=_declare, params_type=ScreenParams,
                description="per-feature n, sum and sum of squares in two outcome groups"))
 
 
