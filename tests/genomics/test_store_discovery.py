@@ -118,12 +118,12 @@ def _pooled_fit(world: World, sources: list[str], variant: int) -> tuple[float, 
 def test_gwas_covers_exactly_the_three_sites_with_a_store(partial: Partial, world: World,
                                                            three_of_four: FederatedGWAS) -> None:
     g = three_of_four
-    assert g.sites == ("gs1", "gs2", "gs3") and g.sites_without_store == ("gs4",)
+    assert g.sites_ == ("gs1", "gs2", "gs3") and g.sites_without_store == ("gs4",)
     assert json.loads(g.to_json())["sites"] == ["gs1", "gs2", "gs3"]
     again = FederatedGWAS.from_json(g.to_json())  # exactly, and with no federation
     pd.testing.assert_frame_equal(again.summary, g.summary, check_exact=True)
     pd.testing.assert_frame_equal(again.qc, g.qc, check_exact=True)
-    assert again.sites == g.sites and again.to_json() == g.to_json()
+    assert again.sites_ == g.sites_ and again.to_json() == g.to_json()
     held = [partial.source[s] for s in g.sites]
     index = {v: i for i, v in enumerate(world.vlist.frame["id"])}
     rows = np.linspace(0, len(g.summary) - 1, 25).astype(int)

@@ -213,22 +213,12 @@ def _hashable(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
-_warned: set[tuple[str, str]] = set()
-
-
 def deprecated_alias(new: str, old: str) -> property:
     """A read-only property ``old`` returning attribute ``new``, with one DeprecationWarning per
-    class and name (the renames of issue 14: every fitter spells a thing the same way)."""
-
-    def get(self: Any) -> Any:
-        key = (type(self).__qualname__, old)
-        if key not in _warned:
-            _warned.add(key)
-            warnings.warn(f"{type(self).__name__}.{old} is deprecated; use .{new}",
-                          DeprecationWarning, stacklevel=2)
-        return getattr(self, new)
-
-    return property(get, doc=f"Deprecated alias of ``{new}``.")
+    class and name (the renames of issue 14: every fitter spells a thing the same way); a
+    document :meth:`FederatedFitter.from_json` reads with a value under ``old`` loads it as
+    ``new``."""
+    return _Alias(new, old)
 
 
 def new_rows_design(data: pd.DataFrame | Cohort, spec: DesignSpec, source: str
@@ -334,6 +324,9 @@ class FederatedFitter:
             raise InvalidInput(f"the document holds a {named.__name__}, not a {cls.__name__}")
         obj = object.__new__(named)
         obj.__dict__.update(decode_state(doc["state"]))
+        for alias in (v for k in named.__mro__ for v in vars(k).values() if isinstance(v, _Alias)):
+            if alias.old in obj.__dict__:  # saved before the rename
+                obj.__dict__.setdefault(alias.new, obj.__dict__.pop(alias.old))
         return obj  # type: ignore[return-value]
 
     def plot(self, ax: Any = None) -> Any:
@@ -362,3 +355,24 @@ class FederatedFitter:
         if isinstance(params, pd.Series):
             parts.append(f"{len(params)} coefficients")
         return f"<{name}: fitted" + "".join(f", {p}" for p in parts) + ">"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+class _Alias(property):
+    """The old name of a renamed attribute (:func:`deprecated_alias`): reading it warns once per
+    class and name and gives the new attribute; ``from_json`` knows the pair by this class."""
+
+    def __init__(self, new: str, old: str) -> None:
+        self.new, self.old = new, old
+
+        def get(obj: Any) -> Any:
+            key = (type(obj).__qualname__, old)
+            if key not in _warned:
+                _warned.add(key)
+                warnings.warn(f"{type(obj).__name__}.{old} is deprecated; use .{new}",
+                              DeprecationWarning, stacklevel=2)
+            return getattr(obj, new)
+
+        super().__init__(get, doc=f"Deprecated alias of ``{new}``.")
