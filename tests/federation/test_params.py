@@ -181,7 +181,7 @@ def test_wrong_type_refused_naming_the_key(name: str) -> None:
 def test_out_of_range_refused_naming_the_key(name: str) -> None:
     ptype = _params_type(name)
     bound = [("max_patients", 0), ("max_patients", 10**10), ("max_patients", 2.5)]
-    cases = [*(bound if "max_patients" in ptype.keys() else []), *OUT_OF_RANGE.get(name, [])]
+    cases = [*(bound if "max_patients" in set(ptype.keys()) else []), *OUT_OF_RANGE.get(name, [])]
     for key, value in cases:
         with pytest.raises(InvalidInput, match=f"'{key}'"):
             ptype.from_mapping({**HUB_PARAMS[name], key: value})
@@ -207,7 +207,7 @@ def test_one_max_patients_default() -> None:
         p = _params_type(name).from_mapping(HUB_PARAMS[name])
         # gwas_store: public store declarations only, no patient count to bound
         assert getattr(p, "max_patients", MAX_PATIENTS) == MAX_PATIENTS
-    assert "max_patients" not in _params_type("gwas_store").keys()
+    assert "max_patients" not in set(_params_type("gwas_store").keys())
 
 
 # --- the named checks, on hand-made cases ------------------------------------------------------
