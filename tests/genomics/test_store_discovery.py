@@ -115,16 +115,31 @@ def _pooled_fit(world: World, sources: list[str], variant: int) -> tuple[float, 
     return float(beta[-1]), se, float(2 * stats.t.sf(abs(beta[-1] / se), df)), int(keep.sum())
 
 
+def test_a_document_saved_under_the_old_names_loads(three_of_four: FederatedGWAS) -> None:
+    # before issue 6 the state held "sites" and "max_iter" (now sites_, max_rounds)
+    doc = json.loads(three_of_four.to_json())
+    state = doc["state"]
+    state["sites"], state["max_iter"] = state.pop("sites_"), state.pop("max_rounds")
+    old = FederatedGWAS.from_json(json.dumps(doc))
+    assert old.sites_ == ("gs1", "gs2", "gs3") and old.max_rounds == three_of_four.max_rounds
+    assert "sites" not in vars(old)
+    assert json.loads(old.to_json()) == json.loads(three_of_four.to_json())
+    with pytest.warns(DeprecationWarning, match="use .sites_"):
+        assert old.sites == old.sites_
+    with pytest.warns(DeprecationWarning, match="max_iter= is deprecated; use max_rounds="):
+        assert FederatedGWAS(max_iter=7).max_rounds == 7
+
+
 def test_gwas_covers_exactly_the_three_sites_with_a_store(partial: Partial, world: World,
                                                            three_of_four: FederatedGWAS) -> None:
     g = three_of_four
-    assert g.sites == ("gs1", "gs2", "gs3") and g.sites_without_store == ("gs4",)
+    assert g.sites_ == ("gs1", "gs2", "gs3") and g.sites_without_store == ("gs4",)
     assert json.loads(g.to_json())["sites"] == ["gs1", "gs2", "gs3"]
     again = FederatedGWAS.from_json(g.to_json())  # exactly, and with no federation
     pd.testing.assert_frame_equal(again.summary, g.summary, check_exact=True)
     pd.testing.assert_frame_equal(again.qc, g.qc, check_exact=True)
-    assert again.sites == g.sites and again.to_json() == g.to_json()
-    held = [partial.source[s] for s in g.sites]
+    assert again.sites_ == g.sites_ and again.to_json() == g.to_json()
+    held = [partial.source[s] for s in g.sites_]
     index = {v: i for i, v in enumerate(world.vlist.frame["id"])}
     rows = np.linspace(0, len(g.summary) - 1, 25).astype(int)
     differs = 0

@@ -61,3 +61,11 @@ def test_bundled_specs_validate() -> None:
 
     for path in (Path(__file__).parents[2] / "src/hemafed/study/specs").glob("*.yaml"):
         assert StudySpec.load(path).analyses
+
+
+def test_gwas_epsilon_is_refused_not_ignored() -> None:
+    # the study's GWAS runs the exact release: an epsilon there would be silently unapplied
+    gwas = {"id": "g", "kind": "gwas", "trait": "hb", "variant_list": "v.tsv"}
+    StudySpec.from_mapping({"study_id": "s1", "analyses": [gwas]})
+    with pytest.raises(InvalidInput, match=r"\(gwas\): unknown option 'epsilon'"):
+        StudySpec.from_mapping({"study_id": "s1", "analyses": [{**gwas, "epsilon": 1.0}]})

@@ -24,8 +24,8 @@ The hub learns how many sites left a variant out, never which; no site refuses b
 per-variant refusal would be a per-site oracle). A pair of variants (LD sums, the PCA
 cross-product) is left out when either variant is.
 
-``min_cell`` is the site's: :data:`~hemafed.federation.queries.SITE_MIN_CELL_PARAM`, its
-policy's ``min_cell_size`` when ``enforce_min_cell`` is on and the release is not DP (DP covers
+``min_cell`` is the site's: :data:`~hemafed.federation.queries.SITE_MIN_CELL_PARAM` (the
+query gets it as ``SiteContext.min_cell``), its policy's ``min_cell_size`` when ``enforce_min_cell`` is on and the release is not DP (DP covers
 a DP release), else 0 (the rule is off).
 
 >>> import numpy as np
@@ -41,23 +41,15 @@ a DP release), else 0 (the rule is off).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
-from hemafed.federation.queries import SITE_MIN_CELL_PARAM
 from hemafed.release import Statistic
 
 EXCLUDED = "excluded"
 """Name of the per-variant statistic: 1 where this site left the variant out."""
 RULE_NAME = "site disclosure rule"
 """How results and reports name the variants dropped because some site left them out."""
-
-
-def own_min_cell(params: Mapping[str, Any]) -> int:
-    """The answering site's class minimum for this request (0: none); the site sets it."""
-    value = params.get(SITE_MIN_CELL_PARAM, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def excluded_variants(g: np.ndarray, min_cell: int, *, analysed: np.ndarray | None = None,
@@ -114,4 +106,4 @@ def excluded_count(values: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 __all__ = ["EXCLUDED", "RULE_NAME", "excluded_count", "excluded_statistic", "excluded_variants",
-           "own_min_cell", "withhold"]
+           "withhold"]

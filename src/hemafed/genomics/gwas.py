@@ -37,14 +37,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hemafed.analytics.fitter import FederatedFitter
+from hemafed.analytics.fitter import FederatedFitter, deprecated_alias, renamed_argument
 from hemafed.analytics.newton import NewtonRule, newton_maximise
 from hemafed.errors import ConvergenceError, InvalidInput, SitesChanged
 from hemafed.federation.api import DPRequest, Federation
@@ -60,8 +60,8 @@ from hemafed.genomics.queries import (
     NULL_QUERY,
     STORE_COLUMNS,
     STORE_QUERY,
+    ModelParams,
     pack,
-    trait_spec,
 )
 from hemafed.genomics.variants import VariantList
 
@@ -162,14 +162,14 @@ class FederatedGWAS(FederatedFitter):
     # pca_min_distance bp instead)
     pca_prune: PruneRule | None = field(default_factory=PruneRule)
     pca_min_distance: int = 20_000
-    max_iter: int = 30
+    max_rounds: int = 30
     tol: float = 1e-10
     dp: DPRequest | None = None
 
     summary: pd.DataFrame = field(init=False, repr=False)
     qc: pd.DataFrame = field(init=False, repr=False)
     pca: PCAResult | None = field(init=False, default=None, repr=False)
-    sites: tuple[str, ...] = field(init=False, default=())
+    sites_: tuple[str, ...] = field(init=False, default=())
     sites_without_store: tuple[str, ...] = field(init=False, default=())
     # variants dropped by the site disclosure rule: at QC, and among QC-passing ones in the
     # association sums
@@ -178,8 +178,14 @@ class FederatedGWAS(FederatedFitter):
     secure_sums: int = field(init=False, default=0)
     seconds: dict[str, float] = field(init=False, default_factory=dict)
     _study_id: str = field(init=False, default="default", repr=False)
+    # the names before issue 6 (the other fitters' names): the keyword max_iter= still works,
+    # with a DeprecationWarning, and reading .max_iter or .sites warns and gives the new one
+    max_iter: InitVar[int | None] = None
+    sites = deprecated_alias("sites_", "sites")
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_iter: int | None) -> None:
+        self.max_rounds = renamed_argument("FederatedGWAS", "max_rounds", None, "max_iter",
+                                           max_iter, self.max_rounds)
         if self.model not in MODELS:
             raise InvalidInput(f"model must be one of {list(MODELS)}, got {self.model!r}")
         if self.test not in TESTS:
@@ -196,10 +202,10 @@ class FederatedGWAS(FederatedFitter):
 
     def _sum(self, fed: Federation, query: str, params: dict[str, Any]) -> Any:
         res = fed.secure_sum(query, params, study=self._study_id, dp=self.dp)
-        if self.sites and tuple(res.sites) != self.sites:
+        if self.sites_ and tuple(res.sites) != self.sites_:
             raise ConvergenceError(f"{query}: sites {res.sites} answered, the analysis runs over "
-                                   f"{self.sites}; restart on the survivors")
-        self.sites = tuple(res.sites)
+                                   f"{self.sites_}; restart on the survivors")
+        self.sites_ = tuple(res.sites)
         self.secure_sums += 1
         return res
 
@@ -223,7 +229,7 @@ class FederatedGWAS(FederatedFitter):
     def fit(self, fed: Federation, variant_list: VariantList, *, study: str, trait: str,
             threshold: float | None = None, study_id: str = "default") -> FederatedGWAS:
         """Run QC, PCA and association for the genotype store ``study`` over the sites of
-        ``fed`` that declare it (:func:`store_sites`; ``.sites`` and ``.sites_without_store``
+        ``fed`` that declare it (:func:`store_sites`; ``.sites_`` and ``.sites_without_store``
         say which). A federation with ``restricted_to`` is narrowed to them here; another
         raises :class:`StoreSitesOnly` (the study runner restarts the analysis over them)."""
         self._study_id = study_id
@@ -253,7 +259,7 @@ class FederatedGWAS(FederatedFitter):
         t0 = time.perf_counter()
         assoc: dict[str, Any] = {**base, "trait": {"column": trait, "threshold": threshold},
                                  "covariates": list(self.covariates)}
-        trait_spec(assoc)
+        ModelParams.from_mapping(assoc)  # the design's columns, checked before any model sum
         if self.n_pcs:
             if self.pca_prune is None:
                 idx = choose_pca_variants(variant_list.frame, qc, passing,
@@ -295,7 +301,7 @@ class FederatedGWAS(FederatedFitter):
     def _linear(self, fed: Federation, assoc: dict[str, Any], tested: np.ndarray,
                 qc: pd.DataFrame) -> dict[str, np.ndarray]:
         null = self._sum(fed, NULL_QUERY, assoc)
-        _, _, _, half = trait_spec(assoc)
+        half = ModelParams.from_mapping(assoc).trait.half_width  # type: ignore[union-attr]
         k = round((math.sqrt(8 * null["cc"].size + 1) - 1) / 2)
         a_mat, a_vec, yy, n = _sym(null["cc"], k), null["cy"], float(null["yy"][0]), null["n"][0]
         out = {name: np.full(tested.size, np.nan) for name in ("beta", "se", "stat", "p", "n")}
@@ -337,8 +343,6 @@ class FederatedGWAS(FederatedFitter):
         return out
 
     def _null_logistic(self, fed: Federation, assoc: dict[str, Any]) -> np.ndarray:
-        from hemafed.genomics.queries import n_covariates
-
         sums, hessian = 0, [np.zeros((0, 0))]
 
         def derivatives(beta: np.ndarray, final: bool) -> tuple[float, np.ndarray, np.ndarray]:
@@ -348,16 +352,16 @@ class FederatedGWAS(FederatedFitter):
             nonlocal sums
             if final:
                 return math.nan, np.zeros_like(beta), hessian[0]
-            if sums == self.max_iter:
+            if sums == self.max_rounds:
                 raise ConvergenceError(
-                    f"the logistic null model did not converge in {self.max_iter} rounds")
+                    f"the logistic null model did not converge in {self.max_rounds} rounds")
             res = self._sum(fed, NULL_QUERY, {**assoc, "beta": pack(beta)})
             sums += 1
             hessian[0] = -_sym(res["hess"], beta.size)
             return 0.0, res["grad"], hessian[0]
 
-        fit = newton_maximise(derivatives, np.zeros(n_covariates(assoc)),
-                              NewtonRule(tol=NULL_MODEL_TOL, max_rounds=self.max_iter + 1,
+        fit = newton_maximise(derivatives, np.zeros(ModelParams.from_mapping(assoc).n_covariates),
+                              NewtonRule(tol=NULL_MODEL_TOL, max_rounds=self.max_rounds + 1,
                                          halving=False))
         return fit.beta
 
@@ -381,7 +385,7 @@ class FederatedGWAS(FederatedFitter):
             cov_gg = np.full(idx.size, np.nan)
             nobs = np.zeros(idx.size)
             rounds = 0
-            for _ in range(self.max_iter):
+            for _ in range(self.max_rounds):
                 rounds += 1
                 res = self._sum(fed, LOGISTIC_QUERY, {**assoc, "variants": pack(idx[active], "<i4"),
                                                       "beta": pack(beta[active])})
@@ -461,7 +465,7 @@ class FederatedGWAS(FederatedFitter):
         best = np.full(idx.size, -np.inf)
         halvings = np.zeros(idx.size, dtype=int)
         active = np.arange(idx.size)
-        for _ in range(self.max_iter * 2):
+        for _ in range(self.max_rounds * 2):
             res = self._sum(fed, FIRTH_QUERY, {**assoc, "variants": pack(idx[active], "<i4"),
                                                "beta": pack(beta[active])})
             left_out = excluded_count(res) > 0
@@ -517,11 +521,16 @@ class FederatedGWAS(FederatedFitter):
         return genomic_inflation(self.summary["p"].to_numpy())
 
     def _payload(self) -> dict[str, Any]:
-        return {"model": self.model, "test": self.test, "sites": list(self.sites),
+        return {"model": self.model, "test": self.test, "sites": list(self.sites_),
                 "covariates": list(self.covariates), "n_pcs": self.n_pcs,
                 "secure_sums": self.secure_sums, "lambda_gc": self.genomic_lambda,
                 "n_tested": len(self.summary), "n_variants": len(self.qc),
                 "dropped_by_site_disclosure_rule": self.disclosure_dropped}
+
+
+FederatedGWAS.max_iter = deprecated_alias("max_rounds", "max_iter")  # type: ignore[assignment]
+"""The read alias of the old ``max_iter`` (set here: in the class body the name is the
+``__init__`` keyword)."""
 
 
 def _rule_changed(query: str) -> ConvergenceError:

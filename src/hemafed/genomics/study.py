@@ -55,7 +55,7 @@ def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str
                       "secure_sums": gwas.secure_sums},
             # the sites whose declared genotype stores the results cover (study.plan: a
             # site's store declaration is public; see genomics.gwas.store_sites)
-            "genotype_sites": list(gwas.sites),
+            "genotype_sites": list(gwas.sites_),
             "sites_without_genotype_store": list(gwas.sites_without_store),
             "gwas_points": points, "caveat": MEMBERSHIP_CAVEAT,
             # the released rows as GWAS-SSF; `hemafed study run` writes <id>.tsv + its YAML
