@@ -181,21 +181,29 @@ class Query:
         class minimum for this request (:data:`SITE_MIN_CELL_PARAM`; 0: none), given to
         ``site_aware`` queries.
         """
+        return self.run_checked(cohort, self.check(params), site_id=site_id, min_cell=min_cell)
+
+    def run_checked(self, cohort: Cohort, checked_params: Params | QueryParams, *,
+                    site_id: str | None = None, min_cell: int = 0) -> dict[str, np.ndarray]:
+        """:meth:`run` on parameters :meth:`check` already returned: the site parses a
+        request once and computes on the very object its plan check compared."""
         if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 0:
             raise ValueError(f"min_cell must be an int >= 0, got {min_cell!r}")
-        checked_params = self.check(params)
+        if not isinstance(checked_params, self.params_type or Mapping):
+            raise TypeError(f"query {self.key}: run_checked takes what check returned, got "
+                            f"{type(checked_params).__name__}")
         spec = self.declare(checked_params)
         if self.site_aware and (not isinstance(site_id, str) or not site_id):
             raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
                                "site (SiteNode.answer) or pass site_id=")
-        if self.params_type is not None:
+        if isinstance(checked_params, QueryParams):
             site = [SiteContext(site_id, min_cell)] if self.site_aware and site_id else []
             out = self.compute(cohort, checked_params, *site)
         elif self.site_aware:
-            out = self.compute(cohort, {**params, SITE_ID_PARAM: site_id,
+            out = self.compute(cohort, {**checked_params, SITE_ID_PARAM: site_id,
                                         SITE_MIN_CELL_PARAM: min_cell})
         else:
-            out = self.compute(cohort, params)
+            out = self.compute(cohort, checked_params)
         if set(out) != set(spec):
             raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")
         checked: dict[str, np.ndarray] = {}

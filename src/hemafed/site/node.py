@@ -3,8 +3,12 @@
 :meth:`SiteNode.answer` runs, in this order:
 
 1. the policy check (query allowed, study approved, spec hash, expiry, secure aggregation);
-2. the query look-up in :mod:`hemafed.federation.queries` (name and version) and its parameters
-   (a hub-supplied value of the reserved site-id parameter is refused here);
+2. the query look-up in :mod:`hemafed.federation.queries` (name and version; a query outside
+   the study's plan is refused first) and its parameters, parsed once
+   (:meth:`~hemafed.federation.queries.Query.check`; a hub-supplied value of the reserved
+   site-id parameter, an unknown key or a bad value is refused here, before any data are
+   read); the plan check (:meth:`~hemafed.study.plan.StudyPlan.check`), the declaration and
+   the computation all take that one parsed object;
 3. the query on the local cohort (values checked against the declared bounds); a ``site_aware``
    query gets this node's own id, added after the checks (the audit records the hub's
    parameters as received);
@@ -57,7 +61,7 @@ import numpy as np
 from hemafed.cohort.model import Cohort
 from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused
 from hemafed.federation.api import DPRequest
-from hemafed.federation.queries import Query, Statistic, get_query
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, get_query
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
 from hemafed.privacy.disclosure import (
@@ -113,9 +117,12 @@ class SiteAnswer:
         return self.values[name]
 
 
-def _params_key(request: SiteRequest) -> str:
-    """The key under which the plan counts a request's distinct parameter sets."""
-    return hashlib.sha256(canonical_json(request.params)).hexdigest()[:16]
+def _params_key(checked: Params | QueryParams) -> str:
+    """The key under which the plan counts a request's distinct parameter sets: of a typed
+    query, its parameters with the defaults filled in (a default spelt out is the same
+    request, not a new round); of an untyped one, the mapping as sent."""
+    wire = checked.to_mapping() if isinstance(checked, QueryParams) else checked
+    return hashlib.sha256(canonical_json(wire)).hexdigest()[:16]
 
 
 def _utc_now() -> dt.datetime:
@@ -156,9 +163,9 @@ class SiteNode:
         self.plans: dict[str, StudyPlan | None] = dict(plans or {})
         self.releases = releases
         self._distinct: dict[tuple[str, str], set[str]] | None = None
-        # ids of the requests being answered that passed the plan check: a refusal from then
-        # on uses up a plan round as an answer does (see _refuse)
-        self._past_plan: set[str] = set()
+        # request id -> parameter key of the requests being answered that passed the plan
+        # check: a refusal from then on uses up a plan round as an answer does (see _refuse)
+        self._past_plan: dict[str, str] = {}
         self._rollback = LedgerAuditGuard(audit, ledger)
         self.study_view: Callable[[Cohort, str], Cohort] | None = None
         """The cohort a study's queries run on, from :attr:`cohort` and the study id (the
@@ -201,12 +208,12 @@ class SiteNode:
         ref = new_audit_ref()
         refusal = Refusal(code, name, ref)
         text = f"[{code}:{name or '-'} ref {ref}] {self._redact(reason)}"[:1900]
-        if request.request_id in self._past_plan:
+        key = self._past_plan.get(request.request_id)
+        if key is not None:
             # refused after the plan check (the data did not fit, a disclosure rule, an
             # error): whether a site refuses may depend on its data, so the refusal counts as
             # one of the plan's distinct requests, exactly as an answer does; the mark is in
             # the audit log, so a restart does not reset the count
-            key = _params_key(request)
             text += f"; {PLAN_MARK}{key}"
             self._seen(request.study_id, request.query).add(key)
         self._audit(request, False, text)
@@ -358,7 +365,7 @@ class SiteNode:
             raise self._refuse(request, f"internal error: {detail}"[:1500],
                                code="internal_error", cause=exc) from exc
         finally:
-            self._past_plan.discard(request.request_id)
+            self._past_plan.pop(request.request_id, None)
 
     def _seen(self, study: str, query: str) -> set[str]:
         """Distinct parameter sets of ``query`` answered, or refused after the plan check, for
@@ -373,9 +380,9 @@ class SiteNode:
                         match.group(1))
         return self._distinct.setdefault((study, query), set())
 
-    def _check_plan(self, request: SiteRequest) -> str:
-        """Refuse a request outside its study's plan; return the request's parameter key."""
-        params_key = _params_key(request)
+    def _plan(self, request: SiteRequest) -> StudyPlan | None:
+        """The plan of the request's study (``None``: none stored and none required); refuse
+        a study whose stored spec does not match, or one without a plan when required."""
         study = request.study_id
         if study in self.plans:
             plan = self.plans[study]
@@ -383,22 +390,55 @@ class SiteNode:
                 raise self._refuse(request, f"study {study!r}: the stored specification does "
                                             f"not match the approved hash; approve it again",
                                    name="plan_mismatch")
-            seen = self._seen(study, request.query)
-            # the identical request again (a retry, a re-run) is not a new round
-            problem = plan.check(request.query, request.params, request.dp is not None,
-                                 0 if params_key in seen else len(seen))
-            if problem is not None:
-                element, detail = problem
-                raise self._refuse(request, f"outside the approved plan of study {study!r}: "
-                                            f"{detail}"[:1500],
-                                   code="outside_plan", name=element)
-        elif self.policy.require_plan:
+            return plan
+        if self.policy.require_plan:
             raise self._refuse(request, f"study {study!r} has no stored specification to derive "
                                         f"its plan from (require_plan is true); approve it with "
                                         f"`hemafed site approve DIR SPEC.yaml`", name="no_plan")
+        return None
+
+    def _parse(self, request: SiteRequest, plan: StudyPlan | None
+               ) -> tuple[Query, Params | QueryParams]:
+        """The request's query and its parameters, checked once (:meth:`Query.check`): the
+        one object the plan check, the declaration and the computation all take.
+
+        Parameters the query refuses are checked against the plan as sent first, so a
+        request outside the plan is refused as such (by its plan element), whatever else
+        is wrong with it."""
+        try:
+            query: Query = get_query(request.query, request.version)
+            return query, query.check(request.params)
+        except Exception as exc:
+            if plan is not None:
+                self._check_plan(request, plan, request.params)
+            raise self._invalid(request, exc) from exc
+
+    def _invalid(self, request: SiteRequest, exc: Exception) -> HemafedError:
+        """The ``invalid_parameter`` refusal of a request its query's checks refused (the
+        parameters alone decide it: safe to name the key)."""
+        return self._refuse(request, f"invalid request: {type(exc).__name__}: {exc}"[:1500],
+                            code="invalid_parameter", kind=InvalidInput,
+                            name=parameter_name(str(exc), request.params), cause=exc)
+
+    def _check_plan(self, request: SiteRequest, plan: StudyPlan | None,
+                    checked: Params | QueryParams) -> str:
+        """Refuse a request outside its study's plan, comparing the parsed parameters
+        (defaults filled in); return the request's parameter key."""
+        params_key = _params_key(checked)
+        if plan is not None:
+            seen = self._seen(request.study_id, request.query)
+            # the identical request again (a retry, a re-run) is not a new round
+            problem = plan.check(request.query, checked, request.dp is not None,
+                                 0 if params_key in seen else len(seen))
+            if problem is not None:
+                element, detail = problem
+                raise self._refuse(request, f"outside the approved plan of study "
+                                            f"{request.study_id!r}: {detail}"[:1500],
+                                   code="outside_plan", name=element)
         return params_key
 
-    def _check_release(self, request: SiteRequest, specs: Mapping[str, Statistic]) -> None:
+    def _check_release(self, request: SiteRequest, specs: Mapping[str, Statistic],
+                       checked: Params | QueryParams) -> None:
         """Refuse, from the request alone, a non-DP release the policy forbids or one asking
         for more values than the policy's ``max_cells``."""
         study = self.policy.study(request.study_id)
@@ -412,18 +452,19 @@ class SiteNode:
         if self.policy.max_cells is not None and cells > self.policy.max_cells:
             raise self._refuse(request, f"the request asks for {cells} values; this site's "
                                         f"max_cells is {self.policy.max_cells}", name="max_cells")
-        spu = self._plan_lattice(request) if request.dp is None else None
+        spu = self._plan_lattice(request, checked) if request.dp is None else None
         if spu is not None and spu > self.policy.max_lattice_steps_per_unit:
             raise self._refuse(request, f"the study's time lattice has {spu:g} steps per year; "
                                         f"this site's max_lattice_steps_per_unit is "
                                         f"{self.policy.max_lattice_steps_per_unit:g} and the "
                                         f"release is not DP", name="max_lattice_steps_per_unit")
 
-    def _plan_lattice(self, request: SiteRequest) -> float | None:
+    def _plan_lattice(self, request: SiteRequest, checked: Params | QueryParams
+                      ) -> float | None:
         """``steps_per_unit`` of the study plan's lattice when it is the request's time grid
         (:meth:`~hemafed.study.plan.StudyPlan.on_plan_lattice`), else ``None``."""
         plan = self.plans.get(request.study_id)
-        return None if plan is None else plan.on_plan_lattice(request.params, request.query)
+        return None if plan is None else plan.on_plan_lattice(checked, request.query)
 
     def _check_disclosure(self, request: SiteRequest, query: Query,
                           specs: Mapping[str, Statistic], values: Mapping[str, np.ndarray],
@@ -463,8 +504,10 @@ class SiteNode:
                 f"{guaranteed_contributors or 1} contributing site(s): the released sum would "
                 f"carry less noise than the ledger is charged for"), name="noise_share_divisor")
 
-        params_key = self._check_plan(request)
-        self._past_plan.add(request.request_id)
+        plan = self._plan(request)
+        query, checked = self._parse(request, plan)
+        params_key = self._check_plan(request, plan, checked)
+        self._past_plan[request.request_id] = params_key
         problems = self._rollback.problems()
         if problems:
             # a restored or deleted ledger would spend the budget again: refuse, audited
@@ -473,22 +516,18 @@ class SiteNode:
                                code="rollback", name="ledger")
 
         try:
-            query: Query = get_query(request.query, request.version)
-            query.check(request.params)
-            specs = query.declare(request.params)
-        except Exception as exc:  # the parameters alone decide these: safe to name the key
-            raise self._refuse(request, f"invalid request: {type(exc).__name__}: {exc}"[:1500],
-                               code="invalid_parameter", kind=InvalidInput,
-                               name=parameter_name(str(exc), request.params), cause=exc) from exc
+            specs = query.declare(checked)
+        except Exception as exc:
+            raise self._invalid(request, exc) from exc
 
-        self._check_release(request, specs)
+        self._check_release(request, specs, checked)
         try:
             # the site's own class minimum (genotype queries): off when DP covers the release
             own_min = (self.policy.min_cell_size
                        if self.policy.enforce_min_cell and request.dp is None else 0)
             cohort = self.cohort_for(request.study_id)
-            values = query.run(cohort, request.params, site_id=self.site_id,
-                               min_cell=own_min)
+            values = query.run_checked(cohort, checked, site_id=self.site_id,
+                                       min_cell=own_min)
             # the site-only cells of risk-set changes (attack M): checked, never released
             changes = (query.risk_set_changes(cohort, request.params)
                        if own_min and query.risk_set_changes is not None else None)

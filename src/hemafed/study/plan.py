@@ -87,6 +87,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemafed.errors import InvalidInput
+from hemafed.federation.checks import QueryParams
 from hemafed.kinds import COARSER_LATTICES, OWN_TABLE_LATTICES, get_kind, registered_kinds
 from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
 from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
@@ -178,6 +179,34 @@ _LEVEL_KEYS = {"levels": "column", "group_levels": "group_col", "strata_levels":
 
 def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _params_type(query: str) -> type[QueryParams] | None:
+    """The typed parameters of a registered query (``None``: untyped or not registered)."""
+    from hemafed.federation.queries import get_query
+
+    try:
+        return get_query(query).params_type
+    except InvalidInput:
+        return None
+
+
+def _request(query: str, params: Mapping[str, Any] | QueryParams) -> Mapping[str, Any]:
+    """A request as the plan compares it: a typed query's parameters in wire form with every
+    default filled in, so a default spelt out and a default left out are one request and no
+    key the query ignores is left to compare; an untyped query's mapping as sent.
+
+    A mapping its query refuses is compared as sent (the site refuses it as an invalid
+    parameter before the plan sees it; this keeps a direct call total)."""
+    if isinstance(params, QueryParams):
+        return params.to_mapping()
+    typed = _params_type(query)
+    if typed is None:
+        return params
+    try:
+        return typed.from_mapping(params).to_mapping()
+    except Exception:  # any refusal of the query's own check: compared as sent
+        return params
 
 
 def _terms(formula: Any) -> list[str]:
@@ -403,7 +432,7 @@ class StudyPlan:
             for query, n in kind.caps_for(a).items():
                 add(query, n)
             for query, params in kind.requests(a) if kind.requests else ():
-                fixed.setdefault(query, set()).add(_canon(dict(params)))
+                fixed.setdefault(query, set()).add(_canon(dict(_request(query, params))))
                 columns.update(_named_columns(params))
             for query, part in kind.pins(a) if kind.pins else ():
                 pinned.setdefault(query, set())
@@ -414,7 +443,7 @@ class StudyPlan:
             if kind.requests is not None and _dp_unless_exact(a):
                 # fixed requests: each analysis's own requests are DP-only (or exact) by its
                 # own option, so one exact analysis does not release another's exactly
-                dp_requests.update(_canon([q, dict(p)]) for q, p in kind.requests(a)
+                dp_requests.update(_canon([q, dict(_request(q, p))]) for q, p in kind.requests(a)
                                    if q in kind.exact_queries)
             else:
                 dp_required |= _dp_unless_exact(a)
@@ -445,7 +474,7 @@ class StudyPlan:
         """Most distinct requests of ``query`` this study may send."""
         return self.caps.get(query, 0)
 
-    def on_plan_lattice(self, params: Mapping[str, Any], query: str | None = None
+    def on_plan_lattice(self, params: Mapping[str, Any] | QueryParams, query: str | None = None
                         ) -> float | None:
         """The ``steps_per_unit`` of the plan lattice that is the request's time grid, else
         ``None``.
@@ -461,7 +490,10 @@ class StudyPlan:
         then applies its ``max_lattice_steps_per_unit`` cap to a non-DP request; the per-time
         event counts stay under its minimum-cell rule
         (:func:`hemafed.privacy.disclosure.cell_rule_statistics`; attack L, docs/security.md).
+        ``params``: the hub's mapping or the query's typed parameters (compared with the
+        defaults filled in, as :meth:`check` does).
         """
+        params = _request(query or "", params)
         if not self.lattices or params.get("time_mapping") != "up":
             return None
         grid = params.get("grid")
@@ -482,9 +514,14 @@ class StudyPlan:
 
     # --- the check --------------------------------------------------------------------------
 
-    def check(self, query: str, params: Mapping[str, Any], dp: bool,
+    def check(self, query: str, params: Mapping[str, Any] | QueryParams, dp: bool,
               distinct_so_far: int = 0) -> tuple[str, str] | None:
         """``None`` if the request fits the plan, else ``(element, detail)``.
+
+        ``params``: the query's typed parameters as the site parsed them (or the hub's
+        mapping, parsed here for a typed query). A typed request is compared with the
+        defaults filled in (:func:`_request`): leaving a pinned default out, spelling it
+        out, or adding a key the query ignores cannot make it another request.
 
         ``distinct_so_far``: distinct requests of ``query`` this site already answered for the
         study (not counting this one, if it is new).
@@ -492,6 +529,7 @@ class StudyPlan:
         if query not in self.queries:
             return "query", f"query {query!r} is not used by any analysis of study " \
                             f"{self.study_id!r} (plan: {', '.join(sorted(self.queries))})"
+        params = _request(query, params)
         if not dp and (query in self.dp_required
                        or _canon([query, dict(params)]) in self.dp_requests):
             return "dp", f"query {query!r} is planned only as a differentially private release"
@@ -553,13 +591,20 @@ class StudyPlan:
         ``None``) and whether the grid was checked on a pinned lattice (which the size check
         then takes in place of the follow-up lattices)."""
         lattice_miss = None
+        typed = _params_type(query) is not None
         for raw in sorted(self.pinned[query]):
             pin = json.loads(raw)
             iterated = set(pin.pop("iterated", ()))
             lattice = pin.pop("lattice", None)
-            if set(params) - set(pin) - iterated:
-                continue
-            if any(_canon(params.get(k)) != _canon(v) for k, v in pin.items()):
+            if typed:
+                # the pin with the request's iterated values, defaults filled in: every other
+                # key must be the pinned value or, unpinned, the query's default
+                want = _request(query, {**pin, **{k: params[k] for k in iterated
+                                                  if k in params}})
+                if _canon(dict(params)) != _canon(dict(want)):
+                    continue
+            elif set(params) - set(pin) - iterated \
+                    or any(_canon(params.get(k)) != _canon(v) for k, v in pin.items()):
                 continue
             on_lattice = lattice is not None and "grid" in params
             if on_lattice:
