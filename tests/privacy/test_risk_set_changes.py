@@ -92,7 +92,7 @@ def test_a_start_stop_switch_is_an_exit_and_an_entry() -> None:
     cohort = _cohort(t=[2.5, 3.5, 3.0], e=[0.0, 0.0, 1.0], sw=[1.5, 9.0, 9.0],
                      sws=[1.0, 0.0, 0.0], age=[50.0, 60.0, 70.0])
     cells = get_query("cox_start_stop_sums").risk_set_changes(
-        cohort, _params(switch=["sw", "sws"]))
+        cohort, _params(switch=["sw", "sws"], beta=[0.0, 0.0]))  # age, then z
     # rows: P0 (0, 1.5] z=0 leaves between t_0 and t_1, P0 (1.5, 2.5] enters there and leaves
     # between t_1 and t_2; P1 at risk after the last point; P2's event is released
     assert cells.tolist() == [[[3, 1, 0, 0], [0, 1, 1, 1]]]

@@ -67,7 +67,8 @@ def _site_context(params: Params) -> SiteContext | None:
 
 @dataclass(frozen=True)
 class _Typed:
-    """``declare``/``compute``/``check_params`` of a migrated query (one with a ``params_type``).
+    """``declare``/``compute``/``check_params`` (and ``risk_set_changes``) of a migrated query
+    (one with a ``params_type``).
 
     The query's own function takes the typed parameters; this accepts those or the hub's mapping
     (parsed by ``params_type.from_mapping``, the one check), so every caller of
@@ -94,6 +95,8 @@ class _Typed:
             return None
         if self.role == "declare":
             return self.typed(self.parse(args[0]))
+        if self.role == "changes":
+            return self.typed(args[0], self.parse(args[1]))
         cohort, params, *site = args
         if not site and isinstance(params, Mapping):
             site = [ctx] if (ctx := _site_context(params)) is not None else []
@@ -127,6 +130,7 @@ class Query:
     changes between consecutive grid points other than by a released event (censorings,
     competing exits, entries; :func:`hemafed.privacy.disclosure.risk_set_changes`). The site
     checks it under the minimum-cell rule and never releases it (docs/security.md, attack M).
+    Of a migrated query it takes ``(cohort, params)`` as ``compute`` does.
     """
 
     name: str
@@ -136,7 +140,7 @@ class Query:
     check_params: Callable[[Params], None] = field(default=_no_check)
     description: str = ""
     site_aware: bool = False
-    risk_set_changes: Callable[[Cohort, Params], np.ndarray] | None = None
+    risk_set_changes: Callable[..., np.ndarray] | None = None
     params_type: type[QueryParams] | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +152,9 @@ class Query:
                            ("check", "check_params")):
             fn = getattr(self, attr) if role != "check" else None
             object.__setattr__(self, attr, _Typed(fn or _no_check, self.params_type, role))
+        if self.risk_set_changes is not None:
+            object.__setattr__(self, "risk_set_changes",
+                               _Typed(self.risk_set_changes, self.params_type, "changes"))
 
     @property
     def key(self) -> str:

@@ -528,7 +528,7 @@ class FederatedGWAS(FederatedFitter):
                 "dropped_by_site_disclosure_rule": self.disclosure_dropped}
 
 
-FederatedGWAS.max_iter = deprecated_alias("max_rounds", "max_iter")  # type: ignore[assignment]
+FederatedGWAS.max_iter = deprecated_alias("max_rounds", "max_iter")  # type: ignore[attr-defined]
 """The read alias of the old ``max_iter`` (set here: in the class body the name is the
 ``__init__`` keyword)."""
 
