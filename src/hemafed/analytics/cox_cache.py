@@ -7,25 +7,18 @@ and public parameters) and answers a round with cumulative sums over its time-so
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hemafed.analytics.cox_math import lp_bands, upper_index
 from hemafed.analytics.design import DesignSpec
-from hemafed.analytics.survival_grid import (
-    SurvivalRows,
-    check_grid,
-    grid_positions,
-    n_levels,
-    survival_rows,
-)
+from hemafed.analytics.survival_grid import GridParams, SurvivalRows, grid_positions
 from hemafed.cohort.model import Cohort
-from hemafed.federation.queries import Params
 
 
 @dataclass(frozen=True)
@@ -135,33 +128,31 @@ class _SiteDataCache:
 
     Keyed on the cohort's identity (a weak reference: an entry dies with its cohort, and a
     reused ``id`` never matches a dead entry) plus the public parameters that shape the rows
-    (everything but ``beta`` and the row selections). Cohorts are immutable values; a site that
-    reloads its data builds a new ``Cohort`` and so misses the cache. Thread-safe.
+    (outcome columns, grid, time mapping, design, strata: not ``beta`` nor the row selections,
+    so every Newton round and the concordance histogram share an entry). Cohorts are immutable
+    values; a site that reloads its data builds a new ``Cohort`` and so misses the cache.
+    Thread-safe.
     """
 
     def __init__(self, size: int = 16) -> None:
         self._size = size
-        self._entries: OrderedDict[tuple[int, str, tuple[float, ...]],
+        self._entries: OrderedDict[tuple[Any, ...],
                                   tuple[weakref.ref[Cohort], CoxSiteData]] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _public_key(params: Params) -> tuple[str, tuple[float, ...]]:
-        shaping = {k: v for k, v in params.items() if k not in _NOT_SHAPING and k != "grid"}
-        # the grid is long: compared as a tuple of floats rather than serialised every round
-        grid = tuple(float(t) for t in params.get("grid", ()))
-        return json.dumps(shaping, sort_keys=True, default=str), grid
-
-    def get(self, cohort: Cohort, params: Params) -> CoxSiteData:
-        key = (id(cohort), *self._public_key(params))
+    def get(self, cohort: Cohort, params: GridParams, spec: DesignSpec,
+            strata_col: str | None = None,
+            strata_levels: tuple[str, ...] | None = None) -> CoxSiteData:
+        key = (id(cohort), params.duration_col, params.event_col, params.grid,
+               params.time_mapping, spec, strata_col, strata_levels)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit[0]() is cohort:
                 self._entries.move_to_end(key)
                 return hit[1]
-        spec = DesignSpec.from_params(params["design"])
-        data = CoxSiteData.build(survival_rows(cohort, params, spec, "strata"),
-                                 check_grid(params["grid"]), n_levels(params, "strata"),
+        data = CoxSiteData.build(params.rows(cohort, spec, strata_col, strata_levels),
+                                 params.grid_array,
+                                 1 if strata_levels is None else len(strata_levels),
                                  spec.half_width)
         with self._lock:
             self._entries[key] = (weakref.ref(cohort), data)
@@ -175,9 +166,5 @@ class _SiteDataCache:
             self._entries.clear()
 
 
-_NOT_SHAPING = frozenset({"beta", "lp_bins", "time_index", "tie_index", "event_sums", "ties",
-                          "max_patients", "resolution"})
 COX_SITE_CACHE = _SiteDataCache()
 """The site-side cache of Cox rows; ``COX_SITE_CACHE.clear()`` empties it."""
-
-

@@ -10,9 +10,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hemafed.analytics.design import DesignSpec
-from hemafed.federation.queries import Params
-
 
 def upper_index(p: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the upper triangle (diagonal included) of a ``p x p`` matrix,
@@ -86,12 +83,14 @@ def combine_bands(sums: Mapping[str, np.ndarray], bands: tuple[np.ndarray, float
     return out
 
 
-def exp_bound(params: Params) -> tuple[float, float]:
-    """Public bounds ``(max |x - center|, max exp(x beta))`` from the design bounds and beta."""
-    spec = DesignSpec.from_params(params["design"])
-    beta = np.asarray(params["beta"], dtype=float)
-    hw = spec.half_width
-    return float(hw.max()), float(np.exp(np.sum(np.abs(beta) * hw)))
+def exp_bound(half_width: np.ndarray, beta: np.ndarray) -> tuple[float, float]:
+    """Public bounds ``(max |x - center|, max exp(x beta))`` from the design bounds and beta.
+
+    >>> exp_bound(np.array([1.0, 2.0]), np.array([0.5, -0.25]))
+    (2.0, 2.718281828459045)
+    """
+    hw = np.asarray(half_width, dtype=float)
+    return float(hw.max()), float(np.exp(np.sum(np.abs(np.asarray(beta, dtype=float)) * hw)))
 
 
 def finest_resolution(low: float, high: float) -> float:

@@ -11,68 +11,111 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from hemafed.analytics.design import complete_case_mask
 from hemafed.analytics.survival_grid import (
-    check_grid,
+    GridParams,
     check_lattice,
-    check_survival_params,
     grid_positions,
-    lattice_size,
-    n_levels,
+    grouping,
+    lattice_points,
     outcome_column,
     reverse_cumsum_above,
-    survival_rows,
 )
 from hemafed.cohort.model import Cohort
-from hemafed.federation.checks import column, max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation import checks
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 
 log = logging.getLogger(__name__)
 
 
-def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    dcol = column(params, "duration_col", "os_time")
-    ecol = column(params, "event_col", "os_status")
+@dataclass(frozen=True)
+class TimeHistogramParams(QueryParams):
+    """``time_histogram``: the outcome columns and the public lattice ``k / steps_per_unit``
+    up to ``max_time`` (no default: the hub always sends both)."""
+
+    QUERY = "time_histogram"
+    steps_per_unit: float
+    max_time: float
+    duration_col: str = "os_time"
+    event_col: str = "os_status"
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> TimeHistogramParams:
+        cls.known(params)
+        spu, tmax = check_lattice(params)
+        return cls(spu, tmax, checks.column(params, "duration_col", "os_time"),
+                   checks.column(params, "event_col", "os_status"), checks.max_patients(params))
+
+    @property
+    def size(self) -> int:
+        return lattice_points(self.steps_per_unit, self.max_time)
+
+
+def _hist_compute(cohort: Cohort, params: TimeHistogramParams) -> dict[str, np.ndarray]:
+    dcol, ecol = params.duration_col, params.event_col
     outcome_column(cohort, dcol, "duration")
     outcome_column(cohort, ecol, "event")
     mask = complete_case_mask(cohort, None, [dcol, ecol])
     p = cohort.patients
     time = p[dcol].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[mask]
     event = p[ecol].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[mask] == 1
-    spu = float(params["steps_per_unit"])
+    spu = params.steps_per_unit
     k = np.rint(time * spu)
-    size = lattice_size(params)
+    size = params.size
     # times off the lattice or beyond max_time are excluded, not refused (module docstring)
     fits = (np.abs(k - time * spu) <= 1e-6) & (k >= 0) & (k < size)
     if not fits.all():
         log.warning("time_histogram on %r: %d time(s) off the lattice k/%g or beyond max_time "
                     "%g are counted as excluded; round times at intake", dcol,
-                    int((~fits).sum()), spu, float(params["max_time"]))
+                    int((~fits).sum()), spu, params.max_time)
     ki, event = k[fits].astype(int), event[fits]
     return {"events": np.bincount(ki[event], minlength=size).astype(float),
             "exits": np.bincount(ki, minlength=size).astype(float),
             "excluded": np.array([float(len(cohort) - fits.sum())])}
 
 
-def _hist_declare(params: Params) -> dict[str, Statistic]:
-    m, size = max_patients(params), lattice_size(params)
+def _hist_declare(params: TimeHistogramParams) -> dict[str, Statistic]:
+    m, size = params.max_patients, params.size
     return {"events": Statistic((size,), 0, m, is_count=True),
             "exits": Statistic((size,), 0, m, is_count=True),
             "excluded": Statistic((1,), 0, m, is_count=True)}
 
 
 TIME_HISTOGRAM = register(Query(
-    "time_histogram", "1", compute=_hist_compute, declare=_hist_declare, check_params=check_lattice,
+    "time_histogram", "1", compute=_hist_compute, declare=_hist_declare,
+    params_type=TimeHistogramParams,
     description="events and exits on the public lattice k/steps_per_unit (distinct-time grid)"))
 
 
-def _km_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows = survival_rows(cohort, params, None, "group")
-    grid = check_grid(params["grid"])
-    k, m = n_levels(params, "group"), grid.size
+@dataclass(frozen=True, kw_only=True)
+class KMParams(GridParams):
+    """``km_risk_table``: the survival parameters and an optional grouping column with its
+    public levels (one group without it)."""
+
+    QUERY = "km_risk_table"
+    group_col: str | None = None
+    group_levels: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> KMParams:
+        cls.known(params)
+        group_col, group_levels = grouping(params, "group")
+        return cls(**cls.common(params), group_col=group_col, group_levels=group_levels)
+
+    @property
+    def n_groups(self) -> int:
+        return 1 if self.group_levels is None else len(self.group_levels)
+
+
+def _km_compute(cohort: Cohort, params: KMParams) -> dict[str, np.ndarray]:
+    rows = params.rows(cohort, None, params.group_col, params.group_levels)
+    grid = params.grid_array
+    k, m = params.n_groups, grid.size
     at_risk_count, on_grid = grid_positions(rows.time, grid)
     # censored in bin j: exits in [t_j, t_{j+1}); exits before t_0 leave no trace on the grid
     exit_bin = at_risk_count - 1
@@ -90,9 +133,8 @@ def _km_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
     return out
 
 
-def _km_declare(params: Params) -> dict[str, Statistic]:
-    mp = max_patients(params)
-    k, m = n_levels(params, "group"), check_grid(params.get("grid")).size
+def _km_declare(params: KMParams) -> dict[str, Statistic]:
+    mp, k, m = params.max_patients, params.n_groups, len(params.grid)
     return {"observed": Statistic((k, m), 0, mp, is_count=True),
             "censored": Statistic((k, m), 0, mp, is_count=True),
             "at_risk": Statistic((k, m), 0, mp, sensitivity=math.sqrt(m), is_count=True),
@@ -101,6 +143,6 @@ def _km_declare(params: Params) -> dict[str, Statistic]:
 
 
 KM_RISK_TABLE = register(Query(
-    "km_risk_table", "1", compute=_km_compute, declare=_km_declare, check_params=check_survival_params,
+    "km_risk_table", "1", compute=_km_compute, declare=_km_declare, params_type=KMParams,
     description="per group and grid time: events, censored and number at risk"))
 

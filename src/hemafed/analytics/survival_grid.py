@@ -40,8 +40,9 @@ from hemafed.analytics.design import (
 )
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.checks import column
-from hemafed.federation.queries import Params
+from hemafed.federation.queries import Params, QueryParams
 
 TIME_MAPPINGS = ("exact", "up", "down")
 REL_TOL = 1e-9
@@ -74,31 +75,56 @@ def lattice_grid(steps_per_unit: float, max_time: float = 60.0) -> list[float]:
             for k in range(math.floor(max_time * steps_per_unit + 1e-9) + 1)]
 
 
-def _mapping(params: Params) -> str:
-    mode = params.get("time_mapping", "exact")
-    if mode not in TIME_MAPPINGS:
-        raise InvalidInput(f"parameter 'time_mapping' must be one of {TIME_MAPPINGS}, got {mode!r}")
-    return str(mode)
+def grouping(params: Params, key: str) -> tuple[str | None, tuple[str, ...] | None]:
+    """``(params[key_col], params[key_levels])``: an optional grouping column (``group``,
+    ``strata``) with its public levels, or ``(None, None)`` without the column."""
+    if params.get(f"{key}_col") is None:
+        return None, None
+    return column(params, f"{key}_col"), checks.levels(params, f"{key}_levels")
 
 
-def _levels(params: Params, key: str) -> list[str] | None:
-    col = params.get(f"{key}_col")
-    if col is None:
-        return None
-    levels = params.get(f"{key}_levels")
-    if not isinstance(levels, list | tuple) or not levels or len(set(map(str, levels))) != len(levels):
-        raise InvalidInput(f"parameter '{key}_levels' must list the distinct levels of "
-                           f"{key}_col {col!r}")
-    return [str(v) for v in levels]
+@dataclass(frozen=True, kw_only=True)
+class GridParams(QueryParams):
+    """The parameters every survival query on a grid reads: the outcome columns, the public
+    grid and how times map onto it (subclassed by each query for its own keys)."""
+
+    duration_col: str = "os_time"
+    event_col: str = "os_status"
+    grid: tuple[float, ...]
+    time_mapping: str = "exact"
+    max_patients: int = checks.MAX_PATIENTS
+
+    @staticmethod
+    def common(params: Params) -> dict[str, Any]:
+        """The checked values of this class's keys, for a subclass's ``from_mapping``."""
+        return {"duration_col": column(params, "duration_col", "os_time"),
+                "event_col": column(params, "event_col", "os_status"),
+                "grid": tuple(float(t) for t in check_grid(params.get("grid"))),
+                "time_mapping": checks.choice(params, "time_mapping", TIME_MAPPINGS, "exact"),
+                "max_patients": checks.max_patients(params)}
+
+    @property
+    def grid_array(self) -> np.ndarray:
+        return np.asarray(self.grid, dtype=float)
+
+    def rows(self, cohort: Cohort, spec: DesignSpec | None = None,
+             group_col: str | None = None,
+             group_levels: Sequence[str] | None = None) -> SurvivalRows:
+        """The site's survival rows under these parameters (:func:`select_rows`)."""
+        return select_rows(cohort, self.duration_col, self.event_col, self.grid_array,
+                           self.time_mapping, spec, group_col, group_levels)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The wire form; an optional key left at ``None`` is left out."""
+        return {k: v for k, v in super().to_mapping().items() if v is not None}
 
 
 def check_survival_params(params: Params) -> None:
-    column(params, "duration_col", "os_time")
-    column(params, "event_col", "os_status")
-    check_grid(params.get("grid"))
-    _mapping(params)
-    _levels(params, "group")
-    _levels(params, "strata")
+    """Check the hub's mapping of a survival query (outcome columns, grid, time mapping, the
+    optional ``group`` and ``strata`` columns with their levels)."""
+    GridParams.common(params)
+    grouping(params, "group")
+    grouping(params, "strata")
 
 
 # --- the site's survival rows -----------------------------------------------------------------
@@ -165,24 +191,32 @@ def keep_fitting(mask: np.ndarray, fits: np.ndarray) -> np.ndarray:
 
 def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None,
                   group_key: str | None = None) -> SurvivalRows:
-    """Select complete cases and compute effective times, events, covariates and group codes."""
-    dcol = column(params, "duration_col", "os_time")
-    ecol = column(params, "event_col", "os_status")
+    """:func:`select_rows` under the hub's mapping (``group_key``: ``group`` or ``strata``, the
+    optional grouping column; typed parameters use :meth:`GridParams.rows`)."""
+    gcol, levels = grouping(params, group_key) if group_key else (None, None)
+    return select_rows(cohort, column(params, "duration_col", "os_time"),
+                       column(params, "event_col", "os_status"), check_grid(params.get("grid")),
+                       checks.choice(params, "time_mapping", TIME_MAPPINGS, "exact"), spec,
+                       gcol, levels)
+
+
+def select_rows(cohort: Cohort, dcol: str, ecol: str, grid: np.ndarray, mode: str,
+                spec: DesignSpec | None = None, gcol: str | None = None,
+                levels: Sequence[str] | None = None) -> SurvivalRows:
+    """Select complete cases and compute effective times, events, covariates and group codes
+    (codes of ``levels`` in column ``gcol``; rows of another level are left out)."""
     outcome_column(cohort, dcol, "duration")
     outcome_column(cohort, ecol, "event")
-    grid = check_grid(params.get("grid"))
     required = [dcol, ecol]
-    levels = _levels(params, group_key) if group_key else None
-    gcol = params.get(f"{group_key}_col") if group_key else None
     if gcol is not None:
         if gcol not in cohort.patients.columns:
-            raise InvalidInput(f"{group_key} column {gcol!r} is not in the site's cohort")
-        required.append(str(gcol))
+            raise InvalidInput(f"grouping column {gcol!r} is not in the site's cohort")
+        required.append(gcol)
     design = design_values(cohort, spec) if spec is not None else None
     mask = complete_case_mask(cohort, spec, required, values=design)
     codes = np.zeros(len(cohort), dtype=int)
     if gcol is not None and levels is not None:
-        values = cohort.patients[str(gcol)].astype("string")
+        values = cohort.patients[gcol].astype("string")
         codes = np.full(len(cohort), -1)
         for k, lv in enumerate(levels):
             codes[(values == lv).fillna(False).to_numpy(dtype=bool)] = k
@@ -195,9 +229,9 @@ def survival_rows(cohort: Cohort, params: Params, spec: DesignSpec | None = None
     if time.size and time.min() < 0:
         raise InvalidInput(f"duration column {dcol!r} has negative times")
     ev = event.astype(bool)
-    fits = fits_grid(time, ev, grid, _mapping(params))
+    fits = fits_grid(time, ev, grid, mode)
     mask, time, ev = keep_fitting(mask, fits), time[fits], ev[fits]
-    eff = effective_times(time, ev, grid, _mapping(params))
+    eff = effective_times(time, ev, grid, mode)
     if spec is not None:
         x, _ = design_matrix(cohort, spec, mask, values=design)
         x = x - spec.center
@@ -223,26 +257,29 @@ def reverse_cumsum_above(acc: np.ndarray) -> np.ndarray:
 
 
 
-def check_lattice(params: Params) -> None:
-    column(params, "duration_col", "os_time")
-    column(params, "event_col", "os_status")
-    spu, tmax = params.get("steps_per_unit"), params.get("max_time")
-    if not isinstance(spu, int | float) or not spu > 0:
-        raise InvalidInput("parameter 'steps_per_unit' must be > 0 (e.g. 365.25 for days in years)")
-    if not isinstance(tmax, int | float) or not tmax > 0 or tmax * spu > 200_000:
+def check_lattice(params: Params) -> tuple[float, float]:
+    """``(steps_per_unit, max_time)`` of the public lattice ``k / steps_per_unit`` up to
+    ``max_time`` (``time_histogram`` and the start-stop queries), at most 200000 points."""
+    spu = checks.number(params, "steps_per_unit", low=0.0, open_low=True)
+    tmax = checks.number(params, "max_time", low=0.0, open_low=True)
+    if tmax * spu > 200_000:
         raise InvalidInput("parameter 'max_time' must be > 0 with max_time * steps_per_unit "
                            "<= 200000 lattice points")
+    return spu, tmax
+
+
+def lattice_points(steps_per_unit: float, max_time: float) -> int:
+    """The number of lattice points ``k / steps_per_unit <= max_time``.
+
+    >>> lattice_points(365.25, 1.0)
+    366
+    """
+    return math.floor(max_time * steps_per_unit) + 1
 
 
 def lattice_size(params: Params) -> int:
-    return math.floor(float(params["max_time"]) * float(params["steps_per_unit"])) + 1
-
-
-
-def n_levels(params: Params, key: str) -> int:
-    levels = _levels(params, key)
-    return 1 if levels is None else len(levels)
-
+    """:func:`lattice_points` of the hub's mapping."""
+    return lattice_points(float(params["steps_per_unit"]), float(params["max_time"]))
 
 
 def query_params(duration_col: str, event_col: str, grid: Sequence[float] | np.ndarray, *,

@@ -127,6 +127,7 @@ class Query:
     changes between consecutive grid points other than by a released event (censorings,
     competing exits, entries; :func:`hemafed.privacy.disclosure.risk_set_changes`). The site
     checks it under the minimum-cell rule and never releases it (docs/security.md, attack M).
+    That of a migrated query takes the typed parameters, like ``compute``.
     """
 
     name: str
@@ -148,6 +149,9 @@ class Query:
                            ("check", "check_params")):
             fn = getattr(self, attr) if role != "check" else None
             object.__setattr__(self, attr, _Typed(fn or _no_check, self.params_type, role))
+        if self.risk_set_changes is not None:
+            object.__setattr__(self, "risk_set_changes",
+                               _Typed(self.risk_set_changes, self.params_type, "compute"))
 
     @property
     def key(self) -> str:
