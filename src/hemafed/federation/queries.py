@@ -137,7 +137,7 @@ class Query:
     check_params: Callable[[Params], None] = field(default=_no_check)
     description: str = ""
     site_aware: bool = False
-    risk_set_changes: Callable[[Cohort, Params], np.ndarray] | None = None
+    risk_set_changes: Callable[..., np.ndarray] | None = None
     params_type: type[QueryParams] | None = None
 
     def __post_init__(self) -> None:
