@@ -22,7 +22,7 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import proportional_hazard_test
 
 from hemafed.analytics.cox import FederatedCoxPH
-from hemafed.analytics.survival_queries import COX_SITE_CACHE
+from hemafed.analytics.cox_cache import COX_SITE_CACHE
 from hemafed.cohort.validate import validate_cohort
 from hemafed.federation.local import LocalSumFederation
 

@@ -225,7 +225,7 @@ def _direct_sums(x: np.ndarray, time: np.ndarray, event: np.ndarray, group: np.n
 def _unbanded(sums: dict[str, np.ndarray], tops: tuple[np.ndarray, float]
               ) -> dict[str, np.ndarray]:
     """Per-band site sums combined and scaled back to plain ``sum exp(x beta) ...``."""
-    from hemafed.analytics.survival_queries import combine_bands
+    from hemafed.analytics.cox_math import combine_bands
 
     out = combine_bands(sums, tops)
     scale = np.exp(out.pop("log_scale"))
@@ -237,12 +237,9 @@ def _unbanded(sums: dict[str, np.ndarray], tops: tuple[np.ndarray, float]
 def test_vectorised_risk_set_sums_equal_the_definition(half_width: float | None) -> None:
     """Band sums recombine to the definition: one band (the rows' own bounds) or, with wide
     public bounds (|x| <= 40: the linear predictor spans 80), five bands of width 16."""
-    from hemafed.analytics.survival_queries import (
-        CoxSiteData,
-        SurvivalRows,
-        expand_cox_sums,
-        lp_bands,
-    )
+    from hemafed.analytics.cox_cache import CoxSiteData
+    from hemafed.analytics.cox_math import expand_cox_sums, lp_bands
+    from hemafed.analytics.survival_grid import SurvivalRows
 
     rng = np.random.default_rng(5)
     n, p, k = 80, 3, 2
@@ -293,8 +290,8 @@ def test_later_rounds_ask_only_for_event_and_tie_rows(frame: pd.DataFrame,
 
 
 def test_site_cache_follows_the_cohort(frame: pd.DataFrame) -> None:
+    from hemafed.analytics.cox_cache import COX_SITE_CACHE
     from hemafed.analytics.km import time_grid
-    from hemafed.analytics.survival_queries import COX_SITE_CACHE
     from hemafed.federation.local import LocalSumFederation
     from hemafed.federation.queries import get_query
 

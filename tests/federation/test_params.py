@@ -23,9 +23,11 @@ from hemafed.study.queries import query_catalogue
 catalogued()  # importing the catalogue registers every site query
 
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
+from hemafed.analytics.concordance import concordance_request  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
 from hemafed.genomics.pca import PCAResult  # noqa: E402
 from hemafed.genomics.queries import pack  # noqa: E402
+from hemafed.analytics.survival_grid import query_params as survival_params  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
@@ -44,6 +46,9 @@ QUANT = {**GWAS_BASE, "trait": {"column": "hb", "threshold": None},
          "covariates": ["age", "sex"], "pca": PCA}
 BINARY = {**QUANT, "trait": {"column": "hb", "threshold": 10.0}}
 VARIANTS = pack(np.array([0, 4, 9]), "<i4")
+COX_REQUEST = survival_params("os_time", "os_status", [1.0, 2.0, 3.0], design=DESIGN,
+                              ties="efron")
+"""What :class:`hemafed.analytics.cox.FederatedCoxPH` sends in every round (before ``beta``)."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -62,6 +67,15 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "competing_risk_table": competing_params(MDS_AML_VS_DEATH, [1.0, 2.0, 3.0],
                                              group_col="sex", group_levels=["F", "M"]),
     "illness_death_counts": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0]},
+    "time_histogram": {"duration_col": "os_time", "event_col": "os_status",
+                       "steps_per_unit": 365.25, "max_time": 60.0},
+    "km_risk_table": survival_params("os_time", "os_status", [1.0, 2.0, 3.0],
+                                     time_mapping="up", group_col="sex", group_levels=["F", "M"]),
+    "cox_risk_set_sums": COX_REQUEST | {"strata_col": "sex", "strata_levels": ["F", "M"],
+                                        "beta": [0.01], "time_index": [0, 2], "tie_index": [2],
+                                        "event_sums": False},
+    "cox_site_derivatives": COX_REQUEST | {"beta": [0.01]},
+    "cox_concordance_histogram": concordance_request(COX_REQUEST, [0.01], 64),
     "illness_death_influence": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0],
                                 "at_risk": [[5.0, 4.0], [1.0, 1.0]],
                                 "transitions": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]},
@@ -113,6 +127,16 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "competing_risk_table": [("grid", [2.0, 1.0]), ("time_mapping", "sideways"),
                              ("group_levels", [])],
     "illness_death_counts": [("grid", [-1.0, 2.0]), ("exit_time", "")],
+    "time_histogram": [("steps_per_unit", 0.0), ("max_time", -1.0), ("max_time", 1e6),
+                       ("duration_col", "")],
+    "km_risk_table": [("grid", [2.0, 1.0]), ("grid", []), ("time_mapping", "sideways"),
+                      ("group_levels", ["F", "F"]), ("event_col", "")],
+    "cox_risk_set_sums": [("beta", [0.01, 0.02]), ("beta", [math.nan]), ("beta", [5.0]),
+                          ("ties", "exact"), ("time_index", [2, 0]), ("time_index", [3]),
+                          ("tie_index", [1.5]), ("event_sums", 1), ("strata_levels", []),
+                          ("resolution", 0.0), ("design", [])],
+    "cox_site_derivatives": [("beta", []), ("grid", [1.0, math.inf]), ("resolution", -1e-9)],
+    "cox_concordance_histogram": [("lp_bins", 1), ("lp_bins", 10_001), ("beta", [1e9])],
     "illness_death_influence": [("at_risk", [[5.0, 4.0]]), ("transitions", [[-1.0, 0.0]] * 3),
                                 ("resolution", -1.0)],
     "cox_start_stop_sums": [("beta", [0.01]), ("beta", [10.0, 0.0]), ("switch", ["amlt_time"]),
@@ -171,6 +195,14 @@ NOT_MIGRATED = {
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
     "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
+    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_long_event_times@1",
+    "cox_long_sums@1", "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1",
+    "finegray_table@1", "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1",
+    "gwas_counts@1", "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1",
+    "gwas_null@1", "gwas_pca_gram@1", "gwas_store@1", "imaging_screen@1", "iptw_balance@1",
+    "iptw_cox_robust@1", "iptw_cox_sums@1", "iptw_km_influence@1", "iptw_km_table@1",
+    "learn_eval_sums@1", "learn_loso_concordance@1", "learn_risk_histogram@1",
+    "learn_site_concordance@1", "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

@@ -213,8 +213,12 @@ def test_an_extreme_cox_beta_is_refused_by_name(sites: Any) -> None:
     # youngest and the oldest patient, so a risk-set sum is the oldest patient's own value
     extreme = base | {"beta": [5.0, 0.0]}
     hub = _hub(sites)
+    # the typed parameters refuse it at the hub's own declare too: send it with the shapes of
+    # a valid request, so the site's refusal is what is tested
+    with pytest.raises(InvalidInput, match="'beta'"):
+        get_query("cox_risk_set_sums").declare(extreme)
     out = hub.ask("cox_risk_set_sums", extreme, version=COX_SUMS,
-                  specs=get_query("cox_risk_set_sums").declare(extreme))
+                  specs=get_query("cox_risk_set_sums").declare(base | {"beta": [0.05, -0.1]}))
     assert isinstance(out, HemafedError)
     assert _codes(hub) == {(b"invalid_parameter", b"beta")}
 

@@ -111,7 +111,7 @@ def lattice_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalSites,
 
 def _plan_lattice_cox(beta: list[float]) -> dict[str, Any]:
     from hemafed.analytics.design import parse_formula
-    from hemafed.analytics.survival_queries import lattice_grid
+    from hemafed.analytics.survival_grid import lattice_grid
     from hemafed.study.plan import MAX_TIME
 
     return {"beta": beta, "design": parse_formula(" + ".join(LATTICE_FORMULA), None).to_params(),
@@ -271,7 +271,7 @@ def test_p_a_changed_study_under_the_approved_id_is_not_answered(
     changed["analyses"] = [{**spec.raw["analyses"][0], "lattice": 52}]
     other = StudySpec.from_mapping(changed)
     assert other.study_id == spec.study_id and other.sha256 != spec.sha256
-    from hemafed.analytics.survival_queries import lattice_grid
+    from hemafed.analytics.survival_grid import lattice_grid
     from hemafed.study.plan import MAX_TIME
 
     hub = Probe(fed, other.study_id, other.sha256)

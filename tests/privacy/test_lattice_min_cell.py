@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from hemafed.analytics.cox import FederatedCoxPH
-from hemafed.analytics.survival_queries import lattice_grid
+from hemafed.analytics.survival_grid import lattice_grid
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites, build_sites

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from hemafed.analytics.design import parse_formula
-from hemafed.analytics.survival_queries import lattice_grid
+from hemafed.analytics.survival_grid import lattice_grid
 from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.demo import LocalSites, build_sites

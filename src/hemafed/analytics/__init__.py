@@ -5,7 +5,9 @@ Importing the package registers the survival site queries, so a site process tha
 ``hemafed.analytics`` can answer them.
 """
 
+from hemafed.analytics import concordance_queries as concordance_queries
+from hemafed.analytics import cox_queries as cox_queries
 from hemafed.analytics import coxph_startstop as coxph_startstop
 from hemafed.analytics import finegray as finegray
 from hemafed.analytics import graytest as graytest
-from hemafed.analytics import survival_queries as survival_queries
+from hemafed.analytics import km_queries as km_queries

@@ -49,7 +49,7 @@ from hemafed.analytics.dp import (
 )
 from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.survival_queries import (
+from hemafed.analytics.survival_grid import (
     check_grid,
     effective_times,
     fits_grid,

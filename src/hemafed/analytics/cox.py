@@ -18,7 +18,7 @@ Each Newton round sends the current ``beta`` (public) to the sites:
   the secure sum of those is the stratified fit. Per-site risk sets never leave a site.
 
 Sites keep their design matrix and time order between rounds (see
-:data:`hemafed.analytics.survival_queries.COX_SITE_CACHE`), so a round costs a few vectorised
+:data:`hemafed.analytics.cox_cache.COX_SITE_CACHE`), so a round costs a few vectorised
 cumulative sums per site.
 
 After an unstratified fit, :meth:`FederatedCoxPH.proportional_hazard_test` runs the
@@ -28,7 +28,7 @@ from the sums of the last round, with no further round.
 Covariates are centred at the midpoints of their public bounds (which leaves the coefficients
 unchanged; bounds fixed at approval come from the study spec's ``bounds``, else the schema's
 plausible range). Sites report the risk-set sums per public linear-predictor band
-(:func:`~hemafed.analytics.survival_queries.lp_bands`), each term scaled by its band, at the
+(:func:`~hemafed.analytics.cox_math.lp_bands`), each term scaled by its band, at the
 finest fixed-point step the encoding allows, so the secure sums keep float precision however
 wide the bounds (schema ranges made ``exp(xb)`` span 1e30 and more, and the secure fit failed
 with a singular Hessian where the plain-sum fit converged). Divergence is judged on the data's
@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hemafed.analytics import results
+from hemafed.analytics import cox_math, results
 from hemafed.analytics.concordance import (
     concordance_from_histograms,
     concordance_request,
@@ -73,16 +73,7 @@ from hemafed.analytics.design import DesignSpec, Term, beyond_coefficient_bound,
 from hemafed.analytics.fitter import FederatedFitter, new_rows_design
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.newton import Derivatives, NewtonFit, NewtonRule, newton_maximise
-from hemafed.analytics.survival_queries import (
-    check_grid,
-    combine_bands,
-    cox_derivatives,
-    event_means,
-    expand_cox_sums,
-    lattice_grid,
-    lp_bands,
-    query_params,
-)
+from hemafed.analytics.survival_grid import check_grid, lattice_grid, query_params
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation.api import Federation, SumRequest, secure_sums
@@ -214,17 +205,17 @@ class FederatedCoxPH(FederatedFitter):
             ll, g, h = float(agg["loglik"][0]), agg["grad"], agg["hess"]
             events = float(agg["d"].sum())
         else:
-            sums = expand_cox_sums(agg.values, self._grid.size,
+            sums = cox_math.expand_cox_sums(agg.values, self._grid.size,
                                    self._rows_request.get("time_index"),
                                    self._rows_request.get("tie_index"))
-            sums = combine_bands(sums, lp_bands(self.spec.half_width, beta))
+            sums = cox_math.combine_bands(sums, cox_math.lp_bands(self.spec.half_width, beta))
             if self._event_sums is None:
                 # d and xsum do not depend on beta: the first round's are kept for the rest
                 self._event_sums = {"d": sums["d"], "xsum": sums["xsum"]}
                 self._narrow_rows(sums["d"])
                 self.at_risk_ = sums["s0"] if not beta.any() else None
             sums |= self._event_sums
-            ll, g, h = cox_derivatives(sums, beta, efron)
+            ll, g, h = cox_math.cox_derivatives(sums, beta, efron)
             events = float(sums["d"].sum())
             self._last_sums = sums
         self.rounds += 1
@@ -285,7 +276,7 @@ class FederatedCoxPH(FederatedFitter):
 
         ``lattice``: steps per year of a public lattice fixed at the study's approval (the
         spec's ``lattice``). The grid is then that whole lattice
-        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each time moved up to
+        (:func:`~hemafed.analytics.survival_grid.lattice_grid`) with each time moved up to
         its interval's end (``time_mapping="up"``), and no time histogram is asked: the fit is
         the pooled Cox fit on times rounded up to the lattice. Its per-time event counts stay
         under the sites' minimum-cell rule (docs/security.md, attack L): small cohorts need
@@ -419,7 +410,7 @@ class FederatedCoxPH(FederatedFitter):
         has = d > 0
         d_ev, t_ev = d[has], self._grid[has]
         total = float(d_ev.sum())
-        resid = sums["xsum"][0][has] - d_ev[:, None] * event_means(sums, self.ties == "efron")[0][has]
+        resid = sums["xsum"][0][has] - d_ev[:, None] * cox_math.event_means(sums, self.ties == "efron")[0][has]
         cov = self.variance_matrix_.to_numpy()
         rows = []
         for name in names:

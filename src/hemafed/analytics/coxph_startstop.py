@@ -12,7 +12,7 @@ from the start. Rows missing a duration, event, covariate or either switch colum
 
 Each Newton round the site query ``cox_start_stop_sums`` returns, at every public grid time
 ``t_j``, the risk-set sums over rows with ``start < t_j <= stop`` (``S0``, ``S1``, ``S2`` per
-linear-predictor band, see :func:`hemafed.analytics.survival_queries.lp_bands`), the events, the
+linear-predictor band, see :func:`hemafed.analytics.cox_math.lp_bands`), the events, the
 event covariate sums and the Efron tie sums; they add over sites, so the hub's log partial
 likelihood, gradient and Hessian are the pooled ones (:func:`cox_derivatives`). Tied events use
 Efron's or Breslow's method as ``coxph``.
@@ -41,6 +41,15 @@ import pandas as pd
 
 from hemafed.analytics import results
 from hemafed.analytics.cox import maximise_partial_likelihood
+from hemafed.analytics.cox_math import (
+    BOUND_SLACK,
+    combine_bands,
+    cox_derivatives,
+    expand_cox_sums,
+    finest_resolution,
+    lp_bands,
+    upper_index,
+)
 from hemafed.analytics.design import (
     CategoricalTerm,
     DesignSpec,
@@ -56,26 +65,19 @@ from hemafed.analytics.design import (
 from hemafed.analytics.fitter import FederatedFitter, same_sites
 from hemafed.analytics.km import time_grid_counts
 from hemafed.analytics.mixed import LongitudinalCohort
-from hemafed.analytics.survival_queries import (
-    BOUND_SLACK,
+from hemafed.analytics.survival_grid import (
     REL_TOL,
     TIME_MAPPINGS,
-    _hist_check,
-    _hist_size,
-    _outcome,
     check_grid,
-    combine_bands,
-    cox_derivatives,
     effective_times,
-    expand_cox_sums,
-    finest_resolution,
     fits_grid,
     grid_positions,
     keep_fitting,
     lattice_grid,
-    lp_bands,
-    upper_index,
 )
+from hemafed.analytics.survival_grid import check_lattice as _hist_check
+from hemafed.analytics.survival_grid import lattice_size as _hist_size
+from hemafed.analytics.survival_grid import outcome_column as _outcome
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation import checks
@@ -363,7 +365,7 @@ class FederatedCoxTimeVarying(FederatedFitter):
 
         ``lattice``: steps per year of a public lattice fixed at the study's approval (the
         spec's ``lattice``). The grid is then that whole lattice
-        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with each follow-up and
+        (:func:`~hemafed.analytics.survival_grid.lattice_grid`) with each follow-up and
         switch time moved up to its interval's end (``time_mapping: up``), and no time
         histogram is asked: the fit is ``coxph(Surv(start, stop, event))`` on the pooled rows
         split at the rounded times. Its per-time event counts stay under the sites'

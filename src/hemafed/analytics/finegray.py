@@ -15,7 +15,7 @@ Three site queries, every output a sum over patients:
   included, as ``crr`` drops incomplete rows before estimating ``G``); the hub derives ``G``.
 * ``finegray_sums`` (each Newton round, public ``beta`` and ``G``): the weighted risk-set sums
   ``S0, S1, S2`` at the cause's event times per linear-predictor band (see
-  :func:`hemafed.analytics.survival_queries.lp_bands`), events and event covariate sums; the
+  :func:`hemafed.analytics.cox_math.lp_bands`), events and event covariate sums; the
   hub's Breslow log partial likelihood, score and information are then the pooled ones. In the
   last round it also returns the competing-event sums ``C0(u), C1(u)`` at every grid time.
 * ``finegray_score_outer``: given public per-time arrays the hub derives from the pooled sums,
@@ -41,6 +41,15 @@ import pandas as pd
 from hemafed.analytics import results
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
 from hemafed.analytics.cox import maximise_partial_likelihood
+from hemafed.analytics.cox_math import (
+    BOUND_SLACK,
+    combine_bands,
+    cox_derivatives,
+    expand_cox_sums,
+    finest_resolution,
+    lp_bands,
+    upper_index,
+)
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
@@ -52,20 +61,13 @@ from hemafed.analytics.design import (
 )
 from hemafed.analytics.fitter import FederatedFitter, same_sites
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.survival_queries import (
-    BOUND_SLACK,
+from hemafed.analytics.survival_grid import (
     check_grid,
-    combine_bands,
-    cox_derivatives,
     effective_times,
-    expand_cox_sums,
-    finest_resolution,
     fits_grid,
     grid_positions,
     keep_fitting,
     lattice_grid,
-    lp_bands,
-    upper_index,
 )
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
@@ -219,7 +221,7 @@ def _rows(cohort: Cohort, params: FineGrayParams
     if time.size and time.min() < 0:
         raise InvalidInput(f"negative times in {[t for t, _ in causes]}")
     # exact: every exit must be on the grid (the censoring distribution needs the censoring
-    # times); one that is not is excluded, not refused (hemafed.analytics.survival_queries).
+    # times); one that is not is excluded, not refused (hemafed.analytics.survival_grid).
     # up (a plan lattice): every exit moves up to its interval's end, censorings included
     mode = params.time_mapping
     every = np.ones(time.size, dtype=bool)
@@ -486,7 +488,7 @@ class FederatedFineGray(FederatedFitter):
 
         ``lattice``: steps per year of a public lattice fixed at the study's approval (the
         spec's ``lattice``). The grid is then that whole lattice
-        (:func:`~hemafed.analytics.survival_queries.lattice_grid`) with every exit time
+        (:func:`~hemafed.analytics.survival_grid.lattice_grid`) with every exit time
         (events and censorings) moved up to its interval's end (``time_mapping: up``), and no
         time histogram is asked: the fit is ``crr`` on the pooled times rounded up to the
         lattice. Its per-time counts (the censoring table, the event counts) stay under the

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from hemafed.analytics.fitter import FederatedFitter
-from hemafed.analytics.survival_queries import check_grid, query_params
+from hemafed.analytics.survival_grid import check_grid, query_params
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 

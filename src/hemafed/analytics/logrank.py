@@ -16,7 +16,7 @@ from scipy import stats
 
 from hemafed.analytics import results
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.survival_queries import check_grid, query_params
+from hemafed.analytics.survival_grid import check_grid, query_params
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 

@@ -38,7 +38,7 @@ import pandas as pd
 from hemafed.analytics.describe import codec_resolution
 from hemafed.analytics.fitter import FederatedFitter
 from hemafed.analytics.km import time_grid
-from hemafed.analytics.survival_queries import REL_TOL, check_grid, grid_positions
+from hemafed.analytics.survival_grid import REL_TOL, check_grid, grid_positions
 from hemafed.cohort.model import Cohort
 from hemafed.errors import ConvergenceError, InvalidInput
 from hemafed.federation import checks
@@ -155,7 +155,7 @@ def _on_grid(times: np.ndarray, grid: np.ndarray, moves: np.ndarray) -> tuple[np
 def paths_on_grid(paths: IllnessDeathPaths, grid: np.ndarray) -> IllnessDeathPaths:
     """The paths whose transitions all lie on the grid; the others are counted in
     ``excluded``, never refused (whether one site's times fit a hub's grid is data:
-    :mod:`hemafed.analytics.survival_queries`)."""
+    :mod:`hemafed.analytics.survival_grid`)."""
     _, on0 = grid_positions(paths.t0, grid)
     _, on1 = grid_positions(np.nan_to_num(paths.t1, nan=-1.0), grid)
     keep = ~((paths.to > 0) & (on0 < 0)) & ~(paths.dies_in_1 & (on1 < 0))

@@ -37,7 +37,7 @@ from hemafed.analytics.design import (
     complete_case_mask,
     design_values,
 )
-from hemafed.analytics.survival_queries import (
+from hemafed.analytics.survival_grid import (
     check_grid,
     effective_times,
     fits_grid,
@@ -162,7 +162,7 @@ def weighted_rows(cohort: Cohort, params: Params, outcome: bool) -> WeightedRows
         if time.size and time.min() < 0:
             raise InvalidInput(f"duration column {dcol!r} has negative times")
         mode, grid = str(params.get("time_mapping", "exact")), check_grid(params["grid"])
-        # rows the grid cannot hold are left out, never refused (survival_queries)
+        # rows the grid cannot hold are left out, never refused (survival_grid)
         fits = fits_grid(time, event.astype(bool), grid, mode)
         mask, time, event = keep_fitting(mask, fits), time[fits], event[fits]
         time = effective_times(time, event.astype(bool), grid, mode)

@@ -62,7 +62,7 @@ import pandas as pd
 
 from hemafed.analytics.design import MAX_LP_TERM, DesignSpec, Term
 from hemafed.analytics.fitter import FederatedFitter, renamed_argument
-from hemafed.analytics.survival_queries import check_grid
+from hemafed.analytics.survival_grid import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation

@@ -9,7 +9,7 @@ metric equals the same metric computed on the pooled grid-mapped times, except w
 
 Rounds:
 
-1. ``km_risk_table`` (reused from :mod:`hemafed.analytics.survival_queries`) gives events,
+1. ``km_risk_table`` (reused from :mod:`hemafed.analytics.km_queries`) gives events,
    censored and at risk per grid time; the hub forms the Kaplan-Meier estimate of the
    *censoring* distribution ``G`` (censorings as events; lifelines' reversed KM), used for the
    inverse-probability-of-censoring weights (IPCW).
@@ -38,7 +38,7 @@ import pandas as pd
 
 from hemafed.analytics.concordance import concordance_from_histograms
 from hemafed.analytics.design import DesignSpec
-from hemafed.analytics.survival_queries import check_grid, query_params
+from hemafed.analytics.survival_grid import check_grid, query_params
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation

@@ -53,7 +53,7 @@ import pandas as pd
 from scipy import stats
 
 from hemafed.analytics.design import DesignSpec, Term
-from hemafed.analytics.survival_queries import check_grid
+from hemafed.analytics.survival_grid import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation

@@ -43,7 +43,7 @@ and nothing the hub sends later, :meth:`StudyPlan.from_spec` derives what the st
   ``[0, MAX_TIME]``, and its ``time_mapping`` is one the spec's hub steps use
   (:meth:`StudyPlan.from_spec`: ``exact``, and ``up`` for a model's evaluation grid); times a
   grid cannot hold are counted in the query's ``excluded`` sum, never refused (see
-  :mod:`hemafed.analytics.survival_queries`); a ``cox``, ``finegray`` or ``cox_tv``
+  :mod:`hemafed.analytics.survival_grid`); a ``cox``, ``finegray`` or ``cox_tv``
   analysis's ``lattice`` fixes its grid to the whole lattice with ``time_mapping: up``
   (:meth:`StudyPlan.on_plan_lattice`, for
   the site's ``max_lattice_steps_per_unit`` cap; it also permits ``up``); iterated parameters (Cox/logistic
@@ -485,7 +485,7 @@ class StudyPlan:
 
         A grid is on the plan lattice when it is exactly the whole lattice of one of the spec's
         ``lattice`` options
-        (:func:`hemafed.analytics.survival_queries.lattice_grid`) with ``time_mapping: up``: every per-time cell is then one
+        (:func:`hemafed.analytics.survival_grid.lattice_grid`) with ``time_mapping: up``: every per-time cell is then one
         interval ``((k - 1) / s, k / s]`` fixed at approval, whatever the hub sends. The site
         then applies its ``max_lattice_steps_per_unit`` cap to a non-DP request; the per-time
         event counts stay under its minimum-cell rule
@@ -501,7 +501,7 @@ class StudyPlan:
                 isinstance(g, int | float) and not isinstance(g, bool)
                 and abs(g) <= MAX_TIME for g in grid):
             return None
-        from hemafed.analytics.survival_queries import lattice_grid
+        from hemafed.analytics.survival_grid import lattice_grid
 
         spus = self.lattices if query is None else {
             spu for spu, q in self.lattice_queries if q == query}

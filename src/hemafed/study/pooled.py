@@ -59,7 +59,7 @@ def compare_cox(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]) -> 
     frame["E"] = extra[ev].astype(float).to_numpy()
     if a.get("lattice") is not None:
         # the federated fit's times: each moved up to the end of its lattice interval
-        from hemafed.analytics.survival_queries import effective_times, lattice_grid
+        from hemafed.analytics.survival_grid import effective_times, lattice_grid
 
         grid = np.asarray(lattice_grid(float(a.get("lattice"))))
         frame["T"] = effective_times(frame["T"].to_numpy(), frame["E"].to_numpy() > 0, grid,
@@ -86,7 +86,7 @@ def compare_cox_tv(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
     t, s = (extra[c].astype(float).to_numpy() for c in (dur, tcol))
     event = extra[ev].astype(float).to_numpy() == 1
     if a.get("lattice") is not None:
-        from hemafed.analytics.survival_queries import effective_times, lattice_grid
+        from hemafed.analytics.survival_grid import effective_times, lattice_grid
 
         grid = np.asarray(lattice_grid(float(a.get("lattice"))))
         every = np.ones(t.size, dtype=bool)
