@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hemafed.errors import InvalidInput
@@ -22,11 +23,18 @@ from hemafed.study.queries import query_catalogue
 catalogued()  # importing the catalogue registers every site query
 
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
+from hemafed.analytics.design import parse_formula  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
+from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
 DESIGN = [{"kind": "numeric", "column": "age", "low": 0.0, "high": 100.0}]
+NET = NetConfig(parse_formula("age + hb"), (4,), 0.1, (1.0, 2.0, 4.0))
+NEURAL = {"net": NET.to_params(), "duration_col": "os_time", "event_col": "os_status",
+          "max_patients": checks.MAX_PATIENTS, "seed": 3,
+          "weights": encode_weights(np.zeros(NET.size)), "round": 2}
+"""What FederatedDeepSurv.fit sends in every round of either neural query."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -48,6 +56,10 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "illness_death_influence": {**DEFAULT_COLUMNS, "grid": [1.0, 2.0],
                                 "at_risk": [[5.0, 4.0], [1.0, 1.0]],
                                 "transitions": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]},
+    "neural_train_round": {**NEURAL, "loss": "cox", "optimizer": "adam", "lr": 1e-3, "mu": 0.0,
+                           "local_epochs": 1, "batch_size": 64, "weight_bound": 4.0,
+                           "eval_grid": [0.5, 1.0, 2.0], "risk_bins": 200, "risk_bound": 8.0},
+    "neural_dp_gradient": {**NEURAL, "max_grad_norm": 1.0},
 }
 """One valid request per migrated query, as the hub sends it."""
 
@@ -66,6 +78,15 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "illness_death_counts": [("grid", [-1.0, 2.0]), ("exit_time", "")],
     "illness_death_influence": [("at_risk", [[5.0, 4.0]]), ("transitions", [[-1.0, 0.0]] * 3),
                                 ("resolution", -1.0)],
+    "neural_train_round": [("weights", encode_weights(np.zeros(NET.size + 1))),
+                           ("weights", "not base64!"), ("net", {"hidden": [4]}),
+                           ("duration_col", ""), ("seed", 2**31), ("round", -1),
+                           ("loss", "mse"), ("optimizer", "lbfgs"), ("lr", 0.0),
+                           ("weight_bound", math.inf), ("local_epochs", 0), ("mu", -0.1),
+                           ("batch_size", 1), ("eval_grid", [2.0, 1.0]), ("risk_bins", 1),
+                           ("risk_bins", 10_001), ("risk_bound", math.inf)],
+    "neural_dp_gradient": [("max_grad_norm", 0.0), ("max_grad_norm", math.nan),
+                           ("event_col", "")],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -79,7 +100,7 @@ NOT_MIGRATED = {
     "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
     "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
     "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
-    "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
+    "lmm_reml_sums@1", "time_histogram@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

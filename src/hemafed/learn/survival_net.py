@@ -40,7 +40,6 @@ from hemafed.analytics.design import (
 )
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
-from hemafed.federation.queries import Params
 
 LOSSES = ("cox", "discrete")
 OPTIMIZERS = ("adam", "sgd")
@@ -205,18 +204,17 @@ def neural_rows(cohort: Cohort, spec: DesignSpec, duration_col: str, event_col: 
 _ROWS_CACHE: dict[int, tuple[weakref.ref[Cohort], dict[str, NeuralRows]]] = {}
 
 
-def cached_rows(cohort: Cohort, params: Params) -> NeuralRows:
+def cached_rows(cohort: Cohort, spec: DesignSpec, duration_col: str, event_col: str
+                ) -> NeuralRows:
     """Rows of a site, built once per cohort object and public design (every round reuses them)."""
-    cfg = NetConfig.from_params(params["net"])
-    key = json.dumps([cfg.design.to_params(), params["duration_col"], params["event_col"]])
+    key = json.dumps([spec.to_params(), duration_col, event_col])
     entry = _ROWS_CACHE.get(id(cohort))
     if entry is None or entry[0]() is not cohort:
         ident = id(cohort)
         entry = (weakref.ref(cohort, lambda _r: _ROWS_CACHE.pop(ident, None)), {})
         _ROWS_CACHE[ident] = entry
     if key not in entry[1]:
-        entry[1][key] = neural_rows(cohort, cfg.design, str(params["duration_col"]),
-                                    str(params["event_col"]))
+        entry[1][key] = neural_rows(cohort, spec, duration_col, event_col)
     return entry[1][key]
 
 
