@@ -25,7 +25,9 @@ catalogued()  # importing the catalogue registers every site query
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
 from hemafed.analytics.design import parse_formula  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
+from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
 from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
+from hemafed.learn.trees import TreeBuilder  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
@@ -35,6 +37,11 @@ NEURAL = {"net": NET.to_params(), "duration_col": "os_time", "event_col": "os_st
           "max_patients": checks.MAX_PATIENTS, "seed": 3,
           "weights": encode_weights(np.zeros(NET.size)), "round": 2}
 """What FederatedDeepSurv.fit sends in every round of either neural query."""
+GRID = default_grid(2.0, 0.5)
+BOOST = {"design": DESIGN, "outcome": Outcome("survival:cox", duration_col="os_time",
+                                              event_col="os_status", grid=GRID).to_params(),
+         "model": {"base": 0.1, "trees": []}}
+"""What FederatedGBDT.fit sends to every boosting query (its ``common`` and ``model``)."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -60,6 +67,12 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
                            "local_epochs": 1, "batch_size": 64, "weight_bound": 4.0,
                            "eval_grid": [0.5, 1.0, 2.0], "risk_bins": 200, "risk_bound": 8.0},
     "neural_dp_gradient": {**NEURAL, "max_grad_norm": 1.0},
+    "gbdt_label_sums": {**BOOST, "outcome": Outcome("binary:logistic",
+                                                    label_col="response").to_params()},
+    "gbdt_cox_risk_sets": BOOST,
+    "gbdt_histograms": {**BOOST, "edges": {"names": ["age"], "cuts": [[40.0, 60.0]]},
+                        "tree": TreeBuilder().freeze().to_params(), "frontier": [0],
+                        "risk_a": [0.1, 0.2, 0.3, 0.4], "risk_b": [0.01, 0.02, 0.03, 0.04]},
 }
 """One valid request per migrated query, as the hub sends it."""
 
@@ -87,6 +100,15 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
                            ("risk_bins", 10_001), ("risk_bound", math.inf)],
     "neural_dp_gradient": [("max_grad_norm", 0.0), ("max_grad_norm", math.nan),
                            ("event_col", "")],
+    "gbdt_label_sums": [("model", {"base": math.inf, "trees": []}),
+                        ("outcome", {"objective": "binary:logistic"}), ("design", [])],
+    "gbdt_cox_risk_sets": [("model", {"base": 0.0, "trees": [{"feature": [-1]}]}),
+                           ("model", {"base": 201.0, "trees": []}), ("resolution", 0.0),
+                           ("outcome", {"objective": "survival:cox", "grid": ["a"]})],
+    "gbdt_histograms": [("frontier", []), ("frontier", [-1]), ("frontier", [0, 0]),
+                        ("risk_a", [0.1]), ("risk_b", [0.1, math.inf, 0.1, 0.1]),
+                        ("edges", {"names": ["hb"], "cuts": [[1.0]]}),
+                        ("tree", {"feature": []})],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -94,7 +116,7 @@ NOT_MIGRATED = {
     "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_concordance_histogram@1",
     "cox_long_event_times@1", "cox_long_sums@1", "cox_risk_set_sums@3", "cox_site_derivatives@1",
     "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
-    "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
+    "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
     "gwas_pca_gram@1", "gwas_store@1",
     "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
