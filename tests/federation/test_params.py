@@ -28,6 +28,11 @@ from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
 from hemafed.genomics.pca import PCAResult  # noqa: E402
 from hemafed.genomics.queries import pack  # noqa: E402
 from hemafed.analytics.survival_grid import query_params as survival_params  # noqa: E402
+from hemafed.analytics.design import parse_formula  # noqa: E402
+from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
+from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
+from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
+from hemafed.learn.trees import TreeBuilder  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
 from hemafed.synth.queries import query_params as marginal_params  # noqa: E402
 
@@ -49,6 +54,16 @@ VARIANTS = pack(np.array([0, 4, 9]), "<i4")
 COX_REQUEST = survival_params("os_time", "os_status", [1.0, 2.0, 3.0], design=DESIGN,
                               ties="efron")
 """What :class:`hemafed.analytics.cox.FederatedCoxPH` sends in every round (before ``beta``)."""
+NET = NetConfig(parse_formula("age + hb"), (4,), 0.1, (1.0, 2.0, 4.0))
+NEURAL = {"net": NET.to_params(), "duration_col": "os_time", "event_col": "os_status",
+          "max_patients": checks.MAX_PATIENTS, "seed": 3,
+          "weights": encode_weights(np.zeros(NET.size)), "round": 2}
+"""What FederatedDeepSurv.fit sends in every round of either neural query."""
+GRID = default_grid(2.0, 0.5)
+BOOST = {"design": DESIGN, "outcome": Outcome("survival:cox", duration_col="os_time",
+                                              event_col="os_status", grid=GRID).to_params(),
+         "model": {"base": 0.1, "trees": []}}
+"""What FederatedGBDT.fit sends to every boosting query (its ``common`` and ``model``)."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -110,6 +125,16 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "gwas_linear": {**QUANT, "variants": VARIANTS, "missing_variants": pack(np.array([4]), "<i4")},
     "gwas_logistic": {**BINARY, "variants": VARIANTS, "beta": pack(np.zeros((3, 5)))},
     "gwas_firth": {**BINARY, "variants": VARIANTS, "beta": pack(np.zeros((3, 5)))},
+    "neural_train_round": {**NEURAL, "loss": "cox", "optimizer": "adam", "lr": 1e-3, "mu": 0.0,
+                           "local_epochs": 1, "batch_size": 64, "weight_bound": 4.0,
+                           "eval_grid": [0.5, 1.0, 2.0], "risk_bins": 200, "risk_bound": 8.0},
+    "neural_dp_gradient": {**NEURAL, "max_grad_norm": 1.0},
+    "gbdt_label_sums": {**BOOST, "outcome": Outcome("binary:logistic",
+                                                    label_col="response").to_params()},
+    "gbdt_cox_risk_sets": BOOST,
+    "gbdt_histograms": {**BOOST, "edges": {"names": ["age"], "cuts": [[40.0, 60.0]]},
+                        "tree": TreeBuilder().freeze().to_params(), "frontier": [0],
+                        "risk_a": [0.1, 0.2, 0.3, 0.4], "risk_b": [0.01, 0.02, 0.03, 0.04]},
 }
 """One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
 Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
@@ -179,6 +204,24 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
     "gwas_logistic": [("beta", pack(np.zeros((3, 4)))),
                       ("trait", {"column": "hb", "threshold": None})],
     "gwas_firth": [("beta", pack(np.array([math.nan] * 15)))],
+    "neural_train_round": [("weights", encode_weights(np.zeros(NET.size + 1))),
+                           ("weights", "not base64!"), ("net", {"hidden": [4]}),
+                           ("duration_col", ""), ("seed", 2**31), ("round", -1),
+                           ("loss", "mse"), ("optimizer", "lbfgs"), ("lr", 0.0),
+                           ("weight_bound", math.inf), ("local_epochs", 0), ("mu", -0.1),
+                           ("batch_size", 1), ("eval_grid", [2.0, 1.0]), ("risk_bins", 1),
+                           ("risk_bins", 10_001), ("risk_bound", math.inf)],
+    "neural_dp_gradient": [("max_grad_norm", 0.0), ("max_grad_norm", math.nan),
+                           ("event_col", "")],
+    "gbdt_label_sums": [("model", {"base": math.inf, "trees": []}),
+                        ("outcome", {"objective": "binary:logistic"}), ("design", [])],
+    "gbdt_cox_risk_sets": [("model", {"base": 0.0, "trees": [{"feature": [-1]}]}),
+                           ("model", {"base": 201.0, "trees": []}), ("resolution", 0.0),
+                           ("outcome", {"objective": "survival:cox", "grid": ["a"]})],
+    "gbdt_histograms": [("frontier", []), ("frontier", [-1]), ("frontier", [0, 0]),
+                        ("risk_a", [0.1]), ("risk_b", [0.1, math.inf, 0.1, 0.1]),
+                        ("edges", {"names": ["hb"], "cuts": [[1.0]]}),
+                        ("tree", {"feature": []})],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
@@ -186,6 +229,9 @@ NOT_MIGRATED = {
     "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_concordance_histogram@1",
     "cox_risk_set_sums@3", "cox_site_derivatives@1",
     "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
+    "cox_long_event_times@1", "cox_long_sums@1", "cox_risk_set_sums@3", "cox_site_derivatives@1",
+    "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
+    "gwas_counts@1",
     "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
     "gwas_pca_gram@1", "gwas_store@1",
     "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
@@ -203,6 +249,7 @@ NOT_MIGRATED = {
     "iptw_cox_robust@1", "iptw_cox_sums@1", "iptw_km_influence@1", "iptw_km_table@1",
     "learn_eval_sums@1", "learn_loso_concordance@1", "learn_risk_histogram@1",
     "learn_site_concordance@1", "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1",
+    "lmm_reml_sums@1", "time_histogram@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

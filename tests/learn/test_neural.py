@@ -32,9 +32,6 @@ from hemafed.learn.neural import (  # noqa: E402
     DPTraining,
     FederatedDeepSurv,
     NetConfig,
-    clipped_gradient_sum,
-    discrete_loss_per_patient,
-    discrete_targets,
     neural_rows,
 )
 from hemafed.site.audit import AuditLog  # noqa: E402
@@ -160,32 +157,6 @@ def test_training_is_deterministic_by_seed_and_serialises(mds: Cohort, holdout: 
     with pytest.warns(DeprecationWarning, match="from_json"):  # the former dict document
         former = FederatedDeepSurv.from_json(json.loads(text))
     np.testing.assert_array_equal(former.predict_risk(holdout), a.predict_risk(holdout))
-
-
-def test_clipped_gradient_sum_matches_autograd_and_respects_the_clip(mds: Cohort) -> None:
-    spec = parse_formula(FORMULA)
-    cfg = NetConfig(spec, (8,), 0.0, (1.0, 2.0, 4.0, 8.0))
-    rows = neural_rows(mds, spec, "os_time", "os_status")
-    torch.manual_seed(0)
-    net = cfg.build()
-    w = torch.nn.utils.parameters_to_vector(net.parameters()).detach().numpy()
-    targets, at_risk = discrete_targets(rows.time, rows.event, cfg.time_grid)
-    loss = discrete_loss_per_patient(net(torch.from_numpy(rows.x)), torch.from_numpy(targets),
-                                     torch.from_numpy(at_risk)).sum()
-    loss.backward()
-    plain = torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
-    unclipped = clipped_gradient_sum(cfg, w, rows, clip=1e6, seed=0)
-    np.testing.assert_allclose(unclipped, plain, rtol=1e-4, atol=1e-4)
-    clipped = clipped_gradient_sum(cfg, w, rows, clip=0.01, seed=0)
-    assert np.linalg.norm(clipped) <= 0.01 * rows.time.size + 1e-9
-    assert np.linalg.norm(clipped) < 0.5 * np.linalg.norm(plain)
-
-
-def test_discrete_targets_follow_the_documented_interval_rule() -> None:
-    targets, at_risk = discrete_targets(np.array([0.5, 1.0, 1.5, 1.5, 9.0]),
-                                        np.array([True, True, True, False, True]), (1.0, 2.0))
-    assert targets.tolist() == [[1, 0], [1, 0], [0, 1], [0, 0], [0, 0]]
-    assert at_risk.tolist() == [[1, 0], [1, 0], [1, 1], [1, 0], [1, 1]]
 
 
 class _NodeFederation:

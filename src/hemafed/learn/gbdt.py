@@ -52,7 +52,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,9 +67,9 @@ from hemafed.analytics.fitter import FederatedFitter, renamed_argument
 from hemafed.analytics.survival_grid import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import DPRequest, Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
 from hemafed.learn.features import (
     BinEdges,
     check_names,
@@ -165,8 +167,8 @@ def _training_rows(cohort: Cohort, spec: DesignSpec, outcome: Outcome) -> Traini
     bad = (label != 0) & (label != 1)
     if bad.any():
         col = outcome.columns[-1]
-        raise InvalidInput(f"outcome column {col!r} must be binary 0/1; {int(bad.sum())} row(s) "
-                           f"hold other values")
+        raise InvalidInput(f"outcome column {col!r} must be binary 0/1; some rows hold other "
+                           "values")
     if not outcome.is_cox:
         return TrainingRows(x, label, np.zeros(label.size, dtype=np.int64))
     t = values[0][keep]
@@ -192,90 +194,188 @@ def margin_bound(trees: Sequence[Tree], base: float) -> float:
     return abs(base) + sum(t.max_abs_leaf() for t in trees)
 
 
-def _tree_key(prev: int, t: Mapping[str, Any]) -> int:
-    return hash((prev, *(tuple(t[k]) for k in ("feature", "threshold", "default_left", "left",
-                                                "right", "value"))))
+def _tree_key(prev: int, t: Tree) -> int:
+    return hash((prev, t.feature, t.threshold, t.default_left, t.left, t.right, t.value))
 
 
-def site_margin(cohort: Cohort, rows: TrainingRows, params: Params) -> np.ndarray:
+def site_margin(cohort: Cohort, rows: TrainingRows, params: ModelParams) -> np.ndarray:
     """The model's margins of the site's training rows, memoised per model prefix so that each
     round costs one new tree's prediction (the site keeps nothing else between rounds)."""
-    trees, base = _model_params(params)
-    key = hash((json.dumps([params.get("design"), params.get("outcome")]), base))
+    base = params.model.base
+    key = hash((json.dumps([params.design.to_params(), params.outcome.to_params()]), base))
     out = site_cached(cohort, f"margin:{key}", lambda: np.full(rows.x.shape[0], base))
 
-    def add_tree(prev: np.ndarray, tree: Any) -> Callable[[], np.ndarray]:
-        return lambda: prev + Tree.from_params(tree).predict(rows.x)
+    def add_tree(prev: np.ndarray, tree: Tree) -> Callable[[], np.ndarray]:
+        return lambda: prev + tree.predict(rows.x)
 
-    for t in trees:
+    for t in params.model.trees:
         key = _tree_key(key, t)
         out = site_cached(cohort, f"margin:{key}", add_tree(out, t))
     return np.asarray(out)
 
 
-def _model_params(params: Params) -> tuple[list[Mapping[str, Any]], float]:
-    m = params.get("model", {})
-    if not isinstance(m, Mapping) or not isinstance(m.get("trees", []), list | tuple):
-        raise InvalidInput("parameter 'model' must be {'base': float, 'trees': [...]}")
-    trees = list(m.get("trees", []))
-    if not all(isinstance(t, Mapping) for t in trees):
-        raise InvalidInput("parameter 'model': every tree must be a mapping of node lists")
-    return trees, float(m.get("base", 0.0))
+@dataclass(frozen=True)
+class BoostedModel:
+    """The public model a boosting query carries (wire key ``model``): base score and trees."""
+
+    base: float = 0.0
+    trees: tuple[Tree, ...] = ()
+
+    @property
+    def margin_bound(self) -> float:
+        return margin_bound(self.trees, self.base)
+
+    def to_params(self) -> dict[str, Any]:
+        return {"base": self.base, "trees": [t.to_params() for t in self.trees]}
+
+    @classmethod
+    def from_params(cls, m: Any) -> BoostedModel:
+        """Parse and check ``params['model']``: its margin bound must be within MAX_LP_TERM."""
+        base = m.get("base", 0.0) if isinstance(m, Mapping) else None
+        if not isinstance(m, Mapping) or not isinstance(m.get("trees", []), list | tuple) \
+                or isinstance(base, bool) or not isinstance(base, int | float) \
+                or not math.isfinite(base):
+            raise InvalidInput("parameter 'model' must be {'base': float, 'trees': [...]}")
+        try:
+            trees = tuple(Tree.from_params(t) for t in m.get("trees", []))
+        except InvalidInput:
+            raise InvalidInput("parameter 'model': every tree must be a mapping of node lists "
+                               "(feature, threshold, default_left, left, right, value)") from None
+        model = cls(float(base), trees)
+        bound = model.margin_bound
+        if not bound <= MAX_LP_TERM:
+            # as for a Cox beta: the risk weights exp(margin) may span at most e^(2 MAX_LP_TERM)
+            raise InvalidInput(f"parameter 'model': its margin bound {bound:g} (base and largest "
+                               f"leaves) is above {MAX_LP_TERM:g} (MAX_LP_TERM)")
+        return model
 
 
-def _params_margin_bound(params: Params) -> float:
-    trees, base = _model_params(params)
-    return abs(base) + sum(max(abs(float(v)) for f, v in zip(t["feature"], t["value"],
-                                                              strict=True) if int(f) < 0)
-                           for t in trees)
+_SPECS_SIZE = 32
+_SPECS: OrderedDict[str, DesignSpec] = OrderedDict()
+"""The last :data:`_SPECS_SIZE` parsed designs (every round of a fit sends the same one); a
+bounded LRU, so a hub sending ever new designs cannot grow a site's memory."""
+_SPECS_LOCK = threading.Lock()
 
 
-_SPECS: dict[str, DesignSpec] = {}
-
-
-def _common(params: Params) -> tuple[DesignSpec, Outcome]:
+def _design(params: Params) -> DesignSpec:
     design = params.get("design")
-    key = json.dumps(design)
-    spec = _SPECS.get(key)
-    if spec is None:
-        spec = _SPECS[key] = DesignSpec.from_params(design)
-    return spec, Outcome.from_params(params.get("outcome"))
+    key = json.dumps(design, default=str)
+    with _SPECS_LOCK:
+        spec = _SPECS.get(key)
+        if spec is not None:
+            _SPECS.move_to_end(key)
+            return spec
+    spec = DesignSpec.from_params(design)
+    with _SPECS_LOCK:
+        _SPECS[key] = spec
+        while len(_SPECS) > _SPECS_SIZE:
+            _SPECS.popitem(last=False)
+    return spec
 
 
-def _max_patients(params: Params) -> int:
-    return max_patients(params)
-
-
-def _check(params: Params) -> None:
-    _common(params)
-    _model_params(params)
+def _outcome(params: Params) -> Outcome:
     try:
-        bound = _params_margin_bound(params)
-    except (KeyError, TypeError, ValueError):
-        raise InvalidInput("parameter 'model': every tree needs matching 'feature' and 'value' "
-                           "lists") from None
-    if not bound <= MAX_LP_TERM:
-        # as for a Cox beta: the risk weights exp(margin) may span at most e^(2 MAX_LP_TERM)
-        raise InvalidInput(f"parameter 'model': its margin bound {bound:g} (base and largest "
-                           f"leaves) is above {MAX_LP_TERM:g} (MAX_LP_TERM)")
+        return Outcome.from_params(params.get("outcome"))
+    except (TypeError, ValueError):
+        raise InvalidInput("parameter 'outcome' is malformed: see Outcome.to_params()") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams(QueryParams):
+    """What every boosting query carries: the public design, the outcome, the current model."""
+
+    QUERY = "gbdt_label_sums"
+    design: DesignSpec
+    outcome: Outcome
+    model: BoostedModel = BoostedModel()
+    max_patients: int = checks.MAX_PATIENTS
+
+    @classmethod
+    def _common(cls, params: Params) -> dict[str, Any]:
+        cls.known(params)
+        return {"design": _design(params), "outcome": _outcome(params),
+                "model": BoostedModel.from_params(params.get("model", {})),
+                "max_patients": checks.max_patients(params)}
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> ModelParams:
+        return cls(**cls._common(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**super().to_mapping(), "design": self.design.to_params(),
+                "outcome": self.outcome.to_params(), "model": self.model.to_params()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskSetParams(ModelParams):
+    """``gbdt_cox_risk_sets``: the model's parameters and the released sums' resolution."""
+
+    QUERY = "gbdt_cox_risk_sets"
+    resolution: float = DEFAULT_RESOLUTION
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> RiskSetParams:
+        return cls(**cls._common(params),
+                   resolution=checks.resolution(params, default=DEFAULT_RESOLUTION))
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistogramParams(RiskSetParams):
+    """``gbdt_histograms``: the public bin edges, the tree grown so far and the frontier nodes
+    to histogram, and (Cox) the broadcast cumulative risk-set sums ``risk_a``, ``risk_b``, one
+    per grid time."""
+
+    QUERY = "gbdt_histograms"
+    edges: BinEdges
+    tree: Tree
+    frontier: tuple[int, ...]
+    risk_a: tuple[float, ...] = ()
+    risk_b: tuple[float, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> HistogramParams:
+        common = cls._common(params)
+        edges = BinEdges.from_params(params.get("edges"))
+        try:
+            check_names(common["design"], edges.names)
+        except InvalidInput as exc:
+            raise InvalidInput(f"parameter 'edges': {exc}") from None
+        try:
+            tree = Tree.from_params(params.get("tree"))
+        except InvalidInput as exc:
+            raise InvalidInput(f"parameter 'tree': {exc}") from None
+        frontier = params.get("frontier")
+        if not isinstance(frontier, list | tuple) or not frontier or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in frontier) \
+                or len(set(frontier)) != len(frontier):
+            raise InvalidInput("parameter 'frontier' must list the distinct node ids (ints >= 0) "
+                               "to histogram")
+        m = len(common["outcome"].grid) if common["outcome"].is_cox else None
+        risk = {key: checks.numbers(params, key, length=m, allow_empty=m is None, default=())
+                for key in ("risk_a", "risk_b")}
+        return cls(**common, resolution=checks.resolution(params, default=DEFAULT_RESOLUTION),
+                   edges=edges, tree=tree, frontier=tuple(frontier), **risk)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**super().to_mapping(), "edges": self.edges.to_params(),
+                "tree": self.tree.to_params()}
 
 
 # --- query: label sums (logistic base score) ------------------------------------------------
 
-def _label_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec, outcome = _common(params)
-    rows = training_rows(cohort, spec, outcome)
+def _label_compute(cohort: Cohort, params: ModelParams) -> dict[str, np.ndarray]:
+    rows = training_rows(cohort, params.design, params.outcome)
     return {"n": np.array([float(rows.label.size)]), "positive": np.array([rows.label.sum()])}
 
 
-def _label_declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
+def _label_declare(params: ModelParams) -> dict[str, Statistic]:
+    mp = params.max_patients
     return {"n": Statistic((1,), 0, mp, is_count=True),
             "positive": Statistic((1,), 0, mp, is_count=True)}
 
 
 register(Query("gbdt_label_sums", "1", compute=_label_compute, declare=_label_declare,
-               check_params=_check, description="rows with a known label, and positives"))
+               params_type=ModelParams, description="rows with a known label, and positives"))
 
 
 # --- query: Cox risk sets at the current model ----------------------------------------------
@@ -290,18 +390,14 @@ def cox_risk_sets(rows: TrainingRows, f: np.ndarray, m: int) -> dict[str, np.nda
             "n": np.array([float(f.size)])}
 
 
-def _risk_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec, outcome = _common(params)
-    rows = training_rows(cohort, spec, outcome)
-    return cox_risk_sets(rows, site_margin(cohort, rows, params), len(outcome.grid))
+def _risk_compute(cohort: Cohort, params: RiskSetParams) -> dict[str, np.ndarray]:
+    rows = training_rows(cohort, params.design, params.outcome)
+    return cox_risk_sets(rows, site_margin(cohort, rows, params), len(params.outcome.grid))
 
 
-def _risk_declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
-    _, outcome = _common(params)
-    bound = _params_margin_bound(params)
-    m = len(outcome.grid)
-    res = float(params.get("resolution", DEFAULT_RESOLUTION))
+def _risk_declare(params: RiskSetParams) -> dict[str, Statistic]:
+    mp, bound = params.max_patients, params.model.margin_bound
+    m, res = len(params.outcome.grid), params.resolution
     e = math.exp(bound)
     # wide public bounds (exp of a large margin bound) coarsen the resolution (see Statistic)
     return {"s0": Statistic((m,), 0, mp * e, res, sensitivity=e * math.sqrt(m)),
@@ -311,7 +407,7 @@ def _risk_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query("gbdt_cox_risk_sets", "1", compute=_risk_compute, declare=_risk_declare,
-               check_params=_check,
+               params_type=RiskSetParams,
                description="Cox risk-set sums S0 and events per grid time at the current trees"))
 
 
@@ -346,54 +442,29 @@ def node_histograms(bins: np.ndarray, node: np.ndarray, frontier: Sequence[int],
     return g.reshape(shape), h.reshape(shape)
 
 
-def _hist_check(params: Params) -> None:
-    _check(params)
-    _params_margin_bound(params)
-    spec, outcome = _common(params)
-    edges = BinEdges.from_params(params.get("edges"))
-    check_names(spec, edges.names)
-    Tree.from_params(params.get("tree"))
-    frontier = params.get("frontier")
-    if not isinstance(frontier, list | tuple) or not frontier:
-        raise InvalidInput("parameter 'frontier' must list the node ids to histogram")
-    if outcome.is_cox:
-        m = len(outcome.grid)
-        for key in ("risk_a", "risk_b"):
-            v = params.get(key)
-            if not isinstance(v, list | tuple) or len(v) != m or not all(
-                    isinstance(b, int | float) and math.isfinite(b) for b in v):
-                raise InvalidInput(f"parameter {key!r} must hold {m} finite risk-set sums (one "
-                                   f"per grid time), computed by the hub from gbdt_cox_risk_sets")
-
-
-def _hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    spec, outcome = _common(params)
-    edges = BinEdges.from_params(params["edges"])
-    rows = training_rows(cohort, spec, outcome)
+def _hist_compute(cohort: Cohort, params: HistogramParams) -> dict[str, np.ndarray]:
+    edges, outcome = params.edges, params.outcome
+    rows = training_rows(cohort, params.design, outcome)
     f = site_margin(cohort, rows, params)
-    grad, hess = gradients(rows, f, outcome, params)
-    node = Tree.from_params(params["tree"]).route(rows.x)
-    bins = site_cached(cohort, "bins:" + json.dumps([params["design"], params["outcome"],
-                                                     edges.to_params()]),
+    grad, hess = gradients(rows, f, outcome, {"risk_a": params.risk_a, "risk_b": params.risk_b})
+    node = params.tree.route(rows.x)
+    bins = site_cached(cohort, "bins:" + json.dumps([params.design.to_params(),
+                                                     outcome.to_params(), edges.to_params()]),
                        lambda: edges.bin(rows.x))
-    g, h = node_histograms(bins, node, [int(v) for v in params["frontier"]],
-                           grad, hess, edges.missing_bin + 1)
+    g, h = node_histograms(bins, node, list(params.frontier), grad, hess, edges.missing_bin + 1)
     return {"grad": g, "hess": h}
 
 
-def _hist_declare(params: Params) -> dict[str, Statistic]:
-    mp = _max_patients(params)
-    _, outcome = _common(params)
-    edges = BinEdges.from_params(params.get("edges"))
-    shape = (len(params.get("frontier", ())), len(edges.names), edges.missing_bin + 1)
-    res = float(params.get("resolution", DEFAULT_RESOLUTION))
+def _hist_declare(params: HistogramParams) -> dict[str, Statistic]:
+    mp, outcome, edges, res = params.max_patients, params.outcome, params.edges, params.resolution
+    shape = (len(params.frontier), len(edges.names), edges.missing_bin + 1)
     p = len(edges.names)
     if outcome.is_cox:
         # one patient: g = w A_j - delta in [-1, e^M max|A|], h = max(w A_j - w^2 B_j, 0) in
         # [0, e^M max|A| + e^2M max|B|], from the public model and A, B alone (module docstring)
-        w = math.exp(_params_margin_bound(params))
-        a = max((abs(float(v)) for v in params.get("risk_a", ())), default=0.0)
-        b = max((abs(float(v)) for v in params.get("risk_b", ())), default=0.0)
+        w = math.exp(params.model.margin_bound)
+        a = max((abs(v) for v in params.risk_a), default=0.0)
+        b = max((abs(v) for v in params.risk_b), default=0.0)
         g_unit, h_unit = w * a + 1.0, w * a + w * w * b
     else:
         g_unit, h_unit = 1.0, 0.25
@@ -405,7 +476,7 @@ def _hist_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query("gbdt_histograms", "1", compute=_hist_compute, declare=_hist_declare,
-               check_params=_hist_check,
+               params_type=HistogramParams,
                description="per frontier node, feature and bin: sums of gradients and Hessians"))
 
 

@@ -31,7 +31,7 @@ from hemafed.analytics import (
 from hemafed.federation import queries as core_queries
 from hemafed.genomics import queries as genomics_queries
 from hemafed.imaging import combat, screen
-from hemafed.learn import features, gbdt, metrics, neural, validation
+from hemafed.learn import features, gbdt, metrics, neural_queries, validation
 from hemafed.synth import queries as synth_queries
 
 __all__ = ["CATALOGUE", "STANDALONE", "catalogued", "kind_queries"]
@@ -40,7 +40,7 @@ CATALOGUE: tuple[ModuleType, ...] = (
     core_queries,  # cohort_size, category_counts, moments, catalogue_counts
     analytics,  # the survival queries: KM, Cox, concordance, Fine-Gray, Gray's test, start-stop
     describe, logistic, competing, weighting_queries, multistate, mixed, quantile_query,
-    features, gbdt, metrics, neural, validation,
+    features, gbdt, metrics, neural_queries, validation,
     synth_queries, genomics_queries, combat, screen,
 )
 """Every module that registers site queries, in the order they are imported."""
