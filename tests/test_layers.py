@@ -34,14 +34,8 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
-    # the GWAS and imaging hub steps still import the spec and runner (their registrations
-    # are in hemafed.study.kinds; issue 14 item 4)
-    ("hemafed.genomics.study", "hemafed.study.runner"),
-    ("hemafed.genomics.study", "hemafed.study.spec"),
     ("hemafed.imaging.demo", "hemafed.demo"),
     ("hemafed.imaging.spec", "hemafed.study.spec"),
-    ("hemafed.imaging.study", "hemafed.study.runner"),
-    ("hemafed.imaging.study", "hemafed.study.spec"),
     ("hemafed.imaging.demo", "hemafed.study.spec"),
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
@@ -62,10 +56,6 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # a study kind's module registers its runner in study.runner, which imports the kinds
-    # (issue 14 item 4: the registration beside each estimator removes both)
-    frozenset({"hemafed.genomics.study", "hemafed.study.runner"}),
-    frozenset({"hemafed.imaging.study", "hemafed.study.runner"}),
     # ComBat's site step stores what the model computes, and the store rebuilds the model
     frozenset({"hemafed.imaging.combat", "hemafed.imaging.site_features"}),
     # the site's plan reads the spec's imaging section through the imaging package, whose
@@ -74,9 +64,6 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
                "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
                "hemafed.imaging.site_features", "hemafed.imaging.store"}),
     frozenset({"hemafed.site.store", "hemafed.site.studies", "hemafed.study.plan",
-               "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
-               "hemafed.imaging.site_features", "hemafed.imaging.store"}),
-    frozenset({"hemafed.site.store", "hemafed.site.studies", "hemafed.study.spec",
                "hemafed.imaging.spec", "hemafed.imaging.models", "hemafed.imaging.combat",
                "hemafed.imaging.site_features", "hemafed.imaging.store"}),
 })
