@@ -77,9 +77,9 @@ def main() -> None:
     from statsmodels.duration.hazard_regression import PHReg
 
     from hemafed.analytics.cox import FederatedCoxPH
+    from hemafed.analytics.pooled import pooled_design as _design
     from hemafed.demo import demo_cohorts
     from hemafed.federation.local import LocalSumFederation
-    from hemafed.study.pooled import _design
 
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"command: {' '.join(sys.argv)}\n")

@@ -36,8 +36,8 @@ def main() -> None:
 
     from lifelines import CoxPHFitter
 
+    from hemafed.analytics.pooled import pooled_design as _design
     from hemafed.demo import build_sites, demo_cohorts
-    from hemafed.study.pooled import _design
     from hemafed.study.runner import frame_from_json
     from hemafed.study.spec import StudySpec
 

@@ -33,14 +33,8 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
-    # the GWAS and imaging hub steps still import the spec and runner (their registrations
-    # are in hemafed.study.kinds; issue 14 item 4)
-    ("hemafed.genomics.study", "hemafed.study.runner"),
-    ("hemafed.genomics.study", "hemafed.study.spec"),
     ("hemafed.imaging.demo", "hemafed.demo"),
     ("hemafed.imaging.spec", "hemafed.study.spec"),
-    ("hemafed.imaging.study", "hemafed.study.runner"),
-    ("hemafed.imaging.study", "hemafed.study.spec"),
     ("hemafed.imaging.demo", "hemafed.study.spec"),
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
@@ -61,17 +55,17 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # a study kind's module registers its runner in study.runner, which imports the kinds
-    # (issue 14 item 4: the registration beside each estimator removes it)
-    frozenset({"hemafed.genomics.study", "hemafed.imaging.study", "hemafed.study.runner"}),
     # ComBat's site step stores what the model computes, and the store rebuilds the model
     frozenset({"hemafed.imaging.combat", "hemafed.imaging.site_features"}),
-    # the site's plan reads the approved spec, which lives in study/ and reads the kinds
-    # registered beside their estimators, whose site steps reach the site store (the plan
-    # should move below site/: issue 14)
+    # the site's plan reads the approved spec and the kinds registered beside their
+    # estimators, whose hub and site steps reach the site runtime and store (the plan should
+    # move below site/: issue 14)
     frozenset({"hemafed.analytics.coxph_startstop", "hemafed.analytics.mixed",
-               "hemafed.analytics.study_kinds", "hemafed.imaging.spec", "hemafed.site.node",
-               "hemafed.site.store", "hemafed.site.studies", "hemafed.study.plan",
+               "hemafed.analytics.study_kinds", "hemafed.genomics.gwas", "hemafed.genomics.kinds",
+               "hemafed.genomics.ld", "hemafed.genomics.pca", "hemafed.genomics.plots",
+               "hemafed.genomics.queries", "hemafed.genomics.study", "hemafed.imaging.spec",
+               "hemafed.site.node", "hemafed.site.runtime", "hemafed.site.store",
+               "hemafed.site.studies", "hemafed.study.kinds", "hemafed.study.plan",
                "hemafed.study.spec"}),
 })
 

@@ -5,13 +5,14 @@ An :class:`AnalysisKind` is the single place that knows one analysis kind. The t
 of hemafed used to keep by hand are views of this registry: the spec's options
 (``hemafed.study.spec.KINDS``), the plan's queries and caps (``hemafed.study.plan.KIND_QUERIES``,
 ``KIND_CAPS``, ``KIND_DEFAULT_COLUMNS``, ``KIND_TIME_MAPPINGS``), the policy's query list
-(``hemafed.study.queries.QUERIES_OF_KIND``), the runners (``hemafed.study.runner.RUNNERS``) and
-the pooled references (``hemafed.study.pooled``). So what the plan permits and what a site
+(``hemafed.study.queries.QUERIES_OF_KIND``), the hub steps (``hemafed.study.runner.RUNNERS``),
+the pooled references (``hemafed.study.pooled``) and the report pages
+(``hemafed.study.report.RENDERERS``). So what the plan permits and what a site
 officer is told to allow cannot disagree.
 
 This module imports nothing else from hemafed (layer 0): registrations sit beside their
-estimators, at whatever layer those live. The built-in kinds are registered by
-:mod:`hemafed.study.kinds`, which also imports every module that registers a kind of its own.
+estimators, at whatever layer those live. :mod:`hemafed.study.kinds` imports every module that
+registers a built-in kind (its ``CATALOGUE``).
 
 >>> k = AnalysisKind("demo_kind", required={"column"}, queries={"numeric_summary"})
 >>> k.options, sorted(k.sends)
@@ -20,14 +21,13 @@ estimators, at whatever layer those live. The built-in kinds are registered by
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 __all__ = ["COARSER_LATTICES", "LMM_CAP", "NEWTON_CAP", "OWN_TABLE_LATTICES", "AnalysisKind",
-           "KindTable", "bind", "get_kind", "register_kind", "registered_kinds"]
+           "KindTable", "get_kind", "register_kind", "registered_kinds"]
 
 NEWTON_CAP = 60
 """Distinct Newton rounds per Cox or logistic analysis (the estimators stop at 35-50)."""
@@ -48,7 +48,8 @@ transplant and a death on the same day half a day apart)."""
 Runner = Callable[[Any, Any, Any], dict[str, Any]]
 """``run(federation, analysis, spec) -> result document`` (plain JSON)."""
 Pooled = Callable[..., dict[str, Any]]
-"""``pooled(analysis, document, cohorts) -> comparison rows`` (validation only)."""
+"""``pooled(analysis, document, cohorts, holdout=None) -> comparison rows`` (validation only;
+``holdout``: real patients the federation never saw, or ``None``)."""
 Renderer = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], None]
 """``render(section, document, results)``: draws the analysis in the report."""
 Caps = Mapping[str, int] | Callable[[Any], Mapping[str, int]]
@@ -76,10 +77,10 @@ class AnalysisKind:
     * ``default_columns``: columns the hub step uses when the spec leaves them at defaults;
     * ``time_mappings``: ``time_mapping`` values its hub steps use besides ``exact``;
     * ``run``: ``run(federation, analysis, spec)`` -> the plain-JSON result document;
-    * ``pooled``: ``pooled(analysis, document, cohorts)`` -> rows comparing with a pooled
-      reference (the demo and the tests only; sites never pool);
+    * ``pooled``: ``pooled(analysis, document, cohorts, holdout=None)`` -> rows comparing
+      with a pooled reference (the demo and the tests only; sites never pool);
     * ``render``: ``render(section, document, results)`` draws it in the report (``None``:
-      the report's own drawing for the built-in kinds, else the generic table page);
+      the generic table page, :func:`hemafed.report.drawing.generic_page`);
     * ``requests``: ``requests(analysis)`` -> the exact ``(query, params)`` its hub step sends,
       when the spec entry fixes them all (e.g. a lattice): the plan then answers those
       parameter sets of these queries only, and permits the columns they name;
@@ -149,19 +150,6 @@ def register_kind(kind: AnalysisKind) -> AnalysisKind:
     if old is None:
         _KINDS[kind.name] = kind
     return _KINDS[kind.name]
-
-
-def bind(name: str, *, run: Runner | None = None, pooled: Pooled | None = None,
-         render: Renderer | None = None) -> AnalysisKind:
-    """Give a registered kind its hub step, pooled reference or drawing.
-
-    For the kinds whose hub module cannot be imported by the registration (it reaches the
-    site runtime, which reads the registry: a cycle), the hub module binds them itself.
-    """
-    kind = get_kind(name)
-    _KINDS[name] = dataclasses.replace(kind, run=run or kind.run, pooled=pooled or kind.pooled,
-                                       render=render or kind.render)
-    return _KINDS[name]
 
 
 def get_kind(name: str) -> AnalysisKind:

@@ -344,9 +344,9 @@ class _FixedPointSums:
 @pytest.fixture(scope="module")
 def many_small_sites() -> tuple[dict, pd.DataFrame]:
     """The demo MDS cohort over 60 small, heterogeneous sites, and its pooled complete cases."""
+    from hemafed.analytics.pooled import pooled_design as _design
     from hemafed.cohort.demo import generate
     from hemafed.cohort.partition import split_sites as partition_sites
-    from hemafed.study.pooled import _design
 
     sites = partition_sites(generate("MDS", 1500, 3), 60, 3, size_skew=0.6,
                             case_mix_shift=0.3, missingness=0.02)

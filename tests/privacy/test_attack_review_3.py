@@ -20,10 +20,10 @@ from hemafed.cohort.demo import generate
 from hemafed.cohort.partition import split_sites
 from hemafed.cohort.schema import SEX
 from hemafed.demo import LocalSites
+from hemafed.scores.levels import IPSSM_CATEGORIES
 from hemafed.secure.hub import SumOutcome
 from hemafed.service.catalogue import approve_catalogue, catalogue_spec_text, parse_plan
 from hemafed.site.store import load_cohort
-from hemafed.study.derived import IPSSM_CATEGORIES
 from hemafed.study.plan import MAX_PATIENTS
 
 PLAN = parse_plan(catalogue_spec_text(diseases=["MDS", "AML"], epsilon=0.0, min_cell=0))

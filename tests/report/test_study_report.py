@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hemafed.analytics.survival_kinds import render_km
 from hemafed.cohort.schema import label
 from hemafed.report import Report
-from hemafed.study.report import _km, ratio_ticks
+from hemafed.report.drawing import ratio_ticks
 from hemafed.study.runner import frame_json
 
 
@@ -34,7 +35,7 @@ def test_median_not_reached_and_summary() -> None:
            "tables": {"median_survival": frame_json(med)},
            "stats": {"logrank_chi2": 800.0, "logrank_df": 2, "logrank_p": 1e-100}}
     s = Report("t").section("km")
-    _km(s, doc, {"sites": ["a", "b"]})
+    render_km(s, doc, {"sites": ["a", "b"]})
     html = "".join(s.blocks)
     assert "not reached" in html
     assert ("ranged from 1.2 years (Very High) to not reached (Very Low)" in html)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from lifelines import AalenJohansenFitter
 
-from hemafed.study.pooled import compare_competing
+from hemafed.analytics.survival_kinds import pooled_competing
 from hemafed.study.spec import Analysis
 
 CAUSES = [["amlt_time", "amlt_status"], ["os_time", "os_status"]]
@@ -41,8 +41,8 @@ def test_pooled_reference_matches_lifelines_without_ties() -> None:
     cohorts = [_cohort(1), _cohort(2)]
     doc = {"curves": _lifelines_curves(cohorts)}
     a = Analysis("cif", "competing", "cif", {"causes": CAUSES})
-    out = compare_competing(a, doc, cohorts)
+    out = pooled_competing(a, doc, cohorts)
     assert float(out["max absolute difference of the cumulative incidence"]) < 1e-12
     doc["curves"][1]["y"][10] += 0.01  # a wrong federated curve is caught
-    out = compare_competing(a, doc, cohorts)
+    out = pooled_competing(a, doc, cohorts)
     assert abs(float(out["max absolute difference of the cumulative incidence"]) - 0.01) < 1e-9

@@ -154,8 +154,8 @@ def run_quantile(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any
                       "epsilon": float(eps) if eps else None, "sites": list(res.sites)}}
 
 
-def pooled_quantile(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
-                    ) -> dict[str, Any]:
+def pooled_quantile(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort],
+                    holdout: pd.DataFrame | None = None) -> dict[str, Any]:
     """Pooled numpy quantiles (``inverted_cdf``) against the federated ones (validation only)."""
     values = pd.concat([c.patients[a.get("column")] for c in cohorts], ignore_index=True)
     x = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)

@@ -1,10 +1,10 @@
 """Study-spec runners for the issue-17 methods: ``iptw``, ``multistate``, ``lmm`` and
 ``cox_long``.
 
-Each turns one :class:`~hemafed.study.spec.Analysis` into the plain-JSON result document the
-report renders (``tables``, ``curves``, ``stats``), like the runners in
-:mod:`hemafed.study.runner`. :data:`KINDS` are their registrations
-(:class:`hemafed.kinds.AnalysisKind`: options, queries, caps and runner), listed in
+Each hub step (``run_*``) turns one :class:`~hemafed.study.spec.Analysis` into the plain-JSON
+result document the report renders (``tables``, ``curves``, ``stats``); ``render_*`` draw it.
+:data:`KINDS` are their registrations (:class:`hemafed.kinds.AnalysisKind`: options, queries,
+caps, hub step, pooled reference and report page), listed in
 :data:`hemafed.study.kinds.CATALOGUE`.
 
 Spec options: ``iptw``: ``treatment``, ``formula`` (confounders), ``duration``/``event``
@@ -25,17 +25,31 @@ points, :func:`cox_long_pins`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from hemafed.cohort.schema import label
 from hemafed.documents import finite as _finite
+from hemafed.documents import frame_from_json
 from hemafed.documents import frame_json as _frame
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
 from hemafed.kinds import LMM_CAP, NEWTON_CAP, OWN_TABLE_LATTICES, AnalysisKind
+from hemafed.report.drawing import (
+    effects_summary,
+    fmt,
+    fmt_ci,
+    fmt_ci_signed,
+    fmt_p,
+    hazard_page,
+    measure_rows,
+    plot_balance,
+    plot_steps,
+)
+from hemafed.report.html import Section
 
 if TYPE_CHECKING:
     from hemafed.cohort.model import Cohort
@@ -172,13 +186,12 @@ def _pooled_rows(a: Analysis, cohorts: Sequence[Cohort]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
-                    ) -> dict[str, Any]:
+def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort],
+                    holdout: pd.DataFrame | None = None) -> dict[str, Any]:
     """lifelines' ``CoxTimeVaryingFitter`` on the pooled rows (Efron ties; it has no Breslow,
     so a Breslow analysis is compared with this estimator on one pooled site)."""
     from hemafed.analytics.coxph_startstop import CoxStartStopFitter
     from hemafed.analytics.mixed import LongitudinalCohort
-    from hemafed.documents import frame_from_json
     from hemafed.federation.local import LocalSumFederation
 
     rows = _pooled_rows(a, cohorts)
@@ -211,6 +224,130 @@ def pooled_cox_long(a: Analysis, doc: dict[str, Any], cohorts: Sequence[Cohort]
     return {"pooled engine": engine, "max absolute difference of the coefficients": f"{diff:.2e}"}
 
 
+# --- report pages ------------------------------------------------------------------------------
+
+def render_iptw(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """IPTW: love plot, weighted Kaplan-Meier, hazard ratio with robust CI, balance table."""
+    tables = doc.get("tables") or {}
+    options = doc.get("options") or {}
+    treatment = label(str(options.get("treatment", "treatment")), unit=False)
+    balance = frame_from_json(tables["balance"]) if "balance" in tables else None
+    if balance is not None and len(balance):
+        plot_balance(s, balance)
+    prefix = f"{options.get('treatment')} = "
+    curves = [{**c, "label": str(c["label"]).replace(prefix, "")}
+              for c in doc.get("curves") or []]
+    plot_steps(s, curves, "survival probability", f"Kaplan-Meier estimate by {treatment} "
+                "(treated / control) in the weighted pseudo-population (inverse probability of "
+                "treatment weights)")
+    t = frame_from_json(tables["summary"])
+    rows = [{"Effect": f"{treatment}: treated vs not", "HR": f"{float(r['exp(coef)']):.2f}",
+             "95% CI (robust)": fmt_ci(float(r["exp(coef) lower 95%"]),
+                                    float(r["exp(coef) upper 95%"])),
+             "SE (robust)": fmt(float(r["se(coef)"])),
+             "SE (naive)": fmt(float(r["se(coef) naive"])) if "se(coef) naive" in t else "–",
+             "p": fmt_p(r["p"])} for _, r in t.iterrows()]
+    s.table(pd.DataFrame(rows), "weighted Cox model: hazard ratio of the treatment with a "
+            "robust (sandwich) 95% CI; the naive SE ignores the estimated weights", index=False)
+    if balance is not None and len(balance):
+        brows = [{"Covariate": label(str(i)),
+                  "Mean, treated": fmt(r["mean_treated"]),
+                  "Mean, control": fmt(r["mean_control"]), "SMD": f"{float(r['smd']):.3f}",
+                  "Weighted SMD": f"{float(r['weighted_smd']):.3f}"}
+                 for i, r in balance.iterrows()]
+        s.table(pd.DataFrame(brows), "standardised mean differences before and after "
+                "weighting: below 0.1 in absolute value is usually taken as balanced",
+                index=False)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(measure_rows(stats))
+    text = []
+    if len(t):
+        r = t.iloc[0]
+        hr, lo, hi = (float(r["exp(coef)"]), float(r["exp(coef) lower 95%"]),
+                      float(r["exp(coef) upper 95%"]))
+        text.append(f"Weighted for the confounders, the hazard ratio of treated vs untreated "
+                    f"({treatment}) was {hr:.2f} (robust 95% CI {fmt_ci(lo, hi)}, p {fmt_p(r['p'])}) in "
+                    f"{fmt(stats.get('n'))} patients with {fmt(stats.get('events'))} events.")
+    if balance is not None and len(balance):
+        worst = float(np.nanmax(np.abs(balance["weighted_smd"].astype(float))))
+        text.append(f"Largest absolute SMD after weighting: {worst:.3f}"
+                    + (" (balanced)." if worst < 0.1 else " (check the propensity model)."))
+    if text:
+        s.summary(" ".join(text))
+
+
+def render_multistate(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Multi-state (illness-death): state occupation probabilities over time."""
+    curves = list(doc.get("curves") or [])
+    plot_steps(s, curves, "probability of being in the state", "state occupation "
+                "probabilities over time (Aalen-Johansen); the bands add up to 1", stacked=True)
+    tables = doc.get("tables") or {}
+    if "state_probabilities" in tables:
+        t = frame_from_json(tables["state_probabilities"])
+        rows = [{"Years": f"{float(i):g}", **{str(c): f"{100 * float(v):.1f}%"
+                                               for c, v in r.items()}}
+                for i, r in t.iterrows()]
+        s.table(pd.DataFrame(rows), "share of patients in each state at 1, 2, 3 and 5 years",
+                index=False)
+        stats = dict(doc.get("stats") or {})
+        s.metrics(measure_rows(stats))
+        if len(t):
+            last = t.iloc[-1]
+            s.summary(f"At {float(t.index[-1]):g} years: " + ", ".join(
+                f"{c} {100 * float(v):.0f}%" for c, v in last.items())
+                + f" of {fmt(stats.get('n'))} patients (Aalen-Johansen state occupation).")
+
+
+def render_lmm(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Linear mixed model: fixed effects with CI, variance components."""
+    tables = doc.get("tables") or {}
+    options = doc.get("options") or {}
+    outcome = label(str(options.get("outcome", "outcome")))
+    fe = frame_from_json(tables["fixed_effects"])
+    rows = [{"Term": "Intercept" if str(i) == "(Intercept)" else
+             "Time (per year)" if str(i) == str(options.get("time", "time")) else label(str(i)),
+             "Estimate": fmt(float(r["estimate"]), 4),
+             "95% CI": fmt_ci_signed(float(r["lower 95%"]), float(r["upper 95%"])),
+             "SE": fmt(float(r["std_error"])), "p": fmt_p(r["p"])} for i, r in fe.iterrows()]
+    s.table(pd.DataFrame(rows), f"fixed effects on {outcome}: change per unit of the term "
+            "(REML, random intercept and slope per patient)", index=False)
+    if "variance_components" in tables:
+        vc = frame_from_json(tables["variance_components"])
+        vrows = [{"Component": str(i).replace("patient (Intercept)", "between patients: level")
+                  .replace("patient time", "between patients: slope")
+                  .replace("residual", "within patient (residual)"),
+                  "Variance": fmt(r["variance"]), "SD": fmt(r["std_dev"]),
+                  "Correlation": "–" if r["corr"] is None or pd.isna(r["corr"])
+                  else f"{float(r['corr']):.2f}"} for i, r in vc.iterrows()]
+        s.table(pd.DataFrame(vrows), "variance components: how much patients differ in level "
+                "and slope, and the visit-to-visit noise", index=False)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(measure_rows(stats))
+    slope = fe.loc[fe.index.astype(str) == str(options.get("time", "time"))]
+    if len(slope):
+        r = slope.iloc[0]
+        s.summary(f"{outcome} changed by {float(r['estimate']):.3g} per year (95% CI "
+                  f"{fmt_ci_signed(float(r['lower 95%']), float(r['upper 95%']))}) over "
+                  f"{fmt(stats.get('n_obs'))} measurements of {fmt(stats.get('n_patients'))} "
+                  "patients.")
+
+
+def render_cox_long(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    """Cox on the sites' long start-stop tables: as :func:`render_cox_tv`, the terms named as the
+    study's own table names them (its columns are not the schema's: ``transplant`` there may
+    be a heart transplant)."""
+    plain, hr, p = hazard_page(
+        s, doc, "hazard ratio", "HR",
+        "hazard ratio per unit of the variable (or against the reference level, "
+        "'column[level]'), the covariates taking each start-stop row's values",
+        term_label=lambda name, unit=True: name)
+    stats = dict(doc.get("stats") or {})
+    s.metrics(measure_rows(stats))
+    s.summary(f"Cox model on start-stop rows: {fmt(stats.get('events'))} events in "
+              f"{fmt(stats.get('n'))} patients ({fmt(stats.get('rows'))} rows): "
+              + effects_summary(plain, hr, p, "HR"))
+
+
 KINDS = (
     AnalysisKind("iptw", {"treatment", "formula"},
                  {"duration", "event", "ties", "stabilized", "max_weight"},
@@ -220,24 +357,21 @@ KINDS = (
                  caps={"logistic_newton": NEWTON_CAP, "iptw_balance": 4,
                        "iptw_cox_sums": NEWTON_CAP, "iptw_cox_robust": 4, "iptw_km_table": 4,
                        "iptw_km_influence": 4, "time_histogram": 2, "category_counts": 4},
-                 default_columns={"os_time", "os_status"}, run=run_iptw),
+                 default_columns={"os_time", "os_status"}, run=run_iptw, render=render_iptw),
     AnalysisKind("multistate", set(),
                  {"illness_time", "illness_status", "exit_time", "exit_status", "states"},
                  queries={"time_histogram", "illness_death_counts", "illness_death_influence"},
                  caps={"time_histogram": 2, "illness_death_counts": 2,
                        "illness_death_influence": 2},
                  default_columns={"amlt_time", "amlt_status", "os_time", "os_status"},
-                 run=run_multistate),
+                 run=run_multistate, render=render_multistate),
     AnalysisKind("lmm", {"outcome", "bounds"}, {"time", "covariates", "max_obs"},
-                 queries={"lmm_reml_sums"}, caps={"lmm_reml_sums": LMM_CAP}, run=run_lmm),
+                 queries={"lmm_reml_sums"}, caps={"lmm_reml_sums": LMM_CAP}, run=run_lmm,
+                 render=render_lmm),
     AnalysisKind("cox_long", {"formula"}, {"bounds", "levels", *COX_LONG_DEFAULTS},
                  queries={"cox_long_event_times", "cox_long_sums"},
                  caps={"cox_long_event_times": 2, "cox_long_sums": NEWTON_CAP},
-                 run=run_cox_long, pooled=pooled_cox_long,
+                 run=run_cox_long, pooled=pooled_cox_long, render=render_cox_long,
                  pins=cox_long_pins),
 )
 """The registrations of the four kinds."""
-
-STUDY_RUNNERS: dict[str, Callable[[Federation, Analysis, StudySpec], dict[str, Any]]] = {
-    k.name: k.run for k in KINDS if k.run is not None}
-"""The runners of :data:`KINDS` (a view)."""

@@ -18,15 +18,17 @@ when others of the federation do not, the study runner restarts it over those (i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hemafed.documents import frame_json
 from hemafed.federation.api import Federation
 from hemafed.genomics.gwas import FederatedGWAS
 from hemafed.genomics.plots import plot_points
 from hemafed.genomics.release import MEMBERSHIP_CAVEAT, ssf_text, top_hits, withhold_rare
 from hemafed.genomics.variants import VariantList
-from hemafed.study.runner import frame_json
-from hemafed.study.spec import Analysis, StudySpec
+
+if TYPE_CHECKING:
+    from hemafed.study.spec import Analysis, StudySpec
 
 
 def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:

@@ -15,24 +15,25 @@ Every bound is the spec's; every request is one the sites' plan derives from the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from hemafed.analytics.logistic import FederatedLogisticRegression
+from hemafed.documents import frame_json
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import DPRequest, Federation
 from hemafed.imaging.combat import FederatedComBat
 from hemafed.imaging.models import fit_boosted_model, fit_infarct_model, fit_pfs_model
 from hemafed.imaging.spec import EXACT_HISTOGRAMS_KEY, HARMONISED_PREFIX, ImagingSpec, gbdt_options
 from hemafed.learn.gbdt import FederatedGBDT
-from hemafed.study.spec import Analysis, StudySpec
+
+if TYPE_CHECKING:
+    from hemafed.study.spec import Analysis, StudySpec
 
 
 def run_imaging_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:
     """The results document of one ``imaging`` analysis (tables, stats) for the report."""
-    from hemafed.study.runner import frame_json
-
     if "imaging" not in spec.raw:
         raise InvalidInput("an imaging analysis needs the spec's imaging section")
     ispec = ImagingSpec.from_mapping(spec.raw["imaging"])

@@ -12,20 +12,11 @@ import logging
 import pandas as pd
 
 from hemafed.cohort.model import Cohort
+from hemafed.scores.levels import DERIVED_LEVELS
+
+__all__ = ["DERIVED_LEVELS", "with_derived_scores"]
 
 log = logging.getLogger(__name__)
-
-IPSSM_CATEGORIES = ("Very Low", "Low", "Moderate Low", "Moderate High", "High", "Very High")
-IPSSR_CATEGORIES = ("Very Low", "Low", "Intermediate", "High", "Very High")
-ELN_CATEGORIES = ("favorable", "intermediate", "adverse")
-RISS_CATEGORIES = ("I", "II", "III")
-
-DERIVED_LEVELS: dict[str, tuple[str, ...]] = {
-    "ipssm_category": IPSSM_CATEGORIES,
-    "ipssr_category": IPSSR_CATEGORIES,
-    "eln2022_category": ELN_CATEGORIES,
-    "riss_category": RISS_CATEGORIES,
-}
 
 
 def with_derived_scores(cohort: Cohort) -> Cohort:
