@@ -24,12 +24,11 @@ catalogued()  # importing the catalogue registers every site query
 
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, competing_params  # noqa: E402
 from hemafed.analytics.concordance import concordance_request  # noqa: E402
-from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
-from hemafed.genomics.pca import PCAResult  # noqa: E402
-from hemafed.genomics.queries import pack  # noqa: E402
-from hemafed.analytics.survival_grid import query_params as survival_params  # noqa: E402
 from hemafed.analytics.design import parse_formula  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
+from hemafed.analytics.survival_grid import query_params as survival_params  # noqa: E402
+from hemafed.genomics.pca import PCAResult  # noqa: E402
+from hemafed.genomics.queries import pack  # noqa: E402
 from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
 from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
 from hemafed.learn.trees import TreeBuilder  # noqa: E402
@@ -226,30 +225,10 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
 NOT_MIGRATED = {
-    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_concordance_histogram@1",
-    "cox_risk_set_sums@3", "cox_site_derivatives@1",
-    "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "gwas_counts@1",
-    "cox_long_event_times@1", "cox_long_sums@1", "cox_risk_set_sums@3", "cox_site_derivatives@1",
-    "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
-    "gwas_counts@1",
-    "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1", "gwas_null@1",
-    "gwas_pca_gram@1", "gwas_store@1",
-    "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
-    "cox_long_event_times@1", "cox_long_sums@1", "cox_risk_set_sums@3", "cox_site_derivatives@1",
-    "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1", "finegray_table@1",
-    "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1", "imaging_screen@1", "iptw_balance@1", "iptw_cox_robust@1", "iptw_cox_sums@1",
-    "iptw_km_influence@1", "iptw_km_table@1", "km_risk_table@1", "learn_eval_sums@1",
-    "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
-    "neural_dp_gradient@1", "neural_train_round@1", "time_histogram@1",
-    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "cox_long_event_times@1",
-    "cox_long_sums@1", "cox_start_stop_sums@1", "finegray_score_outer@1", "finegray_sums@1",
-    "finegray_table@1", "gbdt_cox_risk_sets@1", "gbdt_histograms@1", "gbdt_label_sums@1",
-    "gwas_counts@1", "gwas_firth@1", "gwas_ld_pairs@1", "gwas_linear@1", "gwas_logistic@1",
-    "gwas_null@1", "gwas_pca_gram@1", "gwas_store@1", "imaging_screen@1", "iptw_balance@1",
+    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "iptw_balance@1",
     "iptw_cox_robust@1", "iptw_cox_sums@1", "iptw_km_influence@1", "iptw_km_table@1",
     "learn_eval_sums@1", "learn_loso_concordance@1", "learn_risk_histogram@1",
-    "learn_site_concordance@1", "lmm_reml_sums@1", "neural_dp_gradient@1", "neural_train_round@1",
-    "lmm_reml_sums@1", "time_histogram@1",
+    "learn_site_concordance@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

@@ -351,10 +351,11 @@ class HistogramParams(RiskSetParams):
             raise InvalidInput("parameter 'frontier' must list the distinct node ids (ints >= 0) "
                                "to histogram")
         m = len(common["outcome"].grid) if common["outcome"].is_cox else None
-        risk = {key: checks.numbers(params, key, length=m, allow_empty=m is None, default=())
-                for key in ("risk_a", "risk_b")}
+        risk_a, risk_b = (checks.numbers(params, key, length=m, allow_empty=m is None, default=())
+                          for key in ("risk_a", "risk_b"))
         return cls(**common, resolution=checks.resolution(params, default=DEFAULT_RESOLUTION),
-                   edges=edges, tree=tree, frontier=tuple(frontier), **risk)
+                   edges=edges, tree=tree, frontier=tuple(frontier), risk_a=risk_a,
+                   risk_b=risk_b)
 
     def to_mapping(self) -> dict[str, Any]:
         return {**super().to_mapping(), "edges": self.edges.to_params(),
