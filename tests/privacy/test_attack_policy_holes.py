@@ -74,7 +74,9 @@ def test_hole5_km_risk_table_is_under_the_minimum_cell_rule(tmp_path: Path) -> N
     # concordance tables are in, decided by each statistic's declaration
     km = get_query("km_risk_table").declare(KM)
     assert [n for n, s in km.items() if s.min_cell_rule] == ["observed", "censored"]
-    conc = get_query("cox_concordance_histogram").declare({**KM, "lp_bins": 8})
+    design = [{"kind": "numeric", "column": "age", "low": 0.0, "high": 110.0}]
+    conc = get_query("cox_concordance_histogram").declare(
+        {**KM, "design": design, "beta": [0.01], "lp_bins": 8})
     assert conc["events"].min_cell_rule and not conc["later"].min_cell_rule
 
 

@@ -157,7 +157,11 @@ def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation:
                     {**d, "high": 20.0} if d["column"] == "age" else d
                     for d in base["design"]]},
                 "other_ties": base | {"grid": [50.0], "ties": "breslow", "event_col": "x"},
-                "extra_key": base | {"grid": [50.0], "max_patients": 1_000_000}}.items():
+                "extra_key": base | {"grid": [50.0], "lp_bins": 8},
+                # the public default spelt out is the planned request itself (the plan
+                # compares typed requests with every default filled in)
+                "default_spelt_out": base | {"grid": [50.0], "max_patients": 1_000_000}
+        }.items():
             try:
                 res = fed.secure_sum(LONG_QUERY, params, study=spec.study_id)
                 out[name] = ("answered", sorted(res.sites))
@@ -170,8 +174,10 @@ def test_a_request_off_the_pinned_lattice_is_refused_naming_the_rule(federation:
     for name in ("quarter_days", "beyond_max_time"):
         assert out[name][0] == "refused" and "outside the approved study plan" in out[name][1]
         assert "'lattice'" in out[name][1], out[name]
-    for name in ("other_bounds", "other_ties", "extra_key"):
+    for name in ("other_bounds", "other_ties"):
         assert out[name][0] == "refused" and "'request'" in out[name][1], out[name]
+    assert out["extra_key"][0] == "refused" and "'lp_bins'" in out["extra_key"][1], out
+    assert out["default_spelt_out"] == out["planned"], out["default_spelt_out"]
 
 
 def test_the_plan_pins_columns_design_and_lattice() -> None:

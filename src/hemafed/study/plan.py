@@ -665,7 +665,10 @@ class StudyPlan:
                 and params.get("study") not in self.gwas_stores:
             return "study", ("the genotype store must be the one the spec's gwas analyses name "
                              "(`genotypes`, default the study id)")
-        if query.startswith("gwas_") and ("trait" in params or "covariates" in params):
+        # (a typed request spells out the defaults: no trait and no covariates is the linked
+        # patients of QC, LD and PCA, which no gwas analysis's trait pins)
+        if query.startswith("gwas_") and (params.get("trait") is not None
+                                          or params.get("covariates")):
             t = params.get("trait")
             column, threshold = (t.get("column"), t.get("threshold")) \
                 if isinstance(t, Mapping) else (None, None)
