@@ -128,6 +128,9 @@ def test_a_document_saved_under_the_old_names_loads(three_of_four: FederatedGWAS
         assert old.sites == old.sites_
     with pytest.warns(DeprecationWarning, match="max_iter= is deprecated; use max_rounds="):
         assert FederatedGWAS(max_iter=7).max_rounds == 7
+    # both names with two values: which one was meant is not guessed
+    with pytest.raises(InvalidInput, match="not both max_rounds= and max_iter="):
+        FederatedGWAS(max_rounds=5, max_iter=7)
 
 
 def test_gwas_covers_exactly_the_three_sites_with_a_store(partial: Partial, world: World,

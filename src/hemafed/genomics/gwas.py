@@ -76,6 +76,8 @@ SUMMARY_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "a1_freq", "n", "beta", "
 
 
 NULL_MODEL_TOL = 1e-6
+MAX_ROUNDS = 30
+"""Default cap on the Newton rounds of the null and per-variant models."""
 """The logistic null model stops as every likelihood fit does (:mod:`hemafed.analytics.newton`):
 once a Newton step moved each coefficient by under this many standard errors (it stopped on an
 absolute step under ``tol`` = 1e-10 before; the estimates agree within 1e-12)."""
@@ -162,7 +164,7 @@ class FederatedGWAS(FederatedFitter):
     # pca_min_distance bp instead)
     pca_prune: PruneRule | None = field(default_factory=PruneRule)
     pca_min_distance: int = 20_000
-    max_rounds: int = 30
+    max_rounds: int = MAX_ROUNDS
     tol: float = 1e-10
     dp: DPRequest | None = None
 
@@ -184,7 +186,9 @@ class FederatedGWAS(FederatedFitter):
     sites = deprecated_alias("sites_", "sites")
 
     def __post_init__(self, max_iter: int | None) -> None:
-        self.max_rounds = renamed_argument("FederatedGWAS", "max_rounds", None, "max_iter",
+        # max_rounds is a field with a default, so "both given" is seen when it differs from it
+        given = None if self.max_rounds == MAX_ROUNDS else self.max_rounds
+        self.max_rounds = renamed_argument("FederatedGWAS", "max_rounds", given, "max_iter",
                                            max_iter, self.max_rounds)
         if self.model not in MODELS:
             raise InvalidInput(f"model must be one of {list(MODELS)}, got {self.model!r}")
