@@ -104,7 +104,8 @@ def test_score_outer_contributions_stay_declared_for_any_hub_arrays() -> None:
     """``finegray_score_outer`` declares its DP sensitivity from the hub-sent ``events`` and
     arrays; a hub that undercounts ``events`` and inflates ``p0`` must not get per-patient
     terms above that declaration (the honest request gives the same answer as before)."""
-    from hemafed.analytics.finegray import BOUND_SLACK, OuterParams, influence_bound
+    from hemafed.analytics.cox_math import BOUND_SLACK
+    from hemafed.analytics.finegray import OuterParams, influence_bound
     from hemafed.cohort.demo import generate
     from hemafed.cohort.partition import split_sites
     from hemafed.federation.queries import get_query

@@ -38,18 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hemafed.analytics import results
+from hemafed.analytics import cox_math, results
 from hemafed.analytics.competing import MDS_AML_VS_DEATH, _causes, first_cause
 from hemafed.analytics.cox import maximise_partial_likelihood
-from hemafed.analytics.cox_math import (
-    BOUND_SLACK,
-    combine_bands,
-    cox_derivatives,
-    expand_cox_sums,
-    finest_resolution,
-    lp_bands,
-    upper_index,
-)
 from hemafed.analytics.design import (
     DesignSpec,
     Term,
@@ -270,11 +261,11 @@ register(Query("finegray_table", "1", compute=_table_compute, declare=_table_dec
 def _banded(x: np.ndarray, beta: np.ndarray, half_width: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, int]:
     """Per row its band and ``[w, w x, w xx']`` with ``w = exp(x b - band centre)``."""
-    centres, half = lp_bands(half_width, beta)
+    centres, half = cox_math.lp_bands(half_width, beta)
     lp = x @ beta
     band = np.minimum(np.searchsorted(centres + half, lp, side="left"), centres.size - 1)
     w = np.exp(lp - centres[band])
-    iu, ju = upper_index(x.shape[1])
+    iu, ju = cox_math.upper_index(x.shape[1])
     vals = np.concatenate([w[:, None], x * w[:, None], (x[:, iu] * x[:, ju]) * w[:, None]],
                           axis=1)
     return band, vals, centres.size
@@ -316,12 +307,12 @@ def _sums_declare(params: SumsParams) -> dict[str, Statistic]:
     g_min = min(params.cens_surv)
     p, a = spec.width, float(spec.half_width.max())
     qq = p * (p + 1) // 2
-    centres, half = lp_bands(spec.half_width, np.asarray(params.beta))
+    centres, half = cox_math.lp_bands(spec.half_width, np.asarray(params.beta))
     nb, e = centres.size, math.exp(half)
-    top = mp * e * (1.0 + BOUND_SLACK)
+    top = mp * e * (1.0 + cox_math.BOUND_SLACK)
 
     def stat(shape: tuple[int, ...], low: float, high: float, sens: float) -> Statistic:
-        return Statistic(shape, low, high, finest_resolution(low, high), sensitivity=sens)
+        return Statistic(shape, low, high, cox_math.finest_resolution(low, high), sensitivity=sens)
 
     # each patient's weight is <= 1 in a risk set (G_j <= G(T-) for T < t_j)
     out = {"s0": stat((nb, mt), 0, top, e * math.sqrt(mt)),
@@ -407,7 +398,7 @@ def _outer_compute(cohort: Cohort, params: OuterParams) -> dict[str, np.ndarray]
     # hub-sent values (as the KM and illness-death influences do), so a hub that undercounts
     # ``events`` or inflates ``p0`` cannot push a patient's contribution above the declared
     # DP sensitivity. Honest inputs are never clipped.
-    b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    b = influence_bound(params) * (1.0 + cox_math.BOUND_SLACK)
     u = np.clip(u, -b, b)
     return {"outer": u.T @ u, "total": u.sum(axis=0)}
 
@@ -415,11 +406,11 @@ def _outer_compute(cohort: Cohort, params: OuterParams) -> dict[str, np.ndarray]
 def _outer_declare(params: OuterParams) -> dict[str, Statistic]:
     mp = params.max_patients
     p = params.design.width
-    b = influence_bound(params) * (1.0 + BOUND_SLACK)
+    b = influence_bound(params) * (1.0 + cox_math.BOUND_SLACK)
     hi = mp * b * b
-    return {"outer": Statistic((p, p), -hi, hi, finest_resolution(-hi, hi),
+    return {"outer": Statistic((p, p), -hi, hi, cox_math.finest_resolution(-hi, hi),
                                sensitivity=b * b * p),
-            "total": Statistic((p,), -mp * b, mp * b, finest_resolution(-mp * b, mp * b),
+            "total": Statistic((p,), -mp * b, mp * b, cox_math.finest_resolution(-mp * b, mp * b),
                                sensitivity=b * math.sqrt(p))}
 
 
@@ -467,14 +458,14 @@ class FederatedFineGray(FederatedFitter):
         agg = self._sum("finegray_sums", {"beta": [float(b) for b in beta],
                                           "competing_sums": competing})
         values = {k: v for k, v in agg.values.items() if k not in ("c0", "c1")}
-        sums: dict[str, Any] = combine_bands(expand_cox_sums(values, self._t_idx.size),
-                                             lp_bands(self.spec.half_width, beta))
-        ll, g, h = cox_derivatives(sums, beta, efron=False)
+        bands = cox_math.lp_bands(self.spec.half_width, beta)
+        sums: dict[str, Any] = cox_math.combine_bands(
+            cox_math.expand_cox_sums(values, self._t_idx.size), bands)
+        ll, g, h = cox_math.cox_derivatives(sums, beta, efron=False)
         self.rounds += 1
         self.n_, self.excluded_ = int(agg["n"][0]), int(agg["excluded"][0])
         if competing:
-            sums["c"] = combine_bands({"s0": agg["c0"], "s1": agg["c1"]},
-                                      lp_bands(self.spec.half_width, beta))
+            sums["c"] = cox_math.combine_bands({"s0": agg["c0"], "s1": agg["c1"]}, bands)
         return ll, g, h, sums
 
     def fit(self, federation: Federation, formula: str | Iterable[str | Term] | DesignSpec,

@@ -1,21 +1,9 @@
 """Federated neural survival models: a DeepSurv-style MLP trained by FedAvg / FedProx on secure
 sums, optionally with DP-SGD whose noise is added and charged by the sites.
 
-The network maps a patient's covariates (the public :class:`~hemafed.analytics.design.DesignSpec`,
-each column scaled by its public bounds to [-1, 1]) to one log-risk score ``g(x)`` (an MLP with
-ReLU and dropout). Two losses share that network:
-
-* ``loss="cox"`` (DeepSurv): Breslow negative log partial likelihood over the site's *own* risk
-  sets, divided by the site's events, i.e. the partial likelihood stratified by site (each
-  hospital keeps its own baseline hazard; the standard federated DeepSurv choice, and no risk
-  set ever spans two sites). With mini-batches the risk sets are those of the batch, as DeepSurv
-  does; that is an approximation of the full-data partial likelihood.
-* ``loss="discrete"``: a proportional discrete-time (logistic-hazard) model on a public time
-  grid ``0 < tau_1 < ... < tau_m``: ``logit h_j(x) = alpha_j + g(x)`` with baseline ``alpha``
-  learned jointly. A patient whose time falls in interval ``k`` survived intervals ``< k``; an
-  event counts in interval ``k``, a censoring there contributes no interval ``k`` term; times past
-  ``tau_m`` survive all. Its loss is a sum over patients, so per-patient gradients exist:
-  required for DP-SGD.
+The network and its two losses (``loss="cox"``, DeepSurv's partial likelihood stratified by site,
+and ``loss="discrete"``, a logistic-hazard model on a public grid whose per-patient gradients DP-SGD
+needs) are described in :mod:`~hemafed.learn.survival_net`.
 
 **FedAvg** (McMahan et al. 2017): each round the hub broadcasts the weights (base64 of float32,
 JSON-able), every site trains ``local_epochs`` epochs (Adam or SGD, fresh optimiser per round)
