@@ -29,8 +29,6 @@ from hemafed.report.drawing import (
     hazard_page,
     measure_rows,
     plot_curves,
-    plot_forest,
-    ratio_table,
 )
 from hemafed.report.html import Section
 from hemafed.scores.levels import DERIVED_LEVELS
@@ -340,15 +338,9 @@ def render_km(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) ->
 
 
 def render_cox(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -> None:
-    t = frame_from_json(doc["tables"]["summary"])
-    names = [label(str(i)) for i in t.index]
-    hr = t["exp(coef)"].astype(float).to_numpy()
-    lo = t["exp(coef) lower 95%"].astype(float).to_numpy()
-    hi = t["exp(coef) upper 95%"].astype(float).to_numpy()
-    p = t["p"].astype(float).to_numpy()
-    plot_forest(s, names, hr, lo, hi, "hazard ratio")
-    ratio_table(s, names, hr, lo, hi, p, "HR", "hazard ratio per unit of the variable (per "
-                 "year of age, per g/dL ...), or mutated vs not, or the level vs the reference")
+    plain, hr, p = hazard_page(
+        s, doc, "hazard ratio", "HR", "hazard ratio per unit of the variable (per year of age, "
+        "per g/dL ...), or mutated vs not, or the level vs the reference", label)
     stats = dict(doc.get("stats") or {})
     s.metrics(measure_rows(stats))
     n, excluded = stats.get("n"), stats.get("excluded")
@@ -356,7 +348,6 @@ def render_cox(s: Section, doc: Mapping[str, Any], results: Mapping[str, Any]) -
     if excluded:
         head += (f" ({fmt(excluded)} excluded: a covariate, the time or the event missing, "
                  "e.g. a gene not sequenced)")
-    plain = [label(str(i), unit=False) for i in t.index]
     s.summary(f"{head}: " + effects_summary(plain, hr, p, "HR"))
 
 
