@@ -50,6 +50,12 @@ def test_simulation_sums_state_and_drops(simulated: tuple[Any, dict[str, Any]]) 
     assert {s: result["counts"][s] for s in steady} == {s: 3 for s in steady}
     assert FAILING not in result["counts"]
     assert len(stats["exchange_seconds"]) == 3
+    # each drop is explained in the result: the raising site by its node's error, the late
+    # one by the timeout (the hub's own log stays in Flower's process)
+    why = {(d["exchange"], d["site"]): d["reason"] for d in stats["drops"]}
+    assert set(why) == {(0, SLOW), (0, FAILING), (1, FAILING), (2, FAILING)}
+    assert why[0, SLOW] == f"no reply within {TIMEOUT:g} s"
+    assert all("probe asked to fail" in why[r, FAILING] for r in range(3))
 
 
 @pytest.mark.slow

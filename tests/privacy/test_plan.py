@@ -141,6 +141,41 @@ def test_newton_rounds_are_capped_and_repeats_are_free(sites: Any) -> None:
         ask(1002, [0.0, 1e9, 0.0])
 
 
+def test_two_processes_of_one_site_share_the_round_cap(sites: Any, tmp_path: Path) -> None:
+    # two workers answering for one site (or a simulation's actors) count the plan's rounds
+    # together: each reads what the other wrote to the audit log, not a count of its own
+    import shutil
+    fed, spec = sites
+    site_dir = tmp_path / "two"
+    shutil.copytree(list(fed.site_dirs.values())[1], site_dir)
+    first, second = open_node(site_dir), open_node(site_dir)
+    design = parse_formula("age + hb").to_params()
+
+    def ask(node: Any, i: int) -> Any:
+        return node.answer(SiteRequest(f"t{i}", spec.study_id, spec.sha256, "logistic_newton",
+                                       "1", {"outcome": "os_status", "design": design,
+                                             "beta": [0.0, 0.001 * i, 0.0]}, "hub"))
+
+    ask(second, 0)  # the second worker has read the log once
+    for i in range(1, NEWTON_CAP):
+        ask(first, i)
+    ask(second, 0)  # a repeat is still free
+    with pytest.raises(PolicyRefused) as err:
+        ask(second, NEWTON_CAP)
+    assert (err.value.refusal.code, err.value.refusal.name) == ("outside_plan", "rounds")
+    # a log cut under a worker is counted again from its start, not from a stale offset
+    log = site_dir / "audit.log"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:2]))
+    assert second._seen(spec.study_id, "logistic_newton") <= {
+        m.group(1) for m in map(_plan_key, lines[:2]) if m}
+
+
+def _plan_key(line: bytes) -> Any:
+    import re
+    return re.search(r"; params ([0-9a-f]{16})$", json.loads(line)["reason"])
+
+
 def test_a_stored_spec_edited_after_approval_stops_the_study(sites: Any, tmp_path: Path) -> None:
     fed, spec = sites
     import shutil

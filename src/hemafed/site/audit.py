@@ -240,6 +240,28 @@ class AuditLog:
         return [json.loads(line) for line in self.path.read_bytes().split(b"\n")
                 if line.strip()]
 
+    def entries_from(self, offset: int) -> tuple[list[dict[str, Any]], int] | None:
+        """The complete entries from byte ``offset`` on, and the offset after the last of them;
+        ``None`` when the log is now shorter than ``offset`` (it was cut or replaced).
+
+        A reader that keeps what it has folded in (the site's plan counts) reads only what
+        another process appended since, not the whole log; a line still being written is left
+        for the next read."""
+        if offset < 0:
+            raise InvalidInput(f"audit log offset must be >= 0, got {offset}")
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() < offset:
+                    return None
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return None if offset else ([], 0)
+        complete = data[:data.rfind(b"\n") + 1]
+        return ([json.loads(line) for line in complete.split(b"\n") if line.strip()],
+                offset + len(complete))
+
     def verify(self) -> VerifyReport:
         """Check the whole chain; the report names the first bad line and why."""
         if not self.path.exists():

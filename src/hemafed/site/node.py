@@ -162,7 +162,8 @@ class SiteNode:
         self._rng = rng if rng is not None else np.random.default_rng()
         self.plans: dict[str, StudyPlan | None] = dict(plans or {})
         self.releases = releases
-        self._distinct: dict[tuple[str, str], set[str]] | None = None
+        self._distinct: dict[tuple[str, str], set[str]] = {}
+        self._distinct_offset = 0  # the audit log's bytes folded into _distinct
         # request id -> parameter key of the requests being answered that passed the plan
         # check: a refusal from then on uses up a plan round as an answer does (see _refuse)
         self._past_plan: dict[str, str] = {}
@@ -369,15 +370,22 @@ class SiteNode:
 
     def _seen(self, study: str, query: str) -> set[str]:
         """Distinct parameter sets of ``query`` answered, or refused after the plan check, for
-        ``study`` (from the audit log: entries whose reason ends with the plan mark)."""
-        if self._distinct is None:
-            self._distinct = {}
-            for e in self.audit.entries():
-                match = _PLAN_KEY.search(str(e.get("reason", "")))
-                if match:
-                    name = str(e.get("query", "")).split("@")[0]
-                    self._distinct.setdefault((str(e.get("study")), name), set()).add(
-                        match.group(1))
+        ``study`` (from the audit log: entries whose reason ends with the plan mark).
+
+        Read again from the log each time, as far as it grew since the last read: another
+        process may answer for this site too (a second worker, a simulation's other actors),
+        and a count kept only in memory would let the two together exceed the plan."""
+        tail = self.audit.entries_from(self._distinct_offset)
+        if tail is None:  # the log is shorter than what was read: count it from the start
+            self._distinct, self._distinct_offset = {}, 0
+            tail = self.audit.entries_from(0) or ([], 0)
+        entries, self._distinct_offset = tail
+        for e in entries:
+            match = _PLAN_KEY.search(str(e.get("reason", "")))
+            if match:
+                name = str(e.get("query", "")).split("@")[0]
+                self._distinct.setdefault((str(e.get("study")), name), set()).add(
+                    match.group(1))
         return self._distinct.setdefault((study, query), set())
 
     def _plan(self, request: SiteRequest) -> StudyPlan | None:

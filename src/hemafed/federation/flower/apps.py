@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -304,6 +305,29 @@ class KeepWarm:
         self.due.clear()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FLOWER_REASON = re.compile(r"<class '([^']+)'>:<'(.*)'>", re.S)
+
+
+def error_summary(reason: str) -> str:
+    """The exception a node's error reply names, in one line.
+
+    Flower's reason is ``<class 'pkg.Error'>:<'text'>``; in simulation Ray puts the whole
+    traceback into the text, ending with ``... Message: text``.
+
+    >>> error_summary("<class 'hemafed.errors.ProtocolError'>:<'site b: no session'>")
+    'ProtocolError: site b: no session'
+    """
+    text = _ANSI.sub("", str(reason)).strip()
+    match = _FLOWER_REASON.fullmatch(text)
+    kind, body = (match.group(1).rsplit(".", 1)[-1], match.group(2)) if match else ("", text)
+    if "Message: " in body:  # Ray: the ClientApp's exception text is after the last marker
+        kind, body = "", body.rsplit("Message: ", 1)[1]
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    one = lines[-1] if lines else body
+    return (f"{kind}: {one}" if kind else one)[:300]
+
+
 class GridExchange:
     """The hub's :data:`~hemafed.federation.transport.Exchange` over a Flower ``Grid``.
 
@@ -328,6 +352,14 @@ class GridExchange:
         self.seconds: list[float] = []
         self.progress = progress
         self.keep_warm = keep_warm
+        self.drops: list[dict[str, Any]] = []
+        """Each site dropped from an exchange, and why (what its node's reply said, or that
+        none came in time): the run's result carries it, so a failed step is explained
+        without the SuperLink's logs."""
+
+    def _drop(self, site: str, reason: str) -> None:
+        log.warning("exchange %d: site %s dropped (%s)", self.round_trips, site, reason)
+        self.drops.append({"exchange": self.round_trips, "site": site, "reason": reason[:500]})
 
     def __call__(self, messages: dict[str, bytes]) -> dict[str, bytes]:
         unknown = sorted(set(messages) - set(self.node_of_site))
@@ -353,15 +385,17 @@ class GridExchange:
                 log.warning("exchange %d: reply from unknown node ignored", self.round_trips)
                 continue
             if reply.has_error():
-                log.warning("exchange %d: site %s failed (%s); counted as dropped",
-                            self.round_trips, sender, reply.error.reason)
+                self._drop(sender, f"its node replied with an error: "
+                                   f"{error_summary(reply.error.reason or '')}")
                 continue
             answer = reply.content.config_records[RECORD].get("payload")
             if not isinstance(answer, bytes):
-                log.warning("exchange %d: site %s sent no payload; counted as dropped",
-                            self.round_trips, sender)
+                self._drop(sender, "its reply had no payload")
                 continue
             result[sender] = answer
+        replied = {self.site_of_node.get(r.metadata.src_node_id) for r in replies}
+        for site_id in sorted(set(messages) - replied):
+            self._drop(site_id, f"no reply within {self.timeout:g} s")
         dropped = sorted(set(messages) - set(result))
         log.info("exchange %d: %d site(s) answered in %.2f s%s", self.round_trips, len(result),
                  self.seconds[-1], f"; dropped {dropped}" if dropped else "")
@@ -369,7 +403,9 @@ class GridExchange:
             # one line per exchange, appended: the hub CLI shows it while the run goes on
             with open(self.progress, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"exchange": self.round_trips, "answered": sorted(result),
-                                     "dropped": dropped, "seconds": self.seconds[-1]}) + "\n")
+                                     "dropped": dropped, "seconds": self.seconds[-1],
+                                     "why": {d["site"]: d["reason"] for d in self.drops
+                                             if d["exchange"] == self.round_trips}}) + "\n")
         self.round_trips += 1
         return result
 
@@ -528,6 +564,7 @@ def make_server_app(hub_main: HubMain, config: Mapping[str, Any], sink: dict[str
                                    timeout=timeout, connect_timeout=connect_timeout)
         sink["result"] = result
         sink["exchange_seconds"] = list(exchange.seconds)
+        sink["drops"] = list(exchange.drops)
 
     return app
 
@@ -546,7 +583,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
             connect_timeout=float(request["connect_timeout"]), progress=job_dir / PROGRESS_FILE,
             hold=float(request.get("hold", DEFAULT_HOLD_SECONDS)))
         body = {"result": json.loads(encode_result(result)), "exchange_seconds": exchange.seconds,
-                "sites": sorted(exchange.node_of_site)}
+                "sites": sorted(exchange.node_of_site), "drops": exchange.drops}
         atomic.write_text(job_dir / RESULT_FILE, json.dumps(body))
         exchange.drain()  # after the result: the hub's caller does not wait for it
     except Exception as err:

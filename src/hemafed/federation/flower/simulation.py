@@ -184,8 +184,12 @@ def _run(work: Path, hub_main: str, handler_factory: str, sites: list[dict[str, 
             body = _wait_for_result(job_dir, out.get("run-id"), superlink, run_timeout)
         finally:
             stop_processes([superlink])
+    for drop in body.get("drops", []):  # the hub's own log stays in Flower's process
+        log.warning("simulation exchange %s: site %s dropped (%s)", drop.get("exchange"),
+                    drop.get("site"), drop.get("reason"))
     if stats is not None:
         stats["exchange_seconds"] = body.get("exchange_seconds", [])
+        stats["drops"] = body.get("drops", [])
     return normalise_result(body["result"])
 
 
