@@ -27,6 +27,7 @@ from hemafed.analytics.concordance import concordance_request  # noqa: E402
 from hemafed.analytics.design import parse_formula  # noqa: E402
 from hemafed.analytics.multistate import DEFAULT_COLUMNS  # noqa: E402
 from hemafed.analytics.survival_grid import query_params as survival_params  # noqa: E402
+from hemafed.analytics.weighting import weight_request  # noqa: E402
 from hemafed.genomics.pca import PCAResult  # noqa: E402
 from hemafed.genomics.queries import pack  # noqa: E402
 from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
@@ -63,6 +64,10 @@ BOOST = {"design": DESIGN, "outcome": Outcome("survival:cox", duration_col="os_t
                                               event_col="os_status", grid=GRID).to_params(),
          "model": {"base": 0.1, "trees": []}}
 """What FederatedGBDT.fit sends to every boosting query (its ``common`` and ``model``)."""
+IPTW = weight_request(parse_formula("age + sex", None), "hma", [0.1, 0.01, -0.2], 0.4,
+                      "os_time", "os_status", [1.0, 2.0, 3.0], max_weight=20.0)
+"""What FederatedIPTW.fit sends to every ``iptw_*`` query (its ``base``)."""
+IPTW_COX = {**IPTW, "beta": [0.3]}
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -134,6 +139,14 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "gbdt_histograms": {**BOOST, "edges": {"names": ["age"], "cuts": [[40.0, 60.0]]},
                         "tree": TreeBuilder().freeze().to_params(), "frontier": [0],
                         "risk_a": [0.1, 0.2, 0.3, 0.4], "risk_b": [0.01, 0.02, 0.03, 0.04]},
+    "iptw_balance": IPTW,
+    "iptw_km_table": IPTW,
+    "iptw_km_influence": {**IPTW, "w_events": [[1.0, 0.0, 2.5], [0.5, 0.5, 0.0]],
+                          "w_at_risk": [[9.0, 7.0, 6.0], [8.0, 6.5, 5.0]]},
+    "iptw_cox_sums": IPTW_COX,
+    "iptw_cox_robust": {**IPTW_COX, "h": [0.1, 0.0, 0.2], "g": [0.05, 0.0, 0.1],
+                        "hd": [0.1, 0.0, 0.15], "gd": [0.05, 0.0, 0.07],
+                        "xb": [0.5, 0.0, 0.45]},
 }
 """One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
 Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
@@ -221,14 +234,27 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
                         ("risk_a", [0.1]), ("risk_b", [0.1, math.inf, 0.1, 0.1]),
                         ("edges", {"names": ["hb"], "cuts": [[1.0]]}),
                         ("tree", {"feature": []})],
+    "iptw_balance": [("gamma", [0.1, 0.01]), ("gamma", [0.1, math.nan, 0.0]),
+                     ("gamma", [0.0, 5.0, 0.0]), ("marginal", 0.0), ("marginal", 1.5),
+                     ("max_weight", 0.0), ("max_weight", math.inf), ("treatment", ""),
+                     ("design", []), ("grid", [2.0, 1.0]), ("time_mapping", "sideways"),
+                     ("resolution", 0.0), ("event_col", "")],
+    "iptw_km_table": [("grid", []), ("grid", [-1.0, 1.0]), ("duration_col", ""),
+                      ("marginal", -0.4), ("resolution", "1e-6")],
+    "iptw_km_influence": [("w_events", [[1.0, 0.0, 2.5]]), ("w_events", [[1.0, 0.0]] * 2),
+                          ("w_at_risk", [[9.0, -7.0, 6.0], [8.0, 6.5, 5.0]]),
+                          ("w_at_risk", [[9.0, math.inf, 6.0], [8.0, 6.5, 5.0]]),
+                          ("resolution", -1e-14)],
+    "iptw_cox_sums": [("beta", []), ("beta", [0.1, 0.2]), ("beta", [math.nan]),
+                      ("beta", [500.0]), ("ties", "exact"), ("gamma", [0.1])],
+    "iptw_cox_robust": [("h", [0.1, 0.0]), ("h", [-0.1, 0.0, 0.2]), ("g", [0.0, math.nan, 0.0]),
+                        ("xb", [0.5]), ("hd", None), ("beta", [1e9])],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
 NOT_MIGRATED = {
-    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "iptw_balance@1",
-    "iptw_cox_robust@1", "iptw_cox_sums@1", "iptw_km_influence@1", "iptw_km_table@1",
-    "learn_eval_sums@1", "learn_loso_concordance@1", "learn_risk_histogram@1",
-    "learn_site_concordance@1",
+    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "learn_eval_sums@1",
+    "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

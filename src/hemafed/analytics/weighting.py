@@ -67,6 +67,29 @@ def standardised_differences(sums: dict[str, np.ndarray], names: Sequence[str]) 
                          "weighted_smd": wsmd}, index=pd.Index(list(names), name="covariate"))
 
 
+def weight_request(spec: DesignSpec, treatment_col: str, gamma: Sequence[float] | np.ndarray,
+                   marginal: float, duration_col: str, event_col: str,
+                   grid: Sequence[float] | np.ndarray,
+                   max_weight: float | None = None) -> dict[str, Any]:
+    """The parameters every ``iptw_*`` request of :meth:`FederatedIPTW.fit` carries (the keys
+    of :class:`~hemafed.analytics.weighting_queries.WeightedOutcomeParams`); each query adds
+    its own (``beta``, the pooled arrays). ``max_weight`` is left out when ``None``.
+
+    >>> from hemafed.analytics.design import parse_formula
+    >>> sorted(weight_request(parse_formula("age"), "hma", [0.1, 0.0], 0.4, "os_time",
+    ...                       "os_status", [1.0, 2.0]))
+    ['design', 'duration_col', 'event_col', 'gamma', 'grid', 'marginal', 'treatment']
+    """
+    base: dict[str, Any] = {
+        "design": spec.to_params(), "treatment": treatment_col,
+        "gamma": [float(v) for v in gamma], "marginal": float(marginal),
+        "duration_col": duration_col, "event_col": event_col,
+        "grid": [float(t) for t in grid]}
+    if max_weight is not None:
+        base["max_weight"] = float(max_weight)
+    return base
+
+
 class FederatedIPTW(FederatedFitter):
     """IPTW estimate of a binary treatment's effect on survival, fitted across sites.
 
@@ -135,13 +158,9 @@ class FederatedIPTW(FederatedFitter):
             federation, duration_col, event_col, steps_per_unit=steps_per_unit,
             events_only=True, study=study)
         self.rounds += grid is None
-        base: dict[str, Any] = {
-            "design": spec.to_params(), "treatment": treatment_col,
-            "gamma": [float(v) for v in gamma],
-            "marginal": self.marginal_ if self.stabilized else 1.0,
-            "duration_col": duration_col, "event_col": event_col, "grid": g}
-        if max_weight is not None:
-            base["max_weight"] = float(max_weight)
+        base = weight_request(spec, treatment_col, gamma,
+                              self.marginal_ if self.stabilized else 1.0, duration_col,
+                              event_col, g, max_weight)
         self._base, self._grid, self.spec = base, g, spec
 
         bal = self._sum("iptw_balance", base)
