@@ -139,3 +139,12 @@ def test_typed_and_mapping_paths_give_identical_sums(model) -> None:
     # a mapping holding other keys too still gives the rows (the public helper ignores them)
     rows = site_eval_rows(cohort, {**hub, "anything": 1})
     assert rows.risk.size == by_mapping["n"][0]
+
+
+def test_a_predictor_holds_exactly_its_kinds_fields() -> None:
+    assert Predictor.from_params(SCORE) == Predictor("column", (0.0, 4.0), column="score")
+    for bad in (dict(kind="gbdt", bounds=(0.0, 1.0)), dict(kind="ipssm", bounds=(1.0, 0.0)),
+                dict(kind="ipssm", bounds=(0.0, 1.0), column="score"),
+                dict(kind="column", bounds=(0.0, 1.0))):
+        with pytest.raises(ValueError, match="exactly its kind's fields"):
+            Predictor(**bad)  # type: ignore[arg-type]

@@ -58,6 +58,16 @@ class Predictor:
     hazard: tuple[float, ...] = ()
     column: str = ""
 
+    def __post_init__(self) -> None:
+        boosted = self.design is not None and self.model is not None
+        if self.kind not in PREDICTOR_KINDS or boosted != (self.kind == "gbdt") \
+                or bool(self.column) != (self.kind == "column") \
+                or len(self.hazard) != len(self.hazard_times) \
+                or (self.hazard_times and not boosted) or not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"Predictor: a {self.kind!r} predictor has exactly its kind's "
+                             "fields (gbdt: design and model, column: column) and bounds "
+                             "low < high; build it with Predictor.from_params")
+
     @property
     def has_survival(self) -> bool:
         """Whether the predictor gives survival probabilities (a boosted Cox model)."""
