@@ -31,6 +31,7 @@ from hemafed.analytics.weighting import weight_request  # noqa: E402
 from hemafed.genomics.pca import PCAResult  # noqa: E402
 from hemafed.genomics.queries import pack  # noqa: E402
 from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
+from hemafed.learn.metrics import column_predictor, ipssm_predictor  # noqa: E402
 from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
 from hemafed.learn.trees import TreeBuilder  # noqa: E402
 from hemafed.synth.domain import SynthDomain  # noqa: E402
@@ -68,6 +69,16 @@ IPTW = weight_request(parse_formula("age + sex", None), "hma", [0.1, 0.01, -0.2]
                       "os_time", "os_status", [1.0, 2.0, 3.0], max_weight=20.0)
 """What FederatedIPTW.fit sends to every ``iptw_*`` query (its ``base``)."""
 IPTW_COX = {**IPTW, "beta": [0.3]}
+SPLIT = {"feature": [0, -1, -1], "threshold": [50.0, 0.0, 0.0],
+         "default_left": [True, False, False], "left": [1, 0, 0], "right": [2, 0, 0],
+         "value": [0.0, -0.1, 0.1], "gain": [1.0, 0.0, 0.0], "cover": [5.0, 2.0, 3.0]}
+GBDT_COX = {"kind": "gbdt", "design": DESIGN, "base": 0.1, "trees": [SPLIT],
+            "bounds": [-0.2 - 1e-9, 0.2 + 1e-9], "hazard_times": [1.0, 2.0, 3.0],
+            "hazard": [0.1, 0.25, 0.3]}
+"""What :func:`hemafed.learn.metrics.gbdt_predictor` gives of a one-split Cox model."""
+EVAL = {"duration_col": "os_time", "event_col": "os_status", "grid": [1.0, 2.0, 3.0],
+        "predictor": GBDT_COX}
+"""What :func:`hemafed.learn.metrics.evaluate` sends to both its queries (its ``base``)."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -147,6 +158,13 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "iptw_cox_robust": {**IPTW_COX, "h": [0.1, 0.0, 0.2], "g": [0.05, 0.0, 0.1],
                         "hd": [0.1, 0.0, 0.15], "gd": [0.05, 0.0, 0.07],
                         "xb": [0.5, 0.0, 0.45]},
+    "learn_risk_histogram": {**EVAL, "fine_bins": 8192},
+    "learn_eval_sums": {**EVAL, "censoring_survival": [1.0, 0.95, 0.9],
+                        "risk_cuts": [-0.1, 0.0, 0.1], "decile_cuts": [0.0],
+                        "horizon_index": 1, "brier_index": [0, 2]},
+    "learn_site_concordance": {**EVAL, "predictor": column_predictor("ipssr", 0.0, 10.0)},
+    "learn_loso_concordance": {**{k: EVAL[k] for k in ("duration_col", "event_col", "grid")},
+                               "models": {"a": GBDT_COX, "b": ipssm_predictor()}},
 }
 """One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
 Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
@@ -249,12 +267,39 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
                       ("beta", [500.0]), ("ties", "exact"), ("gamma", [0.1])],
     "iptw_cox_robust": [("h", [0.1, 0.0]), ("h", [-0.1, 0.0, 0.2]), ("g", [0.0, math.nan, 0.0]),
                         ("xb", [0.5]), ("hd", None), ("beta", [1e9])],
+    "learn_risk_histogram": [("fine_bins", 0), ("fine_bins", 100_001), ("fine_bins", 2.5),
+                             ("predictor", {**GBDT_COX, "bounds": [0.2, -0.2]}),
+                             ("predictor", {**GBDT_COX, "bounds": [0.0, math.inf]}),
+                             ("predictor", {**GBDT_COX, "kind": "svm"}),
+                             ("predictor", {**GBDT_COX, "colunm": "age"}),
+                             ("predictor", {**GBDT_COX, "design": []}),
+                             ("predictor", {**GBDT_COX, "base": math.nan}),
+                             ("predictor", {**GBDT_COX, "base": 250.0}),
+                             ("predictor", {**GBDT_COX, "trees": [{**SPLIT, "feature": [1, -1, -1]}]}),
+                             ("predictor", {**GBDT_COX, "hazard": [0.1, 0.2]}),
+                             ("predictor", {**GBDT_COX, "hazard_times": [2.0, 1.0, 3.0]}),
+                             ("predictor", {k: v for k, v in GBDT_COX.items() if k != "hazard"}),
+                             ("grid", [2.0, 1.0]), ("duration_col", "")],
+    "learn_eval_sums": [("censoring_survival", [1.0, 0.9]),
+                        ("censoring_survival", [1.0, 1.5, 0.5]),
+                        ("censoring_survival", [1.0, math.nan, 0.5]),
+                        ("risk_cuts", [0.1, 0.0]), ("decile_cuts", [math.inf]),
+                        ("horizon_index", 3), ("horizon_index", -1), ("horizon_index", 0.5),
+                        ("brier_index", [2, 0]), ("brier_index", [0, 3]),
+                        ("brier_index", [0.5]), ("brier_index", [True]),
+                        ("resolution", 0.0)],
+    "learn_site_concordance": [("predictor", {"kind": "column", "bounds": [0.0, 1.0]}),
+                               ("predictor", ipssm_predictor() | {"bounds": [1.0]}),
+                               ("event_col", ""), ("grid", [])],
+    "learn_loso_concordance": [("models", {}), ("models", {"": ipssm_predictor()}),
+                               ("models", {"a": {"kind": "gbdt"}}),
+                               ("models", {"a": {**GBDT_COX, "base": math.inf}}),
+                               ("models", [GBDT_COX]), ("grid", [-1.0, 2.0])],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
 NOT_MIGRATED = {
-    "combat_apply@1", "combat_moments@1", "combat_residuals@1", "learn_eval_sums@1",
-    "learn_loso_concordance@1", "learn_risk_histogram@1", "learn_site_concordance@1",
+    "combat_apply@1", "combat_moments@1", "combat_residuals@1",
 }
 """Registered queries still reading an untyped mapping. This list may only shrink: a new query
 comes with a ``params_type``, and migrating one means deleting it here."""

@@ -3,7 +3,9 @@ Brier score and calibration by risk decile, each as secure sums plus a hub step.
 
 A *predictor* is public and travels in the query parameters: a boosted model
 (:func:`gbdt_predictor`), the IPSS-M mean score computed at the site (:func:`ipssm_predictor`),
-or a numeric cohort column (:func:`column_predictor`). Sites map times *up* to a public grid
+or a numeric cohort column (:func:`column_predictor`); the site parses it once into a
+:class:`~hemafed.learn.predictor.Predictor`, part of each query's typed parameters
+(:class:`RiskHistogramParams`, :class:`EvalSumsParams`). Sites map times *up* to a public grid
 (as the Cox objective does; times past the grid count as censored at its last point), so every
 metric equals the same metric computed on the pooled grid-mapped times, except where noted.
 
@@ -28,34 +30,35 @@ Rounds:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from hemafed.analytics.concordance import concordance_from_histograms
-from hemafed.analytics.design import DesignSpec
 from hemafed.analytics.survival_grid import check_grid, query_params
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import max_patients
-from hemafed.federation.queries import Params, Query, Statistic, register
-from hemafed.learn.features import (
-    feature_matrix,
-    fine_cell,
-    quantile_cuts,
-    site_cached,
-)
-from hemafed.learn.gbdt import FederatedGBDT, Tree, margin, margin_bound
+from hemafed.federation.queries import Params, Query, QueryParams, Statistic, register
+from hemafed.learn.features import fine_cell, quantile_cuts, site_cached
+from hemafed.learn.gbdt import FederatedGBDT, margin_bound
+from hemafed.learn.predictor import IPSSM_BOUNDS as IPSSM_BOUNDS
+from hemafed.learn.predictor import PREDICTOR_KINDS as PREDICTOR_KINDS
+from hemafed.learn.predictor import Predictor
 
-PREDICTOR_KINDS = ("gbdt", "ipssm", "column")
-IPSSM_BOUNDS = (-6.0, 8.0)
-"""Public range used to bin IPSS-M scores (the published scores lie well inside)."""
+MAX_FINE_BINS = 100_000
+"""Most cells of the fine public risk grid of ``learn_risk_histogram``."""
 
+EVAL_RESOLUTION = 1e-9
+"""Fixed-point step of the weighted sums of ``learn_eval_sums`` when the request names none."""
+
+_P = TypeVar("_P", bound="EvalParams")
 
 # --- predictors -----------------------------------------------------------------------------
 
@@ -84,45 +87,141 @@ def column_predictor(column: str, low: float, high: float) -> dict[str, Any]:
     return {"kind": "column", "column": column, "bounds": [float(low), float(high)]}
 
 
-def _check_predictor(p: Any) -> dict[str, Any]:
-    if not isinstance(p, Mapping) or p.get("kind") not in PREDICTOR_KINDS:
-        raise InvalidInput(f"parameter 'predictor' must be a mapping with kind in "
-                           f"{PREDICTOR_KINDS}; build it with gbdt_predictor/ipssm_predictor")
-    b = p.get("bounds")
-    if not isinstance(b, list | tuple) or len(b) != 2 or not float(b[0]) < float(b[1]):
-        raise InvalidInput("predictor 'bounds' must be [low, high] with low < high")
-    return dict(p)
+def check_predictor(p: Any) -> dict[str, Any]:
+    """Validated predictor parameters, in the hub's wire form (raises ``InvalidInput``)."""
+    return Predictor.from_params(p).to_params()
 
 
-def predict_risk(cohort: Cohort, predictor: Mapping[str, Any]) -> np.ndarray:
+def predict_risk(cohort: Cohort, predictor: Mapping[str, Any] | Predictor) -> np.ndarray:
     """Risk score of every patient of the site (NaN where it cannot be computed)."""
-    kind = predictor["kind"]
-    if kind == "gbdt":
-        spec = DesignSpec.from_params(predictor["design"])
-        x = feature_matrix(cohort, spec)
-        return margin([Tree.from_params(t) for t in predictor["trees"]],
-                      float(predictor["base"]), x)
-    if kind == "ipssm":
-        from hemafed.scores.ipssm import ipssm
-
-        res = ipssm(cohort.patients, cohort.gene_matrix(), cohort.mutations)
-        return res.values["score_mean"].to_numpy(dtype=float)
-    col = str(predictor["column"])
-    if col not in cohort.patients.columns:
-        raise InvalidInput(f"predictor column {col!r} is not in the site's cohort")
-    return cohort.patients[col].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    return Predictor.from_params(predictor).risk(cohort)
 
 
-def survival_at(predictor: Mapping[str, Any], risk: np.ndarray,
+def survival_at(predictor: Mapping[str, Any] | Predictor, risk: np.ndarray,
                 times: Sequence[float] | np.ndarray) -> np.ndarray | None:
     """``(n, len(times))`` predicted survival, or None when the predictor has no baseline."""
-    if "hazard" not in predictor:
-        return None
-    ht = np.asarray(predictor["hazard_times"], dtype=float)
-    hz = np.asarray(predictor["hazard"], dtype=float)
-    pos = np.searchsorted(ht, np.asarray(times, dtype=float) + 1e-12, side="right") - 1
-    cum = np.where(pos >= 0, hz[np.maximum(pos, 0)], 0.0)
-    return np.asarray(np.exp(-np.outer(np.exp(risk), cum)))
+    return Predictor.from_params(predictor).survival(risk, times)
+
+
+# --- the typed parameters -------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOutcome(QueryParams):
+    """What every evaluation query reads: the outcome columns and the public time grid the
+    site maps times *up* to (times past it count as censored at its last point)."""
+
+    duration_col: str
+    event_col: str
+    grid: tuple[float, ...]
+    max_patients: int = checks.MAX_PATIENTS
+
+    @staticmethod
+    def outcome_fields(params: Params) -> dict[str, Any]:
+        """The checked values of this class's keys, for a subclass's ``from_mapping``."""
+        return {"duration_col": checks.column(params, "duration_col"),
+                "event_col": checks.column(params, "event_col"),
+                "grid": tuple(float(t) for t in check_grid(params.get("grid"))),
+                "max_patients": checks.max_patients(params)}
+
+    def rows(self, cohort: Cohort, predictor: Predictor) -> EvalRows:
+        """The site's rows with a known outcome and risk under ``predictor``."""
+        return _eval_rows(cohort, self, predictor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalParams(EvalOutcome):
+    """The outcome, the grid and one public ``predictor`` (a :class:`Predictor`): the keys of
+    ``learn_site_concordance`` and the base of ``learn_risk_histogram``/``learn_eval_sums``."""
+
+    QUERY = "learn_site_concordance"
+    predictor: Predictor
+
+    @classmethod
+    def eval_fields(cls, params: Params) -> dict[str, Any]:
+        cls.known(params)
+        return {**cls.outcome_fields(params),
+                "predictor": Predictor.from_params(params.get("predictor"))}
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> Self:
+        return cls(**cls.eval_fields(params))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**super().to_mapping(), "predictor": self.predictor.to_params()}
+
+    def site_rows(self, cohort: Cohort) -> EvalRows:
+        """The site's evaluation rows under this request's predictor."""
+        return self.rows(cohort, self.predictor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskHistogramParams(EvalParams):
+    """``learn_risk_histogram``: and the number of cells of the fine public risk grid over
+    the predictor's ``bounds``."""
+
+    QUERY = "learn_risk_histogram"
+    fine_bins: int = 4096
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> RiskHistogramParams:
+        return cls(**cls.eval_fields(params),
+                   fine_bins=checks.positive_int(params, "fine_bins", 4096, cap=MAX_FINE_BINS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSumsParams(EvalParams):
+    """``learn_eval_sums``: and the hub's round-1 and round-2 results: the censoring survival
+    ``G(t_j)`` per grid time, the public risk bins and deciles (cut points), the grid position
+    of the horizon and those of the Brier times."""
+
+    QUERY = "learn_eval_sums"
+    censoring_survival: tuple[float, ...]
+    risk_cuts: tuple[float, ...]
+    decile_cuts: tuple[float, ...]
+    horizon_index: int
+    brier_index: tuple[int, ...]
+    resolution: float = EVAL_RESOLUTION
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> EvalSumsParams:
+        common = cls.eval_fields(params)
+        m = len(common["grid"])
+        return cls(**common,
+                   censoring_survival=checks.numbers(params, "censoring_survival", length=m,
+                                                     low=0.0, high=1.0),
+                   risk_cuts=_cuts(params, "risk_cuts"),
+                   decile_cuts=_cuts(params, "decile_cuts"),
+                   horizon_index=checks.positive_int(params, "horizon_index", low=0,
+                                                     cap=m - 1),
+                   brier_index=_grid_positions(params, "brier_index", m),
+                   resolution=checks.resolution(params, default=EVAL_RESOLUTION))
+
+
+def _cuts(params: Params, key: str) -> tuple[float, ...]:
+    """Public cut points: strictly increasing finite numbers (none: one bin)."""
+    return checks.numbers(params, key, allow_empty=True, increasing=True)
+
+
+def _grid_positions(params: Params, key: str, m: int) -> tuple[int, ...]:
+    """Strictly increasing grid positions in ``[0, m)`` (possibly none)."""
+    raw = params.get(key)
+    if not isinstance(raw, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        raise InvalidInput(f"parameter {key!r} must be a list of grid positions (ints)")
+    if raw and (raw[0] < 0 or raw[-1] >= m or any(a >= b for a, b in itertools.pairwise(raw))):
+        raise InvalidInput(f"parameter {key!r} must be strictly increasing positions in "
+                           f"[0, {m}) of the grid")
+    return tuple(int(v) for v in raw)
+
+
+def _typed(params: Params | EvalParams, ptype: type[_P]) -> _P:
+    """Typed parameters from the typed object or from a mapping holding (at least) its keys."""
+    if isinstance(params, ptype):
+        return params
+    if isinstance(params, EvalParams):
+        raise InvalidInput(f"{ptype.QUERY} parameters expected, got {type(params).__name__}")
+    wanted = set(ptype.keys())
+    return ptype.from_mapping({k: v for k, v in params.items() if k in wanted})
 
 
 # --- the site's evaluation rows -------------------------------------------------------------
@@ -136,18 +235,16 @@ class EvalRows:
     risk: np.ndarray
 
 
-def _eval_rows(cohort: Cohort, params: Params) -> EvalRows:
-    dcol, ecol = str(params["duration_col"]), str(params["event_col"])
-    grid = check_grid(params["grid"])
-    predictor = _check_predictor(params.get("predictor"))
+def _eval_rows(cohort: Cohort, outcome: EvalOutcome, predictor: Predictor) -> EvalRows:
+    dcol, ecol = outcome.duration_col, outcome.event_col
+    grid = np.asarray(outcome.grid, dtype=float)
     cols = []
     for c in (dcol, ecol):
         if c not in cohort.patients.columns:
             raise InvalidInput(f"outcome column {c!r} is not in the site's cohort")
         cols.append(cohort.patients[c].astype("Float64").to_numpy(dtype=float, na_value=np.nan))
     t, e = cols
-    key = "risk:" + repr(sorted(predictor.items()))
-    risk = site_cached(cohort, key, lambda: predict_risk(cohort, predictor))
+    risk = site_cached(cohort, predictor.cache_key, lambda: predictor.risk(cohort))
     keep = ~np.isnan(t) & ~np.isnan(e) & ~np.isnan(risk)
     t, e, r = t[keep], e[keep], risk[keep]
     if np.any((e != 0) & (e != 1)):
@@ -157,42 +254,29 @@ def _eval_rows(cohort: Cohort, params: Params) -> EvalRows:
     return EvalRows(np.minimum(idx, grid.size - 1), event, r)
 
 
-def site_eval_rows(cohort: Cohort, params: Params) -> EvalRows:
+def site_eval_rows(cohort: Cohort, params: Params | EvalParams) -> EvalRows:
     """The site's evaluation rows for a request holding ``duration_col``, ``event_col``,
-    ``grid`` and ``predictor`` (rows with a known outcome and risk, grid-mapped times)."""
-    return _eval_rows(cohort, params)
-
-
-def check_predictor(p: Any) -> dict[str, Any]:
-    """Validated predictor parameters (raises ``InvalidInput``)."""
-    return _check_predictor(p)
-
-
-def _base_check(params: Params) -> None:
-    for key in ("duration_col", "event_col"):
-        if not isinstance(params.get(key), str) or not params.get(key):
-            raise InvalidInput(f"parameter {key!r} must name a cohort column")
-    check_grid(params.get("grid"))
-    _check_predictor(params.get("predictor"))
+    ``grid`` and ``predictor`` (rows with a known outcome and risk, grid-mapped times):
+    :class:`EvalParams` or a mapping with those keys (others are ignored)."""
+    return _typed(params, EvalParams).site_rows(cohort)
 
 
 # --- query: fine histogram of the risk ------------------------------------------------------
 
-def _risk_hist_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows = _eval_rows(cohort, params)
-    lo, hi = (float(v) for v in params["predictor"]["bounds"])
-    fine = int(params.get("fine_bins", 4096))
+def _risk_hist_compute(cohort: Cohort, params: RiskHistogramParams) -> dict[str, np.ndarray]:
+    rows = params.site_rows(cohort)
+    lo, hi = params.predictor.bounds
+    fine = params.fine_bins
     counts = np.bincount(fine_cell(rows.risk, lo, hi, fine), minlength=fine).astype(float)
     return {"counts": counts}
 
 
-def _risk_hist_declare(params: Params) -> dict[str, Statistic]:
-    mp = max_patients(params)
-    return {"counts": Statistic((int(params.get("fine_bins", 4096)),), 0, mp, is_count=True)}
+def _risk_hist_declare(params: RiskHistogramParams) -> dict[str, Statistic]:
+    return {"counts": Statistic((params.fine_bins,), 0, params.max_patients, is_count=True)}
 
 
 register(Query("learn_risk_histogram", "1", compute=_risk_hist_compute,
-               declare=_risk_hist_declare, check_params=_base_check,
+               declare=_risk_hist_declare, params_type=RiskHistogramParams,
                description="counts of the predicted risk on a fine public grid"))
 
 
@@ -202,25 +286,16 @@ def _bin(values: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
     return np.searchsorted(np.asarray(cuts, dtype=float), values, side="right")
 
 
-def _eval_check(params: Params) -> None:
-    _base_check(params)
-    m = len(params["grid"])
-    g = params.get("censoring_survival")
-    if not isinstance(g, list | tuple) or len(g) != m:
-        raise InvalidInput(f"parameter 'censoring_survival' must hold {m} values (round 1)")
-    for key in ("risk_cuts", "decile_cuts", "brier_index"):
-        if not isinstance(params.get(key), list | tuple):
-            raise InvalidInput(f"parameter {key!r} must be a list")
-
-
-def eval_sums(rows: EvalRows, params: Params) -> dict[str, np.ndarray]:
-    """Every evaluation sum of one site (pure given its rows)."""
-    m = len(params["grid"])
-    g = np.asarray(params["censoring_survival"], dtype=float)
+def eval_sums(rows: EvalRows, params: Params | EvalSumsParams) -> dict[str, np.ndarray]:
+    """Every evaluation sum of one site (pure given its rows); ``params``: the typed
+    parameters or the hub's mapping of ``learn_eval_sums``."""
+    p = _typed(params, EvalSumsParams)
+    m = len(p.grid)
+    g = np.asarray(p.censoring_survival, dtype=float)
     g_before = np.concatenate([[1.0], g[:-1]])  # G(t_j -)
-    rc, dc = params["risk_cuts"], params["decile_cuts"]
+    rc, dc = p.risk_cuts, p.decile_cuts
     nb, nd = len(rc) + 1, len(dc) + 1
-    h = int(params["horizon_index"])
+    h = p.horizon_index
     b = _bin(rows.risk, rc)
     j, ev = rows.time_index, rows.event
     # Harrell's C: events at t_j vs subjects exiting after t_j or censored at t_j
@@ -236,10 +311,10 @@ def eval_sums(rows: EvalRows, params: Params) -> dict[str, np.ndarray]:
     auc_case = np.bincount(b, weights=w, minlength=nb)
     auc_control = np.bincount(b[j > h], minlength=nb).astype(float)
     # Brier at public grid indices s_k
-    bi = np.asarray(params["brier_index"], dtype=np.int64)
-    grid = np.asarray(params["grid"], dtype=float)
-    predictor = params["predictor"]
-    surv = survival_at(predictor, rows.risk, grid[bi]) if bi.size else None
+    bi = np.asarray(p.brier_index, dtype=np.int64)
+    grid = np.asarray(p.grid, dtype=float)
+    predictor = p.predictor
+    surv = predictor.survival(rows.risk, grid[bi]) if bi.size else None
     brier = np.zeros(bi.size)
     if surv is not None:
         dead = ev[:, None] & (j[:, None] <= bi[None, :])
@@ -250,7 +325,7 @@ def eval_sums(rows: EvalRows, params: Params) -> dict[str, np.ndarray]:
         brier = term.sum(axis=0)
     # calibration by risk decile at the horizon
     d = _bin(rows.risk, dc)
-    s_h = survival_at(predictor, rows.risk, [grid[h]])
+    s_h = predictor.survival(rows.risk, [grid[h]])
     pred = 1.0 - s_h[:, 0] if s_h is not None else np.zeros(rows.risk.size)
     cal_events = np.zeros((nd, m))
     np.add.at(cal_events, (d[ev], j[ev]), 1.0)
@@ -264,18 +339,18 @@ def eval_sums(rows: EvalRows, params: Params) -> dict[str, np.ndarray]:
             "cal_events": cal_events, "cal_at_risk": cal_at_risk}
 
 
-def _eval_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    return eval_sums(_eval_rows(cohort, params), params)
+def _eval_compute(cohort: Cohort, params: EvalSumsParams) -> dict[str, np.ndarray]:
+    return eval_sums(params.site_rows(cohort), params)
 
 
-def _eval_declare(params: Params) -> dict[str, Statistic]:
-    mp = max_patients(params)
-    m = len(params.get("grid", ()))
-    nb, nd = len(params.get("risk_cuts", ())) + 1, len(params.get("decile_cuts", ())) + 1
-    k = len(params.get("brier_index", ()))
-    g = np.asarray(params.get("censoring_survival", [1.0]), dtype=float)
+def _eval_declare(params: EvalSumsParams) -> dict[str, Statistic]:
+    mp = params.max_patients
+    m = len(params.grid)
+    nb, nd = len(params.risk_cuts) + 1, len(params.decile_cuts) + 1
+    k = len(params.brier_index)
+    g = np.asarray(params.censoring_survival, dtype=float)
     wmax = 1.0 / max(float(g[g > 0].min()) if np.any(g > 0) else 1.0, 1e-12)
-    res = float(params.get("resolution", 1e-9))
+    res = params.resolution
     return {"events": Statistic((m, nb), 0, mp, is_count=True),
             "later": Statistic((m, nb), 0, mp, sensitivity=math.sqrt(m), is_count=True),
             "auc_case": Statistic((nb,), 0, mp * wmax, res, sensitivity=wmax),
@@ -289,7 +364,7 @@ def _eval_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query("learn_eval_sums", "1", compute=_eval_compute, declare=_eval_declare,
-               check_params=_eval_check,
+               params_type=EvalSumsParams,
                description="sums for C-index, time-dependent AUC, Brier score and calibration"))
 
 
@@ -349,7 +424,7 @@ def evaluate(federation: Federation, predictor: Mapping[str, Any], duration_col:
              study: str = "default") -> Evaluation:
     """C-index, time-dependent AUC at ``horizon``, integrated Brier score over ``brier_times``
     (default: 20 points up to the horizon) and calibration by risk decile, in three rounds."""
-    pred = _check_predictor(predictor)
+    pred = Predictor.from_params(predictor)
     g = check_grid(grid if grid is not None else eval_grid())
     if not g[0] <= horizon <= g[-1]:
         raise InvalidInput(f"horizon {horizon:g} must lie within the grid [{g[0]:g}, {g[-1]:g}]")
@@ -362,9 +437,9 @@ def evaluate(federation: Federation, predictor: Mapping[str, Any], duration_col:
                                                              time_mapping="up"), study=study)
     gsurv = censoring_survival(km["censored"][0], km["at_risk"][0])
     base = {"duration_col": duration_col, "event_col": event_col, "grid": [float(t) for t in g],
-            "predictor": pred}
+            "predictor": pred.to_params()}
     # round 2: risk quantiles -> public risk bins and deciles
-    lo, hi = (float(v) for v in pred["bounds"])
+    lo, hi = pred.bounds
     counts = federation.secure_sum("learn_risk_histogram", base | {"fine_bins": fine_bins},
                                    study=study)["counts"]
     risk_cuts = quantile_cuts(counts, lo, hi, risk_bins)
@@ -380,7 +455,7 @@ def evaluate(federation: Federation, predictor: Mapping[str, Any], duration_col:
     except ZeroDivisionError:
         c = float("nan")
     auc = auc_from_histograms(agg["auc_case"], agg["auc_control"])
-    has_surv = "hazard" in pred
+    has_surv = pred.has_survival
     brier = pd.Series(agg["brier"] / n if has_surv and n else np.full(bidx.size, np.nan),
                       index=pd.Index(g[bidx], name="time"), name="brier")
     if has_surv and bidx.size > 1:

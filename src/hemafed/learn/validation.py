@@ -57,18 +57,12 @@ from hemafed.analytics.survival_grid import check_grid
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import max_patients
 from hemafed.federation.local import LocalSumFederation
-from hemafed.federation.queries import SITE_ID_PARAM, Params, Query, Statistic, register
+from hemafed.federation.queries import Params, Query, SiteContext, Statistic, register
 from hemafed.learn.features import feature_matrix, feature_spec
 from hemafed.learn.gbdt import FederatedGBDT, Outcome, default_grid, training_rows
-from hemafed.learn.metrics import (
-    EvalRows,
-    check_predictor,
-    evaluate,
-    gbdt_predictor,
-    site_eval_rows,
-)
+from hemafed.learn.metrics import EvalOutcome, EvalParams, EvalRows, evaluate, gbdt_predictor
+from hemafed.learn.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +98,19 @@ def concordance_counts(rows: EvalRows) -> tuple[float, float]:
     return conc2, comp
 
 
-def _concordance_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    rows = site_eval_rows(cohort, params)
+def _site_concordance(rows: EvalRows) -> dict[str, np.ndarray]:
     conc2, comp = concordance_counts(rows)
     return {"concordant2": np.array([conc2]), "comparable": np.array([comp]),
             "n": np.array([float(rows.risk.size)]),
             "events": np.array([float(rows.event.sum())])}
 
 
-def _concordance_check(params: Params) -> None:
-    for key in ("duration_col", "event_col"):
-        if not isinstance(params.get(key), str) or not params.get(key):
-            raise InvalidInput(f"parameter {key!r} must name a cohort column")
-    check_grid(params.get("grid"))
-    check_predictor(params.get("predictor"))
+def _concordance_compute(cohort: Cohort, params: EvalParams) -> dict[str, np.ndarray]:
+    return _site_concordance(params.site_rows(cohort))
 
 
-def _concordance_declare(params: Params) -> dict[str, Statistic]:
-    mp = float(max_patients(params))
+def _concordance_declare(params: EvalOutcome) -> dict[str, Statistic]:
+    mp = float(params.max_patients)
     # one patient takes part in at most 2 (n - 1) pairs
     return {"concordant2": Statistic((1,), 0, 2 * mp * mp, sensitivity=4 * mp, is_count=True),
             "comparable": Statistic((1,), 0, mp * mp, sensitivity=2 * mp, is_count=True),
@@ -131,43 +120,57 @@ def _concordance_declare(params: Params) -> dict[str, Statistic]:
 
 SITE_CONCORDANCE = register(Query(
     "learn_site_concordance", "1", compute=_concordance_compute, declare=_concordance_declare,
-    check_params=_concordance_check,
+    params_type=EvalParams,
     description="twice the concordant and the comparable pair counts of Harrell's C of a "
                 "public predictor on the site's patients (for a site's own C-index)"))
 
 
 # --- query: leave-one-site-out concordance, every site with the model trained without it ------
 
-def _loso_check(params: Params) -> None:
-    for key in ("duration_col", "event_col"):
-        if not isinstance(params.get(key), str) or not params.get(key):
-            raise InvalidInput(f"parameter {key!r} must name a cohort column")
-    check_grid(params.get("grid"))
-    models = params.get("models")
-    if not isinstance(models, Mapping) or not models:
-        raise InvalidInput("parameter 'models' must map each left-out site id to the predictor "
-                           "of the fold model trained without that site")
-    for site, predictor in models.items():
-        if not isinstance(site, str) or not site:
-            raise InvalidInput(f"parameter 'models': keys must be site ids, got {site!r}")
-        check_predictor(predictor)
+@dataclass(frozen=True, kw_only=True)
+class LosoParams(EvalOutcome):
+    """``learn_loso_concordance``: the outcome, the grid and ``models``, the fold model (a
+    :class:`~hemafed.learn.predictor.Predictor`) trained without each site, keyed by that
+    site's id (in the hub's order)."""
+
+    QUERY = "learn_loso_concordance"
+    models: tuple[tuple[str, Predictor], ...]
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> LosoParams:
+        cls.known(params)
+        common = cls.outcome_fields(params)
+        models = params.get("models")
+        if not isinstance(models, Mapping) or not models:
+            raise InvalidInput("parameter 'models' must map each left-out site id to the "
+                               "predictor of the fold model trained without that site")
+        if not all(isinstance(site, str) and site for site in models):
+            raise InvalidInput("parameter 'models': keys must be site ids (non-empty strings)")
+        return cls(**common, models=tuple((site, Predictor.from_params(p, "models"))
+                                          for site, p in models.items()))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**super().to_mapping(),
+                "models": {site: p.to_params() for site, p in self.models}}
+
+    def fold_model(self, site_id: str) -> Predictor:
+        """The fold model trained without ``site_id``."""
+        for site, predictor in self.models:
+            if site == site_id:
+                return predictor
+        raise InvalidInput(f"site {site_id}: parameter 'models' has no fold model trained "
+                           f"without this site (it has {sorted(s for s, _ in self.models)}); "
+                           "train one fold per site of the federation")
 
 
-def _loso_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
-    site = str(params[SITE_ID_PARAM])  # the answering site's own id, added by the site
-    models = params["models"]
-    if site not in models:
-        raise InvalidInput(f"site {site}: parameter 'models' has no fold model trained without "
-                           f"this site (it has {sorted(models)}); train one fold per site of "
-                           "the federation")
-    return _concordance_compute(cohort, {
-        "duration_col": params["duration_col"], "event_col": params["event_col"],
-        "grid": params["grid"], "predictor": models[site]})
+def _loso_compute(cohort: Cohort, params: LosoParams, site: SiteContext) -> dict[str, np.ndarray]:
+    # the answering site's own id, added by the site (never the hub's word)
+    return _site_concordance(params.rows(cohort, params.fold_model(site.site_id)))
 
 
 LOSO_CONCORDANCE = register(Query(
     "learn_loso_concordance", "1", compute=_loso_compute, declare=_concordance_declare,
-    check_params=_loso_check, site_aware=True,
+    params_type=LosoParams, site_aware=True,
     description="twice the concordant and the comparable pair counts of Harrell's C of the "
                 "fold model trained without the answering site, on the site's patients "
                 "(summed: the pooled leave-one-site-out C-index)"))
@@ -183,7 +186,7 @@ class SiteConcordance:
     events: int
 
 
-def site_concordance(federation: Federation, predictor: Mapping[str, Any],
+def site_concordance(federation: Federation, predictor: Mapping[str, Any] | Predictor,
                      duration_col: str = "os_time", event_col: str = "os_status", *,
                      grid: Sequence[float] | None = None, study: str = "default"
                      ) -> SiteConcordance:
@@ -195,7 +198,7 @@ def site_concordance(federation: Federation, predictor: Mapping[str, Any],
     g = check_grid(list(grid) if grid is not None else list(default_grid()))
     agg = federation.secure_sum("learn_site_concordance", {
         "duration_col": duration_col, "event_col": event_col, "grid": [float(t) for t in g],
-        "predictor": dict(predictor)}, study=study)
+        "predictor": Predictor.from_params(predictor).to_params()}, study=study)
     comp = float(agg["comparable"][0])
     c = float(agg["concordant2"][0]) / (2.0 * comp) if comp > 0 else float("nan")
     return SiteConcordance(c, comp, round(float(agg["n"][0])),
