@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 MOMENTS_QUERY = "combat_moments"
 RESIDUALS_QUERY = "combat_residuals"
 APPLY_QUERY = "combat_apply"
+RESOLUTION = 1e-10
+"""Default fixed-point step (``resolution``) of the moments and residual sums."""
 POOLED_PATIENTS_LIMIT = 10**12
 """Largest pooled patient count ``n`` a ``combat_apply`` may carry (many sites of at most
 :data:`~hemafed.federation.checks.MAX_PATIENTS_LIMIT` each)."""
@@ -189,13 +191,13 @@ class ComBatMomentsParams(ComBatParams):
     """``combat_moments``: the shared fields and the fixed-point ``resolution`` of the sums."""
 
     QUERY = MOMENTS_QUERY
-    resolution: float = 1e-10
+    resolution: float = RESOLUTION
 
     @classmethod
     def from_mapping(cls, params: Params) -> ComBatMomentsParams:
         cls.known(params)
         check_columns(params)
-        return cls(**cls._common(params), resolution=checks.resolution(params, default=1e-10))
+        return cls(**cls._common(params), resolution=checks.resolution(params, default=RESOLUTION))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,7 +208,7 @@ class ComBatResidualsParams(ComBatParams):
 
     QUERY = RESIDUALS_QUERY
     beta: tuple[tuple[float, ...], ...]
-    resolution: float = 1e-10
+    resolution: float = RESOLUTION
 
     @classmethod
     def from_mapping(cls, params: Params) -> ComBatResidualsParams:
@@ -215,7 +217,7 @@ class ComBatResidualsParams(ComBatParams):
         common = cls._common(params)
         return cls(**common, beta=_matrix(params["beta"], len(common["covariates"]),
                                           len(common["features"])),
-                   resolution=checks.resolution(params, default=1e-10))
+                   resolution=checks.resolution(params, default=RESOLUTION))
 
 
 @dataclass(frozen=True, kw_only=True)
