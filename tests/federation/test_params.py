@@ -30,6 +30,7 @@ from hemafed.analytics.survival_grid import query_params as survival_params  # n
 from hemafed.analytics.weighting import weight_request  # noqa: E402
 from hemafed.genomics.pca import PCAResult  # noqa: E402
 from hemafed.genomics.queries import pack  # noqa: E402
+from hemafed.imaging.combat import FederatedComBat  # noqa: E402
 from hemafed.learn.gbdt import Outcome, default_grid  # noqa: E402
 from hemafed.learn.metrics import column_predictor, ipssm_predictor  # noqa: E402
 from hemafed.learn.survival_net import NetConfig, encode_weights  # noqa: E402
@@ -79,6 +80,17 @@ GBDT_COX = {"kind": "gbdt", "design": DESIGN, "base": 0.1, "trees": [SPLIT],
 EVAL = {"duration_col": "os_time", "event_col": "os_status", "grid": [1.0, 2.0, 3.0],
         "predictor": GBDT_COX}
 """What :func:`hemafed.learn.metrics.evaluate` sends to both its queries (its ``base``)."""
+COMBAT: dict[str, Any] = {
+    "features": ["f1", "f2"], "covariates": ["age"],
+    "bounds": {"f1": [0.0, 1.0], "f2": [0.0, 1.0], "age": [0.0, 100.0]},
+    "max_patients": 1_000_000, "library": "hemafed"}
+"""What FederatedComBat.fit sends in both steps (its ``base``; ``beta`` added to the second)."""
+COMBAT_FIT = FederatedComBat.from_parameters({
+    "features": ["f1", "f2"], "covariates": ["age"], "alpha": [0.5, 0.5],
+    "beta": [[0.001, 0.0]], "var_pooled": [0.01, 0.01], "n": 40, "sites": ["a", "b"]})
+COMBAT_APPLY = {**COMBAT_FIT.site_parameters(), "max_patients": 1_000_000,
+                "bounds": {**COMBAT["bounds"], "h_f1": [-1.0, 2.0]}}
+"""What FederatedComBat.apply sends (the pooled parameters, with an ``h_`` bound)."""
 
 HUB_PARAMS: dict[str, dict[str, Any]] = {
     "cohort_size": {},
@@ -165,6 +177,9 @@ HUB_PARAMS: dict[str, dict[str, Any]] = {
     "learn_site_concordance": {**EVAL, "predictor": column_predictor("ipssr", 0.0, 10.0)},
     "learn_loso_concordance": {**{k: EVAL[k] for k in ("duration_col", "event_col", "grid")},
                                "models": {"a": GBDT_COX, "b": ipssm_predictor()}},
+    "combat_moments": COMBAT,
+    "combat_residuals": {**COMBAT, "beta": [[0.01, 0.002]]},
+    "combat_apply": COMBAT_APPLY,
 }
 """One valid request per migrated query, as the hub sends it (the Fine-Gray and long-format
 Cox fitters build theirs inline in ``fit``: these have their keys and value types)."""
@@ -295,14 +310,27 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
                                ("models", {"a": {"kind": "gbdt"}}),
                                ("models", {"a": {**GBDT_COX, "base": math.inf}}),
                                ("models", [GBDT_COX]), ("grid", [-1.0, 2.0])],
+    "combat_moments": [("features", []), ("features", ["f1", "f1"]), ("covariates", ["f1"]),
+                       ("bounds", {"f1": [1.0, 0.0], "f2": [0.0, 1.0], "age": [0.0, 100.0]}),
+                       ("bounds", {**COMBAT["bounds"], "hb": [0.0, 20.0]}),
+                       ("bounds", {"f1": [0.0, 1.0], "f2": [0.0, 1.0]}), ("resolution", 0.0),
+                       ("library", "pyradiomics"), ("settings", {"bin_width": -1.0}),
+                       ("settings", {"bin_width": 8.0, "colour": "red"})],
+    "combat_residuals": [("beta", [[0.01]]), ("beta", [[math.inf, 0.0]]), ("beta", [[1e5, 0.0]]),
+                         ("beta", [["a", 0.0]]), ("resolution", -1.0),
+                         ("bounds", {**COMBAT["bounds"], "h_f1": [0.0, 1.0]})],
+    "combat_apply": [("alpha", [0.5]), ("alpha", [0.5, 1e6]), ("alpha", [math.nan, 0.5]),
+                     ("var_pooled", [0.0, 0.01]), ("var_pooled", [2.0, 0.01]),
+                     ("beta", [[1e5, 0.0]]), ("beta", [[0.001, 0.0], [0.0, 0.0]]), ("n", -1),
+                     ("n", 2.5), ("sites", ["a", "a"]), ("sites", [""]), ("covariates", None),
+                     ("bounds", {**COMBAT_APPLY["bounds"], "h_f1": [2.0, -1.0]}),
+                     ("bounds", {**COMBAT_APPLY["bounds"], "h_age": [0.0, 1.0]})],
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
-NOT_MIGRATED = {
-    "combat_apply@1", "combat_moments@1", "combat_residuals@1",
-}
-"""Registered queries still reading an untyped mapping. This list may only shrink: a new query
-comes with a ``params_type``, and migrating one means deleting it here."""
+NOT_MIGRATED: frozenset[str] = frozenset()
+"""Registered queries still reading an untyped mapping: none is left, and a new query comes
+with a ``params_type``."""
 
 
 def _params_type(name: str) -> type[QueryParams]:

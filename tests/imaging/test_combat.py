@@ -185,10 +185,13 @@ def test_bad_parameters_are_refused(scd_sites: ImagingSites) -> None:
 @pytest.mark.parametrize("query", ["combat_moments", "combat_residuals", "combat_apply"])
 @pytest.mark.parametrize("beta", ["x", [["a", 1.0]], [[1.0], [1.0, 2.0]], {"age": 1.0}])
 def test_a_non_numeric_beta_is_refused_naming_it(query: str, beta: Any) -> None:
-    """Formerly a ValueError traceback at the site (``np.asarray(beta, dtype=float)``)."""
+    """Formerly a ValueError traceback at the site (``np.asarray(beta, dtype=float)``).
+    ``combat_moments`` reads no ``beta``: it refuses one as an unknown parameter."""
+    pooled = {"combat_moments": {}, "combat_residuals": {"beta": [[0.001, 0.0]]},
+              "combat_apply": {"alpha": [0.5, 0.5], "var_pooled": [0.01, 0.01],
+                               "beta": [[0.001, 0.0]]}}[query]
     params = {"features": ["f1", "f2"], "covariates": ["age"],
-              "bounds": {"f1": [0.0, 1.0], "f2": [0.0, 1.0], "age": [0.0, 100.0]},
-              "alpha": [0.5, 0.5], "var_pooled": [0.01, 0.01], "beta": beta}
+              "bounds": {"f1": [0.0, 1.0], "f2": [0.0, 1.0], "age": [0.0, 100.0]}, **pooled}
     with pytest.raises(InvalidInput, match="parameter 'beta'"):
-        get_query(query).check(params)
-    get_query(query).check({**params, "beta": [[0.001, 0.0]]})  # the same, well formed
+        get_query(query).check({**params, "beta": beta})
+    get_query(query).check(params)  # the same, well formed

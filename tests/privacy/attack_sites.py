@@ -47,12 +47,17 @@ class Probe(HostileHub):
     """A hub sending one request at a time with the declarations the sites expect."""
 
     def send(
-        self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None
+        self, query: str, params: Mapping[str, Any], *, dp: DPRequest | None = None,
+        declared_as: Mapping[str, Any] | None = None,
     ) -> tuple[Any, set[str | None]]:
         """The hub's outcome, and the refusal codes it learned (``{None}``: every site
-        answered). A refusal comes through the sum: the hub learns codes, not sites."""
+        answered). A refusal comes through the sum: the hub learns codes, not sites.
+
+        ``declared_as``: declare the request as these parameters would be (a hostile hub
+        declares what it likes; a typed query's own parse has no declaration for parameters
+        it refuses)."""
         n = len(self.fed.site_dirs)
-        specs = noisy_specs(get_query(query).declare(params), dp, n)
+        specs = noisy_specs(get_query(query).declare(declared_as or params), dp, n)
         start = len(self.replies)
         outcome = self.ask(query, params, specs=specs, dp=dp, divisor=n if dp else 1)
         codes: set[str | None] = set()

@@ -82,7 +82,8 @@ def test_k_a_site_effect_failure_does_not_mark_the_refusing_site(tmp_path: Path)
     start = len(hub.replies)
     outside = {**_combat_params(sorted(cohorts)), "features": ["hb", "bm_blast"],
                "bounds": {"hb": [0, 25], "bm_blast": [0, 100], "age": [0, 120]}}
-    outcome, codes = hub.send("combat_apply", outside)
+    outcome, codes = hub.send("combat_apply", outside,
+                              declared_as=_combat_params(sorted(cohorts)))
     assert not isinstance(outcome, SumOutcome) and codes == {"outside_plan"}, codes
     assert len(set(_audit_seqs(hub, start).values())) == 1
     # the attack: the site effect fails at one site only

@@ -141,7 +141,7 @@ def test_hostile_combat_parameters_are_refused_by_every_site_naming_the_paramete
     hub = Probe(sites, SPEC_B.study_id, SPEC_B.sha256)
     honest = _honest(sites)
     for case, (name, change) in _hostile(honest).items():
-        outcome, codes = hub.send("combat_apply", {**honest, **change})
+        outcome, codes = hub.send("combat_apply", {**honest, **change}, declared_as=honest)
         assert not isinstance(outcome, SumOutcome), case
         pooled = hub.pooled[-1]
         assert pooled.refused == pooled.sites == len(sites.site_dirs), (case, pooled)
@@ -202,14 +202,14 @@ def test_hostile_combat_residuals_beta_is_refused_by_every_site(sites: LocalSite
     hub = Probe(sites, SPEC_B.study_id, SPEC_B.sha256)
     honest = _honest(sites)
     request = _residuals_request(honest)
-    # (a wrong-shaped or non-finite beta has no declaration at the hub either: the query's
-    # own check refuses those, next test)
+    # the typed parameters refuse every hostile beta at the hub too, so the probe declares the
+    # honest request's statistics (the query's own check refuses the rest, next test)
     for case in ("huge covariate effect", "huge effect on hb", "no beta"):
         name, beta = _hostile_residuals(honest["beta"])[case]
         params = {k: v for k, v in request.items() if k != "beta"}
         if beta is not None:
             params["beta"] = beta
-        outcome, codes = hub.send("combat_residuals", params)
+        outcome, codes = hub.send("combat_residuals", params, declared_as=request)
         assert not isinstance(outcome, SumOutcome), case
         pooled = hub.pooled[-1]
         assert pooled.refused == pooled.sites == len(sites.site_dirs), (case, pooled)

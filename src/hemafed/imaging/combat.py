@@ -28,6 +28,10 @@ Each site then standardises its own data, estimates its own ``gamma_hat``, ``del
 their priors (ComBat's priors are per batch, across features) and runs the empirical-Bayes
 iteration locally (:func:`site_adjust`): no site-level effect is ever sent. The result equals
 pooled neuroCombat (parametric, EB) on the same data to rounding.
+
+Each query's parameters are typed (:class:`ComBatMomentsParams`, :class:`ComBatResidualsParams`,
+:class:`ComBatApplyParams`, over the shared :class:`ComBatParams`): a site parses the hub's
+mapping once, with the checks of :mod:`hemafed.imaging.combat_params`, and refuses any other key.
 """
 
 from __future__ import annotations
@@ -44,12 +48,25 @@ import pandas as pd
 from hemafed.analytics.fitter import FederatedFitter
 from hemafed.cohort.model import Cohort
 from hemafed.errors import InvalidInput
+from hemafed.federation import checks
 from hemafed.federation.api import Federation
-from hemafed.federation.checks import MAX_PATIENTS, max_patients
-from hemafed.federation.queries import Params, Query, Statistic, encodable_resolution, register
-from hemafed.imaging.combat_params import check_columns as _check
-from hemafed.imaging.combat_params import column_bounds as _bounds
-from hemafed.imaging.combat_params import pooled_problem, residuals_problem
+from hemafed.federation.checks import MAX_PATIENTS
+from hemafed.federation.queries import (
+    Params,
+    Query,
+    QueryParams,
+    Statistic,
+    encodable_resolution,
+    register,
+)
+from hemafed.imaging.combat_params import (
+    check_columns,
+    column_bounds,
+    pooled_problem,
+    residuals_problem,
+)
+from hemafed.imaging.radiomics import FeatureSettings
+from hemafed.imaging.radiomics.library import LIBRARIES
 from hemafed.site.runtime import (
     register_site_effect,
     register_site_tables,
@@ -61,17 +78,191 @@ log = logging.getLogger(__name__)
 MOMENTS_QUERY = "combat_moments"
 RESIDUALS_QUERY = "combat_residuals"
 APPLY_QUERY = "combat_apply"
+RESOLUTION = 1e-10
+"""Default fixed-point step (``resolution``) of the moments and residual sums."""
+POOLED_PATIENTS_LIMIT = 10**12
+"""Largest pooled patient count ``n`` a ``combat_apply`` may carry (many sites of at most
+:data:`~hemafed.federation.checks.MAX_PATIENTS_LIMIT` each)."""
 CONVERGENCE = 1e-4
 """Relative change that stops the EB iteration (neuroCombat's ``conv``)."""
 
 
-def _site_arrays(cohort: Cohort, params: Params) -> tuple[np.ndarray, np.ndarray]:
+# --- typed parameters ---------------------------------------------------------------------------
+
+def _refuse(problem: tuple[str, str] | None) -> None:
+    """A :mod:`~hemafed.imaging.combat_params` problem as the query's refusal (its detail names
+    the parameter, never a value)."""
+    if problem is not None:
+        raise InvalidInput(problem[1])
+
+
+def _matrix(value: Any, rows: int, cols: int) -> tuple[tuple[float, ...], ...]:
+    """A ``rows x cols`` array the checks of :mod:`~hemafed.imaging.combat_params` accepted,
+    as nested tuples of floats (``()`` when ``rows`` is 0)."""
+    a = np.asarray(value, dtype=float).reshape(rows, cols)
+    return tuple(tuple(float(v) for v in row) for row in a)
+
+
+def _vector(value: Any, size: int) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(value, dtype=float).reshape(size))
+
+
+def _settings(params: Params) -> FeatureSettings:
+    try:
+        return FeatureSettings.from_dict(dict(params["settings"]))
+    except (InvalidInput, TypeError, ValueError):
+        raise InvalidInput("parameter 'settings' must be IBSI feature settings (the keys of "
+                           "the spec's imaging.settings)") from None
+
+
+def _wire_settings(settings: FeatureSettings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.to_dict().items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComBatParams(QueryParams):
+    """What every ComBat query reads: the harmonised ``features`` and the biological
+    ``covariates`` (distinct column names), the public ``bounds`` of each (``(column, low,
+    high)``; the wire form is a mapping ``{column: [low, high]}``), ``max_patients``, and the
+    feature ``library`` and IBSI ``settings`` a request may name (the plan holds them to the
+    study's own; ``None``: not named).
+
+    Each query's ``from_mapping`` runs its check of :mod:`hemafed.imaging.combat_params` (the
+    one the study plan runs too) and refuses bounds of any other column.
+    """
+
+    features: tuple[str, ...]
+    covariates: tuple[str, ...] = ()
+    bounds: tuple[tuple[str, float, float], ...]
+    max_patients: int = MAX_PATIENTS
+    library: str | None = None
+    settings: FeatureSettings | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The features, then the covariates."""
+        return self.features + self.covariates
+
+    def column_bounds(self, columns: Sequence[str] | None = None) -> np.ndarray:
+        """The public ``[low, high]`` of each of ``columns`` (default :attr:`columns`), a
+        ``len(columns) x 2`` array."""
+        table = {c: (lo, hi) for c, lo, hi in self.bounds}
+        cols = self.columns if columns is None else columns
+        return np.asarray([table[c] for c in cols], dtype=float).reshape(len(cols), 2)
+
+    @classmethod
+    def _common(cls, params: Params, optional_bounds: Sequence[str] = ()) -> dict[str, Any]:
+        """The shared fields of a request its query's check accepted; ``optional_bounds``:
+        columns whose bounds the request may add to the features' and covariates'."""
+        feats = tuple(params["features"])
+        covs = tuple(params.get("covariates", []))
+        allowed = (*feats, *covs, *optional_bounds)
+        raw = params["bounds"]
+        if not set(raw) <= set(allowed):
+            also = " (and may give those of h_<feature>)" if optional_bounds else ""
+            raise InvalidInput(f"query {cls.QUERY}: parameter 'bounds' must give the features "
+                               f"and covariates their public bounds{also}, and no other column")
+        cols = [c for c in allowed if c in raw]
+        table = column_bounds(params, cols)
+        out: dict[str, Any] = {
+            "features": feats, "covariates": covs,
+            "bounds": tuple((c, float(lo), float(hi)) for c, (lo, hi) in zip(cols, table,
+                                                                              strict=True)),
+            "max_patients": checks.max_patients(params)}
+        if "library" in params:
+            out["library"] = checks.choice(params, "library", LIBRARIES)
+        if "settings" in params:
+            out["settings"] = _settings(params)
+        return out
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = super().to_mapping()
+        out["bounds"] = {c: [lo, hi] for c, lo, hi in self.bounds}
+        for key in ("library", "settings"):
+            if out[key] is None:  # not named: the plan's (a named one must be the study's)
+                del out[key]
+        if self.settings is not None:
+            out["settings"] = _wire_settings(self.settings)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComBatMomentsParams(ComBatParams):
+    """``combat_moments``: the shared fields and the fixed-point ``resolution`` of the sums."""
+
+    QUERY = MOMENTS_QUERY
+    resolution: float = RESOLUTION
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> ComBatMomentsParams:
+        cls.known(params)
+        check_columns(params)
+        return cls(**cls._common(params), resolution=checks.resolution(params, default=RESOLUTION))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComBatResidualsParams(ComBatParams):
+    """``combat_residuals``: the shared fields, the pooled covariate effects ``beta`` of the
+    moments step (covariates x features, :func:`~hemafed.imaging.combat_params.residuals_problem`)
+    and the ``resolution``."""
+
+    QUERY = RESIDUALS_QUERY
+    beta: tuple[tuple[float, ...], ...]
+    resolution: float = RESOLUTION
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> ComBatResidualsParams:
+        cls.known(params)
+        _refuse(residuals_problem(params))
+        common = cls._common(params)
+        return cls(**common, beta=_matrix(params["beta"], len(common["covariates"]),
+                                          len(common["features"])),
+                   resolution=checks.resolution(params, default=RESOLUTION))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComBatApplyParams(ComBatParams):
+    """``combat_apply``: the pooled ``alpha`` (per feature), ``beta`` (covariates x features)
+    and ``var_pooled`` (per feature) every site harmonises with
+    (:func:`~hemafed.imaging.combat_params.pooled_problem`), the pooled count ``n`` and the
+    ``sites`` of the fit (:meth:`FederatedComBat.site_parameters`); ``bounds`` may add those of
+    ``h_<feature>`` (what the stored harmonised values must lie within). ``covariates`` must be
+    given (an empty list for none)."""
+
+    QUERY = APPLY_QUERY
+    alpha: tuple[float, ...]
+    beta: tuple[tuple[float, ...], ...]
+    var_pooled: tuple[float, ...]
+    n: int = 0
+    sites: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, params: Params) -> ComBatApplyParams:
+        cls.known(params)
+        _refuse(pooled_problem(params))
+        if "covariates" not in params:
+            raise InvalidInput("parameter 'covariates' must list the covariates of the fit "
+                               "(an empty list for none)")
+        common = cls._common(params, [f"h_{f}" for f in params["features"]])
+        p, q = len(common["features"]), len(common["covariates"])
+        try:  # the pooled count: named, never echoed
+            n = checks.positive_int(params, "n", 0, POOLED_PATIENTS_LIMIT, low=0)
+        except InvalidInput:
+            raise InvalidInput("parameter 'n' must be a whole number >= 0 (the pooled "
+                               "patient count)") from None
+        sites = checks.names(params, "sites", allow_empty=True) if "sites" in params else ()
+        return cls(**common, alpha=_vector(params["alpha"], p),
+                   beta=_matrix(params["beta"], q, p),
+                   var_pooled=_vector(params["var_pooled"], p), n=n, sites=sites)
+
+
+def _site_arrays(cohort: Cohort, params: ComBatParams) -> tuple[np.ndarray, np.ndarray]:
     """Complete-case ``(Y n x p, X n x q)`` of this site."""
-    feats, covs = list(params["features"]), list(params.get("covariates", []))
+    feats, covs = list(params.features), list(params.covariates)
     cols = [cohort.numeric_column(c, "ComBat") for c in feats + covs]
     data = np.column_stack(cols) if cols else np.zeros((len(cohort), 0))
     data = data[~np.isnan(data).any(axis=1)]
-    bounds = _bounds(params, feats + covs)
+    bounds = params.column_bounds()
     outside = (data < bounds[:, 0]) | (data > bounds[:, 1])
     if outside.any():
         col = (feats + covs)[int(np.flatnonzero(outside.any(axis=0))[0])]
@@ -101,16 +292,15 @@ def local_residual_ss(y: np.ndarray, x: np.ndarray, beta: np.ndarray) -> np.ndar
     return np.sum(r ** 2, axis=0)
 
 
-def _moments_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _moments_compute(cohort: Cohort, params: ComBatMomentsParams) -> dict[str, np.ndarray]:
     y, x = _site_arrays(cohort, params)
     return local_moments(y, x)
 
 
-def _declare_common(params: Params) -> tuple[int, float, np.ndarray, np.ndarray]:
-    feats, covs = list(params["features"]), list(params.get("covariates", []))
-    b = _bounds(params, feats + covs)
-    m = max_patients(params)
-    return m, float(params.get("resolution", 1e-10)), b[:len(feats)], b[len(feats):]
+def _declare_common(params: ComBatMomentsParams | ComBatResidualsParams
+                    ) -> tuple[int, float, np.ndarray, np.ndarray]:
+    return (params.max_patients, params.resolution, params.column_bounds(params.features),
+            params.column_bounds(params.covariates))
 
 
 def _stat(shape: tuple[int, ...], low: float, high: float, res: float,
@@ -121,7 +311,7 @@ def _stat(shape: tuple[int, ...], low: float, high: float, res: float,
                      sensitivity=sensitivity)
 
 
-def _moments_declare(params: Params) -> dict[str, Statistic]:
+def _moments_declare(params: ComBatMomentsParams) -> dict[str, Statistic]:
     m, res, by, bx = _declare_common(params)
     ry, rx = by[:, 1] - by[:, 0], bx[:, 1] - bx[:, 0]
     amax_y = float(np.abs(by).max())
@@ -140,16 +330,15 @@ def _moments_declare(params: Params) -> dict[str, Statistic]:
     }
 
 
-def _residuals_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _residuals_compute(cohort: Cohort, params: ComBatResidualsParams) -> dict[str, np.ndarray]:
     y, x = _site_arrays(cohort, params)
-    beta = np.asarray(params["beta"], dtype=float).reshape(x.shape[1], y.shape[1])
+    beta = np.asarray(params.beta, dtype=float).reshape(x.shape[1], y.shape[1])
     return {"rss": local_residual_ss(y, x, beta)}
 
 
-def _residuals_declare(params: Params) -> dict[str, Statistic]:
+def _residuals_declare(params: ComBatResidualsParams) -> dict[str, Statistic]:
     m, res, by, bx = _declare_common(params)
-    beta = np.asarray(params.get("beta", np.zeros((len(bx), len(by)))), dtype=float)
-    beta = beta.reshape(len(bx), len(by))
+    beta = np.asarray(params.beta, dtype=float).reshape(len(bx), len(by))
     span = (by[:, 1] - by[:, 0]) + np.abs(beta).T @ (bx[:, 1] - bx[:, 0]) if len(bx) else \
         by[:, 1] - by[:, 0]
     top = float(np.max(span)) ** 2
@@ -157,42 +346,27 @@ def _residuals_declare(params: Params) -> dict[str, Statistic]:
 
 
 register(Query(MOMENTS_QUERY, "1", compute=_moments_compute, declare=_moments_declare,
-               check_params=_check,
+               params_type=ComBatMomentsParams,
                description="ComBat: n, sums and within-site centred cross-products of features "
                            "and biological covariates"))
 register(Query(RESIDUALS_QUERY, "1", compute=_residuals_compute, declare=_residuals_declare,
-               check_params=lambda p: _check_residuals(p),
+               params_type=ComBatResidualsParams,
                description="ComBat: sum of squared within-site residuals at public beta"))
-
-
-def _check_residuals(params: Params) -> None:
-    """The hub-sent ``beta`` (:func:`~hemafed.imaging.combat_params.residuals_problem`; the
-    plan check refuses the same, naming ``beta``, at a site with a plan)."""
-    problem = residuals_problem(params)
-    if problem is not None:
-        raise InvalidInput(problem[1])
 
 
 def check_pooled(params: Params) -> None:
     """:func:`pooled_problem` as an ``InvalidInput`` (the query's own check, for a site
     without a plan; a site with one refuses it in the plan check, :mod:`hemafed.study.plan`)."""
-    problem = pooled_problem(params)
-    if problem is not None:
-        raise InvalidInput(problem[1])
+    _refuse(pooled_problem(params))
 
 
-def _check_apply(params: Params) -> None:
-    check_pooled(params)
-    FederatedComBat.from_parameters(params)
-
-
-def _apply_compute(cohort: Cohort, params: Params) -> dict[str, np.ndarray]:
+def _apply_compute(cohort: Cohort, params: ComBatApplyParams) -> dict[str, np.ndarray]:
     y, _ = _site_arrays(cohort, params)  # refuses values outside the public bounds
     return {"n": np.array([float(len(y))])}
 
 
-def _apply_declare(params: Params) -> dict[str, Statistic]:
-    return {"n": Statistic((1,), 0, max_patients(params), is_count=True)}
+def _apply_declare(params: ComBatApplyParams) -> dict[str, Statistic]:
+    return {"n": Statistic((1,), 0, params.max_patients, is_count=True)}
 
 
 def _apply_effect(site_dir: Any, node: Any, params: Params, study: str) -> None:
@@ -204,7 +378,7 @@ def _apply_effect(site_dir: Any, node: Any, params: Params, study: str) -> None:
 
 
 register(Query(APPLY_QUERY, "1", compute=_apply_compute, declare=_apply_declare,
-               check_params=_check_apply,
+               params_type=ComBatApplyParams,
                description="ComBat: the pooled parameters back to the site, which stores its "
                            "harmonised features; the reply is the number harmonised"))
 register_site_effect(APPLY_QUERY, _apply_effect)
@@ -332,7 +506,7 @@ class FederatedComBat(FederatedFitter):
             "max_patients": int(max_patients)}
         if library is not None:
             base["library"] = str(library)
-        _check(base)
+        ComBatMomentsParams.from_mapping(base)  # the sites' own check, before any request
         first = federation.secure_sum(MOMENTS_QUERY, base, study=study)
         beta, alpha, n = pooled_estimates(first.values)
         if n < 3:

@@ -57,7 +57,8 @@ def check_columns(params: Params) -> None:
     feats = _names(params, "features", allow_empty=False)
     covs = _names(params, "covariates", allow_empty=True)
     if set(feats) & set(covs) or len(set(feats)) != len(feats) or len(set(covs)) != len(covs):
-        raise InvalidInput("features and covariates must be distinct, each listed once")
+        raise InvalidInput("parameters 'features' and 'covariates' must be distinct column "
+                           "names, each listed once")
     column_bounds(params, feats + covs)
     if "beta" in params:
         try:  # a non-numeric or ragged beta is refused like a misshapen one, never a traceback
