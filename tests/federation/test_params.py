@@ -16,7 +16,7 @@ import pytest
 
 from hemafed.errors import InvalidInput
 from hemafed.federation import checks
-from hemafed.federation.queries import SITE_ID_PARAM, QueryParams, get_query, registered
+from hemafed.federation.queries import SITE_ID_PARAM, Query, QueryParams, get_query, registered
 from hemafed.study.catalogue import catalogued
 from hemafed.study.queries import query_catalogue
 
@@ -328,29 +328,23 @@ OUT_OF_RANGE: dict[str, list[tuple[str, Any]]] = {
 }
 """Per migrated query, values out of range (or not well formed) for one key each."""
 
-NOT_MIGRATED: frozenset[str] = frozenset()
-"""Registered queries still reading an untyped mapping: none is left, and a new query comes
-with a ``params_type``."""
-
-
 def _params_type(name: str) -> type[QueryParams]:
-    q = get_query(name)
-    assert q.params_type is not None, f"{name} is not migrated"
-    return q.params_type
+    return get_query(name).typed
 
 
 MIGRATED = sorted(HUB_PARAMS)
 
 
-def test_every_migrated_query_has_a_hub_mapping_here() -> None:
-    migrated = {q.name for q in registered() if q.migrated}
-    assert migrated == set(HUB_PARAMS)
+def test_every_query_has_a_hub_mapping_here() -> None:
+    assert {q.name for q in registered()} == set(HUB_PARAMS)
 
 
-def test_the_unmigrated_list_only_shrinks() -> None:
-    untyped = {q.key for q in registered() if not q.migrated}
-    assert untyped - NOT_MIGRATED == set(), "new untyped query: give it a params_type"
-    assert NOT_MIGRATED - untyped == set(), "migrated: delete it from NOT_MIGRATED"
+def test_a_query_without_typed_parameters_is_not_registered() -> None:
+    with pytest.raises(ValueError, match="give it a params_type"):
+        Query("untyped_probe", "1", compute=lambda cohort, params: {},
+              declare=lambda params: {})
+    assert all(isinstance(q.typed, type) and issubclass(q.typed, QueryParams)
+               for q in registered())
 
 
 @pytest.mark.parametrize("name", MIGRATED)

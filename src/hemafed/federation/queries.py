@@ -67,7 +67,7 @@ def _site_context(params: Params) -> SiteContext | None:
 
 @dataclass(frozen=True)
 class _Typed:
-    """``declare``/``compute``/``check_params`` (and ``risk_set_changes``) of a migrated query
+    """``declare``/``compute``/``check_params`` (and ``risk_set_changes``) of a query
     (one with a ``params_type``).
 
     The query's own function takes the typed parameters; this accepts those or the hub's mapping
@@ -111,26 +111,23 @@ def _no_check(params: Params) -> None:
 class Query:
     """A registered site query.
 
-    A **migrated** query has a ``params_type``: a frozen :class:`QueryParams` dataclass whose
+    Every query has a ``params_type`` (required): a frozen :class:`QueryParams` dataclass whose
     ``from_mapping`` checks the hub's parameters once (:meth:`check` builds it); its ``declare``
     takes that object, and its ``compute`` takes ``(cohort, params)``, or ``(cohort, params,
     site)`` with the :class:`SiteContext` when ``site_aware``. Defaults live in the dataclass
-    only. Called with the hub's mapping, ``declare``/``compute``/``check_params`` of a migrated
-    query parse it first, so both forms work.
-
-    A query not yet migrated (no ``params_type``) reads the mapping itself: ``check_params``
-    raises ``InvalidInput`` for bad parameters; ``declare``/``compute`` take the mapping.
+    only. Called with the hub's mapping, ``declare``/``compute``/``check_params`` parse it
+    first, so both forms work (``check_params`` is that parse, for the hub's own check).
 
     ``site_aware``: ``compute`` also gets the answering site's id (``check_params`` and
     ``declare`` see only the hub's parameters, so every site and the hub agree on the
-    declaration); an unmigrated query gets it as ``params[SITE_ID_PARAM]``.
+    declaration).
 
     ``risk_set_changes``: for a query whose reply carries risk-set sums over a grid (Cox-type
     estimators), the site-only count table of its own patients whose risk-set membership
     changes between consecutive grid points other than by a released event (censorings,
     competing exits, entries; :func:`hemafed.privacy.disclosure.risk_set_changes`). The site
     checks it under the minimum-cell rule and never releases it (docs/security.md, attack M).
-    Of a migrated query it takes ``(cohort, params)`` as ``compute`` does.
+    It takes ``(cohort, params)`` as ``compute`` does.
     """
 
     name: str
@@ -145,7 +142,8 @@ class Query:
 
     def __post_init__(self) -> None:
         if self.params_type is None:
-            return
+            raise ValueError(f"query {self.key}: give it a params_type (a frozen QueryParams "
+                             f"dataclass); a query reading an untyped mapping is not registered")
         if self.check_params is not _no_check:
             raise ValueError(f"query {self.key}: a params_type is the check; drop check_params")
         for role, attr in (("compute", "compute"), ("declare", "declare"),
@@ -161,23 +159,20 @@ class Query:
         return f"{self.name}@{self.version}"
 
     @property
-    def migrated(self) -> bool:
-        """Whether the query has typed parameters (a ``params_type``)."""
-        return self.params_type is not None
+    def typed(self) -> type[QueryParams]:
+        """The query's parameter dataclass (``params_type``, required)."""
+        assert self.params_type is not None  # __post_init__ refuses a query without one
+        return self.params_type
 
-    def check(self, params: Params) -> Params | QueryParams:
+    def check(self, params: Params) -> QueryParams:
         """Check the hub's parameters: the reserved site keys are refused, then the typed
-        parameters are built (a migrated query) or ``check_params`` runs; returns what
-        ``declare``/``compute`` take (the typed parameters, or the mapping itself)."""
+        parameters are built; returns what ``declare``/``compute`` take."""
         for name in RESERVED_PARAMS:
             if name in params:
                 raise InvalidInput(
                     f"query {self.key}: parameter {name!r} is reserved for the answering site, "
                     "which adds it itself; remove it from the request")
-        if self.params_type is not None:
-            return self.params_type.from_mapping(params)
-        self.check_params(params)
-        return params
+        return self.typed.from_mapping(params)
 
     def run(self, cohort: Cohort, params: Params, *, site_id: str | None = None,
             min_cell: int = 0) -> dict[str, np.ndarray]:
@@ -190,27 +185,21 @@ class Query:
         """
         return self.run_checked(cohort, self.check(params), site_id=site_id, min_cell=min_cell)
 
-    def run_checked(self, cohort: Cohort, checked_params: Params | QueryParams, *,
+    def run_checked(self, cohort: Cohort, checked_params: QueryParams, *,
                     site_id: str | None = None, min_cell: int = 0) -> dict[str, np.ndarray]:
         """:meth:`run` on parameters :meth:`check` already returned: the site parses a
         request once and computes on the very object its plan check compared."""
         if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 0:
             raise ValueError(f"min_cell must be an int >= 0, got {min_cell!r}")
-        if not isinstance(checked_params, self.params_type or Mapping):
+        if not isinstance(checked_params, self.typed):
             raise TypeError(f"query {self.key}: run_checked takes what check returned, got "
                             f"{type(checked_params).__name__}")
         spec = self.declare(checked_params)
         if self.site_aware and (not isinstance(site_id, str) or not site_id):
             raise InvalidInput(f"query {self.key} needs the answering site's id: run it at a "
                                "site (SiteNode.answer) or pass site_id=")
-        if isinstance(checked_params, QueryParams):
-            site = [SiteContext(site_id, min_cell)] if self.site_aware and site_id else []
-            out = self.compute(cohort, checked_params, *site)
-        elif self.site_aware:
-            out = self.compute(cohort, {**checked_params, SITE_ID_PARAM: site_id,
-                                        SITE_MIN_CELL_PARAM: min_cell})
-        else:
-            out = self.compute(cohort, checked_params)
+        site = [SiteContext(site_id, min_cell)] if self.site_aware and site_id else []
+        out = self.compute(cohort, checked_params, *site)
         if set(out) != set(spec):
             raise InvalidInput(f"query {self.key}: returned {sorted(out)}, declared {sorted(spec)}")
         checked: dict[str, np.ndarray] = {}

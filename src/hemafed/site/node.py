@@ -120,7 +120,7 @@ class SiteAnswer:
 def _params_key(checked: Params | QueryParams) -> str:
     """The key under which the plan counts a request's distinct parameter sets: of a typed
     query, its parameters with the defaults filled in (a default spelt out is the same
-    request, not a new round); of an untyped one, the mapping as sent."""
+    request, not a new round); of parameters the query refused to parse, the mapping as sent."""
     wire = checked.to_mapping() if isinstance(checked, QueryParams) else checked
     return hashlib.sha256(canonical_json(wire)).hexdigest()[:16]
 
@@ -406,7 +406,7 @@ class SiteNode:
         return None
 
     def _parse(self, request: SiteRequest, plan: StudyPlan | None
-               ) -> tuple[Query, Params | QueryParams]:
+               ) -> tuple[Query, QueryParams]:
         """The request's query and its parameters, checked once (:meth:`Query.check`): the
         one object the plan check, the declaration and the computation all take.
 

@@ -8,9 +8,7 @@ lists, for a study spec, the ``name@version`` of every query its analyses send, 
 
 from __future__ import annotations
 
-import inspect
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hemafed.kinds import get_kind, registered_kinds
@@ -42,8 +40,6 @@ QUERIES_OF_KIND: Mapping[str, tuple[str, ...]] = _KindSends()
 """Study analysis kind -> the site queries its estimator sends (:attr:`AnalysisKind.sends`
 of its registration: the plan's permitted queries and this list live in one place)."""
 
-_PARAM = re.compile(r"""params(?:\.get\(|\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
-
 
 def _registered() -> list[Any]:
     """Every site query (:mod:`hemafed.study.catalogue` registers them all)."""
@@ -51,30 +47,6 @@ def _registered() -> list[Any]:
     from hemafed.study import catalogue  # noqa: F401  (its import registers every site query)
 
     return registered()
-
-
-def _parameters(*functions: Callable[..., Any]) -> list[str]:
-    """Parameter names the query's own code reads (``params["x"]`` / ``params.get("x")``)."""
-    names: set[str] = set()
-    seen: set[Any] = set()
-    todo = list(functions)
-    while todo:
-        fn = todo.pop()
-        if fn in seen or not callable(fn):
-            continue
-        seen.add(fn)
-        try:
-            source = inspect.getsource(fn)
-        except (OSError, TypeError):
-            continue
-        names.update(_PARAM.findall(source))
-        module = inspect.getmodule(fn)
-        for called in re.findall(r"\b(_[a-z][a-z0-9_]*)\(", source):  # one module's helpers
-            helper = getattr(module, called, None)
-            if inspect.isfunction(helper):
-                todo.append(helper)
-    names.discard("_site_id")
-    return sorted(names)
 
 
 def query_catalogue() -> list[dict[str, Any]]:
@@ -87,8 +59,7 @@ def query_catalogue() -> list[dict[str, Any]]:
             privacy.append("uses the answering site's own id (never sent back)")
         out.append({"key": q.key, "name": q.name, "version": q.version,
                     "description": q.description,
-                    "parameters": (sorted(q.params_type.keys()) if q.params_type is not None
-                                   else _parameters(q.compute, q.declare, q.check_params)),
+                    "parameters": sorted(q.typed.keys()),
                     "privacy": "; ".join(privacy)})
     return out
 
