@@ -196,6 +196,12 @@ class KeepWarm:
     writing the run's result (:meth:`GridExchange.drain`, bounded); a hold reply that still
     comes after the run has finished is refused by the SuperLink and discarded by the
     SuperNode, which goes on (tested).
+
+    Deployment only: a SuperNode answers its messages one after another, so a hold never runs
+    beside the exchange message it follows. Flower's simulation engine runs a node's messages
+    on a pool of workers and writes back the context each one started with; a hold finished
+    after its exchange message would put back the site's state from before it (the simulation
+    sends none: :mod:`hemafed.federation.flower.simulation`).
     """
 
     rearm_for = 10.0
@@ -583,7 +589,8 @@ def _deployment_main(grid: Grid, context: Context) -> None:
             connect_timeout=float(request["connect_timeout"]), progress=job_dir / PROGRESS_FILE,
             hold=float(request.get("hold", DEFAULT_HOLD_SECONDS)))
         body = {"result": json.loads(encode_result(result)), "exchange_seconds": exchange.seconds,
-                "sites": sorted(exchange.node_of_site), "drops": exchange.drops}
+                "sites": sorted(exchange.node_of_site), "drops": exchange.drops,
+                "holds_sent": exchange.keep_warm.sent if exchange.keep_warm else 0}
         atomic.write_text(job_dir / RESULT_FILE, json.dumps(body))
         exchange.drain()  # after the result: the hub's caller does not wait for it
     except Exception as err:

@@ -171,9 +171,12 @@ def _run(work: Path, hub_main: str, handler_factory: str, sites: list[dict[str, 
         log.info("started simulation SuperLink (pid %d) on %s", superlink.pid, address)
         try:
             wait_for_port("127.0.0.1", port, 60.0, superlink)
+            # no holds (KeepWarm): the simulation engine writes back the context each message
+            # was started with, and a hold answered after the exchange message it follows
+            # would put back the site's state from before that message (a lost session)
             request = {"hub_main": hub_main, "config": dict(config),
                        "expected_sites": len(sites), "timeout": timeout,
-                       "connect_timeout": connect_timeout}
+                       "connect_timeout": connect_timeout, "hold": 0.0}
             atomic.write_text(job_dir / REQUEST_FILE, json.dumps(request))
             out = _flwr(flwr_home, [
                 "run", str(app_dir), CONNECTION, "--run-config",
@@ -190,6 +193,7 @@ def _run(work: Path, hub_main: str, handler_factory: str, sites: list[dict[str, 
     if stats is not None:
         stats["exchange_seconds"] = body.get("exchange_seconds", [])
         stats["drops"] = body.get("drops", [])
+        stats["holds_sent"] = body.get("holds_sent", 0)
     return normalise_result(body["result"])
 
 
