@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import from its own layer and any lower one):
 
-    cohort, release  <-  secure, privacy  <-  federation  <-  site
+    cohort, release  <-  secure, privacy  <-  federation  <-  site, studyplan
             <-  analytics, learn, synth, imaging, genomics, scores, report  <-  study
             <-  service, cli, demo, connection
 
@@ -26,7 +26,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cohort", "errors", "atomic", "release", "kinds", "documents"}),
     frozenset({"secure", "privacy"}),
     frozenset({"federation"}),
-    frozenset({"site"}),
+    frozenset({"site", "studyplan"}),
     frozenset({"analytics", "learn", "synth", "imaging", "genomics", "scores", "report"}),
     frozenset({"study", "samples"}),
     frozenset({"service", "cli", "demo", "connection"}),
@@ -34,7 +34,6 @@ LAYERS: tuple[frozenset[str], ...] = (
 
 KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.imaging.demo", "hemafed.demo"),
-    ("hemafed.imaging.spec", "hemafed.study.spec"),
     ("hemafed.imaging.demo", "hemafed.study.spec"),
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
@@ -46,27 +45,15 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.federation.membership_cli", "hemafed.site.runtime"),
     ("hemafed.federation.membership_cli", "hemafed.site.store"),
     ("hemafed.federation.runtime", "hemafed.site.request"),
-    # the site derives its plans from the approved spec, which lives in study/
+    # the site CLI, a command line of its own, registers the built-in kinds and the planner
+    # (hemafed.studyplan) and reports an approved study's plan
     ("hemafed.site.cli", "hemafed.study.plan"),
     ("hemafed.site.cli", "hemafed.study.spec"),
-    ("hemafed.site.node", "hemafed.study.plan"),
-    ("hemafed.site.studies", "hemafed.study.plan"),
-    ("hemafed.site.studies", "hemafed.study.spec"),
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
     # ComBat's site step stores what the model computes, and the store rebuilds the model
     frozenset({"hemafed.imaging.combat", "hemafed.imaging.site_features"}),
-    # the site's plan reads the approved spec and the kinds registered beside their
-    # estimators, whose hub and site steps reach the site runtime and store (the plan should
-    # move below site/: issue 14)
-    frozenset({"hemafed.analytics.coxph_startstop", "hemafed.analytics.mixed",
-               "hemafed.analytics.study_kinds", "hemafed.genomics.gwas", "hemafed.genomics.kinds",
-               "hemafed.genomics.ld", "hemafed.genomics.pca", "hemafed.genomics.plots",
-               "hemafed.genomics.queries", "hemafed.genomics.study", "hemafed.imaging.spec",
-               "hemafed.site.node", "hemafed.site.runtime", "hemafed.site.store",
-               "hemafed.site.studies", "hemafed.study.kinds", "hemafed.study.plan",
-               "hemafed.study.spec"}),
 })
 
 
@@ -215,15 +202,14 @@ def test_no_import_cycles() -> None:
 
 
 SITE_STUDY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
-    # the site derives its plans from the approved spec (hemafed.study.plan, .spec)
+    # the site CLI registers the built-in kinds and the planner, and approves a spec
     ("hemafed.site.cli", "hemafed.study.plan"),
     ("hemafed.site.cli", "hemafed.study.spec"),
-    ("hemafed.site.node", "hemafed.study.plan"),
-    ("hemafed.site.studies", "hemafed.study.plan"),
-    ("hemafed.site.studies", "hemafed.study.spec"),
 })
-"""The only imports of study/ from site/: the approved spec and its plan. Cohort enrichment
-(the derived scores) is a hook the site runtime is given, never an import."""
+"""The only imports of study/ from site/: the site CLI's. The node and the store read the
+approved spec's model and derive its plan through :mod:`hemafed.studyplan` (the kinds, spec
+rules and planner registered into it), as cohort enrichment (the derived scores) is a hook the
+site runtime is given, never an import."""
 
 DEMO_IMPORTERS = frozenset({"hemafed.cli", "hemafed.demo", "hemafed.imaging.demo"})
 """The modules that may import :mod:`hemafed.demo`: the CLI and the demos themselves."""

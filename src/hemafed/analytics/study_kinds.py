@@ -50,10 +50,11 @@ from hemafed.report.drawing import (
     plot_steps,
 )
 from hemafed.report.html import Section
+from hemafed.studyplan.spec import OWN_LATTICE_MAX_POINTS
 
 if TYPE_CHECKING:
     from hemafed.cohort.model import Cohort
-    from hemafed.study.spec import Analysis, StudySpec
+    from hemafed.studyplan.spec import Analysis, StudySpec
 
 
 
@@ -109,6 +110,29 @@ COX_LONG_DEFAULTS: dict[str, Any] = {"id_col": "patient_id", "start": "start", "
                                      "event": "event", "ties": "efron", "steps_per_unit": 1.0,
                                      "max_time": 10_000.0, "max_rows_per_patient": 20}
 """The spec options of ``cox_long`` a spec may leave out (times in the long table's unit)."""
+
+
+def check_cox_long_lattice(analysis: Analysis) -> list[str]:
+    """A ``cox_long`` lattice (``steps_per_unit``, ``max_time``, in the long table's own time
+    unit) is one the plan admits (:data:`hemafed.kinds.OWN_TABLE_LATTICES`, at most
+    :data:`hemafed.studyplan.spec.OWN_LATTICE_MAX_POINTS` points): a site answers nothing on
+    another, so the spec is refused at validation rather than at the hub step (a spec rule,
+    :class:`hemafed.studyplan.spec.SpecRules`, registered by :mod:`hemafed.study.kinds`)."""
+    if analysis.kind != "cox_long":
+        return []
+    spu = analysis.get("steps_per_unit", COX_LONG_DEFAULTS["steps_per_unit"])
+    top = analysis.get("max_time", COX_LONG_DEFAULTS["max_time"])
+    allowed = ", ".join(f"{v:g}" for v in sorted(OWN_TABLE_LATTICES))
+    if isinstance(spu, bool) or not isinstance(spu, int | float) \
+            or float(spu) not in OWN_TABLE_LATTICES:
+        return [f"steps_per_unit must be one of the public lattices {allowed} (steps per time "
+                f"unit of the long table), got {spu!r}"]
+    if isinstance(top, bool) or not isinstance(top, int | float) or not 0 < top < float("inf"):
+        return [f"max_time must be a positive number, got {top!r}"]
+    if int(float(top) * float(spu)) + 1 > OWN_LATTICE_MAX_POINTS:
+        return [f"the lattice steps_per_unit x max_time may hold at most "
+                f"{OWN_LATTICE_MAX_POINTS} points; lower max_time or steps_per_unit"]
+    return []
 
 
 def _long_option(a: Analysis, key: str) -> Any:

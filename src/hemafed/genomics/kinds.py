@@ -14,7 +14,7 @@ from hemafed.report.drawing import generic_page
 from hemafed.report.html import Section
 
 if TYPE_CHECKING:
-    from hemafed.study.spec import Analysis, StudySpec
+    from hemafed.studyplan.spec import Analysis, StudySpec
 
 __all__ = ["GWAS_CAP", "KINDS"]
 

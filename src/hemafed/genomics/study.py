@@ -28,7 +28,7 @@ from hemafed.genomics.release import MEMBERSHIP_CAVEAT, ssf_text, top_hits, with
 from hemafed.genomics.variants import VariantList
 
 if TYPE_CHECKING:
-    from hemafed.study.spec import Analysis, StudySpec
+    from hemafed.studyplan.spec import Analysis, StudySpec
 
 
 def run_gwas_analysis(fed: Federation, a: Analysis, spec: StudySpec) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def imaging_problems(raw: Any, analyses: Any = None) -> list[str]:
 
 
 def _analysis_problems(a: Mapping[str, Any], features: Sequence[str]) -> list[str]:
-    from hemafed.study.spec import valid_columns
+    from hemafed.studyplan.spec import valid_columns
 
     model = a.get("model")
     if model not in MODELS:

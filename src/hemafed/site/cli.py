@@ -106,6 +106,9 @@ def approve(site_dir: SiteDir,
 @app.command("check")
 def check(site_dir: SiteDir) -> None:
     """Validate the site: config, policy, key permissions, cohort, audit chain, ledger."""
+    # the analysis kinds and the planner the approved studies' stored specs are checked with
+    import hemafed.study.plan  # noqa: F401
+
     report = store.check_site(site_dir)
     for note in report.notes:
         typer.echo(note)

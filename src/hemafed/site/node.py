@@ -77,7 +77,7 @@ from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
 from hemafed.site.request import SiteRequest, canonical_json
 from hemafed.site.rollback import LedgerAuditGuard
-from hemafed.study.plan import StudyPlan
+from hemafed.studyplan.plans import ApprovedPlan
 
 __all__ = ["NOISE_BOUND_STDS", "SiteAnswer", "SiteNode", "SiteRequest", "release_sensitivity"]
 
@@ -150,7 +150,7 @@ class SiteNode:
     def __init__(self, cohort: Cohort, policy: SitePolicy, ledger: PrivacyLedger, audit: AuditLog,
                  *, clock: Callable[[], dt.datetime] | None = None,
                  rng: np.random.Generator | None = None,
-                 plans: Mapping[str, StudyPlan | None] | None = None,
+                 plans: Mapping[str, ApprovedPlan | None] | None = None,
                  releases: ReleaseRegister | None = None) -> None:
         if ledger.site_id != policy.site_id:
             raise InvalidInput(f"ledger of site {ledger.site_id!r} given to site {policy.site_id!r}")
@@ -160,7 +160,7 @@ class SiteNode:
         self.audit = audit
         self._clock = clock or _utc_now
         self._rng = rng if rng is not None else np.random.default_rng()
-        self.plans: dict[str, StudyPlan | None] = dict(plans or {})
+        self.plans: dict[str, ApprovedPlan | None] = dict(plans or {})
         self.releases = releases
         self._distinct: dict[tuple[str, str], set[str]] = {}
         self._distinct_offset = 0  # the audit log's bytes folded into _distinct
@@ -388,7 +388,7 @@ class SiteNode:
                     match.group(1))
         return self._distinct.setdefault((study, query), set())
 
-    def _plan(self, request: SiteRequest) -> StudyPlan | None:
+    def _plan(self, request: SiteRequest) -> ApprovedPlan | None:
         """The plan of the request's study (``None``: none stored and none required); refuse
         a study whose stored spec does not match, or one without a plan when required."""
         study = request.study_id
@@ -405,7 +405,7 @@ class SiteNode:
                                         f"`hemafed site approve DIR SPEC.yaml`", name="no_plan")
         return None
 
-    def _parse(self, request: SiteRequest, plan: StudyPlan | None
+    def _parse(self, request: SiteRequest, plan: ApprovedPlan | None
                ) -> tuple[Query, QueryParams]:
         """The request's query and its parameters, checked once (:meth:`Query.check`): the
         one object the plan check, the declaration and the computation all take.
@@ -428,7 +428,7 @@ class SiteNode:
                             code="invalid_parameter", kind=InvalidInput,
                             name=parameter_name(str(exc), request.params), cause=exc)
 
-    def _check_plan(self, request: SiteRequest, plan: StudyPlan | None,
+    def _check_plan(self, request: SiteRequest, plan: ApprovedPlan | None,
                     checked: Params | QueryParams) -> str:
         """Refuse a request outside its study's plan, comparing the parsed parameters
         (defaults filled in); return the request's parameter key."""

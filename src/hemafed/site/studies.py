@@ -5,6 +5,12 @@
 its SHA-256, to ``policy.yaml``. The site node derives each study's
 :class:`~hemafed.study.plan.StudyPlan` from the stored text alone; a stored spec whose hash is
 not the approved one (edited after approval) yields no plan, and the node refuses the study.
+
+The site reads the spec model and derives the plan through the hooks below the site
+(:mod:`hemafed.studyplan`): the analysis kinds, the spec rules and the planner are registered
+by the study layer (the standard site handler, :mod:`hemafed.study.site_runtime`, imports
+them). A stored spec checked while none is registered is a clear error, not a study refused
+for a wrong reason.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from typing import Any
 from hemafed import atomic
 from hemafed.cohort.study_fields import (
     StudyVariable,
+    parse_variables,
     register_variables,
     split_mapping,
 )
 from hemafed.errors import InvalidInput
 from hemafed.site.policy import SitePolicy
-from hemafed.study.plan import StudyPlan
-from hemafed.study.spec import StudySpec
+from hemafed.studyplan.plans import ApprovedPlan, plan_of
+from hemafed.studyplan.spec import StudySpec, require_registered
+from hemafed.studyplan.spec import spec_sha256 as sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +51,51 @@ def store_spec(site_dir: str | Path, spec: StudySpec) -> Path:
     return path
 
 
-def _approved_spec(site_dir: str | Path, study_id: str, spec_sha256: str
-                   ) -> StudySpec | bool | None:
-    """The stored spec of an approved study: ``False`` when none is stored, ``None`` when it
-    is unreadable or does not match the approved hash (logged), else the spec."""
+def _approved_text(site_dir: str | Path, study_id: str, spec_sha256: str
+                   ) -> dict[str, Any] | bool | None:
+    """The stored spec text (parsed JSON) of an approved study: ``False`` when none is stored,
+    ``None`` when it is unreadable or does not match the approved hash (logged)."""
     path = spec_path(site_dir, study_id)
     if not path.exists():
         return False
     try:
-        spec = StudySpec.from_mapping(json.loads(path.read_text(encoding="utf-8")),
-                                      source=str(path))
-    except (OSError, ValueError, InvalidInput) as exc:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
         log.warning("study %s: stored spec %s is unreadable (%s)", study_id, path, exc)
         return None
-    if spec.sha256 != spec_sha256 or spec.study_id != study_id:
+    if not isinstance(raw, dict) or sha256_of(raw) != spec_sha256 \
+            or raw.get("study_id") != study_id:
         log.warning("study %s: stored spec %s does not match the approved hash", study_id, path)
         return None
-    return spec
+    return raw
 
 
-def load_plans(site_dir: str | Path, policy: SitePolicy) -> dict[str, StudyPlan | None]:
+def _approved_spec(site_dir: str | Path, study_id: str, spec_sha256: str
+                   ) -> StudySpec | bool | None:
+    """The stored spec of an approved study: ``False`` when none is stored, ``None`` when it
+    is unreadable, does not match the approved hash or is not a valid spec (logged), else the
+    spec. No analysis kinds registered to check it with is an error, not an unreadable spec."""
+    raw = _approved_text(site_dir, study_id, spec_sha256)
+    if not isinstance(raw, dict):
+        return raw
+    path = spec_path(site_dir, study_id)
+    require_registered(str(path))
+    try:
+        return StudySpec.from_mapping(raw, source=str(path))
+    except InvalidInput as exc:
+        log.warning("study %s: stored spec %s is unreadable (%s)", study_id, path, exc)
+        return None
+
+
+def load_plans(site_dir: str | Path, policy: SitePolicy) -> dict[str, ApprovedPlan | None]:
     """The plan of every approved study with a stored spec (``None``: the stored text does not
     match the approved hash; the node refuses that study)."""
-    plans: dict[str, StudyPlan | None] = {}
+    plans: dict[str, ApprovedPlan | None] = {}
     for study in policy.studies:
         spec = _approved_spec(site_dir, study.study_id, study.spec_sha256)
         if spec is not False:
-            plans[study.study_id] = (StudyPlan.from_spec(spec) if isinstance(spec, StudySpec)
-                                     else None)
+            plans[study.study_id] = (plan_of(spec, str(spec_path(site_dir, study.study_id)))
+                                     if isinstance(spec, StudySpec) else None)
     return plans
 
 
@@ -79,12 +104,22 @@ def approved_variables(site_dir: str | Path, policy: SitePolicy
     """The study variables each approved study's stored spec declares (the declarations are
     persisted with the approval, in the stored spec text, so a restarted node keeps them).
     A stored spec whose hash is not the approved one contributes nothing (its plan is
-    refused)."""
+    refused). The declarations are read from the hash-checked text alone (they are checked
+    by :func:`~hemafed.cohort.study_fields.parse_variables`): loading a cohort needs no
+    analysis kind registered."""
     out: dict[str, tuple[StudyVariable, ...]] = {}
     for study in policy.studies:
-        spec = _approved_spec(site_dir, study.study_id, study.spec_sha256)
-        if isinstance(spec, StudySpec) and spec.variables:
-            out[study.study_id] = spec.variables
+        raw = _approved_text(site_dir, study.study_id, study.spec_sha256)
+        if not isinstance(raw, dict):
+            continue
+        try:
+            variables = parse_variables(raw.get("variables"), "variables")
+        except InvalidInput as exc:
+            log.warning("study %s: stored spec %s is unreadable (%s)", study.study_id,
+                        spec_path(site_dir, study.study_id), exc)
+            continue
+        if variables:
+            out[study.study_id] = variables
     return out
 
 
@@ -131,7 +166,7 @@ def check_mapping_variables(mapping: str | Path | Mapping[str, Any] | None,
     return plain
 
 
-def plans_summary(plans: Mapping[str, StudyPlan | None]) -> list[str]:
+def plans_summary(plans: Mapping[str, ApprovedPlan | None]) -> list[str]:
     """One line per study for ``hemafed site check``."""
     return [f"study {sid}: " + ("stored spec does not match the approved hash" if p is None else
                                 f"plan with {len(p.queries)} queries, {len(p.columns)} columns")

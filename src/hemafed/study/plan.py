@@ -90,7 +90,8 @@ from hemafed.errors import InvalidInput
 from hemafed.federation.checks import QueryParams
 from hemafed.kinds import COARSER_LATTICES, OWN_TABLE_LATTICES, get_kind, registered_kinds
 from hemafed.study.kinds import EXACT_HISTOGRAMS_KEY, GWAS_CAP, LMM_CAP, NEWTON_CAP
-from hemafed.study.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
+from hemafed.studyplan.plans import register_planner
+from hemafed.studyplan.spec import FORMULA_LEVEL_KINDS, Analysis, StudySpec
 
 __all__ = ["COARSER_LATTICES", "EXACT_HISTOGRAMS_KEY", "GWAS_CAP", "KIND_CAPS", "KIND_QUERIES",
            "LATTICE_KINDS", "LMM_CAP", "MAX_PATIENTS", "NEWTON_CAP", "OWN_TABLE_LATTICES",
@@ -962,3 +963,6 @@ def _named_genes(params: Mapping[str, Any]) -> Iterable[str]:
             for t in design:
                 if isinstance(t, Mapping) and isinstance(t.get("gene"), str):
                     yield t["gene"]
+
+
+register_planner(StudyPlan.from_spec)  # the plan a site derives (hemafed.studyplan.plans)

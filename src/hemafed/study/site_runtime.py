@@ -4,7 +4,9 @@
 serve``, the Flower site worker and ClientApp, the simulation, the in-process runtime and the
 demo): :func:`hemafed.site.runtime.site_handler` with the queries of
 :mod:`hemafed.study.catalogue` registered and the study layer's cohort enrichment, the derived
-clinical scores of :func:`hemafed.study.derived.with_derived_scores`, passed in as its hook.
+clinical scores of :func:`hemafed.study.derived.with_derived_scores`, passed in as its hook;
+importing it registers the analysis kinds, spec rules and planner the site derives its approved
+studies' plans with (:mod:`hemafed.study.plan`, :mod:`hemafed.studyplan`).
 :func:`longitudinal_site_handler` is the same for sites that also hold a measurement table
 (:func:`hemafed.analytics.mixed.longitudinal_site_handler`).
 """
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import hemafed.study.catalogue as catalogue
+import hemafed.study.plan as _plan  # noqa: F401  (registers the kinds and the site's planner)
 from hemafed.analytics import mixed
 from hemafed.federation.transport import SiteHandler
 from hemafed.site import runtime
