@@ -45,10 +45,6 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.federation.membership_cli", "hemafed.site.runtime"),
     ("hemafed.federation.membership_cli", "hemafed.site.store"),
     ("hemafed.federation.runtime", "hemafed.site.request"),
-    # the site CLI, a command line of its own, registers the built-in kinds and the planner
-    # (hemafed.studyplan) and reports an approved study's plan
-    ("hemafed.site.cli", "hemafed.study.plan"),
-    ("hemafed.site.cli", "hemafed.study.spec"),
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
@@ -201,15 +197,11 @@ def test_no_import_cycles() -> None:
     assert not gone, f"these known cycles are gone: delete them from KNOWN_CYCLES: {gone}"
 
 
-SITE_STUDY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
-    # the site CLI registers the built-in kinds and the planner, and approves a spec
-    ("hemafed.site.cli", "hemafed.study.plan"),
-    ("hemafed.site.cli", "hemafed.study.spec"),
-})
-"""The only imports of study/ from site/: the site CLI's. The node and the store read the
-approved spec's model and derive its plan through :mod:`hemafed.studyplan` (the kinds, spec
-rules and planner registered into it), as cohort enrichment (the derived scores) is a hook the
-site runtime is given, never an import."""
+SITE_STUDY_IMPORTS: frozenset[tuple[str, str]] = frozenset()
+"""Imports of study/ from site/: none. The node, the store and the site CLI read the approved
+spec's model and derive its plan through :mod:`hemafed.studyplan` (the kinds, spec rules and
+planner registered into it by the top-level CLI or the standard site handler), as cohort
+enrichment (the derived scores) is a hook the site runtime is given, never an import."""
 
 DEMO_IMPORTERS = frozenset({"hemafed.cli", "hemafed.demo", "hemafed.imaging.demo"})
 """The modules that may import :mod:`hemafed.demo`: the CLI and the demos themselves."""

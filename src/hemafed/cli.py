@@ -41,6 +41,8 @@ _DEBUG = {"on": os.environ.get("HEMAFED_DEBUG", "") not in ("", "0")}
 
 def site_subapp() -> typer.Typer:
     """``hemafed site``: the site CLI plus the federation commands a site runs."""
+    # the analysis kinds and the planner that `approve` and `check` read the specs with
+    import hemafed.study.plan  # noqa: F401
     from hemafed.federation.cli import site_app_hash, site_keygen, site_serve
     from hemafed.federation.membership_cli import site_identity, site_join
     from hemafed.site.cli import app as site_app

@@ -85,17 +85,18 @@ def approve(site_dir: SiteDir,
 
     from hemafed.errors import InvalidInput
     from hemafed.site.store import approve_study
-    from hemafed.study.plan import StudyPlan
-    from hemafed.study.spec import StudySpec
+    from hemafed.studyplan.plans import ApprovedPlan, plan_of
+    from hemafed.studyplan.spec import StudySpec
 
-    def run() -> tuple[StudySpec, StudyPlan]:
+    def run() -> tuple[StudySpec, ApprovedPlan]:
         try:
             day = dt.date.fromisoformat(expires)
         except ValueError:
             raise InvalidInput(f"--expires must be a date YYYY-MM-DD, got {expires!r}") from None
         parsed = StudySpec.load(spec)
+        plan = plan_of(parsed, str(spec))  # a spec the site cannot plan is not approved
         approve_study(site_dir, parsed, expires=day, approved_by=approved_by)
-        return parsed, StudyPlan.from_spec(parsed)
+        return parsed, plan
 
     parsed, plan = _run(run)
     typer.echo(f"approved study {parsed.study_id!r} (spec sha256 {parsed.sha256}) until {expires}")
@@ -106,9 +107,6 @@ def approve(site_dir: SiteDir,
 @app.command("check")
 def check(site_dir: SiteDir) -> None:
     """Validate the site: config, policy, key permissions, cohort, audit chain, ledger."""
-    # the analysis kinds and the planner the approved studies' stored specs are checked with
-    import hemafed.study.plan  # noqa: F401
-
     report = store.check_site(site_dir)
     for note in report.notes:
         typer.echo(note)
