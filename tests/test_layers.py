@@ -38,13 +38,11 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
     ("hemafed.federation.cli", "hemafed.study.spec"),
-    # site-side commands and the Flower site worker still live in federation/; the hub
-    # runtime builds the site's request type (hemafed.site.request)
+    # site-side commands and the Flower site worker still live in federation/
     ("hemafed.federation.flower.site_worker", "hemafed.site.store"),
     ("hemafed.federation.membership_cli", "hemafed.site.membership"),
     ("hemafed.federation.membership_cli", "hemafed.site.runtime"),
     ("hemafed.federation.membership_cli", "hemafed.site.store"),
-    ("hemafed.federation.runtime", "hemafed.site.request"),
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({

@@ -2,7 +2,7 @@
 
 A *batch* is a list of site requests that the hub sends in a single aggregation. Its payload is
 the canonical JSON object ``{"batch": [request, ...]}`` (each element the plain-JSON form of one
-:class:`~hemafed.site.request.SiteRequest`); the declared statistics of part ``i`` travel under
+:class:`~hemafed.federation.request.SiteRequest`); the declared statistics of part ``i`` travel under
 the names ``part_name(i, name)``, so one fixed-point layout carries them all and every statistic
 keeps its own encoding (the decoded sums are exactly those of the separate requests).
 

@@ -163,7 +163,7 @@ class SecureFederation:
 
     def _aggregate(self, parts: list[SumRequest], study: str, *,
                    batch: bool) -> list[AggregateResult]:
-        from hemafed.site.request import SiteRequest
+        from hemafed.federation.request import SiteRequest
 
         start = time.perf_counter()
         if not parts:

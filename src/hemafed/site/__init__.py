@@ -5,11 +5,11 @@ hash-chained audit log and Crypt4GH vault. Every request from the hub is checked
 and answered here; see :class:`~hemafed.site.node.SiteNode`.
 """
 
+from hemafed.federation.request import SiteRequest
 from hemafed.site.audit import AuditLog, VerifyReport
 from hemafed.site.ledger import PrivacyLedger, gaussian_sigma
 from hemafed.site.node import SiteAnswer, SiteNode
 from hemafed.site.policy import Budget, Decision, SitePolicy, write_default_policy
-from hemafed.site.request import SiteRequest
 
 __all__ = ["AuditLog", "Budget", "Decision", "PrivacyLedger", "SiteAnswer", "SiteNode",
            "SitePolicy", "SiteRequest", "VerifyReport", "gaussian_sigma", "write_default_policy"]

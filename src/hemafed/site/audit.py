@@ -35,7 +35,7 @@ from typing import Any
 
 from hemafed import atomic
 from hemafed.errors import InvalidInput
-from hemafed.site.request import canonical_json
+from hemafed.federation.request import canonical_json
 
 GENESIS = "0" * 64
 _FIELDS = ("seq", "time", "request_id", "requester", "study", "query", "params", "decision",

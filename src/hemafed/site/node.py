@@ -62,6 +62,7 @@ from hemafed.cohort.model import Cohort
 from hemafed.errors import BudgetExhausted, HemafedError, InvalidInput, PolicyRefused
 from hemafed.federation.api import DPRequest
 from hemafed.federation.queries import Params, Query, QueryParams, Statistic, get_query
+from hemafed.federation.request import SiteRequest, canonical_json
 from hemafed.privacy import calibration
 from hemafed.privacy.calibration import release_sensitivity
 from hemafed.privacy.disclosure import (
@@ -75,7 +76,6 @@ from hemafed.site.audit import AuditLog
 from hemafed.site.ledger import PrivacyLedger, composed_epsilon
 from hemafed.site.participants import ReleaseRegister
 from hemafed.site.policy import SitePolicy
-from hemafed.site.request import SiteRequest, canonical_json
 from hemafed.site.rollback import LedgerAuditGuard
 from hemafed.studyplan.plans import ApprovedPlan
 

@@ -73,7 +73,7 @@ class ApprovedStudy:
 
 
 class PolicyRequest(Protocol):
-    """The fields of a request that the policy looks at (see ``hemafed.site.request``)."""
+    """The fields of a request that the policy looks at (see ``hemafed.federation.request``)."""
 
     @property
     def study_id(self) -> str: ...

@@ -101,7 +101,7 @@ class _SiteRuntime:
 
     def compute(self, payload: bytes, quorum: int
                 ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
-        from hemafed.site.request import SiteRequest
+        from hemafed.federation.request import SiteRequest
 
         # the secure-aggregation quorum is what this site can rely on: any released sum covers
         # at least that many sites, so it bounds the noise-share divisor the hub may ask for
@@ -140,7 +140,7 @@ class _SiteRuntime:
                        ) -> tuple[dict[str, np.ndarray], dict[str, Statistic]]:
         """Each part through the single-request path, in order; the first refusal refuses
         the batch (:mod:`hemafed.federation.batch`)."""
-        from hemafed.site.request import SiteRequest
+        from hemafed.federation.request import SiteRequest
 
         requests = []
         for part in parts:
