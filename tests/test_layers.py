@@ -38,11 +38,8 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     # the hub CLI of the federation package writes study reports
     ("hemafed.federation.cli", "hemafed.study.report"),
     ("hemafed.federation.cli", "hemafed.study.spec"),
-    # site-side commands and the Flower site worker still live in federation/
+    # the Flower site worker still lives in federation/flower (it opens the site store)
     ("hemafed.federation.flower.site_worker", "hemafed.site.store"),
-    ("hemafed.federation.membership_cli", "hemafed.site.membership"),
-    ("hemafed.federation.membership_cli", "hemafed.site.runtime"),
-    ("hemafed.federation.membership_cli", "hemafed.site.store"),
 })
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({

@@ -44,8 +44,8 @@ def site_subapp() -> typer.Typer:
     # the analysis kinds and the planner that `approve` and `check` read the specs with
     import hemafed.study.plan  # noqa: F401
     from hemafed.federation.cli import site_app_hash, site_keygen, site_serve
-    from hemafed.federation.membership_cli import site_identity, site_join
     from hemafed.site.cli import app as site_app
+    from hemafed.site.membership_cli import site_identity, site_join
 
     commands: dict[str, Any] = {"serve": site_serve, "keygen": site_keygen,
                                 "app-hash": site_app_hash, "identity": site_identity,
