@@ -173,7 +173,7 @@ def run_plain_exchange(n: int, length: int, repeats: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp:
         sites, _ = make_secure_sites(Path(tmp), n, length, default_threshold(n))
-        result = run_in_simulation(plain_hub_main, f"{MODULE}:plain_site_handler", sites,
+        result = run_in_simulation(f"{MODULE}:plain_hub_main", f"{MODULE}:plain_site_handler", sites,
                                    {"length": length, "repeats": repeats}, timeout=300.0,
                                    connect_timeout=120.0, num_cpus=NUM_CPUS,
                                    client_cpus=CLIENT_CPUS)
@@ -215,7 +215,7 @@ def run_ours_simulation(n: int, length: int, repeats: int,
         config = {"manifest": manifest_json, "length": length, "repeats": repeats,
                   "one_shot": one_shot}
         stats: dict[str, Any] = {}
-        result = run_in_simulation(secure_hub_main, f"{MODULE}:secure_site_handler", sites,
+        result = run_in_simulation(f"{MODULE}:secure_hub_main", f"{MODULE}:secure_site_handler", sites,
                                    config, timeout=300.0, connect_timeout=120.0,
                                    num_cpus=NUM_CPUS, client_cpus=CLIENT_CPUS, stats=stats)
     total = np.frombuffer(result["sum"], dtype="<f8")
