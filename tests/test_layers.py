@@ -42,10 +42,7 @@ KNOWN_UPHILL: frozenset[tuple[str, str]] = frozenset({
     ("hemafed.federation.flower.site_worker", "hemafed.site.store"),
 })
 
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # ComBat's site step stores what the model computes, and the store rebuilds the model
-    frozenset({"hemafed.imaging.combat", "hemafed.imaging.site_features"}),
-})
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def _module_name(path: Path) -> str:

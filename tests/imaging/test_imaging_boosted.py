@@ -11,10 +11,10 @@ import pytest
 
 from hemafed.cohort.model import Cohort
 from hemafed.federation.local import LocalSumFederation
-from hemafed.imaging.combat import FederatedComBat
+from hemafed.imaging.combat import FederatedComBat, apply_harmonisation
 from hemafed.imaging.demo import BOOSTED_MODELS, ImagingSites, imaging_spec
 from hemafed.imaging.models import fit_boosted_model
-from hemafed.imaging.site_features import apply_harmonisation, imaging_cohort, imaging_table
+from hemafed.imaging.site_features import imaging_cohort, imaging_table
 from hemafed.imaging.spec import ImagingSpec
 from hemafed.learn.features import fixed_bins
 from hemafed.learn.gbdt import FederatedGBDT

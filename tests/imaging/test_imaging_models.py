@@ -9,10 +9,10 @@ from scipy import stats
 
 from hemafed.cohort.model import Cohort
 from hemafed.federation.local import LocalSumFederation
-from hemafed.imaging.combat import FederatedComBat
+from hemafed.imaging.combat import FederatedComBat, apply_harmonisation
 from hemafed.imaging.demo import HARMONISED_FEATURES, ImagingSites
 from hemafed.imaging.models import fit_infarct_model, fit_pfs_model, harmonised_bounds
-from hemafed.imaging.site_features import apply_harmonisation, imaging_cohort, imaging_table
+from hemafed.imaging.site_features import imaging_cohort, imaging_table
 from hemafed.site.store import load_cohort
 
 FEATURES = list(HARMONISED_FEATURES)

@@ -23,7 +23,7 @@ public bounds can have), ``alpha + x' beta`` must reach the feature's bounds for
 vector ``x`` within theirs (the grand mean at the pooled covariate mean does) and each covariate's
 effect over its public range at most :data:`~hemafed.imaging.combat_params.MAX_EFFECT_SPAN` feature ranges. The harmonised
 values must lie within the public bounds of ``h_<feature>`` or nothing is stored, and they are
-stored for the requesting study only (:func:`hemafed.imaging.site_features.store_harmonisation`).
+stored for the requesting study only (:func:`store_harmonisation`).
 Each site then standardises its own data, estimates its own ``gamma_hat``, ``delta_hat`` and
 their priors (ComBat's priors are per batch, across features) and runs the empirical-Bayes
 iteration locally (:func:`site_adjust`): no site-level effect is ever sent. The result equals
@@ -40,6 +40,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ from hemafed.imaging.combat_params import (
 )
 from hemafed.imaging.radiomics import FeatureSettings
 from hemafed.imaging.radiomics.library import LIBRARIES
+from hemafed.imaging.spec import HARMONISED_PREFIX
 from hemafed.site.runtime import (
     register_site_effect,
     register_site_tables,
@@ -369,11 +371,56 @@ def _apply_declare(params: ComBatApplyParams) -> dict[str, Statistic]:
     return {"n": Statistic((1,), 0, params.max_patients, is_count=True)}
 
 
+def store_harmonisation(site_dir: str | Path, cohort: Cohort, params: Mapping[str, object], *,
+                        study: str) -> pd.DataFrame:
+    """At a site: harmonise its own features in ``cohort`` with the pooled ComBat ``params``
+    the hub sent for ``study`` (:meth:`FederatedComBat.site_parameters`) and store them as that
+    study's ``h_<feature>`` table (atomically,
+    :func:`hemafed.imaging.site_features.store_study_table`); return the table.
+
+    The parameters are checked first (:func:`check_pooled`), and the harmonised values must lie
+    within the public bounds of ``h_<feature>`` (those declared in ``params['bounds']``, else
+    the feature's own): otherwise nothing is stored and the refusal names the feature, never a
+    value. The site's own ComBat estimates (gamma, delta and their EB posteriors) stay here.
+    """
+    from hemafed.imaging.site_features import store_study_table, without_harmonised
+
+    check_pooled(params)
+    model = FederatedComBat.from_parameters(params)
+    base = without_harmonised(cohort)
+    frame, _ = model.transform(base.patients)
+    imaged = base.patients[model.features].notna().all(axis=1).to_numpy()
+    out = pd.DataFrame({"patient_id": frame["patient_id"].astype(str)})
+    raw_bounds = params.get("bounds")
+    bounds: Mapping[str, Sequence[float]] = raw_bounds if isinstance(raw_bounds, Mapping) else {}
+    for f in model.features:
+        values = frame[f].astype(float).to_numpy()
+        low, high = bounds.get(HARMONISED_PREFIX + f, bounds[f])
+        v = values[imaged]
+        if not (np.all(np.isfinite(v)) and np.all(v >= float(low)) and np.all(v <= float(high))):
+            raise InvalidInput(f"ComBat: harmonised feature {HARMONISED_PREFIX + f!r} would lie "
+                               "outside its public bounds; nothing was stored")
+        out[HARMONISED_PREFIX + f] = values
+    out = out[imaged].reset_index(drop=True)
+    store_study_table(site_dir, study, out, params)
+    return out
+
+
+def apply_harmonisation(site_dir: str | Path, params: Mapping[str, object], *,
+                        study: str) -> pd.DataFrame:
+    """:func:`store_harmonisation` on the site's stored cohort and features (an operator's or a
+    test's direct call; in a study the site does it on answering ``combat_apply``)."""
+    from hemafed.imaging.site_features import imaging_cohort, imaging_table
+    from hemafed.site.store import load_cohort
+
+    site = Path(site_dir)
+    return store_harmonisation(site, imaging_cohort(load_cohort(site), imaging_table(site)),
+                               params, study=study)
+
+
 def _apply_effect(site_dir: Any, node: Any, params: Params, study: str) -> None:
     """At the site, after it answered ``combat_apply`` of ``study``: store that study's
     harmonised features (read by that study's later requests only, :func:`_study_tables`)."""
-    from hemafed.imaging.site_features import store_harmonisation
-
     store_harmonisation(site_dir, node.cohort, params, study=study)
 
 

@@ -257,52 +257,17 @@ def study_cohort(site_dir: str | Path, cohort: Cohort, study: str) -> Cohort:
     return base if own is None else imaging_cohort(base, own)
 
 
-def store_harmonisation(site_dir: str | Path, cohort: Cohort, params: Mapping[str, object], *,
-                        study: str) -> pd.DataFrame:
-    """At a site: harmonise its own features in ``cohort`` with the pooled ComBat ``params``
-    the hub sent for ``study`` (:meth:`~hemafed.imaging.combat.FederatedComBat.site_parameters`)
-    and store them as that study's ``h_<feature>`` table (atomically); return the table.
-
-    The parameters are checked first (:func:`~hemafed.imaging.combat.check_pooled`), and the
-    harmonised values must lie within the public bounds of ``h_<feature>`` (those declared in
-    ``params['bounds']``, else the feature's own): otherwise nothing is stored and the refusal
-    names the feature, never a value. The site's own ComBat estimates (gamma, delta and their
-    EB posteriors) stay here.
-    """
-    from hemafed.imaging.combat import FederatedComBat, check_pooled
-
-    check_pooled(params)
-    model = FederatedComBat.from_parameters(params)
-    base = without_harmonised(cohort)
-    frame, _ = model.transform(base.patients)
-    imaged = base.patients[model.features].notna().all(axis=1).to_numpy()
-    out = pd.DataFrame({"patient_id": frame["patient_id"].astype(str)})
-    raw_bounds = params.get("bounds")
-    bounds: Mapping[str, Sequence[float]] = raw_bounds if isinstance(raw_bounds, Mapping) else {}
-    for f in model.features:
-        values = frame[f].astype(float).to_numpy()
-        low, high = bounds.get(HARMONISED_PREFIX + f, bounds[f])
-        v = values[imaged]
-        if not (np.all(np.isfinite(v)) and np.all(v >= float(low)) and np.all(v <= float(high))):
-            raise InvalidInput(f"ComBat: harmonised feature {HARMONISED_PREFIX + f!r} would lie "
-                               "outside its public bounds; nothing was stored")
-        out[HARMONISED_PREFIX + f] = values
-    out = out[imaged].reset_index(drop=True)
+def store_study_table(site_dir: str | Path, study: str, table: pd.DataFrame,
+                      params: Mapping[str, object]) -> None:
+    """Store ``study``'s harmonised table (``patient_id`` and ``h_<feature>`` columns) and the
+    pooled parameters it was made with, each atomically: what the ComBat site step
+    (:func:`hemafed.imaging.combat.store_harmonisation`) computed; that study's requests read it
+    (:func:`study_cohort`)."""
     path = harmonised_path(site_dir, study)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(path, out)
+    _write_parquet(path, table)
     atomic.write_text(harmonised_path(site_dir, study, ".combat.json"),
                       json.dumps(dict(params), indent=1, default=str))
-    log.info("stored harmonised features of %d features for one study", len(model.features))
-    return out
+    log.info("stored a harmonised table of %d columns for one study", table.shape[1] - 1)
 
 
-def apply_harmonisation(site_dir: str | Path, params: Mapping[str, object], *,
-                        study: str) -> pd.DataFrame:
-    """:func:`store_harmonisation` on the site's stored cohort and features (an operator's or a
-    test's direct call; in a study the site does it on answering ``combat_apply``)."""
-    from hemafed.site.store import load_cohort
-
-    site = Path(site_dir)
-    return store_harmonisation(site, imaging_cohort(load_cohort(site), imaging_table(site)),
-                               params, study=study)
