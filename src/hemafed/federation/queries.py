@@ -134,7 +134,8 @@ class Query:
     version: str
     compute: Callable[..., dict[str, np.ndarray]]
     declare: Callable[..., dict[str, Statistic]]
-    check_params: Callable[[Params], None] = field(default=_no_check)
+    check_params: Callable[[Params], None] = field(default=_no_check, init=False)
+    """The parse of ``params_type`` (set from it; not an argument)."""
     description: str = ""
     site_aware: bool = False
     risk_set_changes: Callable[..., np.ndarray] | None = None
@@ -144,12 +145,10 @@ class Query:
         if self.params_type is None:
             raise ValueError(f"query {self.key}: give it a params_type (a frozen QueryParams "
                              f"dataclass); a query reading an untyped mapping is not registered")
-        if self.check_params is not _no_check:
-            raise ValueError(f"query {self.key}: a params_type is the check; drop check_params")
         for role, attr in (("compute", "compute"), ("declare", "declare"),
                            ("check", "check_params")):
-            fn = getattr(self, attr) if role != "check" else None
-            object.__setattr__(self, attr, _Typed(fn or _no_check, self.params_type, role))
+            fn = getattr(self, attr) if role != "check" else _no_check
+            object.__setattr__(self, attr, _Typed(fn, self.params_type, role))
         if self.risk_set_changes is not None:
             object.__setattr__(self, "risk_set_changes",
                                _Typed(self.risk_set_changes, self.params_type, "changes"))
